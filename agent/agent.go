@@ -1,0 +1,89 @@
+// Package agent is the outpost-agent runtime on the device.
+package agent
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"runtime"
+	"time"
+
+	"github.com/outpost-edge/outpost/agent/store"
+	"github.com/outpost-edge/outpost/agent/uplink"
+	"github.com/outpost-edge/outpost/deploy/version"
+	"github.com/outpost-edge/outpost/sync/state"
+	"github.com/outpost-edge/outpost/sync/topics"
+)
+
+// Run opens the agent database, connects to the hub and keeps the device's
+// reported state fresh until ctx is cancelled.
+func Run(ctx context.Context, cfg *Config, log *slog.Logger) error {
+	if err := os.MkdirAll(cfg.DataDir, 0o750); err != nil {
+		return fmt.Errorf("agent: data dir: %w", err)
+	}
+	db, err := store.Open(ctx, filepath.Join(cfg.DataDir, "agent.db"), cfg.Storage.Synchronous)
+	if err != nil {
+		return err
+	}
+	defer db.Close()
+	boot, err := db.NextBoot(ctx)
+	if err != nil {
+		return err
+	}
+	log = log.With("device", cfg.Device.ID)
+	rep := state.Reported{
+		Device:       cfg.Device.ID,
+		AgentVersion: version.Version,
+		Arch:         runtime.GOARCH,
+		Boot:         boot,
+		Status:       state.StatusRunning,
+		StartedAt:    time.Now().UTC(),
+	}
+	report := func(ctx context.Context, c *uplink.Client, status string) {
+		r := rep
+		r.Status = status
+		r.ReportedAt = time.Now().UTC()
+		payload, _ := json.Marshal(r) // plain struct, cannot fail
+		if err := c.Publish(ctx, topics.Reported(cfg.Device.ID), 1, true, payload); err != nil {
+			log.Warn("report state", "err", err)
+		}
+	}
+	up := uplink.New(cfg.Hub, uplink.Options{
+		ClientID:  cfg.Device.ID,
+		OnConnect: func(c *uplink.Client) { report(ctx, c, state.StatusRunning) },
+		Subscriptions: map[string]uplink.Handler{
+			topics.Desired(cfg.Device.ID): func(_ string, payload []byte) {
+				log.Info("desired state received", "bytes", len(payload))
+			},
+		},
+	}, log)
+	log.Info("agent starting", "boot", boot, "hub", cfg.Hub.URL)
+	// Connect keeps retrying in the background; the agent works offline.
+	go func() {
+		if err := up.Connect(ctx); err != nil && ctx.Err() == nil {
+			log.Warn("uplink", "err", err)
+		}
+	}()
+	defer up.Close()
+
+	tick := time.NewTicker(cfg.Report.Interval)
+	defer tick.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			if up.Connected() {
+				stopCtx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+				report(stopCtx, up, state.StatusStopping)
+				cancel()
+			}
+			return nil
+		case <-tick.C:
+			if up.Connected() {
+				report(ctx, up, state.StatusRunning)
+			}
+		}
+	}
+}

@@ -1,0 +1,19 @@
+// Command outpost-agent runs the Outpost edge agent.
+package main
+
+import (
+	"os"
+
+	"github.com/outpost-edge/outpost/agent"
+	"github.com/outpost-edge/outpost/deploy/daemon"
+)
+
+func main() {
+	os.Exit(daemon.Main(daemon.Spec[*agent.Config]{
+		Name:      "outpost-agent",
+		EnvPrefix: "OUTPOST_AGENT",
+		Summary:   "edge runtime: sensor ingest, event-time windows, inference, durable outbox",
+		Defaults:  agent.Defaults,
+		Run:       agent.Run,
+	}, os.Args[1:], os.Environ(), os.Stdout, os.Stderr))
+}

@@ -1,0 +1,89 @@
+package agent
+
+import (
+	"fmt"
+	"net/url"
+	"time"
+
+	"github.com/outpost-edge/outpost/agent/store"
+	"github.com/outpost-edge/outpost/agent/uplink"
+	"github.com/outpost-edge/outpost/deploy/config"
+	"github.com/outpost-edge/outpost/deploy/daemon"
+	"github.com/outpost-edge/outpost/sync/topics"
+)
+
+// Config is the whole typed configuration of outpost-agent.
+type Config struct {
+	Device  DeviceConfig     `yaml:"device"`
+	DataDir string           `yaml:"data_dir" usage:"directory of the agent database (outbox, checkpoints, update state)"`
+	Storage StorageConfig    `yaml:"storage"`
+	Hub     uplink.Config    `yaml:"hub"`
+	Report  ReportConfig     `yaml:"report"`
+	Log     daemon.LogConfig `yaml:"log"`
+}
+
+// DeviceConfig identifies the device.
+type DeviceConfig struct {
+	ID string `yaml:"id" usage:"device id: letters, digits, '-' and '_'"`
+}
+
+// StorageConfig tunes the SQLite database.
+type StorageConfig struct {
+	// Synchronous "full" survives power loss; "normal" may lose the last
+	// transactions on power loss in exchange for fewer fsyncs.
+	Synchronous string `yaml:"synchronous" usage:"SQLite synchronous mode: full (no loss on power failure) or normal (faster)"`
+}
+
+// ReportConfig controls reported state.
+type ReportConfig struct {
+	Interval time.Duration `yaml:"interval" usage:"how often reported state is refreshed"`
+}
+
+// Defaults connect to a hub on loopback, as `make demo` runs it.
+func Defaults() *Config {
+	return &Config{
+		Device:  DeviceConfig{ID: "demo-device-1"},
+		DataDir: "./data/agent",
+		Storage: StorageConfig{Synchronous: store.SyncFull},
+		Hub: uplink.Config{
+			URL:            "tcp://127.0.0.1:1883",
+			KeepAlive:      30 * time.Second,
+			ConnectTimeout: 10 * time.Second,
+		},
+		Report: ReportConfig{Interval: 30 * time.Second},
+		Log:    daemon.DefaultLog(),
+	}
+}
+
+// Logging implements daemon.Config.
+func (c *Config) Logging() daemon.LogConfig { return c.Log }
+
+// Validate names every wrong field by its path.
+func (c *Config) Validate() error {
+	var errs config.Errors
+	if err := topics.ValidDevice(c.Device.ID); err != nil {
+		errs.Add("device.id", err.Error())
+	}
+	if c.DataDir == "" {
+		errs.Add("data_dir", "must not be empty")
+	}
+	if c.Storage.Synchronous != store.SyncFull && c.Storage.Synchronous != store.SyncNormal {
+		errs.Add("storage.synchronous", fmt.Sprintf("must be full or normal, got %q", c.Storage.Synchronous))
+	}
+	if u, err := url.Parse(c.Hub.URL); err != nil || u.Host == "" {
+		errs.Add("hub.url", fmt.Sprintf("must be a URL like tcp://host:1883, got %q", c.Hub.URL))
+	} else if s := u.Scheme; s != "tcp" && s != "ssl" && s != "tls" && s != "mqtt" && s != "mqtts" {
+		errs.Add("hub.url", fmt.Sprintf("scheme must be tcp, ssl, tls, mqtt or mqtts, got %q", s))
+	}
+	if c.Hub.KeepAlive < time.Second {
+		errs.Add("hub.keepalive", fmt.Sprintf("must be at least 1s, got %s", c.Hub.KeepAlive))
+	}
+	if c.Hub.ConnectTimeout <= 0 {
+		errs.Add("hub.connect_timeout", "must be positive")
+	}
+	if c.Report.Interval < time.Second {
+		errs.Add("report.interval", fmt.Sprintf("must be at least 1s, got %s", c.Report.Interval))
+	}
+	c.Log.Validate("log", &errs)
+	return errs.Err()
+}

@@ -1,0 +1,111 @@
+// Package uplink is the agent's MQTT connection to the hub (or any MQTT
+// 3.1.1 broker), built on paho. paho's in-memory store is used on purpose:
+// the SQLite outbox, not paho, is the record of what still has to be sent.
+package uplink
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"time"
+
+	mqtt "github.com/eclipse/paho.mqtt.golang"
+)
+
+// Config is the hub section of the agent config.
+type Config struct {
+	URL            string        `yaml:"url" usage:"MQTT broker URL of the hub, tcp://host:port or ssl://host:port"`
+	Username       string        `yaml:"username" usage:"MQTT username (the device credentials)"`
+	Password       string        `yaml:"password" usage:"MQTT password (the device credentials)"`
+	KeepAlive      time.Duration `yaml:"keepalive" usage:"MQTT keepalive interval"`
+	ConnectTimeout time.Duration `yaml:"connect_timeout" usage:"how long one connection attempt may take"`
+}
+
+// Handler receives a message; it must not block (paho runs handlers inline
+// with SetOrderMatters(false) and a slow one stalls acks).
+type Handler func(topic string, payload []byte)
+
+// Client is a connected uplink.
+type Client struct {
+	c   mqtt.Client
+	log *slog.Logger
+}
+
+// Options for New.
+type Options struct {
+	ClientID string
+	// OnConnect runs after every (re)connect, on its own goroutine, so it may
+	// publish: level-triggered state is re-sent and re-fetched there.
+	OnConnect func(*Client)
+	// Subscriptions are (re)made on every connect.
+	Subscriptions map[string]Handler
+}
+
+// New builds a client; Connect starts it.
+func New(cfg Config, o Options, log *slog.Logger) *Client {
+	u := &Client{log: log}
+	opts := mqtt.NewClientOptions().
+		AddBroker(cfg.URL).
+		SetClientID(o.ClientID).
+		SetUsername(cfg.Username).
+		SetPassword(cfg.Password).
+		SetKeepAlive(cfg.KeepAlive).
+		SetConnectTimeout(cfg.ConnectTimeout).
+		SetCleanSession(false).
+		SetOrderMatters(false).
+		SetAutoReconnect(true).
+		SetConnectRetry(true).
+		SetConnectRetryInterval(time.Second).
+		SetMaxReconnectInterval(30 * time.Second).
+		SetConnectionLostHandler(func(_ mqtt.Client, err error) {
+			log.Warn("uplink connection lost", "err", err)
+		}).
+		SetOnConnectHandler(func(c mqtt.Client) {
+			log.Info("uplink connected", "broker", cfg.URL)
+			for topic, h := range o.Subscriptions {
+				h := h
+				c.Subscribe(topic, 1, func(_ mqtt.Client, m mqtt.Message) { h(m.Topic(), m.Payload()) })
+			}
+			if o.OnConnect != nil {
+				go o.OnConnect(u)
+			}
+		})
+	u.c = mqtt.NewClient(opts)
+	return u
+}
+
+// Connect starts connecting. With connect-retry on, it keeps trying in the
+// background; it returns once connected or when ctx ends, whichever first.
+func (u *Client) Connect(ctx context.Context) error {
+	tok := u.c.Connect()
+	select {
+	case <-tok.Done():
+		if err := tok.Error(); err != nil {
+			return fmt.Errorf("uplink: connect: %w", err)
+		}
+		return nil
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+}
+
+// Publish sends one message and waits for the broker's PUBACK (QoS 1). A
+// PUBACK is not proof of durable storage; the hub's app-level ack is.
+func (u *Client) Publish(ctx context.Context, topic string, qos byte, retained bool, payload []byte) error {
+	tok := u.c.Publish(topic, qos, retained, payload)
+	select {
+	case <-tok.Done():
+		if err := tok.Error(); err != nil {
+			return fmt.Errorf("uplink: publish %s: %w", topic, err)
+		}
+		return nil
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+}
+
+// Connected reports whether the connection is up right now.
+func (u *Client) Connected() bool { return u.c.IsConnectionOpen() }
+
+// Close disconnects, giving in-flight work a moment to finish.
+func (u *Client) Close() { u.c.Disconnect(250) }

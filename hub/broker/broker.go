@@ -1,0 +1,84 @@
+// Package broker embeds nats-server as the hub's MQTT and JetStream broker.
+package broker
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"net"
+	"strconv"
+	"time"
+
+	"github.com/nats-io/nats-server/v2/server"
+)
+
+// Config is the broker section of the hub config.
+type Config struct {
+	ServerName string `yaml:"server_name" usage:"unique name of this hub in a cluster"`
+	Host       string `yaml:"host" usage:"address the NATS and MQTT listeners bind to"`
+	NATSPort   int    `yaml:"nats_port" usage:"NATS client port (-1 picks a free port)"`
+	MQTTPort   int    `yaml:"mqtt_port" usage:"MQTT 3.1.1 port for devices (-1 picks a free port)"`
+	StoreDir   string `yaml:"store_dir" usage:"JetStream file store directory"`
+	// SyncAlways fsyncs every JetStream write before it is acknowledged.
+	// Without it JetStream syncs every two minutes, and a power loss can
+	// lose records the hub already acked to a device.
+	SyncAlways bool  `yaml:"sync_always" usage:"fsync each JetStream write before acking (safe; slower)"`
+	MaxPayload int32 `yaml:"max_payload" usage:"largest message in bytes the broker accepts"`
+}
+
+// Broker is a running embedded server.
+type Broker struct {
+	srv  *server.Server
+	opts *server.Options
+}
+
+// Start runs the server and waits until it accepts connections.
+func Start(ctx context.Context, cfg Config, log *slog.Logger) (*Broker, error) {
+	opts := &server.Options{
+		ServerName: cfg.ServerName,
+		Host:       cfg.Host,
+		Port:       cfg.NATSPort,
+		JetStream:  true,
+		StoreDir:   cfg.StoreDir,
+		SyncAlways: cfg.SyncAlways,
+		MaxPayload: cfg.MaxPayload,
+		NoSigs:     true, // the hub owns signal handling
+		MQTT:       server.MQTTOpts{Host: cfg.Host, Port: cfg.MQTTPort},
+	}
+	srv, err := server.NewServer(opts)
+	if err != nil {
+		return nil, fmt.Errorf("broker: %w", err)
+	}
+	srv.SetLoggerV2(logAdapter{log.With("component", "nats")}, false, false, false)
+	srv.Start()
+	deadline := 30 * time.Second
+	if d, ok := ctx.Deadline(); ok {
+		deadline = time.Until(d)
+	}
+	if !srv.ReadyForConnections(deadline) {
+		srv.Shutdown()
+		return nil, fmt.Errorf("broker: %w within %s", ErrNotReady, deadline)
+	}
+	return &Broker{srv: srv, opts: opts}, nil
+}
+
+// NATSURL is the URL NATS clients (the hub's own components) connect to.
+func (b *Broker) NATSURL() string { return b.srv.ClientURL() }
+
+// MQTTAddr is host:port of the MQTT listener, with a free port resolved.
+func (b *Broker) MQTTAddr() string {
+	host := b.opts.MQTT.Host
+	if host == "" || host == "0.0.0.0" {
+		host = "127.0.0.1"
+	}
+	return net.JoinHostPort(host, strconv.Itoa(b.opts.MQTT.Port))
+}
+
+// Server exposes the embedded server for in-process clients and tests.
+func (b *Broker) Server() *server.Server { return b.srv }
+
+// Close shuts down and waits until every listener is gone.
+func (b *Broker) Close() {
+	b.srv.Shutdown()
+	b.srv.WaitForShutdown()
+}

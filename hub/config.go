@@ -1,0 +1,102 @@
+package hub
+
+import (
+	"fmt"
+	"net"
+	"strconv"
+
+	"github.com/outpost-edge/outpost/deploy/config"
+	"github.com/outpost-edge/outpost/deploy/daemon"
+	"github.com/outpost-edge/outpost/hub/broker"
+	"github.com/outpost-edge/outpost/hub/kafka"
+)
+
+// Config is the whole typed configuration of outpost-hub.
+type Config struct {
+	DataDir string           `yaml:"data_dir" usage:"directory for the JetStream store and hub state"`
+	Broker  broker.Config    `yaml:"broker"`
+	Kafka   kafka.Config     `yaml:"kafka"`
+	HTTP    HTTPConfig       `yaml:"http"`
+	Log     daemon.LogConfig `yaml:"log"`
+}
+
+// HTTPConfig is the hub's REST API and health endpoint.
+type HTTPConfig struct {
+	Listen string `yaml:"listen" usage:"host:port of the REST API, health and metrics"`
+}
+
+// Defaults is the configuration `make demo` runs with: everything on
+// loopback, embedded development Kafka.
+func Defaults() *Config {
+	return &Config{
+		DataDir: "./data/hub",
+		Broker: broker.Config{
+			ServerName: "outpost-hub",
+			Host:       "127.0.0.1",
+			NATSPort:   4222,
+			MQTTPort:   1883,
+			SyncAlways: true,
+			MaxPayload: 1 << 20,
+		},
+		Kafka: kafka.Config{TopicPrefix: "outpost.", Partitions: 3, Replication: 1},
+		HTTP:  HTTPConfig{Listen: "127.0.0.1:8080"},
+		Log:   daemon.DefaultLog(),
+	}
+}
+
+// Logging implements daemon.Config.
+func (c *Config) Logging() daemon.LogConfig { return c.Log }
+
+// StoreDir is where JetStream keeps its files.
+func (c *Config) StoreDir() string {
+	if c.Broker.StoreDir != "" {
+		return c.Broker.StoreDir
+	}
+	return c.DataDir // nats-server adds its own jetstream/ below it
+}
+
+// Validate names every wrong field by its path.
+func (c *Config) Validate() error {
+	var errs config.Errors
+	if c.DataDir == "" {
+		errs.Add("data_dir", "must not be empty")
+	}
+	if c.Broker.ServerName == "" {
+		errs.Add("broker.server_name", "must not be empty (JetStream and MQTT need a stable server name)")
+	}
+	if net.ParseIP(c.Broker.Host) == nil {
+		errs.Add("broker.host", fmt.Sprintf("must be an IP address, got %q", c.Broker.Host))
+	}
+	checkPort(&errs, "broker.nats_port", c.Broker.NATSPort)
+	checkPort(&errs, "broker.mqtt_port", c.Broker.MQTTPort)
+	if c.Broker.NATSPort > 0 && c.Broker.NATSPort == c.Broker.MQTTPort {
+		errs.Add("broker.mqtt_port", "must differ from broker.nats_port")
+	}
+	if c.Broker.MaxPayload < 1024 || c.Broker.MaxPayload > 64<<20 {
+		errs.Add("broker.max_payload", fmt.Sprintf("must be between 1024 and 67108864 bytes, got %d", c.Broker.MaxPayload))
+	}
+	for i, b := range c.Kafka.Brokers {
+		if _, port, err := net.SplitHostPort(b); err != nil || port == "" {
+			errs.Add(fmt.Sprintf("kafka.brokers[%d]", i), fmt.Sprintf("must be host:port, got %q", b))
+		}
+	}
+	if c.Kafka.Partitions < 1 {
+		errs.Add("kafka.partitions", fmt.Sprintf("must be at least 1, got %d", c.Kafka.Partitions))
+	}
+	if c.Kafka.Replication < 1 || c.Kafka.Replication > 32767 {
+		errs.Add("kafka.replication", fmt.Sprintf("must be between 1 and 32767, got %d", c.Kafka.Replication))
+	}
+	if _, port, err := net.SplitHostPort(c.HTTP.Listen); err != nil {
+		errs.Add("http.listen", fmt.Sprintf("must be host:port, got %q", c.HTTP.Listen))
+	} else if p, err := strconv.Atoi(port); err != nil || p < 0 || p > 65535 {
+		errs.Add("http.listen", fmt.Sprintf("port must be 0 to 65535, got %q", port))
+	}
+	c.Log.Validate("log", &errs)
+	return errs.Err()
+}
+
+func checkPort(errs *config.Errors, path string, p int) {
+	if p != -1 && (p < 1 || p > 65535) {
+		errs.Add(path, fmt.Sprintf("must be 1 to 65535, or -1 for a free port, got %d", p))
+	}
+}

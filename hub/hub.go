@@ -1,0 +1,143 @@
+// Package hub is the outpost-hub runtime: the embedded MQTT/JetStream broker,
+// the Kafka connection and the HTTP API, wired together and run until the
+// context ends.
+package hub
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"path/filepath"
+	"time"
+
+	"github.com/nats-io/nats.go"
+
+	"github.com/outpost-edge/outpost/hub/broker"
+	"github.com/outpost-edge/outpost/hub/kafka"
+	"github.com/outpost-edge/outpost/sync/state"
+	"github.com/outpost-edge/outpost/sync/topics"
+)
+
+// Hub is a running hub.
+type Hub struct {
+	cfg     *Config
+	log     *slog.Logger
+	broker  *broker.Broker
+	kafka   *kafka.Conn
+	nc      *nats.Conn
+	devices *devices
+	http    *http.Server
+	httpLn  net.Listener
+}
+
+// Start brings every part up; on error, whatever started is stopped again.
+func Start(ctx context.Context, cfg *Config, log *slog.Logger) (h *Hub, err error) {
+	h = &Hub{cfg: cfg, log: log, devices: newDevices()}
+	defer func() {
+		if err != nil {
+			h.Close()
+		}
+	}()
+	bcfg := cfg.Broker
+	bcfg.StoreDir = cfg.StoreDir()
+	if h.broker, err = broker.Start(ctx, bcfg, log); err != nil {
+		return nil, err
+	}
+	log.Info("broker ready", "mqtt", h.broker.MQTTAddr(), "nats", h.broker.NATSURL(), "sync_always", bcfg.SyncAlways)
+	if h.kafka, err = kafka.Connect(ctx, cfg.Kafka, filepath.Join(cfg.DataDir, "devkafka"), log); err != nil {
+		return nil, err
+	}
+	if h.nc, err = nats.Connect(h.broker.NATSURL(), nats.Name("outpost-hub")); err != nil {
+		return nil, fmt.Errorf("hub: connect to embedded broker: %w", err)
+	}
+	if _, err = h.nc.Subscribe(topics.Subject(topics.Reported("*")), h.onReported); err != nil {
+		return nil, fmt.Errorf("hub: subscribe reported: %w", err)
+	}
+	if err = h.startHTTP(); err != nil {
+		return nil, err
+	}
+	return h, nil
+}
+
+// Run starts the hub and serves until ctx is cancelled.
+func Run(ctx context.Context, cfg *Config, log *slog.Logger) error {
+	h, err := Start(ctx, cfg, log)
+	if err != nil {
+		return err
+	}
+	defer h.Close()
+	log.Info("hub ready", "mqtt", h.broker.MQTTAddr(), "http", h.HTTPAddr(), "kafka", h.kafka.Brokers)
+	<-ctx.Done()
+	return nil
+}
+
+func (h *Hub) onReported(m *nats.Msg) {
+	r, err := state.DecodeReported(m.Data)
+	if err != nil {
+		h.log.Warn("dropping malformed reported state", "subject", m.Subject, "err", err)
+		return
+	}
+	// A device may only speak for itself; enforced by the broker once
+	// per-device credentials land, and checked here as well.
+	if want := topics.Subject(topics.Reported(r.Device)); want != m.Subject {
+		h.log.Warn("reported state names another device", "subject", m.Subject, "device", r.Device)
+		return
+	}
+	h.devices.put(r)
+	h.log.Info("device reported", "device", r.Device, "status", r.Status, "boot", r.Boot, "agent_version", r.AgentVersion)
+}
+
+func (h *Hub) startHTTP() error {
+	mux := http.NewServeMux()
+	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) {
+		writeJSON(w, map[string]any{"status": "ok", "embedded_kafka": h.kafka.Embedded()})
+	})
+	mux.HandleFunc("GET /v1/devices", func(w http.ResponseWriter, _ *http.Request) {
+		writeJSON(w, h.devices.list())
+	})
+	ln, err := net.Listen("tcp", h.cfg.HTTP.Listen)
+	if err != nil {
+		return fmt.Errorf("hub: http listen: %w", err)
+	}
+	h.httpLn = ln
+	h.http = &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second}
+	go func() {
+		if err := h.http.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
+			h.log.Error("http server", "err", err)
+		}
+	}()
+	return nil
+}
+
+func writeJSON(w http.ResponseWriter, v any) {
+	w.Header().Set("Content-Type", "application/json")
+	_ = json.NewEncoder(w).Encode(v)
+}
+
+// MQTTAddr is where devices connect.
+func (h *Hub) MQTTAddr() string { return h.broker.MQTTAddr() }
+
+// HTTPAddr is the resolved address of the REST API.
+func (h *Hub) HTTPAddr() string { return h.httpLn.Addr().String() }
+
+// Close stops every part in reverse order of start.
+func (h *Hub) Close() {
+	if h.http != nil {
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		_ = h.http.Shutdown(ctx)
+		cancel()
+	}
+	if h.nc != nil {
+		h.nc.Close()
+	}
+	if h.kafka != nil {
+		h.kafka.Close()
+	}
+	if h.broker != nil {
+		h.broker.Close()
+	}
+}

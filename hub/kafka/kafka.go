@@ -1,0 +1,105 @@
+// Package kafka connects the hub to Kafka: a real cluster, or an embedded
+// in-process kfake broker so that a first run needs nothing installed.
+package kafka
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"strings"
+
+	"github.com/twmb/franz-go/pkg/kadm"
+	"github.com/twmb/franz-go/pkg/kerr"
+	"github.com/twmb/franz-go/pkg/kfake"
+	"github.com/twmb/franz-go/pkg/kgo"
+)
+
+// Config is the kafka section of the hub config.
+type Config struct {
+	Brokers     []string `yaml:"brokers" usage:"Kafka bootstrap brokers, comma separated; empty starts the embedded development broker"`
+	TopicPrefix string   `yaml:"topic_prefix" usage:"prefix of every topic, e.g. outpost. gives outpost.windows"`
+	Partitions  int      `yaml:"partitions" usage:"partitions of each topic the hub creates"`
+	Replication int      `yaml:"replication" usage:"replication factor of each topic the hub creates"`
+}
+
+// Streams are the record topics cloud teams consume, without the prefix.
+var Streams = []string{"windows", "inferences", "telemetry", "events", "late", "deadletter"}
+
+// Topics returns the full topic names for the configured prefix.
+func (c Config) Topics() []string {
+	out := make([]string, len(Streams))
+	for i, s := range Streams {
+		out[i] = c.TopicPrefix + s
+	}
+	return out
+}
+
+// Conn is a connected client plus, in development, the embedded broker.
+type Conn struct {
+	Client   *kgo.Client
+	Brokers  []string
+	embedded *kfake.Cluster
+}
+
+// Connect reaches the configured cluster (or starts the embedded one) and
+// makes sure the record topics exist.
+func Connect(ctx context.Context, cfg Config, dataDir string, log *slog.Logger) (*Conn, error) {
+	c := &Conn{Brokers: cfg.Brokers}
+	if len(cfg.Brokers) == 0 {
+		opts := []kfake.Opt{kfake.NumBrokers(1)}
+		if dataDir != "" {
+			opts = append(opts, kfake.DataDir(dataDir))
+		}
+		cl, err := kfake.NewCluster(opts...)
+		if err != nil {
+			return nil, fmt.Errorf("kafka: start embedded broker: %w", err)
+		}
+		c.embedded = cl
+		c.Brokers = cl.ListenAddrs()
+		log.Warn("using the embedded development Kafka (kfake); it is for demos and development only — set kafka.brokers for production",
+			"addr", strings.Join(c.Brokers, ","))
+	}
+	client, err := kgo.NewClient(kgo.SeedBrokers(c.Brokers...))
+	if err != nil {
+		c.Close()
+		return nil, fmt.Errorf("kafka: client: %w", err)
+	}
+	c.Client = client
+	if err := c.ensureTopics(ctx, cfg, log); err != nil {
+		c.Close()
+		return nil, err
+	}
+	return c, nil
+}
+
+func (c *Conn) ensureTopics(ctx context.Context, cfg Config, log *slog.Logger) error {
+	adm := kadm.NewClient(c.Client)
+	resps, err := adm.CreateTopics(ctx, int32(cfg.Partitions), int16(cfg.Replication), nil, cfg.Topics()...)
+	if err != nil {
+		return fmt.Errorf("kafka: create topics on %s: %w", strings.Join(c.Brokers, ","), err)
+	}
+	for _, r := range resps.Sorted() {
+		switch {
+		case r.Err == nil:
+			log.Info("created kafka topic", "topic", r.Topic, "partitions", cfg.Partitions)
+		case errors.Is(r.Err, kerr.TopicAlreadyExists):
+		default:
+			return fmt.Errorf("kafka: create topic %s: %w", r.Topic, r.Err)
+		}
+	}
+	return nil
+}
+
+// Embedded reports whether the hub runs its own development broker.
+func (c *Conn) Embedded() bool { return c.embedded != nil }
+
+// Close releases the client and stops the embedded broker, if any.
+func (c *Conn) Close() {
+	if c.Client != nil {
+		c.Client.Close()
+	}
+	if c.embedded != nil {
+		c.embedded.Close()
+	}
+}
