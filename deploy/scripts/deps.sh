@@ -1,0 +1,93 @@
+#!/usr/bin/env bash
+# Installs everything Outpost needs to build, test and demo, idempotently.
+# Downloads are cached under .cache/ (git-ignored) and pinned by version and
+# sha256; a second run downloads nothing.
+#
+#   deploy/scripts/deps.sh [apt] [ort] [kafka] [go]   (default: all)
+set -euo pipefail
+
+root=$(cd "$(dirname "$0")/../.." && pwd)
+cache=${OUTPOST_CACHE:-$root/.cache}
+mkdir -p "$cache"
+
+# --- pins -------------------------------------------------------------------
+ORT_VERSION=1.24.3
+ORT_TGZ_SHA256=aa1bb5fa261ea68de05dd53efbba210cd7adf2d2850f4c3a201054c74cc78040
+KAFKA_VERSION=$(sed -n 's:.*<kafka.version>\(.*\)</kafka.version>.*:\1:p' "$root/deploy/kafka/pom.xml")
+APT_PACKAGES=(
+  mosquitto
+  gcc-aarch64-linux-gnu libc6-dev-arm64-cross
+  gcc-arm-linux-gnueabihf libc6-dev-armhf-cross
+  qemu-user-static
+)
+
+log() { printf 'deps: %s\n' "$*" >&2; }
+
+sha_ok() { # file sha256
+  [ -f "$1" ] && [ "$(sha256sum "$1" | cut -d' ' -f1)" = "$2" ]
+}
+
+deps_apt() {
+  local missing=()
+  for p in "${APT_PACKAGES[@]}"; do
+    dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing+=("$p")
+  done
+  [ ${#missing[@]} -eq 0 ] && { log "apt packages present"; return; }
+  log "installing apt packages: ${missing[*]}"
+  local sudo=()
+  [ "$(id -u)" -ne 0 ] && sudo=(sudo)
+  "${sudo[@]}" apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive "${sudo[@]}" apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+}
+
+deps_ort() {
+  local dir=$cache/onnxruntime/$ORT_VERSION
+  if [ -f "$dir/linux-x64/libonnxruntime.so.1" ] && [ -f "$dir/linux-arm64/libonnxruntime.so.1" ]; then
+    log "onnxruntime $ORT_VERSION present"; return
+  fi
+  local tgz=$cache/npm/onnxruntime-node-$ORT_VERSION.tgz
+  if ! sha_ok "$tgz" "$ORT_TGZ_SHA256"; then
+    log "fetching onnxruntime-node@$ORT_VERSION with npm pack"
+    mkdir -p "$cache/npm"
+    rm -f "$tgz"
+    # npm pack only downloads the tarball: no install script runs.
+    (cd "$cache/npm" && npm pack --silent --cache "$cache/npm/cache" "onnxruntime-node@$ORT_VERSION" >/dev/null)
+    sha_ok "$tgz" "$ORT_TGZ_SHA256" || { log "checksum mismatch for $tgz"; rm -f "$tgz"; exit 1; }
+  fi
+  local tmp; tmp=$(mktemp -d)
+  tar -xzf "$tgz" -C "$tmp" package/bin/napi-v6/linux/x64/libonnxruntime.so.1 package/bin/napi-v6/linux/arm64/libonnxruntime.so.1
+  mkdir -p "$dir/linux-x64" "$dir/linux-arm64"
+  mv "$tmp/package/bin/napi-v6/linux/x64/libonnxruntime.so.1" "$dir/linux-x64/"
+  mv "$tmp/package/bin/napi-v6/linux/arm64/libonnxruntime.so.1" "$dir/linux-arm64/"
+  rm -rf "$tmp"
+  log "onnxruntime $ORT_VERSION in $dir"
+}
+
+deps_kafka() {
+  local dir=$cache/kafka/$KAFKA_VERSION
+  local sums=$root/deploy/kafka/libs.sha256
+  if [ -f "$dir/.verified" ] && cmp -s "$dir/.verified" "$sums"; then
+    log "kafka $KAFKA_VERSION present"; return
+  fi
+  log "resolving kafka $KAFKA_VERSION from Maven Central"
+  rm -rf "$dir/libs"
+  mkdir -p "$dir"
+  mvn -q -B -Dstyle.color=never -f "$root/deploy/kafka/pom.xml" -Dmaven.repo.local="$cache/m2" \
+    dependency:copy-dependencies -DincludeScope=runtime -DoutputDirectory="$dir/libs"
+  (cd "$dir/libs" && sha256sum -c --quiet "$sums") || { log "kafka jar checksums differ from $sums"; exit 1; }
+  # Every jar on the classpath must be pinned, not just the listed ones.
+  local extra
+  extra=$(cd "$dir/libs" && ls *.jar | grep -vxFf <(awk '{print $2}' "$sums") || true)
+  [ -z "$extra" ] || { log "unpinned jars in kafka classpath: $extra"; exit 1; }
+  cp "$sums" "$dir/.verified"
+  log "kafka $KAFKA_VERSION in $dir"
+}
+
+deps_go() {
+  (cd "$root" && go mod download)
+  log "go modules present"
+}
+
+steps=("$@")
+[ ${#steps[@]} -eq 0 ] && steps=(apt ort kafka go)
+for s in "${steps[@]}"; do "deps_$s"; done

@@ -1,0 +1,10 @@
+package onnx
+
+import "errors"
+
+var (
+	// ErrShape means tensor data and declared shape disagree.
+	ErrShape = errors.New("onnx: shape mismatch")
+	// ErrUnsupported means the builder cannot express a value.
+	ErrUnsupported = errors.New("onnx: unsupported")
+)

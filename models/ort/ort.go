@@ -1,0 +1,91 @@
+// Package ort runs ONNX models on ONNX Runtime through onnxruntime_go. The
+// runtime is a process-wide shared library loaded once.
+package ort
+
+import (
+	"fmt"
+	"sync"
+
+	ortgo "github.com/yalue/onnxruntime_go"
+)
+
+var (
+	envMu   sync.Mutex
+	envPath string // library the environment was initialised with
+)
+
+// Init loads libonnxruntime from path and initialises the environment. It
+// is safe to call again with the same path; another path is an error,
+// because a process can hold only one runtime.
+func Init(path string) error {
+	envMu.Lock()
+	defer envMu.Unlock()
+	if envPath != "" {
+		if envPath != path {
+			return fmt.Errorf("%w: already loaded from %s, asked for %s", ErrRuntime, envPath, path)
+		}
+		return nil
+	}
+	ortgo.SetSharedLibraryPath(path)
+	if err := ortgo.InitializeEnvironment(ortgo.WithLogLevelError()); err != nil {
+		return fmt.Errorf("%w: load %s: %w", ErrRuntime, path, err)
+	}
+	envPath = path
+	return nil
+}
+
+// Version is the loaded runtime's version string.
+func Version() string { return ortgo.GetVersion() }
+
+// Session is one loaded model with a single float32 input and output.
+type Session struct {
+	s          *ortgo.DynamicAdvancedSession
+	in, out    string
+	outPerItem int64
+}
+
+// NewSession loads an ONNX model from memory. The model's first input and
+// output are used; outPerItem is the output width per batch row.
+func NewSession(model []byte) (*Session, error) {
+	ins, outs, err := ortgo.GetInputOutputInfoWithONNXData(model)
+	if err != nil {
+		return nil, fmt.Errorf("%w: inspect model: %w", ErrModel, err)
+	}
+	if len(ins) != 1 || len(outs) != 1 {
+		return nil, fmt.Errorf("%w: want 1 input and 1 output, model has %d and %d", ErrModel, len(ins), len(outs))
+	}
+	dims := outs[0].Dimensions
+	if len(dims) != 2 || dims[1] < 1 {
+		return nil, fmt.Errorf("%w: output %s must be [batch, n], got %v", ErrModel, outs[0].Name, dims)
+	}
+	s, err := ortgo.NewDynamicAdvancedSessionWithONNXData(model, []string{ins[0].Name}, []string{outs[0].Name}, nil)
+	if err != nil {
+		return nil, fmt.Errorf("%w: create session: %w", ErrModel, err)
+	}
+	return &Session{s: s, in: ins[0].Name, out: outs[0].Name, outPerItem: dims[1]}, nil
+}
+
+// Run infers a batch: x holds rows of `features` values each.
+func (s *Session) Run(x []float32, features int) ([]float32, error) {
+	if features < 1 || len(x)%features != 0 {
+		return nil, fmt.Errorf("%w: %d values are not rows of %d features", ErrInput, len(x), features)
+	}
+	rows := int64(len(x) / features)
+	in, err := ortgo.NewTensor(ortgo.NewShape(rows, int64(features)), x)
+	if err != nil {
+		return nil, fmt.Errorf("%w: input tensor: %w", ErrInput, err)
+	}
+	defer in.Destroy()
+	out, err := ortgo.NewEmptyTensor[float32](ortgo.NewShape(rows, s.outPerItem))
+	if err != nil {
+		return nil, fmt.Errorf("%w: output tensor: %w", ErrRuntime, err)
+	}
+	defer out.Destroy()
+	if err := s.s.Run([]ortgo.Value{in}, []ortgo.Value{out}); err != nil {
+		return nil, fmt.Errorf("%w: run: %w", ErrRuntime, err)
+	}
+	return append([]float32(nil), out.GetData()...), nil
+}
+
+// Close releases the session.
+func (s *Session) Close() error { return s.s.Destroy() }
