@@ -1,0 +1,193 @@
+// Package kafkatest runs a real single-node Apache Kafka broker (KRaft, from
+// the official Maven artifacts) with the machine's JDK. `make test` starts
+// one broker for the whole run and hands its address to every package
+// through OUTPOST_TEST_KAFKA; a package run alone starts its own.
+package kafkatest
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/base64"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/twmb/franz-go/pkg/kadm"
+	"github.com/twmb/franz-go/pkg/kgo"
+
+	"github.com/outpost-edge/outpost/test/service"
+	"github.com/outpost-edge/outpost/test/testenv"
+)
+
+// EnvBrokers names the variable that carries a shared broker's address.
+const EnvBrokers = "OUTPOST_TEST_KAFKA"
+
+// Broker is a running Kafka.
+type Broker struct {
+	*service.Process
+	Addr string
+	Dir  string // configuration, data and log
+}
+
+// Start formats a KRaft log directory under dir and runs a combined
+// broker+controller node on free loopback ports.
+func Start(ctx context.Context, dir string) (*Broker, error) {
+	libs, err := testenv.KafkaLibs()
+	if err != nil {
+		return nil, err
+	}
+	root, err := testenv.Root()
+	if err != nil {
+		return nil, err
+	}
+	java, err := javaBinary()
+	if err != nil {
+		return nil, err
+	}
+	port, err := service.FreePort()
+	if err != nil {
+		return nil, err
+	}
+	cport, err := service.FreePort()
+	if err != nil {
+		return nil, err
+	}
+	addr := service.Addr(port)
+	props := strings.Join([]string{
+		"process.roles=broker,controller",
+		"node.id=1",
+		"controller.quorum.voters=1@" + service.Addr(cport),
+		"listeners=PLAINTEXT://" + addr + ",CONTROLLER://" + service.Addr(cport),
+		"advertised.listeners=PLAINTEXT://" + addr,
+		"controller.listener.names=CONTROLLER",
+		"listener.security.protocol.map=PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT",
+		"inter.broker.listener.name=PLAINTEXT",
+		"log.dirs=" + filepath.Join(dir, "data"),
+		// One node: every internal topic has a single replica.
+		"offsets.topic.replication.factor=1",
+		"transaction.state.log.replication.factor=1",
+		"transaction.state.log.min.isr=1",
+		"share.coordinator.state.topic.replication.factor=1",
+		"share.coordinator.state.topic.min.isr=1",
+		"group.initial.rebalance.delay.ms=0",
+		"num.partitions=1",
+		"auto.create.topics.enable=false",
+		"",
+	}, "\n")
+	propsPath := filepath.Join(dir, "server.properties")
+	if err := os.WriteFile(propsPath, []byte(props), 0o644); err != nil {
+		return nil, err
+	}
+	cp := filepath.Join(libs, "*")
+	logCfg := "-Dlog4j2.configurationFile=" + filepath.Join(root, "deploy", "kafka", "log4j2.properties")
+	format := exec.CommandContext(ctx, java, logCfg, "-cp", cp, "kafka.tools.StorageTool", "format",
+		"-t", clusterID(), "-c", propsPath)
+	if out, err := format.CombinedOutput(); err != nil {
+		return nil, fmt.Errorf("kafka: format storage: %w\n%s", err, out)
+	}
+	p, err := service.Start(ctx, service.Spec{
+		Name: "kafka",
+		Path: java,
+		// Small heap: the test broker shares two cores and the machine
+		// with everything else a test run starts.
+		Args:    []string{"-Xms256m", "-Xmx768m", "-XX:+UseG1GC", "-XX:TieredStopAtLevel=1", "-Djava.awt.headless=true", logCfg, "-cp", cp, "kafka.Kafka", propsPath},
+		LogPath: filepath.Join(dir, "kafka.log"),
+		Ready:   ready(addr),
+		Timeout: 90 * time.Second,
+	})
+	if err != nil {
+		return nil, err
+	}
+	return &Broker{Process: p, Addr: addr, Dir: dir}, nil
+}
+
+// ready succeeds once the broker answers metadata requests and lists itself.
+func ready(addr string) func(context.Context) error {
+	return func(ctx context.Context) error {
+		cl, err := kgo.NewClient(kgo.SeedBrokers(addr), kgo.DialTimeout(time.Second))
+		if err != nil {
+			return err
+		}
+		defer cl.Close()
+		bs, err := kadm.NewClient(cl).ListBrokers(ctx)
+		if err != nil {
+			return err
+		}
+		if len(bs) == 0 {
+			return fmt.Errorf("no brokers registered yet")
+		}
+		return nil
+	}
+}
+
+func javaBinary() (string, error) {
+	if h := os.Getenv("JAVA_HOME"); h != "" {
+		if p := filepath.Join(h, "bin", "java"); fileExists(p) {
+			return p, nil
+		}
+	}
+	p, err := exec.LookPath("java")
+	if err != nil {
+		return "", fmt.Errorf("kafka: no java on PATH or in JAVA_HOME (Kafka 4 needs Java 17+): %w", err)
+	}
+	return p, nil
+}
+
+func fileExists(p string) bool { _, err := os.Stat(p); return err == nil }
+
+// clusterID is a random KRaft cluster id: 16 bytes, base64url, no padding.
+func clusterID() string {
+	b := make([]byte, 16)
+	_, _ = rand.Read(b)
+	return base64.RawURLEncoding.EncodeToString(b)
+}
+
+var (
+	sharedOnce sync.Once
+	shared     *Broker
+	sharedErr  error
+)
+
+// Brokers returns the seed brokers tests should use: the run-wide broker
+// named by OUTPOST_TEST_KAFKA, or one started for this test binary (stopped
+// by Main). An unreachable broker fails the test; it never skips.
+func Brokers(tb testing.TB) []string {
+	tb.Helper()
+	if env := os.Getenv(EnvBrokers); env != "" {
+		addrs := strings.Split(env, ",")
+		ctx, cancel := context.WithTimeout(context.Background(), 15*time.Second)
+		defer cancel()
+		if err := ready(addrs[0])(ctx); err != nil {
+			tb.Fatalf("kafkatest: %s=%s is not answering: %v", EnvBrokers, env, err)
+		}
+		return addrs
+	}
+	sharedOnce.Do(func() {
+		dir, err := os.MkdirTemp("", "outpost-kafka-")
+		if err != nil {
+			sharedErr = err
+			return
+		}
+		shared, sharedErr = Start(context.Background(), dir)
+	})
+	if sharedErr != nil {
+		tb.Fatalf("kafkatest: %v", sharedErr)
+	}
+	return []string{shared.Addr}
+}
+
+// Main runs a package's tests and stops the broker Brokers may have started.
+// Use it from TestMain: os.Exit(kafkatest.Main(m)).
+func Main(m *testing.M) int {
+	code := m.Run()
+	if shared != nil {
+		shared.Stop()
+		_ = os.RemoveAll(shared.Dir)
+	}
+	return code
+}

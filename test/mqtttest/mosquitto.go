@@ -1,0 +1,71 @@
+// Package mqtttest runs Debian's Mosquitto on a free loopback port, the
+// third-party broker the agent's interop tests speak to.
+package mqtttest
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"path/filepath"
+	"testing"
+	"time"
+
+	"github.com/outpost-edge/outpost/test/service"
+	"github.com/outpost-edge/outpost/test/testenv"
+)
+
+// Broker is a running Mosquitto.
+type Broker struct {
+	*service.Process
+	// Addr is host:port; URL is the paho form tcp://host:port.
+	Addr, URL string
+}
+
+// Start runs mosquitto with its config, log and persistence under dir.
+func Start(ctx context.Context, dir string) (*Broker, error) {
+	bin, err := testenv.Binary("mosquitto")
+	if err != nil {
+		return nil, err
+	}
+	port, err := service.FreePort()
+	if err != nil {
+		return nil, err
+	}
+	conf := fmt.Sprintf(`listener %d 127.0.0.1
+allow_anonymous true
+persistence true
+persistence_location %s/
+log_dest stdout
+log_type error
+log_type warning
+log_type notice
+`, port, dir)
+	confPath := filepath.Join(dir, "mosquitto.conf")
+	if err := os.WriteFile(confPath, []byte(conf), 0o644); err != nil {
+		return nil, err
+	}
+	addr := service.Addr(port)
+	p, err := service.Start(ctx, service.Spec{
+		Name:    "mosquitto",
+		Path:    bin,
+		Args:    []string{"-c", confPath},
+		LogPath: filepath.Join(dir, "mosquitto.log"),
+		Ready:   service.DialReady(addr),
+		Timeout: 15 * time.Second,
+	})
+	if err != nil {
+		return nil, err
+	}
+	return &Broker{Process: p, Addr: addr, URL: "tcp://" + addr}, nil
+}
+
+// New starts a Mosquitto for one test and stops it when the test ends.
+func New(tb testing.TB) *Broker {
+	tb.Helper()
+	b, err := Start(context.Background(), tb.TempDir())
+	if err != nil {
+		tb.Fatal(err)
+	}
+	tb.Cleanup(b.Stop)
+	return b
+}
