@@ -1,0 +1,30 @@
+#!/usr/bin/env bash
+# Runs the demo: one hub (embedded MQTT/JetStream broker, embedded
+# development Kafka) and one agent connected to it. Ctrl-C stops both.
+set -euo pipefail
+bin=${1:-bin}
+data=${OUTPOST_DEMO_DATA:-data}
+mkdir -p "$data"
+
+hub_pid= agent_pid=
+stop() {
+  trap - INT TERM EXIT
+  [ -n "$agent_pid" ] && kill -TERM "$agent_pid" 2>/dev/null && wait "$agent_pid" 2>/dev/null || true
+  [ -n "$hub_pid" ] && kill -TERM "$hub_pid" 2>/dev/null && wait "$hub_pid" 2>/dev/null || true
+  echo "demo stopped"
+}
+trap stop INT TERM EXIT
+
+"$bin/outpost-hub" --data_dir "$data/hub" &
+hub_pid=$!
+for _ in $(seq 1 100); do
+  curl -fs http://127.0.0.1:8080/healthz >/dev/null 2>&1 && break
+  kill -0 "$hub_pid" 2>/dev/null || { echo "hub failed to start"; exit 1; }
+  sleep 0.2
+done
+
+"$bin/outpost-agent" --data_dir "$data/agent" --device.id demo-device-1 --report.interval 5s &
+agent_pid=$!
+
+echo "demo running: hub MQTT 127.0.0.1:1883, API http://127.0.0.1:8080/v1/devices — Ctrl-C to stop"
+wait -n "$hub_pid" "$agent_pid" || true
