@@ -1,3 +1,5 @@
+//go:generate ../../deploy/scripts/gen-onnx.sh
+
 package onnx
 
 import "errors"
