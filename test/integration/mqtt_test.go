@@ -40,7 +40,7 @@ func roundTrip(t *testing.T, url string) {
 	}
 	got := make(chan msg, 16)
 	sub := mqtt.NewClient(mqtt.NewClientOptions().AddBroker(url).SetClientID("it-sub").
-		SetOrderMatters(false).SetConnectTimeout(5*time.Second))
+		SetOrderMatters(false).SetConnectTimeout(5 * time.Second))
 	if tok := sub.Connect(); !tok.WaitTimeout(10*time.Second) || tok.Error() != nil {
 		t.Fatalf("subscriber connect to %s: %v", url, tok.Error())
 	}

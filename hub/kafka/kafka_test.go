@@ -1,0 +1,81 @@
+package kafka
+
+import (
+	"context"
+	"log/slog"
+	"os"
+	"testing"
+	"time"
+
+	"github.com/twmb/franz-go/pkg/kadm"
+
+	"github.com/outpost-edge/outpost/test/kafkatest"
+)
+
+func TestMain(m *testing.M) { os.Exit(kafkatest.Main(m)) }
+
+func topicsOf(t *testing.T, c *Conn, prefix string) map[string]int {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	details, err := kadm.NewClient(c.Client).ListTopics(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	out := map[string]int{}
+	for _, d := range details.Sorted() {
+		if len(d.Topic) > len(prefix) && d.Topic[:len(prefix)] == prefix {
+			out[d.Topic] = len(d.Partitions)
+		}
+	}
+	return out
+}
+
+// TestConnectCreatesTopicsOnRealKafka runs twice against the real broker:
+// the second start must find the topics and carry on.
+func TestConnectCreatesTopicsOnRealKafka(t *testing.T) {
+	prefix := "kt" + time.Now().Format("150405.000000") + "."
+	cfg := Config{Brokers: kafkatest.Brokers(t), TopicPrefix: prefix, Partitions: 2, Replication: 1}
+	for i := 0; i < 2; i++ {
+		c, err := Connect(context.Background(), cfg, "", slog.New(slog.DiscardHandler))
+		if err != nil {
+			t.Fatalf("connect %d: %v", i, err)
+		}
+		if c.Embedded() {
+			t.Fatal("started the embedded broker although brokers were given")
+		}
+		got := topicsOf(t, c, prefix)
+		c.Close()
+		if len(got) != len(Streams) {
+			t.Fatalf("connect %d: topics = %v, want %d", i, got, len(Streams))
+		}
+		for topic, parts := range got {
+			if parts != 2 {
+				t.Errorf("%s has %d partitions, want 2", topic, parts)
+			}
+		}
+	}
+}
+
+func TestEmbeddedBroker(t *testing.T) {
+	c, err := Connect(context.Background(), Config{TopicPrefix: "outpost.", Partitions: 1, Replication: 1}, t.TempDir(), slog.New(slog.DiscardHandler))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	if !c.Embedded() || len(c.Brokers) != 1 {
+		t.Fatalf("embedded = %v, brokers = %v", c.Embedded(), c.Brokers)
+	}
+	if got := topicsOf(t, c, "outpost."); len(got) != len(Streams) {
+		t.Fatalf("topics = %v", got)
+	}
+}
+
+func TestUnreachableKafkaIsAnError(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Second)
+	defer cancel()
+	_, err := Connect(ctx, Config{Brokers: []string{"127.0.0.1:1"}, TopicPrefix: "x.", Partitions: 1, Replication: 1}, "", slog.New(slog.DiscardHandler))
+	if err == nil {
+		t.Fatal("connect to a closed port succeeded")
+	}
+}
