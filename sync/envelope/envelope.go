@@ -1,0 +1,115 @@
+// Package envelope is the wire format of everything a device sends upstream:
+// one batch of records of one stream per MQTT message. JSON by default,
+// optionally zstd-compressed (detected by the zstd frame magic, because MQTT
+// 3.1.1 has no message headers).
+package envelope
+
+import (
+	"bytes"
+	"encoding/json"
+	"fmt"
+	"time"
+
+	"github.com/klauspost/compress/zstd"
+)
+
+// Version is the envelope format version this code writes and reads.
+const Version = 1
+
+// MaxRecords bounds one envelope, so a hostile or broken device cannot make
+// the hub allocate without limit.
+const MaxRecords = 100_000
+
+// Record is one unit of upstream data. (Device, Seq) identifies it uniquely
+// and forever: seq rises monotonically per device and is persisted.
+type Record struct {
+	Seq       uint64          `json:"seq"`
+	EventTime time.Time       `json:"event_time"`
+	Data      json.RawMessage `json:"data"`
+}
+
+// Envelope is one batch. Prev is the highest seq the device sent before this
+// batch (0 at the very start), so the hub can tell a contiguous stream from
+// one with a missing batch even when the device evicted records in between.
+type Envelope struct {
+	V       int      `json:"v"`
+	Device  string   `json:"device"`
+	Stream  string   `json:"stream"`
+	Prev    uint64   `json:"prev"`
+	Records []Record `json:"records"`
+}
+
+// Last is the highest seq in the batch.
+func (e *Envelope) Last() uint64 { return e.Records[len(e.Records)-1].Seq }
+
+var zstdMagic = []byte{0x28, 0xb5, 0x2f, 0xfd}
+
+var (
+	encoder, _ = zstd.NewWriter(nil, zstd.WithEncoderLevel(zstd.SpeedFastest))
+	// Decoded size is bounded: a zstd bomb must not exhaust the hub.
+	decoder, _ = zstd.NewReader(nil, zstd.WithDecoderMaxMemory(64<<20), zstd.WithDecoderConcurrency(0))
+)
+
+// Encode serialises e, compressing with zstd when compress is set.
+func Encode(e *Envelope, compress bool) ([]byte, error) {
+	if err := e.Validate(); err != nil {
+		return nil, err
+	}
+	data, err := json.Marshal(e)
+	if err != nil {
+		return nil, fmt.Errorf("envelope: encode: %w", err)
+	}
+	if compress {
+		return encoder.EncodeAll(data, nil), nil
+	}
+	return data, nil
+}
+
+// Decode parses and validates a payload.
+func Decode(payload []byte) (*Envelope, error) {
+	if bytes.HasPrefix(payload, zstdMagic) {
+		raw, err := decoder.DecodeAll(payload, nil)
+		if err != nil {
+			return nil, fmt.Errorf("%w: zstd: %w", ErrMalformed, err)
+		}
+		payload = raw
+	}
+	var e Envelope
+	if err := json.Unmarshal(payload, &e); err != nil {
+		return nil, fmt.Errorf("%w: %w", ErrMalformed, err)
+	}
+	if err := e.Validate(); err != nil {
+		return nil, err
+	}
+	return &e, nil
+}
+
+// Validate checks the invariants the hub relies on.
+func (e *Envelope) Validate() error {
+	switch {
+	case e.V != Version:
+		return fmt.Errorf("%w: version %d, want %d", ErrMalformed, e.V, Version)
+	case e.Device == "":
+		return fmt.Errorf("%w: device is empty", ErrMalformed)
+	case e.Stream == "":
+		return fmt.Errorf("%w: stream is empty", ErrMalformed)
+	case len(e.Records) == 0:
+		return fmt.Errorf("%w: no records", ErrMalformed)
+	case len(e.Records) > MaxRecords:
+		return fmt.Errorf("%w: %d records, limit %d", ErrMalformed, len(e.Records), MaxRecords)
+	}
+	prev := e.Prev
+	for i, r := range e.Records {
+		if r.Seq <= prev {
+			return fmt.Errorf("%w: record %d has seq %d, not above %d", ErrMalformed, i, r.Seq, prev)
+		}
+		if r.EventTime.IsZero() {
+			return fmt.Errorf("%w: record %d (seq %d) has no event_time", ErrMalformed, i, r.Seq)
+		}
+		if len(r.Data) == 0 || !json.Valid(r.Data) {
+			return fmt.Errorf("%w: record %d (seq %d) data is not JSON", ErrMalformed, i, r.Seq)
+		}
+		prev = r.Seq
+	}
+	return nil
+}
