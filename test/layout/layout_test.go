@@ -140,3 +140,19 @@ func readmeSection(doc, heading string) string {
 	}
 	return rest
 }
+
+// TestDepsAreCached runs the bootstrap again, as a second `make test` does:
+// everything must be found in the cache and nothing fetched.
+func TestDepsAreCached(t *testing.T) {
+	cmd := exec.Command("deploy/scripts/deps.sh", "apt", "ort", "kafka")
+	cmd.Dir = root(t)
+	out, err := cmd.CombinedOutput()
+	if err != nil {
+		t.Fatalf("deps.sh: %v\n%s", err, out)
+	}
+	for _, want := range []string{"apt packages present", "onnxruntime " + testenv.ORTVersion + " present", "kafka " + testenv.KafkaVersion + " present"} {
+		if !strings.Contains(string(out), want) {
+			t.Errorf("deps.sh output lacks %q (it downloaded again?):\n%s", want, out)
+		}
+	}
+}
