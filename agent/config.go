@@ -14,12 +14,13 @@ import (
 
 // Config is the whole typed configuration of outpost-agent.
 type Config struct {
-	Device  DeviceConfig     `yaml:"device"`
-	DataDir string           `yaml:"data_dir" usage:"directory of the agent database (outbox, checkpoints, update state)"`
-	Storage StorageConfig    `yaml:"storage"`
-	Hub     uplink.Config    `yaml:"hub"`
-	Report  ReportConfig     `yaml:"report"`
-	Log     daemon.LogConfig `yaml:"log"`
+	Device  DeviceConfig      `yaml:"device"`
+	DataDir string            `yaml:"data_dir" usage:"directory of the agent database (outbox, checkpoints, update state)"`
+	Storage StorageConfig     `yaml:"storage"`
+	Hub     uplink.Config     `yaml:"hub"`
+	Uplink  uplink.SendConfig `yaml:"uplink"`
+	Report  ReportConfig      `yaml:"report"`
+	Log     daemon.LogConfig  `yaml:"log"`
 }
 
 // DeviceConfig identifies the device.
@@ -50,6 +51,7 @@ func Defaults() *Config {
 			KeepAlive:      30 * time.Second,
 			ConnectTimeout: 10 * time.Second,
 		},
+		Uplink: uplink.SendConfig{BatchRecords: 500, MaxInflight: 5000, AckTimeout: 10 * time.Second},
 		Report: ReportConfig{Interval: 30 * time.Second},
 		Log:    daemon.DefaultLog(),
 	}
@@ -80,6 +82,15 @@ func (c *Config) Validate() error {
 	}
 	if c.Hub.ConnectTimeout <= 0 {
 		errs.Add("hub.connect_timeout", "must be positive")
+	}
+	if c.Uplink.BatchRecords < 1 || c.Uplink.BatchRecords > 10000 {
+		errs.Add("uplink.batch_records", fmt.Sprintf("must be 1 to 10000, got %d", c.Uplink.BatchRecords))
+	}
+	if c.Uplink.MaxInflight < c.Uplink.BatchRecords {
+		errs.Add("uplink.max_inflight", fmt.Sprintf("must be at least uplink.batch_records (%d), got %d", c.Uplink.BatchRecords, c.Uplink.MaxInflight))
+	}
+	if c.Uplink.AckTimeout < 100*time.Millisecond {
+		errs.Add("uplink.ack_timeout", fmt.Sprintf("must be at least 100ms, got %s", c.Uplink.AckTimeout))
 	}
 	if c.Report.Interval < time.Second {
 		errs.Add("report.interval", fmt.Sprintf("must be at least 1s, got %s", c.Report.Interval))

@@ -2,12 +2,15 @@ package hub
 
 import (
 	"fmt"
+	"time"
 	"net"
 	"strconv"
 
 	"github.com/outpost-edge/outpost/deploy/config"
 	"github.com/outpost-edge/outpost/deploy/daemon"
+	"github.com/outpost-edge/outpost/hub/bridge"
 	"github.com/outpost-edge/outpost/hub/broker"
+	"github.com/outpost-edge/outpost/hub/ingest"
 	"github.com/outpost-edge/outpost/hub/kafka"
 )
 
@@ -15,7 +18,9 @@ import (
 type Config struct {
 	DataDir string           `yaml:"data_dir" usage:"directory for the JetStream store and hub state"`
 	Broker  broker.Config    `yaml:"broker"`
+	Ingest  ingest.Config    `yaml:"ingest"`
 	Kafka   kafka.Config     `yaml:"kafka"`
+	Bridge  bridge.Config    `yaml:"bridge"`
 	HTTP    HTTPConfig       `yaml:"http"`
 	Log     daemon.LogConfig `yaml:"log"`
 }
@@ -38,7 +43,9 @@ func Defaults() *Config {
 			SyncAlways: true,
 			MaxPayload: 1 << 20,
 		},
-		Kafka: kafka.Config{TopicPrefix: "outpost.", Partitions: 3, Replication: 1},
+		Ingest: ingest.Config{MaxBytes: 8 << 30, MaxAge: 7 * 24 * time.Hour, Replicas: 1},
+		Kafka:  kafka.Config{TopicPrefix: "outpost.", Partitions: 3, Replication: 1},
+		Bridge: bridge.Config{BatchMessages: 512, Linger: 20 * time.Millisecond, Compression: "lz4"},
 		HTTP:  HTTPConfig{Listen: "127.0.0.1:8080"},
 		Log:   daemon.DefaultLog(),
 	}
@@ -79,6 +86,26 @@ func (c *Config) Validate() error {
 		if _, port, err := net.SplitHostPort(b); err != nil || port == "" {
 			errs.Add(fmt.Sprintf("kafka.brokers[%d]", i), fmt.Sprintf("must be host:port, got %q", b))
 		}
+	}
+	if c.Ingest.MaxBytes < 1<<20 {
+		errs.Add("ingest.max_bytes", fmt.Sprintf("must be at least 1048576, got %d", c.Ingest.MaxBytes))
+	}
+	if c.Ingest.MaxAge < time.Minute {
+		errs.Add("ingest.max_age", fmt.Sprintf("must be at least 1m, got %s", c.Ingest.MaxAge))
+	}
+	if c.Ingest.Replicas < 1 || c.Ingest.Replicas > 5 {
+		errs.Add("ingest.replicas", fmt.Sprintf("must be 1 to 5, got %d", c.Ingest.Replicas))
+	}
+	if c.Bridge.BatchMessages < 1 || c.Bridge.BatchMessages > 10000 {
+		errs.Add("bridge.batch_messages", fmt.Sprintf("must be 1 to 10000, got %d", c.Bridge.BatchMessages))
+	}
+	if c.Bridge.Linger < time.Millisecond || c.Bridge.Linger > 10*time.Second {
+		errs.Add("bridge.linger", fmt.Sprintf("must be 1ms to 10s, got %s", c.Bridge.Linger))
+	}
+	switch c.Bridge.Compression {
+	case "none", "lz4", "zstd":
+	default:
+		errs.Add("bridge.compression", fmt.Sprintf("must be none, lz4 or zstd, got %q", c.Bridge.Compression))
 	}
 	if c.Kafka.Partitions < 1 {
 		errs.Add("kafka.partitions", fmt.Sprintf("must be at least 1, got %d", c.Kafka.Partitions))

@@ -12,11 +12,15 @@ import (
 	"net"
 	"net/http"
 	"path/filepath"
+	"sync"
 	"time"
 
 	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
 
+	"github.com/outpost-edge/outpost/hub/bridge"
 	"github.com/outpost-edge/outpost/hub/broker"
+	"github.com/outpost-edge/outpost/hub/ingest"
 	"github.com/outpost-edge/outpost/hub/kafka"
 	"github.com/outpost-edge/outpost/sync/state"
 	"github.com/outpost-edge/outpost/sync/topics"
@@ -32,10 +36,25 @@ type Hub struct {
 	devices *devices
 	http    *http.Server
 	httpLn  net.Listener
+	acker   *ingest.Acker
+	bridge  *bridge.Bridge
+	stop    context.CancelFunc
+	wg      sync.WaitGroup
+}
+
+// Options are test hooks; a production hub passes none.
+type Options struct {
+	// AfterCommit runs in the bridge between the Kafka commit and the
+	// JetStream ack (see bridge.Options).
+	AfterCommit func() error
 }
 
 // Start brings every part up; on error, whatever started is stopped again.
-func Start(ctx context.Context, cfg *Config, log *slog.Logger) (h *Hub, err error) {
+func Start(ctx context.Context, cfg *Config, log *slog.Logger, opts ...Options) (h *Hub, err error) {
+	var o Options
+	if len(opts) > 0 {
+		o = opts[0]
+	}
 	h = &Hub{cfg: cfg, log: log, devices: newDevices()}
 	defer func() {
 		if err != nil {
@@ -57,10 +76,76 @@ func Start(ctx context.Context, cfg *Config, log *slog.Logger) (h *Hub, err erro
 	if _, err = h.nc.Subscribe(topics.Subject(topics.Reported("*")), h.onReported); err != nil {
 		return nil, fmt.Errorf("hub: subscribe reported: %w", err)
 	}
+	if err = h.startPipeline(ctx, o); err != nil {
+		return nil, err
+	}
 	if err = h.startHTTP(); err != nil {
 		return nil, err
 	}
 	return h, nil
+}
+
+// startPipeline creates OUTPOST_UP and runs the acker and the Kafka bridge
+// until Close.
+func (h *Hub) startPipeline(ctx context.Context, o Options) error {
+	js, err := jetstream.New(h.nc)
+	if err != nil {
+		return fmt.Errorf("hub: jetstream: %w", err)
+	}
+	stream, err := ingest.EnsureStream(ctx, js, h.cfg.Ingest)
+	if err != nil {
+		return err
+	}
+	runCtx, stop := context.WithCancel(context.Background())
+	h.stop = stop
+	h.acker = ingest.NewAcker(h.nc, h.log)
+	h.bridge = bridge.New(h.cfg.Bridge, bridge.Options{
+		Stream:          stream,
+		Brokers:         h.kafka.Brokers,
+		Kafka:           h.cfg.Kafka,
+		TransactionalID: "outpost-bridge-" + h.cfg.Broker.ServerName,
+		Log:             h.log,
+		AfterCommit:     o.AfterCommit,
+	})
+	h.wg.Add(2)
+	go func() {
+		defer h.wg.Done()
+		if err := h.acker.Run(runCtx, stream); err != nil {
+			h.log.Error("acker stopped", "err", err)
+		}
+	}()
+	go func() {
+		defer h.wg.Done()
+		if err := h.bridge.Run(runCtx); err != nil {
+			h.log.Error("bridge stopped", "err", err)
+		}
+	}()
+	return nil
+}
+
+// Stats is a snapshot of the pipeline counters.
+type Stats struct {
+	AckerEnvelopes    int64  `json:"acker_envelopes"`
+	AckerGaps         int64  `json:"acker_gaps"`
+	Malformed         int64  `json:"malformed"`
+	BridgeRecords     int64  `json:"bridge_records"`
+	BridgeDuplicates  int64  `json:"bridge_duplicates"`
+	BridgeGaps        int64  `json:"bridge_gaps"`
+	BridgeDeadLetters int64  `json:"bridge_dead_letters"`
+	BridgeTxns        int64  `json:"bridge_transactions"`
+	BridgeAborts      int64  `json:"bridge_aborts"`
+	BridgeBacklog     uint64 `json:"bridge_backlog"`
+}
+
+// Stats reads the counters.
+func (h *Hub) Stats() Stats {
+	a, b := &h.acker.Stats, &h.bridge.Stats
+	return Stats{
+		AckerEnvelopes: a.Envelopes.Load(), AckerGaps: a.Gaps.Load(), Malformed: a.Malformed.Load(),
+		BridgeRecords: b.Records.Load(), BridgeDuplicates: b.Duplicates.Load(), BridgeGaps: b.Gaps.Load(),
+		BridgeDeadLetters: b.DeadLetters.Load(), BridgeTxns: b.Transactions.Load(), BridgeAborts: b.Aborts.Load(),
+		BridgeBacklog: b.Backlog.Load(),
+	}
 }
 
 // Run starts the hub and serves until ctx is cancelled.
@@ -99,6 +184,9 @@ func (h *Hub) startHTTP() error {
 	mux.HandleFunc("GET /v1/devices", func(w http.ResponseWriter, _ *http.Request) {
 		writeJSON(w, h.devices.list())
 	})
+	mux.HandleFunc("GET /v1/stats", func(w http.ResponseWriter, _ *http.Request) {
+		writeJSON(w, h.Stats())
+	})
 	ln, err := net.Listen("tcp", h.cfg.HTTP.Listen)
 	if err != nil {
 		return fmt.Errorf("hub: http listen: %w", err)
@@ -130,6 +218,10 @@ func (h *Hub) Close() {
 		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 		_ = h.http.Shutdown(ctx)
 		cancel()
+	}
+	if h.stop != nil {
+		h.stop()
+		h.wg.Wait()
 	}
 	if h.nc != nil {
 		h.nc.Close()

@@ -74,5 +74,9 @@ func (s *Store) Pragma(ctx context.Context, name string) (string, error) {
 	return v, nil
 }
 
+// DB is the shared handle the outbox, checkpoints and update state use, so
+// one transaction can span them.
+func (s *Store) DB() *sql.DB { return s.db }
+
 // Close closes the database.
 func (s *Store) Close() error { return s.db.Close() }

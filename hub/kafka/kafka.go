@@ -24,7 +24,11 @@ type Config struct {
 }
 
 // Streams are the record topics cloud teams consume, without the prefix.
-var Streams = []string{"windows", "inferences", "telemetry", "events", "late", "deadletter"}
+var Streams = []string{"windows", "inferences", "telemetry", "events", "late", "labels", "deadletter"}
+
+// CheckpointTopic is the compacted topic of the bridge's exactly-once
+// checkpoints, without the prefix.
+const CheckpointTopic = "bridge.checkpoint"
 
 // Topics returns the full topic names for the configured prefix.
 func (c Config) Topics() []string {
@@ -40,12 +44,13 @@ type Conn struct {
 	Client   *kgo.Client
 	Brokers  []string
 	embedded *kfake.Cluster
+	log      *slog.Logger
 }
 
 // Connect reaches the configured cluster (or starts the embedded one) and
 // makes sure the record topics exist.
 func Connect(ctx context.Context, cfg Config, dataDir string, log *slog.Logger) (*Conn, error) {
-	c := &Conn{Brokers: cfg.Brokers}
+	c := &Conn{Brokers: cfg.Brokers, log: log}
 	if len(cfg.Brokers) == 0 {
 		opts := []kfake.Opt{kfake.NumBrokers(1)}
 		if dataDir != "" {
@@ -66,23 +71,32 @@ func Connect(ctx context.Context, cfg Config, dataDir string, log *slog.Logger) 
 		return nil, fmt.Errorf("kafka: client: %w", err)
 	}
 	c.Client = client
-	if err := c.ensureTopics(ctx, cfg, log); err != nil {
+	if err := c.ensureTopics(ctx, cfg); err != nil {
 		c.Close()
 		return nil, err
 	}
 	return c, nil
 }
 
-func (c *Conn) ensureTopics(ctx context.Context, cfg Config, log *slog.Logger) error {
-	adm := kadm.NewClient(c.Client)
-	resps, err := adm.CreateTopics(ctx, int32(cfg.Partitions), int16(cfg.Replication), nil, cfg.Topics()...)
+func (c *Conn) ensureTopics(ctx context.Context, cfg Config) error {
+	if err := c.createTopics(ctx, int32(cfg.Partitions), int16(cfg.Replication), nil, cfg.Topics()...); err != nil {
+		return err
+	}
+	// One partition keeps checkpoints totally ordered; compaction keeps the
+	// latest checkpoint per key forever.
+	compact := "compact"
+	return c.createTopics(ctx, 1, int16(cfg.Replication), map[string]*string{"cleanup.policy": &compact}, cfg.TopicPrefix+CheckpointTopic)
+}
+
+func (c *Conn) createTopics(ctx context.Context, partitions int32, replication int16, configs map[string]*string, topics ...string) error {
+	resps, err := kadm.NewClient(c.Client).CreateTopics(ctx, partitions, replication, configs, topics...)
 	if err != nil {
 		return fmt.Errorf("kafka: create topics on %s: %w", strings.Join(c.Brokers, ","), err)
 	}
 	for _, r := range resps.Sorted() {
 		switch {
 		case r.Err == nil:
-			log.Info("created kafka topic", "topic", r.Topic, "partitions", cfg.Partitions)
+			c.log.Info("created kafka topic", "topic", r.Topic, "partitions", partitions)
 		case errors.Is(r.Err, kerr.TopicAlreadyExists):
 		default:
 			return fmt.Errorf("kafka: create topic %s: %w", r.Topic, r.Err)

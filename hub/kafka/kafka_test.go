@@ -46,10 +46,16 @@ func TestConnectCreatesTopicsOnRealKafka(t *testing.T) {
 		}
 		got := topicsOf(t, c, prefix)
 		c.Close()
-		if len(got) != len(Streams) {
+		if len(got) != len(Streams)+1 {
 			t.Fatalf("connect %d: topics = %v, want %d", i, got, len(Streams))
 		}
 		for topic, parts := range got {
+			if topic == prefix+CheckpointTopic {
+				if parts != 1 {
+					t.Errorf("checkpoint topic has %d partitions, want 1", parts)
+				}
+				continue
+			}
 			if parts != 2 {
 				t.Errorf("%s has %d partitions, want 2", topic, parts)
 			}
@@ -66,7 +72,7 @@ func TestEmbeddedBroker(t *testing.T) {
 	if !c.Embedded() || len(c.Brokers) != 1 {
 		t.Fatalf("embedded = %v, brokers = %v", c.Embedded(), c.Brokers)
 	}
-	if got := topicsOf(t, c, "outpost."); len(got) != len(Streams) {
+	if got := topicsOf(t, c, "outpost."); len(got) != len(Streams)+1 {
 		t.Fatalf("topics = %v", got)
 	}
 }

@@ -28,13 +28,19 @@ type Record struct {
 	Data      json.RawMessage `json:"data"`
 }
 
-// Envelope is one batch. Prev is the highest seq the device sent before this
-// batch (0 at the very start), so the hub can tell a contiguous stream from
-// one with a missing batch even when the device evicted records in between.
+// Envelope is one batch of one stream. Seqs are per device; within a stream
+// the device sends them in rising order.
+//
+// Prev is the highest seq of this stream the device sent before this batch,
+// so the hub can tell a contiguous stream from one with a missing batch even
+// when the device evicted records in between. Floor is the highest seq of
+// this stream the hub has already acknowledged to the device: a hub that
+// lost its in-memory state picks up from there.
 type Envelope struct {
 	V       int      `json:"v"`
 	Device  string   `json:"device"`
 	Stream  string   `json:"stream"`
+	Floor   uint64   `json:"floor"`
 	Prev    uint64   `json:"prev"`
 	Records []Record `json:"records"`
 }
@@ -97,6 +103,8 @@ func (e *Envelope) Validate() error {
 		return fmt.Errorf("%w: no records", ErrMalformed)
 	case len(e.Records) > MaxRecords:
 		return fmt.Errorf("%w: %d records, limit %d", ErrMalformed, len(e.Records), MaxRecords)
+	case e.Floor > e.Prev:
+		return fmt.Errorf("%w: floor %d above prev %d", ErrMalformed, e.Floor, e.Prev)
 	}
 	prev := e.Prev
 	for i, r := range e.Records {

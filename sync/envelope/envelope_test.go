@@ -101,3 +101,45 @@ func BenchmarkDecode(b *testing.B) {
 	}
 	b.ReportMetric(float64(b.N*len(e.Records))/b.Elapsed().Seconds(), "records/s")
 }
+
+func env(floor, prev uint64, seqs ...uint64) *Envelope {
+	e := &Envelope{V: Version, Device: "d", Stream: "s", Floor: floor, Prev: prev}
+	for _, s := range seqs {
+		e.Records = append(e.Records, Record{Seq: s, EventTime: time.Unix(1, 0), Data: json.RawMessage("1")})
+	}
+	return e
+}
+
+func TestWatermarks(t *testing.T) {
+	steps := []struct {
+		name  string
+		e     *Envelope
+		ok    bool
+		fresh []uint64
+		hw    uint64
+	}{
+		{"first batch", env(0, 0, 1, 2, 3), true, []uint64{1, 2, 3}, 3},
+		{"gap: batch after a lost one", env(0, 5, 6, 7), false, nil, 3},
+		{"contiguous with eviction gap in seqs", env(0, 3, 5), true, []uint64{5}, 5},
+		{"whole resend", env(0, 0, 1, 2, 3), true, nil, 5},
+		{"overlapping resend", env(3, 3, 5, 6), true, []uint64{6}, 6},
+		{"gap above the floor", env(20, 25, 26), false, nil, 6},
+		{"floor bridges lost state", env(25, 25, 26), true, []uint64{26}, 26},
+	}
+	w := Watermarks{}
+	for _, s := range steps {
+		fresh, ok := w.Accept(s.e)
+		var got []uint64
+		for _, r := range fresh {
+			got = append(got, r.Seq)
+		}
+		if ok != s.ok || len(got) != len(s.fresh) || w.Get("d", "s") != s.hw {
+			t.Fatalf("%s: ok=%v fresh=%v hw=%d; want ok=%v fresh=%v hw=%d", s.name, ok, got, w.Get("d", "s"), s.ok, s.fresh, s.hw)
+		}
+		for i := range got {
+			if got[i] != s.fresh[i] {
+				t.Fatalf("%s: fresh=%v want %v", s.name, got, s.fresh)
+			}
+		}
+	}
+}

@@ -32,6 +32,20 @@ type Broker struct {
 	*service.Process
 	Addr string
 	Dir  string // configuration, data and log
+	spec service.Spec
+}
+
+// Restart stops the broker and starts it again on the same ports and data,
+// as an operator restarting Kafka would.
+func (b *Broker) Restart(ctx context.Context) error {
+	b.Stop()
+	b.spec.LogPath = filepath.Join(b.Dir, fmt.Sprintf("kafka-%d.log", time.Now().UnixNano()))
+	p, err := service.Start(ctx, b.spec)
+	if err != nil {
+		return err
+	}
+	b.Process = p
+	return nil
 }
 
 // Start formats a KRaft log directory under dir and runs a combined
@@ -90,7 +104,7 @@ func Start(ctx context.Context, dir string) (*Broker, error) {
 	if out, err := format.CombinedOutput(); err != nil {
 		return nil, fmt.Errorf("kafka: format storage: %w\n%s", err, out)
 	}
-	p, err := service.Start(ctx, service.Spec{
+	spec := service.Spec{
 		Name: "kafka",
 		Path: java,
 		// Small heap: the test broker shares two cores and the machine
@@ -99,11 +113,12 @@ func Start(ctx context.Context, dir string) (*Broker, error) {
 		LogPath: filepath.Join(dir, "kafka.log"),
 		Ready:   ready(addr),
 		Timeout: 90 * time.Second,
-	})
+	}
+	p, err := service.Start(ctx, spec)
 	if err != nil {
 		return nil, err
 	}
-	return &Broker{Process: p, Addr: addr, Dir: dir}, nil
+	return &Broker{Process: p, Addr: addr, Dir: dir, spec: spec}, nil
 }
 
 // ready succeeds once the broker answers metadata requests and lists itself.

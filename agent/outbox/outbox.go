@@ -1,0 +1,184 @@
+// Package outbox is the agent's durable queue of everything it sends
+// upstream. A record is in the outbox (fsync'd, with its seq) before
+// anything else happens to it, and leaves only when the hub acknowledges
+// that it stored it (DESIGN §3.1–3.2).
+package outbox
+
+import (
+	"context"
+	"database/sql"
+	"encoding/json"
+	"fmt"
+	"slices"
+	"time"
+
+	"github.com/outpost-edge/outpost/sync/envelope"
+	"github.com/outpost-edge/outpost/sync/topics"
+)
+
+// Item is one record to append; the outbox assigns its seq.
+type Item struct {
+	Stream    string
+	EventTime time.Time
+	Data      json.RawMessage
+}
+
+// Outbox is the queue over the agent database.
+type Outbox struct {
+	db     *sql.DB
+	notify chan struct{}
+}
+
+// AUTOINCREMENT makes seq strictly rising and never reused, even after the
+// newest rows were acked and deleted: that is the per-device seq the whole
+// pipeline deduplicates on.
+const schema = `
+CREATE TABLE IF NOT EXISTS outbox (
+	seq        INTEGER PRIMARY KEY AUTOINCREMENT,
+	stream     TEXT    NOT NULL,
+	event_time INTEGER NOT NULL,
+	data       BLOB    NOT NULL
+);
+CREATE INDEX IF NOT EXISTS outbox_stream_seq ON outbox(stream, seq);
+CREATE TABLE IF NOT EXISTS outbox_acked (
+	stream TEXT PRIMARY KEY,
+	seq    INTEGER NOT NULL
+);`
+
+// New migrates the schema on db.
+func New(ctx context.Context, db *sql.DB) (*Outbox, error) {
+	if _, err := db.ExecContext(ctx, schema); err != nil {
+		return nil, fmt.Errorf("outbox: migrate: %w", err)
+	}
+	return &Outbox{db: db, notify: make(chan struct{}, 1)}, nil
+}
+
+// Append stores items in one transaction and returns their seqs. When it
+// returns nil the records survive a crash (and, with synchronous=FULL, a
+// power loss).
+func (o *Outbox) Append(ctx context.Context, items []Item) ([]uint64, error) {
+	tx, err := o.db.BeginTx(ctx, nil)
+	if err != nil {
+		return nil, fmt.Errorf("outbox: append: %w", err)
+	}
+	defer tx.Rollback()
+	stmt, err := tx.PrepareContext(ctx, `INSERT INTO outbox(stream, event_time, data) VALUES(?, ?, ?) RETURNING seq`)
+	if err != nil {
+		return nil, fmt.Errorf("outbox: append: %w", err)
+	}
+	defer stmt.Close()
+	seqs := make([]uint64, len(items))
+	for i, it := range items {
+		if !slices.Contains(topics.Streams, it.Stream) {
+			return nil, fmt.Errorf("outbox: %w: item %d has unknown stream %q", ErrInvalid, i, it.Stream)
+		}
+		if !json.Valid(it.Data) {
+			return nil, fmt.Errorf("outbox: %w: item %d data is not JSON", ErrInvalid, i)
+		}
+		if err := stmt.QueryRowContext(ctx, it.Stream, it.EventTime.UnixNano(), []byte(it.Data)).Scan(&seqs[i]); err != nil {
+			return nil, fmt.Errorf("outbox: append: %w", err)
+		}
+	}
+	if err := tx.Commit(); err != nil {
+		return nil, fmt.Errorf("outbox: append commit: %w", err)
+	}
+	select {
+	case o.notify <- struct{}{}:
+	default:
+	}
+	return seqs, nil
+}
+
+// Notify fires (coalesced) after every Append.
+func (o *Outbox) Notify() <-chan struct{} { return o.notify }
+
+// Pending returns up to limit records of stream with seq above after, in
+// seq order.
+func (o *Outbox) Pending(ctx context.Context, stream string, after uint64, limit int) ([]envelope.Record, error) {
+	rows, err := o.db.QueryContext(ctx,
+		`SELECT seq, event_time, data FROM outbox WHERE stream = ? AND seq > ? ORDER BY seq LIMIT ?`, stream, after, limit)
+	if err != nil {
+		return nil, fmt.Errorf("outbox: pending: %w", err)
+	}
+	defer rows.Close()
+	var out []envelope.Record
+	for rows.Next() {
+		var r envelope.Record
+		var et int64
+		var data []byte
+		if err := rows.Scan(&r.Seq, &et, &data); err != nil {
+			return nil, fmt.Errorf("outbox: pending: %w", err)
+		}
+		r.EventTime = time.Unix(0, et).UTC()
+		r.Data = data
+		out = append(out, r)
+	}
+	return out, rows.Err()
+}
+
+// Streams lists the streams that have unacked records.
+func (o *Outbox) Streams(ctx context.Context) ([]string, error) {
+	rows, err := o.db.QueryContext(ctx, `SELECT DISTINCT stream FROM outbox`)
+	if err != nil {
+		return nil, fmt.Errorf("outbox: streams: %w", err)
+	}
+	defer rows.Close()
+	var out []string
+	for rows.Next() {
+		var s string
+		if err := rows.Scan(&s); err != nil {
+			return nil, fmt.Errorf("outbox: streams: %w", err)
+		}
+		out = append(out, s)
+	}
+	return out, rows.Err()
+}
+
+// Ack deletes stream's records up to seq and remembers seq as the floor.
+// Acks are cumulative and may repeat; a lower one changes nothing.
+func (o *Outbox) Ack(ctx context.Context, stream string, seq uint64) error {
+	tx, err := o.db.BeginTx(ctx, nil)
+	if err != nil {
+		return fmt.Errorf("outbox: ack: %w", err)
+	}
+	defer tx.Rollback()
+	if _, err := tx.ExecContext(ctx, `DELETE FROM outbox WHERE stream = ? AND seq <= ?`, stream, seq); err != nil {
+		return fmt.Errorf("outbox: ack: %w", err)
+	}
+	if _, err := tx.ExecContext(ctx, `INSERT INTO outbox_acked(stream, seq) VALUES(?, ?)
+		ON CONFLICT(stream) DO UPDATE SET seq = max(seq, excluded.seq)`, stream, seq); err != nil {
+		return fmt.Errorf("outbox: ack: %w", err)
+	}
+	if err := tx.Commit(); err != nil {
+		return fmt.Errorf("outbox: ack commit: %w", err)
+	}
+	return nil
+}
+
+// Floors returns, per stream, the highest seq the hub has acknowledged.
+func (o *Outbox) Floors(ctx context.Context) (map[string]uint64, error) {
+	rows, err := o.db.QueryContext(ctx, `SELECT stream, seq FROM outbox_acked`)
+	if err != nil {
+		return nil, fmt.Errorf("outbox: floors: %w", err)
+	}
+	defer rows.Close()
+	out := map[string]uint64{}
+	for rows.Next() {
+		var s string
+		var n uint64
+		if err := rows.Scan(&s, &n); err != nil {
+			return nil, fmt.Errorf("outbox: floors: %w", err)
+		}
+		out[s] = n
+	}
+	return out, rows.Err()
+}
+
+// Depth is the number of unacked records and their data bytes.
+func (o *Outbox) Depth(ctx context.Context) (records, bytes int64, err error) {
+	err = o.db.QueryRowContext(ctx, `SELECT count(*), coalesce(sum(length(data)), 0) FROM outbox`).Scan(&records, &bytes)
+	if err != nil {
+		return 0, 0, fmt.Errorf("outbox: depth: %w", err)
+	}
+	return records, bytes, nil
+}

@@ -1,0 +1,443 @@
+// Package bridge copies OUTPOST_UP from JetStream into Kafka exactly once
+// (DESIGN §3.4): each batch is one Kafka transaction that also writes a
+// checkpoint (the last JetStream sequence and the touched per-device, per-
+// stream seq marks) to a compacted topic. JetStream is acked only after the
+// commit. On restart the bridge loads the checkpoint, skips JetStream
+// messages at or below the checkpointed sequence and drops records at or
+// below the marks, so a crash anywhere writes nothing twice.
+package bridge
+
+import (
+	"context"
+	"encoding/base64"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"strconv"
+	"strings"
+	"sync/atomic"
+	"time"
+
+	"github.com/nats-io/nats.go/jetstream"
+	"github.com/twmb/franz-go/pkg/kgo"
+
+	"github.com/outpost-edge/outpost/hub/kafka"
+	"github.com/outpost-edge/outpost/sync/envelope"
+	"github.com/outpost-edge/outpost/sync/topics"
+)
+
+// Config is the bridge section of the hub config.
+type Config struct {
+	BatchMessages int           `yaml:"batch_messages" usage:"most JetStream messages (envelopes) per Kafka transaction"`
+	Linger        time.Duration `yaml:"linger" usage:"how long a transaction waits to fill its batch"`
+	Compression   string        `yaml:"compression" usage:"Kafka batch compression: none, lz4 or zstd"`
+}
+
+// Options wire the bridge to its surroundings.
+type Options struct {
+	Stream  jetstream.Stream
+	Brokers []string
+	Kafka   kafka.Config
+	// TransactionalID must be stable per hub: it fences a zombie instance.
+	TransactionalID string
+	Log             *slog.Logger
+	// AfterCommit, when set, runs between the Kafka commit and the JetStream
+	// ack. Tests use it to crash the bridge at the worst moment.
+	AfterCommit func() error
+}
+
+// Stats are the bridge's counters.
+type Stats struct {
+	Transactions, Records, Duplicates, Gaps, DeadLetters, Aborts atomic.Int64
+	// Backlog is the number of stream messages not yet bridged.
+	Backlog atomic.Uint64
+}
+
+// Bridge is one running copy loop.
+type Bridge struct {
+	cfg     Config
+	o       Options
+	log     *slog.Logger
+	cl      *kgo.Client
+	marks   envelope.Watermarks
+	lastSeq uint64 // last JetStream sequence committed to Kafka
+	Stats   Stats
+}
+
+// ConsumerName is the durable JetStream consumer the bridge reads.
+const ConsumerName = "kafka-bridge"
+
+// New validates the options; Run does the work.
+func New(cfg Config, o Options) *Bridge {
+	return &Bridge{cfg: cfg, o: o, log: o.Log.With("component", "bridge"), marks: envelope.Watermarks{}}
+}
+
+// Run loads the checkpoint and copies until ctx ends. Kafka failures are
+// retried with backoff; meanwhile JetStream holds the backlog.
+func (b *Bridge) Run(ctx context.Context) error {
+	backoff := time.Second
+	for {
+		err := b.runOnce(ctx)
+		if ctx.Err() != nil {
+			return nil
+		}
+		if errors.Is(err, errCrash) {
+			return err
+		}
+		b.log.Warn("bridge restarting after error", "err", err, "in", backoff)
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-time.After(backoff):
+		}
+		backoff = min(backoff*2, 30*time.Second)
+	}
+}
+
+var errCrash = errors.New("bridge: crash injected after commit")
+
+func (b *Bridge) runOnce(ctx context.Context) error {
+	if err := b.connect(); err != nil {
+		return err
+	}
+	defer b.cl.Close()
+	if err := b.loadCheckpoint(ctx); err != nil {
+		return err
+	}
+	cons, err := b.o.Stream.CreateOrUpdateConsumer(ctx, jetstream.ConsumerConfig{
+		Durable:       ConsumerName,
+		AckPolicy:     jetstream.AckAllPolicy,
+		AckWait:       2 * time.Minute,
+		MaxAckPending: -1,
+		DeliverPolicy: jetstream.DeliverAllPolicy,
+	})
+	if err != nil {
+		return fmt.Errorf("bridge: consumer: %w", err)
+	}
+	b.log.Info("bridge running", "checkpoint_seq", b.lastSeq, "devices", len(b.marks))
+	for ctx.Err() == nil {
+		batch, err := cons.Fetch(b.cfg.BatchMessages, jetstream.FetchMaxWait(b.cfg.Linger))
+		if err != nil {
+			return fmt.Errorf("bridge: fetch: %w", err)
+		}
+		var msgs []jetstream.Msg
+		for m := range batch.Messages() {
+			msgs = append(msgs, m)
+		}
+		if err := batch.Error(); err != nil && !errors.Is(err, jetstream.ErrNoMessages) && !errors.Is(err, context.DeadlineExceeded) && len(msgs) == 0 {
+			return fmt.Errorf("bridge: fetch: %w", err)
+		}
+		if len(msgs) == 0 {
+			continue
+		}
+		if err := b.transfer(ctx, msgs); err != nil {
+			return err
+		}
+		if md, err := msgs[len(msgs)-1].Metadata(); err == nil {
+			b.Stats.Backlog.Store(md.NumPending)
+		}
+	}
+	return nil
+}
+
+func (b *Bridge) connect() error {
+	opts := []kgo.Opt{
+		kgo.SeedBrokers(b.o.Brokers...),
+		kgo.TransactionalID(b.o.TransactionalID),
+		kgo.TransactionTimeout(60 * time.Second),
+		kgo.RecordDeliveryTimeout(30 * time.Second),
+		kgo.ProducerLinger(0), // a transaction is already a batch
+		kgo.MaxBufferedRecords(1 << 20),
+		kgo.ProducerBatchMaxBytes(1 << 20),
+	}
+	switch b.cfg.Compression {
+	case "zstd":
+		opts = append(opts, kgo.ProducerBatchCompression(kgo.ZstdCompression()))
+	case "lz4":
+		opts = append(opts, kgo.ProducerBatchCompression(kgo.Lz4Compression()))
+	default:
+		opts = append(opts, kgo.ProducerBatchCompression(kgo.NoCompression()))
+	}
+	cl, err := kgo.NewClient(opts...)
+	if err != nil {
+		return fmt.Errorf("bridge: kafka client: %w", err)
+	}
+	b.cl = cl
+	return nil
+}
+
+// undo remembers marks a failed transaction must restore.
+type undo map[[2]string]uint64
+
+func (b *Bridge) transfer(ctx context.Context, msgs []jetstream.Msg) error {
+	var recs []*kgo.Record
+	saved := undo{}
+	touched := map[string]bool{}
+	var last uint64
+	for _, m := range msgs {
+		md, err := m.Metadata()
+		if err != nil {
+			return fmt.Errorf("bridge: metadata: %w", err)
+		}
+		last = md.Sequence.Stream
+		if last <= b.lastSeq {
+			continue // committed before a crash, redelivered since
+		}
+		recs = b.convert(recs, m.Subject(), m.Data(), last, saved, touched)
+	}
+	if last <= b.lastSeq {
+		return msgs[len(msgs)-1].Ack()
+	}
+	recs = append(recs, b.checkpoint(last, touched)...)
+	if err := b.commit(ctx, recs); err != nil {
+		for k, v := range saved {
+			b.marks.Set(k[0], k[1], v)
+		}
+		b.Stats.Aborts.Add(1)
+		return err
+	}
+	b.lastSeq = last
+	b.Stats.Transactions.Add(1)
+	if b.o.AfterCommit != nil {
+		if err := b.o.AfterCommit(); err != nil {
+			return errCrash
+		}
+	}
+	// AckAll: the last message acks the whole batch.
+	if err := msgs[len(msgs)-1].Ack(); err != nil {
+		// Harmless: redelivered messages sit at or below lastSeq.
+		b.log.Warn("bridge: jetstream ack", "err", err)
+	}
+	return nil
+}
+
+// convert turns one stored MQTT message into Kafka records.
+func (b *Bridge) convert(recs []*kgo.Record, subject string, data []byte, sseq uint64, saved undo, touched map[string]bool) []*kgo.Record {
+	p, err := topics.Parse(strings.ReplaceAll(subject, ".", "/"))
+	if err != nil {
+		return append(recs, b.deadLetter(subject, "", data, sseq, err.Error()))
+	}
+	e, err := envelope.Decode(data)
+	switch {
+	case err != nil:
+		return append(recs, b.deadLetter(subject, p.Device, data, sseq, err.Error()))
+	case e.Device != p.Device:
+		return append(recs, b.deadLetter(subject, p.Device, data, sseq, fmt.Sprintf("envelope names device %q, topic names %q", e.Device, p.Device)))
+	case e.Stream != p.Stream:
+		return append(recs, b.deadLetter(subject, p.Device, data, sseq, fmt.Sprintf("envelope names stream %q, topic names %q", e.Stream, p.Stream)))
+	}
+	k := [2]string{e.Device, e.Stream}
+	if _, ok := saved[k]; !ok {
+		saved[k] = b.marks.Get(e.Device, e.Stream)
+	}
+	fresh, ok := b.marks.Accept(e)
+	if !ok {
+		b.Stats.Gaps.Add(1)
+		return recs
+	}
+	b.Stats.Duplicates.Add(int64(len(e.Records) - len(fresh)))
+	if len(fresh) == 0 {
+		return recs
+	}
+	touched[e.Device] = true
+	topic := b.o.Kafka.TopicPrefix + TopicFor(e.Stream)
+	for _, r := range fresh {
+		recs = append(recs, record(topic, e.Device, e.Stream, r))
+	}
+	b.Stats.Records.Add(int64(len(fresh)))
+	return recs
+}
+
+// TopicFor maps a device stream to its Kafka topic (without prefix).
+func TopicFor(stream string) string {
+	switch stream {
+	case "dead":
+		return "deadletter"
+	case "drift":
+		return "events"
+	}
+	return stream
+}
+
+// record builds the Kafka record cloud teams consume: keyed by device, JSON
+// value, CloudEvents headers so consumers can check uniqueness themselves.
+func record(topic, device, stream string, r envelope.Record) *kgo.Record {
+	seq := strconv.FormatUint(r.Seq, 10)
+	et := r.EventTime.UTC().Format(time.RFC3339Nano)
+	// Device ids and stream names are validated tokens: no escaping needed.
+	v := make([]byte, 0, 96+len(r.Data))
+	v = append(v, `{"device":"`...)
+	v = append(v, device...)
+	v = append(v, `","stream":"`...)
+	v = append(v, stream...)
+	v = append(v, `","seq":`...)
+	v = append(v, seq...)
+	v = append(v, `,"event_time":"`...)
+	v = append(v, et...)
+	v = append(v, `","data":`...)
+	v = append(v, r.Data...)
+	v = append(v, '}')
+	return &kgo.Record{
+		Topic: topic,
+		Key:   []byte(device),
+		Value: v,
+		Headers: []kgo.RecordHeader{
+			{Key: "ce_specversion", Value: []byte("1.0")},
+			{Key: "ce_id", Value: []byte(device + ":" + seq)},
+			{Key: "ce_source", Value: []byte("/outpost/devices/" + device)},
+			{Key: "ce_type", Value: []byte("dev.outpost." + stream + ".v1")},
+			{Key: "ce_time", Value: []byte(et)},
+			{Key: "content-type", Value: []byte("application/json")},
+		},
+	}
+}
+
+// DeadLetter is the value of an outpost.deadletter record the hub writes.
+type DeadLetter struct {
+	Subject     string    `json:"subject"`
+	Device      string    `json:"device,omitempty"`
+	Reason      string    `json:"reason"`
+	StreamSeq   uint64    `json:"stream_seq"`
+	PayloadB64  string    `json:"payload_b64"`
+	PayloadSize int       `json:"payload_size"`
+	Time        time.Time `json:"time"`
+}
+
+// maxDeadPayload bounds what a dead letter carries of the bad payload.
+const maxDeadPayload = 64 << 10
+
+func (b *Bridge) deadLetter(subject, device string, data []byte, sseq uint64, reason string) *kgo.Record {
+	b.Stats.DeadLetters.Add(1)
+	b.log.Warn("dead letter", "subject", subject, "reason", reason, "bytes", len(data))
+	keep := data
+	if len(keep) > maxDeadPayload {
+		keep = keep[:maxDeadPayload]
+	}
+	now := time.Now().UTC()
+	v, _ := json.Marshal(DeadLetter{Subject: subject, Device: device, Reason: reason, StreamSeq: sseq,
+		PayloadB64: base64.StdEncoding.EncodeToString(keep), PayloadSize: len(data), Time: now})
+	id := "hub:" + strconv.FormatUint(sseq, 10)
+	return &kgo.Record{
+		Topic: b.o.Kafka.TopicPrefix + "deadletter",
+		Key:   []byte(device),
+		Value: v,
+		Headers: []kgo.RecordHeader{
+			{Key: "ce_specversion", Value: []byte("1.0")},
+			{Key: "ce_id", Value: []byte(id)},
+			{Key: "ce_source", Value: []byte("/outpost/hub")},
+			{Key: "ce_type", Value: []byte("dev.outpost.deadletter.v1")},
+			{Key: "ce_time", Value: []byte(now.Format(time.RFC3339Nano))},
+			{Key: "content-type", Value: []byte("application/json")},
+		},
+	}
+}
+
+// Checkpoint keys in the compacted topic.
+const (
+	keySeq      = "jetstream_seq"
+	keyDevicePf = "marks/"
+	keyLoad     = "load"
+)
+
+func (b *Bridge) checkpoint(last uint64, touched map[string]bool) []*kgo.Record {
+	topic := b.o.Kafka.TopicPrefix + kafka.CheckpointTopic
+	out := []*kgo.Record{{Topic: topic, Key: []byte(keySeq), Value: []byte(strconv.FormatUint(last, 10))}}
+	for d := range touched {
+		v, _ := json.Marshal(b.marks[d])
+		out = append(out, &kgo.Record{Topic: topic, Key: []byte(keyDevicePf + d), Value: v})
+	}
+	return out
+}
+
+// commit produces recs in one transaction, checking every result.
+func (b *Bridge) commit(ctx context.Context, recs []*kgo.Record) error {
+	if err := b.cl.BeginTransaction(); err != nil {
+		return fmt.Errorf("bridge: begin transaction: %w", err)
+	}
+	var failed atomic.Value
+	for _, r := range recs {
+		b.cl.Produce(ctx, r, func(_ *kgo.Record, err error) {
+			if err != nil {
+				failed.CompareAndSwap(nil, err)
+			}
+		})
+	}
+	if err := b.cl.Flush(ctx); err != nil {
+		failed.CompareAndSwap(nil, err)
+	}
+	// franz-go may report a successful commit after every produce failed:
+	// the per-record results decide.
+	if err, _ := failed.Load().(error); err != nil {
+		abortCtx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		defer cancel()
+		_ = b.cl.AbortBufferedRecords(abortCtx)
+		_ = b.cl.EndTransaction(abortCtx, kgo.TryAbort)
+		return fmt.Errorf("bridge: produce: %w", err)
+	}
+	if err := b.cl.EndTransaction(ctx, kgo.TryCommit); err != nil {
+		return fmt.Errorf("bridge: commit: %w", err)
+	}
+	return nil
+}
+
+// loadCheckpoint reads the compacted checkpoint topic to its end. It first
+// commits a sentinel in its own transaction: that initialises this
+// producer, which aborts any transaction a crashed predecessor left open,
+// and gives the reader an exact record to stop at under read_committed.
+func (b *Bridge) loadCheckpoint(ctx context.Context) error {
+	topic := b.o.Kafka.TopicPrefix + kafka.CheckpointTopic
+	nonce := strconv.FormatInt(time.Now().UnixNano(), 36)
+	if err := b.commit(ctx, []*kgo.Record{{Topic: topic, Key: []byte(keyLoad), Value: []byte(nonce)}}); err != nil {
+		return fmt.Errorf("bridge: checkpoint sentinel: %w", err)
+	}
+	rd, err := kgo.NewClient(kgo.SeedBrokers(b.o.Brokers...),
+		kgo.ConsumePartitions(map[string]map[int32]kgo.Offset{topic: {0: kgo.NewOffset().AtStart()}}),
+		kgo.FetchIsolationLevel(kgo.ReadCommitted()))
+	if err != nil {
+		return fmt.Errorf("bridge: checkpoint reader: %w", err)
+	}
+	defer rd.Close()
+	b.marks, b.lastSeq = envelope.Watermarks{}, 0
+	for {
+		fs := rd.PollFetches(ctx)
+		if err := ctx.Err(); err != nil {
+			return err
+		}
+		var ferr error
+		fs.EachError(func(_ string, _ int32, err error) { ferr = err })
+		if ferr != nil {
+			return fmt.Errorf("bridge: read checkpoint: %w", ferr)
+		}
+		done := false
+		fs.EachRecord(func(r *kgo.Record) {
+			if string(r.Key) == keyLoad && string(r.Value) == nonce {
+				done = true
+			}
+			if !done {
+				b.applyCheckpoint(r)
+			}
+		})
+		if done {
+			return nil
+		}
+	}
+}
+
+func (b *Bridge) applyCheckpoint(r *kgo.Record) {
+	key := string(r.Key)
+	switch {
+	case key == keySeq:
+		if n, err := strconv.ParseUint(string(r.Value), 10, 64); err == nil {
+			b.lastSeq = n
+		}
+	case strings.HasPrefix(key, keyDevicePf):
+		var m map[string]uint64
+		if err := json.Unmarshal(r.Value, &m); err == nil {
+			d := strings.TrimPrefix(key, keyDevicePf)
+			for s, v := range m {
+				b.marks.Set(d, s, v)
+			}
+		}
+	}
+}

@@ -1,0 +1,107 @@
+package pipeline
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"log/slog"
+	"path/filepath"
+	"testing"
+	"time"
+
+	"github.com/outpost-edge/outpost/agent/outbox"
+	"github.com/outpost-edge/outpost/agent/store"
+	"github.com/outpost-edge/outpost/agent/uplink"
+	"github.com/outpost-edge/outpost/sync/topics"
+)
+
+// device is the agent's real data path (SQLite outbox, paho uplink, sender)
+// without sensors: the test appends records as a sensor pipeline would.
+type device struct {
+	id     string
+	db     *store.Store
+	ob     *outbox.Outbox
+	up     *uplink.Client
+	cancel context.CancelFunc
+	done   chan error
+}
+
+func newDevice(t *testing.T, id, mqttURL string) *device {
+	t.Helper()
+	ctx := context.Background()
+	db, err := store.Open(ctx, filepath.Join(t.TempDir(), "agent.db"), store.SyncNormal)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ob, err := outbox.New(ctx, db.DB())
+	if err != nil {
+		t.Fatal(err)
+	}
+	d := &device{id: id, db: db, ob: ob, done: make(chan error, 1)}
+	log := slog.New(slog.DiscardHandler)
+	var s *uplink.Sender
+	d.up = uplink.New(uplink.Config{URL: mqttURL, KeepAlive: 5 * time.Second, ConnectTimeout: 2 * time.Second},
+		uplink.Options{
+			ClientID:      id,
+			OnConnect:     func(*uplink.Client) { s.OnConnect() },
+			Subscriptions: map[string]uplink.Handler{topics.Ack(id): func(t string, p []byte) { s.OnAck(t, p) }},
+		}, log)
+	s = uplink.NewSender(uplink.SendConfig{BatchRecords: 200, MaxInflight: 2000, AckTimeout: 2 * time.Second}, id, ob, d.up, log)
+	runCtx, cancel := context.WithCancel(ctx)
+	d.cancel = cancel
+	go func() { _ = d.up.Connect(runCtx) }()
+	go func() { d.done <- s.Run(runCtx) }()
+	t.Cleanup(d.close)
+	return d
+}
+
+// produce appends n records of stream in batches, like a sensor pipeline.
+func (d *device) produce(t *testing.T, stream string, n, batch int, pause time.Duration) {
+	t.Helper()
+	for i := 0; i < n; i += batch {
+		var items []outbox.Item
+		for j := i; j < min(i+batch, n); j++ {
+			data, _ := json.Marshal(map[string]any{"i": j, "v": float64(j) * 0.5})
+			items = append(items, outbox.Item{Stream: stream, EventTime: time.Now(), Data: data})
+		}
+		if _, err := d.ob.Append(context.Background(), items); err != nil {
+			t.Error(err)
+			return
+		}
+		time.Sleep(pause)
+	}
+}
+
+// waitDrained waits until the hub has acknowledged everything.
+func (d *device) waitDrained(t *testing.T, timeout time.Duration) {
+	t.Helper()
+	deadline := time.Now().Add(timeout)
+	for {
+		n, _, err := d.ob.Depth(context.Background())
+		if err != nil {
+			t.Fatal(err)
+		}
+		if n == 0 {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("device %s: %d records still unacknowledged after %s", d.id, n, timeout)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+}
+
+func (d *device) close() {
+	d.cancel()
+	<-d.done
+	d.up.Close()
+	d.db.Close()
+}
+
+func deviceIDs(n int) []string {
+	ids := make([]string, n)
+	for i := range ids {
+		ids[i] = fmt.Sprintf("dev-%02d", i)
+	}
+	return ids
+}
