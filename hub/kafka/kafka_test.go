@@ -14,8 +14,20 @@ import (
 
 func TestMain(m *testing.M) { os.Exit(kafkatest.Main(m)) }
 
+// topicsOf lists the prefix's topics once all of them are visible:
+// metadata of a just-created topic can lag behind the create response.
 func topicsOf(t *testing.T, c *Conn, prefix string) map[string]int {
 	t.Helper()
+	var out map[string]int
+	for deadline := time.Now().Add(10 * time.Second); time.Now().Before(deadline); time.Sleep(100 * time.Millisecond) {
+		if out = listTopics(t, c, prefix); len(out) == len(Streams)+1 {
+			break
+		}
+	}
+	return out
+}
+
+func listTopics(t *testing.T, c *Conn, prefix string) map[string]int {
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
 	details, err := kadm.NewClient(c.Client).ListTopics(ctx)
