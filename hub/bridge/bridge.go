@@ -105,13 +105,24 @@ func (b *Bridge) runOnce(ctx context.Context) error {
 	if err := b.loadCheckpoint(ctx); err != nil {
 		return err
 	}
-	cons, err := b.o.Stream.CreateOrUpdateConsumer(ctx, jetstream.ConsumerConfig{
+	// The checkpoint, not the consumer's ack state, says where to resume:
+	// after a failed transaction the consumer has delivered (and AckAll may
+	// since have covered) messages that never reached Kafka. So the consumer
+	// is recreated at the checkpoint on every (re)start.
+	if err := b.o.Stream.DeleteConsumer(ctx, ConsumerName); err != nil && !errors.Is(err, jetstream.ErrConsumerNotFound) {
+		return fmt.Errorf("bridge: reset consumer: %w", err)
+	}
+	cc := jetstream.ConsumerConfig{
 		Durable:       ConsumerName,
 		AckPolicy:     jetstream.AckAllPolicy,
 		AckWait:       2 * time.Minute,
 		MaxAckPending: -1,
 		DeliverPolicy: jetstream.DeliverAllPolicy,
-	})
+	}
+	if b.lastSeq > 0 {
+		cc.DeliverPolicy, cc.OptStartSeq = jetstream.DeliverByStartSequencePolicy, b.lastSeq+1
+	}
+	cons, err := b.o.Stream.CreateConsumer(ctx, cc)
 	if err != nil {
 		return fmt.Errorf("bridge: consumer: %w", err)
 	}
