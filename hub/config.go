@@ -2,9 +2,9 @@ package hub
 
 import (
 	"fmt"
-	"time"
 	"net"
 	"strconv"
+	"time"
 
 	"github.com/outpost-edge/outpost/deploy/config"
 	"github.com/outpost-edge/outpost/deploy/daemon"
@@ -46,8 +46,8 @@ func Defaults() *Config {
 		Ingest: ingest.Config{MaxBytes: 8 << 30, MaxAge: 7 * 24 * time.Hour, Replicas: 1},
 		Kafka:  kafka.Config{TopicPrefix: "outpost.", Partitions: 3, Replication: 1},
 		Bridge: bridge.Config{BatchMessages: 512, Linger: 20 * time.Millisecond, Compression: "lz4"},
-		HTTP:  HTTPConfig{Listen: "127.0.0.1:8080"},
-		Log:   daemon.DefaultLog(),
+		HTTP:   HTTPConfig{Listen: "127.0.0.1:8080"},
+		Log:    daemon.DefaultLog(),
 	}
 }
 

@@ -21,6 +21,7 @@ import (
 
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/twmb/franz-go/pkg/kgo"
+	"golang.org/x/time/rate"
 
 	"github.com/outpost-edge/outpost/hub/kafka"
 	"github.com/outpost-edge/outpost/sync/envelope"
@@ -62,6 +63,7 @@ type Bridge struct {
 	cl      *kgo.Client
 	marks   envelope.Watermarks
 	lastSeq uint64 // last JetStream sequence committed to Kafka
+	deadLog rate.Sometimes
 	Stats   Stats
 }
 
@@ -70,7 +72,8 @@ const ConsumerName = "kafka-bridge"
 
 // New validates the options; Run does the work.
 func New(cfg Config, o Options) *Bridge {
-	return &Bridge{cfg: cfg, o: o, log: o.Log.With("component", "bridge"), marks: envelope.Watermarks{}}
+	return &Bridge{cfg: cfg, o: o, log: o.Log.With("component", "bridge"), marks: envelope.Watermarks{},
+		deadLog: rate.Sometimes{First: 10, Interval: 10 * time.Second}}
 }
 
 // Run loads the checkpoint and copies until ctx ends. Kafka failures are
@@ -320,7 +323,11 @@ const maxDeadPayload = 64 << 10
 
 func (b *Bridge) deadLetter(subject, device string, data []byte, sseq uint64, reason string) *kgo.Record {
 	b.Stats.DeadLetters.Add(1)
-	b.log.Warn("dead letter", "subject", subject, "reason", reason, "bytes", len(data))
+	// A device spewing garbage must not flood the log: every dead letter
+	// is counted and kept in Kafka, only some are logged.
+	b.deadLog.Do(func() {
+		b.log.Warn("dead letter", "subject", subject, "reason", reason, "bytes", len(data), "total", b.Stats.DeadLetters.Load())
+	})
 	keep := data
 	if len(keep) > maxDeadPayload {
 		keep = keep[:maxDeadPayload]

@@ -1,0 +1,138 @@
+package pipeline
+
+import (
+	"bytes"
+	"encoding/json"
+	"io/fs"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	mqtt "github.com/eclipse/paho.mqtt.golang"
+	"github.com/santhosh-tekuri/jsonschema/v6"
+	"github.com/twmb/franz-go/pkg/kgo"
+
+	"github.com/outpost-edge/outpost/hub/bridge/schemas"
+	"github.com/outpost-edge/outpost/test/kafkatest"
+)
+
+func compileSchema(t *testing.T, name string) *jsonschema.Schema {
+	t.Helper()
+	data, err := fs.ReadFile(schemas.FS, name)
+	if err != nil {
+		t.Fatal(err)
+	}
+	doc, err := jsonschema.UnmarshalJSON(bytes.NewReader(data))
+	if err != nil {
+		t.Fatal(err)
+	}
+	c := jsonschema.NewCompiler()
+	c.AssertFormat()
+	if err := c.AddResource(name, doc); err != nil {
+		t.Fatal(err)
+	}
+	s, err := c.Compile(name)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return s
+}
+
+func validate(t *testing.T, s *jsonschema.Schema, value []byte) {
+	t.Helper()
+	v, err := jsonschema.UnmarshalJSON(bytes.NewReader(value))
+	if err != nil {
+		t.Fatalf("not JSON: %v: %s", err, value)
+	}
+	if err := s.Validate(v); err != nil {
+		t.Fatalf("record violates its schema: %v\n%s", err, value)
+	}
+}
+
+// TestBadInputIsDeadLetteredAndOthersFlow sends garbage, envelopes that
+// lie about their device or stream, and an oversized payload, while a
+// well-behaved device streams. The bad payloads land in outpost.deadletter
+// with their reason, the hub keeps serving, and the good device's records
+// arrive exactly once; every record matches its published JSON Schema.
+func TestBadInputIsDeadLetteredAndOthersFlow(t *testing.T) {
+	brokers := kafkatest.Brokers(t)
+	cfg := hubConfig(t, brokers, t.TempDir())
+	cfg.Broker.MaxPayload = 64 << 10
+	h := startHub(t, cfg)
+	defer h.Close()
+
+	good := newDevice(t, "good-1", "tcp://"+h.MQTTAddr())
+	var wg sync.WaitGroup
+	wg.Add(1)
+	go func() { defer wg.Done(); good.produce(t, "windows", 600, 20, 20*time.Millisecond) }()
+
+	bad := mqtt.NewClient(mqtt.NewClientOptions().AddBroker("tcp://" + h.MQTTAddr()).SetClientID("bad-1"))
+	if tok := bad.Connect(); !tok.WaitTimeout(5*time.Second) || tok.Error() != nil {
+		t.Fatal(tok.Error())
+	}
+	ts := time.Now().UTC().Format(time.RFC3339Nano)
+	payloads := []struct{ topic, body, reason string }{
+		{"outpost/v1/bad-1/up/windows", "this is not json", "malformed envelope"},
+		{"outpost/v1/bad-1/up/windows", `{"v":1,"device":"good-1","stream":"windows","records":[{"seq":1,"event_time":"` + ts + `","data":{}}]}`, `names device "good-1"`},
+		{"outpost/v1/bad-1/up/events", `{"v":1,"device":"bad-1","stream":"windows","records":[{"seq":1,"event_time":"` + ts + `","data":{}}]}`, `names stream "windows"`},
+		{"outpost/v1/bad-1/up/events", `{"v":1,"device":"bad-1","stream":"events","records":[{"seq":1,"data":{}}]}`, "no event_time"},
+	}
+	for _, p := range payloads {
+		if tok := bad.Publish(p.topic, 1, false, p.body); !tok.WaitTimeout(5*time.Second) || tok.Error() != nil {
+			t.Fatal(tok.Error())
+		}
+	}
+	// Oversized: the broker refuses it and drops that client, nobody else.
+	big := mqtt.NewClient(mqtt.NewClientOptions().AddBroker("tcp://" + h.MQTTAddr()).SetClientID("big-1").SetAutoReconnect(false))
+	if tok := big.Connect(); !tok.WaitTimeout(5*time.Second) || tok.Error() != nil {
+		t.Fatal(tok.Error())
+	}
+	big.Publish("outpost/v1/big-1/up/windows", 1, false, strings.Repeat("x", 128<<10)).WaitTimeout(2 * time.Second)
+	bad.Disconnect(100)
+
+	wg.Wait()
+	good.waitDrained(t, 60*time.Second)
+	recs, _ := readAll(t, brokers, []string{cfg.Kafka.TopicPrefix + "windows"}, 600, 60*time.Second)
+	checkExactlyOnce(t, recs, []string{"good-1"}, 600)
+
+	recSchema, dlSchema := compileSchema(t, "record.schema.json"), compileSchema(t, "deadletter.schema.json")
+	cl, err := kgo.NewClient(kgo.SeedBrokers(brokers...),
+		kgo.ConsumeTopics(cfg.Kafka.TopicPrefix+"windows", cfg.Kafka.TopicPrefix+"deadletter"),
+		kgo.ConsumeResetOffset(kgo.NewOffset().AtStart()), kgo.FetchIsolationLevel(kgo.ReadCommitted()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cl.Close()
+	var reasons []string
+	windows := 0
+	deadline := time.Now().Add(30 * time.Second)
+	for (windows < 600 || len(reasons) < len(payloads)) && time.Now().Before(deadline) {
+		fs := cl.PollRecords(nil, 1000)
+		fs.EachRecord(func(r *kgo.Record) {
+			if strings.HasSuffix(r.Topic, ".deadletter") {
+				validate(t, dlSchema, r.Value)
+				var dl struct{ Reason, Device string }
+				_ = json.Unmarshal(r.Value, &dl)
+				if dl.Device != "bad-1" || string(r.Key) != "bad-1" {
+					t.Errorf("dead letter keyed %q, device %q; want bad-1", r.Key, dl.Device)
+				}
+				reasons = append(reasons, dl.Reason)
+				return
+			}
+			validate(t, recSchema, r.Value)
+			windows++
+		})
+	}
+	if len(reasons) != len(payloads) {
+		t.Fatalf("dead letters = %q, want %d", reasons, len(payloads))
+	}
+	for i, p := range payloads {
+		if !strings.Contains(reasons[i], p.reason) {
+			t.Errorf("dead letter %d reason %q lacks %q", i, reasons[i], p.reason)
+		}
+	}
+	if st := h.Stats(); st.BridgeDeadLetters != int64(len(payloads)) || st.Malformed != int64(len(payloads)) {
+		t.Errorf("stats = %+v, want %d dead letters and malformed", st, len(payloads))
+	}
+}
