@@ -29,6 +29,9 @@ func TestValidateNamesFields(t *testing.T) {
 		{"keepalive", func(c *Config) { c.Hub.KeepAlive = time.Millisecond }, "hub.keepalive"},
 		{"connect timeout", func(c *Config) { c.Hub.ConnectTimeout = 0 }, "hub.connect_timeout"},
 		{"report interval", func(c *Config) { c.Report.Interval = 0 }, "report.interval"},
+		{"batch", func(c *Config) { c.Uplink.BatchRecords = 0 }, "uplink.batch_records"},
+		{"inflight", func(c *Config) { c.Uplink.MaxInflight = 10 }, "uplink.max_inflight"},
+		{"ack timeout", func(c *Config) { c.Uplink.AckTimeout = time.Millisecond }, "uplink.ack_timeout"},
 		{"log level", func(c *Config) { c.Log.Level = "chatty" }, "log.level"},
 	}
 	for _, tt := range tests {

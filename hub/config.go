@@ -28,6 +28,9 @@ type Config struct {
 // HTTPConfig is the hub's REST API and health endpoint.
 type HTTPConfig struct {
 	Listen string `yaml:"listen" usage:"host:port of the REST API, health and metrics"`
+	// AdminToken guards the operator endpoints. Without one they only work
+	// on a loopback listener.
+	AdminToken string `yaml:"admin_token" usage:"bearer token for operator endpoints (required unless http.listen is loopback)"`
 }
 
 // Defaults is the configuration `make demo` runs with: everything on
@@ -117,6 +120,8 @@ func (c *Config) Validate() error {
 		errs.Add("http.listen", fmt.Sprintf("must be host:port, got %q", c.HTTP.Listen))
 	} else if p, err := strconv.Atoi(port); err != nil || p < 0 || p > 65535 {
 		errs.Add("http.listen", fmt.Sprintf("port must be 0 to 65535, got %q", port))
+	} else if c.HTTP.AdminToken == "" && !c.HTTP.Loopback() {
+		errs.Add("http.admin_token", "must be set when http.listen is not a loopback address")
 	}
 	c.Log.Validate("log", &errs)
 	return errs.Err()
@@ -126,4 +131,14 @@ func checkPort(errs *config.Errors, path string, p int) {
 	if p != -1 && (p < 1 || p > 65535) {
 		errs.Add(path, fmt.Sprintf("must be 1 to 65535, or -1 for a free port, got %d", p))
 	}
+}
+
+// Loopback reports whether the API listens on loopback only.
+func (h HTTPConfig) Loopback() bool {
+	host, _, err := net.SplitHostPort(h.Listen)
+	if err != nil {
+		return false
+	}
+	ip := net.ParseIP(host)
+	return host == "localhost" || (ip != nil && ip.IsLoopback())
 }

@@ -30,6 +30,10 @@ func TestValidateNamesFields(t *testing.T) {
 		{"partitions", func(c *Config) { c.Kafka.Partitions = 0 }, "kafka.partitions"},
 		{"replication", func(c *Config) { c.Kafka.Replication = 0 }, "kafka.replication"},
 		{"http", func(c *Config) { c.HTTP.Listen = "8080" }, "http.listen"},
+		{"open api needs token", func(c *Config) { c.HTTP.Listen = "0.0.0.0:8080" }, "http.admin_token"},
+		{"ingest bytes", func(c *Config) { c.Ingest.MaxBytes = 10 }, "ingest.max_bytes"},
+		{"bridge batch", func(c *Config) { c.Bridge.BatchMessages = 0 }, "bridge.batch_messages"},
+		{"bridge compression", func(c *Config) { c.Bridge.Compression = "gzip" }, "bridge.compression"},
 		{"log", func(c *Config) { c.Log.Format = "xml" }, "log.format"},
 	}
 	for _, tt := range tests {

@@ -5,6 +5,7 @@ package hub
 
 import (
 	"context"
+	"crypto/subtle"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -22,6 +23,7 @@ import (
 	"github.com/outpost-edge/outpost/hub/broker"
 	"github.com/outpost-edge/outpost/hub/ingest"
 	"github.com/outpost-edge/outpost/hub/kafka"
+	"github.com/outpost-edge/outpost/hub/registry"
 	"github.com/outpost-edge/outpost/sync/state"
 	"github.com/outpost-edge/outpost/sync/topics"
 )
@@ -36,7 +38,8 @@ type Hub struct {
 	devices *devices
 	http    *http.Server
 	httpLn  net.Listener
-	acker   *ingest.Acker
+	acker    *ingest.Acker
+	registry *registry.Registry
 	bridge  *bridge.Bridge
 	stop    context.CancelFunc
 	wg      sync.WaitGroup
@@ -63,14 +66,15 @@ func Start(ctx context.Context, cfg *Config, log *slog.Logger, opts ...Options) 
 	}()
 	bcfg := cfg.Broker
 	bcfg.StoreDir = cfg.StoreDir()
-	if h.broker, err = broker.Start(ctx, bcfg, log); err != nil {
+	h.registry = registry.New(log)
+	if h.broker, err = broker.Start(ctx, bcfg, log, h.registry); err != nil {
 		return nil, err
 	}
 	log.Info("broker ready", "mqtt", h.broker.MQTTAddr(), "nats", h.broker.NATSURL(), "sync_always", bcfg.SyncAlways)
 	if h.kafka, err = kafka.Connect(ctx, cfg.Kafka, filepath.Join(cfg.DataDir, "devkafka"), log); err != nil {
 		return nil, err
 	}
-	if h.nc, err = nats.Connect(h.broker.NATSURL(), nats.Name("outpost-hub")); err != nil {
+	if h.nc, err = nats.Connect(h.broker.NATSURL(), nats.Name("outpost-hub"), nats.UserInfo(h.registry.Internal())); err != nil {
 		return nil, fmt.Errorf("hub: connect to embedded broker: %w", err)
 	}
 	if _, err = h.nc.Subscribe(topics.Subject(topics.Reported("*")), h.onReported); err != nil {
@@ -91,6 +95,9 @@ func (h *Hub) startPipeline(ctx context.Context, o Options) error {
 	js, err := jetstream.New(h.nc)
 	if err != nil {
 		return fmt.Errorf("hub: jetstream: %w", err)
+	}
+	if err := h.registry.Attach(ctx, js, h.cfg.Ingest.Replicas); err != nil {
+		return err
 	}
 	stream, err := ingest.EnsureStream(ctx, js, h.cfg.Ingest)
 	if err != nil {
@@ -135,6 +142,8 @@ type Stats struct {
 	BridgeTxns        int64  `json:"bridge_transactions"`
 	BridgeAborts      int64  `json:"bridge_aborts"`
 	BridgeBacklog     uint64 `json:"bridge_backlog"`
+	AuthAccepted      int64  `json:"auth_accepted"`
+	AuthRefused       int64  `json:"auth_refused"`
 }
 
 // Stats reads the counters.
@@ -145,6 +154,7 @@ func (h *Hub) Stats() Stats {
 		BridgeRecords: b.Records.Load(), BridgeDuplicates: b.Duplicates.Load(), BridgeGaps: b.Gaps.Load(),
 		BridgeDeadLetters: b.DeadLetters.Load(), BridgeTxns: b.Transactions.Load(), BridgeAborts: b.Aborts.Load(),
 		BridgeBacklog: b.Backlog.Load(),
+		AuthAccepted:  h.registry.Stats.Accepted.Load(), AuthRefused: h.registry.Stats.Refused.Load(),
 	}
 }
 
@@ -179,14 +189,42 @@ func (h *Hub) onReported(m *nats.Msg) {
 func (h *Hub) startHTTP() error {
 	mux := http.NewServeMux()
 	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) {
-		writeJSON(w, map[string]any{"status": "ok", "embedded_kafka": h.kafka.Embedded()})
+		writeJSON(w, http.StatusOK, map[string]any{"status": "ok", "embedded_kafka": h.kafka.Embedded()})
 	})
-	mux.HandleFunc("GET /v1/devices", func(w http.ResponseWriter, _ *http.Request) {
-		writeJSON(w, h.devices.list())
-	})
-	mux.HandleFunc("GET /v1/stats", func(w http.ResponseWriter, _ *http.Request) {
-		writeJSON(w, h.Stats())
-	})
+	mux.HandleFunc("GET /v1/devices", h.admin(func(w http.ResponseWriter, _ *http.Request) {
+		writeJSON(w, http.StatusOK, h.deviceViews())
+	}))
+	mux.HandleFunc("POST /v1/devices", h.admin(func(w http.ResponseWriter, r *http.Request) {
+		var req struct {
+			ID     string            `json:"id"`
+			Labels map[string]string `json:"labels"`
+		}
+		if err := json.NewDecoder(http.MaxBytesReader(w, r.Body, 64<<10)).Decode(&req); err != nil {
+			writeError(w, http.StatusBadRequest, fmt.Errorf("body: %w", err))
+			return
+		}
+		creds, err := h.registry.Add(r.Context(), req.ID, req.Labels)
+		if err != nil {
+			writeError(w, http.StatusBadRequest, err)
+			return
+		}
+		h.log.Info("device enrolled", "device", req.ID)
+		writeJSON(w, http.StatusCreated, creds)
+	}))
+	mux.HandleFunc("POST /v1/devices/{id}/revoke", h.admin(func(w http.ResponseWriter, r *http.Request) {
+		if err := h.registry.Revoke(r.Context(), r.PathValue("id"), h.broker.Server()); err != nil {
+			status := http.StatusInternalServerError
+			if errors.Is(err, registry.ErrUnknownDevice) {
+				status = http.StatusNotFound
+			}
+			writeError(w, status, err)
+			return
+		}
+		w.WriteHeader(http.StatusNoContent)
+	}))
+	mux.HandleFunc("GET /v1/stats", h.admin(func(w http.ResponseWriter, _ *http.Request) {
+		writeJSON(w, http.StatusOK, h.Stats())
+	}))
 	ln, err := net.Listen("tcp", h.cfg.HTTP.Listen)
 	if err != nil {
 		return fmt.Errorf("hub: http listen: %w", err)
@@ -201,8 +239,44 @@ func (h *Hub) startHTTP() error {
 	return nil
 }
 
-func writeJSON(w http.ResponseWriter, v any) {
+// admin guards operator endpoints with the bearer token, when one is set
+// (config validation refuses a non-loopback listener without one).
+func (h *Hub) admin(next http.HandlerFunc) http.HandlerFunc {
+	want := []byte("Bearer " + h.cfg.HTTP.AdminToken)
+	return func(w http.ResponseWriter, r *http.Request) {
+		if h.cfg.HTTP.AdminToken != "" && subtle.ConstantTimeCompare([]byte(r.Header.Get("Authorization")), want) != 1 {
+			writeError(w, http.StatusUnauthorized, errors.New("missing or wrong bearer token"))
+			return
+		}
+		next(w, r)
+	}
+}
+
+// deviceViews joins each enrolment with its last reported state.
+func (h *Hub) deviceViews() []state.Device {
+	reported := map[string]state.Reported{}
+	for _, r := range h.devices.list() {
+		reported[r.Device] = r
+	}
+	out := h.registry.List()
+	for i := range out {
+		if r, ok := reported[out[i].ID]; ok {
+			out[i].Reported = &r
+		}
+	}
+	return out
+}
+
+// Registry is the device registry (enrolment, revocation).
+func (h *Hub) Registry() *registry.Registry { return h.registry }
+
+func writeError(w http.ResponseWriter, status int, err error) {
+	writeJSON(w, status, map[string]string{"error": err.Error()})
+}
+
+func writeJSON(w http.ResponseWriter, status int, v any) {
 	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(status)
 	_ = json.NewEncoder(w).Encode(v)
 }
 
@@ -233,3 +307,7 @@ func (h *Hub) Close() {
 		h.broker.Close()
 	}
 }
+
+// NATSURL is the embedded broker's NATS address (internal credentials
+// from Registry().Internal()).
+func (h *Hub) NATSURL() string { return h.broker.NATSURL() }

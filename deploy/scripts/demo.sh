@@ -23,7 +23,11 @@ for _ in $(seq 1 100); do
   sleep 0.2
 done
 
-"$bin/outpost-agent" --data_dir "$data/agent" --device.id demo-device-1 --report.interval 5s &
+# Enrol the demo device (again: re-adding rotates its secret) and hand the
+# credentials to the agent through its environment.
+"$bin/outpostctl" device add demo-device-1 --label site=demo > "$data/agent.env"
+set -a; . "$data/agent.env"; set +a
+"$bin/outpost-agent" --data_dir "$data/agent" --report.interval 5s &
 agent_pid=$!
 
 echo "demo running: hub MQTT 127.0.0.1:1883, API http://127.0.0.1:8080/v1/devices — Ctrl-C to stop"

@@ -32,8 +32,9 @@ type Broker struct {
 	opts *server.Options
 }
 
-// Start runs the server and waits until it accepts connections.
-func Start(ctx context.Context, cfg Config, log *slog.Logger) (*Broker, error) {
+// Start runs the server and waits until it accepts connections. With a
+// non-nil auth every connection, NATS or MQTT, must pass auth.Check.
+func Start(ctx context.Context, cfg Config, log *slog.Logger, auth server.Authentication) (*Broker, error) {
 	opts := &server.Options{
 		ServerName: cfg.ServerName,
 		Host:       cfg.Host,
@@ -44,6 +45,9 @@ func Start(ctx context.Context, cfg Config, log *slog.Logger) (*Broker, error) {
 		MaxPayload: cfg.MaxPayload,
 		NoSigs:     true, // the hub owns signal handling
 		MQTT:       server.MQTTOpts{Host: cfg.Host, Port: cfg.MQTTPort},
+	}
+	if auth != nil {
+		opts.CustomClientAuthentication = auth
 	}
 	srv, err := server.NewServer(opts)
 	if err != nil {

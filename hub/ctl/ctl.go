@@ -3,6 +3,7 @@
 package ctl
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
@@ -19,36 +20,43 @@ import (
 	"github.com/outpost-edge/outpost/sync/state"
 )
 
-// EnvHub names the hub API URL when --hub is not given.
-const EnvHub = "OUTPOST_HUB_URL"
+// Environment defaults for the global flags.
+const (
+	EnvHub   = "OUTPOST_HUB_URL"
+	EnvToken = "OUTPOST_HUB_TOKEN"
+)
 
 // command is one `outpostctl <group> <verb>`.
 type command struct {
 	path  string // e.g. "device list"
+	args  string
 	usage string
 	run   func(ctx context.Context, c *cli, args []string) error
 }
 
 type cli struct {
-	hub    string
-	out    io.Writer
-	client *http.Client
+	hub, token string
+	out        io.Writer
+	client     *http.Client
 }
 
 var commands = []command{
-	{"device list", "list devices and their last reported state", deviceList},
+	{"device list", "", "list enrolled devices with their last reported state", deviceList},
+	{"device add", "ID [--label k=v ...]", "enrol a device; prints its credentials as an agent environment file", deviceAdd},
+	{"device revoke", "ID", "refuse a device from now on and disconnect it", deviceRevoke},
 }
 
 // Main runs outpostctl and returns its exit code.
 func Main(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	fs := flag.NewFlagSet("outpostctl", flag.ContinueOnError)
 	fs.SetOutput(stderr)
-	hub := fs.String("hub", envOr(EnvHub, "http://127.0.0.1:8080"), "hub API URL (env "+EnvHub+")")
+	hubURL := fs.String("hub", envOr(EnvHub, "http://127.0.0.1:8080"), "hub API URL (env "+EnvHub+")")
+	token := fs.String("token", os.Getenv(EnvToken), "hub admin bearer token (env "+EnvToken+")")
 	showVersion := fs.Bool("version", false, "print version and exit")
 	fs.Usage = func() {
 		fmt.Fprintf(fs.Output(), "outpostctl — operator CLI for Outpost fleets\n\nUsage: outpostctl [flags] <command>\n\nCommands:\n")
 		for _, c := range commands {
-			fmt.Fprintf(fs.Output(), "  %-14s %s\n", c.path, c.usage)
+			fmt.Fprintf(fs.Output(), "  %-36s %s\n", c.path+" "+c.args, c.usage)
 		}
 		fmt.Fprintf(fs.Output(), "\nFlags:\n")
 		fs.PrintDefaults()
@@ -69,9 +77,12 @@ func Main(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	for _, c := range commands {
 		words := strings.Fields(c.path)
 		if len(rest) >= len(words) && strings.Join(rest[:len(words)], " ") == c.path {
-			cl := &cli{hub: strings.TrimRight(*hub, "/"), out: stdout, client: &http.Client{Timeout: 30 * time.Second}}
+			cl := &cli{hub: strings.TrimRight(*hubURL, "/"), token: *token, out: stdout, client: &http.Client{Timeout: 30 * time.Second}}
 			if err := c.run(ctx, cl, rest[len(words):]); err != nil {
 				fmt.Fprintf(stderr, "outpostctl %s: %v\n", c.path, err)
+				if errors.Is(err, errUsage) {
+					return 2
+				}
 				return 1
 			}
 			return 0
@@ -82,37 +93,109 @@ func Main(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	return 2
 }
 
-func (c *cli) getJSON(ctx context.Context, path string, v any) error {
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet, c.hub+path, nil)
+var errUsage = errors.New("usage")
+
+// call sends one API request; in and out are JSON bodies (either may be nil).
+func (c *cli) call(ctx context.Context, method, path string, in, out any) error {
+	var body io.Reader
+	if in != nil {
+		b, err := json.Marshal(in)
+		if err != nil {
+			return err
+		}
+		body = bytes.NewReader(b)
+	}
+	req, err := http.NewRequestWithContext(ctx, method, c.hub+path, body)
 	if err != nil {
 		return err
+	}
+	if c.token != "" {
+		req.Header.Set("Authorization", "Bearer "+c.token)
+	}
+	if in != nil {
+		req.Header.Set("Content-Type", "application/json")
 	}
 	resp, err := c.client.Do(req)
 	if err != nil {
 		return fmt.Errorf("hub at %s: %w", c.hub, err)
 	}
 	defer resp.Body.Close()
-	if resp.StatusCode != http.StatusOK {
-		body, _ := io.ReadAll(io.LimitReader(resp.Body, 4096))
-		return fmt.Errorf("hub at %s: %s: %s", c.hub, resp.Status, strings.TrimSpace(string(body)))
+	if resp.StatusCode/100 != 2 {
+		var e struct{ Error string }
+		b, _ := io.ReadAll(io.LimitReader(resp.Body, 4096))
+		if json.Unmarshal(b, &e) != nil || e.Error == "" {
+			e.Error = strings.TrimSpace(string(b))
+		}
+		return fmt.Errorf("hub at %s: %s: %s", c.hub, resp.Status, e.Error)
 	}
-	if err := json.NewDecoder(resp.Body).Decode(v); err != nil {
+	if out == nil {
+		return nil
+	}
+	if err := json.NewDecoder(resp.Body).Decode(out); err != nil {
 		return fmt.Errorf("hub at %s: decode %s: %w", c.hub, path, err)
 	}
 	return nil
 }
 
 func deviceList(ctx context.Context, c *cli, _ []string) error {
-	var devs []state.Reported
-	if err := c.getJSON(ctx, "/v1/devices", &devs); err != nil {
+	var devs []state.Device
+	if err := c.call(ctx, http.MethodGet, "/v1/devices", nil, &devs); err != nil {
 		return err
 	}
 	tw := tabwriter.NewWriter(c.out, 0, 4, 2, ' ', 0)
-	fmt.Fprintln(tw, "DEVICE\tSTATUS\tAGENT\tARCH\tBOOT\tLAST REPORT")
+	fmt.Fprintln(tw, "DEVICE\tENROLMENT\tSTATUS\tAGENT\tARCH\tBOOT\tLAST REPORT")
 	for _, d := range devs {
-		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%d\t%s\n", d.Device, d.Status, d.AgentVersion, d.Arch, d.Boot, d.ReportedAt.Format(time.RFC3339))
+		enrol := "active"
+		if d.RevokedAt != nil {
+			enrol = "revoked"
+		}
+		status, agent, arch, boot, last := "-", "-", "-", "-", "-"
+		if r := d.Reported; r != nil {
+			status, agent, arch, boot, last = r.Status, r.AgentVersion, r.Arch, fmt.Sprint(r.Boot), r.ReportedAt.Format(time.RFC3339)
+		}
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\n", d.ID, enrol, status, agent, arch, boot, last)
 	}
 	return tw.Flush()
+}
+
+func deviceAdd(ctx context.Context, c *cli, args []string) error {
+	fs := flag.NewFlagSet("device add", flag.ContinueOnError)
+	fs.SetOutput(io.Discard)
+	labels := map[string]string{}
+	fs.Func("label", "k=v label (repeatable)", func(s string) error {
+		k, v, ok := strings.Cut(s, "=")
+		if !ok || k == "" {
+			return fmt.Errorf("label %q is not k=v", s)
+		}
+		labels[k] = v
+		return nil
+	})
+	if len(args) == 0 || strings.HasPrefix(args[0], "-") {
+		return fmt.Errorf("%w: device add ID [--label k=v ...]", errUsage)
+	}
+	id := args[0]
+	if err := fs.Parse(args[1:]); err != nil {
+		return fmt.Errorf("%w: %v", errUsage, err)
+	}
+	var creds state.Credentials
+	if err := c.call(ctx, http.MethodPost, "/v1/devices", map[string]any{"id": id, "labels": labels}, &creds); err != nil {
+		return err
+	}
+	// An environment file: systemd's EnvironmentFile= and `set -a; . file` read it.
+	fmt.Fprintf(c.out, "# outpost-agent credentials for %s; keep this file secret\n", creds.Device)
+	fmt.Fprintf(c.out, "OUTPOST_AGENT_DEVICE_ID=%s\nOUTPOST_AGENT_HUB_USERNAME=%s\nOUTPOST_AGENT_HUB_PASSWORD=%s\n", creds.Device, creds.Username, creds.Password)
+	return nil
+}
+
+func deviceRevoke(ctx context.Context, c *cli, args []string) error {
+	if len(args) != 1 {
+		return fmt.Errorf("%w: device revoke ID", errUsage)
+	}
+	if err := c.call(ctx, http.MethodPost, "/v1/devices/"+args[0]+"/revoke", nil, nil); err != nil {
+		return err
+	}
+	fmt.Fprintf(c.out, "revoked %s\n", args[0])
+	return nil
 }
 
 func envOr(k, def string) string {

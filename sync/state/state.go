@@ -39,3 +39,21 @@ func DecodeReported(data []byte) (Reported, error) {
 	}
 	return r, nil
 }
+
+// Device is a device's enrolment as the hub API shows it.
+type Device struct {
+	ID        string            `json:"id"`
+	Labels    map[string]string `json:"labels,omitempty"`
+	CreatedAt time.Time         `json:"created_at"`
+	RevokedAt *time.Time        `json:"revoked_at,omitempty"`
+	// Reported is the device's last reported state, if it has reported.
+	Reported *Reported `json:"reported,omitempty"`
+}
+
+// Credentials are what a device connects to the hub's broker with. The
+// hub keeps only a hash of the password and shows it once, at enrolment.
+type Credentials struct {
+	Device   string `json:"device"`
+	Username string `json:"username"`
+	Password string `json:"password"`
+}

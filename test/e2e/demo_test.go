@@ -51,12 +51,29 @@ func freePort(t *testing.T) int {
 // start runs a binary with its combined output in a file.
 func start(t *testing.T, bin string, args ...string) (*exec.Cmd, string) {
 	t.Helper()
+	return startEnv(t, nil, bin, args...)
+}
+
+// envLines keeps the KEY=VALUE lines of an environment file.
+func envLines(file string) []string {
+	var out []string
+	for _, l := range strings.Split(file, "\n") {
+		if l = strings.TrimSpace(l); l != "" && !strings.HasPrefix(l, "#") {
+			out = append(out, l)
+		}
+	}
+	return out
+}
+
+func startEnv(t *testing.T, env []string, bin string, args ...string) (*exec.Cmd, string) {
+	t.Helper()
 	logPath := filepath.Join(t.TempDir(), filepath.Base(bin)+".log")
 	f, err := os.Create(logPath)
 	if err != nil {
 		t.Fatal(err)
 	}
 	cmd := exec.Command(bin, args...)
+	cmd.Env = append(os.Environ(), env...)
 	cmd.Stdout, cmd.Stderr = f, f
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
@@ -87,13 +104,13 @@ func stop(t *testing.T, cmd *exec.Cmd, sig syscall.Signal, logPath string) {
 	}
 }
 
-func devices(url string) ([]state.Reported, error) {
+func devices(url string) ([]state.Device, error) {
 	resp, err := http.Get(url + "/v1/devices")
 	if err != nil {
 		return nil, err
 	}
 	defer resp.Body.Close()
-	var d []state.Reported
+	var d []state.Device
 	return d, json.NewDecoder(resp.Body).Decode(&d)
 }
 
@@ -116,11 +133,16 @@ func TestHubAndAgent(t *testing.T) {
 		t.Fatalf("hub did not say it runs the development Kafka:\n%s", b)
 	}
 
-	agent, agentLog := start(t, agentBin, "--data_dir", t.TempDir(), "--device.id", "e2e-dev-1",
+	// Enrolment: outpostctl prints an environment file the agent reads.
+	envFile, err := exec.Command(ctlBin, "--hub", api, "device", "add", "e2e-dev-1", "--label", "site=lab").Output()
+	if err != nil {
+		t.Fatalf("outpostctl device add: %v", err)
+	}
+	agent, agentLog := startEnv(t, envLines(string(envFile)), agentBin, "--data_dir", t.TempDir(),
 		"--hub.url", fmt.Sprintf("tcp://127.0.0.1:%d", mqttPort), "--report.interval", "1s")
-	var got []state.Reported
+	var got []state.Device
 	deadline := time.Now().Add(20 * time.Second)
-	for len(got) == 0 || got[0].Status != state.StatusRunning {
+	for len(got) == 0 || got[0].Reported == nil || got[0].Reported.Status != state.StatusRunning {
 		if time.Now().After(deadline) {
 			b, _ := os.ReadFile(agentLog)
 			t.Fatalf("agent never reported; devices = %+v\nagent log:\n%s", got, b)
@@ -128,19 +150,26 @@ func TestHubAndAgent(t *testing.T) {
 		time.Sleep(200 * time.Millisecond)
 		got, _ = devices(api)
 	}
-	if got[0].Device != "e2e-dev-1" || got[0].AgentVersion != "9.9.9-test" || got[0].Boot != 1 {
-		t.Fatalf("reported = %+v", got[0])
+	if r := got[0].Reported; got[0].ID != "e2e-dev-1" || got[0].Labels["site"] != "lab" || r.AgentVersion != "9.9.9-test" || r.Boot != 1 {
+		t.Fatalf("device = %+v, reported = %+v", got[0], r)
 	}
 
 	out, err := exec.Command(ctlBin, "--hub", api, "device", "list").CombinedOutput()
-	if err != nil || !strings.Contains(string(out), "e2e-dev-1") {
+	if err != nil || !strings.Contains(string(out), "e2e-dev-1") || !strings.Contains(string(out), "active") {
 		t.Fatalf("outpostctl device list: %v\n%s", err, out)
 	}
 
 	stop(t, agent, syscall.SIGINT, agentLog)
 	got, err = devices(api)
-	if err != nil || len(got) != 1 || got[0].Status != state.StatusStopping {
+	if err != nil || len(got) != 1 || got[0].Reported.Status != state.StatusStopping {
 		t.Fatalf("after agent stop, devices = %+v, %v", got, err)
+	}
+	if out, err := exec.Command(ctlBin, "--hub", api, "device", "revoke", "e2e-dev-1").CombinedOutput(); err != nil {
+		t.Fatalf("outpostctl device revoke: %v\n%s", err, out)
+	}
+	out, _ = exec.Command(ctlBin, "--hub", api, "device", "list").CombinedOutput()
+	if !strings.Contains(string(out), "revoked") {
+		t.Fatalf("device list after revoke:\n%s", out)
 	}
 	stop(t, hub, syscall.SIGTERM, hubLog)
 }

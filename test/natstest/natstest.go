@@ -21,7 +21,7 @@ func New(tb testing.TB) *broker.Broker {
 		StoreDir:   tb.TempDir(),
 		SyncAlways: true,
 		MaxPayload: 1 << 20,
-	}, slog.New(slog.DiscardHandler))
+	}, slog.New(slog.DiscardHandler), nil)
 	if err != nil {
 		tb.Fatal(err)
 	}

@@ -2,6 +2,7 @@ package pipeline
 
 import (
 	"bytes"
+	"context"
 	"encoding/json"
 	"io/fs"
 	"strings"
@@ -62,12 +63,21 @@ func TestBadInputIsDeadLetteredAndOthersFlow(t *testing.T) {
 	h := startHub(t, cfg)
 	defer h.Close()
 
-	good := newDevice(t, "good-1", "tcp://"+h.MQTTAddr())
+	good := newDevice(t, h, "good-1", "tcp://"+h.MQTTAddr())
 	var wg sync.WaitGroup
 	wg.Add(1)
 	go func() { defer wg.Done(); good.produce(t, "windows", 600, 20, 20*time.Millisecond) }()
 
-	bad := mqtt.NewClient(mqtt.NewClientOptions().AddBroker("tcp://" + h.MQTTAddr()).SetClientID("bad-1"))
+	badCreds, err := h.Registry().Add(context.Background(), "bad-1", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	bigCreds, err := h.Registry().Add(context.Background(), "big-1", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	bad := mqtt.NewClient(mqtt.NewClientOptions().AddBroker("tcp://" + h.MQTTAddr()).SetClientID("bad-1").
+		SetUsername(badCreds.Username).SetPassword(badCreds.Password))
 	if tok := bad.Connect(); !tok.WaitTimeout(5*time.Second) || tok.Error() != nil {
 		t.Fatal(tok.Error())
 	}
@@ -84,7 +94,8 @@ func TestBadInputIsDeadLetteredAndOthersFlow(t *testing.T) {
 		}
 	}
 	// Oversized: the broker refuses it and drops that client, nobody else.
-	big := mqtt.NewClient(mqtt.NewClientOptions().AddBroker("tcp://" + h.MQTTAddr()).SetClientID("big-1").SetAutoReconnect(false))
+	big := mqtt.NewClient(mqtt.NewClientOptions().AddBroker("tcp://" + h.MQTTAddr()).SetClientID("big-1").SetAutoReconnect(false).
+		SetUsername(bigCreds.Username).SetPassword(bigCreds.Password))
 	if tok := big.Connect(); !tok.WaitTimeout(5*time.Second) || tok.Error() != nil {
 		t.Fatal(tok.Error())
 	}

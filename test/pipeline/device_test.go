@@ -12,6 +12,7 @@ import (
 	"github.com/outpost-edge/outpost/agent/outbox"
 	"github.com/outpost-edge/outpost/agent/store"
 	"github.com/outpost-edge/outpost/agent/uplink"
+	"github.com/outpost-edge/outpost/hub"
 	"github.com/outpost-edge/outpost/sync/topics"
 )
 
@@ -26,9 +27,14 @@ type device struct {
 	done   chan error
 }
 
-func newDevice(t *testing.T, id, mqttURL string) *device {
+// newDevice enrols id on h and starts its data path against mqttURL.
+func newDevice(t *testing.T, h *hub.Hub, id, mqttURL string) *device {
 	t.Helper()
 	ctx := context.Background()
+	creds, err := h.Registry().Add(ctx, id, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
 	db, err := store.Open(ctx, filepath.Join(t.TempDir(), "agent.db"), store.SyncNormal)
 	if err != nil {
 		t.Fatal(err)
@@ -40,7 +46,7 @@ func newDevice(t *testing.T, id, mqttURL string) *device {
 	d := &device{id: id, db: db, ob: ob, done: make(chan error, 1)}
 	log := slog.New(slog.DiscardHandler)
 	var s *uplink.Sender
-	d.up = uplink.New(uplink.Config{URL: mqttURL, KeepAlive: 5 * time.Second, ConnectTimeout: 2 * time.Second},
+	d.up = uplink.New(uplink.Config{URL: mqttURL, Username: creds.Username, Password: creds.Password, KeepAlive: 5 * time.Second, ConnectTimeout: 2 * time.Second},
 		uplink.Options{
 			ClientID:      id,
 			OnConnect:     func(*uplink.Client) { s.OnConnect() },

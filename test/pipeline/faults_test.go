@@ -55,7 +55,7 @@ func TestExactlyOnceUnderFaults(t *testing.T) {
 	devs := make([]*device, len(ids))
 	var wg sync.WaitGroup
 	for i, id := range ids {
-		devs[i] = newDevice(t, id, mqttURL)
+		devs[i] = newDevice(t, h, id, mqttURL)
 		wg.Add(1)
 		go func(d *device) {
 			defer wg.Done()

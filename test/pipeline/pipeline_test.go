@@ -23,7 +23,7 @@ func TestDevicesToKafka(t *testing.T) {
 	const perDevice = 1000
 	var wg sync.WaitGroup
 	for _, id := range ids {
-		d := newDevice(t, id, "tcp://"+h.MQTTAddr())
+		d := newDevice(t, h, id, "tcp://"+h.MQTTAddr())
 		wg.Add(1)
 		go func() {
 			defer wg.Done()

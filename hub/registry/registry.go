@@ -1,0 +1,231 @@
+// Package registry holds the fleet's devices and their credentials, and
+// authenticates every connection to the embedded broker: devices get
+// permissions for their own topic prefix only; the hub's own components
+// use an internal user created per process.
+package registry
+
+import (
+	"context"
+	"crypto/rand"
+	"crypto/sha256"
+	"crypto/subtle"
+	"encoding/hex"
+	"encoding/json"
+	"fmt"
+	"log/slog"
+	"sort"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/nats-io/nats-server/v2/server"
+	"github.com/nats-io/nats.go/jetstream"
+	"golang.org/x/time/rate"
+
+	"github.com/outpost-edge/outpost/sync/state"
+	"github.com/outpost-edge/outpost/sync/topics"
+)
+
+// Bucket is the JetStream KV bucket of device records; a hub cluster shares it.
+const Bucket = "OUTPOST_DEVICES"
+
+// record is what the KV bucket stores per device.
+type record struct {
+	state.Device
+	SecretHash string `json:"secret_hash"` // sha256 of the random secret, hex
+}
+
+// Stats count authentication outcomes.
+type Stats struct {
+	Accepted, Refused atomic.Int64
+}
+
+// Registry is the device registry and the broker's authenticator.
+type Registry struct {
+	log     *slog.Logger
+	mu      sync.RWMutex
+	devices map[string]record
+	kv      jetstream.KeyValue
+
+	internalUser, internalPass string
+	refusedLog                 rate.Sometimes
+	Stats                      Stats
+}
+
+var _ server.Authentication = (*Registry)(nil)
+
+// New builds an empty registry with a fresh internal user. Attach loads
+// the devices once the broker's JetStream is up.
+func New(log *slog.Logger) *Registry {
+	return &Registry{
+		log:          log.With("component", "registry"),
+		devices:      map[string]record{},
+		internalUser: "_outpost_hub",
+		internalPass: randomSecret(),
+		refusedLog:   rate.Sometimes{First: 20, Interval: 10 * time.Second},
+	}
+}
+
+// Internal returns the user and password of the hub's own connections.
+func (r *Registry) Internal() (user, pass string) { return r.internalUser, r.internalPass }
+
+// Attach loads every device from the KV bucket (creating it if needed).
+func (r *Registry) Attach(ctx context.Context, js jetstream.JetStream, replicas int) error {
+	kv, err := js.CreateOrUpdateKeyValue(ctx, jetstream.KeyValueConfig{Bucket: Bucket, History: 5, Replicas: max(replicas, 1), Storage: jetstream.FileStorage})
+	if err != nil {
+		return fmt.Errorf("registry: bucket: %w", err)
+	}
+	keys, err := kv.ListKeys(ctx)
+	if err != nil {
+		return fmt.Errorf("registry: list: %w", err)
+	}
+	loaded := map[string]record{}
+	for k := range keys.Keys() {
+		e, err := kv.Get(ctx, k)
+		if err != nil {
+			return fmt.Errorf("registry: get %s: %w", k, err)
+		}
+		var d record
+		if err := json.Unmarshal(e.Value(), &d); err != nil {
+			return fmt.Errorf("registry: decode %s: %w", k, err)
+		}
+		loaded[d.ID] = d
+	}
+	r.mu.Lock()
+	r.kv, r.devices = kv, loaded
+	r.mu.Unlock()
+	return nil
+}
+
+// Add enrols a device and returns its credentials. Re-adding an existing
+// device rotates its secret (and lifts a revocation).
+func (r *Registry) Add(ctx context.Context, id string, labels map[string]string) (state.Credentials, error) {
+	if err := topics.ValidDevice(id); err != nil {
+		return state.Credentials{}, err
+	}
+	secret := randomSecret()
+	d := record{Device: state.Device{ID: id, Labels: labels, CreatedAt: time.Now().UTC()}, SecretHash: hash(secret)}
+	if err := r.put(ctx, d); err != nil {
+		return state.Credentials{}, err
+	}
+	return state.Credentials{Device: id, Username: id, Password: secret}, nil
+}
+
+// Revoke refuses the device from now on and disconnects it.
+func (r *Registry) Revoke(ctx context.Context, id string, srv *server.Server) error {
+	r.mu.RLock()
+	d, ok := r.devices[id]
+	r.mu.RUnlock()
+	if !ok {
+		return fmt.Errorf("registry: %w: %s", ErrUnknownDevice, id)
+	}
+	now := time.Now().UTC()
+	d.RevokedAt = &now
+	if err := r.put(ctx, d); err != nil {
+		return err
+	}
+	if srv != nil {
+		conns, err := srv.Connz(&server.ConnzOptions{User: id, Username: true})
+		if err == nil {
+			for _, c := range conns.Conns {
+				_ = srv.DisconnectClientByID(c.Cid)
+			}
+		}
+	}
+	r.log.Info("device revoked", "device", id)
+	return nil
+}
+
+// List returns all devices, sorted by id.
+func (r *Registry) List() []state.Device {
+	r.mu.RLock()
+	defer r.mu.RUnlock()
+	out := make([]state.Device, 0, len(r.devices))
+	for _, d := range r.devices {
+		out = append(out, d.Device)
+	}
+	sort.Slice(out, func(i, j int) bool { return out[i].ID < out[j].ID })
+	return out
+}
+
+func (r *Registry) put(ctx context.Context, d record) error {
+	data, err := json.Marshal(d)
+	if err != nil {
+		return fmt.Errorf("registry: encode: %w", err)
+	}
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if r.kv == nil {
+		return fmt.Errorf("registry: %w", ErrNotReady)
+	}
+	if _, err := r.kv.Put(ctx, d.ID, data); err != nil {
+		return fmt.Errorf("registry: store %s: %w", d.ID, err)
+	}
+	r.devices[d.ID] = d
+	return nil
+}
+
+// Check authenticates one broker connection (server.Authentication).
+func (r *Registry) Check(c server.ClientAuthentication) bool {
+	o := c.GetOpts()
+	if o.Username == r.internalUser {
+		if subtle.ConstantTimeCompare([]byte(o.Password), []byte(r.internalPass)) != 1 {
+			return r.refuse(c, o.Username, "bad internal credentials")
+		}
+		c.RegisterUser(&server.User{Username: r.internalUser})
+		return true
+	}
+	r.mu.RLock()
+	d, ok := r.devices[o.Username]
+	r.mu.RUnlock()
+	switch {
+	case !ok:
+		return r.refuse(c, o.Username, "unknown device")
+	case d.RevokedAt != nil:
+		return r.refuse(c, o.Username, "revoked device")
+	case subtle.ConstantTimeCompare([]byte(hash(o.Password)), []byte(d.SecretHash)) != 1:
+		return r.refuse(c, o.Username, "wrong secret")
+	}
+	c.RegisterUser(&server.User{Username: d.ID, Permissions: permissions(d.ID)})
+	r.Stats.Accepted.Add(1)
+	return true
+}
+
+// permissions confine a device to its own prefix: it publishes its data and
+// reported state, and subscribes to its acks and desired state.
+func permissions(id string) *server.Permissions {
+	return &server.Permissions{
+		Publish: &server.SubjectPermission{Allow: []string{
+			topics.Subject(topics.Up(id, "*")),
+			topics.Subject(topics.Reported(id)),
+		}},
+		Subscribe: &server.SubjectPermission{Allow: []string{
+			topics.Subject(topics.Ack(id)),
+			topics.Subject(topics.Desired(id)),
+			topics.Subject(topics.Reported(id)),
+		}},
+	}
+}
+
+func (r *Registry) refuse(c server.ClientAuthentication, user, why string) bool {
+	r.Stats.Refused.Add(1)
+	r.refusedLog.Do(func() {
+		r.log.Warn("connection refused", "user", user, "reason", why, "remote", c.RemoteAddress().String(), "refused_total", r.Stats.Refused.Load())
+	})
+	return false
+}
+
+func randomSecret() string {
+	b := make([]byte, 24)
+	if _, err := rand.Read(b); err != nil {
+		panic(err) // the kernel's CSPRNG does not fail on Linux
+	}
+	return hex.EncodeToString(b)
+}
+
+// hash is enough for 192-bit random secrets; a slow KDF would only slow
+// down a fleet reconnecting at once.
+func hash(secret string) string {
+	h := sha256.Sum256([]byte(secret))
+	return hex.EncodeToString(h[:])
+}

@@ -1,0 +1,164 @@
+package pipeline
+
+import (
+	"context"
+	"net/http"
+	"testing"
+	"time"
+
+	mqtt "github.com/eclipse/paho.mqtt.golang"
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/outpost-edge/outpost/hub"
+	"github.com/outpost-edge/outpost/hub/ingest"
+	"github.com/outpost-edge/outpost/test/kafkatest"
+)
+
+func mqttClient(h *hub.Hub, id, user, pass string, lost chan<- error) mqtt.Client {
+	o := mqtt.NewClientOptions().AddBroker("tcp://" + h.MQTTAddr()).SetClientID(id).
+		SetUsername(user).SetPassword(pass).SetAutoReconnect(false).SetConnectTimeout(3 * time.Second)
+	if lost != nil {
+		o.SetConnectionLostHandler(func(_ mqtt.Client, err error) { lost <- err })
+	}
+	return mqtt.NewClient(o)
+}
+
+func connect(c mqtt.Client) error {
+	tok := c.Connect()
+	tok.WaitTimeout(5 * time.Second)
+	return tok.Error()
+}
+
+// storedOn counts what OUTPOST_UP holds on one subject.
+func storedOn(t *testing.T, h *hub.Hub, subject string) uint64 {
+	t.Helper()
+	user, pass := h.Registry().Internal()
+	nc, err := nats.Connect(h.NATSURL(), nats.UserInfo(user, pass))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer nc.Close()
+	js, _ := jetstream.New(nc)
+	s, err := js.Stream(context.Background(), ingest.StreamName)
+	if err != nil {
+		t.Fatal(err)
+	}
+	info, err := s.Info(context.Background(), jetstream.WithSubjectFilter(subject))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return info.State.Subjects[subject]
+}
+
+func TestDeviceAuthentication(t *testing.T) {
+	cfg := hubConfig(t, kafkatest.Brokers(t), t.TempDir())
+	h := startHub(t, cfg)
+	defer h.Close()
+	ctx := context.Background()
+	a, err := h.Registry().Add(ctx, "dev-a", map[string]string{"site": "north"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := h.Registry().Add(ctx, "dev-b", nil); err != nil {
+		t.Fatal(err)
+	}
+
+	t.Run("unknown device and wrong secret are refused", func(t *testing.T) {
+		before := h.Stats().AuthRefused
+		if err := connect(mqttClient(h, "ghost", "ghost", "whatever", nil)); err == nil {
+			t.Fatal("unknown device connected")
+		}
+		if err := connect(mqttClient(h, "dev-a", "dev-a", "not-the-secret", nil)); err == nil {
+			t.Fatal("wrong secret connected")
+		}
+		if err := connect(mqttClient(h, "anon", "", "", nil)); err == nil {
+			t.Fatal("anonymous client connected")
+		}
+		if got := h.Stats().AuthRefused - before; got != 3 {
+			t.Fatalf("refused counter rose by %d, want 3", got)
+		}
+	})
+
+	t.Run("a device stays inside its own prefix", func(t *testing.T) {
+		c := mqttClient(h, "dev-a", a.Username, a.Password, nil)
+		if err := connect(c); err != nil {
+			t.Fatal(err)
+		}
+		defer c.Disconnect(100)
+		tok := c.Subscribe("#", 1, func(mqtt.Client, mqtt.Message) {})
+		tok.WaitTimeout(5 * time.Second)
+		if res := tok.(*mqtt.SubscribeToken).Result()["#"]; res != 0x80 {
+			t.Fatalf("subscribe # returned %#x, want failure 0x80", res)
+		}
+		tok = c.Subscribe("outpost/v1/dev-b/ack", 1, func(mqtt.Client, mqtt.Message) {})
+		tok.WaitTimeout(5 * time.Second)
+		if res := tok.(*mqtt.SubscribeToken).Result()["outpost/v1/dev-b/ack"]; res != 0x80 {
+			t.Fatalf("subscribe to dev-b's acks returned %#x, want 0x80", res)
+		}
+		body := `{"v":1,"device":"dev-b","stream":"windows","records":[{"seq":1,"event_time":"2026-01-01T00:00:00Z","data":{}}]}`
+		c.Publish("outpost/v1/dev-b/up/windows", 1, false, body).WaitTimeout(3 * time.Second)
+		time.Sleep(500 * time.Millisecond)
+		if n := storedOn(t, h, "outpost.v1.dev-b.up.windows"); n != 0 {
+			t.Fatalf("dev-a stored %d messages under dev-b's prefix", n)
+		}
+	})
+
+	t.Run("a revoked device is disconnected and refused", func(t *testing.T) {
+		lost := make(chan error, 1)
+		c := mqttClient(h, "dev-a", a.Username, a.Password, lost)
+		if err := connect(c); err != nil {
+			t.Fatal(err)
+		}
+		resp, err := http.Post("http://"+h.HTTPAddr()+"/v1/devices/dev-a/revoke", "application/json", nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		if resp.StatusCode != http.StatusNoContent {
+			t.Fatalf("revoke: %s", resp.Status)
+		}
+		select {
+		case <-lost:
+		case <-time.After(10 * time.Second):
+			t.Fatal("revoked device still connected")
+		}
+		if err := connect(mqttClient(h, "dev-a", a.Username, a.Password, nil)); err == nil {
+			t.Fatal("revoked device reconnected")
+		}
+	})
+}
+
+func TestAdminTokenGuardsTheAPI(t *testing.T) {
+	cfg := hubConfig(t, kafkatest.Brokers(t), t.TempDir())
+	cfg.HTTP.AdminToken = "s3cret"
+	h := startHub(t, cfg)
+	defer h.Close()
+	for _, tt := range []struct {
+		auth string
+		want int
+	}{
+		{"", http.StatusUnauthorized},
+		{"Bearer wrong", http.StatusUnauthorized},
+		{"Bearer s3cret", http.StatusOK},
+	} {
+		req, _ := http.NewRequest(http.MethodGet, "http://"+h.HTTPAddr()+"/v1/devices", nil)
+		if tt.auth != "" {
+			req.Header.Set("Authorization", tt.auth)
+		}
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		if resp.StatusCode != tt.want {
+			t.Errorf("Authorization %q: %s, want %d", tt.auth, resp.Status, tt.want)
+		}
+	}
+	// Health stays open for load balancers and probes.
+	resp, err := http.Get("http://" + h.HTTPAddr() + "/healthz")
+	if err != nil || resp.StatusCode != http.StatusOK {
+		t.Fatalf("healthz: %v %v", resp, err)
+	}
+	resp.Body.Close()
+}
