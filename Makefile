@@ -33,7 +33,7 @@ test: deps
 
 ## bench: Go benchmarks of every package
 bench: deps
-	$(GO) run ./test/cmd/withservices -- $(GO) test -run '^$$' -bench . -benchmem ./...
+	$(GO) run ./test/cmd/withservices -- $(GO) test -run '^$$' -bench . -benchmem -benchtime 400x ./...
 
 ## cross: the agent for linux/arm64 and linux/arm (armv7), with cgo
 cross: deps

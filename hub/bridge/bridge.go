@@ -184,8 +184,20 @@ func (b *Bridge) connect() error {
 // undo remembers marks a failed transaction must restore.
 type undo map[[2]string]uint64
 
+// tally counts one batch; it reaches Stats only if the batch commits, so
+// counters never include records a retry writes again.
+type tally struct{ records, duplicates, gaps, dead int64 }
+
+func (b *Bridge) count(t tally) {
+	b.Stats.Records.Add(t.records)
+	b.Stats.Duplicates.Add(t.duplicates)
+	b.Stats.Gaps.Add(t.gaps)
+	b.Stats.DeadLetters.Add(t.dead)
+}
+
 func (b *Bridge) transfer(ctx context.Context, msgs []jetstream.Msg) error {
 	var recs []*kgo.Record
+	var t tally
 	saved := undo{}
 	touched := map[string]bool{}
 	var last uint64
@@ -198,7 +210,7 @@ func (b *Bridge) transfer(ctx context.Context, msgs []jetstream.Msg) error {
 		if last <= b.lastSeq {
 			continue // committed before a crash, redelivered since
 		}
-		recs = b.convert(recs, m.Subject(), m.Data(), last, saved, touched)
+		recs = b.convert(recs, m.Subject(), m.Data(), last, saved, touched, &t)
 	}
 	if last <= b.lastSeq {
 		return msgs[len(msgs)-1].Ack()
@@ -213,6 +225,7 @@ func (b *Bridge) transfer(ctx context.Context, msgs []jetstream.Msg) error {
 	}
 	b.lastSeq = last
 	b.Stats.Transactions.Add(1)
+	b.count(t)
 	if b.o.AfterCommit != nil {
 		if err := b.o.AfterCommit(); err != nil {
 			return errCrash
@@ -227,19 +240,23 @@ func (b *Bridge) transfer(ctx context.Context, msgs []jetstream.Msg) error {
 }
 
 // convert turns one stored MQTT message into Kafka records.
-func (b *Bridge) convert(recs []*kgo.Record, subject string, data []byte, sseq uint64, saved undo, touched map[string]bool) []*kgo.Record {
+func (b *Bridge) convert(recs []*kgo.Record, subject string, data []byte, sseq uint64, saved undo, touched map[string]bool, t *tally) []*kgo.Record {
+	dead := func(device, reason string) []*kgo.Record {
+		t.dead++
+		return append(recs, b.deadLetter(subject, device, data, sseq, reason))
+	}
 	p, err := topics.Parse(strings.ReplaceAll(subject, ".", "/"))
 	if err != nil {
-		return append(recs, b.deadLetter(subject, "", data, sseq, err.Error()))
+		return dead("", err.Error())
 	}
 	e, err := envelope.Decode(data)
 	switch {
 	case err != nil:
-		return append(recs, b.deadLetter(subject, p.Device, data, sseq, err.Error()))
+		return dead(p.Device, err.Error())
 	case e.Device != p.Device:
-		return append(recs, b.deadLetter(subject, p.Device, data, sseq, fmt.Sprintf("envelope names device %q, topic names %q", e.Device, p.Device)))
+		return dead(p.Device, fmt.Sprintf("envelope names device %q, topic names %q", e.Device, p.Device))
 	case e.Stream != p.Stream:
-		return append(recs, b.deadLetter(subject, p.Device, data, sseq, fmt.Sprintf("envelope names stream %q, topic names %q", e.Stream, p.Stream)))
+		return dead(p.Device, fmt.Sprintf("envelope names stream %q, topic names %q", e.Stream, p.Stream))
 	}
 	k := [2]string{e.Device, e.Stream}
 	if _, ok := saved[k]; !ok {
@@ -247,10 +264,10 @@ func (b *Bridge) convert(recs []*kgo.Record, subject string, data []byte, sseq u
 	}
 	fresh, ok := b.marks.Accept(e)
 	if !ok {
-		b.Stats.Gaps.Add(1)
+		t.gaps++
 		return recs
 	}
-	b.Stats.Duplicates.Add(int64(len(e.Records) - len(fresh)))
+	t.duplicates += int64(len(e.Records) - len(fresh))
 	if len(fresh) == 0 {
 		return recs
 	}
@@ -259,7 +276,7 @@ func (b *Bridge) convert(recs []*kgo.Record, subject string, data []byte, sseq u
 	for _, r := range fresh {
 		recs = append(recs, record(topic, e.Device, e.Stream, r))
 	}
-	b.Stats.Records.Add(int64(len(fresh)))
+	t.records += int64(len(fresh))
 	return recs
 }
 
@@ -322,11 +339,10 @@ type DeadLetter struct {
 const maxDeadPayload = 64 << 10
 
 func (b *Bridge) deadLetter(subject, device string, data []byte, sseq uint64, reason string) *kgo.Record {
-	b.Stats.DeadLetters.Add(1)
 	// A device spewing garbage must not flood the log: every dead letter
 	// is counted and kept in Kafka, only some are logged.
 	b.deadLog.Do(func() {
-		b.log.Warn("dead letter", "subject", subject, "reason", reason, "bytes", len(data), "total", b.Stats.DeadLetters.Load())
+		b.log.Warn("dead letter", "subject", subject, "reason", reason, "bytes", len(data), "total_before", b.Stats.DeadLetters.Load())
 	})
 	keep := data
 	if len(keep) > maxDeadPayload {

@@ -156,10 +156,16 @@ func javaBinary() (string, error) {
 func fileExists(p string) bool { _, err := os.Stat(p); return err == nil }
 
 // clusterID is a random KRaft cluster id: 16 bytes, base64url, no padding.
+// One starting with '-' would read as an option to kafka-storage, so those
+// are drawn again.
 func clusterID() string {
-	b := make([]byte, 16)
-	_, _ = rand.Read(b)
-	return base64.RawURLEncoding.EncodeToString(b)
+	for {
+		b := make([]byte, 16)
+		_, _ = rand.Read(b)
+		if id := base64.RawURLEncoding.EncodeToString(b); id[0] != '-' {
+			return id
+		}
+	}
 }
 
 var (
