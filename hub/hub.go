@@ -30,19 +30,19 @@ import (
 
 // Hub is a running hub.
 type Hub struct {
-	cfg     *Config
-	log     *slog.Logger
-	broker  *broker.Broker
-	kafka   *kafka.Conn
-	nc      *nats.Conn
-	devices *devices
-	http    *http.Server
-	httpLn  net.Listener
+	cfg      *Config
+	log      *slog.Logger
+	broker   *broker.Broker
+	kafka    *kafka.Conn
+	nc       *nats.Conn
+	devices  *devices
+	http     *http.Server
+	httpLn   net.Listener
 	acker    *ingest.Acker
 	registry *registry.Registry
-	bridge  *bridge.Bridge
-	stop    context.CancelFunc
-	wg      sync.WaitGroup
+	bridge   *bridge.Bridge
+	stop     context.CancelFunc
+	wg       sync.WaitGroup
 }
 
 // Options are test hooks; a production hub passes none.
@@ -132,18 +132,19 @@ func (h *Hub) startPipeline(ctx context.Context, o Options) error {
 
 // Stats is a snapshot of the pipeline counters.
 type Stats struct {
-	AckerEnvelopes    int64  `json:"acker_envelopes"`
-	AckerGaps         int64  `json:"acker_gaps"`
-	Malformed         int64  `json:"malformed"`
-	BridgeRecords     int64  `json:"bridge_records"`
-	BridgeDuplicates  int64  `json:"bridge_duplicates"`
-	BridgeGaps        int64  `json:"bridge_gaps"`
-	BridgeDeadLetters int64  `json:"bridge_dead_letters"`
-	BridgeTxns        int64  `json:"bridge_transactions"`
-	BridgeAborts      int64  `json:"bridge_aborts"`
-	BridgeBacklog     uint64 `json:"bridge_backlog"`
-	AuthAccepted      int64  `json:"auth_accepted"`
-	AuthRefused       int64  `json:"auth_refused"`
+	AckerEnvelopes    int64   `json:"acker_envelopes"`
+	AckerGaps         int64   `json:"acker_gaps"`
+	Malformed         int64   `json:"malformed"`
+	BridgeRecords     int64   `json:"bridge_records"`
+	BridgeDuplicates  int64   `json:"bridge_duplicates"`
+	BridgeGaps        int64   `json:"bridge_gaps"`
+	BridgeDeadLetters int64   `json:"bridge_dead_letters"`
+	BridgeTxns        int64   `json:"bridge_transactions"`
+	BridgeAborts      int64   `json:"bridge_aborts"`
+	BridgeBacklog     uint64  `json:"bridge_backlog"`
+	BridgeBacklogAgeS float64 `json:"bridge_backlog_age_seconds"`
+	AuthAccepted      int64   `json:"auth_accepted"`
+	AuthRefused       int64   `json:"auth_refused"`
 }
 
 // Stats reads the counters.
@@ -153,8 +154,8 @@ func (h *Hub) Stats() Stats {
 		AckerEnvelopes: a.Envelopes.Load(), AckerGaps: a.Gaps.Load(), Malformed: a.Malformed.Load(),
 		BridgeRecords: b.Records.Load(), BridgeDuplicates: b.Duplicates.Load(), BridgeGaps: b.Gaps.Load(),
 		BridgeDeadLetters: b.DeadLetters.Load(), BridgeTxns: b.Transactions.Load(), BridgeAborts: b.Aborts.Load(),
-		BridgeBacklog: b.Backlog.Load(),
-		AuthAccepted:  h.registry.Stats.Accepted.Load(), AuthRefused: h.registry.Stats.Refused.Load(),
+		BridgeBacklog: b.Backlog.Load(), BridgeBacklogAgeS: time.Duration(b.BacklogAge.Load()).Seconds(),
+		AuthAccepted: h.registry.Stats.Accepted.Load(), AuthRefused: h.registry.Stats.Refused.Load(),
 	}
 }
 
@@ -222,6 +223,7 @@ func (h *Hub) startHTTP() error {
 		}
 		w.WriteHeader(http.StatusNoContent)
 	}))
+	mux.Handle("GET /metrics", h.metricsHandler())
 	mux.HandleFunc("GET /v1/stats", h.admin(func(w http.ResponseWriter, _ *http.Request) {
 		writeJSON(w, http.StatusOK, h.Stats())
 	}))

@@ -51,20 +51,23 @@ type Options struct {
 // Stats are the bridge's counters.
 type Stats struct {
 	Transactions, Records, Duplicates, Gaps, DeadLetters, Aborts atomic.Int64
-	// Backlog is the number of stream messages not yet bridged.
-	Backlog atomic.Uint64
+	// Backlog is the number of stream messages not yet bridged; BacklogAge
+	// how long the oldest of them has waited.
+	Backlog    atomic.Uint64
+	BacklogAge atomic.Int64 // nanoseconds
 }
 
 // Bridge is one running copy loop.
 type Bridge struct {
-	cfg     Config
-	o       Options
-	log     *slog.Logger
-	cl      *kgo.Client
-	marks   envelope.Watermarks
-	lastSeq uint64 // last JetStream sequence committed to Kafka
-	deadLog rate.Sometimes
-	Stats   Stats
+	cfg        Config
+	o          Options
+	log        *slog.Logger
+	cl         *kgo.Client
+	marks      envelope.Watermarks
+	lastSeq    uint64 // last JetStream sequence committed to Kafka
+	deadLog    rate.Sometimes
+	backlogLog rate.Sometimes
+	Stats      Stats
 }
 
 // ConsumerName is the durable JetStream consumer the bridge reads.
@@ -73,7 +76,7 @@ const ConsumerName = "kafka-bridge"
 // New validates the options; Run does the work.
 func New(cfg Config, o Options) *Bridge {
 	return &Bridge{cfg: cfg, o: o, log: o.Log.With("component", "bridge"), marks: envelope.Watermarks{},
-		deadLog: rate.Sometimes{First: 10, Interval: 10 * time.Second}}
+		deadLog: rate.Sometimes{First: 10, Interval: 10 * time.Second}, backlogLog: rate.Sometimes{Interval: 30 * time.Second}}
 }
 
 // Run loads the checkpoint and copies until ctx ends. Kafka failures are
@@ -148,11 +151,27 @@ func (b *Bridge) runOnce(ctx context.Context) error {
 		if err := b.transfer(ctx, msgs); err != nil {
 			return err
 		}
-		if md, err := msgs[len(msgs)-1].Metadata(); err == nil {
-			b.Stats.Backlog.Store(md.NumPending)
-		}
+		b.observeBacklog(msgs)
 	}
 	return nil
+}
+
+// observeBacklog records how far behind JetStream the bridge is, and says
+// so in the log every 30 s while it is behind.
+func (b *Bridge) observeBacklog(msgs []jetstream.Msg) {
+	last, err := msgs[len(msgs)-1].Metadata()
+	if err != nil {
+		return
+	}
+	b.Stats.Backlog.Store(last.NumPending)
+	var age time.Duration
+	if last.NumPending > 0 {
+		age = time.Since(last.Timestamp)
+		b.backlogLog.Do(func() {
+			b.log.Warn("bridge behind", "backlog_messages", last.NumPending, "age", age.Round(time.Millisecond))
+		})
+	}
+	b.Stats.BacklogAge.Store(int64(age))
 }
 
 func (b *Bridge) connect() error {

@@ -1,6 +1,8 @@
 package pipeline
 
 import (
+	"io"
+	"net/http"
 	"strconv"
 	"strings"
 	"sync"
@@ -47,5 +49,20 @@ func TestDevicesToKafka(t *testing.T) {
 	st := h.Stats()
 	if st.BridgeRecords != int64(len(ids)*perDevice) || st.BridgeDeadLetters != 0 {
 		t.Fatalf("stats = %+v", st)
+	}
+	resp, err := http.Get("http://" + h.HTTPAddr() + "/metrics")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	body, _ := io.ReadAll(resp.Body)
+	for _, want := range []string{
+		"outpost_hub_bridge_records_total " + strconv.Itoa(len(ids)*perDevice),
+		"outpost_hub_auth_accepted_total ",
+		"outpost_hub_bridge_backlog_messages 0",
+	} {
+		if !strings.Contains(string(body), want) {
+			t.Errorf("/metrics lacks %q", want)
+		}
 	}
 }

@@ -1,0 +1,35 @@
+package hub
+
+import (
+	"net/http"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+)
+
+// metricsHandler exposes the pipeline counters for Prometheus. The values
+// are read from the same atomics /v1/stats shows, at scrape time.
+func (h *Hub) metricsHandler() http.Handler {
+	reg := prometheus.NewRegistry()
+	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	counter := func(name, help string, read func(Stats) int64) {
+		reg.MustRegister(prometheus.NewCounterFunc(prometheus.CounterOpts{Namespace: "outpost_hub", Name: name, Help: help},
+			func() float64 { return float64(read(h.Stats())) }))
+	}
+	counter("acked_envelopes_total", "Device batches acknowledged as stored.", func(s Stats) int64 { return s.AckerEnvelopes })
+	counter("ack_gaps_total", "Device batches not acknowledged because an earlier batch was missing.", func(s Stats) int64 { return s.AckerGaps })
+	counter("malformed_payloads_total", "Device payloads that were not valid envelopes for their topic.", func(s Stats) int64 { return s.Malformed })
+	counter("bridge_records_total", "Records committed to Kafka.", func(s Stats) int64 { return s.BridgeRecords })
+	counter("bridge_duplicates_total", "Resent records dropped because Kafka already had them.", func(s Stats) int64 { return s.BridgeDuplicates })
+	counter("bridge_dead_letters_total", "Payloads written to the dead-letter topic.", func(s Stats) int64 { return s.BridgeDeadLetters })
+	counter("bridge_transactions_total", "Kafka transactions committed.", func(s Stats) int64 { return s.BridgeTxns })
+	counter("bridge_aborts_total", "Kafka transactions aborted (retried).", func(s Stats) int64 { return s.BridgeAborts })
+	counter("auth_accepted_total", "Broker connections authenticated.", func(s Stats) int64 { return s.AuthAccepted })
+	counter("auth_refused_total", "Broker connections refused (unknown, revoked, wrong secret).", func(s Stats) int64 { return s.AuthRefused })
+	reg.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{Namespace: "outpost_hub", Name: "bridge_backlog_messages",
+		Help: "Device batches in JetStream not yet written to Kafka."}, func() float64 { return float64(h.Stats().BridgeBacklog) }))
+	reg.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{Namespace: "outpost_hub", Name: "bridge_backlog_age_seconds",
+		Help: "How long the oldest batch not yet in Kafka has waited (as of the bridge's last batch)."}, func() float64 { return h.Stats().BridgeBacklogAgeS }))
+	return promhttp.HandlerFor(reg, promhttp.HandlerOpts{})
+}
