@@ -57,7 +57,7 @@ func Run(ctx context.Context, cfg *Config, log *slog.Logger) error {
 		}
 	}
 	var sender *uplink.Sender
-	up := uplink.New(cfg.Hub, uplink.Options{
+	up, err := uplink.New(cfg.Hub, uplink.Options{
 		ClientID: cfg.Device.ID,
 		OnConnect: func(c *uplink.Client) {
 			sender.OnConnect()
@@ -70,6 +70,9 @@ func Run(ctx context.Context, cfg *Config, log *slog.Logger) error {
 			topics.Ack(cfg.Device.ID): func(t string, p []byte) { sender.OnAck(t, p) },
 		},
 	}, log)
+	if err != nil {
+		return err
+	}
 	sender = uplink.NewSender(cfg.Uplink, cfg.Device.ID, ob, up, log)
 	sendDone := make(chan error, 1)
 	go func() { sendDone <- sender.Run(ctx) }()

@@ -2,6 +2,7 @@ package agent
 
 import (
 	"fmt"
+	"os"
 	"net/url"
 	"time"
 
@@ -76,6 +77,16 @@ func (c *Config) Validate() error {
 		errs.Add("hub.url", fmt.Sprintf("must be a URL like tcp://host:1883, got %q", c.Hub.URL))
 	} else if s := u.Scheme; s != "tcp" && s != "ssl" && s != "tls" && s != "mqtt" && s != "mqtts" {
 		errs.Add("hub.url", fmt.Sprintf("scheme must be tcp, ssl, tls, mqtt or mqtts, got %q", s))
+	}
+	if t := c.Hub.TLS; (t.CertFile == "") != (t.KeyFile == "") {
+		errs.Add("hub.tls", "cert_file and key_file go together")
+	}
+	for path, f := range map[string]string{"hub.tls.ca_file": c.Hub.TLS.CAFile, "hub.tls.cert_file": c.Hub.TLS.CertFile, "hub.tls.key_file": c.Hub.TLS.KeyFile} {
+		if f != "" {
+			if _, err := os.Stat(f); err != nil {
+				errs.Add(path, err.Error())
+			}
+		}
 	}
 	if c.Hub.KeepAlive < time.Second {
 		errs.Add("hub.keepalive", fmt.Sprintf("must be at least 1s, got %s", c.Hub.KeepAlive))

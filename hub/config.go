@@ -2,6 +2,7 @@ package hub
 
 import (
 	"fmt"
+	"os"
 	"net"
 	"strconv"
 	"time"
@@ -81,6 +82,21 @@ func (c *Config) Validate() error {
 	checkPort(&errs, "broker.mqtt_port", c.Broker.MQTTPort)
 	if c.Broker.NATSPort > 0 && c.Broker.NATSPort == c.Broker.MQTTPort {
 		errs.Add("broker.mqtt_port", "must differ from broker.nats_port")
+	}
+	if t := c.Broker.TLS; t.Enabled() || t.KeyFile != "" || t.VerifyClients {
+		if t.CertFile == "" || t.KeyFile == "" {
+			errs.Add("broker.tls", "cert_file and key_file are both required for TLS")
+		}
+		if t.VerifyClients && t.CAFile == "" {
+			errs.Add("broker.tls.ca_file", "required with verify_clients")
+		}
+		for path, f := range map[string]string{"broker.tls.cert_file": t.CertFile, "broker.tls.key_file": t.KeyFile, "broker.tls.ca_file": t.CAFile} {
+			if f != "" {
+				if _, err := os.Stat(f); err != nil {
+					errs.Add(path, err.Error())
+				}
+			}
+		}
 	}
 	if c.Broker.MaxPayload < 1024 || c.Broker.MaxPayload > 64<<20 {
 		errs.Add("broker.max_payload", fmt.Sprintf("must be between 1024 and 67108864 bytes, got %d", c.Broker.MaxPayload))

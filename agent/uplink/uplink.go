@@ -5,7 +5,11 @@ package uplink
 
 import (
 	"context"
+	"crypto/tls"
+	"crypto/x509"
+	"errors"
 	"fmt"
+	"os"
 	"log/slog"
 	"time"
 
@@ -19,6 +23,41 @@ type Config struct {
 	Password       string        `yaml:"password" usage:"MQTT password (the device credentials)"`
 	KeepAlive      time.Duration `yaml:"keepalive" usage:"MQTT keepalive interval"`
 	ConnectTimeout time.Duration `yaml:"connect_timeout" usage:"how long one connection attempt may take"`
+	TLS            TLSConfig     `yaml:"tls"`
+}
+
+// TLSConfig secures the connection (ssl:// or mqtts:// URLs). A client
+// certificate authenticates the device by mTLS, without a password.
+type TLSConfig struct {
+	CAFile   string `yaml:"ca_file" usage:"PEM CA bundle to verify the hub with (default: system roots)"`
+	CertFile string `yaml:"cert_file" usage:"PEM client certificate for mTLS; its common name is the device id"`
+	KeyFile  string `yaml:"key_file" usage:"PEM private key of the client certificate"`
+}
+
+// Build returns the tls.Config, or nil when nothing is configured.
+func (t TLSConfig) Build() (*tls.Config, error) {
+	if t.CAFile == "" && t.CertFile == "" {
+		return nil, nil
+	}
+	tc := &tls.Config{MinVersion: tls.VersionTLS12}
+	if t.CAFile != "" {
+		pem, err := os.ReadFile(t.CAFile)
+		if err != nil {
+			return nil, fmt.Errorf("uplink: tls ca: %w", err)
+		}
+		tc.RootCAs = x509.NewCertPool()
+		if !tc.RootCAs.AppendCertsFromPEM(pem) {
+			return nil, fmt.Errorf("uplink: tls ca %s: %w", t.CAFile, ErrNoCerts)
+		}
+	}
+	if t.CertFile != "" {
+		cert, err := tls.LoadX509KeyPair(t.CertFile, t.KeyFile)
+		if err != nil {
+			return nil, fmt.Errorf("uplink: tls client certificate: %w", err)
+		}
+		tc.Certificates = []tls.Certificate{cert}
+	}
+	return tc, nil
 }
 
 // Handler receives a message; it must not block (paho runs handlers inline
@@ -42,7 +81,11 @@ type Options struct {
 }
 
 // New builds a client; Connect starts it.
-func New(cfg Config, o Options, log *slog.Logger) *Client {
+func New(cfg Config, o Options, log *slog.Logger) (*Client, error) {
+	tc, err := cfg.TLS.Build()
+	if err != nil {
+		return nil, err
+	}
 	u := &Client{log: log}
 	opts := mqtt.NewClientOptions().
 		AddBroker(cfg.URL).
@@ -70,8 +113,11 @@ func New(cfg Config, o Options, log *slog.Logger) *Client {
 				go o.OnConnect(u)
 			}
 		})
+	if tc != nil {
+		opts.SetTLSConfig(tc)
+	}
 	u.c = mqtt.NewClient(opts)
-	return u
+	return u, nil
 }
 
 // Connect starts connecting. With connect-retry on, it keeps trying in the
@@ -109,3 +155,6 @@ func (u *Client) Connected() bool { return u.c.IsConnectionOpen() }
 
 // Close disconnects, giving in-flight work a moment to finish.
 func (u *Client) Close() { u.c.Disconnect(250) }
+
+// ErrNoCerts means a CA file held no PEM certificate.
+var ErrNoCerts = errors.New("no certificates found")

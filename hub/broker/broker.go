@@ -22,9 +22,23 @@ type Config struct {
 	// SyncAlways fsyncs every JetStream write before it is acknowledged.
 	// Without it JetStream syncs every two minutes, and a power loss can
 	// lose records the hub already acked to a device.
-	SyncAlways bool  `yaml:"sync_always" usage:"fsync each JetStream write before acking (safe; slower)"`
-	MaxPayload int32 `yaml:"max_payload" usage:"largest message in bytes the broker accepts"`
+	SyncAlways bool      `yaml:"sync_always" usage:"fsync each JetStream write before acking (safe; slower)"`
+	MaxPayload int32     `yaml:"max_payload" usage:"largest message in bytes the broker accepts"`
+	TLS        TLSConfig `yaml:"tls"`
 }
+
+// TLSConfig secures the MQTT listener. With VerifyClients, devices
+// authenticate by client certificate (mTLS): the certificate's common name
+// is the device id, checked against the registry like a password login.
+type TLSConfig struct {
+	CertFile      string `yaml:"cert_file" usage:"PEM certificate of the MQTT listener; enables TLS"`
+	KeyFile       string `yaml:"key_file" usage:"PEM private key of the MQTT listener"`
+	CAFile        string `yaml:"ca_file" usage:"PEM CA bundle that signs device certificates (for verify_clients)"`
+	VerifyClients bool   `yaml:"verify_clients" usage:"require a device certificate signed by ca_file (mTLS); its common name is the device id"`
+}
+
+// Enabled reports whether TLS is configured.
+func (t TLSConfig) Enabled() bool { return t.CertFile != "" }
 
 // Broker is a running embedded server.
 type Broker struct {
@@ -48,6 +62,16 @@ func Start(ctx context.Context, cfg Config, log *slog.Logger, auth server.Authen
 	}
 	if auth != nil {
 		opts.CustomClientAuthentication = auth
+	}
+	if cfg.TLS.Enabled() {
+		tc, err := server.GenTLSConfig(&server.TLSConfigOpts{
+			CertFile: cfg.TLS.CertFile, KeyFile: cfg.TLS.KeyFile, CaFile: cfg.TLS.CAFile, Verify: cfg.TLS.VerifyClients,
+		})
+		if err != nil {
+			return nil, fmt.Errorf("broker: mqtt tls: %w", err)
+		}
+		opts.MQTT.TLSConfig = tc
+		opts.MQTT.TLSTimeout = 5
 	}
 	srv, err := server.NewServer(opts)
 	if err != nil {

@@ -175,16 +175,26 @@ func (r *Registry) Check(c server.ClientAuthentication) bool {
 		c.RegisterUser(&server.User{Username: r.internalUser})
 		return true
 	}
+	// A verified client certificate (mTLS) names the device by its common
+	// name and replaces the secret; a username, if given, must agree.
+	id, byCert := o.Username, false
+	if cs := c.GetTLSConnectionState(); cs != nil && len(cs.VerifiedChains) > 0 {
+		cn := cs.VerifiedChains[0][0].Subject.CommonName
+		if id != "" && id != cn {
+			return r.refuse(c, id, "username differs from certificate common name "+cn)
+		}
+		id, byCert = cn, true
+	}
 	r.mu.RLock()
-	d, ok := r.devices[o.Username]
+	d, ok := r.devices[id]
 	r.mu.RUnlock()
 	switch {
 	case !ok:
-		return r.refuse(c, o.Username, "unknown device")
+		return r.refuse(c, id, "unknown device")
 	case d.RevokedAt != nil:
-		return r.refuse(c, o.Username, "revoked device")
-	case subtle.ConstantTimeCompare([]byte(hash(o.Password)), []byte(d.SecretHash)) != 1:
-		return r.refuse(c, o.Username, "wrong secret")
+		return r.refuse(c, id, "revoked device")
+	case !byCert && subtle.ConstantTimeCompare([]byte(hash(o.Password)), []byte(d.SecretHash)) != 1:
+		return r.refuse(c, id, "wrong secret")
 	}
 	c.RegisterUser(&server.User{Username: d.ID, Permissions: permissions(d.ID)})
 	r.Stats.Accepted.Add(1)

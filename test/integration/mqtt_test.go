@@ -52,8 +52,11 @@ func roundTrip(t *testing.T, url string) {
 		t.Fatalf("subscribe: %v", tok.Error())
 	}
 
-	pub := uplink.New(uplink.Config{URL: url, KeepAlive: 30 * time.Second, ConnectTimeout: 5 * time.Second},
+	pub, err := uplink.New(uplink.Config{URL: url, KeepAlive: 30 * time.Second, ConnectTimeout: 5 * time.Second},
 		uplink.Options{ClientID: "it-pub"}, slog.New(slog.DiscardHandler))
+	if err != nil {
+		t.Fatal(err)
+	}
 	if err := pub.Connect(ctx); err != nil {
 		t.Fatal(err)
 	}

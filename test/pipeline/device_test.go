@@ -46,12 +46,15 @@ func newDevice(t *testing.T, h *hub.Hub, id, mqttURL string) *device {
 	d := &device{id: id, db: db, ob: ob, done: make(chan error, 1)}
 	log := slog.New(slog.DiscardHandler)
 	var s *uplink.Sender
-	d.up = uplink.New(uplink.Config{URL: mqttURL, Username: creds.Username, Password: creds.Password, KeepAlive: 5 * time.Second, ConnectTimeout: 2 * time.Second},
+	d.up, err = uplink.New(uplink.Config{URL: mqttURL, Username: creds.Username, Password: creds.Password, KeepAlive: 5 * time.Second, ConnectTimeout: 2 * time.Second},
 		uplink.Options{
 			ClientID:      id,
 			OnConnect:     func(*uplink.Client) { s.OnConnect() },
 			Subscriptions: map[string]uplink.Handler{topics.Ack(id): func(t string, p []byte) { s.OnAck(t, p) }},
 		}, log)
+	if err != nil {
+		t.Fatal(err)
+	}
 	s = uplink.NewSender(uplink.SendConfig{BatchRecords: 200, MaxInflight: 2000, AckTimeout: 2 * time.Second}, id, ob, d.up, log)
 	runCtx, cancel := context.WithCancel(ctx)
 	d.cancel = cancel
