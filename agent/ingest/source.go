@@ -1,0 +1,246 @@
+package ingest
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"time"
+
+	mqtt "github.com/eclipse/paho.mqtt.golang"
+)
+
+// Line is one raw input line and when it arrived.
+type Line struct {
+	Data    []byte
+	Arrival time.Time
+}
+
+// SourceConfig selects and configures one source.
+type SourceConfig struct {
+	Type      string          `yaml:"type"` // simulator, stdin, file, http, mqtt
+	Simulator SimulatorConfig `yaml:"simulator"`
+	File      FileConfig      `yaml:"file"`
+	HTTP      HTTPConfig      `yaml:"http"`
+	MQTT      MQTTConfig      `yaml:"mqtt"`
+}
+
+// FileConfig tails a file.
+type FileConfig struct {
+	Path      string `yaml:"path"`
+	FromStart bool   `yaml:"from_start"` // read what is already there first
+}
+
+// HTTPConfig accepts POSTed lines.
+type HTTPConfig struct {
+	Listen string `yaml:"listen"` // host:port; POST /ingest with JSON or CSV lines
+}
+
+// MQTTConfig subscribes to a local broker where sensors publish.
+type MQTTConfig struct {
+	URL      string `yaml:"url"`
+	Topic    string `yaml:"topic"` // filter, wildcards allowed
+	Username string `yaml:"username"`
+	Password string `yaml:"password"`
+}
+
+// maxLine bounds one input line; longer lines are rejected, not buffered.
+const maxLine = 1 << 20
+
+// Validate checks the source config; path prefixes field names.
+func (c SourceConfig) Validate(path string) []error {
+	var errs []error
+	bad := func(f, why string) { errs = append(errs, fmt.Errorf("%s.%s: %s", path, f, why)) }
+	switch c.Type {
+	case "simulator":
+		if c.Simulator.Sensors < 1 {
+			bad("simulator.sensors", "must be at least 1")
+		}
+		if c.Simulator.Rate <= 0 {
+			bad("simulator.rate", "must be positive (readings per second per sensor)")
+		}
+	case "stdin":
+	case "file":
+		if c.File.Path == "" {
+			bad("file.path", "must not be empty")
+		}
+	case "http":
+		if _, _, err := net.SplitHostPort(c.HTTP.Listen); err != nil {
+			bad("http.listen", "must be host:port")
+		}
+	case "mqtt":
+		if c.MQTT.URL == "" {
+			bad("mqtt.url", "must not be empty")
+		}
+		if c.MQTT.Topic == "" {
+			bad("mqtt.topic", "must not be empty")
+		}
+	default:
+		bad("type", fmt.Sprintf("must be simulator, stdin, file, http or mqtt, got %q", c.Type))
+	}
+	return errs
+}
+
+// Open builds the configured source.
+func Open(c SourceConfig, log *slog.Logger) (func(ctx context.Context, out chan<- Line) error, error) {
+	switch c.Type {
+	case "simulator":
+		sim, err := NewSimulator(c.Simulator)
+		if err != nil {
+			return nil, err
+		}
+		return sim.Run, nil
+	case "stdin":
+		return func(ctx context.Context, out chan<- Line) error { return readLines(ctx, os.Stdin, out) }, nil
+	case "file":
+		return func(ctx context.Context, out chan<- Line) error { return tail(ctx, c.File, out) }, nil
+	case "http":
+		return func(ctx context.Context, out chan<- Line) error { return serveHTTP(ctx, c.HTTP, out) }, nil
+	case "mqtt":
+		return func(ctx context.Context, out chan<- Line) error { return subscribe(ctx, c.MQTT, out, log) }, nil
+	}
+	return nil, fmt.Errorf("%w: source type %q", ErrConfig, c.Type)
+}
+
+func send(ctx context.Context, out chan<- Line, data []byte) bool {
+	select {
+	case out <- Line{Data: data, Arrival: time.Now()}:
+		return true
+	case <-ctx.Done():
+		return false
+	}
+}
+
+// readLines forwards r line by line until EOF or ctx ends.
+func readLines(ctx context.Context, r io.Reader, out chan<- Line) error {
+	sc := bufio.NewScanner(r)
+	sc.Buffer(make([]byte, 64<<10), maxLine)
+	for sc.Scan() {
+		if !send(ctx, out, append([]byte(nil), sc.Bytes()...)) {
+			return nil
+		}
+	}
+	if err := sc.Err(); err != nil {
+		return fmt.Errorf("ingest: read: %w", err)
+	}
+	return nil
+}
+
+// tail follows a file like `tail -F`: new lines as they are written, and
+// from the start again when the file is truncated or replaced.
+func tail(ctx context.Context, c FileConfig, out chan<- Line) error {
+	var f *os.File
+	var rd *bufio.Reader
+	var offset int64
+	open := func(fromStart bool) error {
+		nf, err := os.Open(c.Path)
+		if err != nil {
+			return err
+		}
+		if f != nil {
+			f.Close()
+		}
+		f, offset = nf, 0
+		if !fromStart {
+			if offset, err = f.Seek(0, io.SeekEnd); err != nil {
+				return err
+			}
+		}
+		rd = bufio.NewReaderSize(f, 64<<10)
+		return nil
+	}
+	if err := open(c.FromStart); err != nil {
+		return fmt.Errorf("ingest: tail %s: %w", c.Path, err)
+	}
+	defer func() { f.Close() }()
+	var partial []byte
+	for {
+		chunk, err := rd.ReadBytes('\n')
+		offset += int64(len(chunk))
+		partial = append(partial, chunk...)
+		if err == nil {
+			line := partial[:len(partial)-1]
+			partial = nil
+			if len(line) > maxLine {
+				line = line[:maxLine] // the decoder rejects it; memory stays bounded
+			}
+			if !send(ctx, out, line) {
+				return nil
+			}
+			continue
+		}
+		if !errors.Is(err, io.EOF) {
+			return fmt.Errorf("ingest: tail %s: %w", c.Path, err)
+		}
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-time.After(200 * time.Millisecond):
+		}
+		// Truncated or replaced (log rotation): start over.
+		if st, err := os.Stat(c.Path); err == nil {
+			cur, _ := f.Stat()
+			if st.Size() < offset || (cur != nil && !os.SameFile(st, cur)) {
+				if err := open(true); err == nil {
+					partial = nil
+				}
+			}
+		}
+	}
+}
+
+// serveHTTP accepts POST /ingest with a body of lines.
+func serveHTTP(ctx context.Context, c HTTPConfig, out chan<- Line) error {
+	mux := http.NewServeMux()
+	mux.HandleFunc("POST /ingest", func(w http.ResponseWriter, r *http.Request) {
+		if err := readLines(r.Context(), http.MaxBytesReader(w, r.Body, 64<<20), out); err != nil {
+			http.Error(w, err.Error(), http.StatusBadRequest)
+			return
+		}
+		w.WriteHeader(http.StatusAccepted)
+	})
+	ln, err := net.Listen("tcp", c.Listen)
+	if err != nil {
+		return fmt.Errorf("ingest: http listen: %w", err)
+	}
+	srv := &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second}
+	go func() {
+		<-ctx.Done()
+		sctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		_ = srv.Shutdown(sctx)
+	}()
+	if err := srv.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
+		return fmt.Errorf("ingest: http: %w", err)
+	}
+	return nil
+}
+
+// subscribe reads sensor messages from a local MQTT broker; a payload may
+// hold several lines.
+func subscribe(ctx context.Context, c MQTTConfig, out chan<- Line, log *slog.Logger) error {
+	handler := func(_ mqtt.Client, m mqtt.Message) {
+		// Blocking here applies backpressure to the local broker (QoS 1).
+		_ = readLines(ctx, bytes.NewReader(m.Payload()), out)
+	}
+	opts := mqtt.NewClientOptions().AddBroker(c.URL).SetClientID(fmt.Sprintf("outpost-ingest-%d", os.Getpid())).
+		SetUsername(c.Username).SetPassword(c.Password).SetAutoReconnect(true).SetConnectRetry(true).
+		SetConnectRetryInterval(time.Second).
+		SetOnConnectHandler(func(cl mqtt.Client) {
+			// Resubscribe on every connect: clean sessions lose subscriptions.
+			if tok := cl.Subscribe(c.Topic, 1, handler); tok.Wait() && tok.Error() != nil {
+				log.Warn("ingest: subscribe", "topic", c.Topic, "err", tok.Error())
+			}
+		})
+	cl := mqtt.NewClient(opts)
+	cl.Connect()
+	<-ctx.Done()
+	cl.Disconnect(250)
+	return nil
+}
