@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/outpost-edge/outpost/agent/outbox"
+	"github.com/outpost-edge/outpost/agent/pipeline"
 	"github.com/outpost-edge/outpost/agent/store"
 	"github.com/outpost-edge/outpost/agent/uplink"
 	"github.com/outpost-edge/outpost/deploy/version"
@@ -76,6 +77,15 @@ func Run(ctx context.Context, cfg *Config, log *slog.Logger) error {
 	sender = uplink.NewSender(cfg.Uplink, cfg.Device.ID, ob, up, log)
 	sendDone := make(chan error, 1)
 	go func() { sendDone <- sender.Run(ctx) }()
+	pipeDone := make(chan error, len(cfg.Pipelines))
+	for _, pc := range cfg.Pipelines {
+		p, err := pipeline.New(pc, ob, log)
+		if err != nil {
+			return err
+		}
+		log.Info("pipeline starting", "pipeline", pc.Name, "source", pc.Source.Type, "window", pc.Window.Kind)
+		go func() { pipeDone <- p.Run(ctx) }()
+	}
 	log.Info("agent starting", "boot", boot, "hub", cfg.Hub.URL)
 	// Connect keeps retrying in the background; the agent works offline.
 	go func() {
@@ -98,6 +108,10 @@ func Run(ctx context.Context, cfg *Config, log *slog.Logger) error {
 			return nil
 		case err := <-sendDone:
 			return err
+		case err := <-pipeDone:
+			if err != nil {
+				return err
+			}
 		case <-tick.C:
 			if up.Connected() {
 				report(ctx, up, state.StatusRunning)

@@ -2,10 +2,11 @@ package agent
 
 import (
 	"fmt"
-	"os"
 	"net/url"
+	"os"
 	"time"
 
+	"github.com/outpost-edge/outpost/agent/pipeline"
 	"github.com/outpost-edge/outpost/agent/store"
 	"github.com/outpost-edge/outpost/agent/uplink"
 	"github.com/outpost-edge/outpost/deploy/config"
@@ -15,13 +16,14 @@ import (
 
 // Config is the whole typed configuration of outpost-agent.
 type Config struct {
-	Device  DeviceConfig      `yaml:"device"`
-	DataDir string            `yaml:"data_dir" usage:"directory of the agent database (outbox, checkpoints, update state)"`
-	Storage StorageConfig     `yaml:"storage"`
-	Hub     uplink.Config     `yaml:"hub"`
-	Uplink  uplink.SendConfig `yaml:"uplink"`
-	Report  ReportConfig      `yaml:"report"`
-	Log     daemon.LogConfig  `yaml:"log"`
+	Device    DeviceConfig      `yaml:"device"`
+	DataDir   string            `yaml:"data_dir" usage:"directory of the agent database (outbox, checkpoints, update state)"`
+	Storage   StorageConfig     `yaml:"storage"`
+	Hub       uplink.Config     `yaml:"hub"`
+	Uplink    uplink.SendConfig `yaml:"uplink"`
+	Report    ReportConfig      `yaml:"report"`
+	Pipelines []pipeline.Config `yaml:"pipelines"`
+	Log       daemon.LogConfig  `yaml:"log"`
 }
 
 // DeviceConfig identifies the device.
@@ -105,6 +107,15 @@ func (c *Config) Validate() error {
 	}
 	if c.Report.Interval < time.Second {
 		errs.Add("report.interval", fmt.Sprintf("must be at least 1s, got %s", c.Report.Interval))
+	}
+	names := map[string]bool{}
+	for i, p := range c.Pipelines {
+		path := fmt.Sprintf("pipelines[%d]", i)
+		p.Validate(path, &errs)
+		if names[p.Name] {
+			errs.Add(path+".name", fmt.Sprintf("%q is used by an earlier pipeline", p.Name))
+		}
+		names[p.Name] = true
 	}
 	c.Log.Validate("log", &errs)
 	return errs.Err()

@@ -53,38 +53,36 @@ type MQTTConfig struct {
 // maxLine bounds one input line; longer lines are rejected, not buffered.
 const maxLine = 1 << 20
 
-// Validate checks the source config; path prefixes field names.
-func (c SourceConfig) Validate(path string) []error {
-	var errs []error
-	bad := func(f, why string) { errs = append(errs, fmt.Errorf("%s.%s: %s", path, f, why)) }
+// Validate reports every wrong field to bad, by its path under path.
+func (c SourceConfig) Validate(path string, bad func(path, reason string)) {
+	field := func(f, why string) { bad(path+"."+f, why) }
 	switch c.Type {
 	case "simulator":
 		if c.Simulator.Sensors < 1 {
-			bad("simulator.sensors", "must be at least 1")
+			field("simulator.sensors", "must be at least 1")
 		}
 		if c.Simulator.Rate <= 0 {
-			bad("simulator.rate", "must be positive (readings per second per sensor)")
+			field("simulator.rate", "must be positive (readings per second per sensor)")
 		}
 	case "stdin":
 	case "file":
 		if c.File.Path == "" {
-			bad("file.path", "must not be empty")
+			field("file.path", "must not be empty")
 		}
 	case "http":
 		if _, _, err := net.SplitHostPort(c.HTTP.Listen); err != nil {
-			bad("http.listen", "must be host:port")
+			field("http.listen", "must be host:port")
 		}
 	case "mqtt":
 		if c.MQTT.URL == "" {
-			bad("mqtt.url", "must not be empty")
+			field("mqtt.url", "must not be empty")
 		}
 		if c.MQTT.Topic == "" {
-			bad("mqtt.topic", "must not be empty")
+			field("mqtt.topic", "must not be empty")
 		}
 	default:
-		bad("type", fmt.Sprintf("must be simulator, stdin, file, http or mqtt, got %q", c.Type))
+		field("type", fmt.Sprintf("must be simulator, stdin, file, http or mqtt, got %q", c.Type))
 	}
-	return errs
 }
 
 // Open builds the configured source.

@@ -131,10 +131,12 @@ func TestSimulatorDriftAndAnomalies(t *testing.T) {
 
 func TestSourceValidation(t *testing.T) {
 	for _, c := range []SourceConfig{{Type: "serial"}, {Type: "file"}, {Type: "http", HTTP: HTTPConfig{Listen: "8080"}}, {Type: "mqtt"}, {Type: "simulator"}} {
-		if errs := c.Validate("pipelines[0].source"); len(errs) == 0 {
+		var paths []string
+		c.Validate("pipelines[0].source", func(p, _ string) { paths = append(paths, p) })
+		if len(paths) == 0 {
 			t.Errorf("%+v accepted", c)
-		} else if !strings.HasPrefix(errs[0].Error(), "pipelines[0].source.") {
-			t.Errorf("error without path: %v", errs[0])
+		} else if !strings.HasPrefix(paths[0], "pipelines[0].source.") {
+			t.Errorf("error without path: %v", paths[0])
 		}
 	}
 }

@@ -9,8 +9,8 @@ import (
 	"crypto/x509"
 	"errors"
 	"fmt"
-	"os"
 	"log/slog"
+	"os"
 	"time"
 
 	mqtt "github.com/eclipse/paho.mqtt.golang"

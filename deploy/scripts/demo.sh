@@ -27,7 +27,7 @@ done
 # credentials to the agent through its environment.
 "$bin/outpostctl" device add demo-device-1 --label site=demo > "$data/agent.env"
 set -a; . "$data/agent.env"; set +a
-"$bin/outpost-agent" --data_dir "$data/agent" --report.interval 5s &
+"$bin/outpost-agent" --config deploy/examples/agent-demo.yaml --data_dir "$data/agent" &
 agent_pid=$!
 
 echo "demo running: hub MQTT 127.0.0.1:1883, API http://127.0.0.1:8080/v1/devices — Ctrl-C to stop"

@@ -1,0 +1,254 @@
+// Package pipeline wires one configured data path on the agent: a source,
+// the decoder, an event-time window operator, and the outbox. Every window
+// result, late event and rejected input becomes an outbox record before
+// anything else happens to it.
+package pipeline
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"log/slog"
+	"math"
+	"sync/atomic"
+	"time"
+
+	"golang.org/x/time/rate"
+
+	"github.com/outpost-edge/outpost/agent/ingest"
+	"github.com/outpost-edge/outpost/agent/outbox"
+	"github.com/outpost-edge/outpost/agent/window"
+	"github.com/outpost-edge/outpost/deploy/config"
+	"github.com/outpost-edge/outpost/sync/topics"
+)
+
+// Config is one entry of the agent's `pipelines` list.
+type Config struct {
+	Name         string              `yaml:"name"`
+	Source       ingest.SourceConfig `yaml:"source"`
+	Decode       ingest.DecodeConfig `yaml:"decode"`
+	Window       WindowConfig        `yaml:"window"`
+	Aggregations []string            `yaml:"aggregations"`
+}
+
+// WindowConfig is the YAML form of window.Spec.
+type WindowConfig struct {
+	Kind            string        `yaml:"kind"`
+	Size            time.Duration `yaml:"size"`
+	Slide           time.Duration `yaml:"slide"`
+	Gap             time.Duration `yaml:"gap"`
+	Count           int           `yaml:"count"`
+	Watermark       string        `yaml:"watermark"`
+	MaxOutOfOrder   time.Duration `yaml:"max_out_of_order"`
+	AllowedLateness time.Duration `yaml:"allowed_lateness"`
+	IdleTimeout     time.Duration `yaml:"idle_timeout"`
+	EarlyEvery      int           `yaml:"early_every"`
+	EarlyInterval   time.Duration `yaml:"early_interval"`
+}
+
+func (c Config) spec() window.Spec {
+	w := c.Window
+	return window.Spec{Kind: window.Kind(w.Kind), Size: w.Size, Slide: w.Slide, Gap: w.Gap, Count: w.Count,
+		Watermark: w.Watermark, MaxOutOfOrder: w.MaxOutOfOrder, AllowedLateness: w.AllowedLateness,
+		IdleTimeout: w.IdleTimeout, EarlyEvery: w.EarlyEvery, EarlyInterval: w.EarlyInterval, Fields: c.Decode.Fields}
+}
+
+// Validate adds every wrong field, by path, to errs.
+func (c Config) Validate(path string, errs *config.Errors) {
+	if err := topics.ValidDevice(c.Name); err != nil { // same token rules as ids
+		errs.Add(path+".name", "must be letters, digits, '-' and '_'")
+	}
+	c.Source.Validate(path+".source", errs.Add)
+	if _, err := ingest.NewDecoder(c.Decode, c.Name); err != nil {
+		errs.Add(path+".decode", err.Error())
+	}
+	if err := c.spec().Validate(); err != nil {
+		errs.Add(path+".window", err.Error())
+	}
+	if len(c.Aggregations) == 0 {
+		errs.Add(path+".aggregations", "name at least one of "+fmt.Sprint(window.Aggs))
+	}
+	for i, a := range c.Aggregations {
+		if _, err := window.ParseAgg(a); err != nil {
+			errs.Add(fmt.Sprintf("%s.aggregations[%d]", path, i), err.Error())
+		}
+	}
+}
+
+// Appender is the outbox, as the pipeline uses it.
+type Appender interface {
+	Append(ctx context.Context, items []outbox.Item) ([]uint64, error)
+}
+
+// Stats count one pipeline's work.
+type Stats struct {
+	Events, Rejected, Windows, Late atomic.Int64
+	// WatermarkLag is how far the watermark trails processing time.
+	WatermarkLag atomic.Int64 // nanoseconds
+}
+
+// Pipeline is one running data path.
+type Pipeline struct {
+	cfg    Config
+	ob     Appender
+	log    *slog.Logger
+	dec    *ingest.Decoder
+	op     *window.Operator
+	aggs   []window.Agg
+	source func(context.Context, chan<- ingest.Line) error
+	items  []outbox.Item
+	rejLog rate.Sometimes
+	Stats  Stats
+}
+
+// New builds a pipeline from a validated config.
+func New(cfg Config, ob Appender, log *slog.Logger) (*Pipeline, error) {
+	dec, err := ingest.NewDecoder(cfg.Decode, cfg.Name)
+	if err != nil {
+		return nil, err
+	}
+	op, err := window.New(cfg.spec())
+	if err != nil {
+		return nil, err
+	}
+	p := &Pipeline{cfg: cfg, ob: ob, log: log.With("pipeline", cfg.Name), dec: dec, op: op,
+		rejLog: rate.Sometimes{First: 5, Interval: 10 * time.Second}}
+	for _, a := range cfg.Aggregations {
+		g, err := window.ParseAgg(a)
+		if err != nil {
+			return nil, err
+		}
+		p.aggs = append(p.aggs, g)
+	}
+	if p.source, err = ingest.Open(cfg.Source, log); err != nil {
+		return nil, err
+	}
+	return p, nil
+}
+
+// flushEvery bounds how long results wait before one fsync'd outbox commit.
+const (
+	flushEvery = 50 * time.Millisecond
+	flushItems = 1000
+)
+
+// Run processes until ctx ends or the source finishes.
+func (p *Pipeline) Run(ctx context.Context) error {
+	lines := make(chan ingest.Line, 4096)
+	srcDone := make(chan error, 1)
+	srcCtx, stopSrc := context.WithCancel(ctx)
+	defer stopSrc()
+	go func() { srcDone <- p.source(srcCtx, lines); close(lines) }()
+	tick := time.NewTicker(flushEvery)
+	defer tick.Stop()
+	var results []window.Result
+	for {
+		select {
+		case l, ok := <-lines:
+			if !ok {
+				err := <-srcDone
+				return p.finish(err)
+			}
+			results = p.handle(l, results[:0])
+			if len(p.items) >= flushItems {
+				if err := p.flush(ctx); err != nil {
+					return err
+				}
+			}
+		case now := <-tick.C:
+			results = p.op.Advance(now, results[:0])
+			p.addResults(results)
+			if wm := p.op.Watermark(); !wm.IsZero() {
+				p.Stats.WatermarkLag.Store(int64(now.Sub(wm)))
+			}
+			if err := p.flush(ctx); err != nil {
+				return err
+			}
+		case <-ctx.Done():
+			return p.finish(nil)
+		}
+	}
+}
+
+// finish writes what is pending; it runs when ctx may already be over.
+func (p *Pipeline) finish(srcErr error) error {
+	fctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	if err := p.flush(fctx); err != nil {
+		return err
+	}
+	return srcErr
+}
+
+func (p *Pipeline) handle(l ingest.Line, results []window.Result) []window.Result {
+	r, rej := p.dec.Decode(l.Data, l.Arrival)
+	if rej != nil {
+		p.Stats.Rejected.Add(1)
+		p.rejLog.Do(func() { p.log.Warn("input rejected", "reason", rej.Reason, "rejected_total", p.Stats.Rejected.Load()) })
+		p.add("dead", l.Arrival, map[string]any{"pipeline": p.cfg.Name, "reason": rej.Reason, "line": string(rej.Line)})
+		return results
+	}
+	p.Stats.Events.Add(1)
+	results, late := p.op.Process(window.Event{Key: r.Key, Time: r.Time, Values: r.Values, Watermark: r.Watermark}, l.Arrival, results)
+	if late {
+		p.Stats.Late.Add(1)
+		vals := map[string]float64{}
+		for i, f := range p.cfg.Decode.Fields {
+			vals[f] = r.Values[i]
+		}
+		p.add("late", r.Time, map[string]any{"pipeline": p.cfg.Name, "key": r.Key, "event_time": r.Time, "values": vals, "watermark": p.op.Watermark()})
+	}
+	p.addResults(results)
+	return results
+}
+
+// WindowRecord is the data of a `windows` record.
+type WindowRecord struct {
+	Pipeline string                        `json:"pipeline"`
+	Key      string                        `json:"key"`
+	Start    time.Time                     `json:"start"`
+	End      time.Time                     `json:"end"`
+	Firing   window.Firing                 `json:"firing"`
+	Revision int                           `json:"revision"`
+	Count    int64                         `json:"count"`
+	Fields   map[string]map[string]float64 `json:"fields"`
+}
+
+func (p *Pipeline) addResults(results []window.Result) {
+	for i := range results {
+		r := &results[i]
+		p.Stats.Windows.Add(1)
+		rec := WindowRecord{Pipeline: p.cfg.Name, Key: r.Key, Start: r.Start, End: r.End, Firing: r.Firing,
+			Revision: r.Revision, Count: r.Count, Fields: map[string]map[string]float64{}}
+		for fi, f := range p.cfg.Decode.Fields {
+			m := map[string]float64{}
+			for _, a := range p.aggs {
+				if v := r.Value(fi, a); !math.IsNaN(v) && !math.IsInf(v, 0) {
+					m[string(a)] = v
+				}
+			}
+			rec.Fields[f] = m
+		}
+		p.add("windows", r.End, rec)
+	}
+}
+
+func (p *Pipeline) add(stream string, at time.Time, v any) {
+	data, err := json.Marshal(v)
+	if err != nil {
+		p.log.Error("encode record", "stream", stream, "err", err)
+		return
+	}
+	p.items = append(p.items, outbox.Item{Stream: stream, EventTime: at, Data: data})
+}
+
+func (p *Pipeline) flush(ctx context.Context) error {
+	if len(p.items) == 0 {
+		return nil
+	}
+	if _, err := p.ob.Append(ctx, p.items); err != nil {
+		return fmt.Errorf("pipeline %s: %w", p.cfg.Name, err)
+	}
+	p.items = p.items[:0]
+	return nil
+}

@@ -1,0 +1,124 @@
+package pipeline
+
+import (
+	"context"
+	"encoding/json"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/outpost-edge/outpost/agent/ingest"
+	"github.com/outpost-edge/outpost/agent/outbox"
+	"github.com/outpost-edge/outpost/deploy/config"
+)
+
+// memOutbox records appends; the SQLite outbox has its own tests.
+type memOutbox struct {
+	mu    sync.Mutex
+	items []outbox.Item
+}
+
+func (m *memOutbox) Append(_ context.Context, items []outbox.Item) ([]uint64, error) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	m.items = append(m.items, items...)
+	return make([]uint64, len(items)), nil
+}
+
+func (m *memOutbox) byStream(s string) []map[string]any {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	var out []map[string]any
+	for _, it := range m.items {
+		if it.Stream == s {
+			var v map[string]any
+			_ = json.Unmarshal(it.Data, &v)
+			out = append(out, v)
+		}
+	}
+	return out
+}
+
+func fileConfig(path string) Config {
+	return Config{
+		Name:         "vib",
+		Source:       ingest.SourceConfig{Type: "file", File: ingest.FileConfig{Path: path, FromStart: true}},
+		Decode:       ingest.DecodeConfig{KeyField: "sensor", TimeField: "ts", Fields: []string{"v"}},
+		Window:       WindowConfig{Kind: "tumbling", Size: 10 * time.Second},
+		Aggregations: []string{"count", "mean", "max"},
+	}
+}
+
+// TestWindowsLateAndDeadReachTheOutbox runs a file through a tumbling
+// window: results, the late side output and rejected lines all become
+// outbox records of their streams.
+func TestWindowsLateAndDeadReachTheOutbox(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "in.jsonl")
+	lines := []string{
+		`{"sensor":"s1","ts":"2026-11-25T12:00:01Z","v":1}`,
+		`{"sensor":"s1","ts":"2026-11-25T12:00:05Z","v":3}`,
+		`{"sensor":"s1","ts":"2026-11-25T12:00:11Z","v":7}`, // closes [0,10)
+		`{"sensor":"s1","ts":"2026-11-25T12:00:02Z","v":9}`, // late
+		`garbage`,
+		`{"sensor":"s1","ts":"2026-11-25T12:00:12Z","v":"NaN"}`,
+	}
+	if err := os.WriteFile(path, []byte(strings.Join(lines, "\n")+"\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	ob := &memOutbox{}
+	p, err := New(fileConfig(path), ob, slog.New(slog.DiscardHandler))
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- p.Run(ctx) }()
+	deadline := time.Now().Add(10 * time.Second)
+	for len(ob.byStream("dead")) < 2 && time.Now().Before(deadline) {
+		time.Sleep(20 * time.Millisecond)
+	}
+	cancel()
+	if err := <-done; err != nil {
+		t.Fatal(err)
+	}
+	wins := ob.byStream("windows")
+	if len(wins) != 1 {
+		t.Fatalf("windows = %v", wins)
+	}
+	f := wins[0]["fields"].(map[string]any)["v"].(map[string]any)
+	if wins[0]["key"] != "s1" || wins[0]["firing"] != "final" || f["count"] != 2.0 || f["mean"] != 2.0 || f["max"] != 3.0 {
+		t.Fatalf("window = %v", wins[0])
+	}
+	if late := ob.byStream("late"); len(late) != 1 || late[0]["key"] != "s1" {
+		t.Fatalf("late = %v", late)
+	}
+	dead := ob.byStream("dead")
+	if len(dead) != 2 || dead[0]["reason"] != "not a JSON object" || !strings.Contains(dead[1]["reason"].(string), "NaN") {
+		t.Fatalf("dead = %v", dead)
+	}
+	if p.Stats.Events.Load() != 4 || p.Stats.Rejected.Load() != 2 || p.Stats.Late.Load() != 1 || p.Stats.Windows.Load() != 1 {
+		t.Fatalf("stats events=%d rejected=%d late=%d windows=%d", p.Stats.Events.Load(), p.Stats.Rejected.Load(), p.Stats.Late.Load(), p.Stats.Windows.Load())
+	}
+}
+
+func TestValidateNamesPaths(t *testing.T) {
+	c := fileConfig("")
+	c.Name = "bad name"
+	c.Window.Size = 0
+	c.Aggregations = []string{"mean", "median"}
+	var errs config.Errors
+	c.Validate("pipelines[2]", &errs)
+	want := []string{"pipelines[2].name", "pipelines[2].source.file.path", "pipelines[2].window", "pipelines[2].aggregations[1]"}
+	if len(errs) != len(want) {
+		t.Fatalf("errors = %v", errs)
+	}
+	for i, w := range want {
+		if errs[i].Path != w {
+			t.Errorf("error %d at %s, want %s", i, errs[i].Path, w)
+		}
+	}
+}
