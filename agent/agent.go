@@ -79,7 +79,7 @@ func Run(ctx context.Context, cfg *Config, log *slog.Logger) error {
 	go func() { sendDone <- sender.Run(ctx) }()
 	pipeDone := make(chan error, len(cfg.Pipelines))
 	for _, pc := range cfg.Pipelines {
-		p, err := pipeline.New(pc, ob, log)
+		p, err := pipeline.New(ctx, pc, ob, log)
 		if err != nil {
 			return err
 		}

@@ -20,6 +20,9 @@ import (
 type Line struct {
 	Data    []byte
 	Arrival time.Time
+	// Offset is the source position just after this line (file sources),
+	// stored with the pipeline's checkpoint to resume exactly there.
+	Offset int64
 }
 
 // SourceConfig selects and configures one source.
@@ -85,8 +88,9 @@ func (c SourceConfig) Validate(path string, bad func(path, reason string)) {
 	}
 }
 
-// Open builds the configured source.
-func Open(c SourceConfig, log *slog.Logger) (func(ctx context.Context, out chan<- Line) error, error) {
+// Open builds the configured source. resume is the Offset of the last line
+// already processed (0: none); sources without positions ignore it.
+func Open(c SourceConfig, resume int64, log *slog.Logger) (func(ctx context.Context, out chan<- Line) error, error) {
 	switch c.Type {
 	case "simulator":
 		sim, err := NewSimulator(c.Simulator)
@@ -97,7 +101,7 @@ func Open(c SourceConfig, log *slog.Logger) (func(ctx context.Context, out chan<
 	case "stdin":
 		return func(ctx context.Context, out chan<- Line) error { return readLines(ctx, os.Stdin, out) }, nil
 	case "file":
-		return func(ctx context.Context, out chan<- Line) error { return tail(ctx, c.File, out) }, nil
+		return func(ctx context.Context, out chan<- Line) error { return tail(ctx, c.File, resume, out) }, nil
 	case "http":
 		return func(ctx context.Context, out chan<- Line) error { return serveHTTP(ctx, c.HTTP, out) }, nil
 	case "mqtt":
@@ -107,8 +111,12 @@ func Open(c SourceConfig, log *slog.Logger) (func(ctx context.Context, out chan<
 }
 
 func send(ctx context.Context, out chan<- Line, data []byte) bool {
+	return sendAt(ctx, out, data, 0)
+}
+
+func sendAt(ctx context.Context, out chan<- Line, data []byte, offset int64) bool {
 	select {
-	case out <- Line{Data: data, Arrival: time.Now()}:
+	case out <- Line{Data: data, Arrival: time.Now(), Offset: offset}:
 		return true
 	case <-ctx.Done():
 		return false
@@ -131,8 +139,9 @@ func readLines(ctx context.Context, r io.Reader, out chan<- Line) error {
 }
 
 // tail follows a file like `tail -F`: new lines as they are written, and
-// from the start again when the file is truncated or replaced.
-func tail(ctx context.Context, c FileConfig, out chan<- Line) error {
+// from the start again when the file is truncated or replaced. With resume
+// > 0 it continues right after that offset, if the file still reaches it.
+func tail(ctx context.Context, c FileConfig, resume int64, out chan<- Line) error {
 	var f *os.File
 	var rd *bufio.Reader
 	var offset int64
@@ -153,8 +162,14 @@ func tail(ctx context.Context, c FileConfig, out chan<- Line) error {
 		rd = bufio.NewReaderSize(f, 64<<10)
 		return nil
 	}
-	if err := open(c.FromStart); err != nil {
+	if err := open(c.FromStart || resume > 0); err != nil {
 		return fmt.Errorf("ingest: tail %s: %w", c.Path, err)
+	}
+	if st, err := f.Stat(); err == nil && resume > 0 && resume <= st.Size() {
+		if offset, err = f.Seek(resume, io.SeekStart); err != nil {
+			return fmt.Errorf("ingest: tail %s: %w", c.Path, err)
+		}
+		rd.Reset(f)
 	}
 	defer func() { f.Close() }()
 	var partial []byte
@@ -168,7 +183,7 @@ func tail(ctx context.Context, c FileConfig, out chan<- Line) error {
 			if len(line) > maxLine {
 				line = line[:maxLine] // the decoder rejects it; memory stays bounded
 			}
-			if !send(ctx, out, line) {
+			if !sendAt(ctx, out, line, offset) {
 				return nil
 			}
 			continue

@@ -31,7 +31,12 @@ func collect(t *testing.T, out <-chan Line, n int) []string {
 
 func start(t *testing.T, c SourceConfig) chan Line {
 	t.Helper()
-	run, err := Open(c, slog.New(slog.DiscardHandler))
+	return startAt(t, c, 0)
+}
+
+func startAt(t *testing.T, c SourceConfig, resume int64) chan Line {
+	t.Helper()
+	run, err := Open(c, resume, slog.New(slog.DiscardHandler))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -138,5 +143,24 @@ func TestSourceValidation(t *testing.T) {
 		} else if !strings.HasPrefix(paths[0], "pipelines[0].source.") {
 			t.Errorf("error without path: %v", paths[0])
 		}
+	}
+}
+
+func TestTailResumesAfterOffset(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "s.log")
+	if err := os.WriteFile(path, []byte("one\ntwo\nthree\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	out := start(t, SourceConfig{Type: "file", File: FileConfig{Path: path, FromStart: true}})
+	var offsets []int64
+	for i := 0; i < 3; i++ {
+		offsets = append(offsets, (<-out).Offset)
+	}
+	if offsets[0] != 4 || offsets[2] != 14 {
+		t.Fatalf("offsets = %v", offsets)
+	}
+	resumed := startAt(t, SourceConfig{Type: "file", File: FileConfig{Path: path}}, offsets[0])
+	if got := collect(t, resumed, 2); got[0] != "two" || got[1] != "three" {
+		t.Fatalf("resumed with %q", got)
 	}
 }

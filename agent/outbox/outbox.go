@@ -8,6 +8,7 @@ import (
 	"context"
 	"database/sql"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"slices"
 	"time"
@@ -43,6 +44,10 @@ CREATE INDEX IF NOT EXISTS outbox_stream_seq ON outbox(stream, seq);
 CREATE TABLE IF NOT EXISTS outbox_acked (
 	stream TEXT PRIMARY KEY,
 	seq    INTEGER NOT NULL
+);
+CREATE TABLE IF NOT EXISTS checkpoints (
+	name  TEXT PRIMARY KEY,
+	state BLOB NOT NULL
 );`
 
 // New migrates the schema on db.
@@ -57,6 +62,14 @@ func New(ctx context.Context, db *sql.DB) (*Outbox, error) {
 // returns nil the records survive a crash (and, with synchronous=FULL, a
 // power loss).
 func (o *Outbox) Append(ctx context.Context, items []Item) ([]uint64, error) {
+	return o.AppendCheckpoint(ctx, items, "", nil)
+}
+
+// AppendCheckpoint stores items and, in the same transaction, the named
+// checkpoint (a pipeline's source position and window state). After a
+// crash the pipeline resumes exactly where its last stored records end:
+// nothing is lost, and no result is produced twice.
+func (o *Outbox) AppendCheckpoint(ctx context.Context, items []Item, name string, state []byte) ([]uint64, error) {
 	tx, err := o.db.BeginTx(ctx, nil)
 	if err != nil {
 		return nil, fmt.Errorf("outbox: append: %w", err)
@@ -77,6 +90,12 @@ func (o *Outbox) Append(ctx context.Context, items []Item) ([]uint64, error) {
 		}
 		if err := stmt.QueryRowContext(ctx, it.Stream, it.EventTime.UnixNano(), []byte(it.Data)).Scan(&seqs[i]); err != nil {
 			return nil, fmt.Errorf("outbox: append: %w", err)
+		}
+	}
+	if name != "" {
+		if _, err := tx.ExecContext(ctx, `INSERT INTO checkpoints(name, state) VALUES(?, ?)
+			ON CONFLICT(name) DO UPDATE SET state = excluded.state`, name, state); err != nil {
+			return nil, fmt.Errorf("outbox: checkpoint %s: %w", name, err)
 		}
 	}
 	if err := tx.Commit(); err != nil {
@@ -181,4 +200,17 @@ func (o *Outbox) Depth(ctx context.Context) (records, bytes int64, err error) {
 		return 0, 0, fmt.Errorf("outbox: depth: %w", err)
 	}
 	return records, bytes, nil
+}
+
+// Checkpoint returns the named checkpoint, or nil if there is none.
+func (o *Outbox) Checkpoint(ctx context.Context, name string) ([]byte, error) {
+	var state []byte
+	err := o.db.QueryRowContext(ctx, `SELECT state FROM checkpoints WHERE name = ?`, name).Scan(&state)
+	if errors.Is(err, sql.ErrNoRows) {
+		return nil, nil
+	}
+	if err != nil {
+		return nil, fmt.Errorf("outbox: checkpoint %s: %w", name, err)
+	}
+	return state, nil
 }

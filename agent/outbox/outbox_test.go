@@ -136,3 +136,26 @@ func BenchmarkAppend(b *testing.B) {
 	}
 	b.ReportMetric(float64(b.N*len(batch))/b.Elapsed().Seconds(), "records/s")
 }
+
+func TestCheckpointCommitsWithItems(t *testing.T) {
+	ctx := context.Background()
+	o, closeDB := open(t, filepath.Join(t.TempDir(), "a.db"))
+	defer closeDB()
+	if st, err := o.Checkpoint(ctx, "p"); err != nil || st != nil {
+		t.Fatalf("empty checkpoint = %q, %v", st, err)
+	}
+	if _, err := o.AppendCheckpoint(ctx, items("windows", 1), "p", []byte("one")); err != nil {
+		t.Fatal(err)
+	}
+	// A failing batch must not move the checkpoint either.
+	bad := append(items("windows", 1), Item{Stream: "nope", Data: json.RawMessage("1")})
+	if _, err := o.AppendCheckpoint(ctx, bad, "p", []byte("two")); err == nil {
+		t.Fatal("bad batch accepted")
+	}
+	if st, _ := o.Checkpoint(ctx, "p"); string(st) != "one" {
+		t.Fatalf("checkpoint = %q, want one", st)
+	}
+	if n, _, _ := o.Depth(ctx); n != 1 {
+		t.Fatalf("depth = %d", n)
+	}
+}

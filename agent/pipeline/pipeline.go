@@ -75,9 +75,17 @@ func (c Config) Validate(path string, errs *config.Errors) {
 	}
 }
 
-// Appender is the outbox, as the pipeline uses it.
-type Appender interface {
-	Append(ctx context.Context, items []outbox.Item) ([]uint64, error)
+// Store is the outbox, as the pipeline uses it: records and the pipeline's
+// checkpoint are committed together.
+type Store interface {
+	AppendCheckpoint(ctx context.Context, items []outbox.Item, name string, state []byte) ([]uint64, error)
+	Checkpoint(ctx context.Context, name string) ([]byte, error)
+}
+
+// checkpoint is what a pipeline stores with each batch of records.
+type checkpoint struct {
+	Offset int64  `json:"offset"` // source position after the last processed line
+	Window []byte `json:"window"` // window operator snapshot
 }
 
 // Stats count one pipeline's work.
@@ -90,19 +98,22 @@ type Stats struct {
 // Pipeline is one running data path.
 type Pipeline struct {
 	cfg    Config
-	ob     Appender
+	ob     Store
 	log    *slog.Logger
 	dec    *ingest.Decoder
 	op     *window.Operator
 	aggs   []window.Agg
 	source func(context.Context, chan<- ingest.Line) error
 	items  []outbox.Item
+	offset int64 // source position of the last processed line
+	saved  int64 // offset in the last stored checkpoint
 	rejLog rate.Sometimes
 	Stats  Stats
 }
 
-// New builds a pipeline from a validated config.
-func New(cfg Config, ob Appender, log *slog.Logger) (*Pipeline, error) {
+// New builds a pipeline from a validated config and resumes from its
+// checkpoint, if it has one.
+func New(ctx context.Context, cfg Config, ob Store, log *slog.Logger) (*Pipeline, error) {
 	dec, err := ingest.NewDecoder(cfg.Decode, cfg.Name)
 	if err != nil {
 		return nil, err
@@ -120,10 +131,36 @@ func New(cfg Config, ob Appender, log *slog.Logger) (*Pipeline, error) {
 		}
 		p.aggs = append(p.aggs, g)
 	}
-	if p.source, err = ingest.Open(cfg.Source, log); err != nil {
+	if err := p.resume(ctx); err != nil {
+		return nil, err
+	}
+	if p.source, err = ingest.Open(cfg.Source, p.offset, log); err != nil {
 		return nil, err
 	}
 	return p, nil
+}
+
+func (p *Pipeline) checkpointName() string { return "pipeline/" + p.cfg.Name }
+
+// resume restores window state and the source position. A checkpoint from
+// another window configuration cannot be continued: the pipeline then
+// starts its windows afresh and says so.
+func (p *Pipeline) resume(ctx context.Context) error {
+	data, err := p.ob.Checkpoint(ctx, p.checkpointName())
+	if err != nil || data == nil {
+		return err
+	}
+	var cp checkpoint
+	if err := json.Unmarshal(data, &cp); err != nil {
+		p.log.Warn("ignoring unreadable checkpoint", "err", err)
+		return nil
+	}
+	if err := p.op.Restore(cp.Window); err != nil {
+		p.log.Warn("window configuration changed; open windows start afresh", "err", err)
+	}
+	p.offset, p.saved = cp.Offset, cp.Offset
+	p.log.Info("resumed from checkpoint", "offset", cp.Offset, "open_windows", p.op.OpenWindows())
+	return nil
 }
 
 // flushEvery bounds how long results wait before one fsync'd outbox commit.
@@ -181,6 +218,9 @@ func (p *Pipeline) finish(srcErr error) error {
 }
 
 func (p *Pipeline) handle(l ingest.Line, results []window.Result) []window.Result {
+	if l.Offset > 0 {
+		p.offset = l.Offset
+	}
 	r, rej := p.dec.Decode(l.Data, l.Arrival)
 	if rej != nil {
 		p.Stats.Rejected.Add(1)
@@ -242,13 +282,20 @@ func (p *Pipeline) add(stream string, at time.Time, v any) {
 	p.items = append(p.items, outbox.Item{Stream: stream, EventTime: at, Data: data})
 }
 
+// flush commits pending records together with the checkpoint that
+// produced them.
 func (p *Pipeline) flush(ctx context.Context) error {
-	if len(p.items) == 0 {
+	if len(p.items) == 0 && p.offset == p.saved {
 		return nil
 	}
-	if _, err := p.ob.Append(ctx, p.items); err != nil {
+	snap, err := p.op.Snapshot()
+	if err != nil {
+		return err
+	}
+	state, _ := json.Marshal(checkpoint{Offset: p.offset, Window: snap}) // bytes and an int
+	if _, err := p.ob.AppendCheckpoint(ctx, p.items, p.checkpointName(), state); err != nil {
 		return fmt.Errorf("pipeline %s: %w", p.cfg.Name, err)
 	}
-	p.items = p.items[:0]
+	p.items, p.saved = p.items[:0], p.offset
 	return nil
 }

@@ -3,6 +3,7 @@ package pipeline
 import (
 	"context"
 	"encoding/json"
+	"fmt"
 	"log/slog"
 	"os"
 	"path/filepath"
@@ -20,13 +21,24 @@ import (
 type memOutbox struct {
 	mu    sync.Mutex
 	items []outbox.Item
+	cp    map[string][]byte
 }
 
-func (m *memOutbox) Append(_ context.Context, items []outbox.Item) ([]uint64, error) {
+func (m *memOutbox) AppendCheckpoint(_ context.Context, items []outbox.Item, name string, state []byte) ([]uint64, error) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	m.items = append(m.items, items...)
+	if m.cp == nil {
+		m.cp = map[string][]byte{}
+	}
+	m.cp[name] = state
 	return make([]uint64, len(items)), nil
+}
+
+func (m *memOutbox) Checkpoint(_ context.Context, name string) ([]byte, error) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	return m.cp[name], nil
 }
 
 func (m *memOutbox) byStream(s string) []map[string]any {
@@ -70,7 +82,7 @@ func TestWindowsLateAndDeadReachTheOutbox(t *testing.T) {
 		t.Fatal(err)
 	}
 	ob := &memOutbox{}
-	p, err := New(fileConfig(path), ob, slog.New(slog.DiscardHandler))
+	p, err := New(context.Background(), fileConfig(path), ob, slog.New(slog.DiscardHandler))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -120,5 +132,58 @@ func TestValidateNamesPaths(t *testing.T) {
 		if errs[i].Path != w {
 			t.Errorf("error %d at %s, want %s", i, errs[i].Path, w)
 		}
+	}
+}
+
+// TestResumeFromCheckpoint stops a pipeline mid-file and starts another on
+// the same store: together they emit each window once, with all events.
+func TestResumeFromCheckpoint(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "in.jsonl")
+	var lines []string
+	for i := 0; i < 100; i++ {
+		lines = append(lines, fmt.Sprintf(`{"sensor":"s%d","ts":"2026-11-25T12:00:%02dZ","v":1}`, i%2, i/2))
+	}
+	write := func(ls []string) {
+		f, _ := os.OpenFile(path, os.O_CREATE|os.O_APPEND|os.O_WRONLY, 0o644)
+		f.WriteString(strings.Join(ls, "\n") + "\n")
+		f.Close()
+	}
+	write(lines[:50])
+	ob := &memOutbox{}
+	runUntil := func(wantWindows int) {
+		p, err := New(context.Background(), fileConfig(path), ob, slog.New(slog.DiscardHandler))
+		if err != nil {
+			t.Fatal(err)
+		}
+		ctx, cancel := context.WithCancel(context.Background())
+		done := make(chan error, 1)
+		go func() { done <- p.Run(ctx) }()
+		deadline := time.Now().Add(10 * time.Second)
+		for len(ob.byStream("windows")) < wantWindows && time.Now().Before(deadline) {
+			time.Sleep(20 * time.Millisecond)
+		}
+		time.Sleep(150 * time.Millisecond) // let the last checkpoint land
+		cancel()
+		if err := <-done; err != nil {
+			t.Fatal(err)
+		}
+	}
+	runUntil(4) // seconds 0..24: windows [0,10) and [10,20) for 2 keys
+	write(lines[50:])
+	runUntil(8) // seconds 25..49 close [20,30) and [30,40)
+	wins := ob.byStream("windows")
+	seen := map[string]bool{}
+	for _, w := range wins {
+		id := fmt.Sprint(w["key"], w["start"])
+		if seen[id] {
+			t.Fatalf("window %s emitted twice", id)
+		}
+		seen[id] = true
+		if c := w["fields"].(map[string]any)["v"].(map[string]any)["count"]; c != 10.0 {
+			t.Fatalf("window %s counted %v events, want 10", id, c)
+		}
+	}
+	if len(wins) != 8 {
+		t.Fatalf("%d windows, want 8", len(wins))
 	}
 }
