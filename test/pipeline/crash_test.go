@@ -153,7 +153,7 @@ pipelines:
 	cancel()
 	var dups []string
 	for id, n := range seen {
-		if n > 1 {
+		if n > 1 && len(dups) < 10 {
 			dups = append(dups, id)
 		}
 	}
