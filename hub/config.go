@@ -2,8 +2,8 @@ package hub
 
 import (
 	"fmt"
-	"os"
 	"net"
+	"os"
 	"strconv"
 	"time"
 

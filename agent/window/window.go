@@ -453,7 +453,8 @@ type timer struct {
 
 type timerHeap []timer
 
-func (h timerHeap) Len() int           { return len(h) }
+func (h timerHeap) Len() int { return len(h) }
+
 // Less orders by time, then key and start, so results that fire together
 // come out in the same order however the timers were pushed (a restored
 // operator must repeat an uninterrupted one exactly).
@@ -466,8 +467,8 @@ func (h timerHeap) Less(i, j int) bool {
 	}
 	return h[i].start < h[j].start
 }
-func (h timerHeap) Swap(i, j int)      { h[i], h[j] = h[j], h[i] }
-func (h *timerHeap) Push(x any)        { *h = append(*h, x.(timer)) }
+func (h timerHeap) Swap(i, j int) { h[i], h[j] = h[j], h[i] }
+func (h *timerHeap) Push(x any)   { *h = append(*h, x.(timer)) }
 func (h *timerHeap) Pop() any {
 	old := *h
 	t := old[len(old)-1]
