@@ -35,7 +35,7 @@ func Run(ctx context.Context, cfg *Config, log *slog.Logger) error {
 	if err != nil {
 		return err
 	}
-	ob, err := outbox.New(ctx, db.DB())
+	ob, err := outbox.New(ctx, db.DB(), cfg.Storage.OutboxMaxBytes)
 	if err != nil {
 		return err
 	}
@@ -78,15 +78,24 @@ func Run(ctx context.Context, cfg *Config, log *slog.Logger) error {
 	sendDone := make(chan error, 1)
 	go func() { sendDone <- sender.Run(ctx) }()
 	pipeDone := make(chan error, len(cfg.Pipelines))
+	obs := &observed{ob: ob, up: up}
 	for _, pc := range cfg.Pipelines {
 		p, err := pipeline.New(ctx, pc, ob, log)
 		if err != nil {
 			return err
 		}
+		obs.pipelines, obs.names = append(obs.pipelines, p), append(obs.names, pc.Name)
 		log.Info("pipeline starting", "pipeline", pc.Name, "source", pc.Source.Type, "window", pc.Window.Kind)
 		go func() { pipeDone <- p.Run(ctx) }()
 	}
 	log.Info("agent starting", "boot", boot, "hub", cfg.Hub.URL)
+	if cfg.Metrics.Listen != "" {
+		go func() {
+			if err := obs.serve(ctx, cfg.Metrics.Listen, log); err != nil {
+				log.Error("metrics endpoint", "err", err)
+			}
+		}()
+	}
 	// Connect keeps retrying in the background; the agent works offline.
 	go func() {
 		if err := up.Connect(ctx); err != nil && ctx.Err() == nil {

@@ -2,6 +2,7 @@ package agent
 
 import (
 	"fmt"
+	"net"
 	"net/url"
 	"os"
 	"time"
@@ -22,6 +23,7 @@ type Config struct {
 	Hub       uplink.Config     `yaml:"hub"`
 	Uplink    uplink.SendConfig `yaml:"uplink"`
 	Report    ReportConfig      `yaml:"report"`
+	Metrics   MetricsConfig     `yaml:"metrics"`
 	Pipelines []pipeline.Config `yaml:"pipelines"`
 	Log       daemon.LogConfig  `yaml:"log"`
 }
@@ -36,6 +38,9 @@ type StorageConfig struct {
 	// Synchronous "full" survives power loss; "normal" may lose the last
 	// transactions on power loss in exchange for fewer fsyncs.
 	Synchronous string `yaml:"synchronous" usage:"SQLite synchronous mode: full (no loss on power failure) or normal (faster)"`
+	// OutboxMaxBytes bounds the data the outbox holds while the hub is
+	// unreachable; past it the oldest records are evicted, telemetry first.
+	OutboxMaxBytes int64 `yaml:"outbox_max_bytes" usage:"bytes of record data the outbox may hold before evicting the oldest, telemetry first and events last (0: unbounded)"`
 }
 
 // ReportConfig controls reported state.
@@ -48,15 +53,16 @@ func Defaults() *Config {
 	return &Config{
 		Device:  DeviceConfig{ID: "demo-device-1"},
 		DataDir: "./data/agent",
-		Storage: StorageConfig{Synchronous: store.SyncFull},
+		Storage: StorageConfig{Synchronous: store.SyncFull, OutboxMaxBytes: 256 << 20},
 		Hub: uplink.Config{
 			URL:            "tcp://127.0.0.1:1883",
 			KeepAlive:      30 * time.Second,
 			ConnectTimeout: 10 * time.Second,
 		},
-		Uplink: uplink.SendConfig{BatchRecords: 500, MaxInflight: 5000, AckTimeout: 10 * time.Second},
-		Report: ReportConfig{Interval: 30 * time.Second},
-		Log:    daemon.DefaultLog(),
+		Uplink:  uplink.SendConfig{BatchRecords: 500, MaxInflight: 5000, AckTimeout: 10 * time.Second},
+		Report:  ReportConfig{Interval: 30 * time.Second},
+		Metrics: MetricsConfig{Listen: "127.0.0.1:9464"},
+		Log:     daemon.DefaultLog(),
 	}
 }
 
@@ -74,6 +80,9 @@ func (c *Config) Validate() error {
 	}
 	if c.Storage.Synchronous != store.SyncFull && c.Storage.Synchronous != store.SyncNormal {
 		errs.Add("storage.synchronous", fmt.Sprintf("must be full or normal, got %q", c.Storage.Synchronous))
+	}
+	if c.Storage.OutboxMaxBytes < 0 || (c.Storage.OutboxMaxBytes > 0 && c.Storage.OutboxMaxBytes < 64<<10) {
+		errs.Add("storage.outbox_max_bytes", fmt.Sprintf("must be 0 (unbounded) or at least 65536, got %d", c.Storage.OutboxMaxBytes))
 	}
 	if u, err := url.Parse(c.Hub.URL); err != nil || u.Host == "" {
 		errs.Add("hub.url", fmt.Sprintf("must be a URL like tcp://host:1883, got %q", c.Hub.URL))
@@ -107,6 +116,11 @@ func (c *Config) Validate() error {
 	}
 	if c.Report.Interval < time.Second {
 		errs.Add("report.interval", fmt.Sprintf("must be at least 1s, got %s", c.Report.Interval))
+	}
+	if c.Metrics.Listen != "" {
+		if _, _, err := net.SplitHostPort(c.Metrics.Listen); err != nil {
+			errs.Add("metrics.listen", fmt.Sprintf("must be host:port or empty, got %q", c.Metrics.Listen))
+		}
 	}
 	names := map[string]bool{}
 	for i, p := range c.Pipelines {

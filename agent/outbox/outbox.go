@@ -11,6 +11,8 @@ import (
 	"errors"
 	"fmt"
 	"slices"
+	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/outpost-edge/outpost/sync/envelope"
@@ -28,7 +30,20 @@ type Item struct {
 type Outbox struct {
 	db     *sql.DB
 	notify chan struct{}
+	budget int64 // bytes of record data the outbox may hold; 0: unbounded
+	mu     sync.Mutex
+	bytes  int64 // record data held now, kept in step with every commit
+	Stats  Stats
 }
+
+// Stats count what the byte budget evicted.
+type Stats struct {
+	EvictedRecords, EvictedBytes atomic.Int64
+}
+
+// EvictionOrder is the order in which streams lose their oldest records
+// when the outbox is over its byte budget: telemetry first, events last.
+var EvictionOrder = []string{"telemetry", "dead", "late", "drift", "windows", "inferences", "labels", "events"}
 
 // AUTOINCREMENT makes seq strictly rising and never reused, even after the
 // newest rows were acked and deleted: that is the per-device seq the whole
@@ -50,12 +65,20 @@ CREATE TABLE IF NOT EXISTS checkpoints (
 	state BLOB NOT NULL
 );`
 
-// New migrates the schema on db.
-func New(ctx context.Context, db *sql.DB) (*Outbox, error) {
+// New migrates the schema on db. budget bounds the bytes of record data
+// held (0: unbounded); past it, whole oldest records are evicted in
+// EvictionOrder, counted, and reported by an `events` record.
+func New(ctx context.Context, db *sql.DB, budget int64) (*Outbox, error) {
 	if _, err := db.ExecContext(ctx, schema); err != nil {
 		return nil, fmt.Errorf("outbox: migrate: %w", err)
 	}
-	return &Outbox{db: db, notify: make(chan struct{}, 1)}, nil
+	o := &Outbox{db: db, notify: make(chan struct{}, 1), budget: budget}
+	if _, b, err := o.Depth(ctx); err != nil {
+		return nil, err
+	} else {
+		o.bytes = b
+	}
+	return o, nil
 }
 
 // Append stores items in one transaction and returns their seqs. When it
@@ -70,6 +93,8 @@ func (o *Outbox) Append(ctx context.Context, items []Item) ([]uint64, error) {
 // crash the pipeline resumes exactly where its last stored records end:
 // nothing is lost, and no result is produced twice.
 func (o *Outbox) AppendCheckpoint(ctx context.Context, items []Item, name string, state []byte) ([]uint64, error) {
+	o.mu.Lock() // one writer at a time keeps o.bytes exact
+	defer o.mu.Unlock()
 	tx, err := o.db.BeginTx(ctx, nil)
 	if err != nil {
 		return nil, fmt.Errorf("outbox: append: %w", err)
@@ -81,6 +106,7 @@ func (o *Outbox) AppendCheckpoint(ctx context.Context, items []Item, name string
 	}
 	defer stmt.Close()
 	seqs := make([]uint64, len(items))
+	added := int64(0)
 	for i, it := range items {
 		if !slices.Contains(topics.Streams, it.Stream) {
 			return nil, fmt.Errorf("outbox: %w: item %d has unknown stream %q", ErrInvalid, i, it.Stream)
@@ -91,6 +117,11 @@ func (o *Outbox) AppendCheckpoint(ctx context.Context, items []Item, name string
 		if err := stmt.QueryRowContext(ctx, it.Stream, it.EventTime.UnixNano(), []byte(it.Data)).Scan(&seqs[i]); err != nil {
 			return nil, fmt.Errorf("outbox: append: %w", err)
 		}
+		added += int64(len(it.Data))
+	}
+	evicted, evictedBytes, eventBytes, err := o.evict(ctx, tx, o.bytes+added)
+	if err != nil {
+		return nil, err
 	}
 	if name != "" {
 		if _, err := tx.ExecContext(ctx, `INSERT INTO checkpoints(name, state) VALUES(?, ?)
@@ -101,11 +132,58 @@ func (o *Outbox) AppendCheckpoint(ctx context.Context, items []Item, name string
 	if err := tx.Commit(); err != nil {
 		return nil, fmt.Errorf("outbox: append commit: %w", err)
 	}
+	o.bytes += added + eventBytes - evictedBytes
+	o.Stats.EvictedRecords.Add(evicted)
+	o.Stats.EvictedBytes.Add(evictedBytes)
 	select {
 	case o.notify <- struct{}{}:
 	default:
 	}
 	return seqs, nil
+}
+
+// evict deletes the oldest records of the lowest-priority streams until the
+// data fits the budget, and records what it did as an `events` record in
+// the same transaction. held is the data size including this batch.
+func (o *Outbox) evict(ctx context.Context, tx *sql.Tx, held int64) (records, bytes, eventBytes int64, err error) {
+	if o.budget <= 0 || held <= o.budget {
+		return 0, 0, 0, nil
+	}
+	// Room for the eviction event itself, so the budget holds after it.
+	const eventReserve = 512
+	perStream := map[string][2]int64{}
+	for _, stream := range EvictionOrder {
+		for held-bytes+eventReserve > o.budget {
+			var seq, size int64
+			err := tx.QueryRowContext(ctx, `SELECT seq, length(data) FROM outbox WHERE stream = ? ORDER BY seq LIMIT 1`, stream).Scan(&seq, &size)
+			if errors.Is(err, sql.ErrNoRows) {
+				break
+			}
+			if err != nil {
+				return 0, 0, 0, fmt.Errorf("outbox: evict: %w", err)
+			}
+			if _, err := tx.ExecContext(ctx, `DELETE FROM outbox WHERE seq = ?`, seq); err != nil {
+				return 0, 0, 0, fmt.Errorf("outbox: evict: %w", err)
+			}
+			records++
+			bytes += size
+			c := perStream[stream]
+			perStream[stream] = [2]int64{c[0] + 1, c[1] + size}
+		}
+	}
+	if records == 0 {
+		return 0, 0, 0, nil
+	}
+	detail := map[string]any{}
+	for s, c := range perStream {
+		detail[s] = map[string]int64{"records": c[0], "bytes": c[1]}
+	}
+	data, _ := json.Marshal(map[string]any{"kind": "outbox_eviction", "budget_bytes": o.budget, "evicted_records": records,
+		"evicted_bytes": bytes, "streams": detail})
+	if _, err := tx.ExecContext(ctx, `INSERT INTO outbox(stream, event_time, data) VALUES('events', ?, ?)`, time.Now().UnixNano(), data); err != nil {
+		return 0, 0, 0, fmt.Errorf("outbox: eviction event: %w", err)
+	}
+	return records, bytes, int64(len(data)), nil
 }
 
 // Notify fires (coalesced) after every Append.
@@ -156,11 +234,19 @@ func (o *Outbox) Streams(ctx context.Context) ([]string, error) {
 // Ack deletes stream's records up to seq and remembers seq as the floor.
 // Acks are cumulative and may repeat; a lower one changes nothing.
 func (o *Outbox) Ack(ctx context.Context, stream string, seq uint64) error {
+	// Lock before taking the (single) connection, in the same order as
+	// AppendCheckpoint, or the two deadlock.
+	o.mu.Lock()
+	defer o.mu.Unlock()
 	tx, err := o.db.BeginTx(ctx, nil)
 	if err != nil {
 		return fmt.Errorf("outbox: ack: %w", err)
 	}
 	defer tx.Rollback()
+	var freed int64
+	if err := tx.QueryRowContext(ctx, `SELECT coalesce(sum(length(data)), 0) FROM outbox WHERE stream = ? AND seq <= ?`, stream, seq).Scan(&freed); err != nil {
+		return fmt.Errorf("outbox: ack: %w", err)
+	}
 	if _, err := tx.ExecContext(ctx, `DELETE FROM outbox WHERE stream = ? AND seq <= ?`, stream, seq); err != nil {
 		return fmt.Errorf("outbox: ack: %w", err)
 	}
@@ -171,6 +257,7 @@ func (o *Outbox) Ack(ctx context.Context, stream string, seq uint64) error {
 	if err := tx.Commit(); err != nil {
 		return fmt.Errorf("outbox: ack commit: %w", err)
 	}
+	o.bytes -= freed
 	return nil
 }
 

@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"path/filepath"
+	"strings"
 	"testing"
 	"time"
 
@@ -17,7 +18,7 @@ func open(t *testing.T, path string) (*Outbox, func()) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	o, err := New(context.Background(), s.DB())
+	o, err := New(context.Background(), s.DB(), 0)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -126,7 +127,7 @@ func BenchmarkAppend(b *testing.B) {
 		b.Fatal(err)
 	}
 	defer s.Close()
-	o, _ := New(ctx, s.DB())
+	o, _ := New(ctx, s.DB(), 0)
 	batch := items("windows", 100)
 	b.ResetTimer()
 	for i := 0; i < b.N; i++ {
@@ -157,5 +158,53 @@ func TestCheckpointCommitsWithItems(t *testing.T) {
 	}
 	if n, _, _ := o.Depth(ctx); n != 1 {
 		t.Fatalf("depth = %d", n)
+	}
+}
+
+func TestBudgetEvictsTelemetryFirstAndReportsIt(t *testing.T) {
+	ctx := context.Background()
+	s, err := store.Open(ctx, filepath.Join(t.TempDir(), "a.db"), store.SyncFull)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	big := json.RawMessage(`"` + strings.Repeat("x", 998) + `"`) // 1000 bytes
+	mk := func(stream string, n int) []Item {
+		out := make([]Item, n)
+		for i := range out {
+			out[i] = Item{Stream: stream, EventTime: time.Unix(int64(i), 0), Data: big}
+		}
+		return out
+	}
+	o, err := New(ctx, s.DB(), 10_000)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := o.Append(ctx, append(append(mk("events", 2), mk("windows", 3)...), mk("telemetry", 5)...)); err != nil {
+		t.Fatal(err)
+	}
+	// 10 kB held: at the budget. Two more windows force evictions.
+	if _, err := o.Append(ctx, mk("windows", 2)); err != nil {
+		t.Fatal(err)
+	}
+	count := func(stream string) int {
+		recs, _ := o.Pending(ctx, stream, 0, 1000)
+		return len(recs)
+	}
+	if count("telemetry") != 2 || count("windows") != 5 {
+		t.Fatalf("after eviction: telemetry %d, windows %d; want the 3 oldest telemetry gone", count("telemetry"), count("windows"))
+	}
+	events, _ := o.Pending(ctx, "events", 0, 10)
+	if len(events) != 3 || !strings.Contains(string(events[2].Data), `"outbox_eviction"`) || !strings.Contains(string(events[2].Data), `"telemetry":{"bytes":3000,"records":3}`) {
+		t.Fatalf("eviction event missing: %d events, last %s", len(events), events[len(events)-1].Data)
+	}
+	if o.Stats.EvictedRecords.Load() != 3 || o.Stats.EvictedBytes.Load() != 3000 {
+		t.Fatalf("stats = %d records %d bytes", o.Stats.EvictedRecords.Load(), o.Stats.EvictedBytes.Load())
+	}
+	// Accounting survives a reopen.
+	o2, _ := New(ctx, s.DB(), 10_000)
+	_, b1, _ := o.Depth(ctx)
+	if o2.bytes != b1 || o.bytes != b1 {
+		t.Fatalf("bytes tracked %d / reopened %d / actual %d", o.bytes, o2.bytes, b1)
 	}
 }

@@ -138,7 +138,7 @@ func TestHubAndAgent(t *testing.T) {
 	if err != nil {
 		t.Fatalf("outpostctl device add: %v", err)
 	}
-	agent, agentLog := startEnv(t, envLines(string(envFile)), agentBin, "--data_dir", t.TempDir(),
+	agent, agentLog := startEnv(t, envLines(string(envFile)), agentBin, "--data_dir", t.TempDir(), "--metrics.listen", "",
 		"--hub.url", fmt.Sprintf("tcp://127.0.0.1:%d", mqttPort), "--report.interval", "1s")
 	var got []state.Device
 	deadline := time.Now().Add(20 * time.Second)

@@ -4,6 +4,8 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"io"
+	"net/http"
 	"os"
 	"path/filepath"
 	"strings"
@@ -16,6 +18,7 @@ import (
 	"github.com/outpost-edge/outpost/agent/ingest"
 	"github.com/outpost-edge/outpost/agent/pipeline"
 	"github.com/outpost-edge/outpost/test/kafkatest"
+	"github.com/outpost-edge/outpost/test/service"
 )
 
 // TestAgentWindowsReachKafka runs the whole agent (agent.Run) with a
@@ -50,6 +53,8 @@ func TestAgentWindowsReachKafka(t *testing.T) {
 	acfg.Hub.URL = "tcp://" + h.MQTTAddr()
 	acfg.Hub.Username, acfg.Hub.Password = creds.Username, creds.Password
 	acfg.Uplink.AckTimeout = time.Second
+	mport, _ := service.FreePort()
+	acfg.Metrics.Listen = service.Addr(mport)
 	acfg.Pipelines = []pipeline.Config{{
 		Name:         "temps",
 		Source:       ingest.SourceConfig{Type: "file", File: ingest.FileConfig{Path: input, FromStart: true}},
@@ -105,4 +110,27 @@ func TestAgentWindowsReachKafka(t *testing.T) {
 	if reason := byTopic["deadletter"][0]["data"].(map[string]any)["reason"]; !strings.Contains(reason.(string), "temp") {
 		t.Fatalf("dead letter reason = %v", reason)
 	}
+	resp, err := http.Get("http://" + acfg.Metrics.Listen + "/metrics")
+	if err != nil {
+		t.Fatal(err)
+	}
+	body, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	for _, want := range []string{
+		`outpost_agent_windows_emitted_total{pipeline="temps"} 9`,
+		`outpost_agent_events_total{pipeline="temps"} 61`,
+		`outpost_agent_late_total{pipeline="temps"} 1`,
+		`outpost_agent_rejected_total{pipeline="temps"} 1`,
+		`outpost_agent_uplink_connected 1`,
+		`outpost_agent_outbox_records`,
+	} {
+		if !strings.Contains(string(body), want) {
+			t.Errorf("agent /metrics lacks %q", want)
+		}
+	}
+	resp, err = http.Get("http://" + acfg.Metrics.Listen + "/healthz")
+	if err != nil || resp.StatusCode != http.StatusOK {
+		t.Fatalf("healthz: %v %v", resp, err)
+	}
+	resp.Body.Close()
 }

@@ -60,6 +60,7 @@ device: {id: edge-crash}
 data_dir: %s
 hub: {url: "tcp://%s", username: %s, password: %s}
 uplink: {ack_timeout: 1s}
+metrics: {listen: ""}
 log: {level: warn}
 pipelines:
   - name: crash

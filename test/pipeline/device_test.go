@@ -39,7 +39,7 @@ func newDevice(t *testing.T, h *hub.Hub, id, mqttURL string) *device {
 	if err != nil {
 		t.Fatal(err)
 	}
-	ob, err := outbox.New(ctx, db.DB())
+	ob, err := outbox.New(ctx, db.DB(), 0)
 	if err != nil {
 		t.Fatal(err)
 	}
