@@ -16,6 +16,7 @@ import (
 	"github.com/outpost-edge/outpost/agent/store"
 	"github.com/outpost-edge/outpost/agent/uplink"
 	"github.com/outpost-edge/outpost/deploy/version"
+	"github.com/outpost-edge/outpost/models/ort"
 	"github.com/outpost-edge/outpost/sync/state"
 	"github.com/outpost-edge/outpost/sync/topics"
 )
@@ -77,14 +78,27 @@ func Run(ctx context.Context, cfg *Config, log *slog.Logger) error {
 	sender = uplink.NewSender(cfg.Uplink, cfg.Device.ID, ob, up, log)
 	sendDone := make(chan error, 1)
 	go func() { sendDone <- sender.Run(ctx) }()
+	for _, pc := range cfg.Pipelines {
+		if pc.Model != nil {
+			lib, err := cfg.Runtime.ORTLibrary()
+			if err != nil {
+				return err
+			}
+			if err := ort.Init(lib); err != nil {
+				return err
+			}
+			log.Info("onnx runtime loaded", "library", lib, "version", ort.Version())
+			break
+		}
+	}
 	pipeDone := make(chan error, len(cfg.Pipelines))
-	obs := &observed{ob: ob, up: up}
+	obs := newObserved(ob, up)
 	for _, pc := range cfg.Pipelines {
 		p, err := pipeline.New(ctx, pc, ob, log)
 		if err != nil {
 			return err
 		}
-		obs.pipelines, obs.names = append(obs.pipelines, p), append(obs.names, pc.Name)
+		obs.add(pc.Name, p)
 		log.Info("pipeline starting", "pipeline", pc.Name, "source", pc.Source.Type, "window", pc.Window.Kind)
 		go func() { pipeDone <- p.Run(ctx) }()
 	}

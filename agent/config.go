@@ -5,6 +5,7 @@ import (
 	"net"
 	"net/url"
 	"os"
+	"path/filepath"
 	"time"
 
 	"github.com/outpost-edge/outpost/agent/pipeline"
@@ -24,6 +25,7 @@ type Config struct {
 	Uplink    uplink.SendConfig `yaml:"uplink"`
 	Report    ReportConfig      `yaml:"report"`
 	Metrics   MetricsConfig     `yaml:"metrics"`
+	Runtime   RuntimeConfig     `yaml:"runtime"`
 	Pipelines []pipeline.Config `yaml:"pipelines"`
 	Log       daemon.LogConfig  `yaml:"log"`
 }
@@ -41,6 +43,32 @@ type StorageConfig struct {
 	// OutboxMaxBytes bounds the data the outbox holds while the hub is
 	// unreachable; past it the oldest records are evicted, telemetry first.
 	OutboxMaxBytes int64 `yaml:"outbox_max_bytes" usage:"bytes of record data the outbox may hold before evicting the oldest, telemetry first and events last (0: unbounded)"`
+}
+
+// RuntimeConfig locates ONNX Runtime for pipelines with a model.
+type RuntimeConfig struct {
+	ONNXRuntime string `yaml:"onnxruntime_library" usage:"path of libonnxruntime.so.1 (empty: OUTPOST_ORT_LIB, then lib/ next to the binary, then /usr/lib/outpost)"`
+}
+
+// ORTLibrary resolves the ONNX Runtime library to load.
+func (r RuntimeConfig) ORTLibrary() (string, error) {
+	candidates := []string{r.ONNXRuntime}
+	if r.ONNXRuntime == "" {
+		candidates = []string{os.Getenv("OUTPOST_ORT_LIB")}
+		if exe, err := os.Executable(); err == nil {
+			candidates = append(candidates, filepath.Join(filepath.Dir(exe), "lib", "libonnxruntime.so.1"))
+		}
+		candidates = append(candidates, "/usr/lib/outpost/libonnxruntime.so.1", "/usr/local/lib/libonnxruntime.so.1")
+	}
+	for _, c := range candidates {
+		if c == "" {
+			continue
+		}
+		if _, err := os.Stat(c); err == nil {
+			return c, nil
+		}
+	}
+	return "", fmt.Errorf("agent: libonnxruntime.so.1 not found (set runtime.onnxruntime_library or OUTPOST_ORT_LIB); looked in %v", candidates)
 }
 
 // ReportConfig controls reported state.

@@ -30,6 +30,21 @@ type observed struct {
 	up        *uplink.Client
 	pipelines []*pipeline.Pipeline
 	names     []string
+	latency   *prometheus.HistogramVec
+}
+
+func newObserved(ob *outbox.Outbox, up *uplink.Client) *observed {
+	return &observed{ob: ob, up: up, latency: prometheus.NewHistogramVec(prometheus.HistogramOpts{
+		Name: "outpost_agent_inference_seconds", Help: "Duration of one model call (a micro-batch of windows).",
+		Buckets: prometheus.ExponentialBuckets(25e-6, 2, 16),
+	}, []string{"pipeline"})}
+}
+
+// add registers a pipeline and hooks its inference timing.
+func (a *observed) add(name string, p *pipeline.Pipeline) {
+	a.pipelines, a.names = append(a.pipelines, p), append(a.names, name)
+	h := a.latency.WithLabelValues(name)
+	p.Stats.InferLatency = func(d time.Duration) { h.Observe(d.Seconds()) }
 }
 
 func (a *observed) registry() *prometheus.Registry {
@@ -51,6 +66,10 @@ func (a *observed) registry() *prometheus.Registry {
 	perPipeline("rejected_total", "Input lines rejected to the dead stream.", true, func(p *pipeline.Pipeline) float64 { return float64(p.Stats.Rejected.Load()) })
 	perPipeline("late_total", "Events past allowed lateness, sent to the late stream.", true, func(p *pipeline.Pipeline) float64 { return float64(p.Stats.Late.Load()) })
 	perPipeline("windows_emitted_total", "Window results written to the outbox.", true, func(p *pipeline.Pipeline) float64 { return float64(p.Stats.Windows.Load()) })
+	perPipeline("inferences_total", "Window results scored by the pipeline's model.", true, func(p *pipeline.Pipeline) float64 { return float64(p.Stats.Inferences.Load()) })
+	perPipeline("inference_errors_total", "Windows the model could not score.", true, func(p *pipeline.Pipeline) float64 { return float64(p.Stats.InferErrors.Load()) })
+	perPipeline("alerts_total", "Windows the model flagged (actions fired).", true, func(p *pipeline.Pipeline) float64 { return float64(p.Stats.Alerts.Load()) })
+	reg.MustRegister(a.latency)
 	perPipeline("watermark_lag_seconds", "How far the event-time watermark trails processing time.", false,
 		func(p *pipeline.Pipeline) float64 { return time.Duration(p.Stats.WatermarkLag.Load()).Seconds() })
 	depth := prometheus.NewDesc("outpost_agent_outbox_records", "Records in the outbox not yet acknowledged by the hub.", nil, nil)

@@ -10,15 +10,18 @@ import (
 	"fmt"
 	"log/slog"
 	"math"
+	"slices"
 	"sync/atomic"
 	"time"
 
 	"golang.org/x/time/rate"
 
+	"github.com/outpost-edge/outpost/agent/infer"
 	"github.com/outpost-edge/outpost/agent/ingest"
 	"github.com/outpost-edge/outpost/agent/outbox"
 	"github.com/outpost-edge/outpost/agent/window"
 	"github.com/outpost-edge/outpost/deploy/config"
+	"github.com/outpost-edge/outpost/models/ort"
 	"github.com/outpost-edge/outpost/sync/topics"
 )
 
@@ -29,6 +32,8 @@ type Config struct {
 	Decode       ingest.DecodeConfig `yaml:"decode"`
 	Window       WindowConfig        `yaml:"window"`
 	Aggregations []string            `yaml:"aggregations"`
+	Model        *infer.Config       `yaml:"model"`   // optional: run a model on every window result
+	Actions      []ActionConfig      `yaml:"actions"` // what to do when the model flags a window
 }
 
 // WindowConfig is the YAML form of window.Spec.
@@ -65,6 +70,23 @@ func (c Config) Validate(path string, errs *config.Errors) {
 	if err := c.spec().Validate(); err != nil {
 		errs.Add(path+".window", err.Error())
 	}
+	if c.Model != nil {
+		if c.Model.Dir == "" {
+			errs.Add(path+".model.dir", "must not be empty")
+		}
+		if c.Model.Provider != "" && !slices.Contains(ort.Providers, c.Model.Provider) {
+			errs.Add(path+".model.provider", fmt.Sprintf("must be one of %v, got %q", ort.Providers, c.Model.Provider))
+		}
+		if c.Model.Threads < 0 {
+			errs.Add(path+".model.threads", "must not be negative")
+		}
+	}
+	for i, a := range c.Actions {
+		a.validate(fmt.Sprintf("%s.actions[%d]", path, i), errs)
+	}
+	if len(c.Actions) > 0 && c.Model == nil {
+		errs.Add(path+".actions", "actions need a model to trigger them")
+	}
 	if len(c.Aggregations) == 0 {
 		errs.Add(path+".aggregations", "name at least one of "+fmt.Sprint(window.Aggs))
 	}
@@ -91,6 +113,9 @@ type checkpoint struct {
 // Stats count one pipeline's work.
 type Stats struct {
 	Events, Rejected, Windows, Late atomic.Int64
+	Inferences, InferErrors, Alerts atomic.Int64
+	// InferLatency observes each micro-batch call, for the histogram.
+	InferLatency func(time.Duration)
 	// WatermarkLag is how far the watermark trails processing time.
 	WatermarkLag atomic.Int64 // nanoseconds
 }
@@ -105,6 +130,8 @@ type Pipeline struct {
 	aggs   []window.Agg
 	source func(context.Context, chan<- ingest.Line) error
 	items  []outbox.Item
+	model  *infer.Model
+	acts   *actions
 	offset int64 // source position of the last processed line
 	saved  int64 // offset in the last stored checkpoint
 	rejLog rate.Sometimes
@@ -130,6 +157,18 @@ func New(ctx context.Context, cfg Config, ob Store, log *slog.Logger) (*Pipeline
 			return nil, err
 		}
 		p.aggs = append(p.aggs, g)
+	}
+	if cfg.Model != nil {
+		if p.model, err = infer.LoadSlot(*cfg.Model, infer.Active, p.log); err != nil {
+			return nil, fmt.Errorf("pipeline %s: %w", cfg.Name, err)
+		}
+		// The manifest must only ask for what this pipeline computes.
+		for _, f := range p.model.Manifest.Features {
+			if !slices.Contains(cfg.Decode.Fields, f.Field) || !slices.Contains(cfg.Aggregations, f.Agg) {
+				return nil, fmt.Errorf("pipeline %s: model %s needs %s.%s, which the pipeline does not aggregate", cfg.Name, p.model.Manifest.Name, f.Field, f.Agg)
+			}
+		}
+		p.acts = newActions(cfg.Actions, p.log)
 	}
 	if err := p.resume(ctx); err != nil {
 		return nil, err
@@ -255,6 +294,9 @@ type WindowRecord struct {
 }
 
 func (p *Pipeline) addResults(results []window.Result) {
+	if p.model != nil {
+		p.infer(results)
+	}
 	for i := range results {
 		r := &results[i]
 		p.Stats.Windows.Add(1)

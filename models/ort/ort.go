@@ -42,11 +42,33 @@ type Session struct {
 	s          *ortgo.DynamicAdvancedSession
 	in, out    string
 	outPerItem int64
+	// Provider is the execution provider in use; FallbackReason says why
+	// it is not the one asked for, if it is not.
+	Provider, FallbackReason string
 }
 
-// NewSession loads an ONNX model from memory. The model's first input and
-// output are used; outPerItem is the output width per batch row.
-func NewSession(model []byte) (*Session, error) {
+// Outputs is the output width per batch row.
+func (s *Session) Outputs() int { return int(s.outPerItem) }
+
+// Options tune a session.
+type Options struct {
+	// Provider is the execution provider: cpu (default), cuda, tensorrt or
+	// openvino. One the library cannot use falls back to cpu; Session.Provider
+	// and FallbackReason say what happened.
+	Provider string
+	// IntraOpThreads bounds ONNX Runtime's threads per run (0: its default).
+	IntraOpThreads int
+}
+
+// Providers the agent knows how to request.
+var Providers = []string{"cpu", "cuda", "tensorrt", "openvino"}
+
+// NewSession loads an ONNX model from memory with default options.
+func NewSession(model []byte) (*Session, error) { return NewSessionWith(model, Options{}) }
+
+// NewSessionWith loads an ONNX model from memory. The model's first input
+// and output are used; the output must be [batch, n].
+func NewSessionWith(model []byte, o Options) (*Session, error) {
 	ins, outs, err := ortgo.GetInputOutputInfoWithONNXData(model)
 	if err != nil {
 		return nil, fmt.Errorf("%w: inspect model: %w", ErrModel, err)
@@ -58,11 +80,71 @@ func NewSession(model []byte) (*Session, error) {
 	if len(dims) != 2 || dims[1] < 1 {
 		return nil, fmt.Errorf("%w: output %s must be [batch, n], got %v", ErrModel, outs[0].Name, dims)
 	}
-	s, err := ortgo.NewDynamicAdvancedSessionWithONNXData(model, []string{ins[0].Name}, []string{outs[0].Name}, nil)
+	opts, provider, why, err := sessionOptions(o)
+	if err != nil {
+		return nil, err
+	}
+	defer opts.Destroy()
+	s, err := ortgo.NewDynamicAdvancedSessionWithONNXData(model, []string{ins[0].Name}, []string{outs[0].Name}, opts)
+	if err != nil && provider != "cpu" {
+		// The provider loaded but cannot run this model: fall back to cpu.
+		why = fmt.Sprintf("%s session failed: %v", provider, err)
+		provider = "cpu"
+		cpu, cerr := ortgo.NewSessionOptions()
+		if cerr != nil {
+			return nil, fmt.Errorf("%w: session options: %w", ErrRuntime, cerr)
+		}
+		defer cpu.Destroy()
+		if o.IntraOpThreads > 0 {
+			_ = cpu.SetIntraOpNumThreads(o.IntraOpThreads)
+		}
+		s, err = ortgo.NewDynamicAdvancedSessionWithONNXData(model, []string{ins[0].Name}, []string{outs[0].Name}, cpu)
+	}
 	if err != nil {
 		return nil, fmt.Errorf("%w: create session: %w", ErrModel, err)
 	}
-	return &Session{s: s, in: ins[0].Name, out: outs[0].Name, outPerItem: dims[1]}, nil
+	return &Session{s: s, in: ins[0].Name, out: outs[0].Name, outPerItem: dims[1], Provider: provider, FallbackReason: why}, nil
+}
+
+// sessionOptions asks for the provider; if the library lacks it, the
+// options stay cpu-only and why says so.
+func sessionOptions(o Options) (*ortgo.SessionOptions, string, string, error) {
+	opts, err := ortgo.NewSessionOptions()
+	if err != nil {
+		return nil, "", "", fmt.Errorf("%w: session options: %w", ErrRuntime, err)
+	}
+	if o.IntraOpThreads > 0 {
+		if err := opts.SetIntraOpNumThreads(o.IntraOpThreads); err != nil {
+			opts.Destroy()
+			return nil, "", "", fmt.Errorf("%w: threads: %w", ErrRuntime, err)
+		}
+	}
+	var perr error
+	switch o.Provider {
+	case "", "cpu":
+		return opts, "cpu", "", nil
+	case "cuda":
+		var c *ortgo.CUDAProviderOptions
+		if c, perr = ortgo.NewCUDAProviderOptions(); perr == nil {
+			perr = opts.AppendExecutionProviderCUDA(c)
+			c.Destroy()
+		}
+	case "tensorrt":
+		var t *ortgo.TensorRTProviderOptions
+		if t, perr = ortgo.NewTensorRTProviderOptions(); perr == nil {
+			perr = opts.AppendExecutionProviderTensorRT(t)
+			t.Destroy()
+		}
+	case "openvino":
+		perr = opts.AppendExecutionProviderOpenVINO(map[string]string{})
+	default:
+		opts.Destroy()
+		return nil, "", "", fmt.Errorf("%w: provider %q (one of %v)", ErrModel, o.Provider, Providers)
+	}
+	if perr != nil {
+		return opts, "cpu", fmt.Sprintf("%s unavailable: %v", o.Provider, perr), nil
+	}
+	return opts, o.Provider, "", nil
 }
 
 // Run infers a batch: x holds rows of `features` values each.

@@ -81,3 +81,27 @@ func TestRejectsCorruptModel(t *testing.T) {
 		t.Fatalf("err = %v, want ErrModel", err)
 	}
 }
+
+// TestProviderFallback asks for CUDA from the CPU-only library: the session
+// must still work, on cpu, and say why.
+func TestProviderFallback(t *testing.T) {
+	if err := ort.Init(testenv.ORTLibrary(t)); err != nil {
+		t.Fatal(err)
+	}
+	model, _ := onnx.Logistic([][]float32{{1}}, []float32{0})
+	s, err := ort.NewSessionWith(model, ort.Options{Provider: "cuda", IntraOpThreads: 1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	if s.Provider != "cpu" || s.FallbackReason == "" {
+		t.Fatalf("provider %q, reason %q", s.Provider, s.FallbackReason)
+	}
+	out, err := s.Run([]float32{0}, 1)
+	if err != nil || out[0] != 0.5 {
+		t.Fatalf("run = %v, %v", out, err)
+	}
+	if _, err := ort.NewSessionWith(model, ort.Options{Provider: "quantum"}); !errors.Is(err, ort.ErrModel) {
+		t.Fatalf("unknown provider: %v", err)
+	}
+}

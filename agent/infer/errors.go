@@ -1,0 +1,6 @@
+package infer
+
+import "errors"
+
+// ErrSelfTest means a model failed its golden vectors.
+var ErrSelfTest = errors.New("model self-test failed")

@@ -1,0 +1,106 @@
+// Package infer runs model packages on the agent: it loads them into
+// slots (active, and a candidate for updates), self-tests them with their
+// golden vectors before use, and runs micro-batches of feature vectors.
+package infer
+
+import (
+	"fmt"
+	"log/slog"
+	"math"
+	"os"
+	"path/filepath"
+	"time"
+
+	"github.com/outpost-edge/outpost/models/manifest"
+	"github.com/outpost-edge/outpost/models/ort"
+)
+
+// Config is a pipeline's `model` section.
+type Config struct {
+	Dir      string `yaml:"dir"`      // a model directory with slots active/ (and candidate/), or one package
+	Provider string `yaml:"provider"` // cpu (default), cuda, tensorrt, openvino
+	Threads  int    `yaml:"threads"`  // ONNX Runtime intra-op threads (0: its default)
+}
+
+// Slot names. Updates install into the candidate slot and switch.
+const (
+	Active    = "active"
+	Candidate = "candidate"
+)
+
+// Engine is what runs a batch; the ONNX Runtime session is one.
+type Engine interface {
+	Run(x []float32, features int) ([]float32, error)
+	Outputs() int
+	Close() error
+}
+
+// Model is a loaded, self-tested model package.
+type Model struct {
+	Manifest *manifest.Manifest
+	Slot     string
+	engine   Engine
+}
+
+// LoadSlot loads a slot of dir (or dir itself when it has no slots) on
+// ONNX Runtime, which must be initialised (ort.Init).
+func LoadSlot(cfg Config, slot string, log *slog.Logger) (*Model, error) {
+	dir := filepath.Join(cfg.Dir, slot)
+	if _, err := os.Stat(dir); err != nil {
+		if slot != Active {
+			return nil, fmt.Errorf("infer: slot %s: %w", slot, err)
+		}
+		dir = cfg.Dir // a bare package is the active model
+	}
+	m, onnxData, err := manifest.Load(dir)
+	if err != nil {
+		return nil, err
+	}
+	s, err := ort.NewSessionWith(onnxData, ort.Options{Provider: cfg.Provider, IntraOpThreads: cfg.Threads})
+	if err != nil {
+		return nil, err
+	}
+	if s.FallbackReason != "" {
+		log.Warn("execution provider unavailable, running on cpu", "model", m.Name, "asked", cfg.Provider, "reason", s.FallbackReason)
+	}
+	model := &Model{Manifest: m, Slot: slot, engine: s}
+	if err := model.SelfTest(); err != nil {
+		s.Close()
+		return nil, err
+	}
+	log.Info("model loaded", "model", m.Name, "version", m.Version, "slot", slot, "provider", s.Provider)
+	return model, nil
+}
+
+// SelfTest runs the golden vectors; a model that does not reproduce them
+// is never used.
+func (m *Model) SelfTest() error {
+	for i, g := range m.Manifest.Golden {
+		out, err := m.engine.Run(g.Input, len(g.Input))
+		if err != nil {
+			return fmt.Errorf("%w: golden %d: %w", ErrSelfTest, i, err)
+		}
+		if len(out) != len(g.Output) {
+			return fmt.Errorf("%w: golden %d: %d outputs, want %d", ErrSelfTest, i, len(out), len(g.Output))
+		}
+		for j := range out {
+			if d := math.Abs(float64(out[j] - g.Output[j])); d > g.Tolerance || math.IsNaN(float64(out[j])) {
+				return fmt.Errorf("%w: golden %d output %d = %v, want %v ± %v", ErrSelfTest, i, j, out[j], g.Output[j], g.Tolerance)
+			}
+		}
+	}
+	return nil
+}
+
+// Infer runs one micro-batch of rows and reports how long the call took.
+func (m *Model) Infer(x []float32) ([]float32, time.Duration, error) {
+	start := time.Now()
+	out, err := m.engine.Run(x, len(m.Manifest.Features))
+	return out, time.Since(start), err
+}
+
+// Outputs is the output width per row.
+func (m *Model) Outputs() int { return m.engine.Outputs() }
+
+// Close releases the engine.
+func (m *Model) Close() error { return m.engine.Close() }

@@ -1,0 +1,161 @@
+// Package manifest is the model package format: model.onnx plus
+// manifest.json (DESIGN §3). The manifest's feature spec is the one
+// definition of how a window result becomes a model input, used by the
+// agent at inference and by the hub's trainer, so both compute the same
+// vector.
+package manifest
+
+import (
+	"crypto/sha256"
+	"encoding/hex"
+	"encoding/json"
+	"fmt"
+	"math"
+	"os"
+	"path/filepath"
+)
+
+// File names inside a model package directory.
+const (
+	ModelFile    = "model.onnx"
+	ManifestFile = "manifest.json"
+)
+
+// Manifest describes one model version.
+type Manifest struct {
+	Name         string             `json:"name"`
+	Version      int64              `json:"version"`
+	Parent       int64              `json:"parent,omitempty"`
+	Task         string             `json:"task"` // anomaly, classification or regression
+	Features     []Feature          `json:"features"`
+	Outputs      Outputs            `json:"outputs"`
+	Quantization string             `json:"quantization,omitempty"` // none, int8-static, int8-dynamic, fp16
+	Requirements Requirements       `json:"requirements"`
+	Metrics      map[string]float64 `json:"metrics,omitempty"`
+	SHA256       string             `json:"sha256"`
+	Golden       []Golden           `json:"golden"`
+}
+
+// Feature is one model input: an aggregation of a window field,
+// normalised as (x - mean) / std.
+type Feature struct {
+	Field string  `json:"field"`
+	Agg   string  `json:"agg"`
+	Mean  float64 `json:"mean"`
+	Std   float64 `json:"std"`
+}
+
+// Outputs say how to read the model's output vector.
+type Outputs struct {
+	Labels    []string `json:"labels,omitempty"`    // one per output column
+	Threshold float64  `json:"threshold,omitempty"` // anomaly/binary: a score at or above it is positive
+}
+
+// Requirements gate where a model may run.
+type Requirements struct {
+	Arch            []string `json:"arch,omitempty"`        // amd64, arm64, arm; empty: any
+	Accelerator     string   `json:"accelerator,omitempty"` // cpu, cuda, ...
+	MinAgentVersion string   `json:"min_agent_version,omitempty"`
+}
+
+// Golden is a known input and its expected output.
+type Golden struct {
+	Input     []float32 `json:"input"`
+	Output    []float32 `json:"output"`
+	Tolerance float64   `json:"tolerance"`
+}
+
+// Validate checks the manifest on its own.
+func (m *Manifest) Validate() error {
+	switch {
+	case m.Name == "":
+		return fmt.Errorf("%w: name is empty", ErrInvalid)
+	case m.Version < 1:
+		return fmt.Errorf("%w: version must be at least 1", ErrInvalid)
+	case m.Task != "anomaly" && m.Task != "classification" && m.Task != "regression":
+		return fmt.Errorf("%w: task %q (anomaly, classification or regression)", ErrInvalid, m.Task)
+	case len(m.Features) == 0:
+		return fmt.Errorf("%w: no features", ErrInvalid)
+	case len(m.SHA256) != 64:
+		return fmt.Errorf("%w: sha256 must be 64 hex digits", ErrInvalid)
+	case len(m.Golden) == 0:
+		return fmt.Errorf("%w: no golden vectors", ErrInvalid)
+	}
+	for i, f := range m.Features {
+		if f.Field == "" || f.Agg == "" || f.Std < 0 || math.IsNaN(f.Mean) || math.IsNaN(f.Std) {
+			return fmt.Errorf("%w: feature %d needs field, agg and std ≥ 0", ErrInvalid, i)
+		}
+	}
+	for i, g := range m.Golden {
+		if len(g.Input) != len(m.Features) || len(g.Output) == 0 || g.Tolerance < 0 {
+			return fmt.Errorf("%w: golden vector %d: %d inputs for %d features", ErrInvalid, i, len(g.Input), len(m.Features))
+		}
+	}
+	return nil
+}
+
+// Load reads a package directory, validates the manifest and checks the
+// ONNX file against its sha256.
+func Load(dir string) (*Manifest, []byte, error) {
+	raw, err := os.ReadFile(filepath.Join(dir, ManifestFile))
+	if err != nil {
+		return nil, nil, fmt.Errorf("manifest: %w", err)
+	}
+	var m Manifest
+	if err := json.Unmarshal(raw, &m); err != nil {
+		return nil, nil, fmt.Errorf("%w: %s: %w", ErrInvalid, ManifestFile, err)
+	}
+	if err := m.Validate(); err != nil {
+		return nil, nil, err
+	}
+	model, err := os.ReadFile(filepath.Join(dir, ModelFile))
+	if err != nil {
+		return nil, nil, fmt.Errorf("manifest: %w", err)
+	}
+	if got := Digest(model); got != m.SHA256 {
+		return nil, nil, fmt.Errorf("%w: %s has sha256 %s, manifest says %s", ErrChecksum, ModelFile, got, m.SHA256)
+	}
+	return &m, model, nil
+}
+
+// Write stores a package: the model, and the manifest with its digest.
+func Write(dir string, m *Manifest, model []byte) error {
+	m.SHA256 = Digest(model)
+	if err := m.Validate(); err != nil {
+		return err
+	}
+	data, err := json.MarshalIndent(m, "", "  ")
+	if err != nil {
+		return fmt.Errorf("manifest: %w", err)
+	}
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return fmt.Errorf("manifest: %w", err)
+	}
+	if err := os.WriteFile(filepath.Join(dir, ModelFile), model, 0o644); err != nil {
+		return fmt.Errorf("manifest: %w", err)
+	}
+	return os.WriteFile(filepath.Join(dir, ManifestFile), data, 0o644)
+}
+
+// Digest is the hex sha256 the manifest records.
+func Digest(b []byte) string {
+	h := sha256.Sum256(b)
+	return hex.EncodeToString(h[:])
+}
+
+// Vector appends the normalised feature vector to dst. lookup returns an
+// aggregation of a field; a missing one is an error, never a silent zero.
+func (m *Manifest) Vector(lookup func(field, agg string) (float64, bool), dst []float32) ([]float32, error) {
+	for _, f := range m.Features {
+		x, ok := lookup(f.Field, f.Agg)
+		if !ok || math.IsNaN(x) || math.IsInf(x, 0) {
+			return dst, fmt.Errorf("%w: %s.%s", ErrFeature, f.Field, f.Agg)
+		}
+		std := f.Std
+		if std == 0 {
+			std = 1
+		}
+		dst = append(dst, float32((x-f.Mean)/std))
+	}
+	return dst, nil
+}
