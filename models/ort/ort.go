@@ -42,6 +42,10 @@ type Session struct {
 	s          *ortgo.DynamicAdvancedSession
 	in, out    string
 	outPerItem int64
+	// tensors are reused per batch size: creating them through cgo on
+	// every call doubled the cost of a small model's run.
+	mu      sync.Mutex
+	tensors map[int64]*tensorPair
 	// Provider is the execution provider in use; FallbackReason says why
 	// it is not the one asked for, if it is not.
 	Provider, FallbackReason string
@@ -147,27 +151,71 @@ func sessionOptions(o Options) (*ortgo.SessionOptions, string, string, error) {
 	return opts, o.Provider, "", nil
 }
 
-// Run infers a batch: x holds rows of `features` values each.
+type tensorPair struct {
+	in, out *ortgo.Tensor[float32]
+}
+
+// maxCachedShapes bounds the tensors kept for distinct batch sizes.
+const maxCachedShapes = 8
+
+// Run infers a batch: x holds rows of `features` values each. Calls are
+// serialised: a pipeline owns its session.
 func (s *Session) Run(x []float32, features int) ([]float32, error) {
 	if features < 1 || len(x)%features != 0 {
 		return nil, fmt.Errorf("%w: %d values are not rows of %d features", ErrInput, len(x), features)
 	}
 	rows := int64(len(x) / features)
-	in, err := ortgo.NewTensor(ortgo.NewShape(rows, int64(features)), x)
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	tp, err := s.pair(rows, int64(features))
+	if err != nil {
+		return nil, err
+	}
+	copy(tp.in.GetData(), x)
+	if err := s.s.Run([]ortgo.Value{tp.in}, []ortgo.Value{tp.out}); err != nil {
+		return nil, fmt.Errorf("%w: run: %w", ErrRuntime, err)
+	}
+	return append([]float32(nil), tp.out.GetData()...), nil
+}
+
+func (s *Session) pair(rows, features int64) (*tensorPair, error) {
+	if tp, ok := s.tensors[rows]; ok && tp.in.GetShape()[1] == features {
+		return tp, nil
+	}
+	if s.tensors == nil || len(s.tensors) >= maxCachedShapes {
+		s.destroyTensors()
+		s.tensors = map[int64]*tensorPair{}
+	}
+	in, err := ortgo.NewEmptyTensor[float32](ortgo.NewShape(rows, features))
 	if err != nil {
 		return nil, fmt.Errorf("%w: input tensor: %w", ErrInput, err)
 	}
-	defer in.Destroy()
 	out, err := ortgo.NewEmptyTensor[float32](ortgo.NewShape(rows, s.outPerItem))
 	if err != nil {
+		in.Destroy()
 		return nil, fmt.Errorf("%w: output tensor: %w", ErrRuntime, err)
 	}
-	defer out.Destroy()
-	if err := s.s.Run([]ortgo.Value{in}, []ortgo.Value{out}); err != nil {
-		return nil, fmt.Errorf("%w: run: %w", ErrRuntime, err)
+	if old, ok := s.tensors[rows]; ok {
+		old.in.Destroy()
+		old.out.Destroy()
 	}
-	return append([]float32(nil), out.GetData()...), nil
+	tp := &tensorPair{in: in, out: out}
+	s.tensors[rows] = tp
+	return tp, nil
 }
 
-// Close releases the session.
-func (s *Session) Close() error { return s.s.Destroy() }
+func (s *Session) destroyTensors() {
+	for _, tp := range s.tensors {
+		tp.in.Destroy()
+		tp.out.Destroy()
+	}
+}
+
+// Close releases the session and its tensors.
+func (s *Session) Close() error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.destroyTensors()
+	s.tensors = nil
+	return s.s.Destroy()
+}
