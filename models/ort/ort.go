@@ -153,6 +153,13 @@ func sessionOptions(o Options) (*ortgo.SessionOptions, string, string, error) {
 
 type tensorPair struct {
 	in, out *ortgo.Tensor[float32]
+	bind    *ortgo.IoBinding // both tensors bound once, so a run passes no arrays
+}
+
+func (tp *tensorPair) destroy() {
+	tp.bind.Destroy()
+	tp.in.Destroy()
+	tp.out.Destroy()
 }
 
 // maxCachedShapes bounds the tensors kept for distinct batch sizes.
@@ -172,7 +179,7 @@ func (s *Session) Run(x []float32, features int) ([]float32, error) {
 		return nil, err
 	}
 	copy(tp.in.GetData(), x)
-	if err := s.s.Run([]ortgo.Value{tp.in}, []ortgo.Value{tp.out}); err != nil {
+	if err := s.s.RunWithBinding(tp.bind); err != nil {
 		return nil, fmt.Errorf("%w: run: %w", ErrRuntime, err)
 	}
 	return append([]float32(nil), tp.out.GetData()...), nil
@@ -195,19 +202,31 @@ func (s *Session) pair(rows, features int64) (*tensorPair, error) {
 		in.Destroy()
 		return nil, fmt.Errorf("%w: output tensor: %w", ErrRuntime, err)
 	}
-	if old, ok := s.tensors[rows]; ok {
-		old.in.Destroy()
-		old.out.Destroy()
+	bind, err := s.s.CreateIoBinding()
+	if err == nil {
+		if err = bind.BindInput(s.in, in); err == nil {
+			err = bind.BindOutput(s.out, out)
+		}
+		if err != nil {
+			bind.Destroy()
+		}
 	}
-	tp := &tensorPair{in: in, out: out}
+	if err != nil {
+		in.Destroy()
+		out.Destroy()
+		return nil, fmt.Errorf("%w: bind tensors: %w", ErrRuntime, err)
+	}
+	if old, ok := s.tensors[rows]; ok {
+		old.destroy()
+	}
+	tp := &tensorPair{in: in, out: out, bind: bind}
 	s.tensors[rows] = tp
 	return tp, nil
 }
 
 func (s *Session) destroyTensors() {
 	for _, tp := range s.tensors {
-		tp.in.Destroy()
-		tp.out.Destroy()
+		tp.destroy()
 	}
 }
 
