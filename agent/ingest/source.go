@@ -51,6 +51,9 @@ type MQTTConfig struct {
 	Topic    string `yaml:"topic"` // filter, wildcards allowed
 	Username string `yaml:"username"`
 	Password string `yaml:"password"`
+	// ClientID is stable across restarts, so the broker keeps the
+	// subscription and queues QoS 1 readings while the agent is away.
+	ClientID string `yaml:"client_id"` // default: outpost-<pipeline>
 }
 
 // maxLine bounds one input line; longer lines are rejected, not buffered.
@@ -242,7 +245,7 @@ func subscribe(ctx context.Context, c MQTTConfig, out chan<- Line, log *slog.Log
 		// Blocking here applies backpressure to the local broker (QoS 1).
 		_ = readLines(ctx, bytes.NewReader(m.Payload()), out)
 	}
-	opts := mqtt.NewClientOptions().AddBroker(c.URL).SetClientID(fmt.Sprintf("outpost-ingest-%d", os.Getpid())).
+	opts := mqtt.NewClientOptions().AddBroker(c.URL).SetClientID(c.ClientID).SetCleanSession(false).
 		SetUsername(c.Username).SetPassword(c.Password).SetAutoReconnect(true).SetConnectRetry(true).
 		SetConnectRetryInterval(time.Second).
 		SetOnConnectHandler(func(cl mqtt.Client) {

@@ -173,6 +173,9 @@ func New(ctx context.Context, cfg Config, ob Store, log *slog.Logger) (*Pipeline
 	if err := p.resume(ctx); err != nil {
 		return nil, err
 	}
+	if cfg.Source.MQTT.ClientID == "" {
+		cfg.Source.MQTT.ClientID = "outpost-" + cfg.Name
+	}
 	if p.source, err = ingest.Open(cfg.Source, p.offset, log); err != nil {
 		return nil, err
 	}

@@ -39,6 +39,8 @@ log_dest stdout
 log_type error
 log_type warning
 log_type notice
+max_queued_messages 1000000
+max_inflight_messages 1000
 `, port, dir)
 	confPath := filepath.Join(dir, "mosquitto.conf")
 	if err := os.WriteFile(confPath, []byte(conf), 0o644); err != nil {
