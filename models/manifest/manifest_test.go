@@ -1,0 +1,67 @@
+package manifest
+
+import (
+	"errors"
+	"os"
+	"path/filepath"
+	"testing"
+)
+
+func valid() *Manifest {
+	return &Manifest{Name: "m", Version: 1, Task: "anomaly",
+		Features: []Feature{{Field: "t", Agg: "mean", Mean: 20, Std: 5}, {Field: "t", Agg: "max", Mean: 0, Std: 0}},
+		Golden:   []Golden{{Input: []float32{0, 0}, Output: []float32{0.5}, Tolerance: 1e-6}}}
+}
+
+func TestWriteLoadAndChecksum(t *testing.T) {
+	dir := t.TempDir()
+	if err := Write(dir, valid(), []byte("onnx-bytes")); err != nil {
+		t.Fatal(err)
+	}
+	m, model, err := Load(dir)
+	if err != nil || string(model) != "onnx-bytes" || m.SHA256 != Digest([]byte("onnx-bytes")) {
+		t.Fatalf("load = %+v, %q, %v", m, model, err)
+	}
+	os.WriteFile(filepath.Join(dir, ModelFile), []byte("other"), 0o644)
+	if _, _, err := Load(dir); !errors.Is(err, ErrChecksum) {
+		t.Fatalf("err = %v, want ErrChecksum", err)
+	}
+	os.WriteFile(filepath.Join(dir, ManifestFile), []byte("{"), 0o644)
+	if _, _, err := Load(dir); !errors.Is(err, ErrInvalid) {
+		t.Fatalf("err = %v, want ErrInvalid", err)
+	}
+}
+
+func TestValidate(t *testing.T) {
+	tests := []func(*Manifest){
+		func(m *Manifest) { m.Name = "" },
+		func(m *Manifest) { m.Version = 0 },
+		func(m *Manifest) { m.Task = "magic" },
+		func(m *Manifest) { m.Features = nil },
+		func(m *Manifest) { m.Features[0].Std = -1 },
+		func(m *Manifest) { m.Golden = nil },
+		func(m *Manifest) { m.Golden[0].Input = []float32{1} },
+	}
+	for i, mutate := range tests {
+		m := valid()
+		m.SHA256 = Digest(nil)
+		mutate(m)
+		if err := m.Validate(); !errors.Is(err, ErrInvalid) {
+			t.Errorf("case %d: err = %v", i, err)
+		}
+	}
+}
+
+func TestVector(t *testing.T) {
+	m := valid()
+	vals := map[string]float64{"t.mean": 30, "t.max": 7}
+	got, err := m.Vector(func(f, a string) (float64, bool) { v, ok := vals[f+"."+a]; return v, ok }, nil)
+	// (30-20)/5 = 2; std 0 means no scaling: 7.
+	if err != nil || len(got) != 2 || got[0] != 2 || got[1] != 7 {
+		t.Fatalf("vector = %v, %v", got, err)
+	}
+	delete(vals, "t.max")
+	if _, err := m.Vector(func(f, a string) (float64, bool) { v, ok := vals[f+"."+a]; return v, ok }, nil); !errors.Is(err, ErrFeature) {
+		t.Fatalf("missing feature: %v", err)
+	}
+}
