@@ -1,7 +1,6 @@
 package pipeline
 
 import (
-	"context"
 	"errors"
 	"log/slog"
 	"math"
@@ -61,22 +60,8 @@ func TestModelScoresWindowsAndFiresActions(t *testing.T) {
 	cfg.Model = &infer.Config{Dir: filepath.Join(dir, "models"), Threads: 1}
 	cfg.Actions = []ActionConfig{{Type: "log"}, {Type: "command", Command: []string{"sh", "-c", `echo "$OUTPOST_KEY $OUTPOST_LABEL" >> ` + alerts}}}
 	ob := &memOutbox{}
-	p, err := New(context.Background(), cfg, ob, slog.New(slog.DiscardHandler))
-	if err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- p.Run(ctx) }()
-	deadline := time.Now().Add(10 * time.Second)
-	for len(ob.byStream("inferences")) < 2 && time.Now().Before(deadline) {
-		time.Sleep(20 * time.Millisecond)
-	}
-	time.Sleep(200 * time.Millisecond) // the alert command runs asynchronously
-	cancel()
-	if err := <-done; err != nil {
-		t.Fatal(err)
-	}
+	// The settle time covers the alert command, which runs asynchronously.
+	p := runUntil(t, cfg, ob, func() bool { return len(ob.byStream("inferences")) >= 2 }, 200*time.Millisecond)
 	inf := ob.byStream("inferences")
 	if len(inf) != 2 {
 		t.Fatalf("inferences = %v", inf)

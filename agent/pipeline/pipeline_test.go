@@ -55,6 +55,28 @@ func (m *memOutbox) byStream(s string) []map[string]any {
 	return out
 }
 
+// runUntil runs a pipeline until done holds (or 10 s pass), lets the last
+// flush land for settle, then stops it and returns it for its stats.
+func runUntil(t *testing.T, cfg Config, ob *memOutbox, done func() bool, settle time.Duration) *Pipeline {
+	t.Helper()
+	p, err := New(context.Background(), cfg, ob, slog.New(slog.DiscardHandler))
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	errc := make(chan error, 1)
+	go func() { errc <- p.Run(ctx) }()
+	for deadline := time.Now().Add(10 * time.Second); !done() && time.Now().Before(deadline); {
+		time.Sleep(20 * time.Millisecond)
+	}
+	time.Sleep(settle)
+	cancel()
+	if err := <-errc; err != nil {
+		t.Fatal(err)
+	}
+	return p
+}
+
 func fileConfig(path string) Config {
 	return Config{
 		Name:         "vib",
@@ -82,21 +104,7 @@ func TestWindowsLateAndDeadReachTheOutbox(t *testing.T) {
 		t.Fatal(err)
 	}
 	ob := &memOutbox{}
-	p, err := New(context.Background(), fileConfig(path), ob, slog.New(slog.DiscardHandler))
-	if err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- p.Run(ctx) }()
-	deadline := time.Now().Add(10 * time.Second)
-	for len(ob.byStream("dead")) < 2 && time.Now().Before(deadline) {
-		time.Sleep(20 * time.Millisecond)
-	}
-	cancel()
-	if err := <-done; err != nil {
-		t.Fatal(err)
-	}
+	p := runUntil(t, fileConfig(path), ob, func() bool { return len(ob.byStream("dead")) >= 2 }, 0)
 	wins := ob.byStream("windows")
 	if len(wins) != 1 {
 		t.Fatalf("windows = %v", wins)
@@ -150,27 +158,11 @@ func TestResumeFromCheckpoint(t *testing.T) {
 	}
 	write(lines[:50])
 	ob := &memOutbox{}
-	runUntil := func(wantWindows int) {
-		p, err := New(context.Background(), fileConfig(path), ob, slog.New(slog.DiscardHandler))
-		if err != nil {
-			t.Fatal(err)
-		}
-		ctx, cancel := context.WithCancel(context.Background())
-		done := make(chan error, 1)
-		go func() { done <- p.Run(ctx) }()
-		deadline := time.Now().Add(10 * time.Second)
-		for len(ob.byStream("windows")) < wantWindows && time.Now().Before(deadline) {
-			time.Sleep(20 * time.Millisecond)
-		}
-		time.Sleep(150 * time.Millisecond) // let the last checkpoint land
-		cancel()
-		if err := <-done; err != nil {
-			t.Fatal(err)
-		}
-	}
-	runUntil(4) // seconds 0..24: windows [0,10) and [10,20) for 2 keys
+	windows := func(n int) func() bool { return func() bool { return len(ob.byStream("windows")) >= n } }
+	// The settle time lets the last checkpoint land.
+	runUntil(t, fileConfig(path), ob, windows(4), 150*time.Millisecond) // seconds 0..24: [0,10) and [10,20) for 2 keys
 	write(lines[50:])
-	runUntil(8) // seconds 25..49 close [20,30) and [30,40)
+	runUntil(t, fileConfig(path), ob, windows(8), 150*time.Millisecond) // seconds 25..49 close [20,30) and [30,40)
 	wins := ob.byStream("windows")
 	seen := map[string]bool{}
 	for _, w := range wins {
