@@ -53,9 +53,14 @@ type WindowConfig struct {
 
 func (c Config) spec() window.Spec {
 	w := c.Window
+	percentiles := false
+	for _, a := range c.Aggregations {
+		percentiles = percentiles || window.Agg(a).IsPercentile()
+	}
 	return window.Spec{Kind: window.Kind(w.Kind), Size: w.Size, Slide: w.Slide, Gap: w.Gap, Count: w.Count,
 		Watermark: w.Watermark, MaxOutOfOrder: w.MaxOutOfOrder, AllowedLateness: w.AllowedLateness,
-		IdleTimeout: w.IdleTimeout, EarlyEvery: w.EarlyEvery, EarlyInterval: w.EarlyInterval, Fields: c.Decode.Fields}
+		IdleTimeout: w.IdleTimeout, EarlyEvery: w.EarlyEvery, EarlyInterval: w.EarlyInterval, Fields: c.Decode.Fields,
+		Percentiles: percentiles}
 }
 
 // Validate adds every wrong field, by path, to errs.

@@ -22,10 +22,19 @@ const (
 	First    Agg = "first"
 	Last     Agg = "last"
 	Slope    Agg = "slope" // least-squares slope, units per second
+	P50      Agg = "p50"   // percentiles come from a sketch, within ±1%
+	P90      Agg = "p90"
+	P95      Agg = "p95"
+	P99      Agg = "p99"
 )
 
 // Aggs lists every supported aggregation.
-var Aggs = []Agg{Count, Sum, Mean, Min, Max, StdDev, Variance, RMS, First, Last, Slope}
+var Aggs = []Agg{Count, Sum, Mean, Min, Max, StdDev, Variance, RMS, First, Last, Slope, P50, P90, P95, P99}
+
+// IsPercentile reports whether a needs the quantile sketch.
+func (a Agg) IsPercentile() bool { return a == P50 || a == P90 || a == P95 || a == P99 }
+
+var quantiles = map[Agg]float64{P50: 0.5, P90: 0.9, P95: 0.95, P99: 0.99}
 
 // ParseAgg checks a configured name.
 func ParseAgg(s string) (Agg, error) {
@@ -47,6 +56,7 @@ type acc struct {
 	firstT, firstV     float64
 	lastT, lastV       float64
 	sumT, sumTT, sumTV float64
+	sk                 *sketch // only when the spec asks for percentiles
 }
 
 func (a *acc) add(t, v float64) {
@@ -62,6 +72,9 @@ func (a *acc) add(t, v float64) {
 		if t >= a.lastT {
 			a.lastT, a.lastV = t, v
 		}
+	}
+	if a.sk != nil {
+		a.sk.add(v)
 	}
 	a.n++
 	d := v - a.mean
@@ -79,8 +92,13 @@ func (a *acc) merge(b *acc) {
 	if b.n == 0 {
 		return
 	}
+	if a.sk != nil && b.sk != nil {
+		a.sk.merge(b.sk)
+	}
 	if a.n == 0 {
+		sk := a.sk
 		*a = *b
+		a.sk = sk
 		return
 	}
 	a.min, a.max = math.Min(a.min, b.min), math.Max(a.max, b.max)
@@ -140,6 +158,11 @@ func (a *acc) value(g Agg) float64 {
 		return a.firstV
 	case Last:
 		return a.lastV
+	case P50, P90, P95, P99:
+		if a.sk == nil {
+			return math.NaN()
+		}
+		return a.sk.quantile(quantiles[g], a.n)
 	case Slope:
 		den := a.n*a.sumTT - a.sumT*a.sumT
 		if a.n < 2 || den == 0 {

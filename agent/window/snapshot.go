@@ -10,6 +10,12 @@ import (
 // The snapshot mirrors the operator's state with exported fields for gob.
 type snapAcc struct {
 	N, Sum, SumSq, Mean, M2, Min, Max, FirstT, FirstV, LastT, LastV, SumT, SumTT, SumTV float64
+	Sketch                                                                              *snapSketch
+}
+
+type snapSketch struct {
+	Pos, Neg map[int32]uint64
+	Zero     uint64
 }
 
 type snapWin struct {
@@ -39,7 +45,10 @@ func (o *Operator) Snapshot() ([]byte, error) {
 			sw := snapWin{Start: w.start, End: w.end, N: w.n, Fired: w.fired, Dirty: w.dirty, Revision: w.revision, SinceEarl: w.sinceEarly,
 				Accs: make([]snapAcc, len(w.accs))}
 			for j, a := range w.accs {
-				sw.Accs[j] = snapAcc{a.n, a.sum, a.sumSq, a.mean, a.m2, a.min, a.max, a.firstT, a.firstV, a.lastT, a.lastV, a.sumT, a.sumTT, a.sumTV}
+				sw.Accs[j] = snapAcc{a.n, a.sum, a.sumSq, a.mean, a.m2, a.min, a.max, a.firstT, a.firstV, a.lastT, a.lastV, a.sumT, a.sumTT, a.sumTV, nil}
+				if a.sk != nil {
+					sw.Accs[j].Sketch = &snapSketch{Pos: a.sk.pos, Neg: a.sk.neg, Zero: a.sk.zero}
+				}
 			}
 			ws[i] = sw
 		}
@@ -71,7 +80,13 @@ func (o *Operator) Restore(data []byte) error {
 			w := &win{start: sw.Start, end: sw.End, n: sw.N, fired: sw.Fired, dirty: sw.Dirty, revision: sw.Revision, sinceEarly: sw.SinceEarl,
 				accs: make([]acc, len(sw.Accs))}
 			for j, a := range sw.Accs {
-				w.accs[j] = acc{a.N, a.Sum, a.SumSq, a.Mean, a.M2, a.Min, a.Max, a.FirstT, a.FirstV, a.LastT, a.LastV, a.SumT, a.SumTT, a.SumTV}
+				w.accs[j] = acc{a.N, a.Sum, a.SumSq, a.Mean, a.M2, a.Min, a.Max, a.FirstT, a.FirstV, a.LastT, a.LastV, a.SumT, a.SumTT, a.SumTV, nil}
+				if o.spec.Percentiles {
+					w.accs[j].sk = newSketch()
+					if sk := a.Sketch; sk != nil {
+						w.accs[j].sk.merge(&sketch{pos: sk.Pos, neg: sk.Neg, zero: sk.Zero})
+					}
+				}
 			}
 			ks.wins = append(ks.wins, w)
 			if o.spec.Kind == CountWin {

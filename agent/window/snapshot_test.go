@@ -17,6 +17,7 @@ func TestSnapshotRestoreContinuesExactly(t *testing.T) {
 		{Kind: Sliding, Size: 6 * time.Second, Slide: 2 * time.Second, MaxOutOfOrder: time.Second},
 		{Kind: Session, Gap: 2 * time.Second, MaxOutOfOrder: time.Second},
 		{Kind: CountWin, Count: 7},
+		{Kind: Tumbling, Size: 5 * time.Second, MaxOutOfOrder: time.Second, Percentiles: true},
 	}
 	rng := rand.New(rand.NewPCG(1, 2))
 	var events []Event
@@ -53,7 +54,7 @@ func TestSnapshotRestoreContinuesExactly(t *testing.T) {
 				t.Fatalf("%s cut at %d: %d results, want %d", spec.Kind, cut, len(got), len(want))
 			}
 			for i := range got {
-				if got[i].Value(0, Mean) != want[i].Value(0, Mean) {
+				if got[i].Value(0, Mean) != want[i].Value(0, Mean) || (spec.Percentiles && got[i].Value(0, P90) != want[i].Value(0, P90)) {
 					t.Fatalf("%s cut at %d: result %d mean differs", spec.Kind, cut, i)
 				}
 			}

@@ -43,6 +43,7 @@ type Spec struct {
 	EarlyEvery      int           // also fire every N events per open window (0: off)
 	EarlyInterval   time.Duration // also fire open windows every T of processing time (0: off)
 	Fields          []string      // the numeric fields aggregated, in order
+	Percentiles     bool          // keep a quantile sketch per field (for p50…p99)
 }
 
 // Validate checks the spec; errors wrap ErrSpec.
@@ -101,6 +102,16 @@ const (
 	Update Firing = "update" // a late event within allowed lateness changed a fired window
 	Early  Firing = "early"  // an early trigger, before the window closed
 )
+
+func (o *Operator) newAccs() []acc {
+	accs := make([]acc, len(o.spec.Fields))
+	if o.spec.Percentiles {
+		for i := range accs {
+			accs[i].sk = newSketch()
+		}
+	}
+	return accs
+}
 
 // Result is one window's aggregates.
 type Result struct {
@@ -248,7 +259,7 @@ func (o *Operator) addAligned(ev Event, ks *keyState, t int64, out []Result) ([]
 				// keeps a window, and that has passed for a new one too.
 				continue
 			}
-			w = ks.insert(&win{start: start, end: end, accs: make([]acc, len(o.spec.Fields))})
+			w = ks.insert(&win{start: start, end: end, accs: o.newAccs()})
 			heap.Push(&o.timers, timer{at: end, key: ev.Key, start: start})
 		}
 		out = o.add(out, ev, w, t)
@@ -294,7 +305,7 @@ func (o *Operator) addSession(ev Event, ks *keyState, t int64, out []Result) ([]
 		if hi+int64(o.spec.AllowedLateness) <= o.wm || hi <= o.wm {
 			return out, true // a new session that would already be closed
 		}
-		w := ks.insert(&win{start: t, end: hi, accs: make([]acc, len(o.spec.Fields))})
+		w := ks.insert(&win{start: t, end: hi, accs: o.newAccs()})
 		heap.Push(&o.timers, timer{at: hi, key: ev.Key, start: t})
 		return o.add(out, ev, w, t), false
 	}
@@ -331,7 +342,7 @@ func (o *Operator) addSession(ev Event, ks *keyState, t int64, out []Result) ([]
 func (o *Operator) processCount(ev Event, out []Result) []Result {
 	ks := o.keys[ev.Key]
 	if ks == nil {
-		ks = &keyState{wins: []*win{{accs: make([]acc, len(o.spec.Fields))}}}
+		ks = &keyState{wins: []*win{{accs: o.newAccs()}}}
 		o.keys[ev.Key] = ks
 	}
 	w := ks.wins[0]
@@ -343,7 +354,7 @@ func (o *Operator) processCount(ev Event, out []Result) []Result {
 	out = o.add(out, ev, w, t)
 	if w.n >= int64(o.spec.Count) {
 		out = o.emit(out, ev.Key, w, Final)
-		ks.wins[0] = &win{accs: make([]acc, len(o.spec.Fields))}
+		ks.wins[0] = &win{accs: o.newAccs()}
 	}
 	return out
 }
@@ -391,6 +402,11 @@ func (o *Operator) emit(out []Result, key string, w *win, f Firing) []Result {
 	w.dirty = false
 	accs := make([]acc, len(w.accs))
 	copy(accs, w.accs)
+	for i := range accs {
+		if accs[i].sk != nil {
+			accs[i].sk = accs[i].sk.clone() // the window may go on changing
+		}
+	}
 	end := w.end
 	if o.spec.Kind == CountWin {
 		end++ // count windows: [first event, last event]

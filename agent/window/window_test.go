@@ -239,3 +239,25 @@ func TestSpecValidation(t *testing.T) {
 		}
 	}
 }
+
+func TestPercentiles(t *testing.T) {
+	o, _ := New(Spec{Kind: Tumbling, Size: time.Hour, Fields: []string{"v"}, Percentiles: true})
+	for i := 1; i <= 1000; i++ {
+		o.Process(Event{Key: "k", Time: at(float64(i % 60)), Values: []float64{float64(i)}}, at(0), nil)
+	}
+	o.Process(Event{Key: "k", Time: at(-5), Values: []float64{-3}}, at(0), nil)
+	rs, _ := o.Process(Event{Key: "k", Time: at(3600), Values: []float64{0}}, at(0), nil)
+	r := rs[0]
+	for a, want := range map[Agg]float64{P50: 500, P90: 900, P95: 950, P99: 990} {
+		if got := r.Value(0, a); math.Abs(got-want)/want > 0.02 {
+			t.Errorf("%s = %v, want %v ± 2%%", a, got, want)
+		}
+	}
+	// Without the flag there is no sketch and no made-up percentile.
+	plain, _ := New(Spec{Kind: Tumbling, Size: time.Hour, Fields: []string{"v"}})
+	plain.Process(Event{Key: "k", Time: at(1), Values: []float64{1}}, at(0), nil)
+	rs, _ = plain.Process(Event{Key: "k", Time: at(3600), Values: []float64{1}}, at(0), nil)
+	if !math.IsNaN(rs[0].Value(0, P50)) {
+		t.Fatal("percentile without a sketch")
+	}
+}
