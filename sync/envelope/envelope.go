@@ -7,7 +7,9 @@ package envelope
 import (
 	"bytes"
 	"encoding/json"
+
 	"fmt"
+	gojson "github.com/goccy/go-json"
 	"time"
 
 	"github.com/klauspost/compress/zstd"
@@ -81,7 +83,7 @@ func Decode(payload []byte) (*Envelope, error) {
 		payload = raw
 	}
 	var e Envelope
-	if err := json.Unmarshal(payload, &e); err != nil {
+	if err := gojson.Unmarshal(payload, &e); err != nil {
 		return nil, fmt.Errorf("%w: %w", ErrMalformed, err)
 	}
 	// Unmarshal has checked the syntax of every record's data already.
