@@ -126,6 +126,18 @@ func (c *Config) Validate() error {
 	default:
 		errs.Add("bridge.compression", fmt.Sprintf("must be none, lz4 or zstd, got %q", c.Bridge.Compression))
 	}
+	switch m := c.Kafka.SASL.Mechanism; m {
+	case "":
+	case "plain", "scram-sha-256", "scram-sha-512":
+		if c.Kafka.SASL.Username == "" {
+			errs.Add("kafka.sasl.username", "required with kafka.sasl.mechanism")
+		}
+		if len(c.Kafka.Brokers) == 0 {
+			errs.Add("kafka.sasl.mechanism", "needs kafka.brokers (the embedded broker has no authentication)")
+		}
+	default:
+		errs.Add("kafka.sasl.mechanism", fmt.Sprintf("must be empty, plain, scram-sha-256 or scram-sha-512, got %q", m))
+	}
 	if c.Kafka.Partitions < 1 {
 		errs.Add("kafka.partitions", fmt.Sprintf("must be at least 1, got %d", c.Kafka.Partitions))
 	}

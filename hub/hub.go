@@ -59,9 +59,10 @@ func Start(ctx context.Context, cfg *Config, log *slog.Logger, opts ...Options) 
 		o = opts[0]
 	}
 	h = &Hub{cfg: cfg, log: log, devices: newDevices()}
+	started := h // the named result is nil on error returns
 	defer func() {
 		if err != nil {
-			h.Close()
+			started.Close()
 		}
 	}()
 	bcfg := cfg.Broker
@@ -108,7 +109,7 @@ func (h *Hub) startPipeline(ctx context.Context, o Options) error {
 	h.acker = ingest.NewAcker(h.nc, h.log)
 	h.bridge = bridge.New(h.cfg.Bridge, bridge.Options{
 		Stream:          stream,
-		Brokers:         h.kafka.Brokers,
+		ClientOpts:      h.kafka.Opts,
 		Kafka:           h.cfg.Kafka,
 		TransactionalID: "outpost-bridge-" + h.cfg.Broker.ServerName,
 		Log:             h.log,

@@ -37,9 +37,11 @@ type Config struct {
 
 // Options wire the bridge to its surroundings.
 type Options struct {
-	Stream  jetstream.Stream
-	Brokers []string
-	Kafka   kafka.Config
+	Stream jetstream.Stream
+	// ClientOpts connect to Kafka (seed brokers, SASL); the bridge adds
+	// its transactional settings.
+	ClientOpts []kgo.Opt
+	Kafka      kafka.Config
 	// TransactionalID must be stable per hub: it fences a zombie instance.
 	TransactionalID string
 	Log             *slog.Logger
@@ -175,15 +177,14 @@ func (b *Bridge) observeBacklog(msgs []jetstream.Msg) {
 }
 
 func (b *Bridge) connect() error {
-	opts := []kgo.Opt{
-		kgo.SeedBrokers(b.o.Brokers...),
+	opts := append(append([]kgo.Opt{}, b.o.ClientOpts...),
 		kgo.TransactionalID(b.o.TransactionalID),
-		kgo.TransactionTimeout(60 * time.Second),
-		kgo.RecordDeliveryTimeout(30 * time.Second),
+		kgo.TransactionTimeout(60*time.Second),
+		kgo.RecordDeliveryTimeout(30*time.Second),
 		kgo.ProducerLinger(0), // a transaction is already a batch
-		kgo.MaxBufferedRecords(1 << 20),
-		kgo.ProducerBatchMaxBytes(1 << 20),
-	}
+		kgo.MaxBufferedRecords(1<<20),
+		kgo.ProducerBatchMaxBytes(1<<20),
+	)
 	switch b.cfg.Compression {
 	case "zstd":
 		opts = append(opts, kgo.ProducerBatchCompression(kgo.ZstdCompression()))
@@ -444,9 +445,9 @@ func (b *Bridge) loadCheckpoint(ctx context.Context) error {
 	if err := b.commit(ctx, []*kgo.Record{{Topic: topic, Key: []byte(keyLoad), Value: []byte(nonce)}}); err != nil {
 		return fmt.Errorf("bridge: checkpoint sentinel: %w", err)
 	}
-	rd, err := kgo.NewClient(kgo.SeedBrokers(b.o.Brokers...),
+	rd, err := kgo.NewClient(append(append([]kgo.Opt{}, b.o.ClientOpts...),
 		kgo.ConsumePartitions(map[string]map[int32]kgo.Offset{topic: {0: kgo.NewOffset().AtStart()}}),
-		kgo.FetchIsolationLevel(kgo.ReadCommitted()))
+		kgo.FetchIsolationLevel(kgo.ReadCommitted()))...)
 	if err != nil {
 		return fmt.Errorf("bridge: checkpoint reader: %w", err)
 	}

@@ -13,7 +13,12 @@ import (
 	"github.com/twmb/franz-go/pkg/kerr"
 	"github.com/twmb/franz-go/pkg/kfake"
 	"github.com/twmb/franz-go/pkg/kgo"
+	"github.com/twmb/franz-go/pkg/sasl/plain"
+	"github.com/twmb/franz-go/pkg/sasl/scram"
 )
+
+// ErrConfig means the Kafka settings cannot be used.
+var ErrConfig = errors.New("invalid kafka settings")
 
 // Config is the kafka section of the hub config.
 type Config struct {
@@ -21,6 +26,33 @@ type Config struct {
 	TopicPrefix string   `yaml:"topic_prefix" usage:"prefix of every topic, e.g. outpost. gives outpost.windows"`
 	Partitions  int      `yaml:"partitions" usage:"partitions of each topic the hub creates"`
 	Replication int      `yaml:"replication" usage:"replication factor of each topic the hub creates"`
+	SASL        SASL     `yaml:"sasl"`
+}
+
+// SASL authenticates the hub to a secured cluster.
+type SASL struct {
+	Mechanism string `yaml:"mechanism" usage:"SASL mechanism: empty (none), plain, scram-sha-256 or scram-sha-512"`
+	Username  string `yaml:"username" usage:"SASL username"`
+	Password  string `yaml:"password" usage:"SASL password (better set through the environment)"`
+}
+
+// ClientOpts are the connection options every hub client uses.
+func (c Config) ClientOpts(brokers []string) ([]kgo.Opt, error) {
+	opts := []kgo.Opt{kgo.SeedBrokers(brokers...)}
+	s := c.SASL
+	switch s.Mechanism {
+	case "":
+		return opts, nil
+	case "plain":
+		opts = append(opts, kgo.SASL(plain.Auth{User: s.Username, Pass: s.Password}.AsMechanism()))
+	case "scram-sha-256":
+		opts = append(opts, kgo.SASL(scram.Auth{User: s.Username, Pass: s.Password}.AsSha256Mechanism()))
+	case "scram-sha-512":
+		opts = append(opts, kgo.SASL(scram.Auth{User: s.Username, Pass: s.Password}.AsSha512Mechanism()))
+	default:
+		return nil, fmt.Errorf("kafka: %w: sasl mechanism %q", ErrConfig, s.Mechanism)
+	}
+	return opts, nil
 }
 
 // Streams are the record topics cloud teams consume, without the prefix.
@@ -41,8 +73,10 @@ func (c Config) Topics() []string {
 
 // Conn is a connected client plus, in development, the embedded broker.
 type Conn struct {
-	Client   *kgo.Client
-	Brokers  []string
+	Client  *kgo.Client
+	Brokers []string
+	// Opts connect another client the same way (brokers, SASL).
+	Opts     []kgo.Opt
 	embedded *kfake.Cluster
 	log      *slog.Logger
 }
@@ -65,7 +99,16 @@ func Connect(ctx context.Context, cfg Config, dataDir string, log *slog.Logger) 
 		log.Warn("using the embedded development Kafka (kfake); it is for demos and development only — set kafka.brokers for production",
 			"addr", strings.Join(c.Brokers, ","))
 	}
-	client, err := kgo.NewClient(kgo.SeedBrokers(c.Brokers...))
+	copts, err := cfg.ClientOpts(c.Brokers)
+	if err != nil {
+		c.Close()
+		return nil, err
+	}
+	if c.embedded != nil {
+		copts = copts[:1] // the development broker has no authentication
+	}
+	c.Opts = copts
+	client, err := kgo.NewClient(copts...)
 	if err != nil {
 		c.Close()
 		return nil, fmt.Errorf("kafka: client: %w", err)

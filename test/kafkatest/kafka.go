@@ -24,15 +24,28 @@ import (
 	"github.com/outpost-edge/outpost/test/testenv"
 )
 
-// EnvBrokers names the variable that carries a shared broker's address.
-const EnvBrokers = "OUTPOST_TEST_KAFKA"
+// EnvBrokers names the variable that carries a shared broker's address;
+// EnvSASL its SASL/PLAIN listener.
+const (
+	EnvBrokers = "OUTPOST_TEST_KAFKA"
+	EnvSASL    = "OUTPOST_TEST_KAFKA_SASL"
+)
+
+// The SASL/PLAIN user of the test broker (a test credential, not a secret).
+const (
+	SASLUser     = "outpost-hub"
+	SASLPassword = "test-only-password"
+)
 
 // Broker is a running Kafka.
 type Broker struct {
 	*service.Process
 	Addr string
-	Dir  string // configuration, data and log
-	spec service.Spec
+	// SASLAddr is a second listener that requires SASL/PLAIN with
+	// SASLUser and SASLPassword, for testing clients' authentication.
+	SASLAddr string
+	Dir      string // configuration, data and log
+	spec     service.Spec
 }
 
 // Restart stops the broker and starts it again on the same ports and data,
@@ -71,15 +84,22 @@ func Start(ctx context.Context, dir string) (*Broker, error) {
 	if err != nil {
 		return nil, err
 	}
+	sport, err := service.FreePort()
+	if err != nil {
+		return nil, err
+	}
+	saslAddr := service.Addr(sport)
 	addr := service.Addr(port)
 	props := strings.Join([]string{
 		"process.roles=broker,controller",
 		"node.id=1",
 		"controller.quorum.voters=1@" + service.Addr(cport),
-		"listeners=PLAINTEXT://" + addr + ",CONTROLLER://" + service.Addr(cport),
-		"advertised.listeners=PLAINTEXT://" + addr,
+		"listeners=PLAINTEXT://" + addr + ",CONTROLLER://" + service.Addr(cport) + ",SASL_PLAINTEXT://" + saslAddr,
+		"advertised.listeners=PLAINTEXT://" + addr + ",SASL_PLAINTEXT://" + saslAddr,
 		"controller.listener.names=CONTROLLER",
-		"listener.security.protocol.map=PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT",
+		"listener.security.protocol.map=PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT,SASL_PLAINTEXT:SASL_PLAINTEXT",
+		"sasl.enabled.mechanisms=PLAIN",
+		"listener.name.sasl_plaintext.plain.sasl.jaas.config=org.apache.kafka.common.security.plain.PlainLoginModule required user_" + SASLUser + "=\"" + SASLPassword + "\";",
 		"inter.broker.listener.name=PLAINTEXT",
 		"log.dirs=" + filepath.Join(dir, "data"),
 		// One node: every internal topic has a single replica.
@@ -118,7 +138,7 @@ func Start(ctx context.Context, dir string) (*Broker, error) {
 	if err != nil {
 		return nil, err
 	}
-	return &Broker{Process: p, Addr: addr, Dir: dir, spec: spec}, nil
+	return &Broker{Process: p, Addr: addr, SASLAddr: saslAddr, Dir: dir, spec: spec}, nil
 }
 
 // ready succeeds once the broker answers metadata requests and lists itself.
@@ -200,6 +220,20 @@ func Brokers(tb testing.TB) []string {
 		tb.Fatalf("kafkatest: %v", sharedErr)
 	}
 	return []string{shared.Addr}
+}
+
+// SASLBrokers is the SASL/PLAIN listener of the same broker Brokers returns.
+func SASLBrokers(tb testing.TB) []string {
+	tb.Helper()
+	if env := os.Getenv(EnvBrokers); env != "" {
+		sasl := os.Getenv(EnvSASL)
+		if sasl == "" {
+			tb.Fatalf("kafkatest: %s is set but %s is not", EnvBrokers, EnvSASL)
+		}
+		return strings.Split(sasl, ",")
+	}
+	Brokers(tb)
+	return []string{shared.SASLAddr}
 }
 
 // Main runs a package's tests and stops the broker Brokers may have started.

@@ -162,3 +162,31 @@ func TestAdminTokenGuardsTheAPI(t *testing.T) {
 	}
 	resp.Body.Close()
 }
+
+// TestHubAuthenticatesToKafka runs the hub against the broker's SASL/PLAIN
+// listener: with the right credentials records flow exactly once; with a
+// wrong password the hub refuses to start and says why.
+func TestHubAuthenticatesToKafka(t *testing.T) {
+	plainBrokers := kafkatest.Brokers(t)
+	cfg := hubConfig(t, kafkatest.SASLBrokers(t), t.TempDir())
+	cfg.Kafka.SASL.Mechanism, cfg.Kafka.SASL.Username, cfg.Kafka.SASL.Password = "plain", kafkatest.SASLUser, "wrong"
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	if h, err := hub.Start(ctx, cfg, testLogger(t)); err == nil {
+		h.Close()
+		t.Fatal("hub started with a wrong Kafka password")
+	}
+
+	cfg = hubConfig(t, kafkatest.SASLBrokers(t), t.TempDir())
+	cfg.Kafka.SASL.Mechanism, cfg.Kafka.SASL.Username, cfg.Kafka.SASL.Password = "plain", kafkatest.SASLUser, kafkatest.SASLPassword
+	if err := cfg.Validate(); err != nil {
+		t.Fatal(err)
+	}
+	h := startHub(t, cfg)
+	defer h.Close()
+	d := newDevice(t, h, "sasl-dev", "tcp://"+h.MQTTAddr())
+	d.produce(t, "events", 300, 50, 10*time.Millisecond)
+	d.waitDrained(t, 60*time.Second)
+	recs, _ := readAll(t, plainBrokers, []string{cfg.Kafka.TopicPrefix + "events"}, 300, 60*time.Second)
+	checkExactlyOnce(t, recs, []string{"sasl-dev"}, 300)
+}
