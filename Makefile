@@ -31,9 +31,10 @@ build:
 test: deps
 	$(GO) run ./test/cmd/withservices -- $(GO) test -count=1 -timeout 25m ./...
 
-## bench: Go benchmarks of every package
+## bench: Go benchmarks of every package, then the system benchmarks against real services
 bench: deps
-	$(GO) run ./test/cmd/withservices -- $(GO) test -run '^$$' -bench . -benchmem -benchtime 400x ./...
+	$(GO) test -run '^$$' -bench . -benchmem $$($(GO) list ./... | grep -v /test/bench)
+	$(GO) run ./test/cmd/withservices -- $(GO) test -run '^$$' -bench . -benchtime 400x ./test/bench/
 
 ## cross: the agent for linux/arm64 and linux/arm (armv7), with cgo
 cross: deps
