@@ -1,11 +1,9 @@
 package hub
 
 import (
-	"errors"
-	"strings"
 	"testing"
 
-	"github.com/outpost-edge/outpost/deploy/config"
+	"github.com/outpost-edge/outpost/deploy/config/configtest"
 )
 
 func TestDefaultsAreValid(t *testing.T) {
@@ -15,52 +13,25 @@ func TestDefaultsAreValid(t *testing.T) {
 }
 
 func TestValidateNamesFields(t *testing.T) {
-	tests := []struct {
-		name   string
-		mutate func(*Config)
-		path   string
-	}{
-		{"empty data dir", func(c *Config) { c.DataDir = "" }, "data_dir"},
-		{"no server name", func(c *Config) { c.Broker.ServerName = "" }, "broker.server_name"},
-		{"host name", func(c *Config) { c.Broker.Host = "localhost" }, "broker.host"},
-		{"port range", func(c *Config) { c.Broker.NATSPort = 70000 }, "broker.nats_port"},
-		{"same ports", func(c *Config) { c.Broker.MQTTPort = c.Broker.NATSPort }, "broker.mqtt_port"},
-		{"payload", func(c *Config) { c.Broker.MaxPayload = 10 }, "broker.max_payload"},
-		{"broker addr", func(c *Config) { c.Kafka.Brokers = []string{"ok:9092", "nope"} }, "kafka.brokers[1]"},
-		{"partitions", func(c *Config) { c.Kafka.Partitions = 0 }, "kafka.partitions"},
-		{"replication", func(c *Config) { c.Kafka.Replication = 0 }, "kafka.replication"},
-		{"http", func(c *Config) { c.HTTP.Listen = "8080" }, "http.listen"},
-		{"open api needs token", func(c *Config) { c.HTTP.Listen = "0.0.0.0:8080" }, "http.admin_token"},
-		{"ingest bytes", func(c *Config) { c.Ingest.MaxBytes = 10 }, "ingest.max_bytes"},
-		{"bridge batch", func(c *Config) { c.Bridge.BatchMessages = 0 }, "bridge.batch_messages"},
-		{"bridge compression", func(c *Config) { c.Bridge.Compression = "gzip" }, "bridge.compression"},
-		{"log", func(c *Config) { c.Log.Format = "xml" }, "log.format"},
-	}
-	for _, tt := range tests {
-		c := Defaults()
-		tt.mutate(c)
-		err := c.Validate()
-		var es config.Errors
-		if !errors.As(err, &es) || len(es) != 1 || es[0].Path != tt.path {
-			t.Errorf("%s: err = %v, want one error at %s", tt.name, err, tt.path)
-		}
-	}
+	configtest.FieldErrors(t, Defaults, []configtest.Case[*Config]{
+		{Name: "empty data dir", Mutate: func(c *Config) { c.DataDir = "" }, Path: "data_dir"},
+		{Name: "no server name", Mutate: func(c *Config) { c.Broker.ServerName = "" }, Path: "broker.server_name"},
+		{Name: "host name", Mutate: func(c *Config) { c.Broker.Host = "localhost" }, Path: "broker.host"},
+		{Name: "port range", Mutate: func(c *Config) { c.Broker.NATSPort = 70000 }, Path: "broker.nats_port"},
+		{Name: "same ports", Mutate: func(c *Config) { c.Broker.MQTTPort = c.Broker.NATSPort }, Path: "broker.mqtt_port"},
+		{Name: "payload", Mutate: func(c *Config) { c.Broker.MaxPayload = 10 }, Path: "broker.max_payload"},
+		{Name: "broker addr", Mutate: func(c *Config) { c.Kafka.Brokers = []string{"ok:9092", "nope"} }, Path: "kafka.brokers[1]"},
+		{Name: "partitions", Mutate: func(c *Config) { c.Kafka.Partitions = 0 }, Path: "kafka.partitions"},
+		{Name: "replication", Mutate: func(c *Config) { c.Kafka.Replication = 0 }, Path: "kafka.replication"},
+		{Name: "http", Mutate: func(c *Config) { c.HTTP.Listen = "8080" }, Path: "http.listen"},
+		{Name: "open api needs token", Mutate: func(c *Config) { c.HTTP.Listen = "0.0.0.0:8080" }, Path: "http.admin_token"},
+		{Name: "ingest bytes", Mutate: func(c *Config) { c.Ingest.MaxBytes = 10 }, Path: "ingest.max_bytes"},
+		{Name: "bridge batch", Mutate: func(c *Config) { c.Bridge.BatchMessages = 0 }, Path: "bridge.batch_messages"},
+		{Name: "bridge compression", Mutate: func(c *Config) { c.Bridge.Compression = "gzip" }, Path: "bridge.compression"},
+		{Name: "log", Mutate: func(c *Config) { c.Log.Format = "xml" }, Path: "log.format"},
+	})
 }
 
 func FuzzConfigFile(f *testing.F) {
-	f.Add("broker:\n  mqtt_port: 1884\nkafka:\n  brokers: [a:1]\n")
-	f.Add("log: {level: debug}")
-	f.Add("http: [1, 2]")
-	f.Fuzz(func(t *testing.T, doc string) {
-		c := Defaults()
-		if err := config.DecodeYAML([]byte(doc), c); err != nil {
-			if !errors.Is(err, config.ErrInvalid) {
-				t.Fatalf("decode error does not wrap ErrInvalid: %v", err)
-			}
-			return
-		}
-		if err := c.Validate(); err != nil && !strings.Contains(err.Error(), ": ") {
-			t.Fatalf("validation error without a field path: %v", err)
-		}
-	})
+	configtest.FuzzFile(f, Defaults, "broker:\n  mqtt_port: 1884\nkafka:\n  brokers: [a:1]\n", "log: {level: debug}", "http: [1, 2]")
 }
