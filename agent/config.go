@@ -87,7 +87,7 @@ func Defaults() *Config {
 			KeepAlive:      30 * time.Second,
 			ConnectTimeout: 10 * time.Second,
 		},
-		Uplink:  uplink.SendConfig{BatchRecords: 500, MaxInflight: 5000, AckTimeout: 10 * time.Second},
+		Uplink:  uplink.SendConfig{BatchRecords: 500, BatchBytes: 512 << 10, MaxInflight: 5000, AckTimeout: 10 * time.Second},
 		Report:  ReportConfig{Interval: 30 * time.Second},
 		Metrics: MetricsConfig{Listen: "127.0.0.1:9464"},
 		Log:     daemon.DefaultLog(),
@@ -135,6 +135,9 @@ func (c *Config) Validate() error {
 	}
 	if c.Uplink.BatchRecords < 1 || c.Uplink.BatchRecords > 10000 {
 		errs.Add("uplink.batch_records", fmt.Sprintf("must be 1 to 10000, got %d", c.Uplink.BatchRecords))
+	}
+	if c.Uplink.BatchBytes < 4096 || c.Uplink.BatchBytes > 64<<20 {
+		errs.Add("uplink.batch_bytes", fmt.Sprintf("must be 4096 to 67108864, got %d", c.Uplink.BatchBytes))
 	}
 	if c.Uplink.MaxInflight < c.Uplink.BatchRecords {
 		errs.Add("uplink.max_inflight", fmt.Sprintf("must be at least uplink.batch_records (%d), got %d", c.Uplink.BatchRecords, c.Uplink.MaxInflight))

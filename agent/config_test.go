@@ -24,6 +24,7 @@ func TestValidateNamesFields(t *testing.T) {
 		{Name: "connect timeout", Mutate: func(c *Config) { c.Hub.ConnectTimeout = 0 }, Path: "hub.connect_timeout"},
 		{Name: "report interval", Mutate: func(c *Config) { c.Report.Interval = 0 }, Path: "report.interval"},
 		{Name: "batch", Mutate: func(c *Config) { c.Uplink.BatchRecords = 0 }, Path: "uplink.batch_records"},
+		{Name: "batch bytes", Mutate: func(c *Config) { c.Uplink.BatchBytes = 10 }, Path: "uplink.batch_bytes"},
 		{Name: "inflight", Mutate: func(c *Config) { c.Uplink.MaxInflight = 10 }, Path: "uplink.max_inflight"},
 		{Name: "ack timeout", Mutate: func(c *Config) { c.Uplink.AckTimeout = time.Millisecond }, Path: "uplink.ack_timeout"},
 		{Name: "log level", Mutate: func(c *Config) { c.Log.Level = "chatty" }, Path: "log.level"},

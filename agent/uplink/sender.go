@@ -16,6 +16,7 @@ import (
 // SendConfig tunes batching and resends.
 type SendConfig struct {
 	BatchRecords int           `yaml:"batch_records" usage:"most records in one MQTT message"`
+	BatchBytes   int           `yaml:"batch_bytes" usage:"most bytes of record data in one MQTT message; keep it below the hub's broker.max_payload"`
 	MaxInflight  int           `yaml:"max_inflight" usage:"most records per stream sent but not yet acknowledged by the hub"`
 	AckTimeout   time.Duration `yaml:"ack_timeout" usage:"resend unacknowledged records after this long without an ack"`
 	Compress     bool          `yaml:"compress" usage:"zstd-compress batches"`
@@ -192,6 +193,7 @@ func (s *Sender) sendSome(ctx context.Context) (bool, error) {
 		if len(recs) == 0 {
 			continue
 		}
+		recs = cutToBytes(recs, s.cfg.BatchBytes)
 		e := &envelope.Envelope{V: envelope.Version, Device: s.device, Stream: stream,
 			Floor: s.floor[stream], Prev: s.sent[stream], Records: recs}
 		payload, err := envelope.Encode(e, s.cfg.Compress)
@@ -205,4 +207,23 @@ func (s *Sender) sendSome(ctx context.Context) (bool, error) {
 		progressed = true
 	}
 	return progressed, nil
+}
+
+// recordOverhead approximates a record's envelope JSON around its data.
+const recordOverhead = 64
+
+// cutToBytes keeps the longest prefix of recs within limit bytes, and at
+// least one record, so a batch never outgrows the broker's payload limit.
+func cutToBytes(recs []envelope.Record, limit int) []envelope.Record {
+	if limit <= 0 {
+		return recs
+	}
+	size := 0
+	for i, r := range recs {
+		size += len(r.Data) + recordOverhead
+		if size > limit && i > 0 {
+			return recs[:i]
+		}
+	}
+	return recs
 }
