@@ -119,6 +119,8 @@ type checkpoint struct {
 type Stats struct {
 	Events, Rejected, Windows, Late atomic.Int64
 	Inferences, InferErrors, Alerts atomic.Int64
+	// WriteErrors counts failed outbox commits (retried, nothing dropped).
+	WriteErrors atomic.Int64
 	// InferLatency observes each micro-batch call, for the histogram.
 	InferLatency func(time.Duration)
 	// WatermarkLag is how far the watermark trails processing time.
@@ -127,20 +129,21 @@ type Stats struct {
 
 // Pipeline is one running data path.
 type Pipeline struct {
-	cfg    Config
-	ob     Store
-	log    *slog.Logger
-	dec    *ingest.Decoder
-	op     *window.Operator
-	aggs   []window.Agg
-	source func(context.Context, chan<- ingest.Line) error
-	items  []outbox.Item
-	model  *infer.Model
-	acts   *actions
-	offset int64 // source position of the last processed line
-	saved  int64 // offset in the last stored checkpoint
-	rejLog rate.Sometimes
-	Stats  Stats
+	cfg      Config
+	ob       Store
+	log      *slog.Logger
+	dec      *ingest.Decoder
+	op       *window.Operator
+	aggs     []window.Agg
+	source   func(context.Context, chan<- ingest.Line) error
+	items    []outbox.Item
+	model    *infer.Model
+	acts     *actions
+	offset   int64 // source position of the last processed line
+	saved    int64 // offset in the last stored checkpoint
+	rejLog   rate.Sometimes
+	writeLog rate.Sometimes
+	Stats    Stats
 }
 
 // New builds a pipeline from a validated config and resumes from its
@@ -155,7 +158,7 @@ func New(ctx context.Context, cfg Config, ob Store, log *slog.Logger) (*Pipeline
 		return nil, err
 	}
 	p := &Pipeline{cfg: cfg, ob: ob, log: log.With("pipeline", cfg.Name), dec: dec, op: op,
-		rejLog: rate.Sometimes{First: 5, Interval: 10 * time.Second}}
+		rejLog: rate.Sometimes{First: 5, Interval: 10 * time.Second}, writeLog: rate.Sometimes{First: 1, Interval: 10 * time.Second}}
 	for _, a := range cfg.Aggregations {
 		g, err := window.ParseAgg(a)
 		if err != nil {
@@ -226,32 +229,49 @@ func (p *Pipeline) Run(ctx context.Context) error {
 	tick := time.NewTicker(flushEvery)
 	defer tick.Stop()
 	var results []window.Result
+	stalled := false // the outbox refused the last write: stop reading input
 	for {
+		in := lines
+		if stalled {
+			in = nil // backpressure: the source blocks, nothing accepted is dropped
+		}
 		select {
-		case l, ok := <-lines:
+		case l, ok := <-in:
 			if !ok {
 				err := <-srcDone
 				return p.finish(err)
 			}
 			results = p.handle(l, results[:0])
 			if len(p.items) >= flushItems {
-				if err := p.flush(ctx); err != nil {
-					return err
-				}
+				stalled = !p.tryFlush(ctx)
 			}
 		case now := <-tick.C:
-			results = p.op.Advance(now, results[:0])
-			p.addResults(results)
-			if wm := p.op.Watermark(); !wm.IsZero() {
-				p.Stats.WatermarkLag.Store(int64(now.Sub(wm)))
+			if !stalled {
+				results = p.op.Advance(now, results[:0])
+				p.addResults(results)
+				if wm := p.op.Watermark(); !wm.IsZero() {
+					p.Stats.WatermarkLag.Store(int64(now.Sub(wm)))
+				}
 			}
-			if err := p.flush(ctx); err != nil {
-				return err
-			}
+			stalled = !p.tryFlush(ctx)
 		case <-ctx.Done():
 			return p.finish(nil)
 		}
 	}
+}
+
+// tryFlush writes pending records; a failure (a full disk, say) is a
+// state, not a crash: it is counted and logged, the records stay pending,
+// and the next tick tries again.
+func (p *Pipeline) tryFlush(ctx context.Context) bool {
+	if err := p.flush(ctx); err != nil {
+		p.Stats.WriteErrors.Add(1)
+		p.writeLog.Do(func() {
+			p.log.Error("outbox write failed; input paused until it succeeds", "pending", len(p.items), "err", err)
+		})
+		return false
+	}
+	return true
 }
 
 // finish writes what is pending; it runs when ctx may already be over.

@@ -3,6 +3,7 @@ package pipeline
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"log/slog"
 	"os"
@@ -22,11 +23,16 @@ type memOutbox struct {
 	mu    sync.Mutex
 	items []outbox.Item
 	cp    map[string][]byte
+	fails int // refuse this many writes, as a full disk would
 }
 
 func (m *memOutbox) AppendCheckpoint(_ context.Context, items []outbox.Item, name string, state []byte) ([]uint64, error) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
+	if m.fails > 0 {
+		m.fails--
+		return nil, errors.New("database or disk is full")
+	}
 	m.items = append(m.items, items...)
 	if m.cp == nil {
 		m.cp = map[string][]byte{}
@@ -177,5 +183,25 @@ func TestResumeFromCheckpoint(t *testing.T) {
 	}
 	if len(wins) != 8 {
 		t.Fatalf("%d windows, want 8", len(wins))
+	}
+}
+
+// TestFullDiskPausesAndLosesNothing: while the outbox refuses writes the
+// pipeline keeps running, counts the failures and stops taking input; when
+// writes work again every window arrives.
+func TestFullDiskPausesAndLosesNothing(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "in.jsonl")
+	var lines []string
+	for i := 0; i < 40; i++ {
+		lines = append(lines, fmt.Sprintf(`{"sensor":"s","ts":"2026-11-25T12:00:%02dZ","v":1}`, i))
+	}
+	os.WriteFile(path, []byte(strings.Join(lines, "\n")+"\n"), 0o644)
+	ob := &memOutbox{fails: 5}
+	p := runUntil(t, fileConfig(path), ob, func() bool { return len(ob.byStream("windows")) >= 3 }, 100*time.Millisecond)
+	if p.Stats.WriteErrors.Load() != 5 {
+		t.Fatalf("write errors = %d", p.Stats.WriteErrors.Load())
+	}
+	if n := len(ob.byStream("windows")); n != 3 {
+		t.Fatalf("%d windows after the disk recovered, want 3 ([0,10) [10,20) [20,30))", n)
 	}
 }
