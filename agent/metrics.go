@@ -66,6 +66,7 @@ func (a *observed) registry() *prometheus.Registry {
 	perPipeline("rejected_total", "Input lines rejected to the dead stream.", true, func(p *pipeline.Pipeline) float64 { return float64(p.Stats.Rejected.Load()) })
 	perPipeline("late_total", "Events past allowed lateness, sent to the late stream.", true, func(p *pipeline.Pipeline) float64 { return float64(p.Stats.Late.Load()) })
 	perPipeline("windows_emitted_total", "Window results written to the outbox.", true, func(p *pipeline.Pipeline) float64 { return float64(p.Stats.Windows.Load()) })
+	perPipeline("outbox_write_errors_total", "Outbox commits that failed (retried; input paused meanwhile).", true, func(p *pipeline.Pipeline) float64 { return float64(p.Stats.WriteErrors.Load()) })
 	perPipeline("inferences_total", "Window results scored by the pipeline's model.", true, func(p *pipeline.Pipeline) float64 { return float64(p.Stats.Inferences.Load()) })
 	perPipeline("inference_errors_total", "Windows the model could not score.", true, func(p *pipeline.Pipeline) float64 { return float64(p.Stats.InferErrors.Load()) })
 	perPipeline("alerts_total", "Windows the model flagged (actions fired).", true, func(p *pipeline.Pipeline) float64 { return float64(p.Stats.Alerts.Load()) })
