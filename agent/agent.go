@@ -79,7 +79,7 @@ func Run(ctx context.Context, cfg *Config, log *slog.Logger) error {
 	sendDone := make(chan error, 1)
 	go func() { sendDone <- sender.Run(ctx) }()
 	for _, pc := range cfg.Pipelines {
-		if pc.Model != nil {
+		if pc.Model != nil && pc.Model.UsesORT() {
 			lib, err := cfg.Runtime.ORTLibrary()
 			if err != nil {
 				return err

@@ -11,6 +11,7 @@ import (
 	"path/filepath"
 	"time"
 
+	"github.com/outpost-edge/outpost/models/goengine"
 	"github.com/outpost-edge/outpost/models/manifest"
 	"github.com/outpost-edge/outpost/models/ort"
 )
@@ -20,7 +21,11 @@ type Config struct {
 	Dir      string `yaml:"dir"`      // a model directory with slots active/ (and candidate/), or one package
 	Provider string `yaml:"provider"` // cpu (default), cuda, tensorrt, openvino
 	Threads  int    `yaml:"threads"`  // ONNX Runtime intra-op threads (0: its default)
+	Engine   string `yaml:"engine"`   // onnxruntime (default) or go: the pure-Go engine, for devices without ONNX Runtime
 }
+
+// UsesORT reports whether the model needs the ONNX Runtime library.
+func (c Config) UsesORT() bool { return c.Engine == "" || c.Engine == "onnxruntime" }
 
 // Slot names. Updates install into the candidate slot and switch.
 const (
@@ -56,19 +61,28 @@ func LoadSlot(cfg Config, slot string, log *slog.Logger) (*Model, error) {
 	if err != nil {
 		return nil, err
 	}
-	s, err := ort.NewSessionWith(onnxData, ort.Options{Provider: cfg.Provider, IntraOpThreads: cfg.Threads})
-	if err != nil {
-		return nil, err
+	var eng Engine
+	provider := "go"
+	if cfg.UsesORT() {
+		s, err := ort.NewSessionWith(onnxData, ort.Options{Provider: cfg.Provider, IntraOpThreads: cfg.Threads})
+		if err != nil {
+			return nil, err
+		}
+		if s.FallbackReason != "" {
+			log.Warn("execution provider unavailable, running on cpu", "model", m.Name, "asked", cfg.Provider, "reason", s.FallbackReason)
+		}
+		eng, provider = s, s.Provider
+	} else {
+		if eng, err = goengine.Load(onnxData); err != nil {
+			return nil, err
+		}
 	}
-	if s.FallbackReason != "" {
-		log.Warn("execution provider unavailable, running on cpu", "model", m.Name, "asked", cfg.Provider, "reason", s.FallbackReason)
-	}
-	model := &Model{Manifest: m, Slot: slot, engine: s}
+	model := &Model{Manifest: m, Slot: slot, engine: eng}
 	if err := model.SelfTest(); err != nil {
-		s.Close()
+		eng.Close()
 		return nil, err
 	}
-	log.Info("model loaded", "model", m.Name, "version", m.Version, "slot", slot, "provider", s.Provider)
+	log.Info("model loaded", "model", m.Name, "version", m.Version, "slot", slot, "engine", cfg.Engine, "provider", provider)
 	return model, nil
 }
 

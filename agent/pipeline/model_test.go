@@ -105,3 +105,19 @@ func TestModelThatFailsItsGoldenVectorsIsRefused(t *testing.T) {
 		t.Fatalf("err = %v, want ErrChecksum", err)
 	}
 }
+
+// TestGoEngineScoresLikeONNXRuntime runs the same package on the pure-Go
+// engine: it passes the golden vectors and flags the same window.
+func TestGoEngineScoresLikeONNXRuntime(t *testing.T) {
+	dir := t.TempDir()
+	writeModel(t, dir, sigmoid(-10))
+	m, err := infer.LoadSlot(infer.Config{Dir: dir, Engine: "go"}, infer.Active, slog.New(slog.DiscardHandler))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer m.Close()
+	out, _, err := m.Infer([]float32{9, 5}) // mean 9, max 10 normalised by std 2
+	if err != nil || math.Abs(float64(out[0]-sigmoid(2*9+5-10))) > 1e-6 {
+		t.Fatalf("go engine score = %v, %v", out, err)
+	}
+}

@@ -82,6 +82,9 @@ func (c Config) Validate(path string, errs *config.Errors) {
 		if c.Model.Provider != "" && !slices.Contains(ort.Providers, c.Model.Provider) {
 			errs.Add(path+".model.provider", fmt.Sprintf("must be one of %v, got %q", ort.Providers, c.Model.Provider))
 		}
+		if e := c.Model.Engine; e != "" && e != "onnxruntime" && e != "go" {
+			errs.Add(path+".model.engine", fmt.Sprintf("must be onnxruntime or go, got %q", e))
+		}
 		if c.Model.Threads < 0 {
 			errs.Add(path+".model.threads", "must not be negative")
 		}

@@ -1,0 +1,253 @@
+// Package goengine runs small ONNX graphs in pure Go, for devices without
+// ONNX Runtime: the dense models the trainer produces (Gemm or MatMul+Add
+// with Relu, Tanh, Sigmoid or Softmax), in float32. It answers the same
+// calls as the ONNX Runtime session, and both pass one conformance suite.
+package goengine
+
+import (
+	"encoding/binary"
+	"fmt"
+	"math"
+
+	"google.golang.org/protobuf/proto"
+
+	"github.com/outpost-edge/outpost/models/onnx/onnxpb"
+)
+
+// matrix is a row-major [rows, cols] tensor.
+type matrix struct {
+	rows, cols int
+	data       []float32
+}
+
+type node struct {
+	op      string
+	in, out []string
+	transB  bool
+	alpha   float32
+	beta    float32
+}
+
+// Engine is a loaded graph.
+type Engine struct {
+	input, output string
+	width         int
+	consts        map[string]matrix
+	nodes         []node
+}
+
+// Load parses an ONNX model and checks that every op is supported.
+func Load(model []byte) (*Engine, error) {
+	var m onnxpb.ModelProto
+	if err := proto.Unmarshal(model, &m); err != nil {
+		return nil, fmt.Errorf("%w: %w", ErrModel, err)
+	}
+	g := m.GetGraph()
+	if g == nil || len(g.GetOutput()) != 1 {
+		return nil, fmt.Errorf("%w: need a graph with one output", ErrModel)
+	}
+	e := &Engine{consts: map[string]matrix{}, output: g.GetOutput()[0].GetName()}
+	for _, t := range g.GetInitializer() {
+		mt, err := tensor(t)
+		if err != nil {
+			return nil, err
+		}
+		e.consts[t.GetName()] = mt
+	}
+	for _, in := range g.GetInput() {
+		if _, isConst := e.consts[in.GetName()]; !isConst {
+			if e.input != "" {
+				return nil, fmt.Errorf("%w: more than one input", ErrModel)
+			}
+			e.input = in.GetName()
+		}
+	}
+	if dims := g.GetOutput()[0].GetType().GetTensorType().GetShape().GetDim(); len(dims) == 2 {
+		e.width = int(dims[1].GetDimValue())
+	}
+	for _, n := range g.GetNode() {
+		nd := node{op: n.GetOpType(), in: n.GetInput(), out: n.GetOutput(), alpha: 1, beta: 1}
+		switch nd.op {
+		case "Gemm", "MatMul", "Add", "Relu", "Tanh", "Sigmoid", "Softmax":
+		default:
+			return nil, fmt.Errorf("%w: op %s", ErrUnsupported, nd.op)
+		}
+		for _, a := range n.GetAttribute() {
+			switch a.GetName() {
+			case "transB":
+				nd.transB = a.GetI() == 1
+			case "transA":
+				if a.GetI() != 0 {
+					return nil, fmt.Errorf("%w: Gemm transA", ErrUnsupported)
+				}
+			case "alpha":
+				nd.alpha = a.GetF()
+			case "beta":
+				nd.beta = a.GetF()
+			case "axis":
+				if a.GetI() != -1 && a.GetI() != 1 {
+					return nil, fmt.Errorf("%w: Softmax axis %d", ErrUnsupported, a.GetI())
+				}
+			}
+		}
+		e.nodes = append(e.nodes, nd)
+	}
+	return e, nil
+}
+
+func tensor(t *onnxpb.TensorProto) (matrix, error) {
+	if t.GetDataType() != int32(onnxpb.TensorProto_FLOAT) {
+		return matrix{}, fmt.Errorf("%w: initializer %s is not float32", ErrUnsupported, t.GetName())
+	}
+	data := t.GetFloatData()
+	if raw := t.GetRawData(); len(raw) > 0 {
+		data = make([]float32, len(raw)/4)
+		for i := range data {
+			data[i] = math.Float32frombits(binary.LittleEndian.Uint32(raw[4*i:]))
+		}
+	}
+	dims := t.GetDims()
+	switch len(dims) {
+	case 1:
+		return matrix{rows: 1, cols: int(dims[0]), data: data}, nil
+	case 2:
+		return matrix{rows: int(dims[0]), cols: int(dims[1]), data: data}, nil
+	}
+	return matrix{}, fmt.Errorf("%w: initializer %s has rank %d", ErrUnsupported, t.GetName(), len(dims))
+}
+
+// Run evaluates the graph on rows of `features` values.
+func (e *Engine) Run(x []float32, features int) ([]float32, error) {
+	if features < 1 || len(x)%features != 0 {
+		return nil, fmt.Errorf("%w: %d values are not rows of %d features", ErrInput, len(x), features)
+	}
+	vals := map[string]matrix{e.input: {rows: len(x) / features, cols: features, data: x}}
+	get := func(name string) (matrix, error) {
+		if m, ok := vals[name]; ok {
+			return m, nil
+		}
+		if m, ok := e.consts[name]; ok {
+			return m, nil
+		}
+		return matrix{}, fmt.Errorf("%w: value %s is undefined", ErrModel, name)
+	}
+	for _, n := range e.nodes {
+		a, err := get(n.in[0])
+		if err != nil {
+			return nil, err
+		}
+		var out matrix
+		switch n.op {
+		case "Gemm", "MatMul":
+			b, err := get(n.in[1])
+			if err != nil {
+				return nil, err
+			}
+			if out, err = matmul(a, b, n.transB, n.alpha); err != nil {
+				return nil, err
+			}
+			if n.op == "Gemm" && len(n.in) > 2 {
+				c, err := get(n.in[2])
+				if err != nil {
+					return nil, err
+				}
+				if err := addRow(&out, c, n.beta); err != nil {
+					return nil, err
+				}
+			}
+		case "Add":
+			b, err := get(n.in[1])
+			if err != nil {
+				return nil, err
+			}
+			out = matrix{rows: a.rows, cols: a.cols, data: append([]float32(nil), a.data...)}
+			if err := addRow(&out, b, 1); err != nil {
+				return nil, err
+			}
+		default:
+			out = apply(n.op, a)
+		}
+		vals[n.out[0]] = out
+	}
+	res, err := get(e.output)
+	if err != nil {
+		return nil, err
+	}
+	return res.data, nil
+}
+
+func matmul(a, b matrix, transB bool, alpha float32) (matrix, error) {
+	n, k := b.cols, b.rows
+	if transB {
+		n, k = b.rows, b.cols
+	}
+	if a.cols != k {
+		return matrix{}, fmt.Errorf("%w: [%d,%d] × [%d,%d]", ErrInput, a.rows, a.cols, b.rows, b.cols)
+	}
+	out := matrix{rows: a.rows, cols: n, data: make([]float32, a.rows*n)}
+	for i := 0; i < a.rows; i++ {
+		row := a.data[i*k : (i+1)*k]
+		for j := 0; j < n; j++ {
+			var s float32
+			for p := 0; p < k; p++ {
+				if transB {
+					s += row[p] * b.data[j*k+p]
+				} else {
+					s += row[p] * b.data[p*n+j]
+				}
+			}
+			out.data[i*n+j] = alpha * s
+		}
+	}
+	return out, nil
+}
+
+// addRow adds a [1, cols] (or [cols]) bias to every row.
+func addRow(m *matrix, bias matrix, beta float32) error {
+	if bias.rows != 1 || bias.cols != m.cols {
+		return fmt.Errorf("%w: bias [%d,%d] for [%d,%d]", ErrUnsupported, bias.rows, bias.cols, m.rows, m.cols)
+	}
+	for i := range m.data {
+		m.data[i] += beta * bias.data[i%m.cols]
+	}
+	return nil
+}
+
+func apply(op string, a matrix) matrix {
+	out := matrix{rows: a.rows, cols: a.cols, data: make([]float32, len(a.data))}
+	for i, v := range a.data {
+		switch op {
+		case "Relu":
+			out.data[i] = max(v, 0)
+		case "Tanh":
+			out.data[i] = float32(math.Tanh(float64(v)))
+		case "Sigmoid":
+			out.data[i] = float32(1 / (1 + math.Exp(-float64(v))))
+		}
+	}
+	if op == "Softmax" {
+		for r := 0; r < a.rows; r++ {
+			row := a.data[r*a.cols : (r+1)*a.cols]
+			mx := row[0]
+			for _, v := range row {
+				mx = max(mx, v)
+			}
+			var sum float64
+			for j, v := range row {
+				e := math.Exp(float64(v - mx))
+				out.data[r*a.cols+j] = float32(e)
+				sum += e
+			}
+			for j := range row {
+				out.data[r*a.cols+j] = float32(float64(out.data[r*a.cols+j]) / sum)
+			}
+		}
+	}
+	return out
+}
+
+// Outputs is the output width per row, from the graph's declared shape.
+func (e *Engine) Outputs() int { return e.width }
+
+// Close releases nothing; it is here to match the ONNX Runtime session.
+func (e *Engine) Close() error { return nil }
