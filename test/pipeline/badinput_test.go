@@ -119,7 +119,9 @@ func TestBadInputIsDeadLetteredAndOthersFlow(t *testing.T) {
 	windows := 0
 	deadline := time.Now().Add(30 * time.Second)
 	for (windows < 600 || len(reasons) < len(payloads)) && time.Now().Before(deadline) {
-		fs := cl.PollRecords(nil, 1000)
+		pctx, pcancel := context.WithTimeout(context.Background(), 2*time.Second)
+		fs := cl.PollRecords(pctx, 1000)
+		pcancel()
 		fs.EachRecord(func(r *kgo.Record) {
 			if strings.HasSuffix(r.Topic, ".deadletter") {
 				validate(t, dlSchema, r.Value)

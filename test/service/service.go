@@ -105,12 +105,6 @@ func (p *Process) Stop() {
 	}
 }
 
-// Kill stops the server abruptly, as a crash would.
-func (p *Process) Kill() {
-	_ = syscall.Kill(-p.cmd.Process.Pid, syscall.SIGKILL)
-	<-p.done
-}
-
 // LogTail returns the last n lines of the server's log.
 func (p *Process) LogTail(n int) string {
 	data, err := os.ReadFile(p.spec.LogPath)
