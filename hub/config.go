@@ -13,6 +13,7 @@ import (
 	"github.com/outpost-edge/outpost/hub/broker"
 	"github.com/outpost-edge/outpost/hub/ingest"
 	"github.com/outpost-edge/outpost/hub/kafka"
+	"github.com/outpost-edge/outpost/sync/topics"
 )
 
 // Config is the whole typed configuration of outpost-hub.
@@ -46,6 +47,7 @@ func Defaults() *Config {
 			MQTTPort:   1883,
 			SyncAlways: true,
 			MaxPayload: 1 << 20,
+			Cluster:    broker.Cluster{Port: 6222, LeaseTTL: 6 * time.Second},
 		},
 		Ingest: ingest.Config{MaxBytes: 8 << 30, MaxAge: 7 * 24 * time.Hour, Replicas: 1},
 		Kafka:  kafka.Config{TopicPrefix: "outpost.", Partitions: 3, Replication: 1},
@@ -64,6 +66,16 @@ func (c *Config) StoreDir() string {
 		return c.Broker.StoreDir
 	}
 	return c.DataDir // nats-server adds its own jetstream/ below it
+}
+
+// BridgeID is the Kafka transactional id of the bridge. Every hub of a
+// cluster shares it, so Kafka fences a bridge that lost its lease but does
+// not know it yet.
+func (c *Config) BridgeID() string {
+	if c.Broker.Cluster.Enabled() {
+		return "outpost-bridge-" + c.Broker.Cluster.Name
+	}
+	return "outpost-bridge-" + c.Broker.ServerName
 }
 
 // Validate names every wrong field by its path.
@@ -98,6 +110,7 @@ func (c *Config) Validate() error {
 			}
 		}
 	}
+	c.validateCluster(&errs)
 	if c.Broker.MaxPayload < 1024 || c.Broker.MaxPayload > 64<<20 {
 		errs.Add("broker.max_payload", fmt.Sprintf("must be between 1024 and 67108864 bytes, got %d", c.Broker.MaxPayload))
 	}
@@ -153,6 +166,39 @@ func (c *Config) Validate() error {
 	}
 	c.Log.Validate("log", &errs)
 	return errs.Err()
+}
+
+func (c *Config) validateCluster(errs *config.Errors) {
+	cl := c.Broker.Cluster
+	if cl.LeaseTTL < time.Second || cl.LeaseTTL > time.Minute {
+		errs.Add("broker.cluster.lease_ttl", fmt.Sprintf("must be 1s to 1m, got %s", cl.LeaseTTL))
+	}
+	if !cl.Enabled() {
+		if c.Ingest.Replicas > 1 {
+			errs.Add("ingest.replicas", "more than 1 replica needs a cluster (broker.cluster.name)")
+		}
+		return
+	}
+	// The name becomes part of the Kafka transactional id: same alphabet
+	// as device ids.
+	if err := topics.ValidDevice(cl.Name); err != nil {
+		errs.Add("broker.cluster.name", fmt.Sprintf("must be letters, digits, '-' or '_', got %q", cl.Name))
+	}
+	if cl.Host != "" && net.ParseIP(cl.Host) == nil {
+		errs.Add("broker.cluster.host", fmt.Sprintf("must be an IP address, got %q", cl.Host))
+	}
+	checkPort(errs, "broker.cluster.port", cl.Port)
+	if len(cl.Secret) < 16 {
+		errs.Add("broker.cluster.secret", "must be at least 16 characters: routes carry every device's data")
+	}
+	if len(cl.Routes) == 0 {
+		errs.Add("broker.cluster.routes", "must list the other hubs' route addresses (host:port)")
+	}
+	for i, r := range cl.Routes {
+		if _, port, err := net.SplitHostPort(r); err != nil || port == "" {
+			errs.Add(fmt.Sprintf("broker.cluster.routes[%d]", i), fmt.Sprintf("must be host:port, got %q", r))
+		}
+	}
 }
 
 func checkPort(errs *config.Errors, path string, p int) {

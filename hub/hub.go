@@ -14,15 +14,18 @@ import (
 	"net/http"
 	"path/filepath"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
+	"golang.org/x/time/rate"
 
 	"github.com/outpost-edge/outpost/hub/bridge"
 	"github.com/outpost-edge/outpost/hub/broker"
 	"github.com/outpost-edge/outpost/hub/ingest"
 	"github.com/outpost-edge/outpost/hub/kafka"
+	"github.com/outpost-edge/outpost/hub/lease"
 	"github.com/outpost-edge/outpost/hub/registry"
 	"github.com/outpost-edge/outpost/sync/state"
 	"github.com/outpost-edge/outpost/sync/topics"
@@ -41,6 +44,7 @@ type Hub struct {
 	acker    *ingest.Acker
 	registry *registry.Registry
 	bridge   *bridge.Bridge
+	leader   atomic.Bool
 	stop     context.CancelFunc
 	wg       sync.WaitGroup
 }
@@ -90,17 +94,33 @@ func Start(ctx context.Context, cfg *Config, log *slog.Logger, opts ...Options) 
 	return h, nil
 }
 
-// startPipeline creates OUTPOST_UP and runs the acker and the Kafka bridge
-// until Close.
+// pipelineLease is the lease whose holder runs the acker and the bridge:
+// in a cluster one hub does, so each record is bridged once and each
+// envelope acked once.
+const pipelineLease = "pipeline"
+
+// startPipeline creates the registry bucket, OUTPOST_UP and the lease,
+// then runs the acker and the Kafka bridge until Close on whichever hub of
+// the cluster holds the lease.
 func (h *Hub) startPipeline(ctx context.Context, o Options) error {
 	js, err := jetstream.New(h.nc)
 	if err != nil {
 		return fmt.Errorf("hub: jetstream: %w", err)
 	}
-	if err := h.registry.Attach(ctx, js, h.cfg.Ingest.Replicas); err != nil {
+	var stream jetstream.Stream
+	var ls *lease.Lease
+	// A clustered JetStream needs a quorum of hubs before a replicated
+	// stream can be created, so a hub that starts first waits for its peers.
+	err = h.untilReady(ctx, func(ctx context.Context) error {
+		if err := h.registry.Attach(ctx, js, h.cfg.Ingest.Replicas, h.broker.Server()); err != nil {
+			return err
+		}
+		if stream, err = ingest.EnsureStream(ctx, js, h.cfg.Ingest); err != nil {
+			return err
+		}
+		ls, err = lease.Open(ctx, js, pipelineLease, h.cfg.Broker.ServerName, h.cfg.Broker.Cluster.LeaseTTL, h.cfg.Ingest.Replicas, h.log)
 		return err
-	}
-	stream, err := ingest.EnsureStream(ctx, js, h.cfg.Ingest)
+	})
 	if err != nil {
 		return err
 	}
@@ -111,25 +131,61 @@ func (h *Hub) startPipeline(ctx context.Context, o Options) error {
 		Stream:          stream,
 		ClientOpts:      h.kafka.Opts,
 		Kafka:           h.cfg.Kafka,
-		TransactionalID: "outpost-bridge-" + h.cfg.Broker.ServerName,
+		TransactionalID: h.cfg.BridgeID(),
 		Log:             h.log,
 		AfterCommit:     o.AfterCommit,
 	})
-	h.wg.Add(2)
+	h.wg.Add(1)
 	go func() {
 		defer h.wg.Done()
-		if err := h.acker.Run(runCtx, stream); err != nil {
-			h.log.Error("acker stopped", "err", err)
-		}
-	}()
-	go func() {
-		defer h.wg.Done()
-		if err := h.bridge.Run(runCtx); err != nil {
-			h.log.Error("bridge stopped", "err", err)
-		}
+		ls.Run(runCtx, func(ctx context.Context) {
+			h.leader.Store(true)
+			defer h.leader.Store(false)
+			var wg sync.WaitGroup
+			wg.Add(2)
+			go func() {
+				defer wg.Done()
+				if err := h.acker.Run(ctx, stream); err != nil {
+					h.log.Error("acker stopped", "err", err)
+				}
+			}()
+			go func() {
+				defer wg.Done()
+				if err := h.bridge.Run(ctx); err != nil {
+					h.log.Error("bridge stopped", "err", err)
+				}
+			}()
+			wg.Wait()
+		})
 	}()
 	return nil
 }
+
+// untilReady retries setup while JetStream is not yet available (no
+// cluster quorum), logging every 10 s, until it succeeds or ctx ends.
+func (h *Hub) untilReady(ctx context.Context, setup func(context.Context) error) error {
+	logEvery := rate.Sometimes{Interval: 10 * time.Second}
+	for {
+		tctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+		err := setup(tctx)
+		cancel()
+		if err == nil {
+			return nil
+		}
+		if ctx.Err() != nil || !h.cfg.Broker.Cluster.Enabled() {
+			return err
+		}
+		logEvery.Do(func() { h.log.Warn("waiting for the JetStream cluster", "err", err) })
+		select {
+		case <-ctx.Done():
+			return err
+		case <-time.After(time.Second):
+		}
+	}
+}
+
+// Leader reports whether this hub runs the cluster's bridge and acker.
+func (h *Hub) Leader() bool { return h.leader.Load() }
 
 // Stats is a snapshot of the pipeline counters.
 type Stats struct {
@@ -299,6 +355,9 @@ func (h *Hub) Close() {
 	if h.stop != nil {
 		h.stop()
 		h.wg.Wait()
+	}
+	if h.registry != nil {
+		h.registry.Close()
 	}
 	if h.nc != nil {
 		h.nc.Close()

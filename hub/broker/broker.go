@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
+	"net/url"
 	"strconv"
 	"time"
 
@@ -25,6 +26,40 @@ type Config struct {
 	SyncAlways bool      `yaml:"sync_always" usage:"fsync each JetStream write before acking (safe; slower)"`
 	MaxPayload int32     `yaml:"max_payload" usage:"largest message in bytes the broker accepts"`
 	TLS        TLSConfig `yaml:"tls"`
+	Cluster    Cluster   `yaml:"cluster"`
+}
+
+// Cluster joins this hub to others through NATS routes: together they form
+// one broker with replicated JetStream (DESIGN §1). Every hub lists the
+// same routes (its own is ignored) and a unique server_name.
+type Cluster struct {
+	Name string `yaml:"name" usage:"cluster name, the same on every hub; empty runs a standalone hub"`
+	Host string `yaml:"host" usage:"address the route listener binds to (default broker.host)"`
+	Port int    `yaml:"port" usage:"route port other hubs connect to (-1 picks a free port)"`
+	// Routes may include this hub itself: nats-server drops self-routes,
+	// so one list serves the whole cluster.
+	Routes []string `yaml:"routes" usage:"host:port of the route listeners of the other hubs"`
+	// Secret authenticates routes: without it anyone who reaches the route
+	// port joins the cluster and sees every device's data.
+	Secret string `yaml:"secret" usage:"shared secret every hub presents on its routes (required with cluster.name)"`
+	// LeaseTTL bounds how long the cluster goes without a bridge after the
+	// hub running it dies; it must be the same on every hub.
+	LeaseTTL time.Duration `yaml:"lease_ttl" usage:"lease of the hub that runs the Kafka bridge and acker; another hub takes over within it"`
+}
+
+// Enabled reports whether the hub runs clustered.
+func (c Cluster) Enabled() bool { return c.Name != "" }
+
+// routeUser is the fixed route username; the secret is the password.
+const routeUser = "outpost-route"
+
+// RouteURLs turns host:port routes into nats-route URLs carrying the secret.
+func (c Cluster) RouteURLs() []*url.URL {
+	out := make([]*url.URL, 0, len(c.Routes))
+	for _, r := range c.Routes {
+		out = append(out, &url.URL{Scheme: "nats-route", User: url.UserPassword(routeUser, c.Secret), Host: r})
+	}
+	return out
 }
 
 // TLSConfig secures the MQTT listener. With VerifyClients, devices
@@ -63,6 +98,15 @@ func Start(ctx context.Context, cfg Config, log *slog.Logger, auth server.Authen
 	if auth != nil {
 		opts.CustomClientAuthentication = auth
 	}
+	if c := cfg.Cluster; c.Enabled() {
+		host := c.Host
+		if host == "" {
+			host = cfg.Host
+		}
+		opts.Cluster = server.ClusterOpts{Name: c.Name, Host: host, Port: c.Port, Username: routeUser, Password: c.Secret,
+			AuthTimeout: 5}
+		opts.Routes = c.RouteURLs()
+	}
 	if cfg.TLS.Enabled() {
 		tc, err := server.GenTLSConfig(&server.TLSConfigOpts{
 			CertFile: cfg.TLS.CertFile, KeyFile: cfg.TLS.KeyFile, CaFile: cfg.TLS.CAFile, Verify: cfg.TLS.VerifyClients,
@@ -100,6 +144,15 @@ func (b *Broker) MQTTAddr() string {
 		host = "127.0.0.1"
 	}
 	return net.JoinHostPort(host, strconv.Itoa(b.opts.MQTT.Port))
+}
+
+// RouteAddr is host:port of the route listener, with a free port resolved
+// ("" when standalone).
+func (b *Broker) RouteAddr() string {
+	if a := b.srv.ClusterAddr(); a != nil {
+		return a.String()
+	}
+	return ""
 }
 
 // Server exposes the embedded server for in-process clients and tests.

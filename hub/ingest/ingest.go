@@ -82,6 +82,9 @@ func NewAcker(nc *nats.Conn, log *slog.Logger) *Acker {
 // because marks rebuild from the floors devices send; replaying history
 // would only re-ack what devices already deleted.
 func (a *Acker) Run(ctx context.Context, s jetstream.Stream) error {
+	// Marks from an earlier run (this hub led the cluster before) may miss
+	// what another hub acked since; devices' floors rebuild them.
+	a.marks = envelope.Watermarks{}
 	cons, err := s.OrderedConsumer(ctx, jetstream.OrderedConsumerConfig{DeliverPolicy: jetstream.DeliverNewPolicy})
 	if err != nil {
 		return fmt.Errorf("ingest: acker consumer: %w", err)

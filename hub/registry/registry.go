@@ -46,6 +46,7 @@ type Registry struct {
 	mu      sync.RWMutex
 	devices map[string]record
 	kv      jetstream.KeyValue
+	watcher jetstream.KeyWatcher
 
 	internalUser, internalPass string
 	refusedLog                 rate.Sometimes
@@ -69,32 +70,86 @@ func New(log *slog.Logger) *Registry {
 // Internal returns the user and password of the hub's own connections.
 func (r *Registry) Internal() (user, pass string) { return r.internalUser, r.internalPass }
 
-// Attach loads every device from the KV bucket (creating it if needed).
-func (r *Registry) Attach(ctx context.Context, js jetstream.JetStream, replicas int) error {
+// Attach loads every device from the KV bucket (creating it if needed) and
+// keeps following it, so that devices enrolled or revoked through any hub
+// of a cluster are known to every hub. A revocation disconnects the device
+// from srv, whichever hub it was revoked on. Close stops following.
+func (r *Registry) Attach(ctx context.Context, js jetstream.JetStream, replicas int, srv *server.Server) error {
 	kv, err := js.CreateOrUpdateKeyValue(ctx, jetstream.KeyValueConfig{Bucket: Bucket, History: 5, Replicas: max(replicas, 1), Storage: jetstream.FileStorage})
 	if err != nil {
 		return fmt.Errorf("registry: bucket: %w", err)
 	}
-	keys, err := kv.ListKeys(ctx)
+	w, err := kv.WatchAll(context.Background())
 	if err != nil {
-		return fmt.Errorf("registry: list: %w", err)
+		return fmt.Errorf("registry: watch: %w", err)
 	}
+	// The watcher first replays every current entry, then sends nil.
 	loaded := map[string]record{}
-	for k := range keys.Keys() {
-		e, err := kv.Get(ctx, k)
-		if err != nil {
-			return fmt.Errorf("registry: get %s: %w", k, err)
+	for initial := true; initial; {
+		select {
+		case <-ctx.Done():
+			_ = w.Stop()
+			return fmt.Errorf("registry: load: %w", ctx.Err())
+		case e := <-w.Updates():
+			if e == nil {
+				initial = false
+				break
+			}
+			if d, ok := r.decode(e); ok {
+				loaded[d.ID] = d
+			}
 		}
-		var d record
-		if err := json.Unmarshal(e.Value(), &d); err != nil {
-			return fmt.Errorf("registry: decode %s: %w", k, err)
-		}
-		loaded[d.ID] = d
 	}
 	r.mu.Lock()
-	r.kv, r.devices = kv, loaded
+	r.kv, r.devices, r.watcher = kv, loaded, w
 	r.mu.Unlock()
+	go r.follow(w, srv)
 	return nil
+}
+
+// follow applies changes made by any hub until the watcher stops.
+func (r *Registry) follow(w jetstream.KeyWatcher, srv *server.Server) {
+	for e := range w.Updates() {
+		if e == nil {
+			continue
+		}
+		if e.Operation() != jetstream.KeyValuePut {
+			r.mu.Lock()
+			delete(r.devices, e.Key())
+			r.mu.Unlock()
+			continue
+		}
+		d, ok := r.decode(e)
+		if !ok {
+			continue
+		}
+		r.mu.Lock()
+		r.devices[d.ID] = d
+		r.mu.Unlock()
+		if d.RevokedAt != nil {
+			r.disconnect(srv, d.ID)
+		}
+	}
+}
+
+func (r *Registry) decode(e jetstream.KeyValueEntry) (record, bool) {
+	var d record
+	if err := json.Unmarshal(e.Value(), &d); err != nil || d.ID == "" {
+		r.log.Error("registry: undecodable device record; ignoring it", "key", e.Key(), "revision", e.Revision(), "err", err)
+		return d, false
+	}
+	return d, true
+}
+
+// Close stops following the bucket.
+func (r *Registry) Close() {
+	r.mu.Lock()
+	w := r.watcher
+	r.watcher = nil
+	r.mu.Unlock()
+	if w != nil {
+		_ = w.Stop()
+	}
 }
 
 // Add enrols a device and returns its credentials. Re-adding an existing
@@ -124,16 +179,25 @@ func (r *Registry) Revoke(ctx context.Context, id string, srv *server.Server) er
 	if err := r.put(ctx, d); err != nil {
 		return err
 	}
-	if srv != nil {
-		conns, err := srv.Connz(&server.ConnzOptions{User: id, Username: true})
-		if err == nil {
-			for _, c := range conns.Conns {
-				_ = srv.DisconnectClientByID(c.Cid)
-			}
-		}
-	}
+	// Here at once; the other hubs of a cluster disconnect it when they
+	// see the change in the bucket.
+	r.disconnect(srv, id)
 	r.log.Info("device revoked", "device", id)
 	return nil
+}
+
+// disconnect closes every connection of device id on srv.
+func (r *Registry) disconnect(srv *server.Server, id string) {
+	if srv == nil {
+		return
+	}
+	conns, err := srv.Connz(&server.ConnzOptions{User: id, Username: true})
+	if err != nil {
+		return
+	}
+	for _, c := range conns.Conns {
+		_ = srv.DisconnectClientByID(c.Cid)
+	}
 }
 
 // List returns all devices, sorted by id.

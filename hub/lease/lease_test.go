@@ -1,0 +1,137 @@
+package lease_test
+
+import (
+	"context"
+	"log/slog"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/outpost-edge/outpost/hub/lease"
+	"github.com/outpost-edge/outpost/test/natstest"
+)
+
+// contender runs one hub's side of the lease and records whether its job runs.
+type contender struct {
+	running atomic.Bool
+	starts  atomic.Int32
+	stop    context.CancelFunc
+	done    chan struct{}
+}
+
+func contend(t *testing.T, js jetstream.JetStream, holder string, ttl time.Duration) *contender {
+	t.Helper()
+	l, err := lease.Open(context.Background(), js, "pipeline", holder, ttl, 1, slog.New(slog.DiscardHandler))
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	c := &contender{stop: cancel, done: make(chan struct{})}
+	go func() {
+		defer close(c.done)
+		l.Run(ctx, func(ctx context.Context) {
+			c.starts.Add(1)
+			c.running.Store(true)
+			<-ctx.Done()
+			c.running.Store(false)
+		})
+	}()
+	t.Cleanup(func() { cancel(); <-c.done })
+	return c
+}
+
+func (c *contender) close() { c.stop(); <-c.done }
+
+func waitFor(t *testing.T, what string, timeout time.Duration, cond func() bool) time.Duration {
+	t.Helper()
+	start := time.Now()
+	for !cond() {
+		if time.Since(start) > timeout {
+			t.Fatalf("%s: not within %s", what, timeout)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	return time.Since(start)
+}
+
+func jetStream(t *testing.T) jetstream.JetStream {
+	t.Helper()
+	b := natstest.New(t)
+	nc, err := nats.Connect(b.NATSURL())
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(nc.Close)
+	js, err := jetstream.New(nc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return js
+}
+
+func TestOneHolderAndHandover(t *testing.T) {
+	js := jetStream(t)
+	const ttl = 2 * time.Second
+	a := contend(t, js, "hub-a", ttl)
+	waitFor(t, "hub-a leads", 5*time.Second, a.running.Load)
+	b := contend(t, js, "hub-b", ttl)
+	// Several refresh periods: b must stay a follower while a holds.
+	time.Sleep(2 * ttl)
+	if b.running.Load() || !a.running.Load() {
+		t.Fatalf("a=%v b=%v: want only a running", a.running.Load(), b.running.Load())
+	}
+	// A clean stop releases the lease: b takes over within a tick or two,
+	// not after a whole TTL.
+	a.close()
+	took := waitFor(t, "hub-b takes over", 5*time.Second, b.running.Load)
+	if took >= ttl {
+		t.Errorf("handover after a clean stop took %s, want under the TTL %s", took, ttl)
+	}
+	if a.running.Load() {
+		t.Error("a still running after close")
+	}
+}
+
+func TestRestartedHolderTakesBackItsLease(t *testing.T) {
+	js := jetStream(t)
+	const ttl = 30 * time.Second // far longer than the test: expiry cannot explain success
+	kv, err := js.CreateOrUpdateKeyValue(context.Background(), jetstream.KeyValueConfig{Bucket: lease.Bucket, History: 1, TTL: ttl})
+	if err != nil {
+		t.Fatal(err)
+	}
+	// A crashed hub-a left its lease behind.
+	if _, err := kv.Create(context.Background(), "pipeline", []byte("hub-a")); err != nil {
+		t.Fatal(err)
+	}
+	b := contend(t, js, "hub-b", ttl)
+	a := contend(t, js, "hub-a", ttl)
+	waitFor(t, "restarted hub-a leads", 5*time.Second, a.running.Load)
+	if b.running.Load() {
+		t.Fatal("hub-b runs although hub-a holds the lease")
+	}
+}
+
+func TestCrashedHolderExpires(t *testing.T) {
+	js := jetStream(t)
+	const ttl = 2 * time.Second
+	kv, err := js.CreateOrUpdateKeyValue(context.Background(), jetstream.KeyValueConfig{Bucket: lease.Bucket, History: 1, TTL: ttl})
+	if err != nil {
+		t.Fatal(err)
+	}
+	// hub-a crashed holding the lease and never comes back.
+	if _, err := kv.Create(context.Background(), "pipeline", []byte("hub-a")); err != nil {
+		t.Fatal(err)
+	}
+	b := contend(t, js, "hub-b", ttl)
+	time.Sleep(ttl / 2)
+	if b.running.Load() {
+		t.Fatal("hub-b took a lease that had not expired")
+	}
+	waitFor(t, "hub-b takes the expired lease", 3*ttl, b.running.Load)
+	if n := b.starts.Load(); n != 1 {
+		t.Errorf("job started %d times, want 1", n)
+	}
+}
