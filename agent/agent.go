@@ -65,11 +65,11 @@ func Run(ctx context.Context, cfg *Config, log *slog.Logger) error {
 			sender.OnConnect()
 			report(ctx, c, state.StatusRunning)
 		},
-		Subscriptions: map[string]uplink.Handler{
-			topics.Desired(cfg.Device.ID): func(_ string, payload []byte) {
+		Subscriptions: map[string]uplink.Subscription{
+			topics.Desired(cfg.Device.ID): {QoS: 1, Handle: func(_ string, payload []byte) {
 				log.Info("desired state received", "bytes", len(payload))
-			},
-			topics.Ack(cfg.Device.ID): func(t string, p []byte) { sender.OnAck(t, p) },
+			}},
+			topics.Ack(cfg.Device.ID): {QoS: 0, Handle: func(t string, p []byte) { sender.OnAck(t, p) }},
 		},
 	}, log)
 	if err != nil {

@@ -83,9 +83,10 @@ func Defaults() *Config {
 		DataDir: "./data/agent",
 		Storage: StorageConfig{Synchronous: store.SyncFull, OutboxMaxBytes: 256 << 20},
 		Hub: uplink.Config{
-			URL:            "tcp://127.0.0.1:1883",
-			KeepAlive:      30 * time.Second,
-			ConnectTimeout: 10 * time.Second,
+			URL:             "tcp://127.0.0.1:1883",
+			KeepAlive:       30 * time.Second,
+			ConnectTimeout:  10 * time.Second,
+			ReconnectJitter: 2 * time.Second,
 		},
 		Uplink:  uplink.SendConfig{BatchRecords: 500, BatchBytes: 512 << 10, MaxInflight: 5000, AckTimeout: 10 * time.Second},
 		Report:  ReportConfig{Interval: 30 * time.Second},
@@ -112,10 +113,12 @@ func (c *Config) Validate() error {
 	if c.Storage.OutboxMaxBytes < 0 || (c.Storage.OutboxMaxBytes > 0 && c.Storage.OutboxMaxBytes < 64<<10) {
 		errs.Add("storage.outbox_max_bytes", fmt.Sprintf("must be 0 (unbounded) or at least 65536, got %d", c.Storage.OutboxMaxBytes))
 	}
-	if u, err := url.Parse(c.Hub.URL); err != nil || u.Host == "" {
-		errs.Add("hub.url", fmt.Sprintf("must be a URL like tcp://host:1883, got %q", c.Hub.URL))
-	} else if s := u.Scheme; s != "tcp" && s != "ssl" && s != "tls" && s != "mqtt" && s != "mqtts" {
-		errs.Add("hub.url", fmt.Sprintf("scheme must be tcp, ssl, tls, mqtt or mqtts, got %q", s))
+	checkBrokerURL(&errs, "hub.url", c.Hub.URL)
+	for i, u := range c.Hub.FallbackURLs {
+		checkBrokerURL(&errs, fmt.Sprintf("hub.fallback_urls[%d]", i), u)
+	}
+	if c.Hub.ReconnectJitter < 0 || c.Hub.ReconnectJitter > time.Minute {
+		errs.Add("hub.reconnect_jitter", fmt.Sprintf("must be 0 to 1m, got %s", c.Hub.ReconnectJitter))
 	}
 	if t := c.Hub.TLS; (t.CertFile == "") != (t.KeyFile == "") {
 		errs.Add("hub.tls", "cert_file and key_file go together")
@@ -164,4 +167,12 @@ func (c *Config) Validate() error {
 	}
 	c.Log.Validate("log", &errs)
 	return errs.Err()
+}
+
+func checkBrokerURL(errs *config.Errors, path, raw string) {
+	if u, err := url.Parse(raw); err != nil || u.Host == "" {
+		errs.Add(path, fmt.Sprintf("must be a URL like tcp://host:1883, got %q", raw))
+	} else if s := u.Scheme; s != "tcp" && s != "ssl" && s != "tls" && s != "mqtt" && s != "mqtts" {
+		errs.Add(path, fmt.Sprintf("scheme must be tcp, ssl, tls, mqtt or mqtts, got %q", s))
+	}
 }

@@ -2,6 +2,7 @@ package hub
 
 import (
 	"testing"
+	"time"
 
 	"github.com/outpost-edge/outpost/deploy/config/configtest"
 )
@@ -29,7 +30,32 @@ func TestValidateNamesFields(t *testing.T) {
 		{Name: "bridge batch", Mutate: func(c *Config) { c.Bridge.BatchMessages = 0 }, Path: "bridge.batch_messages"},
 		{Name: "bridge compression", Mutate: func(c *Config) { c.Bridge.Compression = "gzip" }, Path: "bridge.compression"},
 		{Name: "log", Mutate: func(c *Config) { c.Log.Format = "xml" }, Path: "log.format"},
+		{Name: "replicas need a cluster", Mutate: func(c *Config) { c.Ingest.Replicas = 3 }, Path: "ingest.replicas"},
+		{Name: "cluster secret", Mutate: func(c *Config) { clustered(c); c.Broker.Cluster.Secret = "short" }, Path: "broker.cluster.secret"},
+		{Name: "cluster routes", Mutate: func(c *Config) { clustered(c); c.Broker.Cluster.Routes = nil }, Path: "broker.cluster.routes"},
+		{Name: "cluster route addr", Mutate: func(c *Config) { clustered(c); c.Broker.Cluster.Routes = []string{"h2:6222", "h3"} }, Path: "broker.cluster.routes[1]"},
+		{Name: "cluster name", Mutate: func(c *Config) { clustered(c); c.Broker.Cluster.Name = "a.b" }, Path: "broker.cluster.name"},
+		{Name: "lease ttl", Mutate: func(c *Config) { c.Broker.Cluster.LeaseTTL = time.Millisecond }, Path: "broker.cluster.lease_ttl"},
 	})
+}
+
+// clustered makes c a valid member of a three-hub cluster.
+func clustered(c *Config) {
+	c.Broker.Cluster.Name = "site-1"
+	c.Broker.Cluster.Secret = "a-long-enough-route-secret"
+	c.Broker.Cluster.Routes = []string{"10.0.0.2:6222", "10.0.0.3:6222"}
+	c.Ingest.Replicas = 3
+}
+
+func TestClusterConfigIsValid(t *testing.T) {
+	c := Defaults()
+	clustered(c)
+	if err := c.Validate(); err != nil {
+		t.Fatal(err)
+	}
+	if got, want := c.BridgeID(), "outpost-bridge-site-1"; got != want {
+		t.Errorf("BridgeID = %q, want %q: every hub of a cluster must share it", got, want)
+	}
 }
 
 func FuzzConfigFile(f *testing.F) {

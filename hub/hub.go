@@ -45,6 +45,7 @@ type Hub struct {
 	registry *registry.Registry
 	bridge   *bridge.Bridge
 	leader   atomic.Bool
+	stream   jetstream.Stream
 	stop     context.CancelFunc
 	wg       sync.WaitGroup
 }
@@ -71,6 +72,7 @@ func Start(ctx context.Context, cfg *Config, log *slog.Logger, opts ...Options) 
 	}()
 	bcfg := cfg.Broker
 	bcfg.StoreDir = cfg.StoreDir()
+	bcfg.MQTTReplicas = cfg.Ingest.Replicas
 	h.registry = registry.New(log)
 	if h.broker, err = broker.Start(ctx, bcfg, log, h.registry); err != nil {
 		return nil, err
@@ -124,6 +126,7 @@ func (h *Hub) startPipeline(ctx context.Context, o Options) error {
 	if err != nil {
 		return err
 	}
+	h.stream = stream
 	runCtx, stop := context.WithCancel(context.Background())
 	h.stop = stop
 	h.acker = ingest.NewAcker(h.nc, h.log)
@@ -145,8 +148,16 @@ func (h *Hub) startPipeline(ctx context.Context, o Options) error {
 			wg.Add(2)
 			go func() {
 				defer wg.Done()
-				if err := h.acker.Run(ctx, stream); err != nil {
-					h.log.Error("acker stopped", "err", err)
+				// Right after a failover JetStream may still be electing
+				// leaders: retry until the lease ends.
+				for ctx.Err() == nil {
+					if err := h.acker.Run(ctx, stream); err != nil {
+						h.log.Warn("acker failed; retrying", "err", err)
+						select {
+						case <-ctx.Done():
+						case <-time.After(time.Second):
+						}
+					}
 				}
 			}()
 			go func() {
@@ -162,24 +173,38 @@ func (h *Hub) startPipeline(ctx context.Context, o Options) error {
 }
 
 // untilReady retries setup while JetStream is not yet available (no
-// cluster quorum), logging every 10 s, until it succeeds or ctx ends.
+// cluster quorum), logging every 10 s, until it succeeds or ctx ends. A
+// request sent before the cluster has a meta leader gets no answer at all,
+// so each attempt is short, and a clustered hub first waits for the meta
+// leader.
 func (h *Hub) untilReady(ctx context.Context, setup func(context.Context) error) error {
 	logEvery := rate.Sometimes{Interval: 10 * time.Second}
+	clustered := h.cfg.Broker.Cluster.Enabled()
+	for clustered && !h.broker.Server().JetStreamIsCurrent() {
+		logEvery.Do(func() {
+			h.log.Warn("waiting for the JetStream cluster to elect a meta leader (needs a majority of hubs)")
+		})
+		select {
+		case <-ctx.Done():
+			return fmt.Errorf("hub: jetstream cluster: %w", ctx.Err())
+		case <-time.After(100 * time.Millisecond):
+		}
+	}
 	for {
-		tctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+		tctx, cancel := context.WithTimeout(ctx, 5*time.Second)
 		err := setup(tctx)
 		cancel()
 		if err == nil {
 			return nil
 		}
-		if ctx.Err() != nil || !h.cfg.Broker.Cluster.Enabled() {
+		if ctx.Err() != nil || !clustered {
 			return err
 		}
 		logEvery.Do(func() { h.log.Warn("waiting for the JetStream cluster", "err", err) })
 		select {
 		case <-ctx.Done():
 			return err
-		case <-time.After(time.Second):
+		case <-time.After(500 * time.Millisecond):
 		}
 	}
 }
@@ -202,6 +227,12 @@ type Stats struct {
 	BridgeBacklogAgeS float64 `json:"bridge_backlog_age_seconds"`
 	AuthAccepted      int64   `json:"auth_accepted"`
 	AuthRefused       int64   `json:"auth_refused"`
+	// Leader: this hub holds the pipeline lease and runs the bridge.
+	Leader bool `json:"leader"`
+	// StreamReplicas counts the copies of OUTPOST_UP that are current
+	// (the stream leader included); 0 when unknown. Only /v1/stats fills
+	// it in: it asks JetStream.
+	StreamReplicas int `json:"stream_replicas"`
 }
 
 // Stats reads the counters.
@@ -213,7 +244,33 @@ func (h *Hub) Stats() Stats {
 		BridgeDeadLetters: b.DeadLetters.Load(), BridgeTxns: b.Transactions.Load(), BridgeAborts: b.Aborts.Load(),
 		BridgeBacklog: b.Backlog.Load(), BridgeBacklogAgeS: time.Duration(b.BacklogAge.Load()).Seconds(),
 		AuthAccepted: h.registry.Stats.Accepted.Load(), AuthRefused: h.registry.Stats.Refused.Load(),
+		Leader: h.leader.Load(),
 	}
+}
+
+func (h *Hub) streamReplicas() int {
+	if h.stream == nil {
+		return 0
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+	defer cancel()
+	info, err := h.stream.Info(ctx)
+	if err != nil {
+		return 0
+	}
+	if info.Cluster == nil {
+		return 1
+	}
+	n := 0
+	if info.Cluster.Leader != "" {
+		n++
+	}
+	for _, r := range info.Cluster.Replicas {
+		if r.Current && !r.Offline {
+			n++
+		}
+	}
+	return n
 }
 
 // Run starts the hub and serves until ctx is cancelled.
@@ -282,7 +339,9 @@ func (h *Hub) startHTTP() error {
 	}))
 	mux.Handle("GET /metrics", h.metricsHandler())
 	mux.HandleFunc("GET /v1/stats", h.admin(func(w http.ResponseWriter, _ *http.Request) {
-		writeJSON(w, http.StatusOK, h.Stats())
+		s := h.Stats()
+		s.StreamReplicas = h.streamReplicas()
+		writeJSON(w, http.StatusOK, s)
 	}))
 	ln, err := net.Listen("tcp", h.cfg.HTTP.Listen)
 	if err != nil {

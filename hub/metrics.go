@@ -31,5 +31,14 @@ func (h *Hub) metricsHandler() http.Handler {
 		Help: "Device batches in JetStream not yet written to Kafka."}, func() float64 { return float64(h.Stats().BridgeBacklog) }))
 	reg.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{Namespace: "outpost_hub", Name: "bridge_backlog_age_seconds",
 		Help: "How long the oldest batch not yet in Kafka has waited (as of the bridge's last batch)."}, func() float64 { return h.Stats().BridgeBacklogAgeS }))
+	reg.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{Namespace: "outpost_hub", Name: "leader",
+		Help: "1 while this hub holds the pipeline lease and runs the Kafka bridge and the acker."}, func() float64 {
+		if h.leader.Load() {
+			return 1
+		}
+		return 0
+	}))
+	reg.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{Namespace: "outpost_hub", Name: "stream_replicas_current",
+		Help: "Copies of OUTPOST_UP that are current, the stream leader included."}, func() float64 { return float64(h.streamReplicas()) }))
 	return promhttp.HandlerFor(reg, promhttp.HandlerOpts{})
 }

@@ -10,7 +10,10 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"math/rand/v2"
+	"net/url"
 	"os"
+	"sync/atomic"
 	"time"
 
 	mqtt "github.com/eclipse/paho.mqtt.golang"
@@ -18,12 +21,18 @@ import (
 
 // Config is the hub section of the agent config.
 type Config struct {
-	URL            string        `yaml:"url" usage:"MQTT broker URL of the hub, tcp://host:port or ssl://host:port"`
-	Username       string        `yaml:"username" usage:"MQTT username (the device credentials)"`
-	Password       string        `yaml:"password" usage:"MQTT password (the device credentials)"`
-	KeepAlive      time.Duration `yaml:"keepalive" usage:"MQTT keepalive interval"`
-	ConnectTimeout time.Duration `yaml:"connect_timeout" usage:"how long one connection attempt may take"`
-	TLS            TLSConfig     `yaml:"tls"`
+	URL string `yaml:"url" usage:"MQTT broker URL of the hub, tcp://host:port or ssl://host:port"`
+	// FallbackURLs are the other hubs of a cluster: when url is down the
+	// agent connects to the next one, and its session and outbox carry on.
+	FallbackURLs []string `yaml:"fallback_urls" usage:"more hub URLs tried in order when url is unreachable (hubs of one cluster)"`
+	// ReconnectJitter spreads a fleet's reconnects after a hub restart, so
+	// that thousands of devices do not arrive in the same second.
+	ReconnectJitter time.Duration `yaml:"reconnect_jitter" usage:"random delay up to this long before each reconnect attempt"`
+	Username        string        `yaml:"username" usage:"MQTT username (the device credentials)"`
+	Password        string        `yaml:"password" usage:"MQTT password (the device credentials)"`
+	KeepAlive       time.Duration `yaml:"keepalive" usage:"MQTT keepalive interval"`
+	ConnectTimeout  time.Duration `yaml:"connect_timeout" usage:"how long one connection attempt may take"`
+	TLS             TLSConfig     `yaml:"tls"`
 }
 
 // TLSConfig secures the connection (ssl:// or mqtts:// URLs). A client
@@ -66,8 +75,9 @@ type Handler func(topic string, payload []byte)
 
 // Client is a connected uplink.
 type Client struct {
-	c   mqtt.Client
-	log *slog.Logger
+	c      mqtt.Client
+	log    *slog.Logger
+	broker atomic.Value // string: the broker URL of the current connection
 }
 
 // Options for New.
@@ -77,7 +87,17 @@ type Options struct {
 	// publish: level-triggered state is re-sent and re-fetched there.
 	OnConnect func(*Client)
 	// Subscriptions are (re)made on every connect.
-	Subscriptions map[string]Handler
+	Subscriptions map[string]Subscription
+}
+
+// Subscription is one topic the client follows.
+type Subscription struct {
+	// QoS 0 suits level-triggered messages a later one supersedes (the
+	// hub's cumulative acks): on a NATS hub a QoS 1 subscription costs a
+	// JetStream consumer per device, and NATS delivers its own publishes
+	// at QoS 0 anyway.
+	QoS    byte
+	Handle Handler
 }
 
 // New builds a client; Connect starts it.
@@ -90,11 +110,19 @@ func New(cfg Config, o Options, log *slog.Logger) (*Client, error) {
 	opts := mqtt.NewClientOptions().
 		AddBroker(cfg.URL).
 		SetClientID(o.ClientID).
+		SetProtocolVersion(4). // 3.1.1; never fall back to 3.1, which NATS refuses
+
 		SetUsername(cfg.Username).
 		SetPassword(cfg.Password).
 		SetKeepAlive(cfg.KeepAlive).
 		SetConnectTimeout(cfg.ConnectTimeout).
-		SetCleanSession(false).
+		// A clean session on purpose: the outbox resends everything not yet
+		// acked after every connect, subscriptions are re-made in the
+		// connect handler, and desired state is retained. A persistent
+		// session would only make the broker keep per-device state, and
+		// make paho replay its in-flight packets to whichever hub of a
+		// cluster the device reaches next.
+		SetCleanSession(true).
 		SetOrderMatters(false).
 		SetAutoReconnect(true).
 		SetConnectRetry(true).
@@ -104,15 +132,30 @@ func New(cfg Config, o Options, log *slog.Logger) (*Client, error) {
 			log.Warn("uplink connection lost", "err", err)
 		}).
 		SetOnConnectHandler(func(c mqtt.Client) {
-			log.Info("uplink connected", "broker", cfg.URL)
-			for topic, h := range o.Subscriptions {
-				h := h
-				c.Subscribe(topic, 1, func(_ mqtt.Client, m mqtt.Message) { h(m.Topic(), m.Payload()) })
+			log.Info("uplink connected", "broker", u.broker.Load())
+			for topic, sub := range o.Subscriptions {
+				h := sub.Handle
+				c.Subscribe(topic, sub.QoS, func(_ mqtt.Client, m mqtt.Message) { h(m.Topic(), m.Payload()) })
 			}
 			if o.OnConnect != nil {
 				go o.OnConnect(u)
 			}
 		})
+	// The attempt that succeeds is the last one made: remember its broker.
+	opts.SetConnectionAttemptHandler(func(b *url.URL, tc *tls.Config) *tls.Config {
+		u.broker.Store(b.Redacted())
+		return tc
+	})
+	for _, fb := range cfg.FallbackURLs {
+		opts.AddBroker(fb)
+	}
+	if j := cfg.ReconnectJitter; j > 0 {
+		// paho calls this before every reconnect attempt, on the reconnect
+		// goroutine; its own backoff has no jitter.
+		opts.SetReconnectingHandler(func(mqtt.Client, *mqtt.ClientOptions) {
+			time.Sleep(rand.N(j))
+		})
+	}
 	if tc != nil {
 		opts.SetTLSConfig(tc)
 	}

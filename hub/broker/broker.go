@@ -27,6 +27,11 @@ type Config struct {
 	MaxPayload int32     `yaml:"max_payload" usage:"largest message in bytes the broker accepts"`
 	TLS        TLSConfig `yaml:"tls"`
 	Cluster    Cluster   `yaml:"cluster"`
+	// Replicas of the streams nats-server keeps for MQTT sessions and
+	// QoS 1 messages; the hub sets it to ingest.replicas. Left to itself,
+	// nats-server sizes them by the peers it knows when the first device
+	// connects, which can be fewer than the cluster has.
+	MQTTReplicas int `yaml:"-"`
 }
 
 // Cluster joins this hub to others through NATS routes: together they form
@@ -36,8 +41,6 @@ type Cluster struct {
 	Name string `yaml:"name" usage:"cluster name, the same on every hub; empty runs a standalone hub"`
 	Host string `yaml:"host" usage:"address the route listener binds to (default broker.host)"`
 	Port int    `yaml:"port" usage:"route port other hubs connect to (-1 picks a free port)"`
-	// Routes may include this hub itself: nats-server drops self-routes,
-	// so one list serves the whole cluster.
 	Routes []string `yaml:"routes" usage:"host:port of the route listeners of the other hubs"`
 	// Secret authenticates routes: without it anyone who reaches the route
 	// port joins the cluster and sees every device's data.
@@ -93,7 +96,7 @@ func Start(ctx context.Context, cfg Config, log *slog.Logger, auth server.Authen
 		SyncAlways: cfg.SyncAlways,
 		MaxPayload: cfg.MaxPayload,
 		NoSigs:     true, // the hub owns signal handling
-		MQTT:       server.MQTTOpts{Host: cfg.Host, Port: cfg.MQTTPort},
+		MQTT:       server.MQTTOpts{Host: cfg.Host, Port: cfg.MQTTPort, StreamReplicas: cfg.MQTTReplicas},
 	}
 	if auth != nil {
 		opts.CustomClientAuthentication = auth
@@ -104,7 +107,7 @@ func Start(ctx context.Context, cfg Config, log *slog.Logger, auth server.Authen
 			host = cfg.Host
 		}
 		opts.Cluster = server.ClusterOpts{Name: c.Name, Host: host, Port: c.Port, Username: routeUser, Password: c.Secret,
-			AuthTimeout: 5}
+			AuthTimeout: 5, ConnectBackoff: true}
 		opts.Routes = c.RouteURLs()
 	}
 	if cfg.TLS.Enabled() {

@@ -115,9 +115,10 @@ func TestReadmeDocumentsEveryConfigKey(t *testing.T) {
 // TestExampleConfigsAreValid loads deploy/examples with the daemons' rules.
 func TestExampleConfigsAreValid(t *testing.T) {
 	for file, cfg := range map[string]interface{ Validate() error }{
-		"agent.yaml":      agent.Defaults(),
-		"agent-demo.yaml": agent.Defaults(),
-		"hub.yaml":        hub.Defaults(),
+		"agent.yaml":       agent.Defaults(),
+		"agent-demo.yaml":  agent.Defaults(),
+		"hub.yaml":         hub.Defaults(),
+		"hub-cluster.yaml": hub.Defaults(),
 	} {
 		l := config.NewLoader("X", cfg, flag.NewFlagSet(file, flag.ContinueOnError))
 		if err := l.Load(cfg, filepath.Join(root(t), "deploy", "examples", file), nil); err != nil {

@@ -4,7 +4,6 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
-	"log/slog"
 	"path/filepath"
 	"testing"
 	"time"
@@ -13,6 +12,7 @@ import (
 	"github.com/outpost-edge/outpost/agent/store"
 	"github.com/outpost-edge/outpost/agent/uplink"
 	"github.com/outpost-edge/outpost/hub"
+	"github.com/outpost-edge/outpost/sync/state"
 	"github.com/outpost-edge/outpost/sync/topics"
 )
 
@@ -30,11 +30,19 @@ type device struct {
 // newDevice enrols id on h and starts its data path against mqttURL.
 func newDevice(t *testing.T, h *hub.Hub, id, mqttURL string) *device {
 	t.Helper()
-	ctx := context.Background()
-	creds, err := h.Registry().Add(ctx, id, nil)
+	creds, err := h.Registry().Add(context.Background(), id, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
+	return startDevice(t, creds, mqttURL)
+}
+
+// startDevice starts an enrolled device's data path against the hub at
+// mqttURL, falling back to the others in order.
+func startDevice(t *testing.T, creds state.Credentials, mqttURL string, fallback ...string) *device {
+	t.Helper()
+	ctx := context.Background()
+	id := creds.Device
 	db, err := store.Open(ctx, filepath.Join(t.TempDir(), "agent.db"), store.SyncNormal)
 	if err != nil {
 		t.Fatal(err)
@@ -44,13 +52,13 @@ func newDevice(t *testing.T, h *hub.Hub, id, mqttURL string) *device {
 		t.Fatal(err)
 	}
 	d := &device{id: id, db: db, ob: ob, done: make(chan error, 1)}
-	log := slog.New(slog.DiscardHandler)
+	log := testLogger(t).With("device", id)
 	var s *uplink.Sender
-	d.up, err = uplink.New(uplink.Config{URL: mqttURL, Username: creds.Username, Password: creds.Password, KeepAlive: 5 * time.Second, ConnectTimeout: 2 * time.Second},
+	d.up, err = uplink.New(uplink.Config{URL: mqttURL, FallbackURLs: fallback, Username: creds.Username, Password: creds.Password, KeepAlive: 5 * time.Second, ConnectTimeout: 2 * time.Second},
 		uplink.Options{
 			ClientID:      id,
 			OnConnect:     func(*uplink.Client) { s.OnConnect() },
-			Subscriptions: map[string]uplink.Handler{topics.Ack(id): func(t string, p []byte) { s.OnAck(t, p) }},
+			Subscriptions: map[string]uplink.Subscription{topics.Ack(id): {Handle: func(t string, p []byte) { s.OnAck(t, p) }}},
 		}, log)
 	if err != nil {
 		t.Fatal(err)

@@ -64,7 +64,7 @@ func TestAgentUplinkToMosquitto(t *testing.T) {
 	var s *uplink.Sender
 	up, err := uplink.New(uplink.Config{URL: b.URL, KeepAlive: 5 * time.Second, ConnectTimeout: 2 * time.Second},
 		uplink.Options{ClientID: "edge-m", OnConnect: func(*uplink.Client) { s.OnConnect() },
-			Subscriptions: map[string]uplink.Handler{topics.Ack("edge-m"): func(t string, p []byte) { s.OnAck(t, p) }}},
+			Subscriptions: map[string]uplink.Subscription{topics.Ack("edge-m"): {Handle: func(t string, p []byte) { s.OnAck(t, p) }}}},
 		slog.New(slog.DiscardHandler))
 	if err != nil {
 		t.Fatal(err)

@@ -105,6 +105,13 @@ func (p *Process) Stop() {
 	}
 }
 
+// Kill sends SIGKILL to the server's process group and waits for it: a
+// crash, with no chance to clean up.
+func (p *Process) Kill() {
+	_ = syscall.Kill(-p.cmd.Process.Pid, syscall.SIGKILL)
+	<-p.done
+}
+
 // LogTail returns the last n lines of the server's log.
 func (p *Process) LogTail(n int) string {
 	data, err := os.ReadFile(p.spec.LogPath)
