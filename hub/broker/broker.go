@@ -38,9 +38,9 @@ type Config struct {
 // one broker with replicated JetStream (DESIGN §1). Every hub lists the
 // same routes (its own is ignored) and a unique server_name.
 type Cluster struct {
-	Name string `yaml:"name" usage:"cluster name, the same on every hub; empty runs a standalone hub"`
-	Host string `yaml:"host" usage:"address the route listener binds to (default broker.host)"`
-	Port int    `yaml:"port" usage:"route port other hubs connect to (-1 picks a free port)"`
+	Name   string   `yaml:"name" usage:"cluster name, the same on every hub; empty runs a standalone hub"`
+	Host   string   `yaml:"host" usage:"address the route listener binds to (default broker.host)"`
+	Port   int      `yaml:"port" usage:"route port other hubs connect to (-1 picks a free port)"`
 	Routes []string `yaml:"routes" usage:"host:port of the route listeners of the other hubs"`
 	// Secret authenticates routes: without it anyone who reaches the route
 	// port joins the cluster and sees every device's data.
