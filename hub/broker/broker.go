@@ -36,7 +36,7 @@ type Config struct {
 
 // Cluster joins this hub to others through NATS routes: together they form
 // one broker with replicated JetStream (DESIGN §1). Every hub lists the
-// same routes (its own is ignored) and a unique server_name.
+// others' routes and has a unique server_name.
 type Cluster struct {
 	Name   string   `yaml:"name" usage:"cluster name, the same on every hub; empty runs a standalone hub"`
 	Host   string   `yaml:"host" usage:"address the route listener binds to (default broker.host)"`
