@@ -120,16 +120,7 @@ func (c *Config) Validate() error {
 	if c.Hub.ReconnectJitter < 0 || c.Hub.ReconnectJitter > time.Minute {
 		errs.Add("hub.reconnect_jitter", fmt.Sprintf("must be 0 to 1m, got %s", c.Hub.ReconnectJitter))
 	}
-	if t := c.Hub.TLS; (t.CertFile == "") != (t.KeyFile == "") {
-		errs.Add("hub.tls", "cert_file and key_file go together")
-	}
-	for path, f := range map[string]string{"hub.tls.ca_file": c.Hub.TLS.CAFile, "hub.tls.cert_file": c.Hub.TLS.CertFile, "hub.tls.key_file": c.Hub.TLS.KeyFile} {
-		if f != "" {
-			if _, err := os.Stat(f); err != nil {
-				errs.Add(path, err.Error())
-			}
-		}
-	}
+	c.Hub.TLS.Validate("hub.tls", &errs)
 	if c.Hub.KeepAlive < time.Second {
 		errs.Add("hub.keepalive", fmt.Sprintf("must be at least 1s, got %s", c.Hub.KeepAlive))
 	}

@@ -151,6 +151,10 @@ func (c *Config) Validate() error {
 	default:
 		errs.Add("kafka.sasl.mechanism", fmt.Sprintf("must be empty, plain, scram-sha-256 or scram-sha-512, got %q", m))
 	}
+	c.Kafka.TLS.Validate("kafka.tls", &errs)
+	if c.Kafka.TLS.On() && len(c.Kafka.Brokers) == 0 {
+		errs.Add("kafka.tls", "needs kafka.brokers (the embedded broker has no TLS)")
+	}
 	if c.Kafka.Partitions < 1 {
 		errs.Add("kafka.partitions", fmt.Sprintf("must be at least 1, got %d", c.Kafka.Partitions))
 	}

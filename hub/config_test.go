@@ -35,6 +35,9 @@ func TestValidateNamesFields(t *testing.T) {
 		{Name: "cluster routes", Mutate: func(c *Config) { clustered(c); c.Broker.Cluster.Routes = nil }, Path: "broker.cluster.routes"},
 		{Name: "cluster route addr", Mutate: func(c *Config) { clustered(c); c.Broker.Cluster.Routes = []string{"h2:6222", "h3"} }, Path: "broker.cluster.routes[1]"},
 		{Name: "cluster name", Mutate: func(c *Config) { clustered(c); c.Broker.Cluster.Name = "a.b" }, Path: "broker.cluster.name"},
+		{Name: "kafka tls pair", Mutate: func(c *Config) { c.Kafka.Brokers = []string{"k:9093"}; c.Kafka.TLS.CertFile = "/etc/hostname" }, Path: "kafka.tls"},
+		{Name: "kafka tls file", Mutate: func(c *Config) { c.Kafka.Brokers = []string{"k:9093"}; c.Kafka.TLS.CAFile = "/nonexistent/ca.pem" }, Path: "kafka.tls.ca_file"},
+		{Name: "kafka tls embedded", Mutate: func(c *Config) { c.Kafka.TLS.Enabled = true }, Path: "kafka.tls"},
 		{Name: "lease ttl", Mutate: func(c *Config) { c.Broker.Cluster.LeaseTTL = time.Millisecond }, Path: "broker.cluster.lease_ttl"},
 	})
 }

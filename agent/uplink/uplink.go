@@ -6,17 +6,16 @@ package uplink
 import (
 	"context"
 	"crypto/tls"
-	"crypto/x509"
-	"errors"
 	"fmt"
 	"log/slog"
 	"math/rand/v2"
 	"net/url"
-	"os"
 	"sync/atomic"
 	"time"
 
 	mqtt "github.com/eclipse/paho.mqtt.golang"
+
+	"github.com/outpost-edge/outpost/deploy/config"
 )
 
 // Config is the hub section of the agent config.
@@ -36,38 +35,9 @@ type Config struct {
 }
 
 // TLSConfig secures the connection (ssl:// or mqtts:// URLs). A client
-// certificate authenticates the device by mTLS, without a password.
-type TLSConfig struct {
-	CAFile   string `yaml:"ca_file" usage:"PEM CA bundle to verify the hub with (default: system roots)"`
-	CertFile string `yaml:"cert_file" usage:"PEM client certificate for mTLS; its common name is the device id"`
-	KeyFile  string `yaml:"key_file" usage:"PEM private key of the client certificate"`
-}
-
-// Build returns the tls.Config, or nil when nothing is configured.
-func (t TLSConfig) Build() (*tls.Config, error) {
-	if t.CAFile == "" && t.CertFile == "" {
-		return nil, nil
-	}
-	tc := &tls.Config{MinVersion: tls.VersionTLS12}
-	if t.CAFile != "" {
-		pem, err := os.ReadFile(t.CAFile)
-		if err != nil {
-			return nil, fmt.Errorf("uplink: tls ca: %w", err)
-		}
-		tc.RootCAs = x509.NewCertPool()
-		if !tc.RootCAs.AppendCertsFromPEM(pem) {
-			return nil, fmt.Errorf("uplink: tls ca %s: %w", t.CAFile, ErrNoCerts)
-		}
-	}
-	if t.CertFile != "" {
-		cert, err := tls.LoadX509KeyPair(t.CertFile, t.KeyFile)
-		if err != nil {
-			return nil, fmt.Errorf("uplink: tls client certificate: %w", err)
-		}
-		tc.Certificates = []tls.Certificate{cert}
-	}
-	return tc, nil
-}
+// certificate authenticates the device by mTLS, without a password: its
+// common name is the device id.
+type TLSConfig = config.ClientTLS
 
 // Handler receives a message; it must not block (paho runs handlers inline
 // with SetOrderMatters(false) and a slow one stalls acks).
@@ -104,7 +74,7 @@ type Subscription struct {
 func New(cfg Config, o Options, log *slog.Logger) (*Client, error) {
 	tc, err := cfg.TLS.Build()
 	if err != nil {
-		return nil, err
+		return nil, fmt.Errorf("uplink: %w", err)
 	}
 	u := &Client{log: log}
 	opts := mqtt.NewClientOptions().
@@ -199,5 +169,3 @@ func (u *Client) Connected() bool { return u.c.IsConnectionOpen() }
 // Close disconnects, giving in-flight work a moment to finish.
 func (u *Client) Close() { u.c.Disconnect(250) }
 
-// ErrNoCerts means a CA file held no PEM certificate.
-var ErrNoCerts = errors.New("no certificates found")

@@ -4,6 +4,7 @@ package kafka
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -15,6 +16,8 @@ import (
 	"github.com/twmb/franz-go/pkg/kgo"
 	"github.com/twmb/franz-go/pkg/sasl/plain"
 	"github.com/twmb/franz-go/pkg/sasl/scram"
+
+	"github.com/outpost-edge/outpost/deploy/config"
 )
 
 // ErrConfig means the Kafka settings cannot be used.
@@ -27,6 +30,42 @@ type Config struct {
 	Partitions  int      `yaml:"partitions" usage:"partitions of each topic the hub creates"`
 	Replication int      `yaml:"replication" usage:"replication factor of each topic the hub creates"`
 	SASL        SASL     `yaml:"sasl"`
+	TLS         TLS      `yaml:"tls"`
+}
+
+// TLS encrypts the connection to the brokers and, with a client
+// certificate, authenticates the hub (mTLS). It combines with SASL
+// (SASL_SSL).
+type TLS struct {
+	Enabled  bool   `yaml:"enabled" usage:"connect over TLS, verifying the brokers against the system roots unless ca_file is set"`
+	CAFile   string `yaml:"ca_file" usage:"PEM CA bundle to verify the brokers with; implies enabled"`
+	CertFile string `yaml:"cert_file" usage:"PEM client certificate for mTLS; implies enabled"`
+	KeyFile  string `yaml:"key_file" usage:"PEM private key of the client certificate"`
+}
+
+func (t TLS) client() config.ClientTLS {
+	return config.ClientTLS{CAFile: t.CAFile, CertFile: t.CertFile, KeyFile: t.KeyFile}
+}
+
+// On reports whether the hub connects to Kafka over TLS.
+func (t TLS) On() bool { return t.Enabled || t.client().On() }
+
+// Validate reports wrong fields under path.
+func (t TLS) Validate(path string, errs *config.Errors) { t.client().Validate(path, errs) }
+
+// Build returns the client's tls.Config, or nil without TLS.
+func (t TLS) Build() (*tls.Config, error) {
+	if !t.On() {
+		return nil, nil
+	}
+	tc, err := t.client().Build()
+	if err != nil {
+		return nil, fmt.Errorf("kafka: %w", err)
+	}
+	if tc == nil {
+		tc = &tls.Config{MinVersion: tls.VersionTLS12}
+	}
+	return tc, nil
 }
 
 // SASL authenticates the hub to a secured cluster.
@@ -39,6 +78,13 @@ type SASL struct {
 // ClientOpts are the connection options every hub client uses.
 func (c Config) ClientOpts(brokers []string) ([]kgo.Opt, error) {
 	opts := []kgo.Opt{kgo.SeedBrokers(brokers...)}
+	tc, err := c.TLS.Build()
+	if err != nil {
+		return nil, err
+	}
+	if tc != nil {
+		opts = append(opts, kgo.DialTLSConfig(tc))
+	}
 	s := c.SASL
 	switch s.Mechanism {
 	case "":
@@ -105,7 +151,7 @@ func Connect(ctx context.Context, cfg Config, dataDir string, log *slog.Logger) 
 		return nil, err
 	}
 	if c.embedded != nil {
-		copts = copts[:1] // the development broker has no authentication
+		copts = copts[:1] // the development broker has no authentication or TLS
 	}
 	c.Opts = copts
 	client, err := kgo.NewClient(copts...)

@@ -20,6 +20,7 @@ import (
 	"github.com/twmb/franz-go/pkg/kadm"
 	"github.com/twmb/franz-go/pkg/kgo"
 
+	"github.com/outpost-edge/outpost/test/pki"
 	"github.com/outpost-edge/outpost/test/service"
 	"github.com/outpost-edge/outpost/test/testenv"
 )
@@ -29,7 +30,18 @@ import (
 const (
 	EnvBrokers = "OUTPOST_TEST_KAFKA"
 	EnvSASL    = "OUTPOST_TEST_KAFKA_SASL"
+	// EnvTLS carries the mTLS listener; EnvTLSDir the directory holding
+	// the test CA (ca.pem) and the client pair (client.pem, client-key.pem).
+	EnvTLS    = "OUTPOST_TEST_KAFKA_TLS"
+	EnvTLSDir = "OUTPOST_TEST_KAFKA_TLS_DIR"
 )
+
+// TLSFiles are the PEM files a client of the mTLS listener uses.
+type TLSFiles struct{ CAFile, CertFile, KeyFile string }
+
+func tlsFiles(dir string) TLSFiles {
+	return TLSFiles{CAFile: filepath.Join(dir, "ca.pem"), CertFile: filepath.Join(dir, "client.pem"), KeyFile: filepath.Join(dir, "client-key.pem")}
+}
 
 // The SASL/PLAIN user of the test broker (a test credential, not a secret).
 const (
@@ -44,7 +56,11 @@ type Broker struct {
 	// SASLAddr is a second listener that requires SASL/PLAIN with
 	// SASLUser and SASLPassword, for testing clients' authentication.
 	SASLAddr string
-	Dir      string // configuration, data and log
+	// TLSAddr is a third listener that requires TLS with a client
+	// certificate signed by the test CA in TLSDir.
+	TLSAddr string
+	TLSDir  string
+	Dir     string // configuration, data and log
 	spec     service.Spec
 }
 
@@ -88,16 +104,31 @@ func Start(ctx context.Context, dir string) (*Broker, error) {
 	if err != nil {
 		return nil, err
 	}
-	saslAddr := service.Addr(sport)
+	tport, err := service.FreePort()
+	if err != nil {
+		return nil, err
+	}
+	saslAddr, tlsAddr := service.Addr(sport), service.Addr(tport)
 	addr := service.Addr(port)
+	tlsDir := filepath.Join(dir, "tls")
+	keystore, err := writePKI(tlsDir)
+	if err != nil {
+		return nil, err
+	}
 	props := strings.Join([]string{
 		"process.roles=broker,controller",
 		"node.id=1",
 		"controller.quorum.voters=1@" + service.Addr(cport),
-		"listeners=PLAINTEXT://" + addr + ",CONTROLLER://" + service.Addr(cport) + ",SASL_PLAINTEXT://" + saslAddr,
-		"advertised.listeners=PLAINTEXT://" + addr + ",SASL_PLAINTEXT://" + saslAddr,
+		"listeners=PLAINTEXT://" + addr + ",CONTROLLER://" + service.Addr(cport) + ",SASL_PLAINTEXT://" + saslAddr + ",SSL://" + tlsAddr,
+		"advertised.listeners=PLAINTEXT://" + addr + ",SASL_PLAINTEXT://" + saslAddr + ",SSL://" + tlsAddr,
 		"controller.listener.names=CONTROLLER",
-		"listener.security.protocol.map=PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT,SASL_PLAINTEXT:SASL_PLAINTEXT",
+		"listener.security.protocol.map=PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT,SASL_PLAINTEXT:SASL_PLAINTEXT,SSL:SSL",
+		// PEM files, no JKS: the test CA is generated per run.
+		"listener.name.ssl.ssl.keystore.type=PEM",
+		"listener.name.ssl.ssl.keystore.location=" + keystore,
+		"listener.name.ssl.ssl.truststore.type=PEM",
+		"listener.name.ssl.ssl.truststore.location=" + filepath.Join(tlsDir, "ca.pem"),
+		"listener.name.ssl.ssl.client.auth=required",
 		"sasl.enabled.mechanisms=PLAIN",
 		"listener.name.sasl_plaintext.plain.sasl.jaas.config=org.apache.kafka.common.security.plain.PlainLoginModule required user_" + SASLUser + "=\"" + SASLPassword + "\";",
 		"inter.broker.listener.name=PLAINTEXT",
@@ -138,7 +169,39 @@ func Start(ctx context.Context, dir string) (*Broker, error) {
 	if err != nil {
 		return nil, err
 	}
-	return &Broker{Process: p, Addr: addr, SASLAddr: saslAddr, Dir: dir, spec: spec}, nil
+	return &Broker{Process: p, Addr: addr, SASLAddr: saslAddr, TLSAddr: tlsAddr, TLSDir: tlsDir, Dir: dir, spec: spec}, nil
+}
+
+// writePKI makes the test CA, the broker's keystore (key and certificate
+// in one PEM file, as Kafka wants it) and a client pair in dir.
+func writePKI(dir string) (keystore string, err error) {
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		return "", err
+	}
+	ca, err := pki.New(dir)
+	if err != nil {
+		return "", err
+	}
+	cert, key, err := ca.Issue("kafka", true)
+	if err != nil {
+		return "", err
+	}
+	var pemData []byte
+	for _, f := range []string{key, cert} {
+		b, err := os.ReadFile(f)
+		if err != nil {
+			return "", err
+		}
+		pemData = append(pemData, b...)
+	}
+	keystore = filepath.Join(dir, "kafka-keystore.pem")
+	if err := os.WriteFile(keystore, pemData, 0o600); err != nil {
+		return "", err
+	}
+	if _, _, err := ca.Issue("client", false); err != nil {
+		return "", err
+	}
+	return keystore, nil
 }
 
 // ready succeeds once the broker answers metadata requests and lists itself.
@@ -234,6 +297,26 @@ func SASLBrokers(tb testing.TB) []string {
 	}
 	Brokers(tb)
 	return []string{shared.SASLAddr}
+}
+
+// TLSBrokers is the mTLS listener of the same broker Brokers returns, with
+// the files a client needs.
+func TLSBrokers(tb testing.TB) ([]string, TLSFiles) {
+	tb.Helper()
+	if env := os.Getenv(EnvBrokers); env != "" {
+		addr, dir := os.Getenv(EnvTLS), os.Getenv(EnvTLSDir)
+		if addr == "" || dir == "" {
+			tb.Fatalf("kafkatest: %s is set but %s or %s is not", EnvBrokers, EnvTLS, EnvTLSDir)
+		}
+		return strings.Split(addr, ","), tlsFiles(dir)
+	}
+	Brokers(tb)
+	return []string{shared.TLSAddr}, tlsFiles(shared.TLSDir)
+}
+
+// Env is the environment that hands this broker to child test processes.
+func (b *Broker) Env() []string {
+	return []string{EnvBrokers + "=" + b.Addr, EnvSASL + "=" + b.SASLAddr, EnvTLS + "=" + b.TLSAddr, EnvTLSDir + "=" + b.TLSDir}
 }
 
 // Main runs a package's tests and stops the broker Brokers may have started.

@@ -190,3 +190,36 @@ func TestHubAuthenticatesToKafka(t *testing.T) {
 	recs, _ := readAll(t, plainBrokers, []string{cfg.Kafka.TopicPrefix + "events"}, 300, 60*time.Second)
 	checkExactlyOnce(t, recs, []string{"sasl-dev"}, 300)
 }
+
+// TestHubConnectsToKafkaOverMutualTLS runs the hub against the broker's
+// SSL listener, which requires a client certificate: without one the hub
+// refuses to start; with the test CA's client pair records flow exactly
+// once.
+func TestHubConnectsToKafkaOverMutualTLS(t *testing.T) {
+	plainBrokers := kafkatest.Brokers(t)
+	tlsBrokers, files := kafkatest.TLSBrokers(t)
+
+	cfg := hubConfig(t, tlsBrokers, t.TempDir())
+	cfg.Kafka.TLS.CAFile = files.CAFile // verifies the broker, but presents no certificate
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	h, err := hub.Start(ctx, cfg, testLogger(t))
+	if err == nil {
+		h.Close()
+		t.Fatal("hub started without the client certificate the broker requires")
+	}
+	t.Logf("refused as it should be: %v", err)
+
+	cfg = hubConfig(t, tlsBrokers, t.TempDir())
+	cfg.Kafka.TLS.CAFile, cfg.Kafka.TLS.CertFile, cfg.Kafka.TLS.KeyFile = files.CAFile, files.CertFile, files.KeyFile
+	if err := cfg.Validate(); err != nil {
+		t.Fatal(err)
+	}
+	h = startHub(t, cfg)
+	defer h.Close()
+	d := newDevice(t, h, "tls-dev", "tcp://"+h.MQTTAddr())
+	d.produce(t, "events", 300, 50, 10*time.Millisecond)
+	d.waitDrained(t, 60*time.Second)
+	recs, _ := readAll(t, plainBrokers, []string{cfg.Kafka.TopicPrefix + "events"}, 300, 60*time.Second)
+	checkExactlyOnce(t, recs, []string{"tls-dev"}, 300)
+}

@@ -2,16 +2,6 @@ package pipeline
 
 import (
 	"context"
-	"crypto/ecdsa"
-	"crypto/elliptic"
-	"crypto/rand"
-	"crypto/x509"
-	"crypto/x509/pkix"
-	"encoding/pem"
-	"math/big"
-	"net"
-	"os"
-	"path/filepath"
 	"testing"
 	"time"
 
@@ -19,59 +9,28 @@ import (
 
 	"github.com/outpost-edge/outpost/agent/uplink"
 	"github.com/outpost-edge/outpost/test/kafkatest"
+	"github.com/outpost-edge/outpost/test/pki"
 )
 
-// pki is a throwaway CA for one test; nothing is written outside t.TempDir.
-type pki struct {
-	dir  string
-	ca   *x509.Certificate
-	key  *ecdsa.PrivateKey
-	next int64
-}
+// testPKI is a throwaway CA in t.TempDir.
+type testPKI struct{ *pki.CA }
 
-func newPKI(t *testing.T) *pki {
+func newPKI(t *testing.T) testPKI {
 	t.Helper()
-	key, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	tmpl := &x509.Certificate{SerialNumber: big.NewInt(1), Subject: pkix.Name{CommonName: "outpost test CA"},
-		NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(time.Hour),
-		IsCA: true, BasicConstraintsValid: true, KeyUsage: x509.KeyUsageCertSign}
-	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
+	ca, err := pki.New(t.TempDir())
 	if err != nil {
 		t.Fatal(err)
 	}
-	ca, _ := x509.ParseCertificate(der)
-	p := &pki{dir: t.TempDir(), ca: ca, key: key, next: 2}
-	p.write(t, "ca.pem", "CERTIFICATE", der)
-	return p
+	return testPKI{ca}
 }
 
-func (p *pki) write(t *testing.T, name, typ string, der []byte) string {
+func (p testPKI) issue(t *testing.T, cn string, server bool) (certFile, keyFile string) {
 	t.Helper()
-	path := filepath.Join(p.dir, name)
-	if err := os.WriteFile(path, pem.EncodeToMemory(&pem.Block{Type: typ, Bytes: der}), 0o600); err != nil {
-		t.Fatal(err)
-	}
-	return path
-}
-
-// issue signs a certificate for cn; server certificates get 127.0.0.1.
-func (p *pki) issue(t *testing.T, cn string, server bool) (certFile, keyFile string) {
-	t.Helper()
-	key, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	tmpl := &x509.Certificate{SerialNumber: big.NewInt(p.next), Subject: pkix.Name{CommonName: cn},
-		NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(time.Hour),
-		KeyUsage: x509.KeyUsageDigitalSignature, ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth}}
-	if server {
-		tmpl.ExtKeyUsage = []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth}
-		tmpl.IPAddresses = []net.IP{net.ParseIP("127.0.0.1")}
-	}
-	p.next++
-	der, err := x509.CreateCertificate(rand.Reader, tmpl, p.ca, &key.PublicKey, p.key)
+	c, k, err := p.Issue(cn, server)
 	if err != nil {
 		t.Fatal(err)
 	}
-	kder, _ := x509.MarshalECPrivateKey(key)
-	return p.write(t, cn+".pem", "CERTIFICATE", der), p.write(t, cn+"-key.pem", "EC PRIVATE KEY", kder)
+	return c, k
 }
 
 // TestMutualTLS: with broker.tls.verify_clients the hub authenticates
@@ -80,7 +39,7 @@ func TestMutualTLS(t *testing.T) {
 	p := newPKI(t)
 	cfg := hubConfig(t, kafkatest.Brokers(t), t.TempDir())
 	cfg.Broker.TLS.CertFile, cfg.Broker.TLS.KeyFile = p.issue(t, "hub", true)
-	cfg.Broker.TLS.CAFile = filepath.Join(p.dir, "ca.pem")
+	cfg.Broker.TLS.CAFile = p.CAFile
 	cfg.Broker.TLS.VerifyClients = true
 	if err := cfg.Validate(); err != nil {
 		t.Fatal(err)
@@ -94,7 +53,7 @@ func TestMutualTLS(t *testing.T) {
 
 	t.Run("enrolled certificate connects and publishes without a password", func(t *testing.T) {
 		cert, key := p.issue(t, "dev-tls", false)
-		tc, err := uplink.TLSConfig{CAFile: filepath.Join(p.dir, "ca.pem"), CertFile: cert, KeyFile: key}.Build()
+		tc, err := uplink.TLSConfig{CAFile: p.CAFile, CertFile: cert, KeyFile: key}.Build()
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -117,14 +76,14 @@ func TestMutualTLS(t *testing.T) {
 
 	t.Run("certificate of an unenrolled device is refused", func(t *testing.T) {
 		cert, key := p.issue(t, "stranger", false)
-		tc, _ := uplink.TLSConfig{CAFile: filepath.Join(p.dir, "ca.pem"), CertFile: cert, KeyFile: key}.Build()
+		tc, _ := uplink.TLSConfig{CAFile: p.CAFile, CertFile: cert, KeyFile: key}.Build()
 		if err := connect(mqtt.NewClient(mqtt.NewClientOptions().AddBroker(url).SetClientID("stranger").SetTLSConfig(tc))); err == nil {
 			t.Fatal("unenrolled certificate connected")
 		}
 	})
 
 	t.Run("no client certificate is refused", func(t *testing.T) {
-		tc, _ := uplink.TLSConfig{CAFile: filepath.Join(p.dir, "ca.pem")}.Build()
+		tc, _ := uplink.TLSConfig{CAFile: p.CAFile}.Build()
 		creds, _ := h.Registry().Add(context.Background(), "dev-pw", nil)
 		c := mqtt.NewClient(mqtt.NewClientOptions().AddBroker(url).SetClientID("dev-pw").SetTLSConfig(tc).
 			SetUsername(creds.Username).SetPassword(creds.Password))

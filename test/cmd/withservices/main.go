@@ -54,7 +54,7 @@ func run() int {
 	fmt.Fprintf(os.Stderr, "withservices: kafka %s ready in %s (pid %d, log %s/kafka.log)\n", k.Addr, time.Since(start).Round(time.Millisecond), k.PID(), d)
 
 	cmd := exec.CommandContext(ctx, flag.Arg(0), flag.Args()[1:]...)
-	cmd.Env = append(os.Environ(), kafkatest.EnvBrokers+"="+k.Addr, kafkatest.EnvSASL+"="+k.SASLAddr)
+	cmd.Env = append(os.Environ(), k.Env()...)
 	cmd.Stdin, cmd.Stdout, cmd.Stderr = os.Stdin, os.Stdout, os.Stderr
 	cmd.Cancel = func() error { return cmd.Process.Signal(syscall.SIGTERM) }
 	cmd.WaitDelay = 30 * time.Second
