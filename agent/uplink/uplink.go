@@ -168,4 +168,3 @@ func (u *Client) Connected() bool { return u.c.IsConnectionOpen() }
 
 // Close disconnects, giving in-flight work a moment to finish.
 func (u *Client) Close() { u.c.Disconnect(250) }
-

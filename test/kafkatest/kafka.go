@@ -61,7 +61,7 @@ type Broker struct {
 	TLSAddr string
 	TLSDir  string
 	Dir     string // configuration, data and log
-	spec     service.Spec
+	spec    service.Spec
 }
 
 // Restart stops the broker and starts it again on the same ports and data,
