@@ -3,6 +3,7 @@ package hub
 import (
 	"fmt"
 	"net"
+	"net/url"
 	"os"
 	"strconv"
 	"time"
@@ -51,7 +52,7 @@ func Defaults() *Config {
 		},
 		Ingest: ingest.Config{MaxBytes: 8 << 30, MaxAge: 7 * 24 * time.Hour, Replicas: 1},
 		Kafka:  kafka.Config{TopicPrefix: "outpost.", Partitions: 3, Replication: 1},
-		Bridge: bridge.Config{BatchMessages: 512, Linger: 20 * time.Millisecond, Compression: "lz4"},
+		Bridge: bridge.Config{BatchMessages: 512, Linger: 20 * time.Millisecond, Compression: "lz4", Format: "json"},
 		HTTP:   HTTPConfig{Listen: "127.0.0.1:8080"},
 		Log:    daemon.DefaultLog(),
 	}
@@ -138,6 +139,20 @@ func (c *Config) Validate() error {
 	case "none", "lz4", "zstd":
 	default:
 		errs.Add("bridge.compression", fmt.Sprintf("must be none, lz4 or zstd, got %q", c.Bridge.Compression))
+	}
+	switch c.Bridge.Format {
+	case "json":
+		if c.Bridge.SchemaRegistry.URL != "" {
+			errs.Add("bridge.schema_registry.url", "is used only with bridge.format avro")
+		}
+	case "avro":
+		if u := c.Bridge.SchemaRegistry.URL; u != "" {
+			if p, err := url.Parse(u); err != nil || (p.Scheme != "http" && p.Scheme != "https") || p.Host == "" {
+				errs.Add("bridge.schema_registry.url", fmt.Sprintf("must be an http(s) URL, got %q", u))
+			}
+		}
+	default:
+		errs.Add("bridge.format", fmt.Sprintf("must be json or avro, got %q", c.Bridge.Format))
 	}
 	switch m := c.Kafka.SASL.Mechanism; m {
 	case "":

@@ -38,6 +38,9 @@ func TestValidateNamesFields(t *testing.T) {
 		{Name: "kafka tls pair", Mutate: func(c *Config) { c.Kafka.Brokers = []string{"k:9093"}; c.Kafka.TLS.CertFile = "/etc/hostname" }, Path: "kafka.tls"},
 		{Name: "kafka tls file", Mutate: func(c *Config) { c.Kafka.Brokers = []string{"k:9093"}; c.Kafka.TLS.CAFile = "/nonexistent/ca.pem" }, Path: "kafka.tls.ca_file"},
 		{Name: "kafka tls embedded", Mutate: func(c *Config) { c.Kafka.TLS.Enabled = true }, Path: "kafka.tls"},
+		{Name: "format", Mutate: func(c *Config) { c.Bridge.Format = "protobuf" }, Path: "bridge.format"},
+		{Name: "registry needs avro", Mutate: func(c *Config) { c.Bridge.SchemaRegistry.URL = "http://sr:8081" }, Path: "bridge.schema_registry.url"},
+		{Name: "registry url", Mutate: func(c *Config) { c.Bridge.Format = "avro"; c.Bridge.SchemaRegistry.URL = "sr:8081" }, Path: "bridge.schema_registry.url"},
 		{Name: "lease ttl", Mutate: func(c *Config) { c.Broker.Cluster.LeaseTTL = time.Millisecond }, Path: "broker.cluster.lease_ttl"},
 	})
 }

@@ -33,6 +33,10 @@ type Config struct {
 	BatchMessages int           `yaml:"batch_messages" usage:"most JetStream messages (envelopes) per Kafka transaction"`
 	Linger        time.Duration `yaml:"linger" usage:"how long a transaction waits to fill its batch"`
 	Compression   string        `yaml:"compression" usage:"Kafka batch compression: none, lz4 or zstd"`
+	// Format of record values. outpost.deadletter stays JSON in either:
+	// it holds what could not be understood.
+	Format         string         `yaml:"format" usage:"record value format: json or avro"`
+	SchemaRegistry SchemaRegistry `yaml:"schema_registry"`
 }
 
 // Options wire the bridge to its surroundings.
@@ -69,6 +73,7 @@ type Bridge struct {
 	lastSeq    uint64 // last JetStream sequence committed to Kafka
 	deadLog    rate.Sometimes
 	backlogLog rate.Sometimes
+	avro       *avroEncoder // nil: JSON
 	Stats      Stats
 }
 
@@ -110,6 +115,12 @@ func (b *Bridge) runOnce(ctx context.Context) error {
 		return err
 	}
 	defer b.cl.Close()
+	if b.cfg.Format == "avro" {
+		var err error
+		if b.avro, err = newAvroEncoder(ctx, b.cfg.SchemaRegistry, b.avroTopics()); err != nil {
+			return err
+		}
+	}
 	if err := b.loadCheckpoint(ctx); err != nil {
 		return err
 	}
@@ -294,10 +305,46 @@ func (b *Bridge) convert(recs []*kgo.Record, subject string, data []byte, sseq u
 	touched[e.Device] = true
 	topic := b.o.Kafka.TopicPrefix + TopicFor(e.Stream)
 	for _, r := range fresh {
-		recs = append(recs, record(topic, e.Device, e.Stream, r))
+		rec, err := b.record(topic, e.Device, e.Stream, r)
+		if err != nil {
+			t.dead++
+			recs = append(recs, b.deadLetter(subject, e.Device, r.Data, sseq, err.Error()))
+			continue
+		}
+		recs = append(recs, rec)
+		t.records++
 	}
-	t.records += int64(len(fresh))
 	return recs
+}
+
+// avroTopics are the topics whose values are Avro with bridge.format avro.
+func (b *Bridge) avroTopics() []string {
+	var out []string
+	for _, s := range kafka.Streams {
+		if s != "deadletter" {
+			out = append(out, b.o.Kafka.TopicPrefix+s)
+		}
+	}
+	return out
+}
+
+// record builds one Kafka record in the configured format.
+func (b *Bridge) record(topic, device, stream string, r envelope.Record) (*kgo.Record, error) {
+	rec := jsonRecord(topic, device, stream, r)
+	if b.avro == nil || topic == b.o.Kafka.TopicPrefix+"deadletter" {
+		return rec, nil
+	}
+	v, dataschema, err := b.avro.encode(topic, device, stream, r)
+	if err != nil {
+		return nil, err
+	}
+	rec.Value = v
+	last := &rec.Headers[len(rec.Headers)-1] // content-type
+	last.Value = b.avro.typeHdr
+	if dataschema != "" {
+		rec.Headers = append(rec.Headers, kgo.RecordHeader{Key: "ce_dataschema", Value: []byte(dataschema)})
+	}
+	return rec, nil
 }
 
 // TopicFor maps a device stream to its Kafka topic (without prefix).
@@ -311,9 +358,10 @@ func TopicFor(stream string) string {
 	return stream
 }
 
-// record builds the Kafka record cloud teams consume: keyed by device, JSON
-// value, CloudEvents headers so consumers can check uniqueness themselves.
-func record(topic, device, stream string, r envelope.Record) *kgo.Record {
+// jsonRecord builds the Kafka record cloud teams consume: keyed by device,
+// JSON value, CloudEvents headers so consumers can check uniqueness
+// themselves. content-type is the last header.
+func jsonRecord(topic, device, stream string, r envelope.Record) *kgo.Record {
 	seq := strconv.FormatUint(r.Seq, 10)
 	et := r.EventTime.UTC().Format(time.RFC3339Nano)
 	// Device ids and stream names are validated tokens: no escaping needed.
