@@ -100,4 +100,3 @@ func TestAvroUnreachableRegistryIsAnError(t *testing.T) {
 		t.Fatal("no error for an unreachable registry")
 	}
 }
-
