@@ -283,6 +283,7 @@ func (b *Bridge) convert(recs []*kgo.Record, subject string, data []byte, sseq u
 	e, err := envelope.Decode(data)
 	switch {
 	case err != nil:
+		b.acceptBadRecords(data, p, saved, touched, t)
 		return dead(p.Device, err.Error())
 	case e.Device != p.Device:
 		return dead(p.Device, fmt.Sprintf("envelope names device %q, topic names %q", e.Device, p.Device))
@@ -304,8 +305,9 @@ func (b *Bridge) convert(recs []*kgo.Record, subject string, data []byte, sseq u
 	}
 	touched[e.Device] = true
 	topic := b.o.Kafka.TopicPrefix + TopicFor(e.Stream)
+	src := newSource(e.Device, e.Stream)
 	for _, r := range fresh {
-		rec, err := b.record(topic, e.Device, e.Stream, r)
+		rec, err := b.record(topic, src, r)
 		if err != nil {
 			t.dead++
 			recs = append(recs, b.deadLetter(subject, e.Device, r.Data, sseq, err.Error()))
@@ -315,6 +317,28 @@ func (b *Bridge) convert(recs []*kgo.Record, subject string, data []byte, sseq u
 		t.records++
 	}
 	return recs
+}
+
+// acceptBadRecords handles an envelope whose header is sound but whose
+// records are not (a time or data that does not parse). The acker acks it
+// on its header, so the device deletes those records: the bridge must move
+// its marks past them too, or the device's next batch would look like a
+// gap and never be written. The whole payload goes to the dead-letter
+// topic, so nothing is lost.
+func (b *Bridge) acceptBadRecords(data []byte, p topics.Parsed, saved undo, touched map[string]bool, t *tally) {
+	h, err := envelope.DecodeHeader(data)
+	if err != nil || h.Device != p.Device || h.Stream != p.Stream {
+		return // the acker refused it too
+	}
+	k := [2]string{h.Device, h.Stream}
+	if _, ok := saved[k]; !ok {
+		saved[k] = b.marks.Get(h.Device, h.Stream)
+	}
+	if _, ok := b.marks.AcceptHeader(h); !ok {
+		t.gaps++
+		return
+	}
+	touched[h.Device] = true
 }
 
 // avroTopics are the topics whose values are Avro with bridge.format avro.
@@ -329,12 +353,12 @@ func (b *Bridge) avroTopics() []string {
 }
 
 // record builds one Kafka record in the configured format.
-func (b *Bridge) record(topic, device, stream string, r envelope.Record) (*kgo.Record, error) {
-	rec := jsonRecord(topic, device, stream, r)
+func (b *Bridge) record(topic string, src *source, r envelope.Record) (*kgo.Record, error) {
+	rec := jsonRecord(topic, src, r)
 	if b.avro == nil || topic == b.o.Kafka.TopicPrefix+"deadletter" {
 		return rec, nil
 	}
-	v, dataschema, err := b.avro.encode(topic, device, stream, r)
+	v, dataschema, err := b.avro.encode(topic, src.device, src.stream, r)
 	if err != nil {
 		return nil, err
 	}
@@ -358,36 +382,61 @@ func TopicFor(stream string) string {
 	return stream
 }
 
+// source holds what every record of one envelope shares, so that the
+// per-record work is the value, ce_id and ce_time.
+type source struct {
+	device, stream string
+	key            []byte
+	ceSource       []byte
+	ceType         []byte
+}
+
+func newSource(device, stream string) *source {
+	return &source{device: device, stream: stream, key: []byte(device),
+		ceSource: []byte("/outpost/devices/" + device), ceType: []byte("dev.outpost." + stream + ".v1")}
+}
+
+var (
+	ceSpec   = []byte("1.0")
+	jsonType = []byte("application/json")
+)
+
 // jsonRecord builds the Kafka record cloud teams consume: keyed by device,
 // JSON value, CloudEvents headers so consumers can check uniqueness
 // themselves. content-type is the last header.
-func jsonRecord(topic, device, stream string, r envelope.Record) *kgo.Record {
-	seq := strconv.FormatUint(r.Seq, 10)
-	et := r.EventTime.UTC().Format(time.RFC3339Nano)
+func jsonRecord(topic string, src *source, r envelope.Record) *kgo.Record {
 	// Device ids and stream names are validated tokens: no escaping needed.
-	v := make([]byte, 0, 96+len(r.Data))
-	v = append(v, `{"device":"`...)
-	v = append(v, device...)
-	v = append(v, `","stream":"`...)
-	v = append(v, stream...)
-	v = append(v, `","seq":`...)
-	v = append(v, seq...)
-	v = append(v, `,"event_time":"`...)
-	v = append(v, et...)
-	v = append(v, `","data":`...)
-	v = append(v, r.Data...)
-	v = append(v, '}')
+	// One buffer holds the value, ce_id and ce_time.
+	buf := make([]byte, 0, 2*len(src.device)+len(src.stream)+160+len(r.Data))
+	buf = append(buf, `{"device":"`...)
+	buf = append(buf, src.device...)
+	buf = append(buf, `","stream":"`...)
+	buf = append(buf, src.stream...)
+	buf = append(buf, `","seq":`...)
+	buf = strconv.AppendUint(buf, r.Seq, 10)
+	buf = append(buf, `,"event_time":"`...)
+	ts := len(buf)
+	buf = r.EventTime.UTC().AppendFormat(buf, time.RFC3339Nano)
+	et := buf[ts:len(buf):len(buf)]
+	buf = append(buf, `","data":`...)
+	buf = append(buf, r.Data...)
+	buf = append(buf, '}')
+	value := buf[:len(buf):len(buf)]
+	id := len(buf)
+	buf = append(buf, src.device...)
+	buf = append(buf, ':')
+	buf = strconv.AppendUint(buf, r.Seq, 10)
 	return &kgo.Record{
 		Topic: topic,
-		Key:   []byte(device),
-		Value: v,
+		Key:   src.key,
+		Value: value,
 		Headers: []kgo.RecordHeader{
-			{Key: "ce_specversion", Value: []byte("1.0")},
-			{Key: "ce_id", Value: []byte(device + ":" + seq)},
-			{Key: "ce_source", Value: []byte("/outpost/devices/" + device)},
-			{Key: "ce_type", Value: []byte("dev.outpost." + stream + ".v1")},
-			{Key: "ce_time", Value: []byte(et)},
-			{Key: "content-type", Value: []byte("application/json")},
+			{Key: "ce_specversion", Value: ceSpec},
+			{Key: "ce_id", Value: buf[id:]},
+			{Key: "ce_source", Value: src.ceSource},
+			{Key: "ce_type", Value: src.ceType},
+			{Key: "ce_time", Value: et},
+			{Key: "content-type", Value: jsonType},
 		},
 	}
 }

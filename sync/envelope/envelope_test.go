@@ -143,3 +143,49 @@ func TestWatermarks(t *testing.T) {
 		}
 	}
 }
+
+func TestDecodeHeaderAgreesWithDecode(t *testing.T) {
+	e := env(3, 5, 6, 7, 9)
+	e.Device, e.Stream = "pump-7", "windows"
+	payload, err := Encode(e, true)
+	if err != nil {
+		t.Fatal(err)
+	}
+	h, err := DecodeHeader(payload)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if h != e.Header() || h.Last != 9 || h.Records != 3 {
+		t.Errorf("header %+v, want %+v", h, e.Header())
+	}
+	for name, bad := range map[string]string{
+		"not json":     `{"v":1,`,
+		"version":      `{"v":2,"device":"d","stream":"s","records":[{"seq":1}]}`,
+		"no records":   `{"v":1,"device":"d","stream":"s","records":[]}`,
+		"seq order":    `{"v":1,"device":"d","stream":"s","prev":4,"records":[{"seq":5},{"seq":5}]}`,
+		"seq not prev": `{"v":1,"device":"d","stream":"s","prev":4,"records":[{"seq":4}]}`,
+		"floor":        `{"v":1,"device":"d","stream":"s","floor":5,"prev":4,"records":[{"seq":6}]}`,
+		"no device":    `{"v":1,"stream":"s","records":[{"seq":1}]}`,
+	} {
+		if _, err := DecodeHeader([]byte(bad)); !errors.Is(err, ErrMalformed) {
+			t.Errorf("%s: err %v, want ErrMalformed", name, err)
+		}
+	}
+}
+
+func BenchmarkDecodeHeader(b *testing.B) {
+	e := &Envelope{V: Version, Device: "d1", Stream: "windows"}
+	t0 := time.Now().UTC()
+	for i := 1; i <= 500; i++ {
+		e.Records = append(e.Records, Record{Seq: uint64(i), EventTime: t0, Data: json.RawMessage(`{"key":"s1","mean":1.25,"count":10}`)})
+	}
+	payload, _ := Encode(e, false)
+	b.SetBytes(int64(len(payload)))
+	b.ResetTimer()
+	for i := 0; i < b.N; i++ {
+		if _, err := DecodeHeader(payload); err != nil {
+			b.Fatal(err)
+		}
+	}
+	b.ReportMetric(float64(b.N*len(e.Records))/b.Elapsed().Seconds(), "records/s")
+}

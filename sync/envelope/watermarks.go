@@ -24,19 +24,25 @@ func (w Watermarks) Set(device, stream string, seq uint64) {
 // raises the mark. It returns the records above the old mark: those at or
 // below it are duplicates (resends) that must not be written again.
 func (w Watermarks) Accept(e *Envelope) (fresh []Record, ok bool) {
-	hw := max(w.Get(e.Device, e.Stream), e.Floor)
-	if e.Prev > hw {
-		return nil, false // an earlier batch is missing; the device resends from its floor
+	hw, ok := w.AcceptHeader(e.Header())
+	if !ok || e.Last() <= hw {
+		return nil, ok
 	}
-	last := e.Last()
-	if last <= hw {
-		w.Set(e.Device, e.Stream, hw)
-		return nil, true // wholly a resend
-	}
-	w.Set(e.Device, e.Stream, last)
 	i := 0
 	for i < len(e.Records) && e.Records[i].Seq <= hw {
 		i++
 	}
 	return e.Records[i:], true
+}
+
+// AcceptHeader is Accept for a decoded header: it returns the mark before
+// the batch (records above it are fresh) and whether the batch continues
+// its stream without a gap.
+func (w Watermarks) AcceptHeader(h Header) (before uint64, ok bool) {
+	hw := max(w.Get(h.Device, h.Stream), h.Floor)
+	if h.Prev > hw {
+		return hw, false // an earlier batch is missing; the device resends from its floor
+	}
+	w.Set(h.Device, h.Stream, max(hw, h.Last))
+	return hw, true
 }

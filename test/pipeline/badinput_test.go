@@ -145,7 +145,29 @@ func TestBadInputIsDeadLetteredAndOthersFlow(t *testing.T) {
 			t.Errorf("dead letter %d reason %q lacks %q", i, reasons[i], p.reason)
 		}
 	}
-	if st := h.Stats(); st.BridgeDeadLetters != int64(len(payloads)) || st.Malformed != int64(len(payloads)) {
-		t.Errorf("stats = %+v, want %d dead letters and malformed", st, len(payloads))
+	// The last payload has a sound header: the acker acks it (the device
+	// may delete it, its payload is in the dead letter) and refuses the rest.
+	if st := h.Stats(); st.BridgeDeadLetters != int64(len(payloads)) || st.Malformed != int64(len(payloads)-1) {
+		t.Errorf("stats = %+v, want %d dead letters and %d malformed", st, len(payloads), len(payloads)-1)
+	}
+
+	// bad-1's events stream goes on after the dead-lettered batch: its
+	// next batch is written, not taken for a gap, even when the ack of the
+	// bad batch was lost (acks are QoS 0) and the device still says floor 0.
+	// The acker acks it all the same, so a bridge that dropped it would
+	// lose it.
+	bad = mqtt.NewClient(mqtt.NewClientOptions().AddBroker("tcp://" + h.MQTTAddr()).SetClientID("bad-1").
+		SetUsername(badCreds.Username).SetPassword(badCreds.Password))
+	if tok := bad.Connect(); !tok.WaitTimeout(5*time.Second) || tok.Error() != nil {
+		t.Fatal(tok.Error())
+	}
+	defer bad.Disconnect(100)
+	next := `{"v":1,"device":"bad-1","stream":"events","floor":0,"prev":1,"records":[{"seq":2,"event_time":"` + ts + `","data":{"ok":true}}]}`
+	if tok := bad.Publish("outpost/v1/bad-1/up/events", 1, false, next); !tok.WaitTimeout(5*time.Second) || tok.Error() != nil {
+		t.Fatal(tok.Error())
+	}
+	events, _ := readAll(t, brokers, []string{cfg.Kafka.TopicPrefix + "events"}, 1, 30*time.Second)
+	if len(events) != 1 || events[0].Device != "bad-1" || events[0].Seq != 2 {
+		t.Errorf("events after the dead-lettered batch = %+v, want bad-1 seq 2", events)
 	}
 }
