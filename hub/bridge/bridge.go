@@ -227,27 +227,38 @@ func (b *Bridge) count(t tally) {
 }
 
 func (b *Bridge) transfer(ctx context.Context, msgs []jetstream.Msg) error {
-	var recs []*kgo.Record
 	var t tally
 	saved := undo{}
 	touched := map[string]bool{}
-	var last uint64
-	for _, m := range msgs {
+	seqs := make([]uint64, len(msgs))
+	for i, m := range msgs {
 		md, err := m.Metadata()
 		if err != nil {
 			return fmt.Errorf("bridge: metadata: %w", err)
 		}
-		last = md.Sequence.Stream
-		if last <= b.lastSeq {
-			continue // committed before a crash, redelivered since
-		}
-		recs = b.convert(recs, m.Subject(), m.Data(), last, saved, touched, &t)
+		seqs[i] = md.Sequence.Stream
 	}
+	last := seqs[len(seqs)-1]
 	if last <= b.lastSeq {
+		// Committed before a crash, redelivered since.
 		return msgs[len(msgs)-1].Ack()
 	}
-	recs = append(recs, b.checkpoint(last, touched)...)
-	if err := b.commit(ctx, recs); err != nil {
+	// Records are produced as each message is converted, so Kafka is
+	// already writing while the rest of the batch is decoded.
+	tx, err := b.begin(ctx)
+	if err != nil {
+		return err
+	}
+	var recs []*kgo.Record
+	for i, m := range msgs {
+		if seqs[i] <= b.lastSeq {
+			continue
+		}
+		recs = b.convert(recs[:0], m.Subject(), m.Data(), seqs[i], saved, touched, &t)
+		tx.produce(recs...)
+	}
+	tx.produce(b.checkpoint(last, touched)...)
+	if err := tx.finish(); err != nil {
 		for k, v := range saved {
 			b.marks.Set(k[0], k[1], v)
 		}
@@ -501,35 +512,58 @@ func (b *Bridge) checkpoint(last uint64, touched map[string]bool) []*kgo.Record 
 	return out
 }
 
-// commit produces recs in one transaction, checking every result.
-func (b *Bridge) commit(ctx context.Context, recs []*kgo.Record) error {
+// txn is one open Kafka transaction.
+type txn struct {
+	ctx    context.Context
+	cl     *kgo.Client
+	failed atomic.Value // the first produce error
+}
+
+func (b *Bridge) begin(ctx context.Context) (*txn, error) {
 	if err := b.cl.BeginTransaction(); err != nil {
-		return fmt.Errorf("bridge: begin transaction: %w", err)
+		return nil, fmt.Errorf("bridge: begin transaction: %w", err)
 	}
-	var failed atomic.Value
+	return &txn{ctx: ctx, cl: b.cl}, nil
+}
+
+func (t *txn) produce(recs ...*kgo.Record) {
 	for _, r := range recs {
-		b.cl.Produce(ctx, r, func(_ *kgo.Record, err error) {
+		t.cl.Produce(t.ctx, r, func(_ *kgo.Record, err error) {
 			if err != nil {
-				failed.CompareAndSwap(nil, err)
+				t.failed.CompareAndSwap(nil, err)
 			}
 		})
 	}
-	if err := b.cl.Flush(ctx); err != nil {
-		failed.CompareAndSwap(nil, err)
+}
+
+// finish waits for every record and commits, or aborts if any failed.
+func (t *txn) finish() error {
+	if err := t.cl.Flush(t.ctx); err != nil {
+		t.failed.CompareAndSwap(nil, err)
 	}
 	// franz-go may report a successful commit after every produce failed:
 	// the per-record results decide.
-	if err, _ := failed.Load().(error); err != nil {
+	if err, _ := t.failed.Load().(error); err != nil {
 		abortCtx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 		defer cancel()
-		_ = b.cl.AbortBufferedRecords(abortCtx)
-		_ = b.cl.EndTransaction(abortCtx, kgo.TryAbort)
+		_ = t.cl.AbortBufferedRecords(abortCtx)
+		_ = t.cl.EndTransaction(abortCtx, kgo.TryAbort)
 		return fmt.Errorf("bridge: produce: %w", err)
 	}
-	if err := b.cl.EndTransaction(ctx, kgo.TryCommit); err != nil {
+	if err := t.cl.EndTransaction(t.ctx, kgo.TryCommit); err != nil {
 		return fmt.Errorf("bridge: commit: %w", err)
 	}
 	return nil
+}
+
+// commit produces recs in one transaction, checking every result.
+func (b *Bridge) commit(ctx context.Context, recs []*kgo.Record) error {
+	tx, err := b.begin(ctx)
+	if err != nil {
+		return err
+	}
+	tx.produce(recs...)
+	return tx.finish()
 }
 
 // loadCheckpoint reads the compacted checkpoint topic to its end. It first
