@@ -23,6 +23,10 @@ type Line struct {
 	// Offset is the source position just after this line (file sources),
 	// stored with the pipeline's checkpoint to resume exactly there.
 	Offset int64
+	// Ack, when set, acknowledges the message this line ended (MQTT
+	// sources). The pipeline calls it once a checkpoint that includes the
+	// line is committed, so a crash before that gets the message redelivered.
+	Ack func()
 }
 
 // SourceConfig selects and configures one source.
@@ -54,6 +58,10 @@ type MQTTConfig struct {
 	// ClientID is stable across restarts, so the broker keeps the
 	// subscription and queues QoS 1 readings while the agent is away.
 	ClientID string `yaml:"client_id"` // default: outpost-<pipeline>
+	// MaxUnacked is how many messages the pipeline holds unacknowledged
+	// before it commits: above the broker's in-flight limit the broker
+	// stops delivering and input waits for the 50 ms commit tick.
+	MaxUnacked int `yaml:"max_unacked"` // default 16
 }
 
 // maxLine bounds one input line; longer lines are rejected, not buffered.
@@ -82,6 +90,9 @@ func (c SourceConfig) Validate(path string, bad func(path, reason string)) {
 	case "mqtt":
 		if c.MQTT.URL == "" {
 			field("mqtt.url", "must not be empty")
+		}
+		if c.MQTT.MaxUnacked < 0 || c.MQTT.MaxUnacked > 65535 {
+			field("mqtt.max_unacked", fmt.Sprintf("must be 0 (default 16) to 65535, got %d", c.MQTT.MaxUnacked))
 		}
 		if c.MQTT.Topic == "" {
 			field("mqtt.topic", "must not be empty")
@@ -137,6 +148,33 @@ func readLines(ctx context.Context, r io.Reader, out chan<- Line) error {
 	}
 	if err := sc.Err(); err != nil {
 		return fmt.Errorf("ingest: read: %w", err)
+	}
+	return nil
+}
+
+// readLinesAck is readLines whose last line carries ack; with no line at
+// all it acks at once.
+func readLinesAck(ctx context.Context, r io.Reader, out chan<- Line, ack func()) error {
+	sc := bufio.NewScanner(r)
+	sc.Buffer(make([]byte, 64<<10), maxLine)
+	var pending []byte
+	have := false
+	for sc.Scan() {
+		if have && !send(ctx, out, pending) {
+			return nil
+		}
+		pending, have = append([]byte(nil), sc.Bytes()...), true
+	}
+	if err := sc.Err(); err != nil {
+		return fmt.Errorf("ingest: read: %w", err)
+	}
+	if !have {
+		ack()
+		return nil
+	}
+	select {
+	case out <- Line{Data: pending, Arrival: time.Now(), Ack: ack}:
+	case <-ctx.Done():
 	}
 	return nil
 }
@@ -239,13 +277,18 @@ func serveHTTP(ctx context.Context, c HTTPConfig, out chan<- Line) error {
 }
 
 // subscribe reads sensor messages from a local MQTT broker; a payload may
-// hold several lines.
+// hold several lines. Messages are acknowledged (PUBACK) only when the
+// pipeline has committed them (Line.Ack): at least once, never lost.
 func subscribe(ctx context.Context, c MQTTConfig, out chan<- Line, log *slog.Logger) error {
 	handler := func(_ mqtt.Client, m mqtt.Message) {
 		// Blocking here applies backpressure to the local broker (QoS 1).
-		_ = readLines(ctx, bytes.NewReader(m.Payload()), out)
+		if err := readLinesAck(ctx, bytes.NewReader(m.Payload()), out, m.Ack); err != nil {
+			log.Warn("ingest: mqtt payload", "topic", m.Topic(), "err", err)
+			m.Ack() // unreadable as lines: nothing to keep (counted by the decoder when partly read)
+		}
 	}
 	opts := mqtt.NewClientOptions().AddBroker(c.URL).SetClientID(c.ClientID).SetCleanSession(false).
+		SetAutoAckDisabled(true).
 		SetUsername(c.Username).SetPassword(c.Password).SetAutoReconnect(true).SetConnectRetry(true).
 		SetConnectRetryInterval(time.Second).
 		SetOnConnectHandler(func(cl mqtt.Client) {

@@ -132,21 +132,24 @@ type Stats struct {
 
 // Pipeline is one running data path.
 type Pipeline struct {
-	cfg      Config
-	ob       Store
-	log      *slog.Logger
-	dec      *ingest.Decoder
-	op       *window.Operator
-	aggs     []window.Agg
-	source   func(context.Context, chan<- ingest.Line) error
-	items    []outbox.Item
-	model    *infer.Model
-	acts     *actions
-	offset   int64 // source position of the last processed line
-	saved    int64 // offset in the last stored checkpoint
-	rejLog   rate.Sometimes
-	writeLog rate.Sometimes
-	Stats    Stats
+	cfg    Config
+	ob     Store
+	log    *slog.Logger
+	dec    *ingest.Decoder
+	op     *window.Operator
+	aggs   []window.Agg
+	source func(context.Context, chan<- ingest.Line) error
+	items  []outbox.Item
+	acks   []func() // source messages to acknowledge after the next flush
+	// maxUnacked is how many acks wait before a flush is forced.
+	maxUnacked int
+	model      *infer.Model
+	acts       *actions
+	offset     int64 // source position of the last processed line
+	saved      int64 // offset in the last stored checkpoint
+	rejLog     rate.Sometimes
+	writeLog   rate.Sometimes
+	Stats      Stats
 }
 
 // New builds a pipeline from a validated config and resumes from its
@@ -184,6 +187,10 @@ func New(ctx context.Context, cfg Config, ob Store, log *slog.Logger) (*Pipeline
 	if err := p.resume(ctx); err != nil {
 		return nil, err
 	}
+	p.maxUnacked = cfg.Source.MQTT.MaxUnacked
+	if p.maxUnacked == 0 {
+		p.maxUnacked = defaultMaxUnacked
+	}
 	if cfg.Source.MQTT.ClientID == "" {
 		cfg.Source.MQTT.ClientID = "outpost-" + cfg.Name
 	}
@@ -220,6 +227,10 @@ func (p *Pipeline) resume(ctx context.Context) error {
 const (
 	flushEvery = 50 * time.Millisecond
 	flushItems = 1000
+	// defaultMaxUnacked bounds the source messages held unacknowledged:
+	// brokers stop delivering at their in-flight limit (Mosquitto: 20 by
+	// default).
+	defaultMaxUnacked = 16
 )
 
 // Run processes until ctx ends or the source finishes.
@@ -245,7 +256,7 @@ func (p *Pipeline) Run(ctx context.Context) error {
 				return p.finish(err)
 			}
 			results = p.handle(l, results[:0])
-			if len(p.items) >= flushItems {
+			if len(p.items) >= flushItems || (len(p.acks) > 0 && len(p.acks) >= p.maxUnacked) {
 				stalled = !p.tryFlush(ctx)
 			}
 		case now := <-tick.C:
@@ -288,6 +299,9 @@ func (p *Pipeline) finish(srcErr error) error {
 }
 
 func (p *Pipeline) handle(l ingest.Line, results []window.Result) []window.Result {
+	if l.Ack != nil {
+		p.acks = append(p.acks, l.Ack)
+	}
 	if l.Offset > 0 {
 		p.offset = l.Offset
 	}
@@ -358,7 +372,7 @@ func (p *Pipeline) add(stream string, at time.Time, v any) {
 // flush commits pending records together with the checkpoint that
 // produced them.
 func (p *Pipeline) flush(ctx context.Context) error {
-	if len(p.items) == 0 && p.offset == p.saved {
+	if len(p.items) == 0 && p.offset == p.saved && len(p.acks) == 0 {
 		return nil
 	}
 	snap, err := p.op.Snapshot()
@@ -370,5 +384,10 @@ func (p *Pipeline) flush(ctx context.Context) error {
 		return fmt.Errorf("pipeline %s: %w", p.cfg.Name, err)
 	}
 	p.items, p.saved = p.items[:0], p.offset
+	// The window state holding these lines is durable now.
+	for _, ack := range p.acks {
+		ack()
+	}
+	p.acks = p.acks[:0]
 	return nil
 }

@@ -20,10 +20,11 @@ import (
 
 // memOutbox records appends; the SQLite outbox has its own tests.
 type memOutbox struct {
-	mu    sync.Mutex
-	items []outbox.Item
-	cp    map[string][]byte
-	fails int // refuse this many writes, as a full disk would
+	mu     sync.Mutex
+	items  []outbox.Item
+	cp     map[string][]byte
+	fails  int // refuse this many writes, as a full disk would
+	writes int // successful writes
 }
 
 func (m *memOutbox) AppendCheckpoint(_ context.Context, items []outbox.Item, name string, state []byte) ([]uint64, error) {
@@ -33,6 +34,7 @@ func (m *memOutbox) AppendCheckpoint(_ context.Context, items []outbox.Item, nam
 		m.fails--
 		return nil, errors.New("database or disk is full")
 	}
+	m.writes++
 	m.items = append(m.items, items...)
 	if m.cp == nil {
 		m.cp = map[string][]byte{}
@@ -203,5 +205,55 @@ func TestFullDiskPausesAndLosesNothing(t *testing.T) {
 	}
 	if n := len(ob.byStream("windows")); n != 3 {
 		t.Fatalf("%d windows after the disk recovered, want 3 ([0,10) [10,20) [20,30))", n)
+	}
+}
+
+// TestSourceMessagesAckedOnlyAfterCommit: lines that carry an Ack (MQTT
+// sources) are acknowledged only after a checkpoint holding them is
+// written; while the outbox refuses writes, nothing is acknowledged.
+func TestSourceMessagesAckedOnlyAfterCommit(t *testing.T) {
+	ob := &memOutbox{fails: 3}
+	p, err := New(context.Background(), fileConfig("/nonexistent"), ob, slog.New(slog.DiscardHandler))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var mu sync.Mutex
+	var writesAtAck []int
+	p.source = func(ctx context.Context, out chan<- ingest.Line) error {
+		for i := 0; i < 3; i++ {
+			out <- ingest.Line{Data: []byte(fmt.Sprintf(`{"sensor":"s","ts":"2026-11-25T12:00:%02dZ","v":1}`, i)), Arrival: time.Now(),
+				Ack: func() {
+					ob.mu.Lock()
+					w := ob.writes
+					ob.mu.Unlock()
+					mu.Lock()
+					writesAtAck = append(writesAtAck, w)
+					mu.Unlock()
+				}}
+		}
+		<-ctx.Done()
+		return nil
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	errc := make(chan error, 1)
+	go func() { errc <- p.Run(ctx) }()
+	acked := func() int { mu.Lock(); defer mu.Unlock(); return len(writesAtAck) }
+	for deadline := time.Now().Add(10 * time.Second); acked() < 3 && time.Now().Before(deadline); {
+		time.Sleep(20 * time.Millisecond)
+	}
+	cancel()
+	if err := <-errc; err != nil {
+		t.Fatal(err)
+	}
+	if p.Stats.WriteErrors.Load() != 3 {
+		t.Errorf("write errors = %d, want 3", p.Stats.WriteErrors.Load())
+	}
+	if len(writesAtAck) != 3 {
+		t.Fatalf("%d of 3 messages acknowledged", len(writesAtAck))
+	}
+	for i, w := range writesAtAck {
+		if w < 1 {
+			t.Errorf("message %d acknowledged before any checkpoint was written", i)
+		}
 	}
 }

@@ -34,7 +34,7 @@ func BenchmarkAgentEndToEnd(b *testing.B) {
 	ob, _ := outbox.New(ctx, db.DB(), 0)
 	p, err := pipeline.New(ctx, pipeline.Config{
 		Name:         "bench",
-		Source:       ingest.SourceConfig{Type: "mqtt", MQTT: ingest.MQTTConfig{URL: broker.URL, Topic: "sensors/#"}},
+		Source:       ingest.SourceConfig{Type: "mqtt", MQTT: ingest.MQTTConfig{URL: broker.URL, Topic: "sensors/#", MaxUnacked: 500}},
 		Decode:       ingest.DecodeConfig{KeyField: "s", TimeField: "ts", Fields: []string{"v"}},
 		Window:       pipeline.WindowConfig{Kind: "tumbling", Size: time.Second, MaxOutOfOrder: 100 * time.Millisecond},
 		Aggregations: []string{"count", "mean", "max"},
