@@ -7,7 +7,6 @@ import (
 	"fmt"
 	"net/http"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strings"
 	"sync"
@@ -18,23 +17,7 @@ import (
 	"github.com/outpost-edge/outpost/sync/state"
 	"github.com/outpost-edge/outpost/test/kafkatest"
 	"github.com/outpost-edge/outpost/test/service"
-	"github.com/outpost-edge/outpost/test/testenv"
 )
-
-func buildHub(t *testing.T) string {
-	t.Helper()
-	root, err := testenv.Root()
-	if err != nil {
-		t.Fatal(err)
-	}
-	bin := filepath.Join(t.TempDir(), "outpost-hub")
-	cmd := exec.Command("go", "build", "-o", bin, "./hub/cmd/outpost-hub")
-	cmd.Dir = root
-	if out, err := cmd.CombinedOutput(); err != nil {
-		t.Fatalf("build hub: %v\n%s", err, out)
-	}
-	return bin
-}
 
 // clusterHub is one outpost-hub process of a test cluster.
 type clusterHub struct {
@@ -58,7 +41,7 @@ func (c *clusterHub) stats(t *testing.T) (hub.Stats, error) {
 // OUTPOST_UP and the KV buckets replicated three times.
 func startCluster(t *testing.T, brokers []string, prefix string) []*clusterHub {
 	t.Helper()
-	bin := buildHub(t)
+	bin := build(t, "./hub/cmd/outpost-hub")
 	port := func() int {
 		p, err := service.FreePort()
 		if err != nil {

@@ -20,17 +20,20 @@ import (
 	"github.com/outpost-edge/outpost/test/testenv"
 )
 
-func buildAgent(t *testing.T) string {
+func buildAgent(t *testing.T) string { return build(t, "./agent/cmd/outpost-agent") }
+
+// build compiles a command of this module into t's temp dir.
+func build(t *testing.T, pkg string) string {
 	t.Helper()
 	root, err := testenv.Root()
 	if err != nil {
 		t.Fatal(err)
 	}
-	bin := filepath.Join(t.TempDir(), "outpost-agent")
-	cmd := exec.Command("go", "build", "-o", bin, "./agent/cmd/outpost-agent")
+	bin := filepath.Join(t.TempDir(), filepath.Base(pkg))
+	cmd := exec.Command("go", "build", "-o", bin, pkg)
 	cmd.Dir = root
 	if out, err := cmd.CombinedOutput(); err != nil {
-		t.Fatalf("build agent: %v\n%s", err, out)
+		t.Fatalf("build %s: %v\n%s", pkg, err, out)
 	}
 	return bin
 }
