@@ -32,27 +32,12 @@ func randMat(rng *rand.Rand, r, c int) []float32 {
 	return out
 }
 
-// mlp builds features → hidden (act) → out (softmax), with Gemm or
-// MatMul+Add for the first layer.
-func mlp(t *testing.T, rng *rand.Rand, features, hidden, out int, act string, matmul bool) []byte {
-	g := onnx.NewGraph("mlp").Input("features", "N", features).
-		Initializer("W1", randMat(rng, features, hidden), int64(features), int64(hidden)).
-		Initializer("B1", randMat(rng, 1, hidden), int64(hidden)).
-		Initializer("W2", randMat(rng, out, hidden), int64(out), int64(hidden)).
-		Initializer("B2", randMat(rng, 1, out), int64(out))
-	if matmul {
-		g.Node("MatMul", []string{"features", "W1"}, []string{"h0"}).Node("Add", []string{"h0", "B1"}, []string{"h1"})
-	} else {
-		g.Node("Gemm", []string{"features", "W1", "B1"}, []string{"h1"})
+func dense(rng *rand.Rand, in, out int) onnx.Dense {
+	d := onnx.Dense{B: randMat(rng, 1, out)}
+	for range out {
+		d.W = append(d.W, randMat(rng, 1, in))
 	}
-	model, err := g.Node(act, []string{"h1"}, []string{"h2"}).
-		Node("Gemm", []string{"h2", "W2", "B2"}, []string{"logits"}, onnx.Attr{Name: "transB", Value: int64(1)}).
-		Node("Softmax", []string{"logits"}, []string{"probs"}, onnx.Attr{Name: "axis", Value: int64(-1)}).
-		Output("probs", "N", out).Model("conformance")
-	if err != nil {
-		t.Fatal(err)
-	}
-	return model
+	return d
 }
 
 type model struct {
@@ -61,17 +46,23 @@ type model struct {
 	features int
 }
 
+// models are the families the trainer produces, each built by the same
+// onnx builders the trainer uses.
 func models(t *testing.T) []model {
 	rng := rand.New(rand.NewPCG(3, 4))
-	logistic, err := onnx.Logistic([][]float32{randMat(rng, 1, 6), randMat(rng, 1, 6)}, randMat(rng, 1, 2))
-	if err != nil {
-		t.Fatal(err)
+	build := func(m []byte, err error) []byte {
+		if err != nil {
+			t.Fatal(err)
+		}
+		return m
 	}
 	return []model{
-		{"logistic", logistic, 6},
-		{"mlp-relu-gemm", mlp(t, rng, 8, 16, 3, "Relu", false), 8},
-		{"mlp-tanh-matmul", mlp(t, rng, 5, 12, 4, "Tanh", true), 5},
-		{"mlp-sigmoid", mlp(t, rng, 3, 7, 2, "Sigmoid", false), 3},
+		{"logistic", build(onnx.Logistic([][]float32{randMat(rng, 1, 6), randMat(rng, 1, 6)}, randMat(rng, 1, 2))), 6},
+		{"softmax-regression", build(onnx.MLP([]onnx.Dense{dense(rng, 4, 3)}, onnx.MLPOptions{Output: onnx.Softmax})), 4},
+		{"mlp-relu-gemm", build(onnx.MLP([]onnx.Dense{dense(rng, 8, 16), dense(rng, 16, 3)}, onnx.MLPOptions{Hidden: onnx.Relu, Output: onnx.Softmax})), 8},
+		{"mlp-tanh-matmul", build(onnx.MLP([]onnx.Dense{dense(rng, 5, 12), dense(rng, 12, 4)}, onnx.MLPOptions{Hidden: onnx.Tanh, Output: onnx.Softmax, MatMul: true})), 5},
+		{"mlp-sigmoid-deep", build(onnx.MLP([]onnx.Dense{dense(rng, 3, 7), dense(rng, 7, 7), dense(rng, 7, 2)}, onnx.MLPOptions{Hidden: onnx.Sigmoid, Output: onnx.Sigmoid})), 3},
+		{"autoencoder", build(onnx.Autoencoder([]onnx.Dense{dense(rng, 6, 3)}, []onnx.Dense{dense(rng, 3, 6)}, onnx.Relu)), 6},
 	}
 }
 

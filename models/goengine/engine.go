@@ -68,7 +68,7 @@ func Load(model []byte) (*Engine, error) {
 	for _, n := range g.GetNode() {
 		nd := node{op: n.GetOpType(), in: n.GetInput(), out: n.GetOutput(), alpha: 1, beta: 1}
 		switch nd.op {
-		case "Gemm", "MatMul", "Add", "Relu", "Tanh", "Sigmoid", "Softmax":
+		case "Gemm", "MatMul", "Add", "Relu", "Tanh", "Sigmoid", "Softmax", "Identity", "Sub", "Mul", "ReduceMean":
 		default:
 			return nil, fmt.Errorf("%w: op %s", ErrUnsupported, nd.op)
 		}
@@ -87,6 +87,14 @@ func Load(model []byte) (*Engine, error) {
 			case "axis":
 				if a.GetI() != -1 && a.GetI() != 1 {
 					return nil, fmt.Errorf("%w: Softmax axis %d", ErrUnsupported, a.GetI())
+				}
+			case "axes": // ReduceMean over the feature axis only
+				if ax := a.GetInts(); len(ax) != 1 || (ax[0] != 1 && ax[0] != -1) {
+					return nil, fmt.Errorf("%w: ReduceMean axes %v", ErrUnsupported, ax)
+				}
+			case "keepdims":
+				if a.GetI() != 1 {
+					return nil, fmt.Errorf("%w: ReduceMean keepdims 0", ErrUnsupported)
 				}
 			}
 		}
@@ -164,6 +172,25 @@ func (e *Engine) Run(x []float32, features int) ([]float32, error) {
 			if err := addRow(&out, b, 1); err != nil {
 				return nil, err
 			}
+		case "Sub", "Mul":
+			b, err := get(n.in[1])
+			if err != nil {
+				return nil, err
+			}
+			if out, err = elementwise(n.op, a, b); err != nil {
+				return nil, err
+			}
+		case "Identity":
+			out = a
+		case "ReduceMean":
+			out = matrix{rows: a.rows, cols: 1, data: make([]float32, a.rows)}
+			for r := 0; r < a.rows; r++ {
+				var sum float64
+				for _, v := range a.data[r*a.cols : (r+1)*a.cols] {
+					sum += float64(v)
+				}
+				out.data[r] = float32(sum / float64(a.cols))
+			}
 		default:
 			out = apply(n.op, a)
 		}
@@ -211,6 +238,22 @@ func addRow(m *matrix, bias matrix, beta float32) error {
 		m.data[i] += beta * bias.data[i%m.cols]
 	}
 	return nil
+}
+
+// elementwise applies Sub or Mul to two values of the same shape.
+func elementwise(op string, a, b matrix) (matrix, error) {
+	if a.rows != b.rows || a.cols != b.cols {
+		return matrix{}, fmt.Errorf("%w: %s of [%d,%d] and [%d,%d]", ErrUnsupported, op, a.rows, a.cols, b.rows, b.cols)
+	}
+	out := matrix{rows: a.rows, cols: a.cols, data: make([]float32, len(a.data))}
+	for i := range a.data {
+		if op == "Sub" {
+			out.data[i] = a.data[i] - b.data[i]
+		} else {
+			out.data[i] = a.data[i] * b.data[i]
+		}
+	}
+	return out, nil
 }
 
 func apply(op string, a matrix) matrix {

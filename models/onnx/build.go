@@ -99,6 +99,18 @@ func (b *Graph) Node(op string, inputs, outputs []string, attrs ...Attr) *Graph 
 	return b
 }
 
+// rename makes the last node that writes from write to instead.
+func (b *Graph) rename(from, to string) {
+	for i := len(b.g.Node) - 1; i >= 0; i-- {
+		for j, o := range b.g.Node[i].Output {
+			if o == from {
+				b.g.Node[i].Output[j] = to
+				return
+			}
+		}
+	}
+}
+
 // Model wraps the graph into a serialised ModelProto.
 func (b *Graph) Model(producer string) ([]byte, error) {
 	if b.err != nil {
@@ -147,24 +159,5 @@ func (b *Graph) fail(err error) {
 // Logistic builds y = sigmoid(x·Wᵀ + b) for x of shape [N, features]: the
 // smallest model the trainer produces, and the one the runtime tests use.
 func Logistic(weights [][]float32, bias []float32) ([]byte, error) {
-	if len(weights) == 0 || len(weights) != len(bias) {
-		return nil, fmt.Errorf("%w: %d weight rows for %d biases", ErrShape, len(weights), len(bias))
-	}
-	in := len(weights[0])
-	var flat []float32
-	for i, row := range weights {
-		if len(row) != in {
-			return nil, fmt.Errorf("%w: weight row %d has %d values, want %d", ErrShape, i, len(row), in)
-		}
-		flat = append(flat, row...)
-	}
-	out := len(weights)
-	return NewGraph("logistic").
-		Input("features", "N", in).
-		Initializer("W", flat, int64(out), int64(in)).
-		Initializer("B", bias, int64(out)).
-		Node("Gemm", []string{"features", "W", "B"}, []string{"logits"}, Attr{"transB", int64(1)}).
-		Node("Sigmoid", []string{"logits"}, []string{"scores"}).
-		Output("scores", "N", out).
-		Model("outpost")
+	return MLP([]Dense{{W: weights, B: bias}}, MLPOptions{Output: Sigmoid})
 }
