@@ -6,14 +6,15 @@ package infer
 import (
 	"fmt"
 	"log/slog"
-	"math"
 	"os"
 	"path/filepath"
 	"time"
 
 	"github.com/outpost-edge/outpost/models/goengine"
 	"github.com/outpost-edge/outpost/models/manifest"
+	"github.com/outpost-edge/outpost/models/onnx"
 	"github.com/outpost-edge/outpost/models/ort"
+	"github.com/outpost-edge/outpost/models/validate"
 )
 
 // Config is a pipeline's `model` section.
@@ -61,6 +62,15 @@ func LoadSlot(cfg Config, slot string, log *slog.Logger) (*Model, error) {
 	if err != nil {
 		return nil, err
 	}
+	// A graph that does not take the manifest's features is refused before
+	// any engine sees it.
+	info, err := onnx.Inspect(onnxData)
+	if err != nil {
+		return nil, err
+	}
+	if err := validate.Fits(m, info); err != nil {
+		return nil, err
+	}
 	var eng Engine
 	provider := "go"
 	if cfg.UsesORT() {
@@ -89,19 +99,8 @@ func LoadSlot(cfg Config, slot string, log *slog.Logger) (*Model, error) {
 // SelfTest runs the golden vectors; a model that does not reproduce them
 // is never used.
 func (m *Model) SelfTest() error {
-	for i, g := range m.Manifest.Golden {
-		out, err := m.engine.Run(g.Input, len(g.Input))
-		if err != nil {
-			return fmt.Errorf("%w: golden %d: %w", ErrSelfTest, i, err)
-		}
-		if len(out) != len(g.Output) {
-			return fmt.Errorf("%w: golden %d: %d outputs, want %d", ErrSelfTest, i, len(out), len(g.Output))
-		}
-		for j := range out {
-			if d := math.Abs(float64(out[j] - g.Output[j])); d > g.Tolerance || math.IsNaN(float64(out[j])) {
-				return fmt.Errorf("%w: golden %d output %d = %v, want %v ± %v", ErrSelfTest, i, j, out[j], g.Output[j], g.Tolerance)
-			}
-		}
+	if _, err := m.Manifest.CheckGolden(m.engine.Run); err != nil {
+		return fmt.Errorf("%w: %w", ErrSelfTest, err)
 	}
 	return nil
 }

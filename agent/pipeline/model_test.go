@@ -14,6 +14,7 @@ import (
 	"github.com/outpost-edge/outpost/models/manifest"
 	"github.com/outpost-edge/outpost/models/onnx"
 	"github.com/outpost-edge/outpost/models/ort"
+	"github.com/outpost-edge/outpost/models/validate"
 	"github.com/outpost-edge/outpost/test/testenv"
 )
 
@@ -103,6 +104,19 @@ func TestModelThatFailsItsGoldenVectorsIsRefused(t *testing.T) {
 	}
 	if _, err := infer.LoadSlot(infer.Config{Dir: ok}, infer.Active, slog.New(slog.DiscardHandler)); !errors.Is(err, manifest.ErrChecksum) {
 		t.Fatalf("err = %v, want ErrChecksum", err)
+	}
+	// A manifest listing three features for a two-input graph is refused
+	// before any engine runs it.
+	wrong := t.TempDir()
+	model, _ := onnx.Logistic([][]float32{{2, 1}}, []float32{-10})
+	m := &manifest.Manifest{Name: "overheat", Version: 4, Task: "anomaly",
+		Features: []manifest.Feature{{Field: "v", Agg: "mean", Std: 1}, {Field: "v", Agg: "max", Std: 2}, {Field: "v", Agg: "min", Std: 1}},
+		Golden:   []manifest.Golden{{Input: []float32{0, 0, 0}, Output: []float32{0}, Tolerance: 1}}}
+	if err := manifest.Write(wrong, m, model); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := infer.LoadSlot(infer.Config{Dir: wrong}, infer.Active, slog.New(slog.DiscardHandler)); !errors.Is(err, validate.ErrMismatch) {
+		t.Fatalf("err = %v, want validate.ErrMismatch", err)
 	}
 }
 

@@ -9,4 +9,6 @@ var (
 	ErrChecksum = errors.New("model checksum mismatch")
 	// ErrFeature means a window result lacks a feature the model needs.
 	ErrFeature = errors.New("feature unavailable")
+	// ErrGolden means a model does not reproduce its golden vectors.
+	ErrGolden = errors.New("model does not reproduce its golden vectors")
 )

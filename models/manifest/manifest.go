@@ -6,6 +6,7 @@
 package manifest
 
 import (
+	"bytes"
 	"crypto/sha256"
 	"encoding/hex"
 	"encoding/json"
@@ -47,7 +48,7 @@ type Feature struct {
 
 // Outputs say how to read the model's output vector.
 type Outputs struct {
-	Labels    []string `json:"labels,omitempty"`    // one per output column
+	Labels    []string `json:"labels,omitempty"`    // one per output column, or two (below, at or above the threshold) for one score
 	Threshold float64  `json:"threshold,omitempty"` // anomaly/binary: a score at or above it is positive
 }
 
@@ -101,11 +102,8 @@ func Load(dir string) (*Manifest, []byte, error) {
 	if err != nil {
 		return nil, nil, fmt.Errorf("manifest: %w", err)
 	}
-	var m Manifest
-	if err := json.Unmarshal(raw, &m); err != nil {
-		return nil, nil, fmt.Errorf("%w: %s: %w", ErrInvalid, ManifestFile, err)
-	}
-	if err := m.Validate(); err != nil {
+	m, err := Parse(raw)
+	if err != nil {
 		return nil, nil, err
 	}
 	model, err := os.ReadFile(filepath.Join(dir, ModelFile))
@@ -115,7 +113,25 @@ func Load(dir string) (*Manifest, []byte, error) {
 	if got := Digest(model); got != m.SHA256 {
 		return nil, nil, fmt.Errorf("%w: %s has sha256 %s, manifest says %s", ErrChecksum, ModelFile, got, m.SHA256)
 	}
-	return &m, model, nil
+	return m, model, nil
+}
+
+// Parse decodes and validates manifest.json. Unknown fields are errors:
+// a misspelt key must not silently drop a normalisation.
+func Parse(raw []byte) (*Manifest, error) {
+	dec := json.NewDecoder(bytes.NewReader(raw))
+	dec.DisallowUnknownFields()
+	var m Manifest
+	if err := dec.Decode(&m); err != nil {
+		return nil, fmt.Errorf("%w: %s: %w", ErrInvalid, ManifestFile, err)
+	}
+	if dec.More() {
+		return nil, fmt.Errorf("%w: %s: data after the manifest object", ErrInvalid, ManifestFile)
+	}
+	if err := m.Validate(); err != nil {
+		return nil, err
+	}
+	return &m, nil
 }
 
 // Write stores a package: the model, and the manifest with its digest.
@@ -158,4 +174,28 @@ func (m *Manifest) Vector(lookup func(field, agg string) (float64, bool), dst []
 		dst = append(dst, float32((x-f.Mean)/std))
 	}
 	return dst, nil
+}
+
+// CheckGolden runs every golden vector through run and compares the
+// outputs within each vector's tolerance; it returns the largest absolute
+// error seen. A NaN output always fails.
+func (m *Manifest) CheckGolden(run func(x []float32, features int) ([]float32, error)) (float64, error) {
+	var worst float64
+	for i, g := range m.Golden {
+		out, err := run(g.Input, len(g.Input))
+		if err != nil {
+			return worst, fmt.Errorf("%w: golden %d: %w", ErrGolden, i, err)
+		}
+		if len(out) != len(g.Output) {
+			return worst, fmt.Errorf("%w: golden %d: %d outputs, want %d", ErrGolden, i, len(out), len(g.Output))
+		}
+		for j := range out {
+			d := math.Abs(float64(out[j] - g.Output[j]))
+			if d > g.Tolerance || math.IsNaN(float64(out[j])) {
+				return worst, fmt.Errorf("%w: golden %d output %d = %v, want %v ± %v", ErrGolden, i, j, out[j], g.Output[j], g.Tolerance)
+			}
+			worst = max(worst, d)
+		}
+	}
+	return worst, nil
 }

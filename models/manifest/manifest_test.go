@@ -1,9 +1,11 @@
 package manifest
 
 import (
+	"encoding/json"
 	"errors"
 	"os"
 	"path/filepath"
+	"strings"
 	"testing"
 )
 
@@ -64,4 +66,40 @@ func TestVector(t *testing.T) {
 	if _, err := m.Vector(func(f, a string) (float64, bool) { v, ok := vals[f+"."+a]; return v, ok }, nil); !errors.Is(err, ErrFeature) {
 		t.Fatalf("missing feature: %v", err)
 	}
+}
+
+func TestParseRefusesUnknownAndTrailing(t *testing.T) {
+	m := valid()
+	m.SHA256 = Digest([]byte("x"))
+	good, _ := json.Marshal(m)
+	if _, err := Parse(good); err != nil {
+		t.Fatal(err)
+	}
+	for name, raw := range map[string]string{
+		"unknown key": strings.Replace(string(good), `"name"`, `"nmae":"x","name"`, 1),
+		"trailing":    string(good) + `{}`,
+		"truncated":   string(good[:len(good)/2]),
+	} {
+		if _, err := Parse([]byte(raw)); !errors.Is(err, ErrInvalid) {
+			t.Errorf("%s: err %v, want ErrInvalid", name, err)
+		}
+	}
+}
+
+// FuzzParse: no input panics Parse, and what it accepts is valid.
+func FuzzParse(f *testing.F) {
+	m := valid()
+	m.SHA256 = Digest([]byte("x"))
+	good, _ := json.Marshal(m)
+	f.Add(good)
+	f.Add([]byte(`{"name":"m","version":1}`))
+	f.Add([]byte(`[]`))
+	f.Fuzz(func(t *testing.T, raw []byte) {
+		m, err := Parse(raw)
+		if err == nil {
+			if verr := m.Validate(); verr != nil {
+				t.Fatalf("accepted an invalid manifest: %v", verr)
+			}
+		}
+	})
 }

@@ -7,6 +7,8 @@ import "errors"
 var (
 	// ErrShape means tensor data and declared shape disagree.
 	ErrShape = errors.New("onnx: shape mismatch")
+	// ErrModel means bytes are not a usable ONNX model.
+	ErrModel = errors.New("onnx: invalid model")
 	// ErrUnsupported means the builder cannot express a value.
 	ErrUnsupported = errors.New("onnx: unsupported")
 )
