@@ -4,8 +4,6 @@ import (
 	"fmt"
 	"net"
 	"net/url"
-	"os"
-	"path/filepath"
 	"time"
 
 	"github.com/outpost-edge/outpost/agent/pipeline"
@@ -13,6 +11,7 @@ import (
 	"github.com/outpost-edge/outpost/agent/uplink"
 	"github.com/outpost-edge/outpost/deploy/config"
 	"github.com/outpost-edge/outpost/deploy/daemon"
+	"github.com/outpost-edge/outpost/models/ort"
 	"github.com/outpost-edge/outpost/sync/topics"
 )
 
@@ -52,23 +51,11 @@ type RuntimeConfig struct {
 
 // ORTLibrary resolves the ONNX Runtime library to load.
 func (r RuntimeConfig) ORTLibrary() (string, error) {
-	candidates := []string{r.ONNXRuntime}
-	if r.ONNXRuntime == "" {
-		candidates = []string{os.Getenv("OUTPOST_ORT_LIB")}
-		if exe, err := os.Executable(); err == nil {
-			candidates = append(candidates, filepath.Join(filepath.Dir(exe), "lib", "libonnxruntime.so.1"))
-		}
-		candidates = append(candidates, "/usr/lib/outpost/libonnxruntime.so.1", "/usr/local/lib/libonnxruntime.so.1")
+	lib, err := ort.FindLibrary(r.ONNXRuntime)
+	if err != nil {
+		return "", fmt.Errorf("agent: %w (set runtime.onnxruntime_library or OUTPOST_ORT_LIB)", err)
 	}
-	for _, c := range candidates {
-		if c == "" {
-			continue
-		}
-		if _, err := os.Stat(c); err == nil {
-			return c, nil
-		}
-	}
-	return "", fmt.Errorf("agent: libonnxruntime.so.1 not found (set runtime.onnxruntime_library or OUTPOST_ORT_LIB); looked in %v", candidates)
+	return lib, nil
 }
 
 // ReportConfig controls reported state.

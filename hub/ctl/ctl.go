@@ -44,6 +44,8 @@ var commands = []command{
 	{"device list", "", "list enrolled devices with their last reported state", deviceList},
 	{"device add", "ID [--label k=v ...]", "enrol a device; prints its credentials as an agent environment file", deviceAdd},
 	{"device revoke", "ID", "refuse a device from now on and disconnect it", deviceRevoke},
+	{"model inspect", "PATH [--json]", "show an ONNX file's inputs, outputs, ops, parameters and size", modelInspect},
+	{"model validate", "DIR [--engine onnxruntime|go] [--json]", "check a model package: manifest, graph fit, golden vectors", modelValidate},
 }
 
 // Main runs outpostctl and returns its exit code.

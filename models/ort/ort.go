@@ -4,6 +4,8 @@ package ort
 
 import (
 	"fmt"
+	"os"
+	"path/filepath"
 	"sync"
 
 	ortgo "github.com/yalue/onnxruntime_go"
@@ -66,6 +68,32 @@ type Options struct {
 
 // Providers the agent knows how to request.
 var Providers = []string{"cpu", "cuda", "tensorrt", "openvino"}
+
+// EnvLibrary names the variable that points at libonnxruntime.so.1.
+const EnvLibrary = "OUTPOST_ORT_LIB"
+
+// FindLibrary resolves libonnxruntime.so.1: explicit if set, else
+// $OUTPOST_ORT_LIB, lib/ next to the running binary, /usr/lib/outpost and
+// /usr/local/lib.
+func FindLibrary(explicit string) (string, error) {
+	candidates := []string{explicit}
+	if explicit == "" {
+		candidates = []string{os.Getenv(EnvLibrary)}
+		if exe, err := os.Executable(); err == nil {
+			candidates = append(candidates, filepath.Join(filepath.Dir(exe), "lib", "libonnxruntime.so.1"))
+		}
+		candidates = append(candidates, "/usr/lib/outpost/libonnxruntime.so.1", "/usr/local/lib/libonnxruntime.so.1")
+	}
+	for _, c := range candidates {
+		if c == "" {
+			continue
+		}
+		if _, err := os.Stat(c); err == nil {
+			return c, nil
+		}
+	}
+	return "", fmt.Errorf("%w: libonnxruntime.so.1 not found; looked in %v", ErrRuntime, candidates)
+}
 
 // NewSession loads an ONNX model from memory with default options.
 func NewSession(model []byte) (*Session, error) { return NewSessionWith(model, Options{}) }
