@@ -47,6 +47,12 @@ func Load(model []byte) (*Engine, error) {
 		return nil, fmt.Errorf("%w: need a graph with one output", ErrModel)
 	}
 	e := &Engine{consts: map[string]matrix{}, output: g.GetOutput()[0].GetName()}
+	// Name an unsupported op before any weight it would need.
+	for _, n := range g.GetNode() {
+		if !supported[n.GetOpType()] {
+			return nil, fmt.Errorf("%w: op %s", ErrUnsupported, n.GetOpType())
+		}
+	}
 	for _, t := range g.GetInitializer() {
 		mt, err := tensor(t)
 		if err != nil {
@@ -67,11 +73,6 @@ func Load(model []byte) (*Engine, error) {
 	}
 	for _, n := range g.GetNode() {
 		nd := node{op: n.GetOpType(), in: n.GetInput(), out: n.GetOutput(), alpha: 1, beta: 1}
-		switch nd.op {
-		case "Gemm", "MatMul", "Add", "Relu", "Tanh", "Sigmoid", "Softmax", "Identity", "Sub", "Mul", "ReduceMean":
-		default:
-			return nil, fmt.Errorf("%w: op %s", ErrUnsupported, nd.op)
-		}
 		for _, a := range n.GetAttribute() {
 			switch a.GetName() {
 			case "transB":
@@ -84,9 +85,9 @@ func Load(model []byte) (*Engine, error) {
 				nd.alpha = a.GetF()
 			case "beta":
 				nd.beta = a.GetF()
-			case "axis":
+			case "axis": // Softmax, Flatten: the feature axis of [rows, cols]
 				if a.GetI() != -1 && a.GetI() != 1 {
-					return nil, fmt.Errorf("%w: Softmax axis %d", ErrUnsupported, a.GetI())
+					return nil, fmt.Errorf("%w: %s axis %d", ErrUnsupported, nd.op, a.GetI())
 				}
 			case "axes": // ReduceMean over the feature axis only
 				if ax := a.GetInts(); len(ax) != 1 || (ax[0] != 1 && ax[0] != -1) {
@@ -102,6 +103,10 @@ func Load(model []byte) (*Engine, error) {
 	}
 	return e, nil
 }
+
+// supported are the ops the engine runs, on [rows, cols] values.
+var supported = map[string]bool{"Gemm": true, "MatMul": true, "Add": true, "Relu": true, "Tanh": true, "Sigmoid": true,
+	"Softmax": true, "Identity": true, "Flatten": true, "Sub": true, "Mul": true, "ReduceMean": true}
 
 func tensor(t *onnxpb.TensorProto) (matrix, error) {
 	if t.GetDataType() != int32(onnxpb.TensorProto_FLOAT) {
@@ -180,7 +185,7 @@ func (e *Engine) Run(x []float32, features int) ([]float32, error) {
 			if out, err = elementwise(n.op, a, b); err != nil {
 				return nil, err
 			}
-		case "Identity":
+		case "Identity", "Flatten": // values are [rows, cols] already
 			out = a
 		case "ReduceMean":
 			out = matrix{rows: a.rows, cols: 1, data: make([]float32, a.rows)}

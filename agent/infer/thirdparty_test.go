@@ -1,0 +1,137 @@
+package infer_test
+
+import (
+	"encoding/json"
+	"errors"
+	"log/slog"
+	"math"
+	"os"
+	"path/filepath"
+	"testing"
+
+	"github.com/outpost-edge/outpost/agent/infer"
+	"github.com/outpost-edge/outpost/models/goengine"
+	"github.com/outpost-edge/outpost/models/manifest"
+	"github.com/outpost-edge/outpost/models/onnx"
+	"github.com/outpost-edge/outpost/models/ort"
+	"github.com/outpost-edge/outpost/test/testenv"
+)
+
+// thirdParty is a model from models/testdata/thirdparty, built with the
+// onnx Python helpers, with outputs computed by a numpy reference.
+type thirdParty struct {
+	model    []byte
+	inputs   [][]float32
+	outputs  [][]float32
+	features int
+}
+
+func loadThirdParty(t *testing.T, name string) thirdParty {
+	t.Helper()
+	root, err := testenv.Root()
+	if err != nil {
+		t.Fatal(err)
+	}
+	dir := filepath.Join(root, "models", "testdata", "thirdparty")
+	model, err := os.ReadFile(filepath.Join(dir, name+".onnx"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	raw, err := os.ReadFile(filepath.Join(dir, name+".expected.json"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var tp thirdParty
+	var exp struct{ Inputs, Outputs [][]float32 }
+	if err := json.Unmarshal(raw, &exp); err != nil {
+		t.Fatal(err)
+	}
+	tp.model, tp.inputs, tp.outputs, tp.features = model, exp.Inputs, exp.Outputs, len(exp.Inputs[0])
+	return tp
+}
+
+// packageOf wraps a third-party model into an Outpost package whose golden
+// vectors are the numpy reference's outputs.
+func packageOf(t *testing.T, tp thirdParty, task string) string {
+	t.Helper()
+	m := &manifest.Manifest{Name: "thirdparty", Version: 1, Task: task}
+	for i := 0; i < tp.features; i++ {
+		m.Features = append(m.Features, manifest.Feature{Field: "x", Agg: "p" + string(rune('a'+i)), Std: 1})
+	}
+	for i := range tp.inputs {
+		m.Golden = append(m.Golden, manifest.Golden{Input: tp.inputs[i], Output: tp.outputs[i], Tolerance: 1e-4})
+	}
+	dir := t.TempDir()
+	if err := manifest.Write(dir, m, tp.model); err != nil {
+		t.Fatal(err)
+	}
+	return dir
+}
+
+// TestThirdPartyModelsRunOnTheAgentsORTPath loads models the agent did not
+// build (Conv and Reshape; an exporter-style MatMul MLP with Flatten)
+// through the agent's own loader: manifest, graph fit, ONNX Runtime and the
+// golden vectors from an independent numpy reference.
+func TestThirdPartyModelsRunOnTheAgentsORTPath(t *testing.T) {
+	if err := ort.Init(testenv.ORTLibrary(t)); err != nil {
+		t.Fatal(err)
+	}
+	for name, task := range map[string]string{"cnn1d": "anomaly", "mlp_matmul": "classification"} {
+		t.Run(name, func(t *testing.T) {
+			tp := loadThirdParty(t, name)
+			info, err := onnx.Inspect(tp.model)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if name == "cnn1d" && (info.Ops["Conv"] != 1 || info.Ops["Reshape"] != 2) {
+				t.Errorf("ops %v: want Conv and Reshape", info.Ops)
+			}
+			m, err := infer.LoadSlot(infer.Config{Dir: packageOf(t, tp, task)}, infer.Active, slog.New(slog.DiscardHandler))
+			if err != nil {
+				t.Fatal(err)
+			}
+			var batch []float32
+			for _, in := range tp.inputs {
+				batch = append(batch, in...)
+			}
+			out, _, err := m.Infer(batch)
+			if err != nil {
+				t.Fatal(err)
+			}
+			width := len(tp.outputs[0])
+			for i, want := range tp.outputs {
+				for j := range want {
+					if d := math.Abs(float64(out[i*width+j] - want[j])); d > 1e-4 {
+						t.Errorf("row %d output %d = %v, numpy says %v", i, j, out[i*width+j], want[j])
+					}
+				}
+			}
+		})
+	}
+}
+
+// The pure-Go engine runs the exporter-style MLP and refuses the CNN,
+// naming the op it lacks.
+func TestGoEngineOnThirdPartyModels(t *testing.T) {
+	tp := loadThirdParty(t, "mlp_matmul")
+	eng, err := goengine.Load(tp.model)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i, in := range tp.inputs {
+		out, err := eng.Run(in, tp.features)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for j := range out {
+			if d := math.Abs(float64(out[j] - tp.outputs[i][j])); d > 1e-4 {
+				t.Errorf("row %d output %d = %v, numpy says %v", i, j, out[j], tp.outputs[i][j])
+			}
+		}
+	}
+	if _, err := goengine.Load(loadThirdParty(t, "cnn1d").model); !errors.Is(err, goengine.ErrUnsupported) {
+		t.Fatalf("err = %v, want ErrUnsupported for the CNN", err)
+	} else {
+		t.Log(err)
+	}
+}
