@@ -26,6 +26,7 @@ import (
 	"github.com/outpost-edge/outpost/hub/ingest"
 	"github.com/outpost-edge/outpost/hub/kafka"
 	"github.com/outpost-edge/outpost/hub/lease"
+	"github.com/outpost-edge/outpost/hub/modelstore"
 	"github.com/outpost-edge/outpost/hub/registry"
 	"github.com/outpost-edge/outpost/sync/state"
 	"github.com/outpost-edge/outpost/sync/topics"
@@ -46,6 +47,7 @@ type Hub struct {
 	bridge   *bridge.Bridge
 	leader   atomic.Bool
 	stream   jetstream.Stream
+	models   *modelstore.Store
 	stop     context.CancelFunc
 	wg       sync.WaitGroup
 }
@@ -118,6 +120,9 @@ func (h *Hub) startPipeline(ctx context.Context, o Options) error {
 			return err
 		}
 		if stream, err = ingest.EnsureStream(ctx, js, h.cfg.Ingest); err != nil {
+			return err
+		}
+		if h.models, err = modelstore.Open(ctx, js, h.cfg.Ingest.Replicas); err != nil {
 			return err
 		}
 		ls, err = lease.Open(ctx, js, pipelineLease, h.cfg.Broker.ServerName, h.cfg.Broker.Cluster.LeaseTTL, h.cfg.Ingest.Replicas, h.log)
@@ -337,6 +342,7 @@ func (h *Hub) startHTTP() error {
 		}
 		w.WriteHeader(http.StatusNoContent)
 	}))
+	h.modelRoutes(mux)
 	mux.Handle("GET /metrics", h.metricsHandler())
 	mux.HandleFunc("GET /v1/stats", h.admin(func(w http.ResponseWriter, _ *http.Request) {
 		s := h.Stats()

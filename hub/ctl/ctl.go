@@ -44,6 +44,11 @@ var commands = []command{
 	{"device list", "", "list enrolled devices with their last reported state", deviceList},
 	{"device add", "ID [--label k=v ...]", "enrol a device; prints its credentials as an agent environment file", deviceAdd},
 	{"device revoke", "ID", "refuse a device from now on and disconnect it", deviceRevoke},
+	{"model push", "DIR", "register a model package in the hub (validated; a new candidate version)", modelPush},
+	{"model list", "", "list registered models with their latest, production and canary versions", modelList},
+	{"model show", "NAME", "show every version of a model: lineage, stage, metrics, history", modelShow},
+	{"model promote", "NAME VERSION [--stage canary|production]", "move a version to canary or production (the previous one steps down)", modelPromote},
+	{"model archive", "NAME VERSION", "archive a version", modelArchive},
 	{"model inspect", "PATH [--json]", "show an ONNX file's inputs, outputs, ops, parameters and size", modelInspect},
 	{"model validate", "DIR [--engine onnxruntime|go] [--json]", "check a model package: manifest, graph fit, golden vectors", modelValidate},
 }

@@ -6,8 +6,15 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"net/http"
+	"net/url"
 	"os"
 	"path/filepath"
+	"sort"
+	"strconv"
+	"strings"
+	"text/tabwriter"
+	"time"
 
 	"github.com/outpost-edge/outpost/models/goengine"
 	"github.com/outpost-edge/outpost/models/manifest"
@@ -107,4 +114,163 @@ func printJSON(w io.Writer, v any) error {
 	enc := json.NewEncoder(w)
 	enc.SetIndent("", "  ")
 	return enc.Encode(v)
+}
+
+// modelVersion is the hub's view of one version (modelstore.Version).
+type modelVersion struct {
+	Name       string             `json:"name"`
+	Version    int64              `json:"version"`
+	Parent     int64              `json:"parent"`
+	Task       string             `json:"task"`
+	Stage      string             `json:"stage"`
+	Metrics    map[string]float64 `json:"metrics"`
+	SHA256     string             `json:"sha256"`
+	Size       int                `json:"size"`
+	Golden     string             `json:"golden"`
+	Parameters int64              `json:"parameters"`
+	Ops        []string           `json:"ops"`
+	Created    time.Time          `json:"created"`
+	History    []struct {
+		Stage string    `json:"stage"`
+		At    time.Time `json:"at"`
+		Why   string    `json:"why"`
+	} `json:"history"`
+}
+
+// modelPush uploads a package directory to the hub's registry.
+func modelPush(ctx context.Context, c *cli, args []string) error {
+	if len(args) != 1 {
+		return fmt.Errorf("%w: model push DIR", errUsage)
+	}
+	mj, err := os.ReadFile(filepath.Join(args[0], manifest.ManifestFile))
+	if err != nil {
+		return err
+	}
+	model, err := os.ReadFile(filepath.Join(args[0], manifest.ModelFile))
+	if err != nil {
+		return err
+	}
+	var v modelVersion
+	body := struct {
+		Manifest json.RawMessage `json:"manifest"`
+		Model    []byte          `json:"model"`
+	}{mj, model}
+	if err := c.call(ctx, http.MethodPost, "/v1/models", body, &v); err != nil {
+		return err
+	}
+	_, err = fmt.Fprintf(c.out, "registered %s v%d as %s (%d parameters; golden vectors: %s)\n", v.Name, v.Version, v.Stage, v.Parameters, v.Golden)
+	return err
+}
+
+func modelList(ctx context.Context, c *cli, _ []string) error {
+	var list []struct {
+		Name                       string
+		Latest, Production, Canary int64
+		Versions                   int
+	}
+	if err := c.call(ctx, http.MethodGet, "/v1/models", nil, &list); err != nil {
+		return err
+	}
+	tw := tabwriter.NewWriter(c.out, 0, 4, 2, ' ', 0)
+	fmt.Fprintln(tw, "MODEL\tLATEST\tPRODUCTION\tCANARY\tVERSIONS")
+	dash := func(v int64) string {
+		if v == 0 {
+			return "-"
+		}
+		return "v" + strconv.FormatInt(v, 10)
+	}
+	for _, m := range list {
+		fmt.Fprintf(tw, "%s\tv%d\t%s\t%s\t%d\n", m.Name, m.Latest, dash(m.Production), dash(m.Canary), m.Versions)
+	}
+	return tw.Flush()
+}
+
+func modelShow(ctx context.Context, c *cli, args []string) error {
+	if len(args) != 1 {
+		return fmt.Errorf("%w: model show NAME", errUsage)
+	}
+	var vs []modelVersion
+	if err := c.call(ctx, http.MethodGet, "/v1/models/"+url.PathEscape(args[0]), nil, &vs); err != nil {
+		return err
+	}
+	tw := tabwriter.NewWriter(c.out, 0, 4, 2, ' ', 0)
+	fmt.Fprintln(tw, "VERSION\tPARENT\tSTAGE\tTASK\tPARAMS\tMETRICS\tCREATED\tLAST MOVE")
+	for _, v := range vs {
+		parent := "-"
+		if v.Parent != 0 {
+			parent = "v" + strconv.FormatInt(v.Parent, 10)
+		}
+		var metrics []string
+		for k, x := range v.Metrics {
+			metrics = append(metrics, fmt.Sprintf("%s=%.4g", k, x))
+		}
+		sort.Strings(metrics)
+		last := "-"
+		if n := len(v.History); n > 0 {
+			last = v.History[n-1].At.Format(time.RFC3339) + " " + v.History[n-1].Why
+		}
+		fmt.Fprintf(tw, "v%d\t%s\t%s\t%s\t%d\t%s\t%s\t%s\n", v.Version, parent, v.Stage, v.Task, v.Parameters,
+			strings.Join(metrics, " "), v.Created.Format(time.RFC3339), last)
+	}
+	return tw.Flush()
+}
+
+// modelPromote moves a version to canary or production.
+func modelPromote(ctx context.Context, c *cli, args []string) error {
+	fs := flag.NewFlagSet("model promote", flag.ContinueOnError)
+	fs.SetOutput(io.Discard)
+	stage := fs.String("stage", "production", "canary or production")
+	why := fs.String("why", "", "reason, kept in the version's history")
+	name, version, err := nameVersion(fs, args, "model promote NAME VERSION [--stage canary|production] [--why TEXT]")
+	if err != nil {
+		return err
+	}
+	if *stage != "canary" && *stage != "production" {
+		return fmt.Errorf("%w: --stage must be canary or production, got %q", errUsage, *stage)
+	}
+	return moveModel(ctx, c, name, version, *stage, *why)
+}
+
+func modelArchive(ctx context.Context, c *cli, args []string) error {
+	fs := flag.NewFlagSet("model archive", flag.ContinueOnError)
+	fs.SetOutput(io.Discard)
+	why := fs.String("why", "", "reason, kept in the version's history")
+	name, version, err := nameVersion(fs, args, "model archive NAME VERSION [--why TEXT]")
+	if err != nil {
+		return err
+	}
+	return moveModel(ctx, c, name, version, "archived", *why)
+}
+
+func moveModel(ctx context.Context, c *cli, name, version, stage, why string) error {
+	var v modelVersion
+	path := "/v1/models/" + url.PathEscape(name) + "/versions/" + url.PathEscape(version) + "/stage"
+	if err := c.call(ctx, http.MethodPost, path, map[string]string{"stage": stage, "why": why}, &v); err != nil {
+		return err
+	}
+	_, err := fmt.Fprintf(c.out, "%s v%d is now %s\n", v.Name, v.Version, v.Stage)
+	return err
+}
+
+// nameVersion parses NAME VERSION with flags before, between or after.
+func nameVersion(fs *flag.FlagSet, args []string, usage string) (string, string, error) {
+	var pos []string
+	for len(args) > 0 {
+		if err := fs.Parse(args); err != nil {
+			return "", "", fmt.Errorf("%w: %s: %w", errUsage, usage, err)
+		}
+		if fs.NArg() == 0 {
+			break
+		}
+		pos = append(pos, fs.Arg(0))
+		args = fs.Args()[1:]
+	}
+	if len(pos) != 2 {
+		return "", "", fmt.Errorf("%w: %s", errUsage, usage)
+	}
+	v := strings.TrimPrefix(pos[1], "v")
+	if _, err := strconv.ParseInt(v, 10, 64); err != nil {
+		return "", "", fmt.Errorf("%w: version %q is not a number", errUsage, pos[1])
+	}
+	return pos[0], v, nil
 }

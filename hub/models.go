@@ -1,0 +1,82 @@
+package hub
+
+import (
+	"encoding/json"
+	"errors"
+	"fmt"
+	"net/http"
+	"strconv"
+
+	"github.com/outpost-edge/outpost/hub/modelstore"
+)
+
+// PushRequest is the body of POST /v1/models: a model package.
+type PushRequest struct {
+	Manifest json.RawMessage `json:"manifest"`
+	Model    []byte          `json:"model"` // model.onnx, base64 in JSON
+}
+
+// StageRequest is the body of POST /v1/models/{name}/versions/{version}/stage.
+type StageRequest struct {
+	Stage string `json:"stage"`
+	Why   string `json:"why,omitempty"`
+}
+
+// maxPackage bounds one pushed package (base64 and JSON included).
+const maxPackage = 256 << 20
+
+func (h *Hub) modelRoutes(mux *http.ServeMux) {
+	mux.HandleFunc("GET /v1/models", h.admin(func(w http.ResponseWriter, r *http.Request) {
+		list, err := h.models.List(r.Context())
+		respond(w, http.StatusOK, list, err)
+	}))
+	mux.HandleFunc("POST /v1/models", h.admin(func(w http.ResponseWriter, r *http.Request) {
+		var req PushRequest
+		if err := json.NewDecoder(http.MaxBytesReader(w, r.Body, maxPackage)).Decode(&req); err != nil {
+			writeError(w, http.StatusBadRequest, fmt.Errorf("body: %w", err))
+			return
+		}
+		v, err := h.models.Push(r.Context(), req.Manifest, req.Model)
+		if err == nil {
+			h.log.Info("model pushed", "model", v.Name, "version", v.Version, "parent", v.Parent)
+		}
+		respond(w, http.StatusCreated, v, err)
+	}))
+	mux.HandleFunc("GET /v1/models/{name}", h.admin(func(w http.ResponseWriter, r *http.Request) {
+		vs, err := h.models.Versions(r.Context(), r.PathValue("name"))
+		respond(w, http.StatusOK, vs, err)
+	}))
+	mux.HandleFunc("POST /v1/models/{name}/versions/{version}/stage", h.admin(func(w http.ResponseWriter, r *http.Request) {
+		version, err := strconv.ParseInt(r.PathValue("version"), 10, 64)
+		if err != nil {
+			writeError(w, http.StatusBadRequest, fmt.Errorf("version: %w", err))
+			return
+		}
+		var req StageRequest
+		if err := json.NewDecoder(http.MaxBytesReader(w, r.Body, 64<<10)).Decode(&req); err != nil {
+			writeError(w, http.StatusBadRequest, fmt.Errorf("body: %w", err))
+			return
+		}
+		v, err := h.models.Move(r.Context(), r.PathValue("name"), version, req.Stage, req.Why)
+		if err == nil {
+			h.log.Info("model stage changed", "model", v.Name, "version", v.Version, "stage", v.Stage, "why", req.Why)
+		}
+		respond(w, http.StatusOK, v, err)
+	}))
+}
+
+// respond writes v, or err with the status its kind calls for.
+func respond(w http.ResponseWriter, status int, v any, err error) {
+	switch {
+	case err == nil:
+		writeJSON(w, status, v)
+	case errors.Is(err, modelstore.ErrNotFound):
+		writeError(w, http.StatusNotFound, err)
+	case errors.Is(err, modelstore.ErrConflict):
+		writeError(w, http.StatusConflict, err)
+	case errors.Is(err, modelstore.ErrInvalid):
+		writeError(w, http.StatusUnprocessableEntity, err)
+	default:
+		writeError(w, http.StatusInternalServerError, err)
+	}
+}
