@@ -35,7 +35,7 @@ func writeLogistic(t *testing.T, version int64) string {
 	m := &manifest.Manifest{Name: "bearing", Version: version, Parent: version - 1, Task: "anomaly",
 		Features: []manifest.Feature{{Field: "vib", Agg: "rms", Std: 1}, {Field: "vib", Agg: "max", Std: 1}},
 		Outputs:  manifest.Outputs{Threshold: 0.5}, Metrics: map[string]float64{"f1": 0.8 + float64(version)/100},
-		Golden:   []manifest.Golden{{Input: []float32{1, 1}, Output: out, Tolerance: 1e-5}}}
+		Golden: []manifest.Golden{{Input: []float32{1, 1}, Output: out, Tolerance: 1e-5}}}
 	dir := t.TempDir()
 	if err := manifest.Write(dir, m, model); err != nil {
 		t.Fatal(err)
