@@ -18,6 +18,9 @@ import (
 type matrix struct {
 	rows, cols int
 	data       []float32
+	// kind of the values data holds exactly: 0 float, 'i' int8, 'u' uint8
+	// (quantized values travel as float32, which holds them exactly).
+	kind byte
 }
 
 type node struct {
@@ -26,6 +29,7 @@ type node struct {
 	transB  bool
 	alpha   float32
 	beta    float32
+	axis    int // DequantizeLinear/QuantizeLinear per-channel axis
 }
 
 // Engine is a loaded graph.
@@ -72,7 +76,7 @@ func Load(model []byte) (*Engine, error) {
 		e.width = int(dims[1].GetDimValue())
 	}
 	for _, n := range g.GetNode() {
-		nd := node{op: n.GetOpType(), in: n.GetInput(), out: n.GetOutput(), alpha: 1, beta: 1}
+		nd := node{op: n.GetOpType(), in: n.GetInput(), out: n.GetOutput(), alpha: 1, beta: 1, axis: 1}
 		for _, a := range n.GetAttribute() {
 			switch a.GetName() {
 			case "transB":
@@ -85,9 +89,18 @@ func Load(model []byte) (*Engine, error) {
 				nd.alpha = a.GetF()
 			case "beta":
 				nd.beta = a.GetF()
-			case "axis": // Softmax, Flatten: the feature axis of [rows, cols]
-				if a.GetI() != -1 && a.GetI() != 1 {
+			case "axis": // Softmax, Flatten: the feature axis of [rows, cols]; (De)QuantizeLinear: 0 or 1
+				ax := a.GetI()
+				if ax == -1 {
+					ax = 1
+				}
+				if ax != 1 && !(ax == 0 && (nd.op == "QuantizeLinear" || nd.op == "DequantizeLinear")) {
 					return nil, fmt.Errorf("%w: %s axis %d", ErrUnsupported, nd.op, a.GetI())
+				}
+				nd.axis = int(ax)
+			case "to": // Cast: only to float, the engine's one value type
+				if a.GetI() != int64(onnxpb.TensorProto_FLOAT) {
+					return nil, fmt.Errorf("%w: Cast to %d", ErrUnsupported, a.GetI())
 				}
 			case "axes": // ReduceMean over the feature axis only
 				if ax := a.GetInts(); len(ax) != 1 || (ax[0] != 1 && ax[0] != -1) {
@@ -106,31 +119,91 @@ func Load(model []byte) (*Engine, error) {
 
 // supported are the ops the engine runs, on [rows, cols] values.
 var supported = map[string]bool{"Gemm": true, "MatMul": true, "Add": true, "Relu": true, "Tanh": true, "Sigmoid": true,
-	"Softmax": true, "Identity": true, "Flatten": true, "Sub": true, "Mul": true, "ReduceMean": true}
+	"Softmax": true, "Identity": true, "Flatten": true, "Sub": true, "Mul": true, "ReduceMean": true,
+	"QuantizeLinear": true, "DequantizeLinear": true, "Cast": true}
 
 func tensor(t *onnxpb.TensorProto) (matrix, error) {
-	if t.GetDataType() != int32(onnxpb.TensorProto_FLOAT) {
-		return matrix{}, fmt.Errorf("%w: initializer %s is not float32", ErrUnsupported, t.GetName())
-	}
-	data := t.GetFloatData()
-	if raw := t.GetRawData(); len(raw) > 0 {
-		data = make([]float32, len(raw)/4)
-		for i := range data {
-			data[i] = math.Float32frombits(binary.LittleEndian.Uint32(raw[4*i:]))
+	var data []float32
+	var kind byte
+	raw := t.GetRawData()
+	switch onnxpb.TensorProto_DataType(t.GetDataType()) {
+	case onnxpb.TensorProto_FLOAT:
+		data = t.GetFloatData()
+		if len(raw) > 0 {
+			data = make([]float32, len(raw)/4)
+			for i := range data {
+				data[i] = math.Float32frombits(binary.LittleEndian.Uint32(raw[4*i:]))
+			}
 		}
+	case onnxpb.TensorProto_INT8, onnxpb.TensorProto_UINT8:
+		kind = 'u'
+		if t.GetDataType() == int32(onnxpb.TensorProto_INT8) {
+			kind = 'i'
+		}
+		if len(raw) > 0 {
+			data = make([]float32, len(raw))
+			for i, b := range raw {
+				if kind == 'i' {
+					data[i] = float32(int8(b))
+				} else {
+					data[i] = float32(b)
+				}
+			}
+		} else {
+			for _, v := range t.GetInt32Data() {
+				data = append(data, float32(v))
+			}
+		}
+	case onnxpb.TensorProto_FLOAT16:
+		if len(raw) > 0 {
+			data = make([]float32, len(raw)/2)
+			for i := range data {
+				data[i] = half(binary.LittleEndian.Uint16(raw[2*i:]))
+			}
+		} else {
+			for _, v := range t.GetInt32Data() {
+				data = append(data, half(uint16(v)))
+			}
+		}
+	default:
+		return matrix{}, fmt.Errorf("%w: initializer %s of type %s", ErrUnsupported, t.GetName(), onnxpb.TensorProto_DataType(t.GetDataType()))
 	}
 	dims := t.GetDims()
 	switch len(dims) {
+	case 0:
+		return matrix{rows: 1, cols: 1, data: data, kind: kind}, nil
 	case 1:
-		return matrix{rows: 1, cols: int(dims[0]), data: data}, nil
+		return matrix{rows: 1, cols: int(dims[0]), data: data, kind: kind}, nil
 	case 2:
-		return matrix{rows: int(dims[0]), cols: int(dims[1]), data: data}, nil
+		return matrix{rows: int(dims[0]), cols: int(dims[1]), data: data, kind: kind}, nil
 	}
 	return matrix{}, fmt.Errorf("%w: initializer %s has rank %d", ErrUnsupported, t.GetName(), len(dims))
 }
 
 // Run evaluates the graph on rows of `features` values.
 func (e *Engine) Run(x []float32, features int) ([]float32, error) {
+	vals, err := e.eval(x, features)
+	if err != nil {
+		return nil, err
+	}
+	return vals[e.output].data, nil
+}
+
+// Trace evaluates the graph and returns every intermediate value by name
+// (rows × cols, row-major): what calibration needs.
+func (e *Engine) Trace(x []float32, features int) (map[string][]float32, error) {
+	vals, err := e.eval(x, features)
+	if err != nil {
+		return nil, err
+	}
+	out := make(map[string][]float32, len(vals))
+	for k, v := range vals {
+		out[k] = v.data
+	}
+	return out, nil
+}
+
+func (e *Engine) eval(x []float32, features int) (map[string]matrix, error) {
 	if features < 1 || len(x)%features != 0 {
 		return nil, fmt.Errorf("%w: %d values are not rows of %d features", ErrInput, len(x), features)
 	}
@@ -187,6 +260,13 @@ func (e *Engine) Run(x []float32, features int) ([]float32, error) {
 			}
 		case "Identity", "Flatten": // values are [rows, cols] already
 			out = a
+		case "Cast": // to float (checked at load): quantized values are floats already
+			out = a
+			out.kind = 0
+		case "QuantizeLinear", "DequantizeLinear":
+			if out, err = e.quantOp(n, a, get); err != nil {
+				return nil, err
+			}
 		case "ReduceMean":
 			out = matrix{rows: a.rows, cols: 1, data: make([]float32, a.rows)}
 			for r := 0; r < a.rows; r++ {
@@ -201,11 +281,10 @@ func (e *Engine) Run(x []float32, features int) ([]float32, error) {
 		}
 		vals[n.out[0]] = out
 	}
-	res, err := get(e.output)
-	if err != nil {
+	if _, err := get(e.output); err != nil {
 		return nil, err
 	}
-	return res.data, nil
+	return vals, nil
 }
 
 func matmul(a, b matrix, transB bool, alpha float32) (matrix, error) {
@@ -243,6 +322,72 @@ func addRow(m *matrix, bias matrix, beta float32) error {
 		m.data[i] += beta * bias.data[i%m.cols]
 	}
 	return nil
+}
+
+// quantOp runs QuantizeLinear (y = saturate(round(x/s) + zp)) or
+// DequantizeLinear (y = (x - zp)·s), per tensor or per row (axis 0) or
+// column (axis 1).
+func (e *Engine) quantOp(n node, a matrix, get func(string) (matrix, error)) (matrix, error) {
+	s, err := get(n.in[1])
+	if err != nil {
+		return matrix{}, err
+	}
+	zp := matrix{rows: 1, cols: 1, data: []float32{0}, kind: 'u'}
+	if len(n.in) > 2 && n.in[2] != "" {
+		if zp, err = get(n.in[2]); err != nil {
+			return matrix{}, err
+		}
+	}
+	if len(s.data) != len(zp.data) {
+		return matrix{}, fmt.Errorf("%w: %s has %d scales and %d zero points", ErrModel, n.op, len(s.data), len(zp.data))
+	}
+	channel := func(i int) int { return 0 }
+	if len(s.data) > 1 {
+		want := a.cols
+		channel = func(i int) int { return i % a.cols }
+		if n.axis == 0 {
+			want = a.rows
+			channel = func(i int) int { return i / a.cols }
+		}
+		if len(s.data) != want {
+			return matrix{}, fmt.Errorf("%w: %s has %d scales for axis %d of [%d,%d]", ErrModel, n.op, len(s.data), n.axis, a.rows, a.cols)
+		}
+	}
+	out := matrix{rows: a.rows, cols: a.cols, data: make([]float32, len(a.data))}
+	if n.op == "DequantizeLinear" {
+		for i, v := range a.data {
+			c := channel(i)
+			out.data[i] = (v - zp.data[c]) * s.data[c]
+		}
+		return out, nil
+	}
+	lo, hi := float32(0), float32(255)
+	if zp.kind == 'i' {
+		lo, hi = -128, 127
+	}
+	out.kind = zp.kind
+	for i, v := range a.data {
+		c := channel(i)
+		q := float32(math.RoundToEven(float64(v/s.data[c]))) + zp.data[c]
+		out.data[i] = min(max(q, lo), hi)
+	}
+	return out, nil
+}
+
+// half converts an IEEE 754 binary16 value.
+func half(h uint16) float32 {
+	sign := uint32(h>>15) << 31
+	exp := uint32(h>>10) & 0x1f
+	frac := uint32(h) & 0x3ff
+	switch {
+	case exp == 0 && frac == 0:
+		return math.Float32frombits(sign)
+	case exp == 0: // subnormal
+		return float32(math.Copysign(float64(frac)/1024*math.Pow(2, -14), float64(int32(sign)|1)))
+	case exp == 0x1f:
+		return math.Float32frombits(sign | 0x7f800000 | frac<<13)
+	}
+	return math.Float32frombits(sign | (exp+112)<<23 | frac<<13)
 }
 
 // elementwise applies Sub or Mul to two values of the same shape.

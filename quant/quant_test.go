@@ -1,0 +1,210 @@
+package quant_test
+
+import (
+	"errors"
+	"math"
+	"math/rand/v2"
+	"testing"
+	"time"
+
+	"github.com/outpost-edge/outpost/models/goengine"
+	"github.com/outpost-edge/outpost/models/onnx"
+	"github.com/outpost-edge/outpost/models/ort"
+	"github.com/outpost-edge/outpost/quant"
+	"github.com/outpost-edge/outpost/test/testenv"
+)
+
+// goTolerance is how far the pure-Go engine may be from ONNX Runtime on a
+// quantized graph (float graphs: 1e-5, models/conformance).
+const goTolerance = 5e-3
+
+type runner interface {
+	Run(x []float32, features int) ([]float32, error)
+	Close() error
+}
+
+// mlp is features → hidden → hidden → classes, ReLU, softmax, random
+// weights scaled like a trained net's.
+func mlp(tb testing.TB, rng *rand.Rand, features, hidden, classes int, matmul bool) []byte {
+	tb.Helper()
+	layer := func(in, out int) onnx.Dense {
+		d := onnx.Dense{B: make([]float32, out)}
+		sd := math.Sqrt(2 / float64(in))
+		for range out {
+			row := make([]float32, in)
+			for i := range row {
+				row[i] = float32(rng.NormFloat64() * sd)
+			}
+			d.W = append(d.W, row)
+		}
+		return d
+	}
+	m, err := onnx.MLP([]onnx.Dense{layer(features, hidden), layer(hidden, hidden), layer(hidden, classes)},
+		onnx.MLPOptions{Hidden: onnx.Relu, Output: onnx.Softmax, MatMul: matmul})
+	if err != nil {
+		tb.Fatal(err)
+	}
+	return m
+}
+
+func samples(rng *rand.Rand, n, features int) [][]float32 {
+	out := make([][]float32, n)
+	for i := range out {
+		out[i] = make([]float32, features)
+		for j := range out[i] {
+			out[i][j] = float32(rng.NormFloat64())
+		}
+	}
+	return out
+}
+
+func flat(rows [][]float32) []float32 {
+	var out []float32
+	for _, r := range rows {
+		out = append(out, r...)
+	}
+	return out
+}
+
+func argmax(v []float32) int {
+	best := 0
+	for i := range v {
+		if v[i] > v[best] {
+			best = i
+		}
+	}
+	return best
+}
+
+func ortSession(tb testing.TB, model []byte) runner {
+	tb.Helper()
+	if err := ort.Init(testenv.ORTLibrary(tb)); err != nil {
+		tb.Fatal(err)
+	}
+	s, err := ort.NewSession(model)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	tb.Cleanup(func() { s.Close() })
+	return s
+}
+
+func run(tb testing.TB, r runner, x []float32, features int) []float32 {
+	tb.Helper()
+	out, err := r.Run(x, features)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	return out
+}
+
+// TestModesAgreeWithFloat quantizes a 16→256→256→4 MLP (Gemm and MatMul
+// forms) every way and every calibration, runs float and quantized models
+// on ONNX Runtime and the quantized one on the pure-Go engine too.
+func TestModesAgreeWithFloat(t *testing.T) {
+	const features, classes = 16, 4
+	for _, matmul := range []bool{false, true} {
+		rng := rand.New(rand.NewPCG(7, 8))
+		model := mlp(t, rng, features, 256, classes, matmul)
+		calib, eval := samples(rng, 256, features), samples(rng, 512, features)
+		x := flat(eval)
+		want := run(t, ortSession(t, model), x, features)
+		for _, o := range []quant.Options{
+			{Mode: quant.Static, Calibration: quant.MinMax, Samples: calib},
+			{Mode: quant.Static, Calibration: quant.Percentile, Percentile: 99.9, Samples: calib},
+			{Mode: quant.Static, Calibration: quant.MSE, Samples: calib},
+			{Mode: quant.Dynamic},
+			{Mode: quant.FP16},
+		} {
+			q, err := quant.Quantize(model, o)
+			if err != nil {
+				t.Fatalf("%+v: %v", o.Mode, err)
+			}
+			got := run(t, ortSession(t, q), x, features)
+			eng, err := goengine.Load(q)
+			if err != nil {
+				t.Fatal(err)
+			}
+			gotGo := run(t, eng, x, features)
+			var maxErr, goErr float64
+			agree := 0
+			for i := 0; i < len(eval); i++ {
+				w, g := want[i*classes:(i+1)*classes], got[i*classes:(i+1)*classes]
+				if argmax(w) == argmax(g) {
+					agree++
+				}
+				for j := range w {
+					maxErr = max(maxErr, math.Abs(float64(w[j]-g[j])))
+					goErr = max(goErr, math.Abs(float64(gotGo[i*classes+j]-g[j])))
+				}
+			}
+			acc := float64(agree) / float64(len(eval))
+			t.Logf("matmul=%v %s %s: size %d → %d (%.2f), max abs error %.4f, argmax agreement %.3f, go vs ort %.2g",
+				matmul, o.Mode, o.Calibration, len(model), len(q), float64(len(q))/float64(len(model)), maxErr, acc, goErr)
+			if acc < 0.97 {
+				t.Errorf("%s %s: quantized model agrees with float on %.1f%% of rows", o.Mode, o.Calibration, 100*acc)
+			}
+			// One activation landing on the other side of a rounding tie
+			// moves an output by about one quantization step.
+			if goErr > goTolerance {
+				t.Errorf("%s %s: pure-Go engine differs from ONNX Runtime by %.3g (documented tolerance %g)", o.Mode, o.Calibration, goErr, goTolerance)
+			}
+			if o.Mode != quant.FP16 && float64(len(q)) > 0.3*float64(len(model)) {
+				t.Errorf("%s: size ratio %.2f, want ≤ 0.3", o.Mode, float64(len(q))/float64(len(model)))
+			}
+		}
+	}
+}
+
+func TestRefusals(t *testing.T) {
+	rng := rand.New(rand.NewPCG(1, 1))
+	model := mlp(t, rng, 4, 8, 2, false)
+	for name, c := range map[string]struct {
+		model []byte
+		o     quant.Options
+		want  error
+	}{
+		"mode":        {model, quant.Options{Mode: "int4"}, quant.ErrOptions},
+		"no samples":  {model, quant.Options{Mode: quant.Static}, quant.ErrOptions},
+		"calibration": {model, quant.Options{Mode: quant.Static, Calibration: "magic", Samples: samples(rng, 4, 4)}, quant.ErrOptions},
+		"corrupt":     {[]byte("nope"), quant.Options{Mode: quant.Dynamic}, quant.ErrModel},
+	} {
+		if _, err := quant.Quantize(c.model, c.o); !errors.Is(err, c.want) {
+			t.Errorf("%s: err %v, want %v", name, err, c.want)
+		}
+	}
+}
+
+// BenchmarkQuantizedLatency: a 32→256→256→8 MLP, batch 64, float against
+// static int8, on ONNX Runtime and on the pure-Go engine, interleaved.
+// speedup is float time / int8 time; size_ratio is int8 bytes / float bytes.
+func BenchmarkQuantizedLatency(b *testing.B) {
+	const features, batch = 32, 64
+	rng := rand.New(rand.NewPCG(5, 6))
+	model := mlp(b, rng, features, 256, 8, false)
+	q, err := quant.Quantize(model, quant.Options{Mode: quant.Static, Samples: samples(rng, 512, features)})
+	if err != nil {
+		b.Fatal(err)
+	}
+	x := flat(samples(rng, batch, features))
+	goF, _ := goengine.Load(model)
+	goQ, _ := goengine.Load(q)
+	engines := map[string][2]runner{"ort": {ortSession(b, model), ortSession(b, q)}, "go": {goF, goQ}}
+	for _, name := range []string{"ort", "go"} {
+		pair := engines[name]
+		var tf, tq time.Duration
+		b.Run(name, func(b *testing.B) {
+			for i := 0; i < b.N; i++ {
+				t0 := time.Now()
+				run(b, pair[0], x, features)
+				t1 := time.Now()
+				run(b, pair[1], x, features)
+				tf, tq = tf+t1.Sub(t0), tq+time.Since(t1)
+			}
+			b.ReportMetric(float64(tf)/float64(tq), "speedup")
+			b.ReportMetric(float64(len(q))/float64(len(model)), "size_ratio")
+			b.ReportMetric(float64(tf.Microseconds())/float64(b.N), "float-µs/batch")
+			b.ReportMetric(float64(tq.Microseconds())/float64(b.N), "int8-µs/batch")
+		})
+	}
+}
