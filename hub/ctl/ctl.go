@@ -49,6 +49,7 @@ var commands = []command{
 	{"model show", "NAME", "show every version of a model: lineage, stage, metrics, history", modelShow},
 	{"model promote", "NAME VERSION [--stage canary|production]", "move a version to canary or production (the previous one steps down)", modelPromote},
 	{"model archive", "NAME VERSION", "archive a version", modelArchive},
+	{"quant", "IN_DIR OUT_DIR [--mode int8-static|int8-dynamic|fp16] [--data F] [--max-drop 0.01]", "quantize a model package, print the report, refuse too large an accuracy drop", quantCmd},
 	{"model inspect", "PATH [--json]", "show an ONNX file's inputs, outputs, ops, parameters and size", modelInspect},
 	{"model validate", "DIR [--engine onnxruntime|go] [--json]", "check a model package: manifest, graph fit, golden vectors", modelValidate},
 }

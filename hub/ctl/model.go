@@ -254,19 +254,9 @@ func moveModel(ctx context.Context, c *cli, name, version, stage, why string) er
 
 // nameVersion parses NAME VERSION with flags before, between or after.
 func nameVersion(fs *flag.FlagSet, args []string, usage string) (string, string, error) {
-	var pos []string
-	for len(args) > 0 {
-		if err := fs.Parse(args); err != nil {
-			return "", "", fmt.Errorf("%w: %s: %w", errUsage, usage, err)
-		}
-		if fs.NArg() == 0 {
-			break
-		}
-		pos = append(pos, fs.Arg(0))
-		args = fs.Args()[1:]
-	}
-	if len(pos) != 2 {
-		return "", "", fmt.Errorf("%w: %s", errUsage, usage)
+	pos, err := positional(fs, args, 2, usage)
+	if err != nil {
+		return "", "", err
 	}
 	v := strings.TrimPrefix(pos[1], "v")
 	if _, err := strconv.ParseInt(v, 10, 64); err != nil {

@@ -3,14 +3,19 @@ package ctl
 import (
 	"bytes"
 	"context"
+	"encoding/json"
+	"math"
+	"math/rand/v2"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"testing"
 
 	"github.com/outpost-edge/outpost/models/goengine"
 	"github.com/outpost-edge/outpost/models/manifest"
 	"github.com/outpost-edge/outpost/models/onnx"
+	"github.com/outpost-edge/outpost/quant"
 	"github.com/outpost-edge/outpost/test/testenv"
 )
 
@@ -86,5 +91,88 @@ func TestModelValidate(t *testing.T) {
 	os.WriteFile(filepath.Join(dir, manifest.ManifestFile), raw, 0o644)
 	if code, _, errOut := run("model", "validate", dir, "--engine", "go"); code != 1 || !strings.Contains(errOut, "names 2 labels") {
 		t.Errorf("mismatch: exit %d, stderr %q", code, errOut)
+	}
+}
+
+// TestQuantCommand quantizes a 16→256→256→4 package with labelled data,
+// checks the report and the written package, and checks that a bound the
+// result misses refuses it and writes nothing.
+func TestQuantCommand(t *testing.T) {
+	rng := rand.New(rand.NewPCG(11, 12))
+	layer := func(in, out int) onnx.Dense {
+		d := onnx.Dense{B: make([]float32, out)}
+		for range out {
+			row := make([]float32, in)
+			for i := range row {
+				row[i] = float32(rng.NormFloat64() * math.Sqrt(2/float64(in)))
+			}
+			d.W = append(d.W, row)
+		}
+		return d
+	}
+	model, err := onnx.MLP([]onnx.Dense{layer(16, 256), layer(256, 256), layer(256, 4)}, onnx.MLPOptions{Hidden: onnx.Relu, Output: onnx.Softmax})
+	if err != nil {
+		t.Fatal(err)
+	}
+	eng, _ := goengine.Load(model)
+	m := &manifest.Manifest{Name: "gearbox", Version: 1, Task: "classification"}
+	for i := 0; i < 16; i++ {
+		m.Features = append(m.Features, manifest.Feature{Field: "f", Agg: "p" + strconv.Itoa(i), Std: 1})
+	}
+	var data bytes.Buffer
+	for i := 0; i < 1000; i++ {
+		x := make([]float32, 16)
+		for j := range x {
+			x[j] = float32(rng.NormFloat64())
+		}
+		y, _ := eng.Run(x, 16)
+		if i < 3 {
+			m.Golden = append(m.Golden, manifest.Golden{Input: x, Output: y, Tolerance: 1e-5})
+		}
+		line, _ := json.Marshal(map[string]any{"features": x, "label": quant.Decide(y, 0)})
+		data.Write(append(line, '\n'))
+	}
+	in, out := t.TempDir(), filepath.Join(t.TempDir(), "q")
+	if err := manifest.Write(in, m, model); err != nil {
+		t.Fatal(err)
+	}
+	dataFile := filepath.Join(t.TempDir(), "eval.jsonl")
+	os.WriteFile(dataFile, data.Bytes(), 0o644)
+	lib := testenv.ORTLibrary(t)
+
+	code, stdout, stderr := run("quant", in, out, "--data", dataFile, "--onnxruntime", lib, "--max-drop", "0.05")
+	if code != 0 {
+		t.Fatalf("exit %d: %s%s", code, stdout, stderr)
+	}
+	t.Log("\n" + stdout)
+	for _, want := range []string{"mode          int8-static minmax", "against labels", "latency onnxruntime", "latency go"} {
+		if !strings.Contains(stdout, want) {
+			t.Errorf("report lacks %q", want)
+		}
+	}
+	qm, qmodel, err := manifest.Load(out)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if qm.Quantization != quant.Static || qm.Version != 2 || qm.Parent != 1 || qm.Metrics["quant_size_ratio"] > 0.3 {
+		t.Errorf("quantized manifest: quantization %q v%d parent %d metrics %v", qm.Quantization, qm.Version, qm.Parent, qm.Metrics)
+	}
+	if float64(len(qmodel)) > 0.3*float64(len(model)) {
+		t.Errorf("size %d of %d", len(qmodel), len(model))
+	}
+	// The new package passes the validator on both engines.
+	for _, engine := range []string{"go", "onnxruntime"} {
+		if code, stdout, stderr := run("model", "validate", out, "--engine", engine, "--onnxruntime", lib); code != 0 {
+			t.Errorf("validate on %s: exit %d: %s%s", engine, code, stdout, stderr)
+		}
+	}
+	// A bound the result misses: refused, nothing written.
+	refused := filepath.Join(t.TempDir(), "refused")
+	code, _, stderr = run("quant", in, refused, "--data", dataFile, "--onnxruntime", lib, "--max-drop", "0.001")
+	if code != 1 || !strings.Contains(stderr, "accuracy drop beyond the bound") {
+		t.Fatalf("exit %d, stderr %q", code, stderr)
+	}
+	if _, err := os.Stat(refused); !os.IsNotExist(err) {
+		t.Errorf("refused quantization wrote %s", refused)
 	}
 }

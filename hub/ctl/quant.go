@@ -1,0 +1,145 @@
+package ctl
+
+import (
+	"bufio"
+	"context"
+	"encoding/json"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"os"
+	"strings"
+
+	"github.com/outpost-edge/outpost/models/goengine"
+	"github.com/outpost-edge/outpost/models/ort"
+	"github.com/outpost-edge/outpost/quant"
+)
+
+// quantCmd quantizes a package, prints the report and refuses a result
+// that loses more accuracy than --max-drop.
+func quantCmd(_ context.Context, c *cli, args []string) error {
+	fs := flag.NewFlagSet("quant", flag.ContinueOnError)
+	fs.SetOutput(io.Discard)
+	mode := fs.String("mode", quant.Static, "int8-static, int8-dynamic or fp16")
+	calib := fs.String("calibration", quant.MinMax, "activation ranges for int8-static: minmax, percentile or mse")
+	pct := fs.Float64("percentile", 99.99, "with --calibration percentile")
+	data := fs.String("data", "", "JSON lines of feature vectors ([...] or {\"features\":[...],\"label\":k}) to calibrate and evaluate on (default: the golden inputs)")
+	maxDrop := fs.Float64("max-drop", 0.01, "largest accuracy drop accepted, as a fraction (0.01 = one point)")
+	version := fs.Int64("version", 0, "version of the quantized package (default: input version + 1)")
+	fullRange := fs.Bool("full-range", false, "8-bit weights instead of 7 (may saturate ONNX Runtime's x86 int8 kernels)")
+	lib := fs.String("onnxruntime", "", "path of libonnxruntime.so.1 (default: found like the agent finds it)")
+	goOnly := fs.Bool("go-only", false, "evaluate on the pure-Go engine only (no ONNX Runtime)")
+	asJSON := fs.Bool("json", false, "print the report as JSON")
+	pos, err := positional(fs, args, 2, "quant IN_DIR OUT_DIR [--mode ...]")
+	if err != nil {
+		return err
+	}
+	if *maxDrop < 0 || *maxDrop > 1 {
+		return fmt.Errorf("%w: --max-drop is a fraction from 0 to 1, got %v", errUsage, *maxDrop)
+	}
+	po := quant.PackageOptions{Options: quant.Options{Mode: *mode, Calibration: *calib, Percentile: *pct, FullRange: *fullRange},
+		MaxDrop: *maxDrop, Version: *version, Engines: map[string]func([]byte) (quant.Runner, error){
+			"go": func(m []byte) (quant.Runner, error) { return goengine.Load(m) },
+		}}
+	if *goOnly {
+		po.Order = []string{"go"}
+	} else {
+		path, err := ort.FindLibrary(*lib)
+		if err != nil {
+			return fmt.Errorf("%w (or pass --go-only)", err)
+		}
+		if err := ort.Init(path); err != nil {
+			return err
+		}
+		po.Engines["onnxruntime"] = func(m []byte) (quant.Runner, error) { return ort.NewSession(m) }
+		po.Order = []string{"onnxruntime", "go"}
+	}
+	if *data != "" {
+		if po.Rows, po.Labels, err = readRows(*data); err != nil {
+			return err
+		}
+	}
+	rep, err := quant.QuantizePackage(pos[0], pos[1], po)
+	if rep != nil {
+		if *asJSON {
+			if perr := printJSON(c.out, rep); perr != nil {
+				return perr
+			}
+		} else {
+			fmt.Fprint(c.out, rep)
+		}
+	}
+	if err != nil {
+		if errors.Is(err, quant.ErrAccuracy) {
+			return fmt.Errorf("%w; nothing written to %s", err, pos[1])
+		}
+		return err
+	}
+	fmt.Fprintf(c.out, "wrote %s\n", pos[1])
+	return nil
+}
+
+// readRows reads feature vectors, with labels if every row has one.
+func readRows(path string) ([][]float32, []int, error) {
+	f, err := os.Open(path)
+	if err != nil {
+		return nil, nil, err
+	}
+	defer f.Close()
+	var rows [][]float32
+	var labels []int
+	sc := bufio.NewScanner(f)
+	sc.Buffer(make([]byte, 64<<10), 16<<20)
+	for n := 1; sc.Scan(); n++ {
+		line := strings.TrimSpace(sc.Text())
+		if line == "" {
+			continue
+		}
+		var row struct {
+			Features []float32 `json:"features"`
+			Label    *int      `json:"label"`
+		}
+		if strings.HasPrefix(line, "[") {
+			err = json.Unmarshal([]byte(line), &row.Features)
+		} else {
+			err = json.Unmarshal([]byte(line), &row)
+		}
+		if err != nil || len(row.Features) == 0 {
+			return nil, nil, fmt.Errorf("%s:%d: want [numbers] or {\"features\":[...],\"label\":k}: %v", path, n, err)
+		}
+		rows = append(rows, row.Features)
+		if row.Label != nil {
+			labels = append(labels, *row.Label)
+		}
+	}
+	if err := sc.Err(); err != nil {
+		return nil, nil, err
+	}
+	if len(labels) != 0 && len(labels) != len(rows) {
+		return nil, nil, fmt.Errorf("%s: %d of %d rows have a label; label all or none", path, len(labels), len(rows))
+	}
+	if len(labels) == 0 {
+		labels = nil
+	}
+	return rows, labels, nil
+}
+
+// positional parses flags around exactly n positional args.
+func positional(fs *flag.FlagSet, args []string, n int, usage string) ([]string, error) {
+	var pos []string
+	for len(args) > 0 {
+		if err := fs.Parse(args); err != nil {
+			return nil, fmt.Errorf("%w: %s: %w", errUsage, usage, err)
+		}
+		if fs.NArg() == 0 {
+			break
+		}
+		pos = append(pos, fs.Arg(0))
+		args = fs.Args()[1:]
+	}
+	if len(pos) != n {
+		return nil, fmt.Errorf("%w: %s", errUsage, usage)
+	}
+	return pos, nil
+}
