@@ -224,7 +224,8 @@ func quantizeActivation(g *onnxpb.GraphProto, n *onnxpb.NodeProto, r [2]float32)
 	}
 	zp := int8(max(-128, min(127, math.Round(float64(-128-lo/scale)))))
 	x := n.Input[0]
-	base := n.GetName() + "_in"
+	// Node names are optional in ONNX; output names are unique.
+	base := n.GetOutput()[0] + "_in"
 	g.Initializer = append(g.Initializer,
 		&onnxpb.TensorProto{Name: proto.String(base + "_scale"), DataType: proto.Int32(int32(onnxpb.TensorProto_FLOAT)), FloatData: []float32{scale}},
 		&onnxpb.TensorProto{Name: proto.String(base + "_zp"), DataType: proto.Int32(int32(onnxpb.TensorProto_INT8)), RawData: []byte{byte(zp)}},
