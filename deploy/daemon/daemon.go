@@ -39,6 +39,9 @@ type Spec[C Config] struct {
 	Summary   string // one line for --help
 	Defaults  func() C
 	Run       func(ctx context.Context, cfg C, log *slog.Logger) error
+	// Aliases are extra flag names for config paths, e.g. "kafka-brokers"
+	// for "kafka.brokers".
+	Aliases map[string]string
 }
 
 // Main parses args, loads and validates the config, then runs until ctx is
@@ -51,6 +54,13 @@ func Main[C Config](spec Spec[C], args []string, environ []string, stdout, stder
 	showVersion := fs.Bool("version", false, "print version and exit")
 	cfg := spec.Defaults()
 	loader := config.NewLoader(spec.EnvPrefix, cfg, fs)
+	for alias, path := range spec.Aliases {
+		f := fs.Lookup(path)
+		if f == nil {
+			panic("daemon: alias " + alias + " of unknown flag " + path) // a programming error in a main
+		}
+		fs.Var(f.Value, alias, "same as --"+path)
+	}
 	fs.Usage = func() {
 		fmt.Fprintf(fs.Output(), "%s — %s\n\nUsage: %s [flags]\n\nConfiguration is read from defaults, then --config, then %s_* environment variables, then flags.\n\nFlags:\n", spec.Name, spec.Summary, spec.Name, spec.EnvPrefix)
 		fs.PrintDefaults()

@@ -109,3 +109,22 @@ func TestRunErrorsMapToExitCodes(t *testing.T) {
 		}
 	}
 }
+
+func TestFlagAlias(t *testing.T) {
+	sp := spec(func(_ context.Context, c *testConfig, _ *slog.Logger) error {
+		if c.Name != "from-alias" {
+			t.Errorf("name = %q, want from-alias", c.Name)
+		}
+		return nil
+	})
+	sp.Aliases = map[string]string{"the-name": "name"}
+	var out, errb bytes.Buffer
+	if code := Main(sp, []string{"--the-name", "from-alias", "--check-config"}, nil, &out, &errb); code != ExitOK {
+		t.Fatalf("code %d: %s", code, errb.String())
+	}
+	// --check-config does not run: check the value through a failing validation instead.
+	errb.Reset()
+	if code := Main(sp, []string{"--the-name="}, nil, &out, &errb); code != ExitConfig || !strings.Contains(errb.String(), "name: must not be empty") {
+		t.Fatalf("alias did not reach the config: code %d, stderr %q", code, errb.String())
+	}
+}

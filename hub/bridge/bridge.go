@@ -14,6 +14,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"runtime"
 	"strconv"
 	"strings"
 	"sync/atomic"
@@ -250,11 +251,14 @@ func (b *Bridge) transfer(ctx context.Context, msgs []jetstream.Msg) error {
 		return err
 	}
 	var recs []*kgo.Record
+	stale := func(i int) bool { return seqs[i] <= b.lastSeq }
+	dec, ready := decodeAll(msgs, stale)
 	for i, m := range msgs {
-		if seqs[i] <= b.lastSeq {
+		<-ready[i]
+		if stale(i) {
 			continue
 		}
-		recs = b.convert(recs[:0], m.Subject(), m.Data(), seqs[i], saved, touched, &t)
+		recs = b.convert(recs[:0], m.Subject(), m.Data(), dec[i], seqs[i], saved, touched, &t)
 		tx.produce(recs...)
 	}
 	tx.produce(b.checkpoint(last, touched)...)
@@ -281,17 +285,54 @@ func (b *Bridge) transfer(ctx context.Context, msgs []jetstream.Msg) error {
 	return nil
 }
 
-// convert turns one stored MQTT message into Kafka records.
-func (b *Bridge) convert(recs []*kgo.Record, subject string, data []byte, sseq uint64, saved undo, touched map[string]bool, t *tally) []*kgo.Record {
+// decoded is one stored message, parsed: the part of converting it that
+// needs no bridge state, so messages of a batch decode in parallel.
+type decoded struct {
+	p      topics.Parsed
+	topErr error
+	e      *envelope.Envelope
+	err    error
+}
+
+func decode(subject string, data []byte) decoded {
+	var d decoded
+	if d.p, d.topErr = topics.Parse(strings.ReplaceAll(subject, ".", "/")); d.topErr == nil {
+		d.e, d.err = envelope.Decode(data)
+	}
+	return d
+}
+
+// decodeAll decodes msgs on every core in the background; ready[i] closes
+// when out[i] is set.
+func decodeAll(msgs []jetstream.Msg, skip func(i int) bool) (out []decoded, ready []chan struct{}) {
+	out, ready = make([]decoded, len(msgs)), make([]chan struct{}, len(msgs))
+	for i := range ready {
+		ready[i] = make(chan struct{})
+	}
+	workers := min(runtime.GOMAXPROCS(0), len(msgs))
+	for w := 0; w < workers; w++ {
+		go func() {
+			for i := w; i < len(msgs); i += workers {
+				if !skip(i) {
+					out[i] = decode(msgs[i].Subject(), msgs[i].Data())
+				}
+				close(ready[i])
+			}
+		}()
+	}
+	return out, ready
+}
+
+// convert turns one stored, decoded MQTT message into Kafka records.
+func (b *Bridge) convert(recs []*kgo.Record, subject string, data []byte, d decoded, sseq uint64, saved undo, touched map[string]bool, t *tally) []*kgo.Record {
 	dead := func(device, reason string) []*kgo.Record {
 		t.dead++
 		return append(recs, b.deadLetter(subject, device, data, sseq, reason))
 	}
-	p, err := topics.Parse(strings.ReplaceAll(subject, ".", "/"))
-	if err != nil {
-		return dead("", err.Error())
+	if d.topErr != nil {
+		return dead("", d.topErr.Error())
 	}
-	e, err := envelope.Decode(data)
+	p, e, err := d.p, d.e, d.err
 	switch {
 	case err != nil:
 		b.acceptBadRecords(data, p, saved, touched, t)

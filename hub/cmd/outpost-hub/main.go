@@ -15,5 +15,6 @@ func main() {
 		Summary:   "MQTT/JetStream broker for the fleet, Kafka aggregation, model rollouts",
 		Defaults:  hub.Defaults,
 		Run:       hub.Run,
+		Aliases:   map[string]string{"kafka-brokers": "kafka.brokers"},
 	}, os.Args[1:], os.Environ(), os.Stdout, os.Stderr))
 }
