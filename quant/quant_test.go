@@ -126,6 +126,9 @@ func TestModesAgreeWithFloat(t *testing.T) {
 				t.Fatal(err)
 			}
 			gotGo := run(t, eng, x, features)
+			if want := map[string]int{quant.Static: 3}[o.Mode]; eng.Int8Layers() != want {
+				t.Errorf("%s: the pure-Go engine runs %d layers in int8, want %d", o.Mode, eng.Int8Layers(), want)
+			}
 			var maxErr, goErr float64
 			agree := 0
 			for i := 0; i < len(eval); i++ {

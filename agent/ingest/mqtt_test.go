@@ -99,9 +99,23 @@ func TestMQTTSourceRedeliversWhatWasNotAcked(t *testing.T) {
 	}
 	stop()
 
+	// m1 was acknowledged long before any stop: it never comes back. m2 and
+	// m3 were acknowledged just before a stop; an ack still in flight when
+	// the connection closes is redelivered (at least once), so they may.
 	out, _ = runMQTT(t, cfg)
 	publish("m4")
-	if l := next(t, out); string(l.Data) != "m4" {
-		t.Fatalf("third start: line %q, want m4 (m2 and m3 were acknowledged)", l.Data)
+	for {
+		l := next(t, out)
+		switch string(l.Data) {
+		case "m4":
+			return
+		case "m1", "m1b":
+			t.Fatalf("third start: %q came back although it was acknowledged in the first run", l.Data)
+		default:
+			t.Logf("third start: %q redelivered (its ack raced the stop)", l.Data)
+			if l.Ack != nil {
+				l.Ack()
+			}
+		}
 	}
 }

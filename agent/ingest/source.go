@@ -300,6 +300,6 @@ func subscribe(ctx context.Context, c MQTTConfig, out chan<- Line, log *slog.Log
 	cl := mqtt.NewClient(opts)
 	cl.Connect()
 	<-ctx.Done()
-	cl.Disconnect(250)
+	cl.Disconnect(1000) // time for PUBACKs of committed messages to leave
 	return nil
 }

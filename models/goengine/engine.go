@@ -30,6 +30,7 @@ type node struct {
 	alpha   float32
 	beta    float32
 	axis    int // DequantizeLinear/QuantizeLinear per-channel axis
+	q       *qgemm
 }
 
 // Engine is a loaded graph.
@@ -114,7 +115,160 @@ func Load(model []byte) (*Engine, error) {
 		}
 		e.nodes = append(e.nodes, nd)
 	}
+	folded, err := e.fold()
+	if err != nil {
+		return nil, err
+	}
+	e.fuse(folded)
 	return e, nil
+}
+
+// fold evaluates, once, the nodes whose inputs are all constants (a
+// weight's DequantizeLinear or Cast from fp16), and returns the folded
+// nodes by output name.
+func (e *Engine) fold() (map[string]node, error) {
+	folded := map[string]node{}
+	constOnly := func(name string) (matrix, error) {
+		if m, ok := e.consts[name]; ok {
+			return m, nil
+		}
+		return matrix{}, fmt.Errorf("%w: %s is not constant", ErrModel, name)
+	}
+	kept := e.nodes[:0]
+	for _, n := range e.nodes {
+		allConst := true
+		for _, in := range n.in {
+			if _, ok := e.consts[in]; in != "" && !ok {
+				allConst = false
+			}
+		}
+		if !allConst {
+			kept = append(kept, n)
+			continue
+		}
+		out, err := e.evalNode(n, constOnly)
+		if err != nil {
+			return nil, err
+		}
+		e.consts[n.out[0]] = out
+		folded[n.out[0]] = n
+	}
+	e.nodes = kept
+	return folded, nil
+}
+
+// qgemm is a Gemm or MatMul the engine runs in integer arithmetic: its
+// input is QuantizeLinear → DequantizeLinear (per tensor) and its weight a
+// DequantizeLinear of int8 values with per-channel scales and zero points
+// of 0, as quant writes them.
+type qgemm struct {
+	xq     string  // the QuantizeLinear output: int8 values
+	sx, zx float32 // its scale and zero point
+	w      []int32 // int8 values, [out][in]; int32 so the inner loop needs no conversions
+	sw     []float32
+	in     int
+}
+
+// fuse marks the Gemm and MatMul nodes that can run as qgemm.
+func (e *Engine) fuse(folded map[string]node) {
+	producer := map[string]node{}
+	for _, n := range e.nodes {
+		producer[n.out[0]] = n
+	}
+	for i, n := range e.nodes {
+		if (n.op != "Gemm" && n.op != "MatMul") || len(n.in) < 2 {
+			continue
+		}
+		wdq, ok := folded[n.in[1]]
+		xdq, ok2 := producer[n.in[0]]
+		if !ok || !ok2 || wdq.op != "DequantizeLinear" || xdq.op != "DequantizeLinear" || len(xdq.in) < 2 {
+			continue
+		}
+		if xq, ok := producer[xdq.in[0]]; !ok || xq.op != "QuantizeLinear" {
+			continue
+		}
+		wq, ws := e.consts[wdq.in[0]], e.consts[wdq.in[1]]
+		sx := e.consts[xdq.in[1]]
+		if wq.kind != 'i' || len(sx.data) != 1 || len(wdq.in) < 3 || !allZero(e.consts[wdq.in[2]].data) {
+			continue
+		}
+		zx := float32(0)
+		if len(xdq.in) > 2 && xdq.in[2] != "" {
+			z := e.consts[xdq.in[2]]
+			if len(z.data) != 1 || z.kind != 'i' {
+				continue
+			}
+			zx = z.data[0]
+		}
+		// Weights as [out][in]: Gemm with transB has them so; MatMul's are
+		// [in][out].
+		rows, cols := wq.rows, wq.cols
+		out, in := rows, cols
+		if n.op == "MatMul" {
+			out, in = cols, rows
+		} else if !n.transB {
+			continue
+		}
+		q := &qgemm{xq: xdq.in[0], sx: sx.data[0], zx: zx, w: make([]int32, len(wq.data)), sw: make([]float32, out), in: in}
+		for r := 0; r < rows; r++ {
+			for c := 0; c < cols; c++ {
+				o, k := r, c
+				if n.op == "MatMul" {
+					o, k = c, r
+				}
+				q.w[o*in+k] = int32(wq.data[r*cols+c])
+			}
+		}
+		for j := range q.sw {
+			if len(ws.data) == 1 {
+				q.sw[j] = ws.data[0]
+			} else if len(ws.data) == out {
+				q.sw[j] = ws.data[j]
+			} else {
+				q = nil
+				break
+			}
+		}
+		if q != nil {
+			e.nodes[i].q = q
+		}
+	}
+}
+
+func allZero(v []float32) bool {
+	for _, x := range v {
+		if x != 0 {
+			return false
+		}
+	}
+	return true
+}
+
+// run multiplies int8 activations by int8 weights with int32 sums, then
+// scales back to float: y = sx·sw[j]·Σ (xq − zx)·wq[j].
+func (q *qgemm) run(x matrix, alpha float32) (matrix, error) {
+	if x.cols != q.in {
+		return matrix{}, fmt.Errorf("%w: [%d,%d] for %d inputs", ErrInput, x.rows, x.cols, q.in)
+	}
+	xs := make([]int32, len(x.data))
+	for i, v := range x.data {
+		xs[i] = int32(v) - int32(q.zx)
+	}
+	n, k := len(q.sw), q.in
+	out := matrix{rows: x.rows, cols: n, data: make([]float32, x.rows*n)}
+	for i := 0; i < x.rows; i++ {
+		xr := xs[i*k : (i+1)*k]
+		for j := 0; j < n; j++ {
+			wr := q.w[j*k : (j+1)*k]
+			wr = wr[:len(xr)] // one bounds check, not one per element
+			var acc int32
+			for p, xv := range xr {
+				acc += xv * wr[p]
+			}
+			out.data[i*n+j] = float32(acc) * q.sx * q.sw[j] * alpha
+		}
+	}
+	return out, nil
 }
 
 // supported are the ops the engine runs, on [rows, cols] values.
@@ -218,66 +372,9 @@ func (e *Engine) eval(x []float32, features int) (map[string]matrix, error) {
 		return matrix{}, fmt.Errorf("%w: value %s is undefined", ErrModel, name)
 	}
 	for _, n := range e.nodes {
-		a, err := get(n.in[0])
+		out, err := e.evalNode(n, get)
 		if err != nil {
 			return nil, err
-		}
-		var out matrix
-		switch n.op {
-		case "Gemm", "MatMul":
-			b, err := get(n.in[1])
-			if err != nil {
-				return nil, err
-			}
-			if out, err = matmul(a, b, n.transB, n.alpha); err != nil {
-				return nil, err
-			}
-			if n.op == "Gemm" && len(n.in) > 2 {
-				c, err := get(n.in[2])
-				if err != nil {
-					return nil, err
-				}
-				if err := addRow(&out, c, n.beta); err != nil {
-					return nil, err
-				}
-			}
-		case "Add":
-			b, err := get(n.in[1])
-			if err != nil {
-				return nil, err
-			}
-			out = matrix{rows: a.rows, cols: a.cols, data: append([]float32(nil), a.data...)}
-			if err := addRow(&out, b, 1); err != nil {
-				return nil, err
-			}
-		case "Sub", "Mul":
-			b, err := get(n.in[1])
-			if err != nil {
-				return nil, err
-			}
-			if out, err = elementwise(n.op, a, b); err != nil {
-				return nil, err
-			}
-		case "Identity", "Flatten": // values are [rows, cols] already
-			out = a
-		case "Cast": // to float (checked at load): quantized values are floats already
-			out = a
-			out.kind = 0
-		case "QuantizeLinear", "DequantizeLinear":
-			if out, err = e.quantOp(n, a, get); err != nil {
-				return nil, err
-			}
-		case "ReduceMean":
-			out = matrix{rows: a.rows, cols: 1, data: make([]float32, a.rows)}
-			for r := 0; r < a.rows; r++ {
-				var sum float64
-				for _, v := range a.data[r*a.cols : (r+1)*a.cols] {
-					sum += float64(v)
-				}
-				out.data[r] = float32(sum / float64(a.cols))
-			}
-		default:
-			out = apply(n.op, a)
 		}
 		vals[n.out[0]] = out
 	}
@@ -298,16 +395,34 @@ func matmul(a, b matrix, transB bool, alpha float32) (matrix, error) {
 	out := matrix{rows: a.rows, cols: n, data: make([]float32, a.rows*n)}
 	for i := 0; i < a.rows; i++ {
 		row := a.data[i*k : (i+1)*k]
-		for j := 0; j < n; j++ {
-			var s float32
-			for p := 0; p < k; p++ {
-				if transB {
-					s += row[p] * b.data[j*k+p]
-				} else {
-					s += row[p] * b.data[p*n+j]
+		dst := out.data[i*n : (i+1)*n]
+		if transB { // dot products over contiguous rows of b
+			for j := range dst {
+				br := b.data[j*k : (j+1)*k]
+				br = br[:len(row)] // one bounds check, not one per element
+				var s float32
+				for p, v := range row {
+					s += v * br[p]
 				}
+				dst[j] = alpha * s
 			}
-			out.data[i*n+j] = alpha * s
+			continue
+		}
+		// b is [k][n]: add row[p]·b[p,:] so both walk memory in order.
+		for p, v := range row {
+			if v == 0 {
+				continue
+			}
+			br := b.data[p*n : (p+1)*n]
+			br = br[:len(dst)]
+			for j := range dst {
+				dst[j] += v * br[j]
+			}
+		}
+		if alpha != 1 {
+			for j := range dst {
+				dst[j] *= alpha
+			}
 		}
 	}
 	return out, nil
@@ -370,6 +485,82 @@ func (e *Engine) quantOp(n node, a matrix, get func(string) (matrix, error)) (ma
 		c := channel(i)
 		q := float32(math.RoundToEven(float64(v/s.data[c]))) + zp.data[c]
 		out.data[i] = min(max(q, lo), hi)
+	}
+	return out, nil
+}
+
+// evalNode computes one node's output from its inputs.
+func (e *Engine) evalNode(n node, get func(string) (matrix, error)) (matrix, error) {
+	a, err := get(n.in[0])
+	if err != nil {
+		return matrix{}, err
+	}
+	var out matrix
+	switch n.op {
+	case "Gemm", "MatMul":
+		if n.q != nil {
+			xq, err := get(n.q.xq)
+			if err != nil {
+				return matrix{}, err
+			}
+			if out, err = n.q.run(xq, n.alpha); err != nil {
+				return matrix{}, err
+			}
+		} else {
+			b, err := get(n.in[1])
+			if err != nil {
+				return matrix{}, err
+			}
+			if out, err = matmul(a, b, n.transB, n.alpha); err != nil {
+				return matrix{}, err
+			}
+		}
+		if n.op == "Gemm" && len(n.in) > 2 {
+			c, err := get(n.in[2])
+			if err != nil {
+				return matrix{}, err
+			}
+			if err := addRow(&out, c, n.beta); err != nil {
+				return matrix{}, err
+			}
+		}
+	case "Add":
+		b, err := get(n.in[1])
+		if err != nil {
+			return matrix{}, err
+		}
+		out = matrix{rows: a.rows, cols: a.cols, data: append([]float32(nil), a.data...)}
+		if err := addRow(&out, b, 1); err != nil {
+			return matrix{}, err
+		}
+	case "Sub", "Mul":
+		b, err := get(n.in[1])
+		if err != nil {
+			return matrix{}, err
+		}
+		if out, err = elementwise(n.op, a, b); err != nil {
+			return matrix{}, err
+		}
+	case "Identity", "Flatten": // values are [rows, cols] already
+		out = a
+	case "Cast": // to float (checked at load): quantized values are floats already
+		out = a
+		out.kind = 0
+	case "QuantizeLinear", "DequantizeLinear":
+		if out, err = e.quantOp(n, a, get); err != nil {
+			return matrix{}, err
+		}
+	case "ReduceMean":
+		out = matrix{rows: a.rows, cols: 1, data: make([]float32, a.rows)}
+		for r := 0; r < a.rows; r++ {
+			var sum float64
+			for _, v := range a.data[r*a.cols : (r+1)*a.cols] {
+				sum += float64(v)
+			}
+			out.data[r] = float32(sum / float64(a.cols))
+		}
+	default:
+		out = apply(n.op, a)
 	}
 	return out, nil
 }
@@ -444,3 +635,15 @@ func (e *Engine) Outputs() int { return e.width }
 
 // Close releases nothing; it is here to match the ONNX Runtime session.
 func (e *Engine) Close() error { return nil }
+
+// Int8Layers counts the Gemm and MatMul nodes that run in integer
+// arithmetic (statically quantized, as quant writes them).
+func (e *Engine) Int8Layers() int {
+	n := 0
+	for _, nd := range e.nodes {
+		if nd.q != nil {
+			n++
+		}
+	}
+	return n
+}
