@@ -54,6 +54,10 @@ type Options struct {
 	// (VPMADDUBSW) and saturate with full-range weights and activations,
 	// which showed as errors 8× larger than with 7-bit weights here.
 	FullRange bool
+	// Tracer computes the named values of the float model on rows of x
+	// (ort.Trace for graphs the pure-Go engine cannot run, such as
+	// convolutions); nil uses the pure-Go engine.
+	Tracer func(model []byte, names []string, x []float32, features int) (map[string][]float32, error)
 }
 
 // Quantize rewrites model. Gemm (transB) and MatMul nodes whose weights
@@ -72,23 +76,29 @@ func Quantize(model []byte, o Options) ([]byte, error) {
 			return nil, fmt.Errorf("%w: opset %d; per-channel QDQ needs 13 or later", ErrModel, op.GetVersion())
 		}
 	}
+	inits := map[string]*onnxpb.TensorProto{}
+	for _, t := range g.GetInitializer() {
+		inits[t.GetName()] = t
+	}
 	var ranges map[string][2]float32
 	switch o.Mode {
 	case Static:
 		if len(o.Samples) == 0 {
 			return nil, fmt.Errorf("%w: static quantization needs calibration samples", ErrOptions)
 		}
+		var targets []string
+		for _, n := range g.GetNode() {
+			if _, _, ok := weightOf(n, inits); ok {
+				targets = append(targets, n.GetInput()[0])
+			}
+		}
 		var err error
-		if ranges, err = calibrate(model, o); err != nil {
+		if ranges, err = calibrate(model, targets, o); err != nil {
 			return nil, err
 		}
 	case Dynamic, FP16:
 	default:
 		return nil, fmt.Errorf("%w: mode %q (int8-static, int8-dynamic or fp16)", ErrOptions, o.Mode)
-	}
-	inits := map[string]*onnxpb.TensorProto{}
-	for _, t := range g.GetInitializer() {
-		inits[t.GetName()] = t
 	}
 	var nodes []*onnxpb.NodeProto
 	quantized := 0
@@ -123,7 +133,7 @@ func Quantize(model []byte, o Options) ([]byte, error) {
 		nodes = append(nodes, n)
 	}
 	if quantized == 0 {
-		return nil, fmt.Errorf("%w: no Gemm or MatMul with constant weights", ErrModel)
+		return nil, fmt.Errorf("%w: no Gemm, MatMul or Conv with constant weights", ErrModel)
 	}
 	g.Node = nodes
 	g.Initializer = dropUnused(g)
@@ -135,14 +145,20 @@ func Quantize(model []byte, o Options) ([]byte, error) {
 }
 
 // weightOf returns the float weight initializer of a Gemm (with transB,
-// weights [out, in], channels on axis 0) or MatMul (weights [in, out],
-// channels on axis 1).
+// weights [out, in], channels on axis 0), MatMul (weights [in, out],
+// channels on axis 1) or Conv (weights [out, in, kernel...], axis 0).
 func weightOf(n *onnxpb.NodeProto, inits map[string]*onnxpb.TensorProto) (*onnxpb.TensorProto, int64, bool) {
 	if len(n.GetInput()) < 2 {
 		return nil, 0, false
 	}
 	w, ok := inits[n.GetInput()[1]]
-	if !ok || w.GetDataType() != int32(onnxpb.TensorProto_FLOAT) || len(w.GetDims()) != 2 {
+	if !ok || w.GetDataType() != int32(onnxpb.TensorProto_FLOAT) {
+		return nil, 0, false
+	}
+	if n.GetOpType() == "Conv" { // weights [out channels, in/group, kernel...]
+		return w, 0, len(w.GetDims()) >= 3
+	}
+	if len(w.GetDims()) != 2 {
 		return nil, 0, false
 	}
 	switch n.GetOpType() {
@@ -175,14 +191,19 @@ func floats(t *onnxpb.TensorProto) []float32 {
 // quantizeWeight replaces w by int8 values with one symmetric scale per
 // output channel and returns the DequantizeLinear node that restores it.
 func quantizeWeight(g *onnxpb.GraphProto, w *onnxpb.TensorProto, axis int64, limit float32) (*onnxpb.NodeProto, error) {
-	rows, cols := int(w.GetDims()[0]), int(w.GetDims()[1])
-	data := floats(w)
-	if len(data) != rows*cols {
-		return nil, fmt.Errorf("%w: weight %s has %d values for [%d,%d]", ErrModel, w.GetName(), len(data), rows, cols)
+	dims := w.GetDims()
+	total := 1
+	for _, d := range dims {
+		total *= int(d)
 	}
-	channels := rows
-	ch := func(i int) int { return i / cols }
+	data := floats(w)
+	if len(data) != total {
+		return nil, fmt.Errorf("%w: weight %s has %d values for %v", ErrModel, w.GetName(), len(data), dims)
+	}
+	channels, per := int(dims[0]), total/int(dims[0])
+	ch := func(i int) int { return i / per }
 	if axis == 1 {
+		cols := int(dims[1])
 		channels, ch = cols, func(i int) int { return i % cols }
 	}
 	amax := make([]float32, channels)
@@ -307,12 +328,18 @@ func dropUnused(g *onnxpb.GraphProto) []*onnxpb.TensorProto {
 	return out
 }
 
-// calibrate runs the float model on the samples (pure-Go engine) and
-// returns the range of every value, by the chosen method.
-func calibrate(model []byte, o Options) (map[string][2]float32, error) {
-	eng, err := goengine.Load(model)
-	if err != nil {
-		return nil, fmt.Errorf("%w: calibration runs on the pure-Go engine: %w", ErrModel, err)
+// calibrate runs the float model on the samples (the pure-Go engine, or
+// o.Tracer) and returns the range of each target value, by the method.
+func calibrate(model []byte, targets []string, o Options) (map[string][2]float32, error) {
+	tracer := o.Tracer
+	if tracer == nil {
+		eng, err := goengine.Load(model)
+		if err != nil {
+			return nil, fmt.Errorf("%w: calibration runs on the pure-Go engine, which cannot run this graph (pass a tracer, e.g. ONNX Runtime's): %w", ErrModel, err)
+		}
+		tracer = func(_ []byte, _ []string, x []float32, features int) (map[string][]float32, error) {
+			return eng.Trace(x, features)
+		}
 	}
 	features := len(o.Samples[0])
 	var x []float32
@@ -322,12 +349,16 @@ func calibrate(model []byte, o Options) (map[string][2]float32, error) {
 		}
 		x = append(x, s...)
 	}
-	vals, err := eng.Trace(x, features)
+	vals, err := tracer(model, targets, x, features)
 	if err != nil {
 		return nil, fmt.Errorf("quant: calibration run: %w", err)
 	}
-	out := make(map[string][2]float32, len(vals))
-	for name, v := range vals {
+	out := make(map[string][2]float32, len(targets))
+	for _, name := range targets {
+		v, ok := vals[name]
+		if !ok || len(v) == 0 {
+			return nil, fmt.Errorf("%w: calibration produced no values for %s", ErrModel, name)
+		}
 		switch o.Calibration {
 		case "", MinMax:
 			out[name] = minMax(v)

@@ -138,17 +138,24 @@ func TestGoEngineOnThirdPartyModels(t *testing.T) {
 }
 
 // TestQuantizingThirdPartyModels: the exporter-style MLP quantizes
-// statically (the pure-Go engine calibrates it) and the CNN dynamically
-// (its Gemm goes to int8, its Conv stays float); on ONNX Runtime both
-// stay within 0.05 of the numpy reference.
+// statically (the pure-Go engine calibrates it), the CNN statically with
+// ONNX Runtime as the calibration tracer (Conv and Gemm to int8) and
+// dynamically; on ONNX Runtime all stay within 0.05 of the numpy
+// reference.
 func TestQuantizingThirdPartyModels(t *testing.T) {
 	if err := ort.Init(testenv.ORTLibrary(t)); err != nil {
 		t.Fatal(err)
 	}
-	for name, o := range map[string]quant.Options{
-		"mlp_matmul": {Mode: quant.Static, Calibration: quant.MinMax},
-		"cnn1d":      {Mode: quant.Dynamic},
+	for _, c := range []struct {
+		name    string
+		o       quant.Options
+		dequant int
+	}{
+		{"mlp_matmul", quant.Options{Mode: quant.Static, Calibration: quant.MinMax}, 4},
+		{"cnn1d", quant.Options{Mode: quant.Static, Calibration: quant.MinMax, Tracer: ort.Trace}, 4},
+		{"cnn1d", quant.Options{Mode: quant.Dynamic}, 2},
 	} {
+		name, o := c.name, c.o
 		tp := loadThirdParty(t, name)
 		o.Samples = tp.inputs
 		q, err := quant.Quantize(tp.model, o)
@@ -156,8 +163,8 @@ func TestQuantizingThirdPartyModels(t *testing.T) {
 			t.Fatalf("%s: %v", name, err)
 		}
 		info, _ := onnx.Inspect(q)
-		if info.Ops["DequantizeLinear"] == 0 {
-			t.Errorf("%s: nothing quantized: %v", name, info.Ops)
+		if info.Ops["DequantizeLinear"] != c.dequant {
+			t.Errorf("%s %s: %d DequantizeLinear, want %d: %v", name, o.Mode, info.Ops["DequantizeLinear"], c.dequant, info.Ops)
 		}
 		s, err := ort.NewSession(q)
 		if err != nil {

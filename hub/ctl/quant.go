@@ -45,6 +45,7 @@ func quantCmd(_ context.Context, c *cli, args []string) error {
 	if *goOnly {
 		po.Order = []string{"go"}
 	} else {
+		// ONNX Runtime first: it decides accuracy and the golden outputs.
 		path, err := ort.FindLibrary(*lib)
 		if err != nil {
 			return fmt.Errorf("%w (or pass --go-only)", err)
@@ -54,6 +55,7 @@ func quantCmd(_ context.Context, c *cli, args []string) error {
 		}
 		po.Engines["onnxruntime"] = func(m []byte) (quant.Runner, error) { return ort.NewSession(m) }
 		po.Order = []string{"onnxruntime", "go"}
+		po.Tracer = ort.Trace // calibrates graphs the pure-Go engine cannot run (Conv)
 	}
 	if *data != "" {
 		if po.Rows, po.Labels, err = readRows(*data); err != nil {
