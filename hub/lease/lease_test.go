@@ -7,7 +7,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/outpost-edge/outpost/hub/lease"
@@ -57,23 +56,8 @@ func waitFor(t *testing.T, what string, timeout time.Duration, cond func() bool)
 	return time.Since(start)
 }
 
-func jetStream(t *testing.T) jetstream.JetStream {
-	t.Helper()
-	b := natstest.New(t)
-	nc, err := nats.Connect(b.NATSURL())
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(nc.Close)
-	js, err := jetstream.New(nc)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return js
-}
-
 func TestOneHolderAndHandover(t *testing.T) {
-	js := jetStream(t)
+	js := natstest.JetStream(t)
 	const ttl = 2 * time.Second
 	a := contend(t, js, "hub-a", ttl)
 	waitFor(t, "hub-a leads", 5*time.Second, a.running.Load)
@@ -96,7 +80,7 @@ func TestOneHolderAndHandover(t *testing.T) {
 }
 
 func TestRestartedHolderTakesBackItsLease(t *testing.T) {
-	js := jetStream(t)
+	js := natstest.JetStream(t)
 	const ttl = 30 * time.Second // far longer than the test: expiry cannot explain success
 	kv, err := js.CreateOrUpdateKeyValue(context.Background(), jetstream.KeyValueConfig{Bucket: lease.Bucket, History: 1, TTL: ttl})
 	if err != nil {
@@ -115,7 +99,7 @@ func TestRestartedHolderTakesBackItsLease(t *testing.T) {
 }
 
 func TestCrashedHolderExpires(t *testing.T) {
-	js := jetStream(t)
+	js := natstest.JetStream(t)
 	const ttl = 2 * time.Second
 	kv, err := js.CreateOrUpdateKeyValue(context.Background(), jetstream.KeyValueConfig{Bucket: lease.Bucket, History: 1, TTL: ttl})
 	if err != nil {

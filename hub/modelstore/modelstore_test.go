@@ -6,7 +6,6 @@ import (
 	"errors"
 	"testing"
 
-	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/outpost-edge/outpost/hub/modelstore"
@@ -18,16 +17,7 @@ import (
 
 func open(t *testing.T) (*modelstore.Store, jetstream.JetStream) {
 	t.Helper()
-	b := natstest.New(t)
-	nc, err := nats.Connect(b.NATSURL())
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(nc.Close)
-	js, err := jetstream.New(nc)
-	if err != nil {
-		t.Fatal(err)
-	}
+	js := natstest.JetStream(t)
 	s, err := modelstore.Open(context.Background(), js, 1)
 	if err != nil {
 		t.Fatal(err)

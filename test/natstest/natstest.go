@@ -7,6 +7,9 @@ import (
 	"log/slog"
 	"testing"
 
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+
 	"github.com/outpost-edge/outpost/hub/broker"
 )
 
@@ -27,4 +30,21 @@ func New(tb testing.TB) *broker.Broker {
 	}
 	tb.Cleanup(b.Close)
 	return b
+}
+
+// JetStream starts an embedded broker for one test and returns a
+// JetStream client connected to it.
+func JetStream(tb testing.TB) jetstream.JetStream {
+	tb.Helper()
+	b := New(tb)
+	nc, err := nats.Connect(b.NATSURL())
+	if err != nil {
+		tb.Fatal(err)
+	}
+	tb.Cleanup(nc.Close)
+	js, err := jetstream.New(nc)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	return js
 }
