@@ -1,0 +1,94 @@
+package tuf
+
+import (
+	"context"
+	"encoding/hex"
+	"fmt"
+	"net/http"
+	"net/url"
+	"os"
+	"path"
+	"path/filepath"
+
+	"github.com/theupdateframework/go-tuf/v2/metadata"
+	"github.com/theupdateframework/go-tuf/v2/metadata/config"
+	"github.com/theupdateframework/go-tuf/v2/metadata/updater"
+
+	"github.com/outpost-edge/outpost/sync/transfer"
+)
+
+// Client is the agent's side: it trusts the root it was provisioned with
+// and verifies every metadata file and artifact against it.
+type Client struct {
+	cfg         *config.UpdaterConfig
+	up          *updater.Updater // of the last Refresh: go-tuf updaters refresh once
+	provisioned []byte
+	targetsURL  string
+	http        *http.Client
+}
+
+// NewClient builds a client for the repository at baseURL (metadata at
+// its root, targets below targets/), keeping trusted metadata in
+// metadataDir.
+func NewClient(trustedRoot []byte, baseURL, metadataDir string) (*Client, error) {
+	cfg, err := config.New(baseURL, trustedRoot)
+	if err != nil {
+		return nil, fmt.Errorf("tuf: client config: %w", err)
+	}
+	if err := os.MkdirAll(metadataDir, 0o700); err != nil {
+		return nil, fmt.Errorf("tuf: %w", err)
+	}
+	cfg.LocalMetadataDir = metadataDir
+	cfg.LocalTargetsDir = metadataDir // artifacts go through transfer, not here
+	return &Client{cfg: cfg, provisioned: trustedRoot, targetsURL: cfg.RemoteTargetsURL, http: &http.Client{}}, nil
+}
+
+// Refresh updates root, timestamp, snapshot and targets, in that order,
+// verifying signatures, versions (no rollback) and expiry (no freeze).
+// It starts from the newest root this device has verified (kept in the
+// metadata directory), or the provisioned one.
+func (c *Client) Refresh() error {
+	cfg := *c.cfg
+	if root, err := os.ReadFile(filepath.Join(c.cfg.LocalMetadataDir, "root.json")); err == nil {
+		cfg.LocalTrustedRoot = root
+	} else {
+		cfg.LocalTrustedRoot = c.provisioned
+	}
+	up, err := updater.New(&cfg)
+	if err != nil {
+		return fmt.Errorf("tuf: refresh: %w", err)
+	}
+	if err := up.Refresh(); err != nil {
+		return fmt.Errorf("tuf: refresh: %w", err)
+	}
+	c.up = up
+	return nil
+}
+
+// Target returns the signed description of a target, as of the last
+// Refresh.
+func (c *Client) Target(name string) (*metadata.TargetFiles, error) {
+	if c.up == nil {
+		return nil, fmt.Errorf("tuf: target %s: refresh first", name)
+	}
+	tf, err := c.up.GetTargetInfo(name)
+	if err != nil {
+		return nil, fmt.Errorf("tuf: target %s: %w", name, err)
+	}
+	return tf, nil
+}
+
+// Download streams a target into dst (resuming a partial dst.part) and
+// verifies its length and sha256 against the signed metadata.
+func (c *Client) Download(ctx context.Context, tf *metadata.TargetFiles, dst string) error {
+	sum, ok := tf.Hashes["sha256"]
+	if !ok {
+		return fmt.Errorf("tuf: target %s has no sha256", tf.Path)
+	}
+	dir, base := path.Split(tf.Path)
+	u, err := url.JoinPath(c.targetsURL, dir, hex.EncodeToString(sum)+"."+base)
+	if err != nil {
+		return fmt.Errorf("tuf: %w", err)
+	}
+	return transfer.Download(ctx, c.http, u, dst, transfer.Expect{Length: tf.Length, SHA256: hex.EncodeToString(sum)})
+}
