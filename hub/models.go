@@ -10,18 +10,6 @@ import (
 	"github.com/outpost-edge/outpost/hub/modelstore"
 )
 
-// PushRequest is the body of POST /v1/models: a model package.
-type PushRequest struct {
-	Manifest json.RawMessage `json:"manifest"`
-	Model    []byte          `json:"model"` // model.onnx, base64 in JSON
-}
-
-// StageRequest is the body of POST /v1/models/{name}/versions/{version}/stage.
-type StageRequest struct {
-	Stage string `json:"stage"`
-	Why   string `json:"why,omitempty"`
-}
-
 // maxPackage bounds one pushed package (base64 and JSON included).
 const maxPackage = 256 << 20
 
@@ -31,7 +19,7 @@ func (h *Hub) modelRoutes(mux *http.ServeMux) {
 		respond(w, http.StatusOK, list, err)
 	}))
 	mux.HandleFunc("POST /v1/models", h.admin(func(w http.ResponseWriter, r *http.Request) {
-		var req PushRequest
+		var req modelstore.PushRequest
 		if err := json.NewDecoder(http.MaxBytesReader(w, r.Body, maxPackage)).Decode(&req); err != nil {
 			writeError(w, http.StatusBadRequest, fmt.Errorf("body: %w", err))
 			return
@@ -52,7 +40,7 @@ func (h *Hub) modelRoutes(mux *http.ServeMux) {
 			writeError(w, http.StatusBadRequest, fmt.Errorf("version: %w", err))
 			return
 		}
-		var req StageRequest
+		var req modelstore.StageRequest
 		if err := json.NewDecoder(http.MaxBytesReader(w, r.Body, 64<<10)).Decode(&req); err != nil {
 			writeError(w, http.StatusBadRequest, fmt.Errorf("body: %w", err))
 			return

@@ -16,6 +16,7 @@ import (
 	"text/tabwriter"
 	"time"
 
+	"github.com/outpost-edge/outpost/hub/modelstore"
 	"github.com/outpost-edge/outpost/models/goengine"
 	"github.com/outpost-edge/outpost/models/manifest"
 	"github.com/outpost-edge/outpost/models/onnx"
@@ -116,27 +117,6 @@ func printJSON(w io.Writer, v any) error {
 	return enc.Encode(v)
 }
 
-// modelVersion is the hub's view of one version (modelstore.Version).
-type modelVersion struct {
-	Name       string             `json:"name"`
-	Version    int64              `json:"version"`
-	Parent     int64              `json:"parent"`
-	Task       string             `json:"task"`
-	Stage      string             `json:"stage"`
-	Metrics    map[string]float64 `json:"metrics"`
-	SHA256     string             `json:"sha256"`
-	Size       int                `json:"size"`
-	Golden     string             `json:"golden"`
-	Parameters int64              `json:"parameters"`
-	Ops        []string           `json:"ops"`
-	Created    time.Time          `json:"created"`
-	History    []struct {
-		Stage string    `json:"stage"`
-		At    time.Time `json:"at"`
-		Why   string    `json:"why"`
-	} `json:"history"`
-}
-
 // modelPush uploads a package directory to the hub's registry.
 func modelPush(ctx context.Context, c *cli, args []string) error {
 	if len(args) != 1 {
@@ -150,12 +130,8 @@ func modelPush(ctx context.Context, c *cli, args []string) error {
 	if err != nil {
 		return err
 	}
-	var v modelVersion
-	body := struct {
-		Manifest json.RawMessage `json:"manifest"`
-		Model    []byte          `json:"model"`
-	}{mj, model}
-	if err := c.call(ctx, http.MethodPost, "/v1/models", body, &v); err != nil {
+	var v modelstore.Version
+	if err := c.call(ctx, http.MethodPost, "/v1/models", modelstore.PushRequest{Manifest: mj, Model: model}, &v); err != nil {
 		return err
 	}
 	_, err = fmt.Fprintf(c.out, "registered %s v%d as %s (%d parameters; golden vectors: %s)\n", v.Name, v.Version, v.Stage, v.Parameters, v.Golden)
@@ -163,11 +139,7 @@ func modelPush(ctx context.Context, c *cli, args []string) error {
 }
 
 func modelList(ctx context.Context, c *cli, _ []string) error {
-	var list []struct {
-		Name                       string
-		Latest, Production, Canary int64
-		Versions                   int
-	}
+	var list []modelstore.Summary
 	if err := c.call(ctx, http.MethodGet, "/v1/models", nil, &list); err != nil {
 		return err
 	}
@@ -189,7 +161,7 @@ func modelShow(ctx context.Context, c *cli, args []string) error {
 	if len(args) != 1 {
 		return fmt.Errorf("%w: model show NAME", errUsage)
 	}
-	var vs []modelVersion
+	var vs []modelstore.Version
 	if err := c.call(ctx, http.MethodGet, "/v1/models/"+url.PathEscape(args[0]), nil, &vs); err != nil {
 		return err
 	}
@@ -243,9 +215,9 @@ func modelArchive(ctx context.Context, c *cli, args []string) error {
 }
 
 func moveModel(ctx context.Context, c *cli, name, version, stage, why string) error {
-	var v modelVersion
+	var v modelstore.Version
 	path := "/v1/models/" + url.PathEscape(name) + "/versions/" + url.PathEscape(version) + "/stage"
-	if err := c.call(ctx, http.MethodPost, path, map[string]string{"stage": stage, "why": why}, &v); err != nil {
+	if err := c.call(ctx, http.MethodPost, path, modelstore.StageRequest{Stage: stage, Why: why}, &v); err != nil {
 		return err
 	}
 	_, err := fmt.Fprintf(c.out, "%s v%d is now %s\n", v.Name, v.Version, v.Stage)

@@ -75,6 +75,18 @@ type Movement struct {
 	Why   string    `json:"why,omitempty"`
 }
 
+// PushRequest is the body of POST /v1/models: a model package.
+type PushRequest struct {
+	Manifest json.RawMessage `json:"manifest"`
+	Model    []byte          `json:"model"` // model.onnx, base64 in JSON
+}
+
+// StageRequest is the body of POST /v1/models/{name}/versions/{version}/stage.
+type StageRequest struct {
+	Stage string `json:"stage"`
+	Why   string `json:"why,omitempty"`
+}
+
 // Store is the registry.
 type Store struct {
 	obj jetstream.ObjectStore
