@@ -298,6 +298,10 @@ func subscribe(ctx context.Context, c MQTTConfig, out chan<- Line, log *slog.Log
 			}
 		})
 	cl := mqtt.NewClient(opts)
+	// A persistent session's unacknowledged messages arrive right after
+	// CONNACK, before OnConnect has subscribed; without a route in place
+	// paho drops them unacknowledged until the next reconnect.
+	cl.AddRoute(c.Topic, handler)
 	cl.Connect()
 	<-ctx.Done()
 	cl.Disconnect(1000) // time for PUBACKs of committed messages to leave
