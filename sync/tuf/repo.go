@@ -15,7 +15,10 @@ import (
 	"os"
 	"path"
 	"path/filepath"
+	"slices"
 	"strconv"
+	"strings"
+	"sync"
 	"time"
 
 	"github.com/sigstore/sigstore/pkg/signature"
@@ -42,6 +45,7 @@ type OnlineKeys struct {
 // Repo is a TUF repository written to a directory that is served as is:
 // metadata at its root, targets below targets/.
 type Repo struct {
+	mu        sync.Mutex // the hub signs from request handlers and a timer
 	dir       string
 	keys      OnlineKeys
 	root      *metadata.Metadata[metadata.RootType]
@@ -51,49 +55,183 @@ type Repo struct {
 	now       func() time.Time
 }
 
-// Init creates a repository: root version 1 with the root public keys and
-// threshold, signed by the given offline root keys (at least threshold of
-// them; in production an operator signs root with outpostctl on a machine
-// the hub never sees), and empty targets, snapshot and timestamp.
+// Init creates a repository whose root version 1 is signed right here by
+// the given root keys (at least threshold of them). Tests and the
+// development hub use it; in production root is built and signed offline
+// with outpostctl keys, and the hub gets only the signed file (Create).
 func Init(dir string, rootKeys []ed25519.PrivateKey, threshold int, online OnlineKeys, now func() time.Time) (*Repo, error) {
-	if threshold < 1 || len(rootKeys) < threshold {
-		return nil, fmt.Errorf("%w: %d root keys for threshold %d", ErrRepo, len(rootKeys), threshold)
-	}
 	if now == nil {
 		now = time.Now
 	}
-	r := &Repo{dir: dir, keys: online, now: now}
+	spec := RootSpec{Version: 1, Threshold: threshold, Online: online.Public(), Expires: now().Add(RootExpiry)}
+	for _, k := range rootKeys {
+		spec.RootKeys = append(spec.RootKeys, k.Public().(ed25519.PublicKey))
+	}
+	root, err := NewRoot(spec)
+	if err != nil {
+		return nil, err
+	}
+	for _, k := range rootKeys {
+		if root, err = SignRoot(root, k); err != nil {
+			return nil, err
+		}
+	}
+	return Create(dir, root, online, now)
+}
+
+// Create starts a repository in dir from a signed root version 1 (the one
+// agents are provisioned with) and the hub's online keys, which must be
+// the ones that root names.
+func Create(dir string, signedRoot []byte, online OnlineKeys, now func() time.Time) (*Repo, error) {
+	if now == nil {
+		now = time.Now
+	}
+	root, err := metadata.Root().FromBytes(signedRoot)
+	if err != nil {
+		return nil, fmt.Errorf("%w: root: %w", ErrRepo, err)
+	}
+	if root.Signed.Version != 1 {
+		return nil, fmt.Errorf("%w: a new repository starts from root version 1, got %d", ErrRepo, root.Signed.Version)
+	}
+	if err := root.VerifyDelegate(metadata.ROOT, root); err != nil {
+		return nil, fmt.Errorf("%w: root is not signed by a threshold of its keys: %w", ErrRepo, err)
+	}
+	r := &Repo{dir: dir, keys: online, now: now, root: root}
+	if err := r.checkOnline(); err != nil {
+		return nil, err
+	}
 	t := now().UTC()
-	r.root = metadata.Root(t.Add(RootExpiry))
-	for _, k := range rootKeys {
-		if err := addKey(r.root, k.Public(), metadata.ROOT); err != nil {
-			return nil, err
-		}
-	}
-	r.root.Signed.Roles[metadata.ROOT].Threshold = threshold
-	for role, k := range map[string]ed25519.PrivateKey{metadata.TARGETS: online.Targets, metadata.SNAPSHOT: online.Snapshot, metadata.TIMESTAMP: online.Timestamp} {
-		if err := addKey(r.root, k.Public(), role); err != nil {
-			return nil, err
-		}
-	}
-	for _, k := range rootKeys {
-		if err := sign(r.root, k); err != nil {
-			return nil, err
-		}
-	}
 	r.targets = metadata.Targets(t.Add(TargetsExpiry))
 	r.snapshot = metadata.Snapshot(t.Add(SnapshotExpiry))
 	r.timestamp = metadata.Timestamp(t.Add(TimestampExpiry))
 	if err := os.MkdirAll(filepath.Join(dir, "targets"), 0o755); err != nil {
 		return nil, fmt.Errorf("%w: %w", ErrRepo, err)
 	}
-	if err := writeMeta(dir, "1.root.json", r.root); err != nil {
+	if err := writeMeta(dir, "1.root.json", root); err != nil {
 		return nil, err
 	}
 	if err := r.publish(false); err != nil {
 		return nil, err
 	}
 	return r, nil
+}
+
+// Open loads the repository a hub wrote earlier: the newest root, targets
+// and snapshot, and the timestamp.
+func Open(dir string, online OnlineKeys, now func() time.Time) (*Repo, error) {
+	if now == nil {
+		now = time.Now
+	}
+	r := &Repo{dir: dir, keys: online, now: now}
+	var err error
+	if r.root, err = loadNewest(dir, "root", metadata.Root()); err != nil {
+		return nil, err
+	}
+	if r.targets, err = loadNewest(dir, "targets", metadata.Targets()); err != nil {
+		return nil, err
+	}
+	if r.snapshot, err = loadNewest(dir, "snapshot", metadata.Snapshot()); err != nil {
+		return nil, err
+	}
+	if r.timestamp, err = metadata.Timestamp().FromFile(filepath.Join(dir, "timestamp.json")); err != nil {
+		return nil, fmt.Errorf("%w: %w", ErrRepo, err)
+	}
+	if err := r.checkOnline(); err != nil {
+		return nil, err
+	}
+	return r, nil
+}
+
+// Exists reports whether dir holds a repository.
+func Exists(dir string) bool {
+	_, err := os.Stat(filepath.Join(dir, "1.root.json"))
+	return err == nil
+}
+
+// loadNewest reads the highest N.role.json in dir.
+func loadNewest[T metadata.Roles](dir, role string, m *metadata.Metadata[T]) (*metadata.Metadata[T], error) {
+	names, _ := filepath.Glob(filepath.Join(dir, "*."+role+".json"))
+	best := int64(0)
+	for _, n := range names {
+		v, err := strconv.ParseInt(strings.TrimSuffix(filepath.Base(n), "."+role+".json"), 10, 64)
+		if err == nil && v > best {
+			best = v
+		}
+	}
+	if best == 0 {
+		return nil, fmt.Errorf("%w: no %s metadata in %s", ErrRepo, role, dir)
+	}
+	out, err := m.FromFile(filepath.Join(dir, strconv.FormatInt(best, 10)+"."+role+".json"))
+	if err != nil {
+		return nil, fmt.Errorf("%w: %s: %w", ErrRepo, role, err)
+	}
+	return out, nil
+}
+
+// checkOnline refuses online keys that root does not name for their role:
+// everything signed with them would be rejected by every agent.
+func (r *Repo) checkOnline() error {
+	pub := r.keys.Public()
+	for role, k := range map[string]ed25519.PublicKey{metadata.TARGETS: pub.Targets, metadata.SNAPSHOT: pub.Snapshot, metadata.TIMESTAMP: pub.Timestamp} {
+		key, err := metadata.KeyFromPublicKey(k)
+		if err != nil {
+			return fmt.Errorf("%w: %w", ErrRepo, err)
+		}
+		id, err := key.ID()
+		if err != nil {
+			return fmt.Errorf("%w: %w", ErrRepo, err)
+		}
+		if !slices.Contains(r.root.Signed.Roles[role].KeyIDs, id) {
+			return fmt.Errorf("%w: the %s online key is not the one root version %d names for %s", ErrRepo, role, r.root.Signed.Version, role)
+		}
+	}
+	return nil
+}
+
+// UpdateRoot publishes a new root version (a rotation signed offline), after
+// checking it the way clients will, and re-signs everything else if the
+// hub's online keys changed with it.
+func (r *Repo) UpdateRoot(signed []byte, online OnlineKeys) error {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	prev, err := r.root.ToBytes(false)
+	if err != nil {
+		return fmt.Errorf("%w: %w", ErrRepo, err)
+	}
+	if err := VerifyRotation(prev, signed); err != nil {
+		return err
+	}
+	next, err := metadata.Root().FromBytes(signed)
+	if err != nil {
+		return fmt.Errorf("%w: %w", ErrRepo, err)
+	}
+	old := r.root
+	r.root, r.keys = next, online
+	if err := r.checkOnline(); err != nil {
+		r.root = old
+		return err
+	}
+	if err := writeMeta(r.dir, strconv.FormatInt(next.Signed.Version, 10)+".root.json", next); err != nil {
+		return err
+	}
+	// New targets, snapshot and timestamp versions signed by the current
+	// keys: clients that trust the new root accept them.
+	return r.publish(true)
+}
+
+// RootVersion is the version of the newest published root.
+func (r *Repo) RootVersion() int64 {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return r.root.Signed.Version
+}
+
+// Has reports whether name is a target.
+func (r *Repo) Has(name string) bool {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	_, ok := r.targets.Signed.Targets[name]
+	return ok
 }
 
 func addKey(root *metadata.Metadata[metadata.RootType], pub crypto.PublicKey, role string) error {
@@ -162,6 +300,8 @@ func (r *Repo) AddTarget(name string, data []byte, custom any) (*metadata.Target
 		msg := json.RawMessage(raw)
 		tf.Custom = &msg
 	}
+	r.mu.Lock()
+	defer r.mu.Unlock()
 	dir, base := path.Split(name)
 	file := filepath.Join(r.dir, "targets", filepath.FromSlash(dir), hex.EncodeToString(tf.Hashes["sha256"])+"."+base)
 	if err := os.MkdirAll(filepath.Dir(file), 0o755); err != nil {
@@ -180,6 +320,8 @@ func (r *Repo) AddTarget(name string, data []byte, custom any) (*metadata.Target
 // RefreshTimestamp re-signs the timestamp with a new expiry; the hub does
 // it on a schedule so clients can tell a live repository from a frozen one.
 func (r *Repo) RefreshTimestamp() error {
+	r.mu.Lock()
+	defer r.mu.Unlock()
 	r.timestamp.Signed.Version++
 	r.timestamp.Signed.Expires = r.now().UTC().Add(TimestampExpiry)
 	r.timestamp.ClearSignatures()
