@@ -14,6 +14,7 @@ import (
 	"github.com/outpost-edge/outpost/hub/broker"
 	"github.com/outpost-edge/outpost/hub/ingest"
 	"github.com/outpost-edge/outpost/hub/kafka"
+	"github.com/outpost-edge/outpost/hub/updates"
 	"github.com/outpost-edge/outpost/sync/topics"
 )
 
@@ -25,6 +26,7 @@ type Config struct {
 	Kafka   kafka.Config     `yaml:"kafka"`
 	Bridge  bridge.Config    `yaml:"bridge"`
 	HTTP    HTTPConfig       `yaml:"http"`
+	Updates updates.Config   `yaml:"updates"`
 	Log     daemon.LogConfig `yaml:"log"`
 }
 
@@ -50,11 +52,12 @@ func Defaults() *Config {
 			MaxPayload: 1 << 20,
 			Cluster:    broker.Cluster{Port: 6222, LeaseTTL: 6 * time.Second},
 		},
-		Ingest: ingest.Config{MaxBytes: 8 << 30, MaxAge: 7 * 24 * time.Hour, Replicas: 1},
-		Kafka:  kafka.Config{TopicPrefix: "outpost.", Partitions: 3, Replication: 1},
-		Bridge: bridge.Config{BatchMessages: 512, Linger: 20 * time.Millisecond, Compression: "lz4", Format: "json"},
-		HTTP:   HTTPConfig{Listen: "127.0.0.1:8080"},
-		Log:    daemon.DefaultLog(),
+		Ingest:  ingest.Config{MaxBytes: 8 << 30, MaxAge: 7 * 24 * time.Hour, Replicas: 1},
+		Kafka:   kafka.Config{TopicPrefix: "outpost.", Partitions: 3, Replication: 1},
+		Bridge:  bridge.Config{BatchMessages: 512, Linger: 20 * time.Millisecond, Compression: "lz4", Format: "json"},
+		HTTP:    HTTPConfig{Listen: "127.0.0.1:8080"},
+		Updates: updates.Config{TimestampExpiry: 24 * time.Hour},
+		Log:     daemon.DefaultLog(),
 	}
 }
 
@@ -118,6 +121,19 @@ func (c *Config) Validate() error {
 	for i, b := range c.Kafka.Brokers {
 		if _, port, err := net.SplitHostPort(b); err != nil || port == "" {
 			errs.Add(fmt.Sprintf("kafka.brokers[%d]", i), fmt.Sprintf("must be host:port, got %q", b))
+		}
+	}
+	if c.Updates.TimestampExpiry < time.Minute {
+		errs.Add("updates.timestamp_expiry", fmt.Sprintf("must be at least 1m, got %s", c.Updates.TimestampExpiry))
+	}
+	if (c.Updates.RootFile == "") != (c.Updates.OnlineKeys == "") {
+		errs.Add("updates", "root_file and online_keys are set together (both from outpostctl keys init), or neither for development keys")
+	}
+	for path, f := range map[string]string{"updates.root_file": c.Updates.RootFile, "updates.online_keys": c.Updates.OnlineKeys} {
+		if f != "" {
+			if _, err := os.Stat(f); err != nil {
+				errs.Add(path, err.Error())
+			}
 		}
 	}
 	if c.Ingest.MaxBytes < 1<<20 {

@@ -28,6 +28,7 @@ import (
 	"github.com/outpost-edge/outpost/hub/lease"
 	"github.com/outpost-edge/outpost/hub/modelstore"
 	"github.com/outpost-edge/outpost/hub/registry"
+	"github.com/outpost-edge/outpost/hub/updates"
 	"github.com/outpost-edge/outpost/sync/state"
 	"github.com/outpost-edge/outpost/sync/topics"
 )
@@ -48,6 +49,7 @@ type Hub struct {
 	leader   atomic.Bool
 	stream   jetstream.Stream
 	models   *modelstore.Store
+	updates  *updates.Service
 	stop     context.CancelFunc
 	wg       sync.WaitGroup
 }
@@ -134,6 +136,9 @@ func (h *Hub) startPipeline(ctx context.Context, o Options) error {
 	h.stream = stream
 	runCtx, stop := context.WithCancel(context.Background())
 	h.stop = stop
+	if err := h.startUpdates(ctx, runCtx); err != nil {
+		return err
+	}
 	h.acker = ingest.NewAcker(h.nc, h.log)
 	h.bridge = bridge.New(h.cfg.Bridge, bridge.Options{
 		Stream:          stream,

@@ -1,6 +1,7 @@
 package hub
 
 import (
+	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -8,12 +9,16 @@ import (
 	"strconv"
 
 	"github.com/outpost-edge/outpost/hub/modelstore"
+	"github.com/outpost-edge/outpost/hub/updates"
 )
 
 // maxPackage bounds one pushed package (base64 and JSON included).
 const maxPackage = 256 << 20
 
 func (h *Hub) modelRoutes(mux *http.ServeMux) {
+	// The TUF repository is public: every file in it is signed, and
+	// agents verify what they fetch.
+	mux.Handle("GET /tuf/", http.StripPrefix("/tuf", h.updates.Handler()))
 	mux.HandleFunc("GET /v1/models", h.admin(func(w http.ResponseWriter, r *http.Request) {
 		list, err := h.models.List(r.Context())
 		respond(w, http.StatusOK, list, err)
@@ -27,6 +32,8 @@ func (h *Hub) modelRoutes(mux *http.ServeMux) {
 		v, err := h.models.Push(r.Context(), req.Manifest, req.Model)
 		if err == nil {
 			h.log.Info("model pushed", "model", v.Name, "version", v.Version, "parent", v.Parent)
+			// Signed right away, so a rollout can name it.
+			_, err = h.updates.PublishModel(req.Manifest, req.Model)
 		}
 		respond(w, http.StatusCreated, v, err)
 	}))
@@ -67,4 +74,39 @@ func respond(w http.ResponseWriter, status int, v any, err error) {
 	default:
 		writeError(w, http.StatusInternalServerError, err)
 	}
+}
+
+// startUpdates opens the TUF repository, publishes any registry version
+// it lacks (pushed while the repository was unavailable, or before it
+// existed), and keeps its timestamp fresh.
+func (h *Hub) startUpdates(ctx, runCtx context.Context) error {
+	var err error
+	if h.updates, err = updates.Open(h.cfg.Updates, h.cfg.DataDir, h.log); err != nil {
+		return err
+	}
+	list, err := h.models.List(ctx)
+	if err != nil {
+		return err
+	}
+	for _, m := range list {
+		vs, err := h.models.Versions(ctx, m.Name)
+		if err != nil {
+			return err
+		}
+		for _, v := range vs {
+			man, model, err := h.models.Package(ctx, v.Name, v.Version)
+			if err != nil {
+				return err
+			}
+			if _, err := h.updates.PublishModel(man, model); err != nil {
+				return err
+			}
+		}
+	}
+	h.wg.Add(1)
+	go func() {
+		defer h.wg.Done()
+		h.updates.Run(runCtx)
+	}()
+	return nil
 }

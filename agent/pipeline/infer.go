@@ -1,6 +1,7 @@
 package pipeline
 
 import (
+	"math"
 	"time"
 
 	"github.com/outpost-edge/outpost/agent/window"
@@ -64,6 +65,8 @@ func (p *Pipeline) infer(results []window.Result) {
 	if p.Stats.InferLatency != nil {
 		p.Stats.InferLatency(took)
 	}
+	p.Stats.InferCalls.Add(1)
+	p.Stats.InferNanos.Add(int64(took))
 	if err != nil {
 		p.Stats.InferErrors.Add(int64(len(rows)))
 		p.log.Error("inference failed", "model", m.Name, "rows", len(rows), "err", err)
@@ -73,6 +76,13 @@ func (p *Pipeline) infer(results []window.Result) {
 	for j, i := range rows {
 		r := &results[i]
 		scores := append([]float32(nil), out[j*width:(j+1)*width]...)
+		if !finite(scores) {
+			// JSON cannot carry NaN: count it, and keep the window record.
+			p.Stats.NaN.Add(1)
+			p.Stats.InferErrors.Add(1)
+			p.rejLog.Do(func() { p.log.Warn("model produced a non-finite score", "model", m.Name, "version", m.Version, "key", r.Key) })
+			continue
+		}
 		rec := InferenceRecord{Pipeline: p.cfg.Name, Key: r.Key, WindowStart: r.Start, WindowEnd: r.End, Firing: string(r.Firing),
 			Model: m.Name, Version: m.Version, Scores: scores, LatencyUS: took.Microseconds()}
 		rec.Label, rec.Positive = interpret(m.Task, m.Outputs.Labels, m.Outputs.Threshold, scores)
@@ -112,4 +122,13 @@ func interpret(task string, labels []string, threshold float64, scores []float32
 		return "", best != 0
 	}
 	return "", false
+}
+
+func finite(v []float32) bool {
+	for _, x := range v {
+		if math.IsNaN(float64(x)) || math.IsInf(float64(x), 0) {
+			return false
+		}
+	}
+	return true
 }

@@ -21,6 +21,7 @@ import (
 	"github.com/outpost-edge/outpost/agent/outbox"
 	"github.com/outpost-edge/outpost/agent/window"
 	"github.com/outpost-edge/outpost/deploy/config"
+	"github.com/outpost-edge/outpost/models/manifest"
 	"github.com/outpost-edge/outpost/models/ort"
 	"github.com/outpost-edge/outpost/sync/topics"
 )
@@ -128,6 +129,10 @@ type Stats struct {
 	InferLatency func(time.Duration)
 	// WatermarkLag is how far the watermark trails processing time.
 	WatermarkLag atomic.Int64 // nanoseconds
+	// InferCalls and InferNanos give the mean micro-batch latency; NaN
+	// counts rows whose scores held a NaN or an infinity. Updates watch
+	// them during probation.
+	InferCalls, InferNanos, NaN atomic.Int64
 }
 
 // Pipeline is one running data path.
@@ -144,6 +149,7 @@ type Pipeline struct {
 	// maxUnacked is how many acks wait before a flush is forced.
 	maxUnacked int
 	model      *infer.Model
+	swaps      chan swap // model updates, applied between batches
 	acts       *actions
 	offset     int64 // source position of the last processed line
 	saved      int64 // offset in the last stored checkpoint
@@ -163,7 +169,7 @@ func New(ctx context.Context, cfg Config, ob Store, log *slog.Logger) (*Pipeline
 	if err != nil {
 		return nil, err
 	}
-	p := &Pipeline{cfg: cfg, ob: ob, log: log.With("pipeline", cfg.Name), dec: dec, op: op,
+	p := &Pipeline{cfg: cfg, ob: ob, log: log.With("pipeline", cfg.Name), dec: dec, op: op, swaps: make(chan swap),
 		rejLog: rate.Sometimes{First: 5, Interval: 10 * time.Second}, writeLog: rate.Sometimes{First: 1, Interval: 10 * time.Second}}
 	for _, a := range cfg.Aggregations {
 		g, err := window.ParseAgg(a)
@@ -177,10 +183,8 @@ func New(ctx context.Context, cfg Config, ob Store, log *slog.Logger) (*Pipeline
 			return nil, fmt.Errorf("pipeline %s: %w", cfg.Name, err)
 		}
 		// The manifest must only ask for what this pipeline computes.
-		for _, f := range p.model.Manifest.Features {
-			if !slices.Contains(cfg.Decode.Fields, f.Field) || !slices.Contains(cfg.Aggregations, f.Agg) {
-				return nil, fmt.Errorf("pipeline %s: model %s needs %s.%s, which the pipeline does not aggregate", cfg.Name, p.model.Manifest.Name, f.Field, f.Agg)
-			}
+		if err := p.CheckModel(p.model.Manifest); err != nil {
+			return nil, err
 		}
 		p.acts = newActions(cfg.Actions, p.log)
 	}
@@ -268,10 +272,73 @@ func (p *Pipeline) Run(ctx context.Context) error {
 				}
 			}
 			stalled = !p.tryFlush(ctx)
+		case sw := <-p.swaps:
+			old := p.model
+			p.model = sw.model
+			if old != nil {
+				old.Close()
+			}
+			p.log.Info("model switched", "model", sw.model.Manifest.Name, "version", sw.model.Manifest.Version, "slot", sw.model.Slot)
+			close(sw.done)
 		case <-ctx.Done():
 			return p.finish(nil)
 		}
 	}
+}
+
+type swap struct {
+	model *infer.Model
+	done  chan struct{}
+}
+
+// Name is the pipeline's configured name.
+func (p *Pipeline) Name() string { return p.cfg.Name }
+
+// ModelConfig is the pipeline's model section; ok is false without one.
+func (p *Pipeline) ModelConfig() (infer.Config, bool) {
+	if p.cfg.Model == nil {
+		return infer.Config{}, false
+	}
+	return *p.cfg.Model, true
+}
+
+// Manifest is the manifest of the model as loaded at start; after a swap
+// the caller knows what it installed.
+func (p *Pipeline) Manifest() *manifest.Manifest {
+	if p.model == nil {
+		return nil
+	}
+	return p.model.Manifest
+}
+
+// CheckModel refuses a model that asks for features this pipeline does not
+// compute.
+func (p *Pipeline) CheckModel(m *manifest.Manifest) error {
+	for _, f := range m.Features {
+		if !slices.Contains(p.cfg.Decode.Fields, f.Field) || !slices.Contains(p.cfg.Aggregations, f.Agg) {
+			return fmt.Errorf("pipeline %s: model %s needs %s.%s, which the pipeline does not aggregate", p.cfg.Name, m.Name, f.Field, f.Agg)
+		}
+	}
+	return nil
+}
+
+// SwapModel hands m to the running pipeline, which uses it from the next
+// batch on and closes the model it replaces.
+func (p *Pipeline) SwapModel(ctx context.Context, m *infer.Model) error {
+	sw := swap{model: m, done: make(chan struct{})}
+	select {
+	case p.swaps <- sw:
+	case <-ctx.Done():
+		return fmt.Errorf("pipeline %s: swap model: %w", p.cfg.Name, ctx.Err())
+	}
+	<-sw.done
+	return nil
+}
+
+// Health is a snapshot of the inference counters.
+func (p *Pipeline) Health() (inferences, errors, nan, calls, nanos int64) {
+	s := &p.Stats
+	return s.Inferences.Load(), s.InferErrors.Load(), s.NaN.Load(), s.InferCalls.Load(), s.InferNanos.Load()
 }
 
 // tryFlush writes pending records; a failure (a full disk, say) is a

@@ -20,6 +20,10 @@ type Reported struct {
 	ReportedAt   time.Time `json:"reported_at"`
 	// DesiredVersion is the last desired-state version the agent has seen.
 	DesiredVersion int64 `json:"desired_version"`
+	// Models is what each pipeline runs now; Updates the latest update of
+	// each model, by model name.
+	Models  []ModelStatus     `json:"models,omitempty"`
+	Updates map[string]Update `json:"updates,omitempty"`
 }
 
 // Agent status values.
@@ -56,4 +60,92 @@ type Credentials struct {
 	Device   string `json:"device"`
 	Username string `json:"username"`
 	Password string `json:"password"`
+}
+
+// Desired is what the hub wants a device to run; it travels on the
+// device's desired topic and is level-triggered: a device compares it with
+// what it has and acts on the difference, and Version only ever rises.
+type Desired struct {
+	Device  string `json:"device"`
+	Version int64  `json:"version"`
+	// Models maps a model name to the version every pipeline running that
+	// model should run.
+	Models   map[string]DesiredModel `json:"models,omitempty"`
+	IssuedAt time.Time               `json:"issued_at"`
+}
+
+// DesiredModel is one model's wanted version and the rollout asking.
+type DesiredModel struct {
+	Version int64  `json:"version"`
+	Target  string `json:"target"` // the TUF target name
+	Rollout string `json:"rollout,omitempty"`
+}
+
+// DecodeDesired parses and checks a desired document.
+func DecodeDesired(data []byte) (Desired, error) {
+	var d Desired
+	if err := json.Unmarshal(data, &d); err != nil {
+		return Desired{}, fmt.Errorf("%w: %w", ErrDocument, err)
+	}
+	if d.Device == "" || d.Version < 1 {
+		return Desired{}, fmt.Errorf("%w: desired needs a device and a version ≥ 1", ErrDocument)
+	}
+	for name, m := range d.Models {
+		if m.Version < 1 || m.Target == "" {
+			return Desired{}, fmt.Errorf("%w: desired model %s needs a version and a target", ErrDocument, name)
+		}
+	}
+	return d, nil
+}
+
+// Update phases, in the order of the update state machine (DESIGN §3).
+const (
+	PhaseDownloading = "downloading"
+	PhaseVerifying   = "verifying"
+	PhaseInstalling  = "installing"
+	PhaseSelfTest    = "selftest"
+	PhaseSwitching   = "switching"
+	PhaseProbation   = "probation"
+	PhaseCommitted   = "committed"
+	PhaseRollingBack = "rolling_back"
+	PhaseRolledBack  = "rolled_back" // switched, then found unhealthy: back on From
+	PhaseFailed      = "failed"      // refused before the switch: From never stopped
+)
+
+// Terminal reports whether a phase ends an update.
+func Terminal(phase string) bool {
+	return phase == PhaseCommitted || phase == PhaseRolledBack || phase == PhaseFailed
+}
+
+// ModelStatus is one pipeline's running model.
+type ModelStatus struct {
+	Pipeline string `json:"pipeline"`
+	Model    string `json:"model"`
+	Version  int64  `json:"version"`
+	Slot     string `json:"slot,omitempty"`
+}
+
+// Update is a device's report of one model update.
+type Update struct {
+	Model   string    `json:"model"`
+	From    int64     `json:"from"`
+	To      int64     `json:"to"`
+	Rollout string    `json:"rollout,omitempty"`
+	Phase   string    `json:"phase"`
+	Reason  string    `json:"reason,omitempty"`
+	Health  Health    `json:"health"`
+	At      time.Time `json:"at"`
+}
+
+// Health is what the device saw of the new model during probation, next to
+// what it saw of the old one before the switch.
+type Health struct {
+	Inferences    int64   `json:"inferences"`
+	Errors        int64   `json:"errors"`
+	NaN           int64   `json:"nan"`
+	MeanLatencyUS float64 `json:"mean_latency_us"`
+	// BaselineLatencyUS is the previous model's mean, for the latency gate.
+	BaselineLatencyUS float64 `json:"baseline_latency_us,omitempty"`
+	// BootsSinceSwitch counts agent restarts during probation.
+	BootsSinceSwitch int64 `json:"boots_since_switch,omitempty"`
 }

@@ -3,6 +3,7 @@ package tuf
 import (
 	"context"
 	"encoding/hex"
+	"encoding/json"
 	"fmt"
 	"net/http"
 	"net/url"
@@ -91,4 +92,31 @@ func (c *Client) Download(ctx context.Context, tf *metadata.TargetFiles, dst str
 		return fmt.Errorf("tuf: %w", err)
 	}
 	return transfer.Download(ctx, c.http, u, dst, transfer.Expect{Length: tf.Length, SHA256: hex.EncodeToString(sum)})
+}
+
+// ModelTarget is the custom metadata of a model package target: what it
+// is, where it may run, and the digest of its manifest.
+type ModelTarget struct {
+	Model          string   `json:"model"`
+	Version        int64    `json:"version"`
+	Arch           []string `json:"arch,omitempty"` // empty: any
+	Accelerator    string   `json:"accelerator,omitempty"`
+	ManifestSHA256 string   `json:"manifest_sha256"`
+}
+
+// ModelTargetName is the target path of a model package version.
+func ModelTargetName(model string, version int64) string {
+	return fmt.Sprintf("models/%s/%d.tar", model, version)
+}
+
+// Model reads a target's model metadata.
+func Model(tf *metadata.TargetFiles) (ModelTarget, error) {
+	var m ModelTarget
+	if tf.Custom == nil {
+		return m, fmt.Errorf("tuf: target %s has no model metadata", tf.Path)
+	}
+	if err := json.Unmarshal(*tf.Custom, &m); err != nil {
+		return m, fmt.Errorf("tuf: target %s: model metadata: %w", tf.Path, err)
+	}
+	return m, nil
 }
