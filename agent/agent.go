@@ -9,16 +9,20 @@ import (
 	"os"
 	"path/filepath"
 	"runtime"
+	"slices"
+	"syscall"
 	"time"
 
 	"github.com/outpost-edge/outpost/agent/outbox"
 	"github.com/outpost-edge/outpost/agent/pipeline"
 	"github.com/outpost-edge/outpost/agent/store"
+	"github.com/outpost-edge/outpost/agent/update"
 	"github.com/outpost-edge/outpost/agent/uplink"
 	"github.com/outpost-edge/outpost/deploy/version"
 	"github.com/outpost-edge/outpost/models/ort"
 	"github.com/outpost-edge/outpost/sync/state"
 	"github.com/outpost-edge/outpost/sync/topics"
+	"github.com/outpost-edge/outpost/sync/tuf"
 )
 
 // Run opens the agent database, connects to the hub and keeps the device's
@@ -49,10 +53,17 @@ func Run(ctx context.Context, cfg *Config, log *slog.Logger) error {
 		Status:       state.StatusRunning,
 		StartedAt:    time.Now().UTC(),
 	}
+	var mgr *update.Manager
+	var pipes []*pipeline.Pipeline
 	report := func(ctx context.Context, c *uplink.Client, status string) {
 		r := rep
 		r.Status = status
 		r.ReportedAt = time.Now().UTC()
+		if mgr != nil {
+			r.Models, r.Updates, r.DesiredVersion = mgr.Report()
+		} else {
+			r.Models = runningModels(pipes)
+		}
 		payload, _ := json.Marshal(r) // plain struct, cannot fail
 		if err := c.Publish(ctx, topics.Reported(cfg.Device.ID), 1, true, payload); err != nil {
 			log.Warn("report state", "err", err)
@@ -67,7 +78,18 @@ func Run(ctx context.Context, cfg *Config, log *slog.Logger) error {
 		},
 		Subscriptions: map[string]uplink.Subscription{
 			topics.Desired(cfg.Device.ID): {QoS: 1, Handle: func(_ string, payload []byte) {
-				log.Info("desired state received", "bytes", len(payload))
+				d, err := state.DecodeDesired(payload)
+				if err == nil && d.Device != cfg.Device.ID {
+					err = fmt.Errorf("desired state names device %q", d.Device)
+				}
+				switch {
+				case err != nil:
+					log.Warn("ignoring desired state", "err", err)
+				case mgr == nil:
+					log.Warn("desired state received, but updates are off (set updates.url and updates.trusted_root)", "version", d.Version)
+				default:
+					mgr.Desire(d)
+				}
 			}},
 			topics.Ack(cfg.Device.ID): {QoS: 0, Handle: func(t string, p []byte) { sender.OnAck(t, p) }},
 		},
@@ -91,6 +113,19 @@ func Run(ctx context.Context, cfg *Config, log *slog.Logger) error {
 			break
 		}
 	}
+	if cfg.Updates.Enabled() {
+		// Before any pipeline loads a model: finish an interrupted switch,
+		// roll back a crash loop.
+		var dirs []string
+		for _, pc := range cfg.Pipelines {
+			if pc.Model != nil && !slices.Contains(dirs, pc.Model.Dir) {
+				dirs = append(dirs, pc.Model.Dir)
+			}
+		}
+		if err := update.Recover(ctx, cfg.Updates, ob, dirs, boot, log); err != nil {
+			return err
+		}
+	}
 	pipeDone := make(chan error, len(cfg.Pipelines))
 	obs := newObserved(ob, up)
 	for _, pc := range cfg.Pipelines {
@@ -98,9 +133,16 @@ func Run(ctx context.Context, cfg *Config, log *slog.Logger) error {
 		if err != nil {
 			return err
 		}
+		pipes = append(pipes, p)
 		obs.add(pc.Name, p)
 		log.Info("pipeline starting", "pipeline", pc.Name, "source", pc.Source.Type, "window", pc.Window.Kind)
 		go func() { pipeDone <- p.Run(ctx) }()
+	}
+	reportNow := make(chan struct{}, 1)
+	if cfg.Updates.Enabled() {
+		if mgr, err = startUpdates(ctx, cfg, ob, boot, pipes, reportNow, log); err != nil {
+			return err
+		}
 	}
 	log.Info("agent starting", "boot", boot, "hub", cfg.Hub.URL)
 	if cfg.Metrics.Listen != "" {
@@ -135,6 +177,10 @@ func Run(ctx context.Context, cfg *Config, log *slog.Logger) error {
 			if err != nil {
 				return err
 			}
+		case <-reportNow:
+			if up.Connected() {
+				report(ctx, up, state.StatusRunning)
+			}
 		case <-tick.C:
 			if up.Connected() {
 				report(ctx, up, state.StatusRunning)
@@ -144,6 +190,64 @@ func Run(ctx context.Context, cfg *Config, log *slog.Logger) error {
 			}
 		}
 	}
+}
+
+// startUpdates builds the TUF client and the update manager and runs it.
+func startUpdates(ctx context.Context, cfg *Config, ob *outbox.Outbox, boot int64, pipes []*pipeline.Pipeline, reportNow chan struct{}, log *slog.Logger) (*update.Manager, error) {
+	root, err := os.ReadFile(cfg.Updates.TrustedRoot)
+	if err != nil {
+		return nil, fmt.Errorf("agent: updates.trusted_root: %w", err)
+	}
+	client, err := tuf.NewClient(root, cfg.Updates.URL, filepath.Join(cfg.DataDir, "tuf"))
+	if err != nil {
+		return nil, err
+	}
+	var runners []update.Runner
+	for _, p := range pipes {
+		runners = append(runners, p)
+	}
+	o := update.Options{
+		Store: ob, Fetcher: client, Staging: filepath.Join(cfg.DataDir, "staging"), Boot: boot, Log: log,
+		OnChange: func() {
+			select {
+			case reportNow <- struct{}{}:
+			default:
+			}
+		},
+	}
+	if point := os.Getenv(crashPointEnv); point != "" {
+		o.Crash = func(p string) {
+			if p == point {
+				log.Warn("test crash point reached: killing the agent", "point", p)
+				syscall.Kill(os.Getpid(), syscall.SIGKILL)
+			}
+		}
+	}
+	mgr, err := update.New(ctx, cfg.Updates, o, runners)
+	if err != nil {
+		return nil, err
+	}
+	go func() {
+		if err := mgr.Run(ctx); err != nil {
+			log.Error("updates stopped", "err", err)
+		}
+	}()
+	return mgr, nil
+}
+
+// crashPointEnv names an update transition at which the agent kills
+// itself (SIGKILL): the power-loss tests use it; nothing else should.
+const crashPointEnv = "OUTPOST_TEST_CRASHPOINT"
+
+// runningModels is what each pipeline runs when updates are off.
+func runningModels(pipes []*pipeline.Pipeline) []state.ModelStatus {
+	var out []state.ModelStatus
+	for _, p := range pipes {
+		if m := p.Manifest(); m != nil {
+			out = append(out, state.ModelStatus{Pipeline: p.Name(), Model: m.Name, Version: m.Version})
+		}
+	}
+	return out
 }
 
 // appendTelemetry records the agent's own health as a telemetry record, so

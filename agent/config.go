@@ -8,6 +8,7 @@ import (
 
 	"github.com/outpost-edge/outpost/agent/pipeline"
 	"github.com/outpost-edge/outpost/agent/store"
+	"github.com/outpost-edge/outpost/agent/update"
 	"github.com/outpost-edge/outpost/agent/uplink"
 	"github.com/outpost-edge/outpost/deploy/config"
 	"github.com/outpost-edge/outpost/deploy/daemon"
@@ -25,6 +26,7 @@ type Config struct {
 	Report    ReportConfig      `yaml:"report"`
 	Metrics   MetricsConfig     `yaml:"metrics"`
 	Runtime   RuntimeConfig     `yaml:"runtime"`
+	Updates   update.Config     `yaml:"updates"`
 	Pipelines []pipeline.Config `yaml:"pipelines"`
 	Log       daemon.LogConfig  `yaml:"log"`
 }
@@ -78,6 +80,7 @@ func Defaults() *Config {
 		Uplink:  uplink.SendConfig{BatchRecords: 500, BatchBytes: 512 << 10, MaxInflight: 5000, AckTimeout: 10 * time.Second},
 		Report:  ReportConfig{Interval: 30 * time.Second},
 		Metrics: MetricsConfig{Listen: "127.0.0.1:9464"},
+		Updates: update.Defaults(),
 		Log:     daemon.DefaultLog(),
 	}
 }
@@ -134,6 +137,7 @@ func (c *Config) Validate() error {
 			errs.Add("metrics.listen", fmt.Sprintf("must be host:port or empty, got %q", c.Metrics.Listen))
 		}
 	}
+	c.Updates.Validate("updates", &errs)
 	names := map[string]bool{}
 	for i, p := range c.Pipelines {
 		path := fmt.Sprintf("pipelines[%d]", i)

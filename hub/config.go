@@ -56,7 +56,7 @@ func Defaults() *Config {
 		Kafka:   kafka.Config{TopicPrefix: "outpost.", Partitions: 3, Replication: 1},
 		Bridge:  bridge.Config{BatchMessages: 512, Linger: 20 * time.Millisecond, Compression: "lz4", Format: "json"},
 		HTTP:    HTTPConfig{Listen: "127.0.0.1:8080"},
-		Updates: updates.Config{TimestampExpiry: 24 * time.Hour},
+		Updates: updates.Config{TimestampExpiry: 24 * time.Hour, RolloutInterval: time.Second},
 		Log:     daemon.DefaultLog(),
 	}
 }
@@ -125,6 +125,9 @@ func (c *Config) Validate() error {
 	}
 	if c.Updates.TimestampExpiry < time.Minute {
 		errs.Add("updates.timestamp_expiry", fmt.Sprintf("must be at least 1m, got %s", c.Updates.TimestampExpiry))
+	}
+	if c.Updates.RolloutInterval < 10*time.Millisecond || c.Updates.RolloutInterval > time.Minute {
+		errs.Add("updates.rollout_interval", fmt.Sprintf("must be 10ms to 1m, got %s", c.Updates.RolloutInterval))
 	}
 	if (c.Updates.RootFile == "") != (c.Updates.OnlineKeys == "") {
 		errs.Add("updates", "root_file and online_keys are set together (both from outpostctl keys init), or neither for development keys")

@@ -28,6 +28,7 @@ import (
 	"github.com/outpost-edge/outpost/hub/lease"
 	"github.com/outpost-edge/outpost/hub/modelstore"
 	"github.com/outpost-edge/outpost/hub/registry"
+	"github.com/outpost-edge/outpost/hub/rollout"
 	"github.com/outpost-edge/outpost/hub/updates"
 	"github.com/outpost-edge/outpost/sync/state"
 	"github.com/outpost-edge/outpost/sync/topics"
@@ -50,6 +51,7 @@ type Hub struct {
 	stream   jetstream.Stream
 	models   *modelstore.Store
 	updates  *updates.Service
+	rollouts *rollout.Controller
 	stop     context.CancelFunc
 	wg       sync.WaitGroup
 }
@@ -127,6 +129,9 @@ func (h *Hub) startPipeline(ctx context.Context, o Options) error {
 		if h.models, err = modelstore.Open(ctx, js, h.cfg.Ingest.Replicas); err != nil {
 			return err
 		}
+		if h.rollouts, err = rollout.Open(ctx, js, h.cfg.Ingest.Replicas, fleet{h}, fleet{h}, h.log); err != nil {
+			return err
+		}
 		ls, err = lease.Open(ctx, js, pipelineLease, h.cfg.Broker.ServerName, h.cfg.Broker.Cluster.LeaseTTL, h.cfg.Ingest.Replicas, h.log)
 		return err
 	})
@@ -155,7 +160,11 @@ func (h *Hub) startPipeline(ctx context.Context, o Options) error {
 			h.leader.Store(true)
 			defer h.leader.Store(false)
 			var wg sync.WaitGroup
-			wg.Add(2)
+			wg.Add(3)
+			go func() {
+				defer wg.Done()
+				h.rollouts.Run(ctx, h.cfg.Updates.RolloutInterval)
+			}()
 			go func() {
 				defer wg.Done()
 				// Right after a failover JetStream may still be electing
@@ -308,7 +317,40 @@ func (h *Hub) onReported(m *nats.Msg) {
 		return
 	}
 	h.devices.put(r)
-	h.log.Info("device reported", "device", r.Device, "status", r.Status, "boot", r.Boot, "agent_version", r.AgentVersion)
+	h.log.Debug("device reported", "device", r.Device, "status", r.Status, "boot", r.Boot, "agent_version", r.AgentVersion)
+	// Level-triggered control: a device that has not seen its newest
+	// desired state (it was offline, or the QoS 0 delivery was lost) gets
+	// it again. The controller's hub answers, so a cluster sends it once.
+	if h.leader.Load() && h.rollouts != nil {
+		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+		defer cancel()
+		d, ok, err := h.rollouts.Desired(ctx, r.Device)
+		if err != nil {
+			h.log.Warn("read desired state", "device", r.Device, "err", err)
+			return
+		}
+		if ok && r.DesiredVersion < d.Version {
+			if err := (fleet{h}).PublishDesired(d); err != nil {
+				h.log.Warn("publish desired state", "device", r.Device, "err", err)
+			}
+		}
+	}
+}
+
+// fleet is the hub as the rollout controller sees it.
+type fleet struct{ h *Hub }
+
+// Devices are the enrolments with their last reports.
+func (f fleet) Devices() []state.Device { return f.h.deviceViews() }
+
+// PublishDesired sends a desired document to its device. It reaches MQTT
+// as QoS 0; the device's next report tells whether it arrived.
+func (f fleet) PublishDesired(d state.Desired) error {
+	data, err := json.Marshal(d)
+	if err != nil {
+		return fmt.Errorf("hub: desired state: %w", err)
+	}
+	return f.h.nc.Publish(topics.Subject(topics.Desired(d.Device)), data)
 }
 
 func (h *Hub) startHTTP() error {
@@ -348,6 +390,7 @@ func (h *Hub) startHTTP() error {
 		w.WriteHeader(http.StatusNoContent)
 	}))
 	h.modelRoutes(mux)
+	h.rolloutRoutes(mux)
 	mux.Handle("GET /metrics", h.metricsHandler())
 	mux.HandleFunc("GET /v1/stats", h.admin(func(w http.ResponseWriter, _ *http.Request) {
 		s := h.Stats()

@@ -14,6 +14,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"net/url"
 	"os"
 	"path/filepath"
 	"runtime"
@@ -26,6 +27,7 @@ import (
 
 	"github.com/outpost-edge/outpost/agent/infer"
 	"github.com/outpost-edge/outpost/agent/outbox"
+	"github.com/outpost-edge/outpost/deploy/config"
 	"github.com/outpost-edge/outpost/models/manifest"
 	"github.com/outpost-edge/outpost/sync/state"
 	"github.com/outpost-edge/outpost/sync/transfer"
@@ -42,6 +44,35 @@ type Config struct {
 	MaxLatencyFactor float64 `yaml:"max_latency_factor" usage:"mean inference latency allowed during probation, as a multiple of the previous model's"`
 	MaxBoots         int64   `yaml:"max_boots" usage:"agent restarts during probation (a crash loop) before a rollback"`
 	MaxAttempts      int     `yaml:"max_attempts" usage:"tries of a download that fails verification before the update is refused"`
+}
+
+// Validate names wrong fields under path.
+func (c Config) Validate(path string, errs *config.Errors) {
+	if c.URL != "" {
+		if u, err := url.Parse(c.URL); err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
+			errs.Add(path+".url", fmt.Sprintf("must be an http(s) URL like http://hub:8080/tuf, got %q", c.URL))
+		}
+		if c.TrustedRoot == "" {
+			errs.Add(path+".trusted_root", "required with updates.url: the root metadata installed at provisioning")
+		} else if _, err := os.Stat(c.TrustedRoot); err != nil {
+			errs.Add(path+".trusted_root", err.Error())
+		}
+	}
+	if c.Probation < 0 {
+		errs.Add(path+".probation", "must not be negative")
+	}
+	if c.MaxErrorRate < 0 || c.MaxErrorRate > 1 {
+		errs.Add(path+".max_error_rate", fmt.Sprintf("must be 0 to 1, got %g", c.MaxErrorRate))
+	}
+	if c.MaxLatencyFactor < 1 {
+		errs.Add(path+".max_latency_factor", fmt.Sprintf("must be at least 1, got %g", c.MaxLatencyFactor))
+	}
+	if c.MaxBoots < 1 {
+		errs.Add(path+".max_boots", fmt.Sprintf("must be at least 1, got %d", c.MaxBoots))
+	}
+	if c.MaxAttempts < 1 {
+		errs.Add(path+".max_attempts", fmt.Sprintf("must be at least 1, got %d", c.MaxAttempts))
+	}
 }
 
 // Enabled reports whether updates are configured.
@@ -396,6 +427,11 @@ func (m *Manager) advance(ctx context.Context) {
 		for !state.Terminal(j.Phase) && ctx.Err() == nil {
 			before := j.Phase
 			m.step(ctx, j)
+			if state.Terminal(j.Phase) && m.doc.Desired != nil {
+				// What was asked while this update could not be
+				// interrupted (a rollback order, say) is due now.
+				defer m.plan(ctx, *m.doc.Desired)
+			}
 			if j.Phase == before || j.Phase == state.PhaseProbation {
 				break
 			}

@@ -52,6 +52,15 @@ var commands = []command{
 	{"quant", "IN_DIR OUT_DIR [--mode int8-static|int8-dynamic|fp16] [--data F] [--max-drop 0.01]", "quantize a model package, print the report, refuse too large an accuracy drop", quantCmd},
 	{"model inspect", "PATH [--json]", "show an ONNX file's inputs, outputs, ops, parameters and size", modelInspect},
 	{"model validate", "DIR [--engine onnxruntime|go] [--json]", "check a model package: manifest, graph fit, golden vectors", modelValidate},
+	{"rollout start", "MODEL VERSION [--select k=v] [--waves 1,10%,50%,100%] [--bake 1m] [--watch]", "roll a registered version out in gated waves", rolloutStart},
+	{"rollout status", "[ID] [--watch]", "list rollouts, or show one with each device's progress", rolloutStatus},
+	{"rollout pause", "ID", "stop starting new devices (gates still halt)", rolloutAction("pause")},
+	{"rollout resume", "ID", "continue a paused rollout", rolloutAction("resume")},
+	{"rollout abort", "ID", "end a rollout and send its updated devices back", rolloutAction("abort")},
+	{"keys init", "--dir DIR [--root-keys 3] [--threshold 2]", "offline: make root keys, the hub's online keys and signed root v1", keysInit},
+	{"keys rotate", "--root CUR.json --out NEXT.json [--revoke K] [--add-root-keys N] [--new-online] --dir DIR", "offline: build the next root version (unsigned)", keysRotate},
+	{"keys sign", "--root ROOT.json --key root-N.key", "offline: add one root key's signature", keysSign},
+	{"keys show", "ROOT.json [PREVIOUS.json]", "show a root's version, threshold and signatures, and whether it is ready", keysShow},
 }
 
 // Main runs outpostctl and returns its exit code.

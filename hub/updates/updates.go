@@ -26,6 +26,8 @@ type Config struct {
 	RootFile        string        `yaml:"root_file" usage:"signed root metadata from outpostctl keys init/rotate; a newer version than the repository's is published at start"`
 	OnlineKeys      string        `yaml:"online_keys" usage:"the hub's targets/snapshot/timestamp keys from outpostctl keys init"`
 	TimestampExpiry time.Duration `yaml:"timestamp_expiry" usage:"how long a signed timestamp is valid; the hub re-signs it every third of that"`
+	// RolloutInterval is how often the rollout controller looks at reports.
+	RolloutInterval time.Duration `yaml:"rollout_interval" usage:"how often the rollout controller reads device reports and moves rollouts on"`
 }
 
 // Service owns the repository.
@@ -171,6 +173,9 @@ func (s *Service) PublishModel(manifestJSON, model []byte) (string, error) {
 	s.log.Info("model published as a signed target", "target", name, "bytes", len(pkg))
 	return name, nil
 }
+
+// Has reports whether a target is published.
+func (s *Service) Has(target string) bool { return s.repo.Has(target) }
 
 // TrustedRoot is the root agents are provisioned with.
 func (s *Service) TrustedRoot() ([]byte, error) { return s.repo.TrustedRoot() }

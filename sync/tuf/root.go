@@ -137,3 +137,66 @@ func VerifyRotation(prev, next []byte) error {
 	}
 	return nil
 }
+
+// Rotation is how the next root differs from the current one.
+type Rotation struct {
+	// Revoke are root key ids to drop; Add are new root public keys.
+	Revoke []string
+	Add    []ed25519.PublicKey
+	// Threshold of root signatures from now on (0: unchanged).
+	Threshold int
+	// Online, when set, replaces the hub's targets/snapshot/timestamp keys.
+	Online  *OnlinePublic
+	Expires time.Time
+}
+
+// NextRoot builds the unsigned root that follows current. It needs a
+// threshold of signatures from current's root keys and from its own
+// (SignRoot) before a hub publishes it and clients accept it.
+func NextRoot(current []byte, rot Rotation) ([]byte, error) {
+	root, err := metadata.Root().FromBytes(current)
+	if err != nil {
+		return nil, fmt.Errorf("%w: current root: %w", ErrRepo, err)
+	}
+	for _, id := range rot.Revoke {
+		if err := root.Signed.RevokeKey(id, metadata.ROOT); err != nil {
+			return nil, fmt.Errorf("%w: revoke root key %s: %w", ErrRepo, id, err)
+		}
+	}
+	for _, k := range rot.Add {
+		if err := addKey(root, k, metadata.ROOT); err != nil {
+			return nil, err
+		}
+	}
+	if rot.Threshold > 0 {
+		root.Signed.Roles[metadata.ROOT].Threshold = rot.Threshold
+	}
+	if n, t := len(root.Signed.Roles[metadata.ROOT].KeyIDs), root.Signed.Roles[metadata.ROOT].Threshold; n < t {
+		return nil, fmt.Errorf("%w: %d root keys left for threshold %d", ErrRepo, n, t)
+	}
+	if rot.Online != nil {
+		for role, k := range map[string]ed25519.PublicKey{metadata.TARGETS: rot.Online.Targets, metadata.SNAPSHOT: rot.Online.Snapshot, metadata.TIMESTAMP: rot.Online.Timestamp} {
+			for _, id := range append([]string(nil), root.Signed.Roles[role].KeyIDs...) {
+				if err := root.Signed.RevokeKey(id, role); err != nil {
+					return nil, fmt.Errorf("%w: revoke %s key: %w", ErrRepo, role, err)
+				}
+			}
+			if err := addKey(root, k, role); err != nil {
+				return nil, err
+			}
+		}
+	}
+	root.Signed.Version++
+	root.Signed.Expires = rot.Expires.UTC()
+	root.ClearSignatures()
+	return root.ToBytes(true)
+}
+
+// KeyID is the TUF key id of a public key.
+func KeyID(k ed25519.PublicKey) (string, error) {
+	key, err := metadata.KeyFromPublicKey(k)
+	if err != nil {
+		return "", fmt.Errorf("%w: %w", ErrRepo, err)
+	}
+	return key.ID()
+}

@@ -1,0 +1,715 @@
+// Package rollout runs staged model rollouts: it picks the devices a
+// rollout targets by their labels, moves them wave by wave through their
+// desired state, gates each wave on the devices' reports, bakes between
+// waves, and when a gate fails halts and sends every updated device back
+// to the version it had. Rollouts and desired states live in JetStream KV,
+// so they survive restarts and a hub cluster shares them; one hub (the
+// lease holder) runs the controller.
+package rollout
+
+import (
+	"context"
+	"crypto/sha256"
+	"encoding/binary"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"maps"
+	"math"
+	"slices"
+	"sort"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/outpost-edge/outpost/sync/state"
+	"github.com/outpost-edge/outpost/sync/tuf"
+)
+
+// Buckets.
+const (
+	RolloutBucket = "OUTPOST_ROLLOUTS"
+	DesiredBucket = "OUTPOST_DESIRED"
+)
+
+// Rollout states.
+const (
+	Running   = "running"
+	Baking    = "baking"
+	Paused    = "paused"
+	Halted    = "halted" // a gate failed: updated devices were sent back
+	Aborted   = "aborted"
+	Completed = "completed"
+)
+
+// Active reports whether a rollout in this state still moves devices.
+func Active(s string) bool { return s == Running || s == Baking || s == Paused }
+
+var (
+	// ErrInvalid means a rollout request is wrong; the message says how.
+	ErrInvalid = errors.New("rollout: invalid")
+	// ErrConflict means another active rollout covers the same model and labels.
+	ErrConflict = errors.New("rollout: conflict")
+	// ErrNotFound means no such rollout.
+	ErrNotFound = errors.New("rollout: not found")
+)
+
+// Wave is one stage: a number of devices, or a percentage of the targeted
+// fleet (cumulative: 10 then 50 means 10% of devices, then 50% in all).
+type Wave struct {
+	Devices int     `json:"devices,omitempty"`
+	Percent float64 `json:"percent,omitempty"`
+}
+
+func (w Wave) String() string {
+	if w.Devices > 0 {
+		return strconv.Itoa(w.Devices)
+	}
+	return strconv.FormatFloat(w.Percent, 'f', -1, 64) + "%"
+}
+
+// ParseWaves reads "1,10%,50%,100%".
+func ParseWaves(s string) ([]Wave, error) {
+	var out []Wave
+	for _, part := range strings.Split(s, ",") {
+		part = strings.TrimSpace(part)
+		if p, ok := strings.CutSuffix(part, "%"); ok {
+			f, err := strconv.ParseFloat(p, 64)
+			if err != nil || f <= 0 || f > 100 {
+				return nil, fmt.Errorf("%w: wave %q: a percentage is 0 to 100", ErrInvalid, part)
+			}
+			out = append(out, Wave{Percent: f})
+			continue
+		}
+		n, err := strconv.Atoi(part)
+		if err != nil || n < 1 {
+			return nil, fmt.Errorf("%w: wave %q: a device count or a percentage like 10%%", ErrInvalid, part)
+		}
+		out = append(out, Wave{Devices: n})
+	}
+	return out, nil
+}
+
+// Gates decide whether a wave may be followed by the next.
+type Gates struct {
+	// MinHealthy is the fraction of a wave's devices that must commit.
+	MinHealthy float64 `json:"min_healthy"`
+	// MaxErrorRate and MaxLatencyFactor apply to each device's probation
+	// report: errors per row, and latency as a multiple of the old model's.
+	MaxErrorRate     float64 `json:"max_error_rate"`
+	MaxLatencyFactor float64 `json:"max_latency_factor"`
+	// MinInferences a device must have served in probation to count as
+	// healthy (0: committing is enough).
+	MinInferences int64 `json:"min_inferences"`
+}
+
+// Spec is what an operator starts.
+type Spec struct {
+	Model    string            `json:"model"`
+	Version  int64             `json:"version"`
+	Selector map[string]string `json:"selector,omitempty"`
+	Waves    []Wave            `json:"waves"`
+	Gates    Gates             `json:"gates"`
+	// Bake is the wait after a wave passes before the next starts.
+	Bake Duration `json:"bake"`
+	// WaveTimeout halts a wave whose devices have not all finished.
+	WaveTimeout Duration `json:"wave_timeout"`
+}
+
+// Duration is a time.Duration written as "30s" in JSON.
+type Duration time.Duration
+
+// MarshalJSON writes the Go duration string.
+func (d Duration) MarshalJSON() ([]byte, error) { return json.Marshal(time.Duration(d).String()) }
+
+// UnmarshalJSON reads a Go duration string.
+func (d *Duration) UnmarshalJSON(b []byte) error {
+	var s string
+	if err := json.Unmarshal(b, &s); err != nil {
+		return err
+	}
+	v, err := time.ParseDuration(s)
+	if err != nil {
+		return err
+	}
+	*d = Duration(v)
+	return nil
+}
+
+// Defaults fill what a request leaves out: canary of one, then 10%, 50%
+// and 100%; every device healthy; 1% errors; 3× latency; 1 minute bake.
+func (s *Spec) defaults() {
+	if len(s.Waves) == 0 {
+		s.Waves = []Wave{{Devices: 1}, {Percent: 10}, {Percent: 50}, {Percent: 100}}
+	}
+	if s.Gates.MinHealthy == 0 {
+		s.Gates.MinHealthy = 1
+	}
+	if s.Gates.MaxErrorRate == 0 {
+		s.Gates.MaxErrorRate = 0.01
+	}
+	if s.Gates.MaxLatencyFactor == 0 {
+		s.Gates.MaxLatencyFactor = 3
+	}
+	if s.Bake == 0 {
+		s.Bake = Duration(time.Minute)
+	}
+	if s.WaveTimeout == 0 {
+		s.WaveTimeout = Duration(30 * time.Minute)
+	}
+}
+
+func (s *Spec) validate() error {
+	switch {
+	case s.Model == "":
+		return fmt.Errorf("%w: model is required", ErrInvalid)
+	case s.Version < 1:
+		return fmt.Errorf("%w: version is required", ErrInvalid)
+	case s.Gates.MinHealthy < 0 || s.Gates.MinHealthy > 1:
+		return fmt.Errorf("%w: gates.min_healthy is a fraction 0 to 1", ErrInvalid)
+	case s.Gates.MaxLatencyFactor < 1:
+		return fmt.Errorf("%w: gates.max_latency_factor must be at least 1", ErrInvalid)
+	case s.Bake < 0 || s.WaveTimeout < 0:
+		return fmt.Errorf("%w: bake and wave_timeout must not be negative", ErrInvalid)
+	}
+	return nil
+}
+
+// Device is one targeted device's progress.
+type Device struct {
+	Wave   int          `json:"wave"`
+	From   int64        `json:"from"`
+	Phase  string       `json:"phase"` // the device's update phase; "pending" until it reports
+	Reason string       `json:"reason,omitempty"`
+	Health state.Health `json:"health"`
+	// Reverted: sent back to From by a halt or abort.
+	Reverted bool `json:"reverted,omitempty"`
+}
+
+// Rollout is a rollout's whole state, as stored and as the API shows it.
+type Rollout struct {
+	ID          string             `json:"id"`
+	Spec        Spec               `json:"spec"`
+	State       string             `json:"state"`
+	Wave        int                `json:"wave"` // index into Spec.Waves
+	Reason      string             `json:"reason,omitempty"`
+	Targeted    int                `json:"targeted"` // devices the selector matches that run the model
+	Devices     map[string]*Device `json:"devices"`
+	CreatedAt   time.Time          `json:"created_at"`
+	UpdatedAt   time.Time          `json:"updated_at"`
+	WaveStarted time.Time          `json:"wave_started"`
+	BakeUntil   time.Time          `json:"bake_until,omitzero"`
+	// PausedFrom is the state to resume into.
+	PausedFrom string `json:"paused_from,omitempty"`
+}
+
+// Counts tallies device phases.
+func (r *Rollout) Counts() map[string]int {
+	c := map[string]int{}
+	for _, d := range r.Devices {
+		c[d.Phase]++
+	}
+	return c
+}
+
+// Fleet is what the controller reads of the devices.
+type Fleet interface {
+	Devices() []state.Device
+}
+
+// Publisher sends a desired document to its device.
+type Publisher interface {
+	PublishDesired(d state.Desired) error
+}
+
+// Controller owns the buckets and runs rollouts.
+type Controller struct {
+	rollouts jetstream.KeyValue
+	desired  jetstream.KeyValue
+	fleet    Fleet
+	pub      Publisher
+	log      *slog.Logger
+	now      func() time.Time
+}
+
+// Open creates or binds the buckets.
+func Open(ctx context.Context, js jetstream.JetStream, replicas int, fleet Fleet, pub Publisher, log *slog.Logger) (*Controller, error) {
+	c := &Controller{fleet: fleet, pub: pub, log: log.With("component", "rollout"), now: time.Now}
+	var err error
+	if c.rollouts, err = js.CreateOrUpdateKeyValue(ctx, jetstream.KeyValueConfig{Bucket: RolloutBucket, History: 5, Replicas: max(replicas, 1), Storage: jetstream.FileStorage}); err != nil {
+		return nil, fmt.Errorf("rollout: bucket: %w", err)
+	}
+	if c.desired, err = js.CreateOrUpdateKeyValue(ctx, jetstream.KeyValueConfig{Bucket: DesiredBucket, History: 1, Replicas: max(replicas, 1), Storage: jetstream.FileStorage}); err != nil {
+		return nil, fmt.Errorf("rollout: bucket: %w", err)
+	}
+	return c, nil
+}
+
+// Start validates spec and stores a new running rollout.
+func (c *Controller) Start(ctx context.Context, spec Spec) (*Rollout, error) {
+	spec.defaults()
+	if err := spec.validate(); err != nil {
+		return nil, err
+	}
+	all, err := c.List(ctx)
+	if err != nil {
+		return nil, err
+	}
+	for _, r := range all {
+		if Active(r.State) && r.Spec.Model == spec.Model && maps.Equal(r.Spec.Selector, spec.Selector) {
+			return nil, fmt.Errorf("%w: rollout %s (%s) already moves %s on %v; pause, abort or wait for it", ErrConflict, r.ID, r.State, spec.Model, spec.Selector)
+		}
+	}
+	now := c.now().UTC()
+	r := &Rollout{ID: fmt.Sprintf("%s-v%d-%s", spec.Model, spec.Version, now.Format("20060102T150405.000")), Spec: spec, State: Running,
+		Devices: map[string]*Device{}, CreatedAt: now, UpdatedAt: now, WaveStarted: now}
+	r.ID = strings.ReplaceAll(r.ID, ".", "")
+	data, _ := json.Marshal(r)
+	if _, err := c.rollouts.Create(ctx, r.ID, data); err != nil {
+		return nil, fmt.Errorf("rollout: store: %w", err)
+	}
+	c.log.Info("rollout started", "rollout", r.ID, "model", spec.Model, "version", spec.Version, "selector", spec.Selector, "waves", spec.Waves)
+	return r, nil
+}
+
+// Get reads one rollout.
+func (c *Controller) Get(ctx context.Context, id string) (*Rollout, error) {
+	r, _, err := c.get(ctx, id)
+	return r, err
+}
+
+func (c *Controller) get(ctx context.Context, id string) (*Rollout, uint64, error) {
+	e, err := c.rollouts.Get(ctx, id)
+	if errors.Is(err, jetstream.ErrKeyNotFound) {
+		return nil, 0, fmt.Errorf("%w: %s", ErrNotFound, id)
+	}
+	if err != nil {
+		return nil, 0, fmt.Errorf("rollout: %w", err)
+	}
+	var r Rollout
+	if err := json.Unmarshal(e.Value(), &r); err != nil {
+		return nil, 0, fmt.Errorf("rollout: stored %s: %w", id, err)
+	}
+	return &r, e.Revision(), nil
+}
+
+// List reads every rollout, newest first.
+func (c *Controller) List(ctx context.Context) ([]*Rollout, error) {
+	keys, err := c.rollouts.ListKeys(ctx)
+	if err != nil {
+		return nil, fmt.Errorf("rollout: %w", err)
+	}
+	var out []*Rollout
+	for k := range keys.Keys() {
+		r, err := c.Get(ctx, k)
+		if err != nil {
+			if errors.Is(err, ErrNotFound) {
+				continue
+			}
+			return nil, err
+		}
+		out = append(out, r)
+	}
+	sort.Slice(out, func(i, j int) bool { return out[i].CreatedAt.After(out[j].CreatedAt) })
+	return out, nil
+}
+
+// modify applies f to the stored rollout with compare-and-set, retrying
+// when the API and the controller write at once.
+func (c *Controller) modify(ctx context.Context, id string, f func(*Rollout) error) (*Rollout, error) {
+	for {
+		r, rev, err := c.get(ctx, id)
+		if err != nil {
+			return nil, err
+		}
+		if err := f(r); err != nil {
+			return nil, err
+		}
+		r.UpdatedAt = c.now().UTC()
+		data, _ := json.Marshal(r)
+		if _, err := c.rollouts.Update(ctx, id, data, rev); err == nil {
+			return r, nil
+		} else if !errors.Is(err, jetstream.ErrKeyExists) {
+			return nil, fmt.Errorf("rollout: store %s: %w", id, err)
+		}
+		if ctx.Err() != nil {
+			return nil, ctx.Err()
+		}
+	}
+}
+
+// Pause stops a rollout from moving on; devices mid-update finish.
+func (c *Controller) Pause(ctx context.Context, id string) (*Rollout, error) {
+	return c.modify(ctx, id, func(r *Rollout) error {
+		if r.State != Running && r.State != Baking {
+			return fmt.Errorf("%w: rollout %s is %s", ErrInvalid, id, r.State)
+		}
+		r.PausedFrom, r.State = r.State, Paused
+		return nil
+	})
+}
+
+// Resume continues a paused rollout.
+func (c *Controller) Resume(ctx context.Context, id string) (*Rollout, error) {
+	return c.modify(ctx, id, func(r *Rollout) error {
+		if r.State != Paused {
+			return fmt.Errorf("%w: rollout %s is %s, not paused", ErrInvalid, id, r.State)
+		}
+		r.State, r.PausedFrom = r.PausedFrom, ""
+		if r.State == "" {
+			r.State = Running
+		}
+		return nil
+	})
+}
+
+// Abort ends a rollout and sends every device it updated back.
+func (c *Controller) Abort(ctx context.Context, id, why string) (*Rollout, error) {
+	r, err := c.modify(ctx, id, func(r *Rollout) error {
+		if !Active(r.State) {
+			return fmt.Errorf("%w: rollout %s is already %s", ErrInvalid, id, r.State)
+		}
+		r.State, r.Reason = Aborted, "aborted: "+why
+		return nil
+	})
+	if err != nil {
+		return nil, err
+	}
+	return c.revert(ctx, r)
+}
+
+// Run ticks the controller until ctx ends (on the lease holder).
+func (c *Controller) Run(ctx context.Context, every time.Duration) {
+	t := time.NewTicker(every)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+			if err := c.Tick(ctx); err != nil && ctx.Err() == nil {
+				c.log.Warn("rollout tick", "err", err)
+			}
+		}
+	}
+}
+
+// Tick advances every active rollout once.
+func (c *Controller) Tick(ctx context.Context) error {
+	all, err := c.List(ctx)
+	if err != nil {
+		return err
+	}
+	fleet := c.fleet.Devices()
+	for _, r := range all {
+		if !Active(r.State) {
+			continue
+		}
+		if err := c.advance(ctx, r.ID, fleet, all); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// eligible are the devices r targets: enrolled, not revoked, labels
+// matching, running the model, and not claimed by another active rollout
+// of the same model. Ordered by a hash of rollout and device, so waves
+// are spread over the fleet but stable across ticks and hubs.
+func eligible(r *Rollout, fleet []state.Device, all []*Rollout) []state.Device {
+	var out []state.Device
+	for _, d := range fleet {
+		if d.RevokedAt != nil || d.Reported == nil || !matches(r.Spec.Selector, d.Labels) {
+			continue
+		}
+		if _, ok := runs(d.Reported, r.Spec.Model); !ok {
+			continue
+		}
+		claimed := false
+		for _, o := range all {
+			if o.ID != r.ID && Active(o.State) && o.Spec.Model == r.Spec.Model && o.Devices[d.ID] != nil {
+				claimed = true
+			}
+		}
+		if !claimed {
+			out = append(out, d)
+		}
+	}
+	sort.Slice(out, func(i, j int) bool { return rank(r.ID, out[i].ID) < rank(r.ID, out[j].ID) })
+	return out
+}
+
+func rank(id, device string) uint64 {
+	h := sha256.Sum256([]byte(id + "/" + device))
+	return binary.BigEndian.Uint64(h[:8])
+}
+
+func matches(sel, labels map[string]string) bool {
+	for k, v := range sel {
+		if labels[k] != v {
+			return false
+		}
+	}
+	return true
+}
+
+// runs is the version of model a device reports running.
+func runs(rep *state.Reported, model string) (int64, bool) {
+	for _, m := range rep.Models {
+		if m.Model == model {
+			return m.Version, true
+		}
+	}
+	return 0, false
+}
+
+// waveSize is how many devices waves 0..w cover out of n.
+func waveSize(waves []Wave, w, n int) int {
+	size := 0
+	for _, wv := range waves[:w+1] {
+		s := wv.Devices
+		if wv.Percent > 0 {
+			s = int(math.Ceil(wv.Percent / 100 * float64(n)))
+		}
+		size = max(size, min(s, n))
+	}
+	return max(size, min(1, n))
+}
+
+// advance is one controller step of one rollout.
+func (c *Controller) advance(ctx context.Context, id string, fleet []state.Device, all []*Rollout) error {
+	var assign []string // devices to send the new version
+	var halted bool
+	r, err := c.modify(ctx, id, func(r *Rollout) error {
+		assign, halted = nil, false
+		if !Active(r.State) {
+			return nil
+		}
+		now := c.now().UTC()
+		byID := map[string]state.Device{}
+		for _, d := range fleet {
+			byID[d.ID] = d
+		}
+		c.observe(r, byID)
+		// Gates hold while paused too: a canary that fails is rolled back
+		// whatever the operator is doing.
+		if why := c.gate(r); why != "" {
+			r.State, r.Reason, halted = Halted, why, true
+			return nil
+		}
+		if r.State == Paused {
+			return nil
+		}
+		if r.State == Baking {
+			if now.Before(r.BakeUntil) {
+				return nil
+			}
+			r.State, r.Wave, r.WaveStarted, r.BakeUntil = Running, r.Wave+1, now, time.Time{}
+		}
+		el := eligible(r, fleet, all)
+		r.Targeted = len(el) + countNotIn(r.Devices, el)
+		want := waveSize(r.Spec.Waves, r.Wave, r.Targeted)
+		for _, d := range el {
+			if len(r.Devices) >= want {
+				break
+			}
+			if r.Devices[d.ID] != nil {
+				continue
+			}
+			from, _ := runs(d.Reported, r.Spec.Model)
+			r.Devices[d.ID] = &Device{Wave: r.Wave, From: from, Phase: "pending"}
+			if from == r.Spec.Version {
+				r.Devices[d.ID].Phase = state.PhaseCommitted
+			}
+			assign = append(assign, d.ID)
+		}
+		if r.Targeted == 0 {
+			r.State, r.Reason = Halted, "no device matches the selector and runs the model"
+			return nil
+		}
+		done := 0
+		for _, d := range r.Devices {
+			if d.Phase == state.PhaseCommitted {
+				done++
+			}
+		}
+		switch {
+		case done == len(r.Devices) && len(r.Devices) >= want:
+			if r.Wave == len(r.Spec.Waves)-1 || len(r.Devices) == r.Targeted {
+				r.State = Completed
+				return nil
+			}
+			r.State, r.BakeUntil = Baking, now.Add(time.Duration(r.Spec.Bake))
+		case now.Sub(r.WaveStarted) > time.Duration(r.Spec.WaveTimeout):
+			r.State, r.Reason, halted = Halted, fmt.Sprintf("wave %d (%s) timed out: %d of %d devices committed", r.Wave+1, r.Spec.Waves[r.Wave], done, len(r.Devices)), true
+		}
+		return nil
+	})
+	if err != nil {
+		return err
+	}
+	target := tuf.ModelTargetName(r.Spec.Model, r.Spec.Version)
+	for _, d := range assign {
+		if err := c.setDesired(ctx, d, r.Spec.Model, state.DesiredModel{Version: r.Spec.Version, Target: target, Rollout: r.ID}); err != nil {
+			return err
+		}
+	}
+	if len(assign) > 0 {
+		c.log.Info("rollout wave assigned", "rollout", r.ID, "wave", r.Wave+1, "devices", len(assign), "total", len(r.Devices), "targeted", r.Targeted)
+	}
+	if halted {
+		c.log.Warn("rollout halted; rolling back updated devices", "rollout", r.ID, "reason", r.Reason)
+		_, err = c.revert(ctx, r)
+		return err
+	}
+	if r.State == Completed {
+		c.log.Info("rollout completed", "rollout", r.ID, "devices", len(r.Devices))
+	}
+	return nil
+}
+
+func countNotIn(devs map[string]*Device, el []state.Device) int {
+	n := 0
+	for id := range devs {
+		if !slices.ContainsFunc(el, func(d state.Device) bool { return d.ID == id }) {
+			n++
+		}
+	}
+	return n
+}
+
+// observe copies each assigned device's update report into r.
+func (c *Controller) observe(r *Rollout, fleet map[string]state.Device) {
+	for id, d := range r.Devices {
+		dev, ok := fleet[id]
+		if !ok || dev.Reported == nil {
+			continue
+		}
+		if u, ok := dev.Reported.Updates[r.Spec.Model]; ok && u.Rollout == r.ID && u.To == r.Spec.Version {
+			d.Phase, d.Reason, d.Health = u.Phase, u.Reason, u.Health
+		} else if v, ok := runs(dev.Reported, r.Spec.Model); ok && v == r.Spec.Version && d.Phase == "pending" {
+			d.Phase = state.PhaseCommitted // already there
+		}
+	}
+}
+
+// gate returns why r must halt, or "".
+func (c *Controller) gate(r *Rollout) string {
+	g := r.Spec.Gates
+	var bad []string
+	for _, id := range sortedIDs(r.Devices) {
+		d := r.Devices[id]
+		why := ""
+		rows := d.Health.Inferences + d.Health.Errors
+		switch {
+		case d.Phase == state.PhaseFailed || d.Phase == state.PhaseRolledBack || d.Phase == state.PhaseRollingBack:
+			why = d.Phase + ": " + d.Reason
+		case rows > 0 && float64(d.Health.Errors)/float64(rows) > g.MaxErrorRate:
+			why = fmt.Sprintf("error rate %.3f over gates.max_error_rate %g", float64(d.Health.Errors)/float64(rows), g.MaxErrorRate)
+		case d.Health.BaselineLatencyUS > 0 && d.Health.MeanLatencyUS > g.MaxLatencyFactor*d.Health.BaselineLatencyUS:
+			why = fmt.Sprintf("latency %.1f× the previous model's, over gates.max_latency_factor %g", d.Health.MeanLatencyUS/d.Health.BaselineLatencyUS, g.MaxLatencyFactor)
+		case d.Phase == state.PhaseCommitted && d.Health.Inferences < g.MinInferences && d.From != r.Spec.Version:
+			why = fmt.Sprintf("committed after only %d inferences (gates.min_inferences %d)", d.Health.Inferences, g.MinInferences)
+		}
+		if why != "" {
+			bad = append(bad, id+": "+why)
+		}
+	}
+	allowed := int(math.Floor((1 - g.MinHealthy) * float64(len(r.Devices))))
+	if len(bad) > allowed {
+		return fmt.Sprintf("gate failed in wave %d: %s", r.Wave+1, strings.Join(bad, "; "))
+	}
+	return ""
+}
+
+func sortedIDs(m map[string]*Device) []string {
+	ids := slices.Collect(maps.Keys(m))
+	sort.Strings(ids)
+	return ids
+}
+
+// revert sends every device r moved back to the version it had.
+func (c *Controller) revert(ctx context.Context, r *Rollout) (*Rollout, error) {
+	var back []string
+	r, err := c.modify(ctx, r.ID, func(r *Rollout) error {
+		back = back[:0]
+		for _, id := range sortedIDs(r.Devices) {
+			d := r.Devices[id]
+			if d.From != r.Spec.Version && !d.Reverted {
+				d.Reverted = true
+				back = append(back, id)
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		return nil, err
+	}
+	for _, id := range back {
+		d := r.Devices[id]
+		if err := c.setDesired(ctx, id, r.Spec.Model, state.DesiredModel{Version: d.From, Target: tuf.ModelTargetName(r.Spec.Model, d.From), Rollout: r.ID + "/revert"}); err != nil {
+			return nil, err
+		}
+	}
+	return r, nil
+}
+
+// setDesired changes one model of a device's desired state, bumping its
+// version, and publishes it.
+func (c *Controller) setDesired(ctx context.Context, device, model string, want state.DesiredModel) error {
+	for {
+		d := state.Desired{Device: device, Models: map[string]state.DesiredModel{}}
+		var rev uint64
+		e, err := c.desired.Get(ctx, device)
+		switch {
+		case err == nil:
+			if err := json.Unmarshal(e.Value(), &d); err != nil {
+				return fmt.Errorf("rollout: stored desired state of %s: %w", device, err)
+			}
+			rev = e.Revision()
+		case !errors.Is(err, jetstream.ErrKeyNotFound):
+			return fmt.Errorf("rollout: desired state of %s: %w", device, err)
+		}
+		if d.Models == nil {
+			d.Models = map[string]state.DesiredModel{}
+		}
+		d.Models[model] = want
+		d.Version++
+		d.IssuedAt = c.now().UTC()
+		data, _ := json.Marshal(d)
+		if rev == 0 {
+			_, err = c.desired.Create(ctx, device, data)
+		} else {
+			_, err = c.desired.Update(ctx, device, data, rev)
+		}
+		if errors.Is(err, jetstream.ErrKeyExists) {
+			continue
+		}
+		if err != nil {
+			return fmt.Errorf("rollout: store desired state of %s: %w", device, err)
+		}
+		if err := c.pub.PublishDesired(d); err != nil {
+			c.log.Warn("publish desired state (the device fetches it when it next reports)", "device", device, "err", err)
+		}
+		return nil
+	}
+}
+
+// Desired reads a device's desired state; ok is false when it has none.
+func (c *Controller) Desired(ctx context.Context, device string) (state.Desired, bool, error) {
+	e, err := c.desired.Get(ctx, device)
+	if errors.Is(err, jetstream.ErrKeyNotFound) {
+		return state.Desired{}, false, nil
+	}
+	if err != nil {
+		return state.Desired{}, false, fmt.Errorf("rollout: desired state of %s: %w", device, err)
+	}
+	var d state.Desired
+	if err := json.Unmarshal(e.Value(), &d); err != nil {
+		return state.Desired{}, false, fmt.Errorf("rollout: stored desired state of %s: %w", device, err)
+	}
+	return d, true, nil
+}

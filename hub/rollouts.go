@@ -1,0 +1,80 @@
+package hub
+
+import (
+	"encoding/json"
+	"errors"
+	"fmt"
+	"net/http"
+
+	"github.com/outpost-edge/outpost/hub/rollout"
+	"github.com/outpost-edge/outpost/sync/tuf"
+)
+
+// rolloutRoutes are the fleet manager's rollout API.
+func (h *Hub) rolloutRoutes(mux *http.ServeMux) {
+	mux.HandleFunc("POST /v1/rollouts", h.admin(func(w http.ResponseWriter, r *http.Request) {
+		var spec rollout.Spec
+		dec := json.NewDecoder(http.MaxBytesReader(w, r.Body, 64<<10))
+		dec.DisallowUnknownFields()
+		if err := dec.Decode(&spec); err != nil {
+			writeError(w, http.StatusBadRequest, fmt.Errorf("body: %w", err))
+			return
+		}
+		if !h.updates.Has(tuf.ModelTargetName(spec.Model, spec.Version)) {
+			writeError(w, http.StatusUnprocessableEntity, fmt.Errorf("%w: %s version %d is not in the model registry (outpostctl model push)", rollout.ErrInvalid, spec.Model, spec.Version))
+			return
+		}
+		ro, err := h.rollouts.Start(r.Context(), spec)
+		rolloutRespond(w, http.StatusCreated, ro, err)
+	}))
+	mux.HandleFunc("GET /v1/rollouts", h.admin(func(w http.ResponseWriter, r *http.Request) {
+		list, err := h.rollouts.List(r.Context())
+		rolloutRespond(w, http.StatusOK, list, err)
+	}))
+	mux.HandleFunc("GET /v1/rollouts/{id}", h.admin(func(w http.ResponseWriter, r *http.Request) {
+		ro, err := h.rollouts.Get(r.Context(), r.PathValue("id"))
+		rolloutRespond(w, http.StatusOK, ro, err)
+	}))
+	mux.HandleFunc("POST /v1/rollouts/{id}/{action}", h.admin(func(w http.ResponseWriter, r *http.Request) {
+		id := r.PathValue("id")
+		var ro *rollout.Rollout
+		var err error
+		switch r.PathValue("action") {
+		case "pause":
+			ro, err = h.rollouts.Pause(r.Context(), id)
+		case "resume":
+			ro, err = h.rollouts.Resume(r.Context(), id)
+		case "abort":
+			ro, err = h.rollouts.Abort(r.Context(), id, "by the operator")
+		default:
+			writeError(w, http.StatusNotFound, fmt.Errorf("no action %q: pause, resume or abort", r.PathValue("action")))
+			return
+		}
+		if err == nil {
+			h.log.Info("rollout "+r.PathValue("action"), "rollout", id, "state", ro.State)
+		}
+		rolloutRespond(w, http.StatusOK, ro, err)
+	}))
+	mux.HandleFunc("GET /v1/devices/{id}/desired", h.admin(func(w http.ResponseWriter, r *http.Request) {
+		d, ok, err := h.rollouts.Desired(r.Context(), r.PathValue("id"))
+		if err == nil && !ok {
+			err = fmt.Errorf("%w: device %s has no desired state", rollout.ErrNotFound, r.PathValue("id"))
+		}
+		rolloutRespond(w, http.StatusOK, d, err)
+	}))
+}
+
+func rolloutRespond(w http.ResponseWriter, status int, v any, err error) {
+	switch {
+	case err == nil:
+		writeJSON(w, status, v)
+	case errors.Is(err, rollout.ErrNotFound):
+		writeError(w, http.StatusNotFound, err)
+	case errors.Is(err, rollout.ErrConflict):
+		writeError(w, http.StatusConflict, err)
+	case errors.Is(err, rollout.ErrInvalid):
+		writeError(w, http.StatusUnprocessableEntity, err)
+	default:
+		writeError(w, http.StatusInternalServerError, err)
+	}
+}
