@@ -227,6 +227,9 @@ func startUpdates(ctx context.Context, cfg *Config, ob *outbox.Outbox, boot int6
 	if err != nil {
 		return nil, err
 	}
+	if bad := os.Getenv(crashModelEnv); bad != "" {
+		go crashOnModel(ctx, mgr, bad, log)
+	}
 	go func() {
 		if err := mgr.Run(ctx); err != nil {
 			log.Error("updates stopped", "err", err)
@@ -238,6 +241,31 @@ func startUpdates(ctx context.Context, cfg *Config, ob *outbox.Outbox, boot int6
 // crashPointEnv names an update transition at which the agent kills
 // itself (SIGKILL): the power-loss tests use it; nothing else should.
 const crashPointEnv = "OUTPOST_TEST_CRASHPOINT"
+
+// crashModelEnv names a model version ("name:version") that the agent
+// treats as one that crashes it: while a pipeline runs it, the agent kills
+// itself. It stands in for a model that brings ONNX Runtime down, for the
+// crash-loop tests; nothing else should set it.
+const crashModelEnv = "OUTPOST_TEST_CRASH_MODEL"
+
+func crashOnModel(ctx context.Context, mgr *update.Manager, bad string, log *slog.Logger) {
+	t := time.NewTicker(100 * time.Millisecond)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+		models, _, _ := mgr.Report()
+		for _, m := range models {
+			if fmt.Sprintf("%s:%d", m.Model, m.Version) == bad {
+				log.Warn("test crash model running: killing the agent", "model", bad)
+				syscall.Kill(os.Getpid(), syscall.SIGKILL)
+			}
+		}
+	}
+}
 
 // runningModels is what each pipeline runs when updates are off.
 func runningModels(pipes []*pipeline.Pipeline) []state.ModelStatus {

@@ -1,0 +1,338 @@
+package pipeline
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"math/rand/v2"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/outpost-edge/outpost/agent/infer"
+	"github.com/outpost-edge/outpost/hub"
+	"github.com/outpost-edge/outpost/hub/rollout"
+	"github.com/outpost-edge/outpost/models/goengine"
+	"github.com/outpost-edge/outpost/models/manifest"
+	"github.com/outpost-edge/outpost/models/onnx"
+	"github.com/outpost-edge/outpost/sync/state"
+	"github.com/outpost-edge/outpost/test/kafkatest"
+	"github.com/outpost-edge/outpost/test/testenv"
+)
+
+// bearing builds version v of the "bearing" model over vibration mean and
+// max. kind "nan" (a linear score) overflows to inf-inf on real data (its golden vector, at
+// zero, is fine); "slow" is a wide MLP, far slower than the logistic ones.
+func bearing(t *testing.T, v int64, kind string) string {
+	t.Helper()
+	var model []byte
+	var err error
+	feats := []manifest.Feature{{Field: "vibration", Agg: "mean", Std: 1}, {Field: "vibration", Agg: "max", Std: 1}}
+	switch kind {
+	case "nan":
+		// No sigmoid: ONNX Runtime's clamps a NaN into range.
+		model, err = onnx.MLP([]onnx.Dense{{W: [][]float32{{3e38, -3e38}}, B: []float32{0}}}, onnx.MLPOptions{})
+		feats[0].Std, feats[1].Std = 1e-3, 1e-3
+	case "slow":
+		rng := rand.New(rand.NewPCG(uint64(v), 1))
+		layer := func(in, out int) onnx.Dense {
+			d := onnx.Dense{W: make([][]float32, out), B: make([]float32, out)}
+			for i := range d.W {
+				d.W[i] = make([]float32, in)
+				for j := range d.W[i] {
+					d.W[i][j] = float32(rng.NormFloat64() / 30)
+				}
+			}
+			return d
+		}
+		model, err = onnx.MLP([]onnx.Dense{layer(2, 768), layer(768, 768), layer(768, 768), layer(768, 1)}, onnx.MLPOptions{Hidden: "Relu", Output: "Sigmoid"})
+	default:
+		model, err = onnx.Logistic([][]float32{{0.5, -0.25}}, []float32{float32(v) / 10})
+	}
+	if err != nil {
+		t.Fatal(err)
+	}
+	eng, err := goengine.Load(model)
+	if err != nil {
+		t.Fatal(err)
+	}
+	out, err := eng.Run([]float32{0, 0}, 2)
+	if err != nil {
+		t.Fatal(err)
+	}
+	m := &manifest.Manifest{Name: "bearing", Version: v, Parent: v - 1, Task: "anomaly", Features: feats,
+		Outputs: manifest.Outputs{Threshold: 0.5},
+		Golden:  []manifest.Golden{{Input: []float32{0, 0}, Output: out, Tolerance: 1e-4}}}
+	dir := t.TempDir()
+	if err := manifest.Write(dir, m, model); err != nil {
+		t.Fatal(err)
+	}
+	return dir
+}
+
+// supervised is an agent process restarted whenever it dies, as systemd's
+// Restart=always does on a device.
+type supervised struct {
+	id      string
+	dir     string
+	mu      sync.Mutex
+	cmd     *exec.Cmd
+	stopped bool
+	starts  int
+	done    chan struct{}
+}
+
+func superviseAgent(t *testing.T, bin, id, conf string, env []string) *supervised {
+	s := &supervised{id: id, dir: filepath.Dir(conf), done: make(chan struct{})}
+	go func() {
+		defer close(s.done)
+		for {
+			s.mu.Lock()
+			if s.stopped {
+				s.mu.Unlock()
+				return
+			}
+			cmd := exec.Command(bin, "--config", conf)
+			cmd.Env = append(os.Environ(), env...)
+			logf, _ := os.OpenFile(filepath.Join(s.dir, "agent.log"), os.O_CREATE|os.O_APPEND|os.O_WRONLY, 0o644)
+			cmd.Stdout, cmd.Stderr = logf, logf
+			err := cmd.Start()
+			s.cmd = cmd
+			s.starts++
+			s.mu.Unlock()
+			if err != nil {
+				t.Errorf("start agent %s: %v", id, err)
+				return
+			}
+			cmd.Wait()
+			logf.Close()
+			time.Sleep(200 * time.Millisecond)
+		}
+	}()
+	t.Cleanup(s.stop)
+	return s
+}
+
+func (s *supervised) stop() {
+	s.mu.Lock()
+	if !s.stopped {
+		s.stopped = true
+		if s.cmd != nil && s.cmd.Process != nil {
+			s.cmd.Process.Signal(syscall.SIGTERM)
+		}
+	}
+	s.mu.Unlock()
+	<-s.done
+}
+
+func (s *supervised) log() string {
+	b, _ := os.ReadFile(filepath.Join(s.dir, "agent.log"))
+	return string(b)
+}
+
+// rolloutHub starts a hub whose rollout controller looks every 200 ms.
+func rolloutHub(t *testing.T) (*hub.Hub, *hub.Config, string) {
+	cfg := hubConfig(t, kafkatest.Brokers(t), t.TempDir())
+	cfg.Updates.RolloutInterval = 200 * time.Millisecond
+	h := startHub(t, cfg)
+	t.Cleanup(h.Close)
+	return h, cfg, "http://" + h.HTTPAddr()
+}
+
+// fleetAgentConfig writes the config of one device running bearing v1
+// from a slot directory, taking updates from the hub.
+func fleetAgentConfig(t *testing.T, h *hub.Hub, hubDir, id string, creds state.Credentials, v1 string, seed int) string {
+	t.Helper()
+	dir := t.TempDir()
+	models := filepath.Join(dir, "models", "bearing")
+	mj, _ := os.ReadFile(filepath.Join(v1, manifest.ManifestFile))
+	model, _ := os.ReadFile(filepath.Join(v1, manifest.ModelFile))
+	if err := manifest.Write(filepath.Join(models, infer.Active), mustManifest(t, mj), model); err != nil {
+		t.Fatal(err)
+	}
+	conf := filepath.Join(dir, "agent.yaml")
+	yaml := fmt.Sprintf(`
+device: {id: %s}
+data_dir: %s
+hub: {url: "tcp://%s", username: %s, password: %s}
+report: {interval: 1s}
+uplink: {ack_timeout: 1s}
+metrics: {listen: ""}
+log: {level: info}
+runtime: {onnxruntime_library: %s}
+updates: {url: "http://%s/tuf", trusted_root: %s, probation: 3s}
+pipelines:
+  - name: health
+    source: {type: simulator, simulator: {sensors: 4, rate: 100, seed: %d}}
+    decode: {key_field: sensor, time_field: ts, fields: [vibration]}
+    window: {kind: tumbling, size: 200ms, max_out_of_order: 50ms}
+    aggregations: [mean, max]
+    model: {dir: %s}
+`, id, filepath.Join(dir, "data"), h.MQTTAddr(), creds.Username, creds.Password, testenv.ORTLibrary(t),
+		h.HTTPAddr(), filepath.Join(hubDir, "tuf", "1.root.json"), seed, models)
+	if err := os.WriteFile(conf, []byte(yaml), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	return conf
+}
+
+func mustManifest(t *testing.T, raw []byte) *manifest.Manifest {
+	m, err := manifest.Parse(raw)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return m
+}
+
+// devices reads the hub's device list.
+func devices(t *testing.T, url string) map[string]state.Device {
+	t.Helper()
+	resp, err := http.Get(url + "/v1/devices")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	var list []state.Device
+	if err := json.NewDecoder(resp.Body).Decode(&list); err != nil {
+		t.Fatal(err)
+	}
+	out := map[string]state.Device{}
+	for _, d := range list {
+		out[d.ID] = d
+	}
+	return out
+}
+
+func runningVersion(d state.Device) int64 {
+	if d.Reported == nil {
+		return 0
+	}
+	for _, m := range d.Reported.Models {
+		if m.Model == "bearing" {
+			return m.Version
+		}
+	}
+	return 0
+}
+
+// waitFleet waits until every device reports running bearing version v.
+func waitFleet(t *testing.T, url string, ids []string, v int64, agents []*supervised) {
+	t.Helper()
+	deadline := time.Now().Add(60 * time.Second)
+	for time.Now().Before(deadline) {
+		devs := devices(t, url)
+		ok := true
+		for _, id := range ids {
+			if runningVersion(devs[id]) != v {
+				ok = false
+			}
+		}
+		if ok {
+			return
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
+	for _, a := range agents {
+		t.Logf("agent %s log:\n%s", a.id, tail(a.log(), 3000))
+	}
+	t.Fatalf("devices not all on bearing v%d within 60s: %+v", v, devices(t, url))
+}
+
+func getRollout(t *testing.T, url, id string) rollout.Rollout {
+	t.Helper()
+	resp, err := http.Get(url + "/v1/rollouts/" + id)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	var r rollout.Rollout
+	if err := json.NewDecoder(resp.Body).Decode(&r); err != nil {
+		t.Fatal(err)
+	}
+	return r
+}
+
+// TestRolloutUpdatesTheFleetAndHaltsOnBadModels runs three agent processes
+// (real MQTT, real TUF clients, ONNX Runtime) under a supervisor. A good
+// version rolls out in two waves; then a model that outputs NaN, one with
+// far more latency, and one that crashes the agent each halt the rollout
+// at the canary, which goes back to the previous model on its own while
+// the other devices are never touched.
+func TestRolloutUpdatesTheFleetAndHaltsOnBadModels(t *testing.T) {
+	h, cfg, url := rolloutHub(t)
+	pkgs := map[int64]string{1: bearing(t, 1, ""), 2: bearing(t, 2, ""), 3: bearing(t, 3, "nan"), 4: bearing(t, 4, "slow"), 5: bearing(t, 5, "")}
+	for v := int64(1); v <= 5; v++ {
+		if code, out := outpostctl(t, url, "model", "push", pkgs[v]); code != 0 {
+			t.Fatalf("push v%d: %s", v, out)
+		}
+	}
+	bin := buildAgent(t)
+	ids := []string{"lab-1", "lab-2", "lab-3"}
+	var agents []*supervised
+	for i, id := range ids {
+		creds, err := h.Registry().Add(context.Background(), id, map[string]string{"site": "lab"})
+		if err != nil {
+			t.Fatal(err)
+		}
+		conf := fleetAgentConfig(t, h, cfg.DataDir, id, creds, pkgs[1], i+1)
+		agents = append(agents, superviseAgent(t, bin, id, conf, []string{"OUTPOST_TEST_CRASH_MODEL=bearing:5"}))
+	}
+	waitFleet(t, url, ids, 1, agents)
+
+	// A good version: a canary of one, then everyone.
+	code, out := outpostctl(t, url, "rollout", "start", "bearing", "2", "--select", "site=lab", "--waves", "1,100%", "--bake", "1s", "--watch")
+	if code != 0 || !strings.Contains(out, "completed") {
+		for _, a := range agents {
+			t.Logf("agent %s log:\n%s", a.id, tail(a.log(), 3000))
+		}
+		t.Fatalf("rollout of v2: exit %d:\n%s", code, out)
+	}
+	t.Logf("rollout of v2:\n%s", out)
+	waitFleet(t, url, ids, 2, agents)
+
+	for _, bad := range []struct {
+		version int64
+		why     string
+	}{{3, "non-finite"}, {4, "latency"}, {5, "crash loop"}} {
+		code, out := outpostctl(t, url, "rollout", "start", "bearing", fmt.Sprint(bad.version), "--select", "site=lab", "--waves", "1,100%", "--bake", "1s", "--watch")
+		if code == 0 || !strings.Contains(out, "halted") || !strings.Contains(out, bad.why) {
+			_, status := outpostctl(t, url, "rollout", "status")
+			t.Log(status)
+			for _, id := range ids {
+				t.Logf("%s: %+v", id, devices(t, url)[id].Reported.Updates)
+			}
+			t.Fatalf("rollout of bad v%d: exit %d, want halted for %q:\n%s", bad.version, code, bad.why, out)
+		}
+		t.Logf("rollout of bad v%d:\n%s", bad.version, out)
+		var list []rollout.Rollout
+		resp, err := http.Get(url + "/v1/rollouts")
+		if err != nil {
+			t.Fatal(err)
+		}
+		json.NewDecoder(resp.Body).Decode(&list)
+		resp.Body.Close()
+		r := getRollout(t, url, list[0].ID)
+		if r.State != rollout.Halted || len(r.Devices) != 1 {
+			t.Fatalf("v%d rollout %s with %d devices, want halted at the canary", bad.version, r.State, len(r.Devices))
+		}
+		// Everyone ends on v2; only the canary ever saw the bad version.
+		waitFleet(t, url, ids, 2, agents)
+		devs := devices(t, url)
+		for _, id := range ids {
+			u, ok := devs[id].Reported.Updates["bearing"]
+			_, canary := r.Devices[id]
+			if canary != (ok && u.To == bad.version) {
+				t.Fatalf("device %s (canary %v) last update %+v", id, canary, u)
+			}
+			if canary && u.Phase != state.PhaseRolledBack {
+				t.Fatalf("canary %s: %+v, want rolled back", id, u)
+			}
+		}
+	}
+}
