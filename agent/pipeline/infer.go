@@ -80,7 +80,9 @@ func (p *Pipeline) infer(results []window.Result) {
 			// JSON cannot carry NaN: count it, and keep the window record.
 			p.Stats.NaN.Add(1)
 			p.Stats.InferErrors.Add(1)
-			p.rejLog.Do(func() { p.log.Warn("model produced a non-finite score", "model", m.Name, "version", m.Version, "key", r.Key) })
+			p.rejLog.Do(func() {
+				p.log.Warn("model produced a non-finite score", "model", m.Name, "version", m.Version, "key", r.Key)
+			})
 			continue
 		}
 		rec := InferenceRecord{Pipeline: p.cfg.Name, Key: r.Key, WindowStart: r.Start, WindowEnd: r.End, Firing: string(r.Firing),

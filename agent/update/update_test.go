@@ -69,7 +69,7 @@ func (r *runner) Name() string { return "p" }
 func (r *runner) ModelConfig() (infer.Config, bool) {
 	return infer.Config{Dir: r.dir, Engine: "go"}, true
 }
-func (r *runner) Manifest() *manifest.Manifest         { return r.initial }
+func (r *runner) Manifest() *manifest.Manifest        { return r.initial }
 func (r *runner) CheckModel(*manifest.Manifest) error { return nil }
 func (r *runner) SwapModel(_ context.Context, m *infer.Model) error {
 	r.mu.Lock()
@@ -381,7 +381,6 @@ func TestTamperedPackageIsRefused(t *testing.T) {
 		t.Fatal("the running model was touched")
 	}
 }
-
 
 // TestPowerLossAtEveryStep stops the manager dead (its goroutine exits on
 // the spot, nothing cleaned up) right after each transition is stored and
