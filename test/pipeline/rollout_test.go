@@ -286,7 +286,7 @@ func TestRolloutUpdatesTheFleetAndHaltsOnBadModels(t *testing.T) {
 	waitFleet(t, url, ids, 1, agents)
 
 	// A good version: a canary of one, then everyone.
-	code, out := outpostctl(t, url, "rollout", "start", "bearing", "2", "--select", "site=lab", "--waves", "1,100%", "--bake", "1s", "--watch")
+	code, out := outpostctl(t, url, "rollout", "start", "bearing", "2", "--select", "site=lab", "--waves", "1,100%", "--bake", "1s", "--wave-timeout", "60s", "--watch")
 	if code != 0 || !strings.Contains(out, "completed") {
 		for _, a := range agents {
 			t.Logf("agent %s log:\n%s", a.id, tail(a.log(), 3000))
@@ -300,7 +300,7 @@ func TestRolloutUpdatesTheFleetAndHaltsOnBadModels(t *testing.T) {
 		version int64
 		why     string
 	}{{3, "non-finite"}, {4, "latency"}, {5, "crash loop"}} {
-		code, out := outpostctl(t, url, "rollout", "start", "bearing", fmt.Sprint(bad.version), "--select", "site=lab", "--waves", "1,100%", "--bake", "1s", "--watch")
+		code, out := outpostctl(t, url, "rollout", "start", "bearing", fmt.Sprint(bad.version), "--select", "site=lab", "--waves", "1,100%", "--bake", "1s", "--wave-timeout", "60s", "--watch")
 		if code == 0 || !strings.Contains(out, "halted") || !strings.Contains(out, bad.why) {
 			_, status := outpostctl(t, url, "rollout", "status")
 			t.Log(status)
@@ -333,6 +333,60 @@ func TestRolloutUpdatesTheFleetAndHaltsOnBadModels(t *testing.T) {
 			if canary && u.Phase != state.PhaseRolledBack {
 				t.Fatalf("canary %s: %+v, want rolled back", id, u)
 			}
+		}
+	}
+}
+
+// TestKill9AtEveryUpdateStep updates seven agent processes at once, each
+// killed with SIGKILL (OUTPOST_TEST_CRASHPOINT) at a different step of the
+// update state machine and restarted by its supervisor. Every restart
+// must find a complete model to load (an agent that cannot load its model
+// exits, and the rollout would never finish), and every device must end
+// the update committed on the new version.
+func TestKill9AtEveryUpdateStep(t *testing.T) {
+	h, cfg, url := rolloutHub(t)
+	v1, v2 := bearing(t, 1, ""), bearing(t, 2, "")
+	for _, p := range []string{v1, v2} {
+		if code, out := outpostctl(t, url, "model", "push", p); code != 0 {
+			t.Fatal(out)
+		}
+	}
+	bin := buildAgent(t)
+	points := []string{"downloading", "verifying", "installing", "selftest", "switching", "switched", "probation"}
+	var ids []string
+	var agents []*supervised
+	for i, point := range points {
+		id := "crash-" + point
+		creds, err := h.Registry().Add(context.Background(), id, map[string]string{"fleet": "crash"})
+		if err != nil {
+			t.Fatal(err)
+		}
+		conf := fleetAgentConfig(t, h, cfg.DataDir, id, creds, v1, i+1)
+		ids = append(ids, id)
+		agents = append(agents, superviseAgent(t, bin, id, conf, []string{"OUTPOST_TEST_CRASHPOINT=" + point}))
+	}
+	waitFleet(t, url, ids, 1, agents)
+	code, out := outpostctl(t, url, "rollout", "start", "bearing", "2", "--select", "fleet=crash", "--waves", "100%", "--wave-timeout", "90s", "--watch")
+	if code != 0 {
+		for _, a := range agents {
+			t.Logf("agent %s log:\n%s", a.id, tail(a.log(), 3000))
+		}
+		t.Fatalf("rollout: exit %d:\n%s", code, out)
+	}
+	waitFleet(t, url, ids, 2, agents)
+	for i, a := range agents {
+		log := a.log()
+		if !strings.Contains(log, "test crash point reached") {
+			t.Errorf("%s never reached its crash point", a.id)
+		}
+		a.mu.Lock()
+		starts := a.starts
+		a.mu.Unlock()
+		if starts < 2 {
+			t.Errorf("%s started %d times: the kill at %s did not happen", a.id, starts, points[i])
+		}
+		if strings.Contains(log, "level=ERROR") {
+			t.Errorf("%s logged errors:\n%s", a.id, tail(log, 2000))
 		}
 	}
 }
