@@ -439,6 +439,26 @@ func (h *Hub) deviceViews() []state.Device {
 	return out
 }
 
+// Rollouts is the rollout controller.
+func (h *Hub) Rollouts() *rollout.Controller { return h.rollouts }
+
+// Devices are the enrolments joined with their last reports.
+func (h *Hub) Devices() []state.Device { return h.deviceViews() }
+
+// PushModel registers a package version and publishes it as a signed
+// target, as POST /v1/models does.
+func (h *Hub) PushModel(ctx context.Context, req modelstore.PushRequest) (*modelstore.Version, error) {
+	v, err := h.models.Push(ctx, req.Manifest, req.Model)
+	if err != nil {
+		return nil, err
+	}
+	h.log.Info("model pushed", "model", v.Name, "version", v.Version, "parent", v.Parent)
+	if _, err := h.updates.PublishModel(req.Manifest, req.Model); err != nil {
+		return nil, err
+	}
+	return v, nil
+}
+
 // Registry is the device registry (enrolment, revocation).
 func (h *Hub) Registry() *registry.Registry { return h.registry }
 

@@ -29,12 +29,8 @@ func (h *Hub) modelRoutes(mux *http.ServeMux) {
 			writeError(w, http.StatusBadRequest, fmt.Errorf("body: %w", err))
 			return
 		}
-		v, err := h.models.Push(r.Context(), req.Manifest, req.Model)
-		if err == nil {
-			h.log.Info("model pushed", "model", v.Name, "version", v.Version, "parent", v.Parent)
-			// Signed right away, so a rollout can name it.
-			_, err = h.updates.PublishModel(req.Manifest, req.Model)
-		}
+		// Signed right away, so a rollout can name it.
+		v, err := h.PushModel(r.Context(), req)
 		respond(w, http.StatusCreated, v, err)
 	}))
 	mux.HandleFunc("GET /v1/models/{name}", h.admin(func(w http.ResponseWriter, r *http.Request) {

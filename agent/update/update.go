@@ -740,7 +740,7 @@ func (m *Manager) probation(ctx context.Context, j *job) {
 		why = fmt.Sprintf("%d of %d rows gave non-finite scores", h.NaN, rows)
 	case rows > 0 && float64(h.Errors)/float64(rows) > m.cfg.MaxErrorRate:
 		why = fmt.Sprintf("%d of %d rows failed (max_error_rate %g)", h.Errors, rows, m.cfg.MaxErrorRate)
-	case calls >= 5 && h.BaselineLatencyUS > 0 && h.MeanLatencyUS > m.cfg.MaxLatencyFactor*h.BaselineLatencyUS:
+	case h.SlowerThan(m.cfg.MaxLatencyFactor):
 		why = fmt.Sprintf("mean latency %.0f µs is %.1f× the previous model's %.0f µs (max_latency_factor %g)",
 			h.MeanLatencyUS, h.MeanLatencyUS/h.BaselineLatencyUS, h.BaselineLatencyUS, m.cfg.MaxLatencyFactor)
 	}

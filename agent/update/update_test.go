@@ -320,14 +320,14 @@ func TestSlowModelRollsBack(t *testing.T) {
 	cfg := testConfig()
 	cfg.Probation = 5 * time.Second
 	r, m, _ := w.start(t, cfg, nil)
-	r.served.Store(50) // the old model: 1 µs a call
+	r.served.Store(50) // the old model: 100 µs a call
 	m.Desire(desired(1, 2, target, "r1"))
 	for r.swaps.Load() == 0 {
 		time.Sleep(10 * time.Millisecond)
 	}
 	slow := &slowRunner{runner: r}
 	m.runners[0] = slow
-	slow.calls.Store(10) // 10 calls at 5 µs each
+	slow.calls.Store(30) // 30 calls at 500 µs each
 	u := waitPhase(t, m)
 	if u.Phase != state.PhaseRolledBack || !strings.Contains(u.Reason, "latency") {
 		t.Fatalf("update %+v, want rolled back for latency", u)
@@ -335,6 +335,7 @@ func TestSlowModelRollsBack(t *testing.T) {
 }
 
 // slowRunner reports calls after the switch at 5× the old model's latency.
+// (The fake runner's own calls take 1 µs, below any gate's slack.)
 type slowRunner struct {
 	*runner
 	calls atomic.Int64
@@ -343,7 +344,7 @@ type slowRunner struct {
 func (s *slowRunner) Health() (int64, int64, int64, int64, int64) {
 	n := s.served.Load()
 	c := s.calls.Load()
-	return n + c, 0, 0, n + c, n*1000 + c*5000
+	return n + c, 0, 0, n + c, n*100_000 + c*500_000
 }
 
 func TestModelFailingItsSelfTestIsNeverSwitchedTo(t *testing.T) {

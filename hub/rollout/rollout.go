@@ -609,7 +609,7 @@ func (c *Controller) gate(r *Rollout) string {
 			why = d.Phase + ": " + d.Reason
 		case rows > 0 && float64(d.Health.Errors)/float64(rows) > g.MaxErrorRate:
 			why = fmt.Sprintf("error rate %.3f over gates.max_error_rate %g", float64(d.Health.Errors)/float64(rows), g.MaxErrorRate)
-		case d.Health.BaselineLatencyUS > 0 && d.Health.MeanLatencyUS > g.MaxLatencyFactor*d.Health.BaselineLatencyUS:
+		case d.Health.SlowerThan(g.MaxLatencyFactor):
 			why = fmt.Sprintf("latency %.1f× the previous model's, over gates.max_latency_factor %g", d.Health.MeanLatencyUS/d.Health.BaselineLatencyUS, g.MaxLatencyFactor)
 		case d.Phase == state.PhaseCommitted && d.Health.Inferences < g.MinInferences && d.From != r.Spec.Version:
 			why = fmt.Sprintf("committed after only %d inferences (gates.min_inferences %d)", d.Health.Inferences, g.MinInferences)

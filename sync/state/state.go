@@ -137,6 +137,21 @@ type Update struct {
 	At      time.Time `json:"at"`
 }
 
+// LatencySlackUS is the increase in mean latency per call, in µs, that
+// latency gates tolerate whatever the ratio: below it scheduling noise on a
+// busy device moves a microsecond model by several times.
+const LatencySlackUS = 200
+
+// LatencyMinRows is how many rows a latency gate needs before it judges.
+const LatencyMinRows = 20
+
+// SlowerThan reports whether h's mean latency is over factor times the
+// previous model's, by more than the slack, with enough rows to tell.
+func (h Health) SlowerThan(factor float64) bool {
+	return h.BaselineLatencyUS > 0 && h.Inferences >= LatencyMinRows &&
+		h.MeanLatencyUS > factor*h.BaselineLatencyUS && h.MeanLatencyUS-h.BaselineLatencyUS > LatencySlackUS
+}
+
 // Health is what the device saw of the new model during probation, next to
 // what it saw of the old one before the switch.
 type Health struct {
