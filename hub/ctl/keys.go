@@ -174,7 +174,13 @@ func keysSign(_ context.Context, c *cli, args []string) error {
 	if err := os.WriteFile(*root, data, 0o644); err != nil {
 		return err
 	}
-	return keysShow(context.Background(), c, []string{*root})
+	st, err := tuf.InspectRoot(data)
+	if err != nil {
+		return err
+	}
+	_, err = fmt.Fprintf(c.out, "signed root version %d: %d of its threshold of %d signatures by its own keys (a rotation also needs the previous root's threshold: keys show NEXT PREVIOUS)\n",
+		st.Version, st.Signed, st.Threshold)
+	return err
 }
 
 // keysShow says what a root file is and whether it is ready to publish.
@@ -198,15 +204,13 @@ func keysShow(_ context.Context, c *cli, args []string) error {
 			return err
 		}
 		if err := tuf.VerifyRotation(prev, data); err != nil {
-			_, err = fmt.Fprintf(c.out, "not ready: %v\n", err)
-			return err
+			return fmt.Errorf("not ready: %w", err)
 		}
 		_, err = fmt.Fprintln(c.out, "ready: clients that trust the previous root will accept it")
 		return err
 	}
 	if !st.Complete {
-		_, err = fmt.Fprintln(c.out, "not ready: below its threshold")
-		return err
+		return fmt.Errorf("not ready: %d of %d signatures", st.Signed, st.Threshold)
 	}
 	_, err = fmt.Fprintln(c.out, "complete by its own keys (for a rotation, also check against the previous root: keys show NEXT PREVIOUS)")
 	return err

@@ -65,18 +65,12 @@ func Open(cfg Config, dataDir string, log *slog.Logger) (*Service, error) {
 		return s, nil
 	}
 	if s.repo, err = tuf.Open(dir, online, nil); err != nil {
-		// The usual cause: online keys rotated with a root not yet published.
-		if cfg.RootFile == "" {
-			return nil, fmt.Errorf("updates: %w", err)
-		}
+		return nil, fmt.Errorf("updates: %w", err)
 	}
 	if cfg.RootFile != "" {
 		st, err := tuf.InspectRoot(root)
 		if err != nil {
 			return nil, fmt.Errorf("updates.root_file: %w", err)
-		}
-		if s.repo == nil {
-			return nil, fmt.Errorf("updates: the repository in %s does not open with updates.online_keys, and root_file (version %d) does not rotate to them", dir, st.Version)
 		}
 		if st.Version > s.repo.RootVersion() {
 			if err := s.repo.UpdateRoot(root, online); err != nil {
@@ -84,6 +78,11 @@ func Open(cfg Config, dataDir string, log *slog.Logger) (*Service, error) {
 			}
 			log.Info("tuf root rotated", "version", st.Version)
 		}
+	}
+	// Signing with keys root does not name would make every device refuse
+	// every update: refuse to start instead.
+	if err := s.repo.CheckKeys(); err != nil {
+		return nil, fmt.Errorf("updates.online_keys: %w", err)
 	}
 	return s, nil
 }

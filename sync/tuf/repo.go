@@ -117,7 +117,7 @@ func Create(dir string, signedRoot []byte, online OnlineKeys, now func() time.Ti
 }
 
 // Open loads the repository a hub wrote earlier: the newest root, targets
-// and snapshot, and the timestamp.
+// and snapshot, and the timestamp. See CheckKeys.
 func Open(dir string, online OnlineKeys, now func() time.Time) (*Repo, error) {
 	if now == nil {
 		now = time.Now
@@ -136,10 +136,16 @@ func Open(dir string, online OnlineKeys, now func() time.Time) (*Repo, error) {
 	if r.timestamp, err = metadata.Timestamp().FromFile(filepath.Join(dir, "timestamp.json")); err != nil {
 		return nil, fmt.Errorf("%w: %w", ErrRepo, err)
 	}
-	if err := r.checkOnline(); err != nil {
-		return nil, err
-	}
 	return r, nil
+}
+
+// CheckKeys reports whether the online keys are the ones the newest root
+// names. Open does not check, so that a hub can publish a rotation to new
+// keys first (UpdateRoot); it must check before it signs anything.
+func (r *Repo) CheckKeys() error {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return r.checkOnline()
 }
 
 // Exists reports whether dir holds a repository.
