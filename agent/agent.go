@@ -77,7 +77,9 @@ func Run(ctx context.Context, cfg *Config, log *slog.Logger) error {
 			report(ctx, c, state.StatusRunning)
 		},
 		Subscriptions: map[string]uplink.Subscription{
-			topics.Desired(cfg.Device.ID): {QoS: 1, Handle: func(_ string, payload []byte) {
+			// QoS 0: the hub sends desired state again to a device whose
+			// report shows it behind, and NATS delivers at QoS 0 anyway.
+			topics.Desired(cfg.Device.ID): {QoS: 0, Handle: func(_ string, payload []byte) {
 				d, err := state.DecodeDesired(payload)
 				if err == nil && d.Device != cfg.Device.ID {
 					err = fmt.Errorf("desired state names device %q", d.Device)

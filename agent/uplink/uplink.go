@@ -104,8 +104,7 @@ func New(cfg Config, o Options, log *slog.Logger) (*Client, error) {
 		SetOnConnectHandler(func(c mqtt.Client) {
 			log.Info("uplink connected", "broker", u.broker.Load())
 			for topic, sub := range o.Subscriptions {
-				h := sub.Handle
-				c.Subscribe(topic, sub.QoS, func(_ mqtt.Client, m mqtt.Message) { h(m.Topic(), m.Payload()) })
+				go subscribe(c, topic, sub, log)
 			}
 			if o.OnConnect != nil {
 				go o.OnConnect(u)
@@ -168,3 +167,23 @@ func (u *Client) Connected() bool { return u.c.IsConnectionOpen() }
 
 // Close disconnects, giving in-flight work a moment to finish.
 func (u *Client) Close() { u.c.Disconnect(250) }
+
+// subscribe subscribes and keeps trying while the connection lasts: a
+// subscription the broker refused (a busy hub times out) would leave the
+// device deaf to its hub with nothing else noticing.
+func subscribe(c mqtt.Client, topic string, sub Subscription, log *slog.Logger) {
+	h := sub.Handle
+	for wait := time.Second; c.IsConnectionOpen(); wait = min(2*wait, 30*time.Second) {
+		tok := c.Subscribe(topic, sub.QoS, func(_ mqtt.Client, m mqtt.Message) { h(m.Topic(), m.Payload()) })
+		if !tok.WaitTimeout(30 * time.Second) {
+			log.Warn("uplink subscribe timed out; retrying", "topic", topic)
+		} else if err := tok.Error(); err != nil {
+			log.Warn("uplink subscribe failed; retrying", "topic", topic, "err", err)
+		} else if st, ok := tok.(*mqtt.SubscribeToken); ok && st.Result()[topic] == 0x80 {
+			log.Warn("uplink subscribe refused by the broker; retrying", "topic", topic)
+		} else {
+			return
+		}
+		time.Sleep(wait)
+	}
+}

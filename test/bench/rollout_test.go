@@ -71,6 +71,14 @@ func BenchmarkRollout1000(b *testing.B) {
 	cfg.Updates.RolloutInterval = 100 * time.Millisecond
 	cfg.Log.Level = "error"
 	log := slog.New(slog.DiscardHandler)
+	// The agents' warnings, kept for a failure.
+	agentLogPath := filepath.Join(b.TempDir(), "agents.log")
+	agentLogFile, err := os.Create(agentLogPath)
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer agentLogFile.Close()
+	agentLog := slog.New(slog.NewTextHandler(agentLogFile, &slog.HandlerOptions{Level: slog.LevelWarn}))
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 	h, err := hub.Start(ctx, cfg, log)
@@ -128,7 +136,7 @@ func BenchmarkRollout1000(b *testing.B) {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			if err := agent.Run(ctx, a, log); err != nil && ctx.Err() == nil {
+			if err := agent.Run(ctx, a, agentLog); err != nil && ctx.Err() == nil {
 				b.Errorf("agent %s: %v", id, err)
 			}
 		}()
@@ -191,6 +199,9 @@ func BenchmarkRollout1000(b *testing.B) {
 				want, _, _ := h.Rollouts().Desired(ctx, id)
 				rep := devs[id].Reported
 				b.Logf("%s: rollout says %+v; hub desired v%d; reported %+v", id, d, want.Version, rep)
+			}
+			if data, err := os.ReadFile(agentLogPath); err == nil {
+				b.Logf("agent warnings (last 4 KiB):\n%s", data[max(0, len(data)-4096):])
 			}
 			b.Fatalf("rollout %s: %s (%s) %v", r.ID, r.State, r.Reason, r.Counts())
 		}
