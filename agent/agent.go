@@ -162,6 +162,8 @@ func Run(ctx context.Context, cfg *Config, log *slog.Logger) error {
 	}()
 	defer up.Close()
 
+	var lastReport time.Time
+	var later <-chan time.Time
 	tick := time.NewTicker(cfg.Report.Interval)
 	defer tick.Stop()
 	for {
@@ -180,12 +182,28 @@ func Run(ctx context.Context, cfg *Config, log *slog.Logger) error {
 				return err
 			}
 		case <-reportNow:
+			// Update steps come in bursts: report at most every
+			// reportGap, and always the last state.
+			if wait := reportGap - time.Since(lastReport); wait > 0 {
+				if later == nil {
+					later = time.After(wait)
+				}
+				continue
+			}
 			if up.Connected() {
 				report(ctx, up, state.StatusRunning)
+				lastReport = time.Now()
+			}
+		case <-later:
+			later = nil
+			if up.Connected() {
+				report(ctx, up, state.StatusRunning)
+				lastReport = time.Now()
 			}
 		case <-tick.C:
 			if up.Connected() {
 				report(ctx, up, state.StatusRunning)
+				lastReport = time.Now()
 			}
 			if err := appendTelemetry(ctx, ob, rep.StartedAt); err != nil {
 				log.Warn("telemetry", "err", err)
@@ -239,6 +257,9 @@ func startUpdates(ctx context.Context, cfg *Config, ob *outbox.Outbox, boot int6
 	}()
 	return mgr, nil
 }
+
+// reportGap is the least time between two reports of update progress.
+const reportGap = 250 * time.Millisecond
 
 // crashPointEnv names an update transition at which the agent kills
 // itself (SIGKILL): the power-loss tests use it; nothing else should.

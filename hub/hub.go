@@ -324,12 +324,12 @@ func (h *Hub) onReported(m *nats.Msg) {
 	if h.leader.Load() && h.rollouts != nil {
 		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
 		defer cancel()
-		d, ok, err := h.rollouts.Desired(ctx, r.Device)
+		d, behind, err := h.rollouts.Behind(ctx, r.Device, r.DesiredVersion)
 		if err != nil {
 			h.log.Warn("read desired state", "device", r.Device, "err", err)
 			return
 		}
-		if ok && r.DesiredVersion < d.Version {
+		if behind {
 			if err := (fleet{h}).PublishDesired(d); err != nil {
 				h.log.Warn("publish desired state", "device", r.Device, "err", err)
 			}

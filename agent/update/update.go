@@ -562,11 +562,8 @@ func (m *Manager) download(ctx context.Context, j *job) error {
 // the manifest's digest from the target metadata, its name and version,
 // and the model file's sha256 from the manifest.
 func (m *Manager) verify(j *job) error {
-	// After a restart nothing is refreshed yet; and the metadata must
-	// still be current now, not only when the download started.
-	if err := m.o.Fetcher.Refresh(); err != nil {
-		return err
-	}
+	// The signed description the download was checked against (after a
+	// restart the client refreshes first).
 	tf, err := m.o.Fetcher.Target(j.Target)
 	if err != nil {
 		return err

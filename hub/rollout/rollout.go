@@ -21,6 +21,7 @@ import (
 	"sort"
 	"strconv"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
@@ -233,11 +234,14 @@ type Controller struct {
 	pub      Publisher
 	log      *slog.Logger
 	now      func() time.Time
+
+	mu     sync.Mutex
+	latest map[string]int64 // newest desired version per device, as written here or read
 }
 
 // Open creates or binds the buckets.
 func Open(ctx context.Context, js jetstream.JetStream, replicas int, fleet Fleet, pub Publisher, log *slog.Logger) (*Controller, error) {
-	c := &Controller{fleet: fleet, pub: pub, log: log.With("component", "rollout"), now: time.Now}
+	c := &Controller{fleet: fleet, pub: pub, log: log.With("component", "rollout"), now: time.Now, latest: map[string]int64{}}
 	var err error
 	if c.rollouts, err = js.CreateOrUpdateKeyValue(ctx, jetstream.KeyValueConfig{Bucket: RolloutBucket, History: 5, Replicas: max(replicas, 1), Storage: jetstream.FileStorage}); err != nil {
 		return nil, fmt.Errorf("rollout: bucket: %w", err)
@@ -383,6 +387,11 @@ func (c *Controller) Abort(ctx context.Context, id, why string) (*Rollout, error
 
 // Run ticks the controller until ctx ends (on the lease holder).
 func (c *Controller) Run(ctx context.Context, every time.Duration) {
+	// Another hub may have written desired states while this one did not
+	// hold the lease: forget what it remembered.
+	c.mu.Lock()
+	c.latest = map[string]int64{}
+	c.mu.Unlock()
 	t := time.NewTicker(every)
 	defer t.Stop()
 	for {
@@ -572,9 +581,13 @@ func (c *Controller) advance(ctx context.Context, id string, fleet []state.Devic
 }
 
 func countNotIn(devs map[string]*Device, el []state.Device) int {
+	in := make(map[string]bool, len(el))
+	for _, d := range el {
+		in[d.ID] = true
+	}
 	n := 0
 	for id := range devs {
-		if !slices.ContainsFunc(el, func(d state.Device) bool { return d.ID == id }) {
+		if !in[id] {
 			n++
 		}
 	}
@@ -691,11 +704,43 @@ func (c *Controller) setDesired(ctx context.Context, device, model string, want 
 		if err != nil {
 			return fmt.Errorf("rollout: store desired state of %s: %w", device, err)
 		}
+		c.remember(device, d.Version)
 		if err := c.pub.PublishDesired(d); err != nil {
 			c.log.Warn("publish desired state (the device fetches it when it next reports)", "device", device, "err", err)
 		}
 		return nil
 	}
+}
+
+func (c *Controller) remember(device string, version int64) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if version > c.latest[device] {
+		c.latest[device] = version
+	}
+}
+
+// Behind returns the device's desired state when a report shows the
+// device has seen an older version than the newest one. Reports arrive
+// every few seconds from every device, so the usual answer (not behind)
+// comes from memory; the bucket is read only when the device may be
+// behind, and the bucket's word is final.
+func (c *Controller) Behind(ctx context.Context, device string, seen int64) (state.Desired, bool, error) {
+	c.mu.Lock()
+	v, known := c.latest[device]
+	c.mu.Unlock()
+	if known && seen >= v {
+		return state.Desired{}, false, nil
+	}
+	d, ok, err := c.Desired(ctx, device)
+	if err != nil || !ok {
+		if err == nil {
+			c.remember(device, 0)
+		}
+		return state.Desired{}, false, err
+	}
+	c.remember(device, d.Version)
+	return d, seen < d.Version, nil
 }
 
 // Desired reads a device's desired state; ok is false when it has none.

@@ -67,10 +67,12 @@ func (c *Client) Refresh() error {
 }
 
 // Target returns the signed description of a target, as of the last
-// Refresh.
+// Refresh (made now when there was none yet).
 func (c *Client) Target(name string) (*metadata.TargetFiles, error) {
 	if c.up == nil {
-		return nil, fmt.Errorf("tuf: target %s: refresh first", name)
+		if err := c.Refresh(); err != nil {
+			return nil, err
+		}
 	}
 	tf, err := c.up.GetTargetInfo(name)
 	if err != nil {
