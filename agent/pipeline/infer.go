@@ -1,10 +1,15 @@
 package pipeline
 
 import (
+	"encoding/binary"
+	"hash/fnv"
 	"math"
+	"slices"
+	"sync/atomic"
 	"time"
 
 	"github.com/outpost-edge/outpost/agent/window"
+	"github.com/outpost-edge/outpost/models/manifest"
 )
 
 // InferenceRecord is the data of an `inferences` record.
@@ -22,14 +27,27 @@ type InferenceRecord struct {
 	LatencyUS   int64     `json:"latency_us"` // of the micro-batch the row ran in
 }
 
+// vector appends the feature vector m asks for from window result r.
+func (p *Pipeline) vector(m *manifest.Manifest, r *window.Result, x []float32) ([]float32, error) {
+	lookup := func(field, agg string) (float64, bool) {
+		fi := slices.Index(p.cfg.Decode.Fields, field)
+		if fi < 0 {
+			return 0, false
+		}
+		a, err := window.ParseAgg(agg)
+		if err != nil {
+			return 0, false
+		}
+		return r.Value(fi, a), true
+	}
+	return m.Vector(lookup, x)
+}
+
 // infer runs every final or updated window of one batch through the
 // model in a single call: windows that close together are micro-batched.
+// A shadow model runs beside it (see SetShadow).
 func (p *Pipeline) infer(results []window.Result) {
 	m := p.model.Manifest
-	fieldIdx := map[string]int{}
-	for i, f := range p.cfg.Decode.Fields {
-		fieldIdx[f] = i
-	}
 	var x []float32
 	var rows []int
 	for i := range results {
@@ -37,20 +55,9 @@ func (p *Pipeline) infer(results []window.Result) {
 		if r.Firing == window.Early {
 			continue
 		}
-		lookup := func(field, agg string) (float64, bool) {
-			fi, ok := fieldIdx[field]
-			if !ok {
-				return 0, false
-			}
-			a, err := window.ParseAgg(agg)
-			if err != nil {
-				return 0, false
-			}
-			return r.Value(fi, a), true
-		}
 		var err error
 		before := len(x)
-		if x, err = m.Vector(lookup, x); err != nil {
+		if x, err = p.vector(m, r, x); err != nil {
 			x = x[:before]
 			p.Stats.InferErrors.Add(1)
 			p.rejLog.Do(func() { p.log.Warn("no feature vector", "key", r.Key, "err", err) })
@@ -73,21 +80,29 @@ func (p *Pipeline) infer(results []window.Result) {
 		return
 	}
 	width := p.model.Outputs()
+	var served map[int][]float32
+	if p.shadow != nil {
+		served = p.runShadow(results, rows, out, width, took)
+	}
 	for j, i := range rows {
 		r := &results[i]
-		scores := append([]float32(nil), out[j*width:(j+1)*width]...)
+		rm, scores := m, out[j*width:(j+1)*width]
+		if s, ok := served[j]; ok {
+			rm, scores = p.shadow.Manifest, s
+		}
+		scores = append([]float32(nil), scores...)
 		if !finite(scores) {
 			// JSON cannot carry NaN: count it, and keep the window record.
 			p.Stats.NaN.Add(1)
 			p.Stats.InferErrors.Add(1)
 			p.rejLog.Do(func() {
-				p.log.Warn("model produced a non-finite score", "model", m.Name, "version", m.Version, "key", r.Key)
+				p.log.Warn("model produced a non-finite score", "model", rm.Name, "version", rm.Version, "key", r.Key)
 			})
 			continue
 		}
 		rec := InferenceRecord{Pipeline: p.cfg.Name, Key: r.Key, WindowStart: r.Start, WindowEnd: r.End, Firing: string(r.Firing),
-			Model: m.Name, Version: m.Version, Scores: scores, LatencyUS: took.Microseconds()}
-		rec.Label, rec.Positive = interpret(m.Task, m.Outputs.Labels, m.Outputs.Threshold, scores)
+			Model: rm.Name, Version: rm.Version, Scores: scores, LatencyUS: took.Microseconds()}
+		rec.Label, rec.Positive = interpret(rm.Task, rm.Outputs.Labels, rm.Outputs.Threshold, scores)
 		p.Stats.Inferences.Add(1)
 		p.add("inferences", r.End, rec)
 		if rec.Positive {
@@ -95,6 +110,91 @@ func (p *Pipeline) infer(results []window.Result) {
 			p.acts.fire(rec)
 		}
 	}
+}
+
+// runShadow runs the shadow model on the rows it takes (all of them, or
+// the split share) and counts how often it agrees with the active model.
+// It returns the candidate's scores for the rows it serves (split only).
+func (p *Pipeline) runShadow(results []window.Result, rows []int, out []float32, width int, took time.Duration) map[int][]float32 {
+	sm, am := p.shadow.Manifest, p.model.Manifest
+	var x []float32
+	var take []int // indexes into rows
+	for j, i := range rows {
+		r := &results[i]
+		if p.split > 0 && splitFraction(r.Key, r.Start) >= p.split {
+			continue
+		}
+		var err error
+		before := len(x)
+		if x, err = p.vector(sm, r, x); err != nil {
+			x = x[:before]
+			p.shadowStats.errors.Add(1)
+			continue
+		}
+		take = append(take, j)
+	}
+	st := &p.shadowStats
+	st.activeRows.Add(int64(len(rows)))
+	st.activeNanos.Add(int64(took))
+	if len(take) == 0 {
+		return nil
+	}
+	sout, stook, err := p.shadow.Infer(x)
+	st.rows.Add(int64(len(take)))
+	st.nanos.Add(int64(stook))
+	if err != nil {
+		st.errors.Add(int64(len(take)))
+		return nil
+	}
+	sw := p.shadow.Outputs()
+	var served map[int][]float32
+	if p.split > 0 {
+		served = make(map[int][]float32, len(take))
+	}
+	for k, j := range take {
+		cand := sout[k*sw : (k+1)*sw]
+		if !finite(cand) {
+			st.nan.Add(1)
+			st.errors.Add(1)
+			continue
+		}
+		al, ap := interpret(am.Task, am.Outputs.Labels, am.Outputs.Threshold, out[j*width:(j+1)*width])
+		cl, cp := interpret(sm.Task, sm.Outputs.Labels, sm.Outputs.Threshold, cand)
+		if al == cl && ap == cp {
+			st.agree.Add(1)
+		}
+		if served != nil {
+			served[j] = cand
+		}
+	}
+	return served
+}
+
+// splitFraction maps a window to [0, 1) stably, so a key's windows are
+// served by the same model whichever agent restart comes between.
+func splitFraction(key string, start time.Time) float64 {
+	h := fnv.New64a()
+	h.Write([]byte(key))
+	var b [8]byte
+	binary.LittleEndian.PutUint64(b[:], uint64(start.UnixNano()))
+	h.Write(b[:])
+	return float64(h.Sum64()>>11) / (1 << 53)
+}
+
+// ShadowStats describe a shadow model next to the active one.
+type ShadowStats struct {
+	Rows, Agree, Errors, NaN int64
+	Nanos                    int64 // in shadow calls
+	ActiveRows, ActiveNanos  int64 // of the active model meanwhile
+}
+
+type shadowCounters struct {
+	rows, agree, errors, nan, nanos, activeRows, activeNanos atomic.Int64
+}
+
+func (c *shadowCounters) snapshot() ShadowStats {
+	return ShadowStats{Rows: c.rows.Load(), Agree: c.agree.Load(), Errors: c.errors.Load(), NaN: c.nan.Load(),
+		Nanos: c.nanos.Load(), ActiveRows: c.activeRows.Load(), ActiveNanos: c.activeNanos.Load()}
 }
 
 // interpret turns scores into a label and whether the window is flagged:

@@ -147,15 +147,18 @@ type Pipeline struct {
 	items  []outbox.Item
 	acks   []func() // source messages to acknowledge after the next flush
 	// maxUnacked is how many acks wait before a flush is forced.
-	maxUnacked int
-	model      *infer.Model
-	swaps      chan swap // model updates, applied between batches
-	acts       *actions
-	offset     int64 // source position of the last processed line
-	saved      int64 // offset in the last stored checkpoint
-	rejLog     rate.Sometimes
-	writeLog   rate.Sometimes
-	Stats      Stats
+	maxUnacked  int
+	model       *infer.Model
+	swaps       chan swap // model updates, applied between batches
+	shadow      *infer.Model
+	split       float64
+	shadowStats shadowCounters
+	acts        *actions
+	offset      int64 // source position of the last processed line
+	saved       int64 // offset in the last stored checkpoint
+	rejLog      rate.Sometimes
+	writeLog    rate.Sometimes
+	Stats       Stats
 }
 
 // New builds a pipeline from a validated config and resumes from its
@@ -273,6 +276,14 @@ func (p *Pipeline) Run(ctx context.Context) error {
 			}
 			stalled = !p.tryFlush(ctx)
 		case sw := <-p.swaps:
+			if sw.shadow {
+				p.shadow, p.split = sw.model, sw.split
+				if sw.model != nil {
+					p.log.Info("candidate model in shadow", "model", sw.model.Manifest.Name, "version", sw.model.Manifest.Version, "split", sw.split)
+				}
+				close(sw.done)
+				continue
+			}
 			old := p.model
 			p.model = sw.model
 			if old != nil {
@@ -287,8 +298,10 @@ func (p *Pipeline) Run(ctx context.Context) error {
 }
 
 type swap struct {
-	model *infer.Model
-	done  chan struct{}
+	model  *infer.Model
+	shadow bool    // set the shadow (candidate) model instead of the active one
+	split  float64 // with shadow: the share of windows the candidate serves
+	done   chan struct{}
 }
 
 // Name is the pipeline's configured name.
@@ -334,6 +347,25 @@ func (p *Pipeline) SwapModel(ctx context.Context, m *infer.Model) error {
 	<-sw.done
 	return nil
 }
+
+// SetShadow runs m beside the active model from the next batch on (nil
+// stops it). With split 0 its outputs are only compared with the active
+// model's; with split in (0, 1] it serves that share of the windows (by a
+// hash of key and window start), and is compared on those. The pipeline
+// does not close m: the caller keeps it.
+func (p *Pipeline) SetShadow(ctx context.Context, m *infer.Model, split float64) error {
+	sw := swap{model: m, shadow: true, split: split, done: make(chan struct{})}
+	select {
+	case p.swaps <- sw:
+	case <-ctx.Done():
+		return fmt.Errorf("pipeline %s: shadow model: %w", p.cfg.Name, ctx.Err())
+	}
+	<-sw.done
+	return nil
+}
+
+// ShadowHealth is a snapshot of the shadow counters.
+func (p *Pipeline) ShadowHealth() ShadowStats { return p.shadowStats.snapshot() }
 
 // Health is a snapshot of the inference counters.
 func (p *Pipeline) Health() (inferences, errors, nan, calls, nanos int64) {

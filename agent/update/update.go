@@ -27,6 +27,7 @@ import (
 
 	"github.com/outpost-edge/outpost/agent/infer"
 	"github.com/outpost-edge/outpost/agent/outbox"
+	"github.com/outpost-edge/outpost/agent/pipeline"
 	"github.com/outpost-edge/outpost/deploy/config"
 	"github.com/outpost-edge/outpost/models/manifest"
 	"github.com/outpost-edge/outpost/sync/state"
@@ -105,6 +106,8 @@ type Runner interface {
 	CheckModel(*manifest.Manifest) error
 	SwapModel(ctx context.Context, m *infer.Model) error
 	Health() (inferences, errors, nan, calls, nanos int64)
+	SetShadow(ctx context.Context, m *infer.Model, split float64) error
+	ShadowHealth() pipeline.ShadowStats
 }
 
 // Options are the manager's collaborators.
@@ -130,6 +133,10 @@ type job struct {
 	FromSlot       map[string]string `json:"from_slot,omitempty"` // by model dir
 	ToSlot         map[string]string `json:"to_slot,omitempty"`
 	SwitchBoot     int64             `json:"switch_boot,omitempty"`
+	// The desired shadow or split phase, if any.
+	ShadowSeconds float64 `json:"shadow_seconds,omitempty"`
+	Split         float64 `json:"split,omitempty"`
+	MinAgreement  float64 `json:"min_agreement,omitempty"`
 }
 
 // doc is everything stored: the last desired state and each model's job.
@@ -154,6 +161,8 @@ type Manager struct {
 	desired  chan state.Desired
 	loaded   map[string]*infer.Model // by runner: self-tested, waiting for the switch
 	until    map[string]time.Time    // probation ends, by model
+	shadowTo map[string]time.Time    // shadow phase ends, by model
+	shadow0  map[string]pipeline.ShadowStats
 	baseline map[string][5]int64     // health counters at the switch (or restart), by runner
 }
 
@@ -209,7 +218,8 @@ func Recover(ctx context.Context, cfg Config, st Store, dirs []string, boot int6
 // New builds the manager over the pipelines that run models.
 func New(ctx context.Context, cfg Config, o Options, runners []Runner) (*Manager, error) {
 	m := &Manager{cfg: cfg, o: o, log: o.Log, desired: make(chan state.Desired, 1), current: map[string]state.ModelStatus{},
-		loaded: map[string]*infer.Model{}, until: map[string]time.Time{}, baseline: map[string][5]int64{}}
+		loaded: map[string]*infer.Model{}, until: map[string]time.Time{}, baseline: map[string][5]int64{},
+		shadowTo: map[string]time.Time{}, shadow0: map[string]pipeline.ShadowStats{}}
 	if m.log == nil {
 		m.log = slog.New(slog.DiscardHandler)
 	}
@@ -356,7 +366,8 @@ func (m *Manager) plan(ctx context.Context, d state.Desired) {
 		if from == want.Version {
 			continue
 		}
-		nj := &job{Update: state.Update{Model: name, From: from, To: want.Version, Rollout: want.Rollout}, Target: want.Target, DesiredVersion: d.Version}
+		nj := &job{Update: state.Update{Model: name, From: from, To: want.Version, Rollout: want.Rollout}, Target: want.Target, DesiredVersion: d.Version,
+			ShadowSeconds: want.ShadowSeconds, Split: want.Split, MinAgreement: want.MinAgreement}
 		m.mu.Lock()
 		m.doc.Jobs[name] = nj
 		m.mu.Unlock()
@@ -491,10 +502,16 @@ func (m *Manager) step(ctx context.Context, j *job) {
 			m.transition(ctx, j, state.PhaseFailed, err.Error())
 			return
 		}
+		if j.ShadowSeconds > 0 {
+			m.transition(ctx, j, state.PhaseShadow, "")
+			return
+		}
 		m.mu.Lock()
 		j.SwitchBoot = m.o.Boot
 		m.mu.Unlock()
 		m.transition(ctx, j, state.PhaseSwitching, "")
+	case state.PhaseShadow:
+		m.shadow(ctx, j)
 	case state.PhaseSwitching:
 		if err := m.switchTo(ctx, j, j.ToSlot, j.To); err != nil {
 			// The links may be half switched: go back to what was.
@@ -699,6 +716,93 @@ func (m *Manager) switchTo(ctx context.Context, j *job, slots map[string]string,
 	}
 	m.until[j.Model] = time.Now().Add(m.cfg.Probation)
 	return nil
+}
+
+// shadow runs the candidate beside the running model for the desired
+// time, then lets it switch in, or refuses it when the two disagree too
+// often or the candidate fails.
+func (m *Manager) shadow(ctx context.Context, j *job) {
+	rs := m.runnersOf(j.Model)
+	until, ok := m.shadowTo[j.Model]
+	if !ok { // starting, or after a restart: (re)load and start the window
+		for _, r := range rs {
+			mc, _ := r.ModelConfig()
+			mod := m.loaded[r.Name()]
+			if mod == nil {
+				var err error
+				if mod, err = infer.LoadSlot(mc, j.ToSlot[mc.Dir], m.log); err != nil {
+					m.stopShadow(ctx, j, state.PhaseFailed, "self-test: "+err.Error())
+					return
+				}
+				m.loaded[r.Name()] = mod
+			}
+			m.shadow0[r.Name()] = r.ShadowHealth()
+			if err := r.SetShadow(ctx, mod, j.Split); err != nil {
+				return
+			}
+		}
+		until = time.Now().Add(time.Duration(j.ShadowSeconds * float64(time.Second)))
+		m.shadowTo[j.Model] = until
+	}
+	var sh state.Shadow
+	var nanos, activeRows, activeNanos int64
+	for _, r := range rs {
+		now, b := r.ShadowHealth(), m.shadow0[r.Name()]
+		sh.Rows += now.Rows - b.Rows
+		sh.Errors += now.Errors - b.Errors
+		sh.NaN += now.NaN - b.NaN
+		agree := now.Agree - b.Agree
+		sh.Agreement += float64(agree)
+		nanos += now.Nanos - b.Nanos
+		activeRows += now.ActiveRows - b.ActiveRows
+		activeNanos += now.ActiveNanos - b.ActiveNanos
+	}
+	if sh.Rows > 0 {
+		sh.Agreement /= float64(sh.Rows)
+		sh.RowLatencyUS = float64(nanos) / float64(sh.Rows) / 1e3
+	}
+	if activeRows > 0 {
+		sh.ActiveRowLatencyUS = float64(activeNanos) / float64(activeRows) / 1e3
+	}
+	sh.Split = j.Split
+	m.mu.Lock()
+	j.Shadow = &sh
+	m.mu.Unlock()
+	switch {
+	case sh.Rows > 0 && float64(sh.Errors)/float64(sh.Rows) > m.cfg.MaxErrorRate:
+		m.stopShadow(ctx, j, state.PhaseFailed, fmt.Sprintf("shadow: %d of %d rows failed or gave non-finite scores", sh.Errors, sh.Rows))
+	case time.Now().Before(until):
+		if m.o.OnChange != nil {
+			m.o.OnChange()
+		}
+	case sh.Rows > 0 && sh.Agreement < j.MinAgreement:
+		m.stopShadow(ctx, j, state.PhaseFailed, fmt.Sprintf("shadow: agreement %.3f with the running model over %d rows, below %g", sh.Agreement, sh.Rows, j.MinAgreement))
+	default:
+		m.stopShadow(ctx, j, state.PhaseSwitching, "")
+	}
+}
+
+// stopShadow takes the candidate out of the pipelines and moves on: to
+// the switch (keeping the loaded models for it), or to failed.
+func (m *Manager) stopShadow(ctx context.Context, j *job, phase, reason string) {
+	for _, r := range m.runnersOf(j.Model) {
+		if err := r.SetShadow(ctx, nil, 0); err != nil {
+			return
+		}
+		if phase == state.PhaseFailed {
+			if mod := m.loaded[r.Name()]; mod != nil {
+				mod.Close()
+				delete(m.loaded, r.Name())
+			}
+		}
+	}
+	delete(m.shadowTo, j.Model)
+	if phase == state.PhaseSwitching {
+		m.mu.Lock()
+		j.SwitchBoot = m.o.Boot
+		m.mu.Unlock()
+	}
+	m.transition(ctx, j, phase, reason)
 }
 
 // probation watches the new model's health and commits it when the window

@@ -17,6 +17,7 @@ import (
 
 	"github.com/outpost-edge/outpost/agent/infer"
 	"github.com/outpost-edge/outpost/agent/outbox"
+	"github.com/outpost-edge/outpost/agent/pipeline"
 	"github.com/outpost-edge/outpost/agent/store"
 	"github.com/outpost-edge/outpost/models/manifest"
 	"github.com/outpost-edge/outpost/models/onnx"
@@ -63,6 +64,11 @@ type runner struct {
 	nan     atomic.Int64
 	served  atomic.Int64
 	initial *manifest.Manifest
+
+	shadowModel             *infer.Model
+	split                   float64
+	shadowed                atomic.Int64
+	shadowRows, shadowAgree atomic.Int64
 }
 
 func (r *runner) Name() string { return "p" }
@@ -84,6 +90,18 @@ func (r *runner) SwapModel(_ context.Context, m *infer.Model) error {
 func (r *runner) Health() (int64, int64, int64, int64, int64) {
 	n := r.served.Load()
 	return n, r.nan.Load(), r.nan.Load(), n, n * 1000
+}
+func (r *runner) SetShadow(_ context.Context, m *infer.Model, split float64) error {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.shadowModel, r.split = m, split
+	if m != nil {
+		r.shadowed.Add(1)
+	}
+	return nil
+}
+func (r *runner) ShadowHealth() pipeline.ShadowStats {
+	return pipeline.ShadowStats{Rows: r.shadowRows.Load(), Agree: r.shadowAgree.Load()}
 }
 func (r *runner) version() int64 {
 	r.mu.Lock()
@@ -460,5 +478,56 @@ func TestCrashLoopDuringProbationRollsBack(t *testing.T) {
 	u := waitPhase(t, m2)
 	if u.Phase != state.PhaseRolledBack || !strings.Contains(u.Reason, "crash loop") {
 		t.Fatalf("update %+v, want rolled back for a crash loop", u)
+	}
+}
+
+// TestShadowPhaseGatesTheSwitch: with shadow asked for, the candidate runs
+// beside the active model first; too little agreement refuses it without
+// touching the running model, enough lets it switch in.
+func TestShadowPhaseGatesTheSwitch(t *testing.T) {
+	for _, tc := range []struct {
+		agree int64
+		want  string
+	}{{70, state.PhaseFailed}, {99, state.PhaseCommitted}} {
+		t.Run(tc.want, func(t *testing.T) {
+			w := newWorld(t)
+			target := w.publish(t, 2, 0.7, false)
+			r, m, _ := w.start(t, testConfig(), nil)
+			d := desired(1, 2, target, "r1")
+			dm := d.Models["m"]
+			dm.ShadowSeconds, dm.Split, dm.MinAgreement = 0.5, 0.25, 0.95
+			d.Models["m"] = dm
+			m.Desire(d)
+			for r.shadowed.Load() == 0 {
+				time.Sleep(10 * time.Millisecond)
+			}
+			r.mu.Lock()
+			split := r.split
+			r.mu.Unlock()
+			if split != 0.25 {
+				t.Fatalf("split %v, want 0.25", split)
+			}
+			if r.swaps.Load() != 0 {
+				t.Fatal("switched before the shadow phase ended")
+			}
+			r.shadowRows.Store(100)
+			r.shadowAgree.Store(tc.agree)
+			u := waitPhase(t, m)
+			if u.Phase != tc.want || u.Shadow == nil || u.Shadow.Rows != 100 {
+				t.Fatalf("update %+v (shadow %+v), want %s after 100 shadow rows", u, u.Shadow, tc.want)
+			}
+			r.mu.Lock()
+			still := r.shadowModel
+			r.mu.Unlock()
+			if still != nil {
+				t.Fatal("the candidate still runs in shadow")
+			}
+			if tc.want == state.PhaseFailed && (r.swaps.Load() != 0 || !strings.Contains(u.Reason, "agreement 0.700")) {
+				t.Fatalf("refused candidate: %d swaps, reason %q", r.swaps.Load(), u.Reason)
+			}
+			if tc.want == state.PhaseCommitted && r.version() != 2 {
+				t.Fatalf("runs v%d after a good shadow phase", r.version())
+			}
+		})
 	}
 }

@@ -41,6 +41,9 @@ func rolloutStart(ctx context.Context, c *cli, args []string) error {
 	maxErr := fs.Float64("max-error-rate", 0.01, "errors per row a device may see in probation")
 	maxLat := fs.Float64("max-latency-factor", 3, "latency in probation as a multiple of the previous model's")
 	minInf := fs.Int64("min-inferences", 0, "inferences a device must serve in probation to count as healthy")
+	shadow := fs.Duration("shadow", 0, "run the new version beside the old one this long on each device before switching")
+	split := fs.Float64("split", 0, "with --shadow: share of windows the new version serves meanwhile (0: compare only)")
+	minAgree := fs.Float64("min-agreement", 0, "with --shadow: share of windows on which both versions must agree")
 	watch := fs.Bool("watch", false, "follow the rollout until it ends")
 	name, v, err := nameVersion(fs, args, "rollout start MODEL VERSION [--select k=v] [--waves 1,10%,50%,100%] [--bake 1m] [--watch]")
 	if err != nil {
@@ -52,7 +55,8 @@ func rolloutStart(ctx context.Context, c *cli, args []string) error {
 		return fmt.Errorf("%w: --waves: %w", errUsage, err)
 	}
 	spec := rollout.Spec{Model: name, Version: version, Selector: sel, Waves: ws, Bake: rollout.Duration(*bake), WaveTimeout: rollout.Duration(*waveTimeout),
-		Gates: rollout.Gates{MinHealthy: *minHealthy, MaxErrorRate: *maxErr, MaxLatencyFactor: *maxLat, MinInferences: *minInf}}
+		Gates:  rollout.Gates{MinHealthy: *minHealthy, MaxErrorRate: *maxErr, MaxLatencyFactor: *maxLat, MinInferences: *minInf, MinAgreement: *minAgree},
+		Shadow: rollout.Duration(*shadow), Split: *split}
 	var r rollout.Rollout
 	if err := c.call(ctx, http.MethodPost, "/v1/rollouts", spec, &r); err != nil {
 		return err
@@ -102,7 +106,7 @@ func printRollout(w io.Writer, r *rollout.Rollout) {
 		fmt.Fprintf(w, "reason: %s\n", r.Reason)
 	}
 	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
-	fmt.Fprintln(tw, "DEVICE\tWAVE\tFROM\tPHASE\tINFERENCES\tERRORS\tLATENCY µs\tREASON")
+	fmt.Fprintln(tw, "DEVICE\tWAVE\tFROM\tPHASE\tINFERENCES\tERRORS\tLATENCY µs\tSHADOW AGREEMENT\tREASON")
 	ids := make([]string, 0, len(r.Devices))
 	for id := range r.Devices {
 		ids = append(ids, id)
@@ -114,7 +118,11 @@ func printRollout(w io.Writer, r *rollout.Rollout) {
 		if d.Reverted {
 			phase += " (reverted)"
 		}
-		fmt.Fprintf(tw, "%s\t%d\tv%d\t%s\t%d\t%d\t%.0f\t%s\n", id, d.Wave+1, d.From, phase, d.Health.Inferences, d.Health.Errors, d.Health.MeanLatencyUS, d.Reason)
+		agree := "-"
+		if d.Shadow != nil {
+			agree = fmt.Sprintf("%.3f of %d", d.Shadow.Agreement, d.Shadow.Rows)
+		}
+		fmt.Fprintf(tw, "%s\t%d\tv%d\t%s\t%d\t%d\t%.0f\t%s\t%s\n", id, d.Wave+1, d.From, phase, d.Health.Inferences, d.Health.Errors, d.Health.MeanLatencyUS, agree, d.Reason)
 	}
 	tw.Flush()
 }

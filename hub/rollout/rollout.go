@@ -105,6 +105,9 @@ type Gates struct {
 	// MinInferences a device must have served in probation to count as
 	// healthy (0: committing is enough).
 	MinInferences int64 `json:"min_inferences"`
+	// MinAgreement is the share of windows on which a candidate in shadow
+	// must agree with the running model (with Spec.Shadow).
+	MinAgreement float64 `json:"min_agreement"`
 }
 
 // Spec is what an operator starts.
@@ -118,6 +121,11 @@ type Spec struct {
 	Bake Duration `json:"bake"`
 	// WaveTimeout halts a wave whose devices have not all finished.
 	WaveTimeout Duration `json:"wave_timeout"`
+	// Shadow, when set, has each device run the new version beside the
+	// running one this long before switching (see state.DesiredModel);
+	// Split > 0 lets it serve that share of windows meanwhile.
+	Shadow Duration `json:"shadow,omitempty"`
+	Split  float64  `json:"split,omitempty"`
 }
 
 // Duration is a time.Duration written as "30s" in JSON.
@@ -173,8 +181,12 @@ func (s *Spec) validate() error {
 		return fmt.Errorf("%w: gates.min_healthy is a fraction 0 to 1", ErrInvalid)
 	case s.Gates.MaxLatencyFactor < 1:
 		return fmt.Errorf("%w: gates.max_latency_factor must be at least 1", ErrInvalid)
-	case s.Bake < 0 || s.WaveTimeout < 0:
-		return fmt.Errorf("%w: bake and wave_timeout must not be negative", ErrInvalid)
+	case s.Bake < 0 || s.WaveTimeout < 0 || s.Shadow < 0:
+		return fmt.Errorf("%w: bake, wave_timeout and shadow must not be negative", ErrInvalid)
+	case s.Split < 0 || s.Split > 1 || s.Gates.MinAgreement < 0 || s.Gates.MinAgreement > 1:
+		return fmt.Errorf("%w: split and gates.min_agreement are fractions 0 to 1", ErrInvalid)
+	case s.Split > 0 && s.Shadow == 0:
+		return fmt.Errorf("%w: split needs a shadow duration", ErrInvalid)
 	}
 	return nil
 }
@@ -186,6 +198,7 @@ type Device struct {
 	Phase  string       `json:"phase"` // the device's update phase; "pending" until it reports
 	Reason string       `json:"reason,omitempty"`
 	Health state.Health `json:"health"`
+	Shadow *state.Shadow `json:"shadow,omitempty"`
 	// Reverted: sent back to From by a halt or abort.
 	Reverted bool `json:"reverted,omitempty"`
 }
@@ -562,7 +575,9 @@ func (c *Controller) advance(ctx context.Context, id string, fleet []state.Devic
 	}
 	target := tuf.ModelTargetName(r.Spec.Model, r.Spec.Version)
 	for _, d := range assign {
-		if err := c.setDesired(ctx, d, r.Spec.Model, state.DesiredModel{Version: r.Spec.Version, Target: target, Rollout: r.ID}); err != nil {
+		want := state.DesiredModel{Version: r.Spec.Version, Target: target, Rollout: r.ID,
+			ShadowSeconds: time.Duration(r.Spec.Shadow).Seconds(), Split: r.Spec.Split, MinAgreement: r.Spec.Gates.MinAgreement}
+		if err := c.setDesired(ctx, d, r.Spec.Model, want); err != nil {
 			return err
 		}
 	}
@@ -602,7 +617,7 @@ func (c *Controller) observe(r *Rollout, fleet map[string]state.Device) {
 			continue
 		}
 		if u, ok := dev.Reported.Updates[r.Spec.Model]; ok && u.Rollout == r.ID && u.To == r.Spec.Version {
-			d.Phase, d.Reason, d.Health = u.Phase, u.Reason, u.Health
+			d.Phase, d.Reason, d.Health, d.Shadow = u.Phase, u.Reason, u.Health, u.Shadow
 		} else if v, ok := runs(dev.Reported, r.Spec.Model); ok && v == r.Spec.Version && d.Phase == "pending" {
 			d.Phase = state.PhaseCommitted // already there
 		}
@@ -624,6 +639,8 @@ func (c *Controller) gate(r *Rollout) string {
 			why = fmt.Sprintf("error rate %.3f over gates.max_error_rate %g", float64(d.Health.Errors)/float64(rows), g.MaxErrorRate)
 		case d.Health.SlowerThan(g.MaxLatencyFactor):
 			why = fmt.Sprintf("latency %.1f× the previous model's, over gates.max_latency_factor %g", d.Health.MeanLatencyUS/d.Health.BaselineLatencyUS, g.MaxLatencyFactor)
+		case d.Shadow != nil && d.Shadow.Rows >= state.LatencyMinRows && d.Shadow.Agreement < g.MinAgreement:
+			why = fmt.Sprintf("shadow agreement %.3f over %d windows, below gates.min_agreement %g", d.Shadow.Agreement, d.Shadow.Rows, g.MinAgreement)
 		case d.Phase == state.PhaseCommitted && d.Health.Inferences < g.MinInferences && d.From != r.Spec.Version:
 			why = fmt.Sprintf("committed after only %d inferences (gates.min_inferences %d)", d.Health.Inferences, g.MinInferences)
 		}

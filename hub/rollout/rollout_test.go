@@ -261,3 +261,36 @@ func TestParseWaves(t *testing.T) {
 		t.Errorf("10%% of 5 after a canary of 1: %d devices, want 1", got)
 	}
 }
+
+func TestShadowAgreementGate(t *testing.T) {
+	f := newFleet(4, func(int) map[string]string { return nil })
+	c, ctx := newController(t, f)
+	// Devices stay in shadow, agreeing on 80% of 50 windows.
+	f.outcome = func(string, int64) string { return state.PhaseShadow }
+	s := spec("1,100%")
+	s.Shadow, s.Split, s.Gates.MinAgreement = Duration(time.Minute), 0.1, 0.9
+	r, err := c.Start(ctx, s)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := c.Tick(ctx); err != nil {
+		t.Fatal(err)
+	}
+	f.mu.Lock()
+	for id, d := range f.desired {
+		if m := d.Models["m"]; m.ShadowSeconds != 60 || m.Split != 0.1 || m.MinAgreement != 0.9 {
+			t.Fatalf("%s desired %+v: the shadow settings did not travel", id, m)
+		}
+		u := f.devs[id].Reported.Updates["m"]
+		u.Shadow = &state.Shadow{Rows: 50, Agreement: 0.8}
+		f.devs[id].Reported.Updates["m"] = u
+	}
+	f.mu.Unlock()
+	r = tickUntil(t, c, ctx, r.ID, 10, nil)
+	if r.State != Halted || !strings.Contains(r.Reason, "shadow agreement 0.800") {
+		t.Fatalf("state %s (%s), want halted on shadow agreement", r.State, r.Reason)
+	}
+	if _, err := c.Start(ctx, Spec{Model: "m", Version: 3, Split: 0.5}); !errors.Is(err, ErrInvalid) {
+		t.Fatalf("a split without a shadow phase: err = %v", err)
+	}
+}

@@ -79,6 +79,13 @@ type DesiredModel struct {
 	Version int64  `json:"version"`
 	Target  string `json:"target"` // the TUF target name
 	Rollout string `json:"rollout,omitempty"`
+	// ShadowSeconds > 0 runs the new version beside the running one for
+	// that long before the switch: on every window (Split 0, outputs only
+	// compared) or serving the Split share of windows. The update fails
+	// when the two agree on fewer than MinAgreement of the windows.
+	ShadowSeconds float64 `json:"shadow_seconds,omitempty"`
+	Split         float64 `json:"split,omitempty"`
+	MinAgreement  float64 `json:"min_agreement,omitempty"`
 }
 
 // DecodeDesired parses and checks a desired document.
@@ -104,6 +111,7 @@ const (
 	PhaseVerifying   = "verifying"
 	PhaseInstalling  = "installing"
 	PhaseSelfTest    = "selftest"
+	PhaseShadow      = "shadow" // optional: the candidate beside the running model
 	PhaseSwitching   = "switching"
 	PhaseProbation   = "probation"
 	PhaseCommitted   = "committed"
@@ -134,7 +142,20 @@ type Update struct {
 	Phase   string    `json:"phase"`
 	Reason  string    `json:"reason,omitempty"`
 	Health  Health    `json:"health"`
+	Shadow  *Shadow   `json:"shadow,omitempty"`
 	At      time.Time `json:"at"`
+}
+
+// Shadow is what the device saw of the candidate beside the running model.
+type Shadow struct {
+	Rows      int64   `json:"rows"`
+	Agreement float64 `json:"agreement"` // share of rows where both gave the same label and decision
+	Errors    int64   `json:"errors"`
+	NaN       int64   `json:"nan"`
+	// Per-row mean latency of the candidate and of the running model.
+	RowLatencyUS       float64 `json:"row_latency_us"`
+	ActiveRowLatencyUS float64 `json:"active_row_latency_us"`
+	Split              float64 `json:"split,omitempty"`
 }
 
 // LatencySlackUS is the increase in mean latency per call, in µs, that

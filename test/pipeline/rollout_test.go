@@ -28,7 +28,8 @@ import (
 
 // bearing builds version v of the "bearing" model over vibration mean and
 // max. kind "nan" (a linear score) overflows to inf-inf on real data (its golden vector, at
-// zero, is fine); "slow" is a wide MLP, far slower than the logistic ones.
+// zero, is fine); "slow" is a wide MLP, far slower than the logistic ones;
+// "contrary" flags what the others do not.
 func bearing(t *testing.T, v int64, kind string) string {
 	t.Helper()
 	var model []byte
@@ -52,6 +53,8 @@ func bearing(t *testing.T, v int64, kind string) string {
 			return d
 		}
 		model, err = onnx.MLP([]onnx.Dense{layer(2, 768), layer(768, 768), layer(768, 768), layer(768, 1)}, onnx.MLPOptions{Hidden: "Relu", Output: "Sigmoid"})
+	case "contrary": // scores below the threshold where the others score above
+		model, err = onnx.Logistic([][]float32{{0.5, -0.25}}, []float32{-5})
 	default:
 		model, err = onnx.Logistic([][]float32{{0.5, -0.25}}, []float32{float32(v) / 10})
 	}
@@ -263,11 +266,12 @@ func getRollout(t *testing.T, url, id string) rollout.Rollout {
 // version rolls out in two waves; then a model that outputs NaN, one with
 // far more latency, and one that crashes the agent each halt the rollout
 // at the canary, which goes back to the previous model on its own while
-// the other devices are never touched.
+// the other devices are never touched; and one that disagrees with the
+// running model in a shadow phase is refused before any switch.
 func TestRolloutUpdatesTheFleetAndHaltsOnBadModels(t *testing.T) {
 	h, cfg, url := rolloutHub(t)
-	pkgs := map[int64]string{1: bearing(t, 1, ""), 2: bearing(t, 2, ""), 3: bearing(t, 3, "nan"), 4: bearing(t, 4, "slow"), 5: bearing(t, 5, "")}
-	for v := int64(1); v <= 5; v++ {
+	pkgs := map[int64]string{1: bearing(t, 1, ""), 2: bearing(t, 2, ""), 3: bearing(t, 3, "nan"), 4: bearing(t, 4, "slow"), 5: bearing(t, 5, ""), 6: bearing(t, 6, "contrary")}
+	for v := int64(1); v <= 6; v++ {
 		if code, out := outpostctl(t, url, "model", "push", pkgs[v]); code != 0 {
 			t.Fatalf("push v%d: %s", v, out)
 		}
@@ -299,8 +303,13 @@ func TestRolloutUpdatesTheFleetAndHaltsOnBadModels(t *testing.T) {
 	for _, bad := range []struct {
 		version int64
 		why     string
-	}{{3, "non-finite"}, {4, "latency"}, {5, "crash loop"}} {
-		code, out := outpostctl(t, url, "rollout", "start", "bearing", fmt.Sprint(bad.version), "--select", "site=lab", "--waves", "1,100%", "--bake", "1s", "--wave-timeout", "60s", "--watch")
+		flags   []string
+	}{{3, "non-finite", nil}, {4, "latency", nil}, {5, "crash loop", nil},
+		// Never switched to: it disagrees with v2 while it runs in shadow,
+		// serving a quarter of the windows.
+		{6, "agreement", []string{"--shadow", "2s", "--split", "0.25", "--min-agreement", "0.9"}}} {
+		args := append([]string{"rollout", "start", "bearing", fmt.Sprint(bad.version), "--select", "site=lab", "--waves", "1,100%", "--bake", "1s", "--wave-timeout", "60s", "--watch"}, bad.flags...)
+		code, out := outpostctl(t, url, args...)
 		if code == 0 || !strings.Contains(out, "halted") || !strings.Contains(out, bad.why) {
 			_, status := outpostctl(t, url, "rollout", "status")
 			t.Log(status)
@@ -330,8 +339,12 @@ func TestRolloutUpdatesTheFleetAndHaltsOnBadModels(t *testing.T) {
 			if canary != (ok && u.To == bad.version) {
 				t.Fatalf("device %s (canary %v) last update %+v", id, canary, u)
 			}
-			if canary && u.Phase != state.PhaseRolledBack {
-				t.Fatalf("canary %s: %+v, want rolled back", id, u)
+			want := state.PhaseRolledBack
+			if bad.flags != nil {
+				want = state.PhaseFailed // refused before the switch
+			}
+			if canary && u.Phase != want {
+				t.Fatalf("canary %s: %+v, want %s", id, u, want)
 			}
 		}
 	}
