@@ -34,7 +34,8 @@ test: deps
 ## bench: Go benchmarks of every package, then the system benchmarks against real services
 bench: deps
 	$(GO) test -run '^$$' -bench . -benchmem $$($(GO) list ./... | grep -v /test/bench)
-	$(GO) run ./test/cmd/withservices -- $(GO) test -run '^$$' -bench . -benchtime 400x ./test/bench/
+	$(GO) run ./test/cmd/withservices -- $(GO) test -run '^$$' -bench 'HubToKafka|Baseline|Agent' -benchtime 400x ./test/bench/
+	$(GO) run ./test/cmd/withservices -- $(GO) test -run '^$$' -bench Rollout1000 -benchtime 1x -timeout 20m ./test/bench/
 
 ## cross: the agent for linux/arm64 and linux/arm (armv7), with cgo
 cross: deps
