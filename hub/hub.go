@@ -141,7 +141,7 @@ func (h *Hub) startPipeline(ctx context.Context, o Options) error {
 	h.stream = stream
 	runCtx, stop := context.WithCancel(context.Background())
 	h.stop = stop
-	if err := h.startUpdates(ctx, runCtx); err != nil {
+	if err := h.startUpdates(ctx, runCtx, js); err != nil {
 		return err
 	}
 	h.acker = ingest.NewAcker(h.nc, h.log)
@@ -165,6 +165,23 @@ func (h *Hub) startPipeline(ctx context.Context, o Options) error {
 				defer wg.Done()
 				h.rollouts.Run(ctx, h.cfg.Updates.RolloutInterval)
 			}()
+			if h.cfg.Broker.Cluster.Enabled() {
+				wg.Add(1)
+				go func() {
+					defer wg.Done()
+					// Retried like the acker: right after a failover the
+					// bucket may still be electing its leader.
+					for ctx.Err() == nil {
+						if err := h.updates.Lead(ctx, h.publishRegistry); err != nil && ctx.Err() == nil {
+							h.log.Warn("tuf signing failed; retrying", "err", err)
+							select {
+							case <-ctx.Done():
+							case <-time.After(time.Second):
+							}
+						}
+					}
+				}()
+			}
 			go func() {
 				defer wg.Done()
 				// Right after a failover JetStream may still be electing

@@ -8,8 +8,11 @@ import (
 	"net/http"
 	"strconv"
 
+	"github.com/nats-io/nats.go/jetstream"
+
 	"github.com/outpost-edge/outpost/hub/modelstore"
 	"github.com/outpost-edge/outpost/hub/updates"
+	"github.com/outpost-edge/outpost/sync/tuf"
 )
 
 // maxPackage bounds one pushed package (base64 and JSON included).
@@ -72,14 +75,41 @@ func respond(w http.ResponseWriter, status int, v any, err error) {
 	}
 }
 
-// startUpdates opens the TUF repository, publishes any registry version
-// it lacks (pushed while the repository was unavailable, or before it
-// existed), and keeps its timestamp fresh.
-func (h *Hub) startUpdates(ctx, runCtx context.Context) error {
+// startUpdates opens the TUF repository: a standalone hub's own, signed
+// at once with every registry version it lacks and kept fresh; or, in a
+// cluster, this hub's copy of the shared one (the lease holder signs, see
+// startPipeline).
+func (h *Hub) startUpdates(ctx, runCtx context.Context, js jetstream.JetStream) error {
 	var err error
+	if h.cfg.Broker.Cluster.Enabled() {
+		if h.updates, err = updates.OpenShared(ctx, h.cfg.Updates, h.cfg.DataDir, js, h.cfg.Ingest.Replicas, h.log); err != nil {
+			return err
+		}
+		h.wg.Add(1)
+		go func() {
+			defer h.wg.Done()
+			h.updates.Follow(runCtx)
+		}()
+		return nil
+	}
 	if h.updates, err = updates.Open(h.cfg.Updates, h.cfg.DataDir, h.log); err != nil {
 		return err
 	}
+	if err := h.publishRegistry(ctx); err != nil {
+		return err
+	}
+	h.wg.Add(1)
+	go func() {
+		defer h.wg.Done()
+		h.updates.Run(runCtx)
+	}()
+	return nil
+}
+
+// publishRegistry signs every registry version the repository lacks
+// (pushed while it was unavailable, before it existed, or, in a cluster,
+// through another hub).
+func (h *Hub) publishRegistry(ctx context.Context) error {
 	list, err := h.models.List(ctx)
 	if err != nil {
 		return err
@@ -90,6 +120,9 @@ func (h *Hub) startUpdates(ctx, runCtx context.Context) error {
 			return err
 		}
 		for _, v := range vs {
+			if h.updates.Has(tuf.ModelTargetName(v.Name, v.Version)) {
+				continue
+			}
 			man, model, err := h.models.Package(ctx, v.Name, v.Version)
 			if err != nil {
 				return err
@@ -99,10 +132,5 @@ func (h *Hub) startUpdates(ctx, runCtx context.Context) error {
 			}
 		}
 	}
-	h.wg.Add(1)
-	go func() {
-		defer h.wg.Done()
-		h.updates.Run(runCtx)
-	}()
 	return nil
 }

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"net/http"
+	"time"
 
 	"github.com/outpost-edge/outpost/hub/rollout"
 	"github.com/outpost-edge/outpost/sync/tuf"
@@ -20,7 +21,13 @@ func (h *Hub) rolloutRoutes(mux *http.ServeMux) {
 			writeError(w, http.StatusBadRequest, fmt.Errorf("body: %w", err))
 			return
 		}
-		if !h.updates.Has(tuf.ModelTargetName(spec.Model, spec.Version)) {
+		// In a cluster the leading hub signs a pushed version within a
+		// second or two; give it that long.
+		target := tuf.ModelTargetName(spec.Model, spec.Version)
+		for wait := 0; !h.updates.Has(target) && wait < 50 && r.Context().Err() == nil; wait++ {
+			time.Sleep(100 * time.Millisecond)
+		}
+		if !h.updates.Has(target) {
 			writeError(w, http.StatusUnprocessableEntity, fmt.Errorf("%w: %s version %d is not in the model registry (outpostctl model push)", rollout.ErrInvalid, spec.Model, spec.Version))
 			return
 		}

@@ -158,12 +158,13 @@ type Manager struct {
 	doc     doc
 	current map[string]state.ModelStatus // by runner
 
-	desired  chan state.Desired
-	loaded   map[string]*infer.Model // by runner: self-tested, waiting for the switch
-	until    map[string]time.Time    // probation ends, by model
-	shadowTo map[string]time.Time    // shadow phase ends, by model
-	shadow0  map[string]pipeline.ShadowStats
-	baseline map[string][5]int64     // health counters at the switch (or restart), by runner
+	desired   chan state.Desired
+	loaded    map[string]*infer.Model // by runner: self-tested, waiting for the switch
+	until     map[string]time.Time    // probation ends, by model
+	shadowTo  map[string]time.Time    // shadow phase ends, by model
+	notBefore map[string]time.Time    // retry backoff, by model
+	shadow0   map[string]pipeline.ShadowStats
+	baseline  map[string][5]int64 // health counters at the switch (or restart), by runner
 }
 
 // Recover runs before the pipelines load their models: it finishes a
@@ -219,7 +220,7 @@ func Recover(ctx context.Context, cfg Config, st Store, dirs []string, boot int6
 func New(ctx context.Context, cfg Config, o Options, runners []Runner) (*Manager, error) {
 	m := &Manager{cfg: cfg, o: o, log: o.Log, desired: make(chan state.Desired, 1), current: map[string]state.ModelStatus{},
 		loaded: map[string]*infer.Model{}, until: map[string]time.Time{}, baseline: map[string][5]int64{},
-		shadowTo: map[string]time.Time{}, shadow0: map[string]pipeline.ShadowStats{}}
+		shadowTo: map[string]time.Time{}, shadow0: map[string]pipeline.ShadowStats{}, notBefore: map[string]time.Time{}}
 	if m.log == nil {
 		m.log = slog.New(slog.DiscardHandler)
 	}
@@ -435,6 +436,9 @@ func (m *Manager) advance(ctx context.Context) {
 		j := m.doc.Jobs[name]
 		// Step on while steps succeed; probation and retries wait for
 		// the next tick.
+		if time.Now().Before(m.notBefore[name]) {
+			continue
+		}
 		for !state.Terminal(j.Phase) && ctx.Err() == nil {
 			before := j.Phase
 			m.step(ctx, j)
@@ -547,6 +551,9 @@ func (m *Manager) retry(ctx context.Context, j *job, err error) {
 		m.transition(ctx, j, state.PhaseFailed, err.Error())
 		return
 	}
+	// Back off: a hub of a cluster may serve a copy a moment behind the
+	// one the device saw last, and a network outage is not over in 250 ms.
+	m.notBefore[j.Model] = time.Now().Add(min(time.Second<<min(attempts, 5), 30*time.Second))
 	if m.o.OnChange != nil {
 		m.o.OnChange()
 	}
@@ -827,6 +834,7 @@ func (m *Manager) probation(ctx context.Context, j *job) {
 		h.NaN += nan - b[2]
 		calls, nanos = calls+c-b[3], nanos+n-b[4]
 	}
+	h.Calls = calls
 	if calls > 0 {
 		h.MeanLatencyUS = float64(nanos) / float64(calls) / 1e3
 	}

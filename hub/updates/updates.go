@@ -11,7 +11,10 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
+	"sync"
 	"time"
+
+	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/outpost-edge/outpost/models/manifest"
 	"github.com/outpost-edge/outpost/sync/tuf"
@@ -32,15 +35,18 @@ type Config struct {
 
 // Service owns the repository.
 type Service struct {
-	repo   *tuf.Repo
-	dir    string
-	expiry time.Duration
-	log    *slog.Logger
+	cfg     Config
+	dataDir string
+	dir     string
+	expiry  time.Duration
+	log     *slog.Logger
+	mirror  *mirror // a cluster's shared bucket; nil for a standalone hub
+
+	mu   sync.Mutex
+	repo *tuf.Repo // nil on a hub of a cluster that does not lead
 }
 
-// Open loads the repository, creating it on first start. dataDir holds
-// development keys when no key files are configured.
-func Open(cfg Config, dataDir string, log *slog.Logger) (*Service, error) {
+func newService(cfg Config, dataDir string, log *slog.Logger) *Service {
 	dir := cfg.Dir
 	if dir == "" {
 		dir = filepath.Join(dataDir, "tuf")
@@ -48,43 +54,154 @@ func Open(cfg Config, dataDir string, log *slog.Logger) (*Service, error) {
 	if cfg.TimestampExpiry > 0 {
 		tuf.TimestampExpiry = cfg.TimestampExpiry
 	}
-	s := &Service{dir: dir, expiry: tuf.TimestampExpiry, log: log}
+	return &Service{cfg: cfg, dataDir: dataDir, dir: dir, expiry: tuf.TimestampExpiry, log: log}
+}
+
+// Open loads a standalone hub's repository, creating it on first start.
+// dataDir holds development keys when no key files are configured.
+func Open(cfg Config, dataDir string, log *slog.Logger) (*Service, error) {
+	s := newService(cfg, dataDir, log)
 	online, root, err := keys(cfg, dataDir, log)
 	if err != nil {
 		return nil, err
 	}
-	if !tuf.Exists(dir) {
-		first := root
-		if st, err := tuf.InspectRoot(root); err == nil && st.Version != 1 {
-			return nil, fmt.Errorf("updates: %s is root version %d; a new repository starts from version 1", cfg.RootFile, st.Version)
-		}
-		if s.repo, err = tuf.Create(dir, first, online, nil); err != nil {
-			return nil, fmt.Errorf("updates: %w", err)
-		}
-		log.Info("tuf repository created", "dir", dir)
-		return s, nil
+	if s.repo, err = s.openRepo(online, root); err != nil {
+		return nil, err
 	}
-	if s.repo, err = tuf.Open(dir, online, nil); err != nil {
+	return s, nil
+}
+
+// OpenShared prepares a hub of a cluster. The repository lives in the
+// replicated OUTPOST_TUF bucket: this hub serves a local copy kept current
+// by Follow, and signs only while it leads (Lead), so every hub serves
+// the same versions and a device that moves between hubs never sees
+// metadata go back.
+func OpenShared(ctx context.Context, cfg Config, dataDir string, js jetstream.JetStream, replicas int, log *slog.Logger) (*Service, error) {
+	s := newService(cfg, dataDir, log)
+	var err error
+	if s.mirror, err = openMirror(ctx, js, replicas, s.dir, filepath.Join(dataDir, "tuf-dev-keys"), log); err != nil {
+		return nil, err
+	}
+	if err := os.MkdirAll(s.dir, 0o755); err != nil {
 		return nil, fmt.Errorf("updates: %w", err)
 	}
-	if cfg.RootFile != "" {
+	if err := s.mirror.pull(ctx); err != nil {
+		return nil, err
+	}
+	return s, nil
+}
+
+// openRepo opens the repository in s.dir, creating it from root version 1
+// when there is none, and publishing a newer configured root.
+func (s *Service) openRepo(online tuf.OnlineKeys, root []byte) (*tuf.Repo, error) {
+	if !tuf.Exists(s.dir) {
+		if st, err := tuf.InspectRoot(root); err == nil && st.Version != 1 {
+			return nil, fmt.Errorf("updates: %s is root version %d; a new repository starts from version 1", s.cfg.RootFile, st.Version)
+		}
+		repo, err := tuf.Create(s.dir, root, online, nil)
+		if err != nil {
+			return nil, fmt.Errorf("updates: %w", err)
+		}
+		s.log.Info("tuf repository created", "dir", s.dir)
+		return repo, nil
+	}
+	repo, err := tuf.Open(s.dir, online, nil)
+	if err != nil {
+		return nil, fmt.Errorf("updates: %w", err)
+	}
+	if s.cfg.RootFile != "" {
 		st, err := tuf.InspectRoot(root)
 		if err != nil {
 			return nil, fmt.Errorf("updates.root_file: %w", err)
 		}
-		if st.Version > s.repo.RootVersion() {
-			if err := s.repo.UpdateRoot(root, online); err != nil {
+		if st.Version > repo.RootVersion() {
+			if err := repo.UpdateRoot(root, online); err != nil {
 				return nil, fmt.Errorf("updates.root_file: %w", err)
 			}
-			log.Info("tuf root rotated", "version", st.Version)
+			s.log.Info("tuf root rotated", "version", st.Version)
 		}
 	}
 	// Signing with keys root does not name would make every device refuse
 	// every update: refuse to start instead.
-	if err := s.repo.CheckKeys(); err != nil {
+	if err := repo.CheckKeys(); err != nil {
 		return nil, fmt.Errorf("updates.online_keys: %w", err)
 	}
-	return s, nil
+	return repo, nil
+}
+
+// Follow keeps this hub's copy of a cluster's repository current.
+func (s *Service) Follow(ctx context.Context) {
+	if s.mirror != nil {
+		s.mirror.follow(ctx)
+	}
+}
+
+// Lead signs for a cluster while ctx lasts (the lease holder calls it):
+// it opens the repository from the shared copy, publishes whatever
+// publish adds (registry versions the repository lacks) every second,
+// and keeps the timestamp fresh. Every file it writes goes to the bucket.
+func (s *Service) Lead(ctx context.Context, publish func(context.Context) error) error {
+	if err := s.mirror.pull(ctx); err != nil {
+		return err
+	}
+	online, root, err := s.sharedKeys(ctx)
+	if err != nil {
+		return err
+	}
+	repo, err := s.openRepo(online, root)
+	if err != nil {
+		return err
+	}
+	if err := s.mirror.uploadTree(ctx); err != nil {
+		return err
+	}
+	repo.OnWrite = func(rel string) {
+		if err := s.mirror.upload(ctx, rel); err != nil {
+			s.log.Error("tuf: share a written file", "file", rel, "err", err)
+		}
+	}
+	s.mu.Lock()
+	s.repo = repo
+	s.mu.Unlock()
+	defer func() {
+		s.mu.Lock()
+		s.repo = nil
+		s.mu.Unlock()
+	}()
+	s.log.Info("signing for the cluster's tuf repository", "root_version", repo.RootVersion())
+	stamp := time.NewTicker(s.expiry / 3)
+	defer stamp.Stop()
+	scan := time.NewTicker(time.Second)
+	defer scan.Stop()
+	for {
+		if err := publish(ctx); err != nil && ctx.Err() == nil {
+			s.log.Warn("tuf: publish registry versions", "err", err)
+		}
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-scan.C:
+		case <-stamp.C:
+			if err := repo.RefreshTimestamp(); err != nil {
+				s.log.Error("tuf timestamp refresh failed", "err", err)
+			}
+		}
+	}
+}
+
+// sharedKeys are the configured keys, or the cluster's development keys:
+// the first leader makes them and leaves them in the bucket for the next.
+func (s *Service) sharedKeys(ctx context.Context) (tuf.OnlineKeys, []byte, error) {
+	online, root, err := keys(s.cfg, s.dataDir, s.log)
+	if err != nil || s.cfg.RootFile != "" {
+		return online, root, err
+	}
+	for _, f := range []string{"root.key", "online.json", "root.json"} {
+		if err := s.mirror.upload(ctx, devPrefix+f); err != nil {
+			return tuf.OnlineKeys{}, nil, err
+		}
+	}
+	return online, root, nil
 }
 
 // keys loads the configured online keys and root, or makes development
@@ -157,7 +274,13 @@ func (s *Service) PublishModel(manifestJSON, model []byte) (string, error) {
 		return "", err
 	}
 	name := tuf.ModelTargetName(m.Name, m.Version)
-	if s.repo.Has(name) {
+	s.mu.Lock()
+	repo := s.repo
+	s.mu.Unlock()
+	if repo == nil {
+		return name, nil // a cluster hub that does not lead: the leader signs it
+	}
+	if repo.Has(name) {
 		return name, nil
 	}
 	pkg, err := manifest.Pack(manifestJSON, model)
@@ -166,18 +289,27 @@ func (s *Service) PublishModel(manifestJSON, model []byte) (string, error) {
 	}
 	custom := tuf.ModelTarget{Model: m.Name, Version: m.Version, Arch: m.Requirements.Arch,
 		Accelerator: m.Requirements.Accelerator, ManifestSHA256: manifest.Digest(manifestJSON)}
-	if _, err := s.repo.AddTarget(name, pkg, custom); err != nil {
+	if _, err := repo.AddTarget(name, pkg, custom); err != nil {
 		return "", fmt.Errorf("updates: publish %s: %w", name, err)
 	}
 	s.log.Info("model published as a signed target", "target", name, "bytes", len(pkg))
 	return name, nil
 }
 
-// Has reports whether a target is published.
-func (s *Service) Has(target string) bool { return s.repo.Has(target) }
+// Has reports whether a target is published (in this hub's copy).
+func (s *Service) Has(target string) bool {
+	s.mu.Lock()
+	repo := s.repo
+	s.mu.Unlock()
+	if repo != nil {
+		return repo.Has(target)
+	}
+	ok, _ := tuf.Published(s.dir, target)
+	return ok
+}
 
 // TrustedRoot is the root agents are provisioned with.
-func (s *Service) TrustedRoot() ([]byte, error) { return s.repo.TrustedRoot() }
+func (s *Service) TrustedRoot() ([]byte, error) { return os.ReadFile(filepath.Join(s.dir, "1.root.json")) }
 
 // Handler serves the repository: metadata at its root and targets below
 // targets/, with range requests (http.ServeContent) for resumed downloads.
@@ -191,8 +323,8 @@ func (s *Service) Handler() http.Handler {
 	})
 }
 
-// Run re-signs the timestamp every third of its expiry until ctx ends, so
-// agents can tell a live hub from a frozen mirror.
+// Run re-signs a standalone hub's timestamp every third of its expiry
+// until ctx ends, so agents can tell a live hub from a frozen mirror.
 func (s *Service) Run(ctx context.Context) {
 	t := time.NewTicker(s.expiry / 3)
 	defer t.Stop()
@@ -201,7 +333,7 @@ func (s *Service) Run(ctx context.Context) {
 		case <-ctx.Done():
 			return
 		case <-t.C:
-			if err := s.repo.RefreshTimestamp(); err != nil {
+			if err := s.repo.RefreshTimestamp(); err != nil { // standalone: always leads
 				s.log.Error("tuf timestamp refresh failed", "err", err)
 			}
 		}

@@ -163,13 +163,18 @@ type Shadow struct {
 // busy device moves a microsecond model by several times.
 const LatencySlackUS = 200
 
-// LatencyMinRows is how many rows a latency gate needs before it judges.
-const LatencyMinRows = 20
+// LatencyMinRows and LatencyMinCalls are how many rows, in how many
+// model calls, a latency gate needs before it judges: a mean over a few
+// calls is one busy moment.
+const (
+	LatencyMinRows  = 20
+	LatencyMinCalls = 10
+)
 
 // SlowerThan reports whether h's mean latency is over factor times the
 // previous model's, by more than the slack, with enough rows to tell.
 func (h Health) SlowerThan(factor float64) bool {
-	return h.BaselineLatencyUS > 0 && h.Inferences >= LatencyMinRows &&
+	return h.BaselineLatencyUS > 0 && h.Inferences >= LatencyMinRows && h.Calls >= LatencyMinCalls &&
 		h.MeanLatencyUS > factor*h.BaselineLatencyUS && h.MeanLatencyUS-h.BaselineLatencyUS > LatencySlackUS
 }
 
@@ -179,6 +184,7 @@ type Health struct {
 	Inferences    int64   `json:"inferences"`
 	Errors        int64   `json:"errors"`
 	NaN           int64   `json:"nan"`
+	Calls         int64   `json:"calls"` // model calls (micro-batches)
 	MeanLatencyUS float64 `json:"mean_latency_us"`
 	// BaselineLatencyUS is the previous model's mean, for the latency gate.
 	BaselineLatencyUS float64 `json:"baseline_latency_us,omitempty"`

@@ -45,6 +45,11 @@ type OnlineKeys struct {
 // Repo is a TUF repository written to a directory that is served as is:
 // metadata at its root, targets below targets/.
 type Repo struct {
+	// OnWrite, when set, is told the path (relative to the repository
+	// directory, with slashes) of every file written, in order: a hub
+	// cluster copies them to its shared bucket.
+	OnWrite func(rel string)
+
 	mu        sync.Mutex // the hub signs from request handlers and a timer
 	dir       string
 	keys      OnlineKeys
@@ -148,6 +153,17 @@ func (r *Repo) CheckKeys() error {
 	return r.checkOnline()
 }
 
+// Published reports whether the newest targets metadata in dir lists
+// target: what a hub that does not sign reads from its copy.
+func Published(dir, target string) (bool, error) {
+	t, err := loadNewest(dir, "targets", metadata.Targets())
+	if err != nil {
+		return false, err
+	}
+	_, ok := t.Signed.Targets[target]
+	return ok, nil
+}
+
 // Exists reports whether dir holds a repository.
 func Exists(dir string) bool {
 	_, err := os.Stat(filepath.Join(dir, "1.root.json"))
@@ -220,6 +236,7 @@ func (r *Repo) UpdateRoot(signed []byte, online OnlineKeys) error {
 	if err := writeMeta(r.dir, strconv.FormatInt(next.Signed.Version, 10)+".root.json", next); err != nil {
 		return err
 	}
+	r.wrote(strconv.FormatInt(next.Signed.Version, 10) + ".root.json")
 	// New targets, snapshot and timestamp versions signed by the current
 	// keys: clients that trust the new root accept them.
 	return r.publish(true)
@@ -267,6 +284,12 @@ func sign(m signable, k ed25519.PrivateKey) error {
 }
 
 type toBytes interface{ ToBytes(bool) ([]byte, error) }
+
+func (r *Repo) wrote(rel string) {
+	if r.OnWrite != nil {
+		r.OnWrite(rel)
+	}
+}
 
 func writeMeta(dir, name string, m toBytes) error {
 	data, err := m.ToBytes(true)
@@ -316,6 +339,8 @@ func (r *Repo) AddTarget(name string, data []byte, custom any) (*metadata.Target
 	if err := os.WriteFile(file, data, 0o644); err != nil {
 		return nil, fmt.Errorf("%w: %w", ErrRepo, err)
 	}
+	rel, _ := filepath.Rel(r.dir, file)
+	r.wrote(filepath.ToSlash(rel))
 	r.targets.Signed.Targets[name] = tf
 	if err := r.publish(true); err != nil {
 		return nil, err
@@ -334,7 +359,11 @@ func (r *Repo) RefreshTimestamp() error {
 	if err := sign(r.timestamp, r.keys.Timestamp); err != nil {
 		return err
 	}
-	return writeMeta(r.dir, "timestamp.json", r.timestamp)
+	if err := writeMeta(r.dir, "timestamp.json", r.timestamp); err != nil {
+		return err
+	}
+	r.wrote("timestamp.json")
+	return nil
 }
 
 // publish signs and writes targets (if changed), snapshot and timestamp.
@@ -353,6 +382,7 @@ func (r *Repo) publish(targetsChanged bool) error {
 	if err := writeMeta(r.dir, strconv.FormatInt(r.targets.Signed.Version, 10)+".targets.json", r.targets); err != nil {
 		return err
 	}
+	r.wrote(strconv.FormatInt(r.targets.Signed.Version, 10) + ".targets.json")
 	r.snapshot.Signed.Meta["targets.json"] = metadata.MetaFile(r.targets.Signed.Version)
 	r.snapshot.Signed.Expires = t.Add(SnapshotExpiry)
 	r.snapshot.ClearSignatures()
@@ -362,11 +392,16 @@ func (r *Repo) publish(targetsChanged bool) error {
 	if err := writeMeta(r.dir, strconv.FormatInt(r.snapshot.Signed.Version, 10)+".snapshot.json", r.snapshot); err != nil {
 		return err
 	}
+	r.wrote(strconv.FormatInt(r.snapshot.Signed.Version, 10) + ".snapshot.json")
 	r.timestamp.Signed.Meta["snapshot.json"] = metadata.MetaFile(r.snapshot.Signed.Version)
 	r.timestamp.Signed.Expires = t.Add(TimestampExpiry)
 	r.timestamp.ClearSignatures()
 	if err := sign(r.timestamp, r.keys.Timestamp); err != nil {
 		return err
 	}
-	return writeMeta(r.dir, "timestamp.json", r.timestamp)
+	if err := writeMeta(r.dir, "timestamp.json", r.timestamp); err != nil {
+		return err
+	}
+	r.wrote("timestamp.json")
+	return nil
 }

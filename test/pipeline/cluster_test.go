@@ -5,6 +5,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"io"
 	"net/http"
 	"os"
 	"path/filepath"
@@ -15,6 +16,7 @@ import (
 
 	"github.com/outpost-edge/outpost/hub"
 	"github.com/outpost-edge/outpost/sync/state"
+	"github.com/outpost-edge/outpost/sync/tuf"
 	"github.com/outpost-edge/outpost/test/kafkatest"
 	"github.com/outpost-edge/outpost/test/service"
 )
@@ -125,6 +127,37 @@ log: {level: info}
 	return hubs
 }
 
+// waitLeader waits until one hub holds the lease and OUTPOST_UP has its
+// three current replicas: the cluster is ready for work.
+func waitLeader(t *testing.T, hubs []*clusterHub) int {
+	t.Helper()
+	leader := func() (int, hub.Stats) { return clusterLeader(t, hubs) }
+	deadline := time.Now().Add(30 * time.Second)
+	li, ls := leader()
+	for li < 0 || ls.StreamReplicas != 3 {
+		if time.Now().After(deadline) {
+			t.Fatalf("no leader with 3 current stream replicas within 30s (leader %d, stats %+v)", li, ls)
+		}
+		time.Sleep(200 * time.Millisecond)
+		li, ls = leader()
+	}
+	t.Logf("leader %s; OUTPOST_UP has %d current replicas", hubs[li].name, ls.StreamReplicas)
+	return li
+}
+
+// clusterLeader is the hub holding the pipeline lease, or -1.
+func clusterLeader(t *testing.T, hubs []*clusterHub) (int, hub.Stats) {
+	for i, h := range hubs {
+		if h.proc == nil {
+			continue
+		}
+		if s, err := h.stats(t); err == nil && s.Leader {
+			return i, s
+		}
+	}
+	return -1, hub.Stats{}
+}
+
 // others are the routes of every hub but i.
 func others(all []string, i int) []string {
 	var out []string
@@ -166,27 +199,7 @@ func TestHubClusterSurvivesLosingTheLeader(t *testing.T) {
 	prefix := fmt.Sprintf("t%d.", time.Now().UnixNano())
 	hubs := startCluster(t, brokers, prefix)
 
-	leader := func() (int, hub.Stats) {
-		for i, h := range hubs {
-			if h.proc == nil {
-				continue
-			}
-			if s, err := h.stats(t); err == nil && s.Leader {
-				return i, s
-			}
-		}
-		return -1, hub.Stats{}
-	}
-	deadline := time.Now().Add(30 * time.Second)
-	li, ls := leader()
-	for li < 0 || ls.StreamReplicas != 3 {
-		if time.Now().After(deadline) {
-			t.Fatalf("no leader with 3 current stream replicas within 30s (leader %d, stats %+v)", li, ls)
-		}
-		time.Sleep(200 * time.Millisecond)
-		li, ls = leader()
-	}
-	t.Logf("leader %s; OUTPOST_UP has %d current replicas", hubs[li].name, ls.StreamReplicas)
+	li := waitLeader(t, hubs)
 
 	ids := deviceIDs(6)
 	const perDevice = 1500
@@ -214,14 +227,14 @@ func TestHubClusterSurvivesLosingTheLeader(t *testing.T) {
 	hubs[li] = &clusterHub{name: dead.name} // no process: skipped by leader()
 	defer func() { hubs[li] = dead }()      // so cleanup finds the stopped process
 
-	deadline = time.Now().Add(30 * time.Second)
-	next, _ := leader()
+	deadline := time.Now().Add(30 * time.Second)
+	next, _ := clusterLeader(t, hubs)
 	for next < 0 {
 		if time.Now().After(deadline) {
 			t.Fatal("no hub took over the pipeline lease within 30s")
 		}
 		time.Sleep(200 * time.Millisecond)
-		next, _ = leader()
+		next, _ = clusterLeader(t, hubs)
 	}
 	t.Logf("%s took over", hubs[next].name)
 
@@ -241,4 +254,109 @@ func TestHubClusterSurvivesLosingTheLeader(t *testing.T) {
 		t.Errorf("with one hub down, %d current stream replicas, want 2", s.StreamReplicas)
 	}
 	t.Logf("exactly once across the failover: %d records; new leader stats %+v", len(recs), s)
+}
+
+// TestClusterServesOneTUFRepository: three hubs serve one signed
+// repository. A version pushed through any hub is signed by the lease
+// holder and served by all; a device that refreshes from each hub in turn
+// never sees metadata go back; and when the signing hub is killed, the
+// next lease holder signs the next version with the same keys.
+func TestClusterServesOneTUFRepository(t *testing.T) {
+	brokers := kafkatest.Brokers(t)
+	hubs := startCluster(t, brokers, fmt.Sprintf("t%d.", time.Now().UnixNano()))
+	li := waitLeader(t, hubs)
+	get := func(h *clusterHub, path string) ([]byte, int) {
+		resp, err := http.Get("http://" + h.http + path)
+		if err != nil {
+			return nil, 0
+		}
+		defer resp.Body.Close()
+		b, _ := io.ReadAll(resp.Body)
+		return b, resp.StatusCode
+	}
+	// Right after the cluster forms (or loses a hub) the registry's
+	// replicated buckets may still be electing leaders: the hub answers
+	// 500 and an operator retries.
+	push := func(h *clusterHub, dir string) {
+		t.Helper()
+		for deadline := time.Now().Add(30 * time.Second); ; time.Sleep(500 * time.Millisecond) {
+			code, out := outpostctl(t, "http://"+h.http, "model", "push", dir)
+			if code == 0 {
+				return
+			}
+			if time.Now().After(deadline) || !strings.Contains(out, "500") {
+				t.Fatal(out)
+			}
+			t.Logf("push through %s: %s; retrying", h.name, strings.TrimSpace(out))
+		}
+	}
+	push(hubs[1], bearing(t, 1, ""))
+	// The first leader created the repository; every hub serves its root.
+	var root []byte
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		roots := map[string]bool{}
+		for _, h := range hubs {
+			b, code := get(h, "/tuf/1.root.json")
+			if code == http.StatusOK {
+				roots[string(b)] = true
+				root = b
+			}
+		}
+		if len(roots) == 1 && root != nil {
+			if _, code := get(hubs[0], "/tuf/1.root.json"); code == http.StatusOK {
+				if _, code := get(hubs[2], "/tuf/1.root.json"); code == http.StatusOK {
+					break
+				}
+			}
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("the hubs do not serve one root: %d different", len(roots))
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
+	device := t.TempDir() // one device's trusted metadata, moving between hubs
+	seeFrom := func(h *clusterHub, v int64) error {
+		c, err := tuf.NewClient(root, "http://"+h.http+"/tuf", device)
+		if err != nil {
+			return err
+		}
+		if err := c.Refresh(); err != nil {
+			return err
+		}
+		tf, err := c.Target(tuf.ModelTargetName("bearing", v))
+		if err != nil {
+			return err
+		}
+		return c.Download(context.Background(), tf, filepath.Join(t.TempDir(), "pkg.tar"))
+	}
+	waitSee := func(h *clusterHub, v int64) {
+		t.Helper()
+		var err error
+		start := time.Now()
+		for deadline := time.Now().Add(30 * time.Second); time.Now().Before(deadline); time.Sleep(100 * time.Millisecond) {
+			if err = seeFrom(h, v); err == nil {
+				t.Logf("%s serves v%d (after %s)", h.name, v, time.Since(start).Round(time.Millisecond))
+				return
+			}
+			t.Logf("%s: %v", h.name, err)
+		}
+		t.Fatalf("%s does not serve bearing v%d: %v", h.name, v, err)
+	}
+	for _, h := range hubs {
+		waitSee(h, 1)
+	}
+
+	hubs[li].proc.Kill()
+	var alive []*clusterHub
+	for i, h := range hubs {
+		if i != li {
+			alive = append(alive, h)
+		}
+	}
+	push(alive[0], bearing(t, 2, ""))
+	for _, h := range alive {
+		waitSee(h, 2)
+		waitSee(h, 1)
+	}
 }
