@@ -193,11 +193,11 @@ func (s *Spec) validate() error {
 
 // Device is one targeted device's progress.
 type Device struct {
-	Wave   int          `json:"wave"`
-	From   int64        `json:"from"`
-	Phase  string       `json:"phase"` // the device's update phase; "pending" until it reports
-	Reason string       `json:"reason,omitempty"`
-	Health state.Health `json:"health"`
+	Wave   int           `json:"wave"`
+	From   int64         `json:"from"`
+	Phase  string        `json:"phase"` // the device's update phase; "pending" until it reports
+	Reason string        `json:"reason,omitempty"`
+	Health state.Health  `json:"health"`
 	Shadow *state.Shadow `json:"shadow,omitempty"`
 	// Reverted: sent back to From by a halt or abort.
 	Reverted bool `json:"reverted,omitempty"`

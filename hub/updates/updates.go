@@ -309,7 +309,9 @@ func (s *Service) Has(target string) bool {
 }
 
 // TrustedRoot is the root agents are provisioned with.
-func (s *Service) TrustedRoot() ([]byte, error) { return os.ReadFile(filepath.Join(s.dir, "1.root.json")) }
+func (s *Service) TrustedRoot() ([]byte, error) {
+	return os.ReadFile(filepath.Join(s.dir, "1.root.json"))
+}
 
 // Handler serves the repository: metadata at its root and targets below
 // targets/, with range requests (http.ServeContent) for resumed downloads.
