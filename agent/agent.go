@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"log/slog"
+	"net/http"
 	"os"
 	"path/filepath"
 	"runtime"
@@ -218,7 +219,15 @@ func startUpdates(ctx context.Context, cfg *Config, ob *outbox.Outbox, boot int6
 	if err != nil {
 		return nil, fmt.Errorf("agent: updates.trusted_root: %w", err)
 	}
-	client, err := tuf.NewClient(root, cfg.Updates.URL, filepath.Join(cfg.DataDir, "tuf"))
+	hc := &http.Client{}
+	tc, err := cfg.Updates.TLS.Build()
+	if err != nil {
+		return nil, fmt.Errorf("agent: updates.tls: %w", err)
+	}
+	if tc != nil {
+		hc.Transport = &http.Transport{TLSClientConfig: tc, Proxy: http.ProxyFromEnvironment}
+	}
+	client, err := tuf.NewClientWith(root, cfg.Updates.URL, filepath.Join(cfg.DataDir, "tuf"), hc)
 	if err != nil {
 		return nil, err
 	}

@@ -35,7 +35,14 @@ type HTTPConfig struct {
 	Listen string `yaml:"listen" usage:"host:port of the REST API, health and metrics"`
 	// AdminToken guards the operator endpoints. Without one they only work
 	// on a loopback listener.
-	AdminToken string `yaml:"admin_token" usage:"bearer token for operator endpoints (required unless http.listen is loopback)"`
+	AdminToken string  `yaml:"admin_token" usage:"bearer token for operator endpoints (required unless http.listen is loopback)"`
+	TLS        HTTPTLS `yaml:"tls"`
+}
+
+// HTTPTLS serves the API and the TUF repository over HTTPS.
+type HTTPTLS struct {
+	CertFile string `yaml:"cert_file" usage:"PEM certificate of the HTTP listener; setting it serves HTTPS"`
+	KeyFile  string `yaml:"key_file" usage:"PEM key of that certificate"`
 }
 
 // Defaults is the configuration `make demo` runs with: everything on
@@ -195,11 +202,26 @@ func (c *Config) Validate() error {
 	if c.Kafka.Replication < 1 || c.Kafka.Replication > 32767 {
 		errs.Add("kafka.replication", fmt.Sprintf("must be between 1 and 32767, got %d", c.Kafka.Replication))
 	}
+	listenOK := false
 	if _, port, err := net.SplitHostPort(c.HTTP.Listen); err != nil {
 		errs.Add("http.listen", fmt.Sprintf("must be host:port, got %q", c.HTTP.Listen))
 	} else if p, err := strconv.Atoi(port); err != nil || p < 0 || p > 65535 {
 		errs.Add("http.listen", fmt.Sprintf("port must be 0 to 65535, got %q", port))
-	} else if c.HTTP.AdminToken == "" && !c.HTTP.Loopback() {
+	} else {
+		listenOK = true
+	}
+	if t := c.HTTP.TLS; (t.CertFile == "") != (t.KeyFile == "") {
+		errs.Add("http.tls", "cert_file and key_file go together")
+	} else {
+		for path, f := range map[string]string{"http.tls.cert_file": t.CertFile, "http.tls.key_file": t.KeyFile} {
+			if f != "" {
+				if _, err := os.Stat(f); err != nil {
+					errs.Add(path, err.Error())
+				}
+			}
+		}
+	}
+	if listenOK && c.HTTP.AdminToken == "" && !c.HTTP.Loopback() {
 		errs.Add("http.admin_token", "must be set when http.listen is not a loopback address")
 	}
 	c.Log.Validate("log", &errs)

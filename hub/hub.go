@@ -6,6 +6,7 @@ package hub
 import (
 	"context"
 	"crypto/subtle"
+	"crypto/tls"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -420,8 +421,18 @@ func (h *Hub) startHTTP() error {
 	}
 	h.httpLn = ln
 	h.http = &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second}
+	serve := func() error { return h.http.Serve(ln) }
+	if t := h.cfg.HTTP.TLS; t.CertFile != "" {
+		// Load now, so a bad certificate stops the start with its reason.
+		cert, err := tls.LoadX509KeyPair(t.CertFile, t.KeyFile)
+		if err != nil {
+			return fmt.Errorf("hub: http.tls: %w", err)
+		}
+		h.http.TLSConfig = &tls.Config{MinVersion: tls.VersionTLS12, Certificates: []tls.Certificate{cert}}
+		serve = func() error { return h.http.ServeTLS(ln, "", "") }
+	}
 	go func() {
-		if err := h.http.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
+		if err := serve(); err != nil && !errors.Is(err, http.ErrServerClosed) {
 			h.log.Error("http server", "err", err)
 		}
 	}()

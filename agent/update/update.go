@@ -45,6 +45,8 @@ type Config struct {
 	MaxLatencyFactor float64 `yaml:"max_latency_factor" usage:"mean inference latency allowed during probation, as a multiple of the previous model's"`
 	MaxBoots         int64   `yaml:"max_boots" usage:"agent restarts during probation (a crash loop) before a rollback"`
 	MaxAttempts      int     `yaml:"max_attempts" usage:"tries of a download that fails verification before the update is refused"`
+	// TLS for an https:// url with a private CA (or client certificates).
+	TLS config.ClientTLS `yaml:"tls"`
 }
 
 // Validate names wrong fields under path.
@@ -59,6 +61,7 @@ func (c Config) Validate(path string, errs *config.Errors) {
 			errs.Add(path+".trusted_root", err.Error())
 		}
 	}
+	c.TLS.Validate(path+".tls", errs)
 	if c.Probation < 0 {
 		errs.Add(path+".probation", "must not be negative")
 	}

@@ -16,6 +16,7 @@ import (
 	"text/tabwriter"
 	"time"
 
+	"github.com/outpost-edge/outpost/deploy/config"
 	"github.com/outpost-edge/outpost/deploy/version"
 	"github.com/outpost-edge/outpost/sync/state"
 )
@@ -24,6 +25,7 @@ import (
 const (
 	EnvHub   = "OUTPOST_HUB_URL"
 	EnvToken = "OUTPOST_HUB_TOKEN"
+	EnvCA    = "OUTPOST_HUB_CA"
 )
 
 // command is one `outpostctl <group> <verb>`.
@@ -69,6 +71,7 @@ func Main(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	fs.SetOutput(stderr)
 	hubURL := fs.String("hub", envOr(EnvHub, "http://127.0.0.1:8080"), "hub API URL (env "+EnvHub+")")
 	token := fs.String("token", os.Getenv(EnvToken), "hub admin bearer token (env "+EnvToken+")")
+	caFile := fs.String("ca-file", os.Getenv(EnvCA), "PEM CA bundle for an https hub with a private CA (env "+EnvCA+")")
 	showVersion := fs.Bool("version", false, "print version and exit")
 	fs.Usage = func() {
 		fmt.Fprintf(fs.Output(), "outpostctl — operator CLI for Outpost fleets\n\nUsage: outpostctl [flags] <command>\n\nCommands:\n")
@@ -95,6 +98,14 @@ func Main(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		words := strings.Fields(c.path)
 		if len(rest) >= len(words) && strings.Join(rest[:len(words)], " ") == c.path {
 			cl := &cli{hub: strings.TrimRight(*hubURL, "/"), token: *token, out: stdout, client: &http.Client{Timeout: 30 * time.Second}}
+			tc, err := config.ClientTLS{CAFile: *caFile}.Build()
+			if err != nil {
+				fmt.Fprintf(stderr, "outpostctl: --ca-file: %v\n", err)
+				return 2
+			}
+			if tc != nil {
+				cl.client.Transport = &http.Transport{TLSClientConfig: tc, Proxy: http.ProxyFromEnvironment}
+			}
 			if err := c.run(ctx, cl, rest[len(words):]); err != nil {
 				fmt.Fprintf(stderr, "outpostctl %s: %v\n", c.path, err)
 				if errors.Is(err, errUsage) {

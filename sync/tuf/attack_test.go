@@ -9,6 +9,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -253,5 +254,30 @@ func TestRepoReopens(t *testing.T) {
 		if _, err := c.Target(n); err != nil {
 			t.Fatal(err)
 		}
+	}
+}
+
+// TestFailingServerIsTriedOnce: a request that fails is not retried
+// inside Refresh (go-tuf's fetcher with a custom client would retry for
+// minutes); the update machine decides when to try again.
+func TestFailingServerIsTriedOnce(t *testing.T) {
+	r, _, _ := repo(t, nil)
+	var requests atomic.Int64
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
+		requests.Add(1)
+		w.WriteHeader(http.StatusServiceUnavailable)
+	}))
+	defer srv.Close()
+	root, _ := r.TrustedRoot()
+	c, err := tuf.NewClientWith(root, srv.URL, t.TempDir(), &http.Client{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := c.Refresh(); err == nil {
+		t.Fatal("refresh against a failing server succeeded")
+	}
+	// 2.root.json answers 503 (not 404): the root update stops there.
+	if n := requests.Load(); n != 1 {
+		t.Fatalf("%d requests, want 1", n)
 	}
 }

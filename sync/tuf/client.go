@@ -13,6 +13,7 @@ import (
 
 	"github.com/theupdateframework/go-tuf/v2/metadata"
 	"github.com/theupdateframework/go-tuf/v2/metadata/config"
+	"github.com/theupdateframework/go-tuf/v2/metadata/fetcher"
 	"github.com/theupdateframework/go-tuf/v2/metadata/updater"
 
 	"github.com/outpost-edge/outpost/sync/transfer"
@@ -32,16 +33,31 @@ type Client struct {
 // its root, targets below targets/), keeping trusted metadata in
 // metadataDir.
 func NewClient(trustedRoot []byte, baseURL, metadataDir string) (*Client, error) {
+	return NewClientWith(trustedRoot, baseURL, metadataDir, nil)
+}
+
+// NewClientWith is NewClient over hc (an HTTPS client with the hub's CA,
+// say); nil is http.DefaultClient's settings.
+func NewClientWith(trustedRoot []byte, baseURL, metadataDir string, hc *http.Client) (*Client, error) {
+	if hc == nil {
+		hc = &http.Client{}
+	}
 	cfg, err := config.New(baseURL, trustedRoot)
 	if err != nil {
 		return nil, fmt.Errorf("tuf: client config: %w", err)
 	}
+	// SetHTTPClient, not NewFetcherWithHTTPClient: the latter drops the
+	// one-try default, and backoff then retries a failing request for
+	// many minutes inside Refresh. Retries are the update machine's job.
+	f := fetcher.NewDefaultFetcher()
+	f.SetHTTPClient(hc)
+	cfg.Fetcher = f
 	if err := os.MkdirAll(metadataDir, 0o700); err != nil {
 		return nil, fmt.Errorf("tuf: %w", err)
 	}
 	cfg.LocalMetadataDir = metadataDir
 	cfg.LocalTargetsDir = metadataDir // artifacts go through transfer, not here
-	return &Client{cfg: cfg, provisioned: trustedRoot, targetsURL: cfg.RemoteTargetsURL, http: &http.Client{}}, nil
+	return &Client{cfg: cfg, provisioned: trustedRoot, targetsURL: cfg.RemoteTargetsURL, http: hc}, nil
 }
 
 // Refresh updates root, timestamp, snapshot and targets, in that order,

@@ -2,12 +2,17 @@ package pipeline
 
 import (
 	"context"
+	"net/http"
+	"os"
+	"path/filepath"
+	"strings"
 	"testing"
 	"time"
 
 	mqtt "github.com/eclipse/paho.mqtt.golang"
 
 	"github.com/outpost-edge/outpost/agent/uplink"
+	"github.com/outpost-edge/outpost/sync/tuf"
 	"github.com/outpost-edge/outpost/test/kafkatest"
 	"github.com/outpost-edge/outpost/test/pki"
 )
@@ -98,4 +103,51 @@ func TestMutualTLS(t *testing.T) {
 			t.Fatal("plain TCP connected")
 		}
 	})
+}
+
+// TestUpdatesOverHTTPS: with http.tls the hub serves its API and TUF
+// repository over HTTPS; outpostctl and an agent's TUF client verify it
+// against the private CA, and a client without the CA is refused.
+func TestUpdatesOverHTTPS(t *testing.T) {
+	p := newPKI(t)
+	cfg := hubConfig(t, kafkatest.Brokers(t), t.TempDir())
+	cfg.HTTP.TLS.CertFile, cfg.HTTP.TLS.KeyFile = p.issue(t, "127.0.0.1", true)
+	if err := cfg.Validate(); err != nil {
+		t.Fatal(err)
+	}
+	h := startHub(t, cfg)
+	defer h.Close()
+	base := "https://" + h.HTTPAddr()
+	if code, out := outpostctl(t, base, "model", "push", bearing(t, 1, "")); code == 0 {
+		t.Fatalf("outpostctl trusted an unknown CA: %s", out)
+	}
+	if code, out := outpostctl(t, base, "--ca-file", p.CAFile, "model", "push", bearing(t, 1, "")); code != 0 {
+		t.Fatal(out)
+	}
+	root, err := os.ReadFile(filepath.Join(cfg.DataDir, "tuf", "1.root.json"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	plain, err := tuf.NewClient(root, base+"/tuf", t.TempDir())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := plain.Refresh(); err == nil || !strings.Contains(err.Error(), "certificate") {
+		t.Fatalf("refresh without the CA: err = %v, want a certificate error", err)
+	}
+	tc, err := uplink.TLSConfig{CAFile: p.CAFile}.Build()
+	if err != nil {
+		t.Fatal(err)
+	}
+	c, err := tuf.NewClientWith(root, base+"/tuf", t.TempDir(), &http.Client{Transport: &http.Transport{TLSClientConfig: tc}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	tf, err := c.Target(tuf.ModelTargetName("bearing", 1))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := c.Download(context.Background(), tf, filepath.Join(t.TempDir(), "pkg.tar")); err != nil {
+		t.Fatal(err)
+	}
 }
