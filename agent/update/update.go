@@ -198,6 +198,7 @@ func Recover(ctx context.Context, cfg Config, st Store, dirs []string, boot int6
 			if n := boot - j.SwitchBoot; n > cfg.MaxBoots {
 				j.Phase, j.Reason = state.PhaseRollingBack, fmt.Sprintf("crash loop: %d restarts during probation (max_boots %d)", n, cfg.MaxBoots)
 			}
+		case state.PhaseRollingBack: // interrupted: finish it below
 		default:
 			continue
 		}

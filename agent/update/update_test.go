@@ -531,3 +531,36 @@ func TestShadowPhaseGatesTheSwitch(t *testing.T) {
 		})
 	}
 }
+
+// TestPowerLossDuringRollback: a power loss right after a rollback began
+// ends, at the next start, on the previous model with the update rolled
+// back.
+func TestPowerLossDuringRollback(t *testing.T) {
+	w := newWorld(t)
+	target := w.publish(t, 2, 0.7, false)
+	cfg := testConfig()
+	cfg.Probation = time.Hour
+	crashed := make(chan struct{})
+	var once sync.Once
+	r, m, _ := w.start(t, cfg, func(p string) {
+		if p == state.PhaseRollingBack {
+			once.Do(func() { close(crashed) })
+			runtime.Goexit()
+		}
+	})
+	m.Desire(desired(1, 2, target, "r1"))
+	for r.swaps.Load() == 0 {
+		time.Sleep(10 * time.Millisecond)
+	}
+	r.served.Add(100)
+	r.nan.Add(50)
+	<-crashed
+	w.open(t)
+	r2, m2, _ := w.start(t, cfg, nil)
+	if r2.initial.Version != 1 || activeVersion(t, w.modelDir) != 1 {
+		t.Fatalf("after a crash mid-rollback the pipeline loads v%d", r2.initial.Version)
+	}
+	if u := waitPhase(t, m2); u.Phase != state.PhaseRolledBack || !strings.Contains(u.Reason, "non-finite") {
+		t.Fatalf("update %+v, want rolled back for non-finite scores", u)
+	}
+}

@@ -350,7 +350,7 @@ func TestRolloutUpdatesTheFleetAndHaltsOnBadModels(t *testing.T) {
 	}
 }
 
-// TestKill9AtEveryUpdateStep updates seven agent processes at once, each
+// TestKill9AtEveryUpdateStep updates eight agent processes at once, each
 // killed with SIGKILL (OUTPOST_TEST_CRASHPOINT) at a different step of the
 // update state machine and restarted by its supervisor. Every restart
 // must find a complete model to load (an agent that cannot load its model
@@ -365,7 +365,7 @@ func TestKill9AtEveryUpdateStep(t *testing.T) {
 		}
 	}
 	bin := buildAgent(t)
-	points := []string{"downloading", "verifying", "installing", "selftest", "switching", "switched", "probation"}
+	points := []string{"downloading", "verifying", "installing", "selftest", "shadow", "switching", "switched", "probation"}
 	var ids []string
 	var agents []*supervised
 	for i, point := range points {
@@ -381,7 +381,7 @@ func TestKill9AtEveryUpdateStep(t *testing.T) {
 		agents = append(agents, superviseAgent(t, bin, id, conf, []string{"OUTPOST_TEST_CRASHPOINT=" + point, "OUTPOST_AGENT_UPDATES_MAX_LATENCY_FACTOR=100"}))
 	}
 	waitFleet(t, url, ids, 1, agents)
-	code, out := outpostctl(t, url, "rollout", "start", "bearing", "2", "--select", "fleet=crash", "--waves", "100%", "--wave-timeout", "90s", "--max-latency-factor", "100", "--watch")
+	code, out := outpostctl(t, url, "rollout", "start", "bearing", "2", "--select", "fleet=crash", "--waves", "100%", "--wave-timeout", "90s", "--max-latency-factor", "100", "--shadow", "1s", "--watch")
 	if code != 0 {
 		for _, a := range agents {
 			t.Logf("agent %s log:\n%s", a.id, tail(a.log(), 3000))
