@@ -569,21 +569,31 @@ func (m *Manager) download(ctx context.Context, j *job) error {
 	if err := m.o.Fetcher.Refresh(); err != nil {
 		return err
 	}
-	tf, err := m.o.Fetcher.Target(j.Target)
+	tf, _, err := m.signedTarget(j)
 	if err != nil {
 		return err
 	}
+	return m.o.Fetcher.Download(ctx, tf, m.staged(j)+".tar")
+}
+
+// signedTarget is j's target as the signed metadata describes it, checked
+// against what the desired state asked for and against this device.
+func (m *Manager) signedTarget(j *job) (*metadata.TargetFiles, tuf.ModelTarget, error) {
+	tf, err := m.o.Fetcher.Target(j.Target)
+	if err != nil {
+		return nil, tuf.ModelTarget{}, err
+	}
 	mt, err := tuf.Model(tf)
 	if err != nil {
-		return fmt.Errorf("%w: %w", errRefused, err)
+		return nil, mt, fmt.Errorf("%w: %w", errRefused, err)
 	}
 	if mt.Model != j.Model || mt.Version != j.To {
-		return fmt.Errorf("%w: target %s is %s version %d, desired state asks for %s version %d", errRefused, j.Target, mt.Model, mt.Version, j.Model, j.To)
+		return nil, mt, fmt.Errorf("%w: target %s is %s version %d, desired state asks for %s version %d", errRefused, j.Target, mt.Model, mt.Version, j.Model, j.To)
 	}
 	if len(mt.Arch) > 0 && !slices.Contains(mt.Arch, runtime.GOARCH) {
-		return fmt.Errorf("%w: %s version %d runs on %v, this device is %s", errRefused, j.Model, j.To, mt.Arch, runtime.GOARCH)
+		return nil, mt, fmt.Errorf("%w: %s version %d runs on %v, this device is %s", errRefused, j.Model, j.To, mt.Arch, runtime.GOARCH)
 	}
-	return m.o.Fetcher.Download(ctx, tf, m.staged(j)+".tar")
+	return tf, mt, nil
 }
 
 // verify unpacks the downloaded package and checks it is what TUF signed:
@@ -592,13 +602,9 @@ func (m *Manager) download(ctx context.Context, j *job) error {
 func (m *Manager) verify(j *job) error {
 	// The signed description the download was checked against (after a
 	// restart the client refreshes first).
-	tf, err := m.o.Fetcher.Target(j.Target)
+	_, mt, err := m.signedTarget(j)
 	if err != nil {
 		return err
-	}
-	mt, err := tuf.Model(tf)
-	if err != nil {
-		return fmt.Errorf("%w: %w", errRefused, err)
 	}
 	f, err := os.Open(m.staged(j) + ".tar")
 	if err != nil {
