@@ -70,6 +70,8 @@ func (a *observed) registry() *prometheus.Registry {
 	perPipeline("inferences_total", "Window results scored by the pipeline's model.", true, func(p *pipeline.Pipeline) float64 { return float64(p.Stats.Inferences.Load()) })
 	perPipeline("inference_errors_total", "Windows the model could not score.", true, func(p *pipeline.Pipeline) float64 { return float64(p.Stats.InferErrors.Load()) })
 	perPipeline("alerts_total", "Windows the model flagged (actions fired).", true, func(p *pipeline.Pipeline) float64 { return float64(p.Stats.Alerts.Load()) })
+	perPipeline("drift_checks_total", "Comparisons of feature distributions with the reference.", true, func(p *pipeline.Pipeline) float64 { return float64(p.Stats.DriftChecks.Load()) })
+	perPipeline("drift_detected_total", "Comparisons that found a feature drifted.", true, func(p *pipeline.Pipeline) float64 { return float64(p.Stats.DriftDetected.Load()) })
 	reg.MustRegister(a.latency)
 	perPipeline("watermark_lag_seconds", "How far the event-time watermark trails processing time.", false,
 		func(p *pipeline.Pipeline) float64 { return time.Duration(p.Stats.WatermarkLag.Load()).Seconds() })

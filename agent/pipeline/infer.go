@@ -45,8 +45,9 @@ func (p *Pipeline) vector(m *manifest.Manifest, r *window.Result, x []float32) (
 
 // infer runs every final or updated window of one batch through the
 // model in a single call: windows that close together are micro-batched.
-// A shadow model runs beside it (see SetShadow).
-func (p *Pipeline) infer(results []window.Result) {
+// A shadow model runs beside it (see SetShadow). It returns each scored
+// result's first score, by index into results.
+func (p *Pipeline) infer(results []window.Result) map[int]float64 {
 	m := p.model.Manifest
 	var x []float32
 	var rows []int
@@ -66,7 +67,7 @@ func (p *Pipeline) infer(results []window.Result) {
 		rows = append(rows, i)
 	}
 	if len(rows) == 0 {
-		return
+		return nil
 	}
 	out, took, err := p.model.Infer(x)
 	if p.Stats.InferLatency != nil {
@@ -77,9 +78,10 @@ func (p *Pipeline) infer(results []window.Result) {
 	if err != nil {
 		p.Stats.InferErrors.Add(int64(len(rows)))
 		p.log.Error("inference failed", "model", m.Name, "rows", len(rows), "err", err)
-		return
+		return nil
 	}
 	width := p.model.Outputs()
+	first := make(map[int]float64, len(rows))
 	var served map[int][]float32
 	if p.shadow != nil {
 		served = p.runShadow(results, rows, out, width, took)
@@ -104,12 +106,14 @@ func (p *Pipeline) infer(results []window.Result) {
 			Model: rm.Name, Version: rm.Version, Scores: scores, LatencyUS: took.Microseconds()}
 		rec.Label, rec.Positive = interpret(rm.Task, rm.Outputs.Labels, rm.Outputs.Threshold, scores)
 		p.Stats.Inferences.Add(1)
+		first[i] = float64(scores[0])
 		p.add("inferences", r.End, rec)
 		if rec.Positive {
 			p.Stats.Alerts.Add(1)
 			p.acts.fire(rec)
 		}
 	}
+	return first
 }
 
 // runShadow runs the shadow model on the rows it takes (all of them, or

@@ -35,6 +35,7 @@ type Config struct {
 	Aggregations []string            `yaml:"aggregations"`
 	Model        *infer.Config       `yaml:"model"`   // optional: run a model on every window result
 	Actions      []ActionConfig      `yaml:"actions"` // what to do when the model flags a window
+	Drift        *DriftConfig        `yaml:"drift"`   // optional: compare feature distributions with a reference
 }
 
 // WindowConfig is the YAML form of window.Spec.
@@ -99,6 +100,9 @@ func (c Config) Validate(path string, errs *config.Errors) {
 	if len(c.Aggregations) == 0 {
 		errs.Add(path+".aggregations", "name at least one of "+fmt.Sprint(window.Aggs))
 	}
+	if c.Drift != nil {
+		c.Drift.validate(path+".drift", errs)
+	}
 	for i, a := range c.Aggregations {
 		if _, err := window.ParseAgg(a); err != nil {
 			errs.Add(fmt.Sprintf("%s.aggregations[%d]", path, i), err.Error())
@@ -133,6 +137,9 @@ type Stats struct {
 	// counts rows whose scores held a NaN or an infinity. Updates watch
 	// them during probation.
 	InferCalls, InferNanos, NaN atomic.Int64
+	// DriftChecks counts comparisons with the reference; DriftDetected
+	// those that found a feature drifted.
+	DriftChecks, DriftDetected atomic.Int64
 }
 
 // Pipeline is one running data path.
@@ -153,6 +160,7 @@ type Pipeline struct {
 	shadow      *infer.Model
 	split       float64
 	shadowStats shadowCounters
+	drift       *driftState
 	acts        *actions
 	offset      int64 // source position of the last processed line
 	saved       int64 // offset in the last stored checkpoint
@@ -190,6 +198,9 @@ func New(ctx context.Context, cfg Config, ob Store, log *slog.Logger) (*Pipeline
 			return nil, err
 		}
 		p.acts = newActions(cfg.Actions, p.log)
+	}
+	if cfg.Drift != nil {
+		p.drift = newDrift(*cfg.Drift, p.driftNames())
 	}
 	if err := p.resume(ctx); err != nil {
 		return nil, err
@@ -438,8 +449,12 @@ type WindowRecord struct {
 }
 
 func (p *Pipeline) addResults(results []window.Result) {
+	var scores map[int]float64
 	if p.model != nil {
-		p.infer(results)
+		scores = p.infer(results)
+	}
+	if p.drift != nil {
+		p.observeDrift(results, scores)
 	}
 	for i := range results {
 		r := &results[i]
