@@ -7,7 +7,7 @@ import (
 
 	"github.com/outpost-edge/outpost/agent/window"
 	"github.com/outpost-edge/outpost/deploy/config"
-	"github.com/outpost-edge/outpost/learn/drift"
+	"github.com/outpost-edge/outpost/models/drift"
 )
 
 // DriftConfig is a pipeline's `drift` section: each window aggregate (and
