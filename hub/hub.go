@@ -133,6 +133,12 @@ func (h *Hub) startPipeline(ctx context.Context, o Options) error {
 		if h.rollouts, err = rollout.Open(ctx, js, h.cfg.Ingest.Replicas, fleet{h}, fleet{h}, h.log); err != nil {
 			return err
 		}
+		if h.cfg.Broker.Cluster.Enabled() {
+			// The shared TUF bucket, like every other, waits for a quorum.
+			if h.updates, err = updates.OpenShared(ctx, h.cfg.Updates, h.cfg.DataDir, js, h.cfg.Ingest.Replicas, h.log); err != nil {
+				return err
+			}
+		}
 		ls, err = lease.Open(ctx, js, pipelineLease, h.cfg.Broker.ServerName, h.cfg.Broker.Cluster.LeaseTTL, h.cfg.Ingest.Replicas, h.log)
 		return err
 	})
@@ -142,7 +148,7 @@ func (h *Hub) startPipeline(ctx context.Context, o Options) error {
 	h.stream = stream
 	runCtx, stop := context.WithCancel(context.Background())
 	h.stop = stop
-	if err := h.startUpdates(ctx, runCtx, js); err != nil {
+	if err := h.startUpdates(ctx, runCtx); err != nil {
 		return err
 	}
 	h.acker = ingest.NewAcker(h.nc, h.log)
@@ -228,7 +234,7 @@ func (h *Hub) untilReady(ctx context.Context, setup func(context.Context) error)
 		}
 	}
 	for {
-		tctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+		tctx, cancel := context.WithTimeout(ctx, 10*time.Second)
 		err := setup(tctx)
 		cancel()
 		if err == nil {

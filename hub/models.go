@@ -8,8 +8,6 @@ import (
 	"net/http"
 	"strconv"
 
-	"github.com/nats-io/nats.go/jetstream"
-
 	"github.com/outpost-edge/outpost/hub/modelstore"
 	"github.com/outpost-edge/outpost/hub/updates"
 	"github.com/outpost-edge/outpost/sync/tuf"
@@ -79,12 +77,9 @@ func respond(w http.ResponseWriter, status int, v any, err error) {
 // at once with every registry version it lacks and kept fresh; or, in a
 // cluster, this hub's copy of the shared one (the lease holder signs, see
 // startPipeline).
-func (h *Hub) startUpdates(ctx, runCtx context.Context, js jetstream.JetStream) error {
+func (h *Hub) startUpdates(ctx, runCtx context.Context) error {
 	var err error
-	if h.cfg.Broker.Cluster.Enabled() {
-		if h.updates, err = updates.OpenShared(ctx, h.cfg.Updates, h.cfg.DataDir, js, h.cfg.Ingest.Replicas, h.log); err != nil {
-			return err
-		}
+	if h.cfg.Broker.Cluster.Enabled() { // opened with the other buckets
 		h.wg.Add(1)
 		go func() {
 			defer h.wg.Done()
