@@ -308,11 +308,6 @@ func (s *Service) Has(target string) bool {
 	return ok
 }
 
-// TrustedRoot is the root agents are provisioned with.
-func (s *Service) TrustedRoot() ([]byte, error) {
-	return os.ReadFile(filepath.Join(s.dir, "1.root.json"))
-}
-
 // Handler serves the repository: metadata at its root and targets below
 // targets/, with range requests (http.ServeContent) for resumed downloads.
 func (s *Service) Handler() http.Handler {

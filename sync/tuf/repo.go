@@ -233,10 +233,9 @@ func (r *Repo) UpdateRoot(signed []byte, online OnlineKeys) error {
 		r.root = old
 		return err
 	}
-	if err := writeMeta(r.dir, strconv.FormatInt(next.Signed.Version, 10)+".root.json", next); err != nil {
+	if err := r.write(strconv.FormatInt(next.Signed.Version, 10)+".root.json", next); err != nil {
 		return err
 	}
-	r.wrote(strconv.FormatInt(next.Signed.Version, 10) + ".root.json")
 	// New targets, snapshot and timestamp versions signed by the current
 	// keys: clients that trust the new root accept them.
 	return r.publish(true)
@@ -289,6 +288,15 @@ func (r *Repo) wrote(rel string) {
 	if r.OnWrite != nil {
 		r.OnWrite(rel)
 	}
+}
+
+// write writes metadata file name and tells OnWrite.
+func (r *Repo) write(name string, m toBytes) error {
+	if err := writeMeta(r.dir, name, m); err != nil {
+		return err
+	}
+	r.wrote(name)
+	return nil
 }
 
 func writeMeta(dir, name string, m toBytes) error {
@@ -359,11 +367,7 @@ func (r *Repo) RefreshTimestamp() error {
 	if err := sign(r.timestamp, r.keys.Timestamp); err != nil {
 		return err
 	}
-	if err := writeMeta(r.dir, "timestamp.json", r.timestamp); err != nil {
-		return err
-	}
-	r.wrote("timestamp.json")
-	return nil
+	return r.write("timestamp.json", r.timestamp)
 }
 
 // publish signs and writes targets (if changed), snapshot and timestamp.
@@ -379,29 +383,23 @@ func (r *Repo) publish(targetsChanged bool) error {
 	if err := sign(r.targets, r.keys.Targets); err != nil {
 		return err
 	}
-	if err := writeMeta(r.dir, strconv.FormatInt(r.targets.Signed.Version, 10)+".targets.json", r.targets); err != nil {
+	if err := r.write(strconv.FormatInt(r.targets.Signed.Version, 10)+".targets.json", r.targets); err != nil {
 		return err
 	}
-	r.wrote(strconv.FormatInt(r.targets.Signed.Version, 10) + ".targets.json")
 	r.snapshot.Signed.Meta["targets.json"] = metadata.MetaFile(r.targets.Signed.Version)
 	r.snapshot.Signed.Expires = t.Add(SnapshotExpiry)
 	r.snapshot.ClearSignatures()
 	if err := sign(r.snapshot, r.keys.Snapshot); err != nil {
 		return err
 	}
-	if err := writeMeta(r.dir, strconv.FormatInt(r.snapshot.Signed.Version, 10)+".snapshot.json", r.snapshot); err != nil {
+	if err := r.write(strconv.FormatInt(r.snapshot.Signed.Version, 10)+".snapshot.json", r.snapshot); err != nil {
 		return err
 	}
-	r.wrote(strconv.FormatInt(r.snapshot.Signed.Version, 10) + ".snapshot.json")
 	r.timestamp.Signed.Meta["snapshot.json"] = metadata.MetaFile(r.snapshot.Signed.Version)
 	r.timestamp.Signed.Expires = t.Add(TimestampExpiry)
 	r.timestamp.ClearSignatures()
 	if err := sign(r.timestamp, r.keys.Timestamp); err != nil {
 		return err
 	}
-	if err := writeMeta(r.dir, "timestamp.json", r.timestamp); err != nil {
-		return err
-	}
-	r.wrote("timestamp.json")
-	return nil
+	return r.write("timestamp.json", r.timestamp)
 }
