@@ -8,6 +8,9 @@ import (
 	"net/http"
 	"strconv"
 
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+
 	"github.com/outpost-edge/outpost/hub/modelstore"
 	"github.com/outpost-edge/outpost/hub/updates"
 	"github.com/outpost-edge/outpost/sync/tuf"
@@ -62,6 +65,8 @@ func respond(w http.ResponseWriter, status int, v any, err error) {
 	switch {
 	case err == nil:
 		writeJSON(w, status, v)
+	case transient(err):
+		unavailable(w, err)
 	case errors.Is(err, modelstore.ErrNotFound):
 		writeError(w, http.StatusNotFound, err)
 	case errors.Is(err, modelstore.ErrConflict):
@@ -128,4 +133,18 @@ func (h *Hub) publishRegistry(ctx context.Context) error {
 		}
 	}
 	return nil
+}
+
+// transient reports an error JetStream gives while its replicated streams
+// elect leaders (a cluster forming, or one that just lost a hub): worth a
+// retry in a moment, not an operator's mistake or a hub fault.
+func transient(err error) bool {
+	return errors.Is(err, context.DeadlineExceeded) || errors.Is(err, jetstream.ErrNoStreamResponse) ||
+		errors.Is(err, nats.ErrNoResponders) || errors.Is(err, nats.ErrTimeout)
+}
+
+// unavailable answers 503 with Retry-After, which outpostctl honours.
+func unavailable(w http.ResponseWriter, err error) {
+	w.Header().Set("Retry-After", "2")
+	writeError(w, http.StatusServiceUnavailable, fmt.Errorf("the hub's stores are not ready (a cluster electing leaders?); retry: %w", err))
 }

@@ -75,6 +75,8 @@ func rolloutRespond(w http.ResponseWriter, status int, v any, err error) {
 	switch {
 	case err == nil:
 		writeJSON(w, status, v)
+	case transient(err):
+		unavailable(w, err)
 	case errors.Is(err, rollout.ErrNotFound):
 		writeError(w, http.StatusNotFound, err)
 	case errors.Is(err, rollout.ErrConflict):

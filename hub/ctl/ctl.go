@@ -12,6 +12,7 @@ import (
 	"io"
 	"net/http"
 	"os"
+	"strconv"
 	"strings"
 	"text/tabwriter"
 	"time"
@@ -125,13 +126,42 @@ var errUsage = errors.New("usage")
 
 // call sends one API request; in and out are JSON bodies (either may be nil).
 func (c *cli) call(ctx context.Context, method, path string, in, out any) error {
-	var body io.Reader
+	var payload []byte
 	if in != nil {
-		b, err := json.Marshal(in)
-		if err != nil {
+		var err error
+		if payload, err = json.Marshal(in); err != nil {
 			return err
 		}
-		body = bytes.NewReader(b)
+	}
+	// A hub answering 503 (its cluster electing leaders) is asked again,
+	// as its Retry-After says, for up to half a minute.
+	for deadline := time.Now().Add(30 * time.Second); ; {
+		err := c.once(ctx, method, path, payload, in != nil, out)
+		var busy *errBusy
+		if !errors.As(err, &busy) || time.Now().After(deadline) {
+			return err
+		}
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(busy.after):
+		}
+	}
+}
+
+// errBusy is a 503 with how long to wait.
+type errBusy struct {
+	after time.Duration
+	err   error
+}
+
+func (e *errBusy) Error() string { return e.err.Error() }
+
+// once sends one request.
+func (c *cli) once(ctx context.Context, method, path string, payload []byte, hasBody bool, out any) error {
+	var body io.Reader
+	if hasBody {
+		body = bytes.NewReader(payload)
 	}
 	req, err := http.NewRequestWithContext(ctx, method, c.hub+path, body)
 	if err != nil {
@@ -140,7 +170,7 @@ func (c *cli) call(ctx context.Context, method, path string, in, out any) error 
 	if c.token != "" {
 		req.Header.Set("Authorization", "Bearer "+c.token)
 	}
-	if in != nil {
+	if hasBody {
 		req.Header.Set("Content-Type", "application/json")
 	}
 	resp, err := c.client.Do(req)
@@ -154,7 +184,15 @@ func (c *cli) call(ctx context.Context, method, path string, in, out any) error 
 		if json.Unmarshal(b, &e) != nil || e.Error == "" {
 			e.Error = strings.TrimSpace(string(b))
 		}
-		return fmt.Errorf("hub at %s: %s: %s", c.hub, resp.Status, e.Error)
+		err := fmt.Errorf("hub at %s: %s: %s", c.hub, resp.Status, e.Error)
+		if resp.StatusCode == http.StatusServiceUnavailable {
+			after := 2 * time.Second
+			if n, perr := strconv.Atoi(resp.Header.Get("Retry-After")); perr == nil && n > 0 && n < 60 {
+				after = time.Duration(n) * time.Second
+			}
+			return &errBusy{after: after, err: err}
+		}
+		return err
 	}
 	if out == nil {
 		return nil
