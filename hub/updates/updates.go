@@ -51,10 +51,11 @@ func newService(cfg Config, dataDir string, log *slog.Logger) *Service {
 	if dir == "" {
 		dir = filepath.Join(dataDir, "tuf")
 	}
-	if cfg.TimestampExpiry > 0 {
-		tuf.TimestampExpiry = cfg.TimestampExpiry
+	expiry := cfg.TimestampExpiry
+	if expiry <= 0 {
+		expiry = tuf.TimestampExpiry
 	}
-	return &Service{cfg: cfg, dataDir: dataDir, dir: dir, expiry: tuf.TimestampExpiry, log: log}
+	return &Service{cfg: cfg, dataDir: dataDir, dir: dir, expiry: expiry, log: log}
 }
 
 // Open loads a standalone hub's repository, creating it on first start.
@@ -91,9 +92,23 @@ func OpenShared(ctx context.Context, cfg Config, dataDir string, js jetstream.Je
 	return s, nil
 }
 
-// openRepo opens the repository in s.dir, creating it from root version 1
-// when there is none, and publishing a newer configured root.
+// openRepo opens the repository and signs a timestamp with the configured
+// expiry.
 func (s *Service) openRepo(online tuf.OnlineKeys, root []byte) (*tuf.Repo, error) {
+	repo, err := s.loadRepo(online, root)
+	if err != nil {
+		return nil, err
+	}
+	repo.TimestampTTL = s.expiry
+	if err := repo.RefreshTimestamp(); err != nil {
+		return nil, fmt.Errorf("updates: %w", err)
+	}
+	return repo, nil
+}
+
+// loadRepo opens the repository in s.dir, creating it from root version 1
+// when there is none, and publishing a newer configured root.
+func (s *Service) loadRepo(online tuf.OnlineKeys, root []byte) (*tuf.Repo, error) {
 	if !tuf.Exists(s.dir) {
 		if st, err := tuf.InspectRoot(root); err == nil && st.Version != 1 {
 			return nil, fmt.Errorf("updates: %s is root version %d; a new repository starts from version 1", s.cfg.RootFile, st.Version)

@@ -29,7 +29,8 @@ import (
 var ErrRepo = errors.New("tuf: repository")
 
 // Expiries of the roles: root is re-signed offline rarely, timestamp is
-// refreshed by the hub often, so a frozen mirror is noticed within hours.
+// refreshed by the hub often (Repo.TimestampTTL overrides it), so a frozen
+// mirror is noticed within hours.
 var (
 	RootExpiry      = 365 * 24 * time.Hour
 	TargetsExpiry   = 90 * 24 * time.Hour
@@ -45,6 +46,10 @@ type OnlineKeys struct {
 // Repo is a TUF repository written to a directory that is served as is:
 // metadata at its root, targets below targets/.
 type Repo struct {
+	// TimestampTTL is how long each signed timestamp is valid (zero:
+	// TimestampExpiry).
+	TimestampTTL time.Duration
+
 	// OnWrite, when set, is told the path (relative to the repository
 	// directory, with slashes) of every file written, in order: a hub
 	// cluster copies them to its shared bucket.
@@ -284,6 +289,13 @@ func sign(m signable, k ed25519.PrivateKey) error {
 
 type toBytes interface{ ToBytes(bool) ([]byte, error) }
 
+func (r *Repo) timestampTTL() time.Duration {
+	if r.TimestampTTL > 0 {
+		return r.TimestampTTL
+	}
+	return TimestampExpiry
+}
+
 func (r *Repo) wrote(rel string) {
 	if r.OnWrite != nil {
 		r.OnWrite(rel)
@@ -362,7 +374,7 @@ func (r *Repo) RefreshTimestamp() error {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	r.timestamp.Signed.Version++
-	r.timestamp.Signed.Expires = r.now().UTC().Add(TimestampExpiry)
+	r.timestamp.Signed.Expires = r.now().UTC().Add(r.timestampTTL())
 	r.timestamp.ClearSignatures()
 	if err := sign(r.timestamp, r.keys.Timestamp); err != nil {
 		return err
@@ -396,7 +408,7 @@ func (r *Repo) publish(targetsChanged bool) error {
 		return err
 	}
 	r.timestamp.Signed.Meta["snapshot.json"] = metadata.MetaFile(r.snapshot.Signed.Version)
-	r.timestamp.Signed.Expires = t.Add(TimestampExpiry)
+	r.timestamp.Signed.Expires = t.Add(r.timestampTTL())
 	r.timestamp.ClearSignatures()
 	if err := sign(r.timestamp, r.keys.Timestamp); err != nil {
 		return err
