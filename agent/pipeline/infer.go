@@ -46,7 +46,7 @@ func (p *Pipeline) vector(m *manifest.Manifest, r *window.Result, x []float32) (
 // infer runs every final or updated window of one batch through the
 // model in a single call: windows that close together are micro-batched.
 // A shadow model runs beside it (see SetShadow). It returns each scored
-// result's first score, by index into results.
+// result's first score, by index into results, when drift watches it.
 func (p *Pipeline) infer(results []window.Result) map[int]float64 {
 	m := p.model.Manifest
 	var x []float32
@@ -81,7 +81,10 @@ func (p *Pipeline) infer(results []window.Result) map[int]float64 {
 		return nil
 	}
 	width := p.model.Outputs()
-	first := make(map[int]float64, len(rows))
+	var first map[int]float64 // only drift reads it: no allocation per batch otherwise
+	if p.drift != nil {
+		first = make(map[int]float64, len(rows))
+	}
 	var served map[int][]float32
 	if p.shadow != nil {
 		served = p.runShadow(results, rows, out, width, took)
@@ -106,7 +109,9 @@ func (p *Pipeline) infer(results []window.Result) map[int]float64 {
 			Model: rm.Name, Version: rm.Version, Scores: scores, LatencyUS: took.Microseconds()}
 		rec.Label, rec.Positive = interpret(rm.Task, rm.Outputs.Labels, rm.Outputs.Threshold, scores)
 		p.Stats.Inferences.Add(1)
-		first[i] = float64(scores[0])
+		if first != nil {
+			first[i] = float64(scores[0])
+		}
 		p.add("inferences", r.End, rec)
 		if rec.Positive {
 			p.Stats.Alerts.Add(1)

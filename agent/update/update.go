@@ -436,6 +436,7 @@ func (m *Manager) transition(ctx context.Context, j *job, phase, reason string) 
 
 // advance moves every unfinished job one step.
 func (m *Manager) advance(ctx context.Context) {
+	ended := false
 	for _, name := range sortedKeys(m.doc.Jobs) {
 		j := m.doc.Jobs[name]
 		// Step on while steps succeed; probation and retries wait for
@@ -446,15 +447,16 @@ func (m *Manager) advance(ctx context.Context) {
 		for !state.Terminal(j.Phase) && ctx.Err() == nil {
 			before := j.Phase
 			m.step(ctx, j)
-			if state.Terminal(j.Phase) && m.doc.Desired != nil {
-				// What was asked while this update could not be
-				// interrupted (a rollback order, say) is due now.
-				defer m.plan(ctx, *m.doc.Desired)
-			}
+			ended = ended || state.Terminal(j.Phase)
 			if j.Phase == before || j.Phase == state.PhaseProbation {
 				break
 			}
 		}
+	}
+	// What was asked while an update could not be interrupted (a
+	// rollback order, say) is due once it has ended.
+	if ended && m.doc.Desired != nil {
+		m.plan(ctx, *m.doc.Desired)
 	}
 }
 
