@@ -250,11 +250,12 @@ type Controller struct {
 
 	mu     sync.Mutex
 	latest map[string]int64 // newest desired version per device, as written here or read
+	ended  map[string]bool  // rollouts seen in a final state
 }
 
 // Open creates or binds the buckets.
 func Open(ctx context.Context, js jetstream.JetStream, replicas int, fleet Fleet, pub Publisher, log *slog.Logger) (*Controller, error) {
-	c := &Controller{fleet: fleet, pub: pub, log: log.With("component", "rollout"), now: time.Now, latest: map[string]int64{}}
+	c := &Controller{fleet: fleet, pub: pub, log: log.With("component", "rollout"), now: time.Now, latest: map[string]int64{}, ended: map[string]bool{}}
 	var err error
 	if c.rollouts, err = js.CreateOrUpdateKeyValue(ctx, jetstream.KeyValueConfig{Bucket: RolloutBucket, History: 5, Replicas: max(replicas, 1), Storage: jetstream.FileStorage}); err != nil {
 		return nil, fmt.Errorf("rollout: bucket: %w", err)
@@ -421,16 +422,40 @@ func (c *Controller) Run(ctx context.Context, every time.Duration) {
 
 // Tick advances every active rollout once.
 func (c *Controller) Tick(ctx context.Context) error {
-	all, err := c.List(ctx)
+	keys, err := c.rollouts.ListKeys(ctx)
 	if err != nil {
-		return err
+		return fmt.Errorf("rollout: %w", err)
 	}
-	fleet := c.fleet.Devices()
-	for _, r := range all {
-		if !Active(r.State) {
+	// Ended rollouts never move again: read each once, not every tick.
+	var active []*Rollout
+	for id := range keys.Keys() {
+		c.mu.Lock()
+		done := c.ended[id]
+		c.mu.Unlock()
+		if done {
 			continue
 		}
-		if err := c.advance(ctx, r.ID, fleet, all); err != nil {
+		r, err := c.Get(ctx, id)
+		if errors.Is(err, ErrNotFound) {
+			continue
+		}
+		if err != nil {
+			return err
+		}
+		if !Active(r.State) {
+			c.mu.Lock()
+			c.ended[id] = true
+			c.mu.Unlock()
+			continue
+		}
+		active = append(active, r)
+	}
+	if len(active) == 0 {
+		return nil
+	}
+	fleet := c.fleet.Devices()
+	for _, r := range active {
+		if err := c.advance(ctx, r.ID, fleet, active); err != nil {
 			return err
 		}
 	}
