@@ -20,6 +20,7 @@ import (
 	"github.com/outpost-edge/outpost/agent/update"
 	"github.com/outpost-edge/outpost/agent/uplink"
 	"github.com/outpost-edge/outpost/deploy/version"
+	"github.com/outpost-edge/outpost/firmware/enrol"
 	"github.com/outpost-edge/outpost/models/ort"
 	"github.com/outpost-edge/outpost/sync/state"
 	"github.com/outpost-edge/outpost/sync/topics"
@@ -31,6 +32,11 @@ import (
 func Run(ctx context.Context, cfg *Config, log *slog.Logger) error {
 	if err := os.MkdirAll(cfg.DataDir, 0o750); err != nil {
 		return fmt.Errorf("agent: data dir: %w", err)
+	}
+	if cfg.Enrolment.URL != "" {
+		if err := enrolDevice(ctx, cfg, log); err != nil {
+			return err
+		}
 	}
 	db, err := store.Open(ctx, filepath.Join(cfg.DataDir, "agent.db"), cfg.Storage.Synchronous)
 	if err != nil {
@@ -330,4 +336,29 @@ func appendTelemetry(ctx context.Context, ob *outbox.Outbox, started time.Time) 
 	})
 	_, err = ob.Append(ctx, []outbox.Item{{Stream: "telemetry", EventTime: now, Data: data}})
 	return err
+}
+
+// enrolDevice makes sure the device is enrolled and connects with the
+// credentials the hub gave it.
+func enrolDevice(ctx context.Context, cfg *Config, log *slog.Logger) error {
+	tc, err := cfg.Enrolment.TLS.Build()
+	if err != nil {
+		return fmt.Errorf("agent: enrolment.tls: %w", err)
+	}
+	client := &http.Client{Timeout: 30 * time.Second}
+	if tc != nil {
+		client.Transport = &http.Transport{TLSClientConfig: tc, Proxy: http.ProxyFromEnvironment}
+	}
+	e, err := enrol.Ensure(ctx, log, client, cfg.DataDir, enrol.Request{
+		URL: cfg.Enrolment.URL, TokenFile: cfg.Enrolment.TokenFile, Device: cfg.Device.ID,
+		Arch: runtime.GOARCH, Accelerator: cfg.Device.Accelerator, AgentVersion: version.Version,
+	})
+	if err != nil {
+		return fmt.Errorf("agent: %w", err)
+	}
+	if cfg.Device.ID != "" && cfg.Device.ID != e.Device {
+		return fmt.Errorf("agent: device.id is %q but the device enrolled as %q (see %s)", cfg.Device.ID, e.Device, filepath.Join(cfg.DataDir, enrol.CredentialsFile))
+	}
+	cfg.Device.ID, cfg.Hub.Username, cfg.Hub.Password = e.Device, e.Username, e.Password
+	return nil
 }

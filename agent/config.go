@@ -22,6 +22,7 @@ type Config struct {
 	DataDir   string            `yaml:"data_dir" usage:"directory of the agent database (outbox, checkpoints, update state)"`
 	Storage   StorageConfig     `yaml:"storage"`
 	Hub       uplink.Config     `yaml:"hub"`
+	Enrolment EnrolmentConfig   `yaml:"enrolment"`
 	Uplink    uplink.SendConfig `yaml:"uplink"`
 	Report    ReportConfig      `yaml:"report"`
 	Metrics   MetricsConfig     `yaml:"metrics"`
@@ -33,7 +34,16 @@ type Config struct {
 
 // DeviceConfig identifies the device.
 type DeviceConfig struct {
-	ID string `yaml:"id" usage:"device id: letters, digits, '-' and '_'"`
+	ID          string `yaml:"id" usage:"device id: letters, digits, '-' and '_' (may be empty with enrolment.token_file: the hub's token or the device key names it)"`
+	Accelerator string `yaml:"accelerator" usage:"the device's accelerator (cpu, cuda, tensorrt, ...); sent at enrolment, where it becomes the device's accelerator label"`
+}
+
+// EnrolmentConfig is first-boot enrolment with a one-time token. Once
+// enrolled, the credentials in data_dir replace hub.username/password.
+type EnrolmentConfig struct {
+	URL       string           `yaml:"url" usage:"hub API URL to enrol with, e.g. https://hub.example:8080 (empty: no enrolment; hub.username/password are used)"`
+	TokenFile string           `yaml:"token_file" usage:"file holding the one-time enrolment token; removed once spent"`
+	TLS       config.ClientTLS `yaml:"tls"`
 }
 
 // StorageConfig tunes the SQLite database.
@@ -91,9 +101,15 @@ func (c *Config) Logging() daemon.LogConfig { return c.Log }
 // Validate names every wrong field by its path.
 func (c *Config) Validate() error {
 	var errs config.Errors
-	if err := topics.ValidDevice(c.Device.ID); err != nil {
+	if err := topics.ValidDevice(c.Device.ID); err != nil && !(c.Device.ID == "" && c.Enrolment.URL != "") {
 		errs.Add("device.id", err.Error())
 	}
+	if c.Enrolment.URL != "" {
+		if u, err := url.Parse(c.Enrolment.URL); err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
+			errs.Add("enrolment.url", fmt.Sprintf("must be an http(s) URL, got %q", c.Enrolment.URL))
+		}
+	}
+	c.Enrolment.TLS.Validate("enrolment.tls", &errs)
 	if c.DataDir == "" {
 		errs.Add("data_dir", "must not be empty")
 	}

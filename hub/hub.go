@@ -270,6 +270,8 @@ type Stats struct {
 	BridgeBacklogAgeS float64 `json:"bridge_backlog_age_seconds"`
 	AuthAccepted      int64   `json:"auth_accepted"`
 	AuthRefused       int64   `json:"auth_refused"`
+	Enrolled          int64   `json:"enrolled"`
+	EnrolRefused      int64   `json:"enrol_refused"`
 	// Leader: this hub holds the pipeline lease and runs the bridge.
 	Leader bool `json:"leader"`
 	// StreamReplicas counts the copies of OUTPOST_UP that are current
@@ -287,6 +289,7 @@ func (h *Hub) Stats() Stats {
 		BridgeDeadLetters: b.DeadLetters.Load(), BridgeTxns: b.Transactions.Load(), BridgeAborts: b.Aborts.Load(),
 		BridgeBacklog: b.Backlog.Load(), BridgeBacklogAgeS: time.Duration(b.BacklogAge.Load()).Seconds(),
 		AuthAccepted: h.registry.Stats.Accepted.Load(), AuthRefused: h.registry.Stats.Refused.Load(),
+		Enrolled: h.registry.Stats.Enrolled.Load(), EnrolRefused: h.registry.Stats.EnrolRefused.Load(),
 		Leader: h.leader.Load(),
 	}
 }
@@ -413,6 +416,7 @@ func (h *Hub) startHTTP() error {
 		}
 		w.WriteHeader(http.StatusNoContent)
 	}))
+	h.enrolRoutes(mux)
 	h.modelRoutes(mux)
 	h.rolloutRoutes(mux)
 	mux.Handle("GET /metrics", h.metricsHandler())

@@ -27,6 +27,8 @@ func (h *Hub) metricsHandler() http.Handler {
 	counter("bridge_aborts_total", "Kafka transactions aborted (retried).", func(s Stats) int64 { return s.BridgeAborts })
 	counter("auth_accepted_total", "Broker connections authenticated.", func(s Stats) int64 { return s.AuthAccepted })
 	counter("auth_refused_total", "Broker connections refused (unknown, revoked, wrong secret).", func(s Stats) int64 { return s.AuthRefused })
+	counter("enrolments_total", "Devices enrolled with a one-time token.", func(s Stats) int64 { return s.Enrolled })
+	counter("enrolments_refused_total", "Enrolments refused (unknown, used or expired token; device exists).", func(s Stats) int64 { return s.EnrolRefused })
 	reg.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{Namespace: "outpost_hub", Name: "bridge_backlog_messages",
 		Help: "Device batches in JetStream not yet written to Kafka."}, func() float64 { return float64(h.Stats().BridgeBacklog) }))
 	reg.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{Namespace: "outpost_hub", Name: "bridge_backlog_age_seconds",

@@ -46,6 +46,7 @@ type cli struct {
 var commands = []command{
 	{"device list", "", "list enrolled devices with their last reported state", deviceList},
 	{"device add", "ID [--label k=v ...]", "enrol a device; prints its credentials as an agent environment file", deviceAdd},
+	{"device token", "[--device ID] [--label k=v ...] [--ttl 24h] [--json]", "issue a one-time enrolment token to flash with a bundle; prints the token", deviceToken},
 	{"device revoke", "ID", "refuse a device from now on and disconnect it", deviceRevoke},
 	{"model push", "DIR", "register a model package in the hub (validated; a new candidate version)", modelPush},
 	{"model list", "", "list registered models with their latest, production and canary versions", modelList},
@@ -228,14 +229,7 @@ func deviceAdd(ctx context.Context, c *cli, args []string) error {
 	fs := flag.NewFlagSet("device add", flag.ContinueOnError)
 	fs.SetOutput(io.Discard)
 	labels := map[string]string{}
-	fs.Func("label", "k=v label (repeatable)", func(s string) error {
-		k, v, ok := strings.Cut(s, "=")
-		if !ok || k == "" {
-			return fmt.Errorf("label %q is not k=v", s)
-		}
-		labels[k] = v
-		return nil
-	})
+	fs.Func("label", "k=v label (repeatable)", labelFlag(labels))
 	if len(args) == 0 || strings.HasPrefix(args[0], "-") {
 		return fmt.Errorf("%w: device add ID [--label k=v ...]", errUsage)
 	}
@@ -251,6 +245,42 @@ func deviceAdd(ctx context.Context, c *cli, args []string) error {
 	fmt.Fprintf(c.out, "# outpost-agent credentials for %s; keep this file secret\n", creds.Device)
 	fmt.Fprintf(c.out, "OUTPOST_AGENT_DEVICE_ID=%s\nOUTPOST_AGENT_HUB_USERNAME=%s\nOUTPOST_AGENT_HUB_PASSWORD=%s\n", creds.Device, creds.Username, creds.Password)
 	return nil
+}
+
+func deviceToken(ctx context.Context, c *cli, args []string) error {
+	fs := flag.NewFlagSet("device token", flag.ContinueOnError)
+	fs.SetOutput(io.Discard)
+	device := fs.String("device", "", "enrol exactly this device id (default: the device proposes one)")
+	ttl := fs.Duration("ttl", 24*time.Hour, "how long the token stays valid")
+	asJSON := fs.Bool("json", false, "print the token with its device, labels and expiry as JSON")
+	labels := map[string]string{}
+	fs.Func("label", "k=v label (repeatable)", labelFlag(labels))
+	if err := fs.Parse(args); err != nil || fs.NArg() != 0 {
+		return fmt.Errorf("%w: device token [--device ID] [--label k=v ...] [--ttl 24h] [--json]", errUsage)
+	}
+	var tok state.EnrolToken
+	if err := c.call(ctx, http.MethodPost, "/v1/enrolment-tokens", map[string]any{"device": *device, "labels": labels, "ttl": ttl.String()}, &tok); err != nil {
+		return err
+	}
+	if *asJSON {
+		enc := json.NewEncoder(c.out)
+		enc.SetIndent("", "  ")
+		return enc.Encode(tok)
+	}
+	fmt.Fprintln(c.out, tok.Token)
+	return nil
+}
+
+// labelFlag parses repeatable k=v flags into m.
+func labelFlag(m map[string]string) func(string) error {
+	return func(s string) error {
+		k, v, ok := strings.Cut(s, "=")
+		if !ok || k == "" {
+			return fmt.Errorf("label %q is not k=v", s)
+		}
+		m[k] = v
+		return nil
+	}
 }
 
 func deviceRevoke(ctx context.Context, c *cli, args []string) error {

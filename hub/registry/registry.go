@@ -32,12 +32,14 @@ const Bucket = "OUTPOST_DEVICES"
 // record is what the KV bucket stores per device.
 type record struct {
 	state.Device
-	SecretHash string `json:"secret_hash"` // sha256 of the random secret, hex
+	SecretHash string `json:"secret_hash"`          // sha256 of the random secret, hex
+	PublicKey  string `json:"public_key,omitempty"` // the ed25519 key it enrolled with, hex
 }
 
 // Stats count authentication outcomes.
 type Stats struct {
-	Accepted, Refused atomic.Int64
+	Accepted, Refused      atomic.Int64
+	Enrolled, EnrolRefused atomic.Int64 // token enrolments
 }
 
 // Registry is the device registry and the broker's authenticator.
@@ -46,6 +48,7 @@ type Registry struct {
 	mu      sync.RWMutex
 	devices map[string]record
 	kv      jetstream.KeyValue
+	tokens  jetstream.KeyValue
 	watcher jetstream.KeyWatcher
 
 	internalUser, internalPass string
@@ -79,6 +82,10 @@ func (r *Registry) Attach(ctx context.Context, js jetstream.JetStream, replicas 
 	if err != nil {
 		return fmt.Errorf("registry: bucket: %w", err)
 	}
+	tokens, err := tokenBucket(ctx, js, replicas)
+	if err != nil {
+		return err
+	}
 	w, err := kv.WatchAll(context.Background())
 	if err != nil {
 		return fmt.Errorf("registry: watch: %w", err)
@@ -101,7 +108,7 @@ func (r *Registry) Attach(ctx context.Context, js jetstream.JetStream, replicas 
 		}
 	}
 	r.mu.Lock()
-	r.kv, r.devices, r.watcher = kv, loaded, w
+	r.kv, r.tokens, r.devices, r.watcher = kv, tokens, loaded, w
 	r.mu.Unlock()
 	go r.follow(w, srv)
 	return nil

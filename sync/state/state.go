@@ -50,6 +50,9 @@ type Device struct {
 	Labels    map[string]string `json:"labels,omitempty"`
 	CreatedAt time.Time         `json:"created_at"`
 	RevokedAt *time.Time        `json:"revoked_at,omitempty"`
+	// KeyFingerprint names the key pair the device made and enrolled with
+	// (KeyFingerprint); empty for devices added with `device add`.
+	KeyFingerprint string `json:"key_fingerprint,omitempty"`
 	// Reported is the device's last reported state, if it has reported.
 	Reported *Reported `json:"reported,omitempty"`
 }

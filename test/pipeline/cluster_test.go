@@ -170,7 +170,7 @@ func others(all []string, i int) []string {
 }
 
 // enrol adds a device through one hub's REST API.
-func enrol(t *testing.T, h *clusterHub, id string) state.Credentials {
+func enrolOn(t *testing.T, h *clusterHub, id string) state.Credentials {
 	t.Helper()
 	body, _ := json.Marshal(map[string]any{"id": id})
 	resp, err := http.Post("http://"+h.http+"/v1/devices", "application/json", bytes.NewReader(body))
@@ -207,7 +207,7 @@ func TestHubClusterSurvivesLosingTheLeader(t *testing.T) {
 	var wg sync.WaitGroup
 	for i, id := range ids {
 		// Enrolled on hub a, connected anywhere: the registry is shared.
-		creds := enrol(t, hubs[0], id)
+		creds := enrolOn(t, hubs[0], id)
 		var urls []string
 		for j := range hubs {
 			urls = append(urls, "tcp://"+hubs[(i+j)%3].mqtt)

@@ -1,0 +1,174 @@
+package registry
+
+import (
+	"context"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"maps"
+	"time"
+
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/outpost-edge/outpost/sync/state"
+	"github.com/outpost-edge/outpost/sync/topics"
+)
+
+// TokenBucket holds enrolment tokens by the hash of their value, so that a
+// copy of the bucket enrols nothing. A hub cluster shares it, and a token
+// is consumed by compare-and-set: it works once across the cluster.
+const TokenBucket = "OUTPOST_ENROL_TOKENS"
+
+// MaxTokenTTL bounds a token's life; the bucket forgets tokens after it.
+const MaxTokenTTL = 30 * 24 * time.Hour
+
+// DefaultTokenTTL is a token's life when the operator names none.
+const DefaultTokenTTL = 24 * time.Hour
+
+type token struct {
+	Device    string            `json:"device,omitempty"` // fixed id, or empty: the device proposes one
+	Labels    map[string]string `json:"labels,omitempty"`
+	CreatedAt time.Time         `json:"created_at"`
+	ExpiresAt time.Time         `json:"expires_at"`
+	UsedAt    *time.Time        `json:"used_at,omitempty"`
+	UsedBy    string            `json:"used_by,omitempty"`
+}
+
+func tokenBucket(ctx context.Context, js jetstream.JetStream, replicas int) (jetstream.KeyValue, error) {
+	kv, err := js.CreateOrUpdateKeyValue(ctx, jetstream.KeyValueConfig{
+		Bucket: TokenBucket, History: 1, Replicas: max(replicas, 1), Storage: jetstream.FileStorage,
+		TTL: MaxTokenTTL + 24*time.Hour,
+	})
+	if err != nil {
+		return nil, fmt.Errorf("registry: token bucket: %w", err)
+	}
+	return kv, nil
+}
+
+// NewToken issues a one-time enrolment token that expires after ttl. With
+// device set, the token enrols (or re-enrols) exactly that device id.
+func (r *Registry) NewToken(ctx context.Context, device string, labels map[string]string, ttl time.Duration) (state.EnrolToken, error) {
+	if device != "" {
+		if err := topics.ValidDevice(device); err != nil {
+			return state.EnrolToken{}, err
+		}
+	}
+	if ttl <= 0 {
+		ttl = DefaultTokenTTL
+	}
+	if ttl > MaxTokenTTL {
+		return state.EnrolToken{}, fmt.Errorf("registry: token ttl %s is over the maximum %s", ttl, MaxTokenTTL)
+	}
+	r.mu.RLock()
+	kv := r.tokens
+	r.mu.RUnlock()
+	if kv == nil {
+		return state.EnrolToken{}, fmt.Errorf("registry: %w", ErrNotReady)
+	}
+	now := time.Now().UTC()
+	t := token{Device: device, Labels: labels, CreatedAt: now, ExpiresAt: now.Add(ttl)}
+	value := "opt_" + randomSecret()
+	data, err := json.Marshal(t)
+	if err != nil {
+		return state.EnrolToken{}, fmt.Errorf("registry: encode token: %w", err)
+	}
+	if _, err := kv.Create(ctx, hash(value), data); err != nil {
+		return state.EnrolToken{}, fmt.Errorf("registry: store token: %w", err)
+	}
+	r.log.Info("enrolment token issued", "device", device, "expires_at", t.ExpiresAt)
+	return state.EnrolToken{Token: value, Device: device, Labels: labels, ExpiresAt: t.ExpiresAt}, nil
+}
+
+// Enrol consumes the request's token and enrols the device with the key
+// it proved it holds. The device's labels are the token's, plus the arch
+// and accelerator it reports (the token's win: the installer knows the
+// site and the hardware better than a default config does).
+func (r *Registry) Enrol(ctx context.Context, req state.EnrolRequest) (state.Enrolment, error) {
+	if err := req.Check(); err != nil {
+		return state.Enrolment{}, err
+	}
+	r.mu.RLock()
+	kv := r.tokens
+	r.mu.RUnlock()
+	if kv == nil {
+		return state.Enrolment{}, fmt.Errorf("registry: %w", ErrNotReady)
+	}
+	key := hash(req.Token)
+	e, err := kv.Get(ctx, key)
+	if errors.Is(err, jetstream.ErrKeyNotFound) {
+		return r.refuseEnrol(fmt.Errorf("registry: %w: unknown token", ErrTokenInvalid))
+	}
+	if err != nil {
+		return state.Enrolment{}, fmt.Errorf("registry: read token: %w", err)
+	}
+	var t token
+	if err := json.Unmarshal(e.Value(), &t); err != nil {
+		return state.Enrolment{}, fmt.Errorf("registry: decode token: %w", err)
+	}
+	now := time.Now().UTC()
+	switch {
+	case t.UsedAt != nil:
+		return r.refuseEnrol(fmt.Errorf("registry: %w: already used at %s by %s", ErrTokenInvalid, t.UsedAt.Format(time.RFC3339), t.UsedBy))
+	case now.After(t.ExpiresAt):
+		return r.refuseEnrol(fmt.Errorf("registry: %w: expired at %s", ErrTokenInvalid, t.ExpiresAt.Format(time.RFC3339)))
+	}
+
+	id := t.Device
+	switch {
+	case id != "" && req.Device != "" && req.Device != id:
+		return r.refuseEnrol(fmt.Errorf("registry: %w: token is for device %s, not %s", ErrTokenInvalid, id, req.Device))
+	case id == "" && req.Device != "":
+		id = req.Device
+	case id == "":
+		id = "dev-" + state.KeyFingerprint(req.PublicKey)[:12]
+	}
+	if err := topics.ValidDevice(id); err != nil {
+		return state.Enrolment{}, err
+	}
+	r.mu.RLock()
+	_, exists := r.devices[id]
+	r.mu.RUnlock()
+	if exists && t.Device == "" {
+		// Only a token issued for this id may replace its credentials.
+		return r.refuseEnrol(fmt.Errorf("registry: %w: %s", ErrDeviceExists, id))
+	}
+
+	// Consume first, by compare-and-set: of two devices racing with one
+	// token (on any hub), one wins and the other is refused.
+	t.UsedAt, t.UsedBy = &now, id
+	data, err := json.Marshal(t)
+	if err != nil {
+		return state.Enrolment{}, fmt.Errorf("registry: encode token: %w", err)
+	}
+	if _, err := kv.Update(ctx, key, data, e.Revision()); err != nil {
+		if errors.Is(err, jetstream.ErrKeyExists) {
+			return r.refuseEnrol(fmt.Errorf("registry: %w: used concurrently", ErrTokenInvalid))
+		}
+		return state.Enrolment{}, fmt.Errorf("registry: consume token: %w", err)
+	}
+
+	labels := map[string]string{"arch": req.Arch}
+	if req.Accelerator != "" {
+		labels["accelerator"] = req.Accelerator
+	}
+	maps.Copy(labels, t.Labels)
+	secret := randomSecret()
+	d := record{
+		Device:     state.Device{ID: id, Labels: labels, CreatedAt: now, KeyFingerprint: state.KeyFingerprint(req.PublicKey)},
+		SecretHash: hash(secret),
+		PublicKey:  hex.EncodeToString(req.PublicKey),
+	}
+	if err := r.put(ctx, d); err != nil {
+		return state.Enrolment{}, fmt.Errorf("%w (the token is spent; issue a new one)", err)
+	}
+	r.Stats.Enrolled.Add(1)
+	r.log.Info("device enrolled with a token", "device", id, "key", d.KeyFingerprint, "labels", labels, "agent_version", req.AgentVersion)
+	return state.Enrolment{Credentials: state.Credentials{Device: id, Username: id, Password: secret}, Labels: labels}, nil
+}
+
+func (r *Registry) refuseEnrol(err error) (state.Enrolment, error) {
+	r.Stats.EnrolRefused.Add(1)
+	r.log.Warn("enrolment refused", "err", err, "refused_total", r.Stats.EnrolRefused.Load())
+	return state.Enrolment{}, err
+}
