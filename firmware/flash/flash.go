@@ -1,0 +1,261 @@
+// Package flash installs a verified bundle into a device's root
+// filesystem: a directory (a mounted card, a chroot) or a raw ext4 image
+// file, which it writes with mke2fs -d and debugfs, without root.
+package flash
+
+import (
+	"context"
+	"crypto/ed25519"
+	"crypto/sha256"
+	"debug/elf"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"io/fs"
+	"os"
+	"path/filepath"
+	"strings"
+
+	"github.com/outpost-edge/outpost/firmware/bundle"
+	"github.com/outpost-edge/outpost/firmware/files"
+)
+
+// Paths on the device, relative to its root.
+const (
+	InstalledManifest = "opt/outpost/bundle.json"
+	TokenFile         = "var/lib/outpost/enrol.token"
+	DeviceEnv         = "etc/outpost/device.env"
+	UnitFile          = "etc/systemd/system/outpost-agent.service"
+	UnitWants         = "etc/systemd/system/multi-user.target.wants/outpost-agent.service"
+)
+
+// Options say what to flash where.
+type Options struct {
+	Bundle  string              // bundle file
+	Trusted []ed25519.PublicKey // keys the bundle's signature must verify with
+	Target  string              // a directory, or an image file ending in .img
+	// ImageSize is the size of a new image in bytes (0: fitted to the
+	// content); an existing image keeps its size unless this is larger.
+	ImageSize int64
+	Token     string // one-time enrolment token, written for first boot
+	Device    string // device id, if the installer fixes it
+	// Progress receives one line per step and per tenth of the copy.
+	Progress io.Writer
+}
+
+// Result says what a flash changed.
+type Result struct {
+	Manifest           bundle.Manifest
+	Written, Unchanged int
+}
+
+// Flash verifies the bundle completely, checks the target's architecture,
+// and only then installs. Running it again with the same bundle changes
+// nothing and says so.
+func Flash(ctx context.Context, o Options) (Result, error) {
+	say := func(format string, a ...any) {
+		if o.Progress != nil {
+			fmt.Fprintf(o.Progress, format+"\n", a...)
+		}
+	}
+	image := strings.HasSuffix(o.Target, ".img")
+	if fi, err := os.Stat(o.Target); err == nil && !fi.IsDir() && !image {
+		return Result{}, fmt.Errorf("flash: %w: %s is a file; images must end in .img", ErrTarget, o.Target)
+	}
+	if !image {
+		if _, err := os.Stat(o.Target); err != nil {
+			return Result{}, fmt.Errorf("flash: %w: %w", ErrTarget, err)
+		}
+	}
+
+	stage, err := os.MkdirTemp("", "outpost-flash-")
+	if err != nil {
+		return Result{}, fmt.Errorf("flash: %w", err)
+	}
+	defer os.RemoveAll(stage)
+	f, err := os.Open(o.Bundle)
+	if err != nil {
+		return Result{}, fmt.Errorf("flash: %w", err)
+	}
+	defer f.Close()
+	say("verifying %s", o.Bundle)
+	tenth := int64(-1)
+	m, err := bundle.Extract(f, o.Trusted, filepath.Join(stage, "bundle"), func(done, total int64) {
+		if total > 0 && done*10/total != tenth {
+			tenth = done * 10 / total
+			say("  verified %3d%% (%d of %d MiB)", tenth*10, done>>20, total>>20)
+		}
+	})
+	if err != nil {
+		return Result{}, fmt.Errorf("flash: refusing %s: %w", o.Bundle, err)
+	}
+	say("bundle verified: agent %s for %s (%s), %d files", m.AgentVersion, m.Arch, m.Accelerator, len(m.Files))
+
+	root := o.Target
+	if image {
+		root = filepath.Join(stage, "root")
+		if err := readImage(ctx, o.Target, root, say); err != nil {
+			return Result{}, err
+		}
+	}
+	if arch, why := targetArch(root); arch != "" && arch != m.Arch {
+		return Result{}, fmt.Errorf("flash: %w: %s is %s (%s), the bundle is %s", ErrWrongArch, o.Target, arch, why, m.Arch)
+	}
+
+	res := Result{Manifest: m}
+	install := func(rel string, src io.Reader, mode os.FileMode, sum string) error {
+		dst := filepath.Join(root, filepath.FromSlash(rel))
+		if same(dst, sum, mode) {
+			res.Unchanged++
+			return nil
+		}
+		if err := files.Write(dst, src, mode); err != nil {
+			return fmt.Errorf("flash: %w", err)
+		}
+		res.Written++
+		return nil
+	}
+	for _, bf := range m.Files {
+		src, err := os.Open(filepath.Join(stage, "bundle", filepath.FromSlash(bf.Path)))
+		if err != nil {
+			return Result{}, fmt.Errorf("flash: %w", err)
+		}
+		err = install(bf.Path, src, bf.Mode.Perm(), bf.SHA256)
+		src.Close()
+		if err != nil {
+			return Result{}, err
+		}
+	}
+	// Device-specific files: the token and the id, readable by root only.
+	extra := map[string]string{}
+	if o.Token != "" {
+		extra[TokenFile] = strings.TrimSpace(o.Token) + "\n"
+	}
+	if o.Device != "" {
+		extra[DeviceEnv] = "OUTPOST_AGENT_DEVICE_ID=" + o.Device + "\n"
+	}
+	mdata, _ := json.MarshalIndent(m, "", "  ")
+	extra[InstalledManifest] = string(mdata) + "\n"
+	for rel, content := range extra {
+		mode := os.FileMode(0o600)
+		if rel == InstalledManifest {
+			mode = 0o644
+		}
+		if err := install(rel, strings.NewReader(content), mode, sha(content)); err != nil {
+			return Result{}, err
+		}
+	}
+	if err := enable(root); err != nil {
+		return Result{}, err
+	}
+	if image {
+		if err := writeImage(ctx, root, o.Target, o.ImageSize, say); err != nil {
+			return Result{}, err
+		}
+	}
+	say("flashed %s: %d files written, %d unchanged; outpost-agent.service enabled", o.Target, res.Written, res.Unchanged)
+	return res, nil
+}
+
+// enable does what `systemctl enable` would: the wants symlink.
+func enable(root string) error {
+	link := filepath.Join(root, UnitWants)
+	if dst, err := os.Readlink(link); err == nil && dst == "/"+UnitFile {
+		return nil
+	}
+	if err := os.MkdirAll(filepath.Dir(link), 0o755); err != nil {
+		return fmt.Errorf("flash: %w", err)
+	}
+	_ = os.Remove(link)
+	if err := os.Symlink("/"+UnitFile, link); err != nil {
+		return fmt.Errorf("flash: enable unit: %w", err)
+	}
+	return files.SyncDir(filepath.Dir(link))
+}
+
+func same(path, sum string, mode os.FileMode) bool {
+	fi, err := os.Stat(path)
+	if err != nil || fi.Mode().Perm() != mode {
+		return false
+	}
+	f, err := os.Open(path)
+	if err != nil {
+		return false
+	}
+	defer f.Close()
+	h := sha256.New()
+	if _, err := io.Copy(h, f); err != nil {
+		return false
+	}
+	return hex.EncodeToString(h.Sum(nil)) == sum
+}
+
+func sha(s string) string {
+	h := sha256.Sum256([]byte(s))
+	return hex.EncodeToString(h[:])
+}
+
+// targetArch tells the root filesystem's architecture: from a bundle
+// installed before, else from the first ELF among well-known programs.
+// An empty root has none.
+func targetArch(root string) (arch, why string) {
+	if data, err := os.ReadFile(filepath.Join(root, InstalledManifest)); err == nil {
+		var m bundle.Manifest
+		if json.Unmarshal(data, &m) == nil && m.Arch != "" {
+			return m.Arch, "an installed bundle"
+		}
+	}
+	for _, p := range []string{"bin/busybox", "bin/sh", "usr/bin/sh", "usr/bin/env", "sbin/init", "usr/lib/systemd/systemd"} {
+		full, err := resolve(root, p)
+		if err != nil {
+			continue
+		}
+		f, err := elf.Open(full)
+		if err != nil {
+			continue
+		}
+		machine, class := f.Machine, f.Class
+		f.Close()
+		switch {
+		case machine == elf.EM_AARCH64:
+			return "arm64", "/" + p + " is aarch64"
+		case machine == elf.EM_ARM:
+			return "armv7", "/" + p + " is arm"
+		case machine == elf.EM_X86_64:
+			return "amd64", "/" + p + " is x86-64"
+		default:
+			return fmt.Sprintf("%v/%v", machine, class), "/" + p
+		}
+	}
+	return "", ""
+}
+
+// resolve follows symlinks inside root, never out of it.
+func resolve(root, rel string) (string, error) {
+	p := rel
+	for range 8 {
+		full := filepath.Join(root, p)
+		fi, err := os.Lstat(full)
+		if err != nil {
+			return "", err
+		}
+		if fi.Mode()&fs.ModeSymlink == 0 {
+			return full, nil
+		}
+		dst, err := os.Readlink(full)
+		if err != nil {
+			return "", err
+		}
+		if filepath.IsAbs(dst) {
+			p = strings.TrimPrefix(filepath.Clean(dst), "/")
+		} else {
+			p = filepath.Join(filepath.Dir(p), dst)
+		}
+		if strings.HasPrefix(p, "..") {
+			return "", errors.New("symlink leaves the root")
+		}
+	}
+	return "", errors.New("too many symlinks")
+}
