@@ -19,6 +19,7 @@ APT_PACKAGES=(
   gcc-aarch64-linux-gnu libc6-dev-arm64-cross
   gcc-arm-linux-gnueabihf libc6-dev-armhf-cross
   qemu-user-static
+  e2fsprogs
 )
 
 log() { printf 'deps: %s\n' "$*" >&2; }

@@ -22,15 +22,6 @@ import (
 	"github.com/outpost-edge/outpost/firmware/files"
 )
 
-// Paths on the device, relative to its root.
-const (
-	InstalledManifest = "opt/outpost/bundle.json"
-	TokenFile         = "var/lib/outpost/enrol.token"
-	DeviceEnv         = "etc/outpost/device.env"
-	UnitFile          = "etc/systemd/system/outpost-agent.service"
-	UnitWants         = "etc/systemd/system/multi-user.target.wants/outpost-agent.service"
-)
-
 // Options say what to flash where.
 type Options struct {
 	Bundle  string              // bundle file
@@ -118,6 +109,10 @@ func Flash(ctx context.Context, o Options) (Result, error) {
 		return nil
 	}
 	for _, bf := range m.Files {
+		if initialModelReplaced(root, bf.Path) {
+			res.Unchanged++
+			continue
+		}
 		src, err := os.Open(filepath.Join(stage, "bundle", filepath.FromSlash(bf.Path)))
 		if err != nil {
 			return Result{}, fmt.Errorf("flash: %w", err)
@@ -131,16 +126,16 @@ func Flash(ctx context.Context, o Options) (Result, error) {
 	// Device-specific files: the token and the id, readable by root only.
 	extra := map[string]string{}
 	if o.Token != "" {
-		extra[TokenFile] = strings.TrimSpace(o.Token) + "\n"
+		extra[bundle.TokenPath] = strings.TrimSpace(o.Token) + "\n"
 	}
 	if o.Device != "" {
-		extra[DeviceEnv] = "OUTPOST_AGENT_DEVICE_ID=" + o.Device + "\n"
+		extra[bundle.DeviceEnv] = "OUTPOST_AGENT_DEVICE_ID=" + o.Device + "\n"
 	}
 	mdata, _ := json.MarshalIndent(m, "", "  ")
-	extra[InstalledManifest] = string(mdata) + "\n"
+	extra[bundle.Installed] = string(mdata) + "\n"
 	for rel, content := range extra {
 		mode := os.FileMode(0o600)
-		if rel == InstalledManifest {
+		if rel == bundle.Installed {
 			mode = 0o644
 		}
 		if err := install(rel, strings.NewReader(content), mode, sha(content)); err != nil {
@@ -161,15 +156,15 @@ func Flash(ctx context.Context, o Options) (Result, error) {
 
 // enable does what `systemctl enable` would: the wants symlink.
 func enable(root string) error {
-	link := filepath.Join(root, UnitWants)
-	if dst, err := os.Readlink(link); err == nil && dst == "/"+UnitFile {
+	link := filepath.Join(root, bundle.UnitWants)
+	if dst, err := os.Readlink(link); err == nil && dst == "/"+bundle.UnitPath {
 		return nil
 	}
 	if err := os.MkdirAll(filepath.Dir(link), 0o755); err != nil {
 		return fmt.Errorf("flash: %w", err)
 	}
 	_ = os.Remove(link)
-	if err := os.Symlink("/"+UnitFile, link); err != nil {
+	if err := os.Symlink("/"+bundle.UnitPath, link); err != nil {
 		return fmt.Errorf("flash: enable unit: %w", err)
 	}
 	return files.SyncDir(filepath.Dir(link))
@@ -201,7 +196,7 @@ func sha(s string) string {
 // installed before, else from the first ELF among well-known programs.
 // An empty root has none.
 func targetArch(root string) (arch, why string) {
-	if data, err := os.ReadFile(filepath.Join(root, InstalledManifest)); err == nil {
+	if data, err := os.ReadFile(filepath.Join(root, bundle.Installed)); err == nil {
 		var m bundle.Manifest
 		if json.Unmarshal(data, &m) == nil && m.Arch != "" {
 			return m.Arch, "an installed bundle"
@@ -258,4 +253,17 @@ func resolve(root, rel string) (string, error) {
 		}
 	}
 	return "", errors.New("too many symlinks")
+}
+
+// initialModelReplaced: a bundle's models are the device's first ones; once
+// the agent has taken a model into its update slots, updates own it and a
+// reflash must not put the factory version back beside them.
+func initialModelReplaced(root, rel string) bool {
+	name, ok := strings.CutPrefix(rel, bundle.ModelsDir+"/")
+	if !ok {
+		return false
+	}
+	name, _, _ = strings.Cut(name, "/")
+	_, err := os.Lstat(filepath.Join(root, bundle.ModelsDir, name, "active"))
+	return err == nil
 }

@@ -25,7 +25,7 @@ func makeBundle(t *testing.T, arch string) (string, ed25519.PublicKey) {
 	m := bundle.Manifest{AgentVersion: "1.0.0", Arch: arch, Accelerator: "cpu", Files: []bundle.File{
 		{Path: "opt/outpost/bin/outpost-agent", Mode: 0o755, Source: bin},
 		{Path: "etc/outpost/agent.yaml", Mode: 0o644, Source: cfg},
-		{Path: UnitFile, Mode: 0o644, Source: cfg},
+		{Path: bundle.UnitPath, Mode: 0o644, Source: cfg},
 	}}
 	out := filepath.Join(dir, "b.bundle")
 	f, _ := os.Create(out)
@@ -54,16 +54,16 @@ func TestFlashDirectoryIsIdempotent(t *testing.T) {
 	if fi, err := os.Stat(filepath.Join(root, "opt/outpost/bin/outpost-agent")); err != nil || fi.Mode().Perm() != 0o755 {
 		t.Fatalf("agent binary: %v %v", fi, err)
 	}
-	if tok, _ := os.ReadFile(filepath.Join(root, TokenFile)); string(tok) != "opt_abc\n" {
+	if tok, _ := os.ReadFile(filepath.Join(root, bundle.TokenPath)); string(tok) != "opt_abc\n" {
 		t.Fatalf("token file %q", tok)
 	}
-	if fi, _ := os.Stat(filepath.Join(root, TokenFile)); fi.Mode().Perm() != 0o600 {
+	if fi, _ := os.Stat(filepath.Join(root, bundle.TokenPath)); fi.Mode().Perm() != 0o600 {
 		t.Fatalf("token file mode %v", fi.Mode())
 	}
-	if env, _ := os.ReadFile(filepath.Join(root, DeviceEnv)); string(env) != "OUTPOST_AGENT_DEVICE_ID=pump-1\n" {
+	if env, _ := os.ReadFile(filepath.Join(root, bundle.DeviceEnv)); string(env) != "OUTPOST_AGENT_DEVICE_ID=pump-1\n" {
 		t.Fatalf("device env %q", env)
 	}
-	if dst, err := os.Readlink(filepath.Join(root, UnitWants)); err != nil || dst != "/"+UnitFile {
+	if dst, err := os.Readlink(filepath.Join(root, bundle.UnitWants)); err != nil || dst != "/"+bundle.UnitPath {
 		t.Fatalf("unit not enabled: %q %v", dst, err)
 	}
 	res, err = Flash(context.Background(), o)
@@ -145,7 +145,7 @@ func TestFlashImage(t *testing.T) {
 		}
 		return string(out)
 	}
-	if got := cat(TokenFile); got != "opt_first\n" {
+	if got := cat(bundle.TokenPath); got != "opt_first\n" {
 		t.Fatalf("token in image %q", got)
 	}
 	stat, _ := exec.Command("debugfs", "-R", "stat /opt/outpost/bin/outpost-agent", img).Output()
@@ -158,7 +158,7 @@ func TestFlashImage(t *testing.T) {
 	if err != nil || res.Written != 1 {
 		t.Fatalf("reflash: %+v %v, want only the token written", res, err)
 	}
-	if got := cat(TokenFile); got != "opt_second\n" {
+	if got := cat(bundle.TokenPath); got != "opt_second\n" {
 		t.Fatalf("token after reflash %q", got)
 	}
 	b7, pub7 := makeBundle(t, "armv7")
