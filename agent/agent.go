@@ -4,6 +4,7 @@ package agent
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"log/slog"
 	"net/http"
@@ -11,6 +12,7 @@ import (
 	"path/filepath"
 	"runtime"
 	"slices"
+	"sync/atomic"
 	"syscall"
 	"time"
 
@@ -21,6 +23,7 @@ import (
 	"github.com/outpost-edge/outpost/agent/uplink"
 	"github.com/outpost-edge/outpost/deploy/version"
 	"github.com/outpost-edge/outpost/firmware/enrol"
+	"github.com/outpost-edge/outpost/firmware/selfupdate"
 	"github.com/outpost-edge/outpost/models/ort"
 	"github.com/outpost-edge/outpost/sync/state"
 	"github.com/outpost-edge/outpost/sync/topics"
@@ -28,11 +31,39 @@ import (
 )
 
 // Run opens the agent database, connects to the hub and keeps the device's
-// reported state fresh until ctx is cancelled.
+// reported state fresh until ctx is cancelled. With self-update on, it
+// first hands the process to the agent build that should run, and after a
+// switch or rollback of builds it starts again through the launcher.
 func Run(ctx context.Context, cfg *Config, log *slog.Logger) error {
 	if err := os.MkdirAll(cfg.DataDir, 0o750); err != nil {
 		return fmt.Errorf("agent: data dir: %w", err)
 	}
+	var slots *selfupdate.Slots
+	build := version.BuildNumber()
+	if cfg.Updates.Enabled() && cfg.Updates.SelfUpdate {
+		slots = &selfupdate.Slots{Dir: filepath.Join(cfg.DataDir, "agent"), Factory: build, Log: log}
+		if err := slots.Start(); err != nil {
+			return fmt.Errorf("agent: %w", err)
+		}
+		if os.Getenv(selfupdate.EnvLaunched) != "" {
+			var err error
+			if build, _, err = slots.Running(); err != nil {
+				return fmt.Errorf("agent: %w", err)
+			}
+		}
+	}
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	var relaunch atomic.Bool
+	err := run(ctx, cfg, log, slots, build, func() { relaunch.Store(true); cancel() })
+	if relaunch.Load() && (err == nil || errors.Is(err, context.Canceled)) {
+		log.Info("starting again through the launcher for another agent build")
+		return selfupdate.Relaunch()
+	}
+	return err
+}
+
+func run(ctx context.Context, cfg *Config, log *slog.Logger, slots *selfupdate.Slots, build int64, restart func()) error {
 	if cfg.Enrolment.URL != "" {
 		if err := enrolDevice(ctx, cfg, log); err != nil {
 			return err
@@ -50,6 +81,16 @@ func Run(ctx context.Context, cfg *Config, log *slog.Logger) error {
 	ob, err := outbox.New(ctx, db.DB(), cfg.Storage.OutboxMaxBytes)
 	if err != nil {
 		return err
+	}
+	if slots != nil {
+		again, err := update.RecoverAgent(ctx, ob, *slots, build, log)
+		if err != nil {
+			return err
+		}
+		if again {
+			restart()
+			return nil
+		}
 	}
 	log = log.With("device", cfg.Device.ID)
 	rep := state.Reported{
@@ -149,7 +190,8 @@ func Run(ctx context.Context, cfg *Config, log *slog.Logger) error {
 	}
 	reportNow := make(chan struct{}, 1)
 	if cfg.Updates.Enabled() {
-		if mgr, err = startUpdates(ctx, cfg, ob, boot, pipes, reportNow, log); err != nil {
+		self := update.Options{Self: slots, SelfBuild: build, Args: os.Args[1:], Connected: up.Connected, Restart: restart}
+		if mgr, err = startUpdates(ctx, cfg, ob, boot, pipes, reportNow, self, log); err != nil {
 			return err
 		}
 	}
@@ -220,7 +262,7 @@ func Run(ctx context.Context, cfg *Config, log *slog.Logger) error {
 }
 
 // startUpdates builds the TUF client and the update manager and runs it.
-func startUpdates(ctx context.Context, cfg *Config, ob *outbox.Outbox, boot int64, pipes []*pipeline.Pipeline, reportNow chan struct{}, log *slog.Logger) (*update.Manager, error) {
+func startUpdates(ctx context.Context, cfg *Config, ob *outbox.Outbox, boot int64, pipes []*pipeline.Pipeline, reportNow chan struct{}, self update.Options, log *slog.Logger) (*update.Manager, error) {
 	root, err := os.ReadFile(cfg.Updates.TrustedRoot)
 	if err != nil {
 		return nil, fmt.Errorf("agent: updates.trusted_root: %w", err)
@@ -241,14 +283,13 @@ func startUpdates(ctx context.Context, cfg *Config, ob *outbox.Outbox, boot int6
 	for _, p := range pipes {
 		runners = append(runners, p)
 	}
-	o := update.Options{
-		Store: ob, Fetcher: client, Staging: filepath.Join(cfg.DataDir, "staging"), Boot: boot, Log: log,
-		OnChange: func() {
-			select {
-			case reportNow <- struct{}{}:
-			default:
-			}
-		},
+	o := self
+	o.Store, o.Fetcher, o.Staging, o.Boot, o.Log = ob, client, filepath.Join(cfg.DataDir, "staging"), boot, log
+	o.OnChange = func() {
+		select {
+		case reportNow <- struct{}{}:
+		default:
+		}
 	}
 	if point := os.Getenv(crashPointEnv); point != "" {
 		o.Crash = func(p string) {

@@ -417,6 +417,7 @@ func (h *Hub) startHTTP() error {
 		w.WriteHeader(http.StatusNoContent)
 	}))
 	h.enrolRoutes(mux)
+	h.agentRoutes(mux)
 	h.modelRoutes(mux)
 	h.rolloutRoutes(mux)
 	mux.Handle("GET /metrics", h.metricsHandler())

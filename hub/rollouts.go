@@ -24,11 +24,15 @@ func (h *Hub) rolloutRoutes(mux *http.ServeMux) {
 		// In a cluster the leading hub signs a pushed version within a
 		// second or two; give it that long.
 		target := tuf.ModelTargetName(spec.Model, spec.Version)
-		for wait := 0; !h.updates.Has(target) && wait < 50 && r.Context().Err() == nil; wait++ {
+		published := func() bool { return h.updates.Has(target) }
+		if spec.Model == tuf.AgentModel {
+			published = func() bool { return h.anyAgentTarget(spec.Version) }
+		}
+		for wait := 0; !published() && wait < 50 && r.Context().Err() == nil; wait++ {
 			time.Sleep(100 * time.Millisecond)
 		}
-		if !h.updates.Has(target) {
-			writeError(w, http.StatusUnprocessableEntity, fmt.Errorf("%w: %s version %d is not in the model registry (outpostctl model push)", rollout.ErrInvalid, spec.Model, spec.Version))
+		if !published() {
+			writeError(w, http.StatusUnprocessableEntity, fmt.Errorf("%w: %s version %d is not in the model registry (outpostctl model push) nor a published agent build (outpostctl agent publish)", rollout.ErrInvalid, spec.Model, spec.Version))
 			return
 		}
 		ro, err := h.rollouts.Start(r.Context(), spec)

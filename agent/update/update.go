@@ -29,6 +29,7 @@ import (
 	"github.com/outpost-edge/outpost/agent/outbox"
 	"github.com/outpost-edge/outpost/agent/pipeline"
 	"github.com/outpost-edge/outpost/deploy/config"
+	"github.com/outpost-edge/outpost/firmware/selfupdate"
 	"github.com/outpost-edge/outpost/models/manifest"
 	"github.com/outpost-edge/outpost/sync/state"
 	"github.com/outpost-edge/outpost/sync/transfer"
@@ -45,6 +46,8 @@ type Config struct {
 	MaxLatencyFactor float64 `yaml:"max_latency_factor" usage:"mean inference latency allowed during probation, as a multiple of the previous model's"`
 	MaxBoots         int64   `yaml:"max_boots" usage:"agent restarts during probation (a crash loop) before a rollback"`
 	MaxAttempts      int     `yaml:"max_attempts" usage:"tries of a download that fails verification before the update is refused"`
+	// SelfUpdate lets rollouts of model outpost-agent replace the binary.
+	SelfUpdate bool `yaml:"self_update" usage:"take agent builds too (rollouts of model outpost-agent): two binary slots under data_dir/agent, started through the installed binary, which rolls back a build that keeps crashing"`
 	// TLS for an https:// url with a private CA (or client certificates).
 	TLS config.ClientTLS `yaml:"tls"`
 }
@@ -125,6 +128,18 @@ type Options struct {
 	// Crash, when set, is called at named points of the machine; the
 	// power-loss tests kill the agent there.
 	Crash func(point string)
+
+	// Self is the agent's own binary slots; nil turns self-update off.
+	Self *selfupdate.Slots
+	// SelfBuild is the build this process runs.
+	SelfBuild int64
+	// Args are the agent's arguments, for a new build's self-test.
+	Args []string
+	// Connected tells whether the hub is reachable; a new build that
+	// cannot reach it by the end of probation is rolled back.
+	Connected func() bool
+	// Restart stops the agent and starts it again through the launcher.
+	Restart func()
 }
 
 // job is one model's update, as stored.
@@ -311,6 +326,9 @@ func (m *Manager) Report() ([]state.ModelStatus, map[string]state.Update, int64)
 	for _, r := range m.runners {
 		models = append(models, m.current[r.Name()])
 	}
+	if a, ok := m.agentStatus(); ok {
+		models = append(models, a)
+	}
 	ups := map[string]state.Update{}
 	for name, j := range m.doc.Jobs {
 		ups[name] = j.Update
@@ -373,6 +391,9 @@ func (m *Manager) plan(ctx context.Context, d state.Desired) {
 		}
 		nj := &job{Update: state.Update{Model: name, From: from, To: want.Version, Rollout: want.Rollout}, Target: want.Target, DesiredVersion: d.Version,
 			ShadowSeconds: want.ShadowSeconds, Split: want.Split, MinAgreement: want.MinAgreement}
+		if name == tuf.AgentModel { // one target per architecture
+			nj.Target, nj.ShadowSeconds, nj.Split = tuf.AgentTargetName(runtime.GOARCH, want.Version), 0, 0
+		}
 		m.mu.Lock()
 		m.doc.Jobs[name] = nj
 		m.mu.Unlock()
@@ -387,6 +408,9 @@ func (m *Manager) plan(ctx context.Context, d state.Desired) {
 // running is the version of model the pipelines run; ok is false when
 // none does.
 func (m *Manager) running(model string) (int64, bool) {
+	if model == tuf.AgentModel && m.o.Self != nil {
+		return m.o.SelfBuild, true
+	}
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	for _, c := range m.current {
@@ -484,6 +508,10 @@ func dirOf(r Runner) string {
 
 // step runs the work of j's phase and moves it on.
 func (m *Manager) step(ctx context.Context, j *job) {
+	if isAgent(j) {
+		m.stepAgent(ctx, j)
+		return
+	}
 	switch j.Phase {
 	case state.PhaseDownloading:
 		if err := m.download(ctx, j); err != nil {
@@ -584,6 +612,15 @@ func (m *Manager) signedTarget(j *job) (*metadata.TargetFiles, tuf.ModelTarget, 
 	tf, err := m.o.Fetcher.Target(j.Target)
 	if err != nil {
 		return nil, tuf.ModelTarget{}, err
+	}
+	if isAgent(j) {
+		a, err := tuf.Agent(tf)
+		if err == nil {
+			err = agentTargetOK(a, j)
+		} else {
+			err = fmt.Errorf("%w: %w", errRefused, err)
+		}
+		return tf, tuf.ModelTarget{}, err
 	}
 	mt, err := tuf.Model(tf)
 	if err != nil {

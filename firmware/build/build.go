@@ -35,6 +35,7 @@ type Spec struct {
 	Arch        string // amd64, arm64, armv7
 	Accelerator string // cpu (default), cuda, tensorrt, openvino, ...
 	Version     string // agent version stamped into the binary
+	Build       int64  // agent build number for self-update (default 1)
 
 	Source string // module root to cross-compile from, when Agent is empty
 	Agent  string // a prebuilt agent binary for Arch
@@ -164,7 +165,7 @@ func compile(ctx context.Context, s Spec, goarch, goarm, out string) error {
 		env = append(env, "CC="+cc)
 	}
 	const mod = "github.com/outpost-edge/outpost"
-	ldflags := fmt.Sprintf("-s -w -X %s/deploy/version.Version=%s", mod, s.Version)
+	ldflags := fmt.Sprintf("-s -w -X %s/deploy/version.Version=%s -X %s/deploy/version.Build=%d", mod, s.Version, mod, max(s.Build, 1))
 	cmd := exec.CommandContext(ctx, "go", "build", "-trimpath", "-ldflags", ldflags, "-o", out, "./agent/cmd/outpost-agent")
 	cmd.Dir, cmd.Env = s.Source, env
 	if b, err := cmd.CombinedOutput(); err != nil {
@@ -259,7 +260,7 @@ func defaultConfig(s Spec, ort bool) ([]byte, error) {
 		{"data_dir", "/" + bundle.DataDir},
 		{"enrolment", section{"url": hubURL, "token_file": "/" + bundle.TokenPath, "tls": tls()}},
 		{"hub", section{"url": s.MQTTURL, "tls": tls()}},
-		{"updates", section{"url": hubURL + "/tuf", "trusted_root": "/" + bundle.RootPath, "tls": tls()}},
+		{"updates", section{"url": hubURL + "/tuf", "trusted_root": "/" + bundle.RootPath, "self_update": true, "tls": tls()}},
 		{"log", section{"level": "info", "format": "json"}},
 		{"pipelines", pipelines},
 	}

@@ -64,6 +64,7 @@ var commands = []command{
 	{"firmware keygen", "--dir DIR", "offline: make the bundle signing key (bundle.key) and its public half (bundle.pub)", firmwareKeygen},
 	{"firmware build", "--arch arm64|armv7|amd64 --key K --root ROOT.json --hub-url URL --mqtt-url URL --out F", "cross-compile the agent and write a signed device bundle", firmwareBuild},
 	{"firmware flash", "--bundle B --pubkey P --target DIR|IMG.img [--token T] [--device ID]", "verify a bundle and install it into a root filesystem or ext4 image", firmwareFlash},
+	{"agent publish", "BINARY --build N [--version V]", "sign an agent build for self-update; roll it out as model outpost-agent", agentPublish},
 	{"keys init", "--dir DIR [--root-keys 3] [--threshold 2]", "offline: make root keys, the hub's online keys and signed root v1", keysInit},
 	{"keys rotate", "--root CUR.json --out NEXT.json [--revoke K] [--add-root-keys N] [--new-online] --dir DIR", "offline: build the next root version (unsigned)", keysRotate},
 	{"keys sign", "--root ROOT.json --key root-N.key", "offline: add one root key's signature", keysSign},

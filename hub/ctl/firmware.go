@@ -7,6 +7,7 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"net/url"
 	"os"
 	"path/filepath"
 	"strings"
@@ -58,6 +59,7 @@ func firmwareBuild(ctx context.Context, c *cli, args []string) error {
 	fs.StringVar(&s.Arch, "arch", "", "arm64, armv7 or amd64")
 	fs.StringVar(&s.Accelerator, "accelerator", "cpu", "cpu, cuda, tensorrt, openvino, ... (non-cpu needs --ort-dir)")
 	fs.StringVar(&s.Version, "version", version.Version, "agent version stamped into the binary")
+	fs.Int64Var(&s.Build, "build", 1, "agent build number stamped into the binary (self-update moves devices between builds)")
 	fs.StringVar(&s.Source, "source", ".", "the Outpost source tree to cross-compile the agent from")
 	fs.StringVar(&s.Agent, "agent", "", "a prebuilt agent binary instead of compiling one")
 	fs.StringVar(&s.ORTDir, "ort-dir", "", "ONNX Runtime libraries for the target (default: the CPU build make deps cached)")
@@ -136,5 +138,35 @@ func (s *sizeFlag) Set(v string) error {
 		return errors.New("size must be a positive number with an optional K, M or G")
 	}
 	*s = sizeFlag(n * mult)
+	return nil
+}
+
+func agentPublish(ctx context.Context, c *cli, args []string) error {
+	fs := flag.NewFlagSet("agent publish", flag.ContinueOnError)
+	fs.SetOutput(io.Discard)
+	build := fs.Int64("build", 0, "build number (≥ 1, rising): what rollouts and reported state call this agent")
+	ver := fs.String("version", "", "the binary's version string, for people")
+	arch := fs.String("arch", "", "amd64, arm64 or arm (default: read from the binary)")
+	usage := fmt.Errorf("%w: agent publish --build N [--version V] [--arch A] BINARY", errUsage)
+	if len(args) == 0 || strings.HasPrefix(args[0], "-") {
+		return usage
+	}
+	bin := args[0]
+	if err := fs.Parse(args[1:]); err != nil || fs.NArg() > 0 || *build < 1 {
+		return usage
+	}
+	data, err := os.ReadFile(bin)
+	if err != nil {
+		return err
+	}
+	q := fmt.Sprintf("/v1/agents?build=%d&version=%s&arch=%s", *build, url.QueryEscape(*ver), url.QueryEscape(*arch))
+	var out struct {
+		Target string `json:"target"`
+		Arch   string `json:"arch"`
+	}
+	if err := c.once(ctx, "POST", q, data, true, &out); err != nil {
+		return err
+	}
+	fmt.Fprintf(c.out, "published agent build %d for %s as %s; roll it out with: outpostctl rollout start %s %d\n", *build, out.Arch, out.Target, tuf.AgentModel, *build)
 	return nil
 }

@@ -311,6 +311,27 @@ func (s *Service) PublishModel(manifestJSON, model []byte) (string, error) {
 	return name, nil
 }
 
+// PublishAgent makes an agent binary a signed target, once per build and
+// architecture. Only the hub that signs (standalone, or a cluster's lease
+// holder) can: the binary is not replicated like the model registry.
+func (s *Service) PublishAgent(a tuf.AgentTarget, binary []byte) (string, error) {
+	name := tuf.AgentTargetName(a.Arch, a.Build)
+	s.mu.Lock()
+	repo := s.repo
+	s.mu.Unlock()
+	if repo == nil {
+		return "", fmt.Errorf("updates: %w", ErrNotSigner)
+	}
+	if repo.Has(name) {
+		return "", fmt.Errorf("updates: %w: %s", ErrPublished, name)
+	}
+	if _, err := repo.AddTarget(name, binary, a); err != nil {
+		return "", fmt.Errorf("updates: publish %s: %w", name, err)
+	}
+	s.log.Info("agent published as a signed target", "target", name, "version", a.Version, "bytes", len(binary))
+	return name, nil
+}
+
 // Has reports whether a target is published (in this hub's copy).
 func (s *Service) Has(target string) bool {
 	s.mu.Lock()

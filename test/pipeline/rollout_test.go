@@ -134,6 +134,13 @@ func (s *supervised) stop() {
 	<-s.done
 }
 
+// startCount is how many times the supervisor has started the agent.
+func (s *supervised) startCount() int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.starts
+}
+
 func (s *supervised) log() string {
 	b, _ := os.ReadFile(filepath.Join(s.dir, "agent.log"))
 	return string(b)
