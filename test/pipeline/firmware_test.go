@@ -108,6 +108,13 @@ func TestArm64BundleEnrolsAndStreamsUnderQemu(t *testing.T) {
 		t.Fatalf("second flash wrote files:\n%s", out)
 	}
 
+	// The config the bundle shipped passes the flashed agent's own check.
+	check := flashedAgent(t, root)
+	check.Args = append(check.Args, "--check-config")
+	if out, err := check.CombinedOutput(); err != nil || !strings.Contains(string(out), "configuration OK") {
+		t.Fatalf("flashed agent --check-config: %v\n%s", err, out)
+	}
+
 	agentCmd := flashedAgent(t, root)
 	var agentLog bytes.Buffer
 	agentCmd.Stdout, agentCmd.Stderr = &agentLog, &agentLog

@@ -1,0 +1,231 @@
+package e2e
+
+import (
+	"bufio"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"regexp"
+	"strings"
+	"testing"
+
+	"go.yaml.in/yaml/v3"
+
+	"github.com/outpost-edge/outpost/firmware/bundle"
+	"github.com/outpost-edge/outpost/test/testenv"
+)
+
+func repoRoot(t *testing.T) string {
+	t.Helper()
+	root, err := testenv.Root()
+	if err != nil {
+		t.Fatal(err)
+	}
+	return root
+}
+
+// checkConfig runs a daemon's --check-config and returns its exit code
+// and output.
+func checkConfig(t *testing.T, bin, conf string, env ...string) (int, string) {
+	t.Helper()
+	cmd := exec.Command(bin, "--config", conf, "--check-config")
+	cmd.Env = append(os.Environ(), env...)
+	out, err := cmd.CombinedOutput()
+	if ee, ok := err.(*exec.ExitError); ok {
+		return ee.ExitCode(), string(out)
+	}
+	if err != nil {
+		t.Fatal(err)
+	}
+	return 0, string(out)
+}
+
+// TestDeployConfigsPassCheckConfig runs every example config, and the hub
+// config inside the Kubernetes manifests, through the daemons' own
+// --check-config, the way an operator checks a config before a restart.
+func TestDeployConfigsPassCheckConfig(t *testing.T) {
+	root := repoRoot(t)
+	dir := t.TempDir()
+	bins := map[string]string{
+		"agent": build(t, dir, "agent/cmd/outpost-agent", "outpost-agent"),
+		"hub":   build(t, dir, "hub/cmd/outpost-hub", "outpost-hub"),
+	}
+	examples, _ := filepath.Glob(filepath.Join(root, "deploy", "examples", "*.yaml"))
+	if len(examples) < 4 {
+		t.Fatalf("only %d example configs", len(examples))
+	}
+	for _, f := range examples {
+		daemon := "hub"
+		if strings.HasPrefix(filepath.Base(f), "agent") {
+			daemon = "agent"
+		}
+		if code, out := checkConfig(t, bins[daemon], f); code != 0 || !strings.Contains(out, "configuration OK") {
+			t.Errorf("%s: outpost-%s --check-config exit %d:\n%s", filepath.Base(f), daemon, code, out)
+		}
+	}
+
+	// The check can fail: a wrong field is named by its path.
+	bad := filepath.Join(dir, "bad.yaml")
+	os.WriteFile(bad, []byte("broker:\n  mqtt_port: 99999\n"), 0o644)
+	if code, out := checkConfig(t, bins["hub"], bad); code == 0 || !strings.Contains(out, "broker.mqtt_port") {
+		t.Errorf("a bad hub config: exit %d:\n%s", code, out)
+	}
+
+	cm := kubeDoc(t, "ConfigMap", "outpost-hub")
+	data, _ := cm["data"].(map[string]any)
+	hubYAML, _ := data["hub.yaml"].(string)
+	kf := filepath.Join(dir, "k8s-hub.yaml")
+	os.WriteFile(kf, []byte(hubYAML), 0o644)
+	// What the StatefulSet's env adds: the pod name and the secret.
+	env := []string{"OUTPOST_HUB_BROKER_SERVER_NAME=outpost-hub-1", "OUTPOST_HUB_BROKER_CLUSTER_SECRET=0123456789abcdef0123456789abcdef", "OUTPOST_HUB_HTTP_ADMIN_TOKEN=s3cret-admin"}
+	if code, out := checkConfig(t, bins["hub"], kf, env...); code != 0 || !strings.Contains(out, "configuration OK") {
+		t.Errorf("the Kubernetes hub config: exit %d:\n%s", code, out)
+	}
+}
+
+// kubeDoc finds one object in deploy/kubernetes/hub.yaml.
+func kubeDoc(t *testing.T, kind, name string) map[string]any {
+	t.Helper()
+	f, err := os.Open(filepath.Join(repoRoot(t), "deploy", "kubernetes", "hub.yaml"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	dec := yaml.NewDecoder(f)
+	for {
+		var doc map[string]any
+		if err := dec.Decode(&doc); err != nil {
+			break
+		}
+		md, _ := doc["metadata"].(map[string]any)
+		if doc["kind"] == kind && md["name"] == name {
+			return doc
+		}
+	}
+	t.Fatalf("no %s %s in deploy/kubernetes/hub.yaml", kind, name)
+	return nil
+}
+
+func path(doc map[string]any, keys ...string) any {
+	var cur any = doc
+	for _, k := range keys {
+		m, ok := cur.(map[string]any)
+		if !ok {
+			return nil
+		}
+		cur = m[k]
+	}
+	return cur
+}
+
+// TestKubernetesHubIsAThreeReplicaCluster checks the manifest's wiring:
+// three replicas whose routes name each other through the headless
+// service, secrets from one Secret, and the ports the config listens on.
+func TestKubernetesHubIsAThreeReplicaCluster(t *testing.T) {
+	sts := kubeDoc(t, "StatefulSet", "outpost-hub")
+	if r := path(sts, "spec", "replicas"); r != 3 {
+		t.Fatalf("replicas %v, want 3", r)
+	}
+	svc := path(sts, "spec", "serviceName").(string)
+	headless := kubeDoc(t, "Service", svc)
+	if path(headless, "spec", "clusterIP") != "None" {
+		t.Fatalf("service %s is not headless", svc)
+	}
+	var hub struct {
+		Broker struct {
+			NATSPort int `yaml:"nats_port"`
+			MQTTPort int `yaml:"mqtt_port"`
+			Cluster  struct {
+				Port   int      `yaml:"port"`
+				Routes []string `yaml:"routes"`
+			} `yaml:"cluster"`
+		} `yaml:"broker"`
+		Ingest struct {
+			Replicas int `yaml:"replicas"`
+		} `yaml:"ingest"`
+	}
+	cm := kubeDoc(t, "ConfigMap", "outpost-hub")
+	if err := yaml.Unmarshal([]byte(path(cm, "data", "hub.yaml").(string)), &hub); err != nil {
+		t.Fatal(err)
+	}
+	ns := path(sts, "metadata", "namespace").(string)
+	for i := 0; i < 3; i++ {
+		want := "outpost-hub-" + string(rune('0'+i)) + "." + svc + "." + ns + ".svc.cluster.local:6222"
+		if i >= len(hub.Broker.Cluster.Routes) || hub.Broker.Cluster.Routes[i] != want {
+			t.Errorf("route %d: %v, want %s", i, hub.Broker.Cluster.Routes, want)
+		}
+	}
+	if hub.Ingest.Replicas != 3 {
+		t.Errorf("ingest.replicas %d, want 3", hub.Ingest.Replicas)
+	}
+	containers := path(sts, "spec", "template", "spec", "containers").([]any)
+	c := containers[0].(map[string]any)
+	ports := map[int]bool{}
+	for _, p := range c["ports"].([]any) {
+		ports[p.(map[string]any)["containerPort"].(int)] = true
+	}
+	for _, p := range []int{hub.Broker.MQTTPort, hub.Broker.NATSPort, hub.Broker.Cluster.Port, 8080} {
+		if !ports[p] {
+			t.Errorf("container does not expose port %d", p)
+		}
+	}
+	envNames := map[string]bool{}
+	for _, e := range c["env"].([]any) {
+		envNames[e.(map[string]any)["name"].(string)] = true
+	}
+	for _, n := range []string{"OUTPOST_HUB_BROKER_SERVER_NAME", "OUTPOST_HUB_BROKER_CLUSTER_SECRET", "OUTPOST_HUB_HTTP_ADMIN_TOKEN"} {
+		if !envNames[n] {
+			t.Errorf("container env lacks %s", n)
+		}
+	}
+}
+
+// unitExec reads ExecStart= of a systemd unit.
+func unitExec(t *testing.T, file string) []string {
+	t.Helper()
+	f, err := os.Open(file)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	sc := bufio.NewScanner(f)
+	for sc.Scan() {
+		if v, ok := strings.CutPrefix(sc.Text(), "ExecStart="); ok {
+			return strings.Fields(v)
+		}
+	}
+	t.Fatalf("%s has no ExecStart", file)
+	return nil
+}
+
+// TestUnitsAndContainerfileMatchTheLayout: the units start the binaries
+// where bundles and installers put them, and the container file copies
+// files that exist and builds packages that exist.
+func TestUnitsAndContainerfileMatchTheLayout(t *testing.T) {
+	root := repoRoot(t)
+	agent := unitExec(t, filepath.Join(root, "firmware", "build", "outpost-agent.service"))
+	if agent[0] != "/"+bundle.AgentPath || agent[1] != "--config" || agent[2] != "/"+bundle.ConfigPath {
+		t.Errorf("agent unit runs %v, bundles install /%s and /%s", agent, bundle.AgentPath, bundle.ConfigPath)
+	}
+	hub := unitExec(t, filepath.Join(root, "deploy", "systemd", "outpost-hub.service"))
+	if filepath.Base(hub[0]) != "outpost-hub" || hub[1] != "--config" {
+		t.Errorf("hub unit runs %v", hub)
+	}
+	cf, err := os.ReadFile(filepath.Join(root, "deploy", "container", "Containerfile"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, m := range regexp.MustCompile(`(?m)^COPY (?:--from=\S+ )?(\S+) `).FindAllStringSubmatch(string(cf), -1) {
+		if strings.HasPrefix(m[0], "COPY --from") || m[1] == "." {
+			continue
+		}
+		if _, err := os.Stat(filepath.Join(root, m[1])); err != nil {
+			t.Errorf("Containerfile copies %s: %v", m[1], err)
+		}
+	}
+	for _, m := range regexp.MustCompile(`\./(hub/cmd/\S+)`).FindAllStringSubmatch(string(cf), -1) {
+		if _, err := os.Stat(filepath.Join(root, m[1], "main.go")); err != nil {
+			t.Errorf("Containerfile builds %s: %v", m[1], err)
+		}
+	}
+}
