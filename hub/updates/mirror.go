@@ -161,12 +161,32 @@ func (m *mirror) follow(ctx context.Context) {
 			continue
 		}
 		stop := context.AfterFunc(ctx, func() { w.Stop() }) // the watcher outlives its ctx otherwise
-		for info := range w.Updates() {
-			if info == nil {
-				continue // the initial values are in
-			}
-			if err := m.fetch(ctx, info); err != nil && ctx.Err() == nil {
-				m.log.Warn("tuf mirror", "object", info.Name, "err", err)
+		// A change can be announced before this hub's replica of the
+		// bucket serves its content ("object not found"): such a miss is
+		// retried by a full pull, or the file would stay missing here.
+		var retry <-chan time.Time
+	watch:
+		for {
+			select {
+			case info, ok := <-w.Updates():
+				if !ok {
+					break watch
+				}
+				if info == nil {
+					continue // the initial values are in
+				}
+				if err := m.fetch(ctx, info); err != nil && ctx.Err() == nil {
+					m.log.Warn("tuf mirror: fetch failed; pulling again shortly", "object", info.Name, "err", err)
+					if retry == nil {
+						retry = time.After(250 * time.Millisecond)
+					}
+				}
+			case <-retry:
+				retry = nil
+				if err := m.pull(ctx); err != nil && ctx.Err() == nil {
+					m.log.Warn("tuf mirror: pull failed; retrying", "err", err)
+					retry = time.After(time.Second)
+				}
 			}
 		}
 		stop()

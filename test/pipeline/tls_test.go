@@ -2,6 +2,7 @@ package pipeline
 
 import (
 	"context"
+	"log/slog"
 	"net/http"
 	"os"
 	"path/filepath"
@@ -12,6 +13,7 @@ import (
 	mqtt "github.com/eclipse/paho.mqtt.golang"
 
 	"github.com/outpost-edge/outpost/agent/uplink"
+	"github.com/outpost-edge/outpost/firmware/enrol"
 	"github.com/outpost-edge/outpost/sync/tuf"
 	"github.com/outpost-edge/outpost/test/kafkatest"
 	"github.com/outpost-edge/outpost/test/pki"
@@ -149,5 +151,24 @@ func TestUpdatesOverHTTPS(t *testing.T) {
 	}
 	if err := c.Download(context.Background(), tf, filepath.Join(t.TempDir(), "pkg.tar")); err != nil {
 		t.Fatal(err)
+	}
+
+	// Enrolment over HTTPS: with the CA the device enrols; without it the
+	// hub is not trusted and the token is never sent.
+	_, tokOut := outpostctl(t, base, "--ca-file", p.CAFile, "device", "token")
+	token := strings.TrimSpace(tokOut)
+	log := slog.New(slog.DiscardHandler)
+	untrusted, dirU := tokenDevice(t, h, token, "")
+	untrusted.URL = base
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+	defer cancel()
+	if _, err := enrol.Ensure(ctx, log, &http.Client{}, dirU, untrusted); err == nil {
+		t.Fatal("enrolled with a hub whose certificate it cannot verify")
+	}
+	req, dir := tokenDevice(t, h, token, "")
+	req.URL = base
+	e, err := enrol.Ensure(context.Background(), log, &http.Client{Transport: &http.Transport{TLSClientConfig: tc}}, dir, req)
+	if err != nil || e.Password == "" {
+		t.Fatalf("enrolment over HTTPS: %+v %v", e, err)
 	}
 }
