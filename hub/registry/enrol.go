@@ -35,7 +35,21 @@ type token struct {
 	UsedBy    string            `json:"used_by,omitempty"`
 }
 
-func tokenBucket(ctx context.Context, js jetstream.JetStream, replicas int) (jetstream.KeyValue, error) {
+// tokenBucket opens the token bucket, creating it on first use rather
+// than at start: a replicated bucket's first leader election takes
+// seconds, and a cluster's start already waits for every other one.
+func (r *Registry) tokenBucket(ctx context.Context) (jetstream.KeyValue, error) {
+	r.tokenMu.Lock()
+	defer r.tokenMu.Unlock()
+	r.mu.RLock()
+	kv, js, replicas := r.tokens, r.js, r.replicas
+	r.mu.RUnlock()
+	if kv != nil {
+		return kv, nil
+	}
+	if js == nil {
+		return nil, fmt.Errorf("registry: %w", ErrNotReady)
+	}
 	kv, err := js.CreateOrUpdateKeyValue(ctx, jetstream.KeyValueConfig{
 		Bucket: TokenBucket, History: 1, Replicas: max(replicas, 1), Storage: jetstream.FileStorage,
 		TTL: MaxTokenTTL + 24*time.Hour,
@@ -43,6 +57,9 @@ func tokenBucket(ctx context.Context, js jetstream.JetStream, replicas int) (jet
 	if err != nil {
 		return nil, fmt.Errorf("registry: token bucket: %w", err)
 	}
+	r.mu.Lock()
+	r.tokens = kv
+	r.mu.Unlock()
 	return kv, nil
 }
 
@@ -60,11 +77,9 @@ func (r *Registry) NewToken(ctx context.Context, device string, labels map[strin
 	if ttl > MaxTokenTTL {
 		return state.EnrolToken{}, fmt.Errorf("registry: token ttl %s is over the maximum %s", ttl, MaxTokenTTL)
 	}
-	r.mu.RLock()
-	kv := r.tokens
-	r.mu.RUnlock()
-	if kv == nil {
-		return state.EnrolToken{}, fmt.Errorf("registry: %w", ErrNotReady)
+	kv, err := r.tokenBucket(ctx)
+	if err != nil {
+		return state.EnrolToken{}, err
 	}
 	now := time.Now().UTC()
 	t := token{Device: device, Labels: labels, CreatedAt: now, ExpiresAt: now.Add(ttl)}
@@ -88,11 +103,9 @@ func (r *Registry) Enrol(ctx context.Context, req state.EnrolRequest) (state.Enr
 	if err := req.Check(); err != nil {
 		return state.Enrolment{}, err
 	}
-	r.mu.RLock()
-	kv := r.tokens
-	r.mu.RUnlock()
-	if kv == nil {
-		return state.Enrolment{}, fmt.Errorf("registry: %w", ErrNotReady)
+	kv, err := r.tokenBucket(ctx)
+	if err != nil {
+		return state.Enrolment{}, err
 	}
 	key := hash(req.Token)
 	e, err := kv.Get(ctx, key)

@@ -48,8 +48,12 @@ type Registry struct {
 	mu      sync.RWMutex
 	devices map[string]record
 	kv      jetstream.KeyValue
-	tokens  jetstream.KeyValue
-	watcher jetstream.KeyWatcher
+	tokens  jetstream.KeyValue // made on first use: see tokenBucket
+
+	js       jetstream.JetStream
+	tokenMu  sync.Mutex // serialises the token bucket's creation
+	replicas int
+	watcher  jetstream.KeyWatcher
 
 	internalUser, internalPass string
 	refusedLog                 rate.Sometimes
@@ -82,10 +86,6 @@ func (r *Registry) Attach(ctx context.Context, js jetstream.JetStream, replicas 
 	if err != nil {
 		return fmt.Errorf("registry: bucket: %w", err)
 	}
-	tokens, err := tokenBucket(ctx, js, replicas)
-	if err != nil {
-		return err
-	}
 	w, err := kv.WatchAll(context.Background())
 	if err != nil {
 		return fmt.Errorf("registry: watch: %w", err)
@@ -108,7 +108,7 @@ func (r *Registry) Attach(ctx context.Context, js jetstream.JetStream, replicas 
 		}
 	}
 	r.mu.Lock()
-	r.kv, r.tokens, r.devices, r.watcher = kv, tokens, loaded, w
+	r.kv, r.js, r.replicas, r.devices, r.watcher = kv, js, replicas, loaded, w
 	r.mu.Unlock()
 	go r.follow(w, srv)
 	return nil
