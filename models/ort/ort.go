@@ -33,6 +33,7 @@ func Init(path string) error {
 		return fmt.Errorf("%w: load %s: %w", ErrRuntime, path, err)
 	}
 	envPath = path
+	releaseCode(path)
 	return nil
 }
 
@@ -135,6 +136,11 @@ func NewSessionWith(model []byte, o Options) (*Session, error) {
 	if err != nil {
 		return nil, fmt.Errorf("%w: create session: %w", ErrModel, err)
 	}
+	// Creating the session ran the graph optimisers and kernel lookups
+	// once; what inference needs comes back on its first run.
+	envMu.Lock()
+	releaseCode(envPath)
+	envMu.Unlock()
 	return &Session{s: s, in: ins[0].Name, out: outs[0].Name, outPerItem: dims[1], Provider: provider, FallbackReason: why}, nil
 }
 

@@ -1,0 +1,5 @@
+//go:build !linux
+
+package ort
+
+func releaseCode(string) int64 { return 0 }
