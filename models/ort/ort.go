@@ -186,8 +186,9 @@ func sessionOptions(o Options) (*ortgo.SessionOptions, string, string, error) {
 }
 
 type tensorPair struct {
-	in, out *ortgo.Tensor[float32]
-	bind    *ortgo.IoBinding // both tensors bound once, so a run passes no arrays
+	features int64 // GetShape would copy the shape on every call
+	in, out  *ortgo.Tensor[float32]
+	bind     *ortgo.IoBinding // both tensors bound once, so a run passes no arrays
 }
 
 func (tp *tensorPair) destroy() {
@@ -202,13 +203,29 @@ const maxCachedShapes = 8
 // Run infers a batch: x holds rows of `features` values each. Calls are
 // serialised: a pipeline owns its session.
 func (s *Session) Run(x []float32, features int) ([]float32, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	out, err := s.run(x, features)
+	if err != nil {
+		return nil, err
+	}
+	return append([]float32(nil), out...), nil
+}
+
+// RunShared is Run without the copy of the result: the slice is the
+// output tensor's memory, valid until the next call on this session. The
+// agent's pipelines, which copy what they keep, use it.
+func (s *Session) RunShared(x []float32, features int) ([]float32, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.run(x, features)
+}
+
+func (s *Session) run(x []float32, features int) ([]float32, error) {
 	if features < 1 || len(x)%features != 0 {
 		return nil, fmt.Errorf("%w: %d values are not rows of %d features", ErrInput, len(x), features)
 	}
-	rows := int64(len(x) / features)
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	tp, err := s.pair(rows, int64(features))
+	tp, err := s.pair(int64(len(x)/features), int64(features))
 	if err != nil {
 		return nil, err
 	}
@@ -216,11 +233,11 @@ func (s *Session) Run(x []float32, features int) ([]float32, error) {
 	if err := s.s.RunWithBinding(tp.bind); err != nil {
 		return nil, fmt.Errorf("%w: run: %w", ErrRuntime, err)
 	}
-	return append([]float32(nil), tp.out.GetData()...), nil
+	return tp.out.GetData(), nil
 }
 
 func (s *Session) pair(rows, features int64) (*tensorPair, error) {
-	if tp, ok := s.tensors[rows]; ok && tp.in.GetShape()[1] == features {
+	if tp, ok := s.tensors[rows]; ok && tp.features == features {
 		return tp, nil
 	}
 	if s.tensors == nil || len(s.tensors) >= maxCachedShapes {
@@ -253,7 +270,7 @@ func (s *Session) pair(rows, features int64) (*tensorPair, error) {
 	if old, ok := s.tensors[rows]; ok {
 		old.destroy()
 	}
-	tp := &tensorPair{in: in, out: out, bind: bind}
+	tp := &tensorPair{features: features, in: in, out: out, bind: bind}
 	s.tensors[rows] = tp
 	return tp, nil
 }
