@@ -117,6 +117,7 @@ type Model interface {
 	Fit(x [][]float64, y []int) (float64, error)
 	Predict(x []float64) []float64
 	Classes() int
+	Clone() Model
 }
 
 func sigmoid(z float64) float64 { return 1 / (1 + math.Exp(-z)) }

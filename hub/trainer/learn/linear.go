@@ -97,3 +97,11 @@ func (l *Linear) Predict(x []float64) []float64 {
 	}
 	return probs(z)
 }
+
+// Clone is an independent copy with the same weights and optimizer
+// settings (fresh optimizer state).
+func (l *Linear) Clone() Model {
+	w, b := l.Weights()
+	c, _ := NewLinear(l.d, l.Classes(), w, b, l.opt)
+	return c
+}

@@ -163,3 +163,11 @@ func (m *MLP) Predict(x []float64) []float64 {
 	}
 	return probs(z)
 }
+
+// Clone is an independent copy with the same weights and optimizer
+// settings (fresh optimizer state).
+func (m *MLP) Clone() Model {
+	w1, b1, w2, b2 := m.Weights()
+	c, _ := NewMLP(m.d, m.h, m.Classes(), w1, b1, w2, b2, m.opt, 0)
+	return c
+}

@@ -1,0 +1,116 @@
+package learn
+
+import (
+	"fmt"
+
+	"github.com/outpost-edge/outpost/models/drift"
+)
+
+// Retrain is the hub's loop over one model's labelled stream, the way the
+// fleet sees it: Production is the model devices run, frozen between
+// releases; a learner trains on every labelled row (test-then-train, with
+// replay). A release is considered when ADWIN finds the production
+// model's error rate has changed (a concept drift) or every Every rows;
+// the learner becomes the candidate, judged against production on the
+// rows both predicted before the learner trained on them (a holdout), and
+// replaces production only if it is better by Margin.
+type Retrain struct {
+	Production Model
+	Learner    Model
+	Replay     *Replay
+	Batch      int     // rows per training step (32)
+	ReplayRows int     // replayed rows mixed into each step
+	Holdout    int     // rows judged after a trigger
+	Margin     float64 // accuracy the candidate must win by
+	Every      int     // rows between scheduled checks (0: drift only)
+	Delta      float64 // ADWIN confidence (0.002)
+
+	adwin              *drift.ADWIN
+	bx                 [][]float64
+	by                 []int
+	judging            int // rows left in the holdout, 0 when not judging
+	prodOK, candOK     int
+	sinceCheck         int
+	Drifts, Releases   int
+	Checks             int
+	ProductionAccuracy *Prequential // of the model devices run
+	LearnerAccuracy    *Prequential
+	Log                func(format string, args ...any)
+}
+
+// NewRetrain starts from a production model; the learner begins as its copy.
+func NewRetrain(production Model, replay *Replay) *Retrain {
+	return &Retrain{Production: production, Learner: production.Clone(), Replay: replay, Batch: 32, ReplayRows: 8,
+		Holdout: 500, Margin: 0.01, Delta: 0.002, adwin: drift.NewADWIN(0.002),
+		ProductionAccuracy: NewPrequential(1000), LearnerAccuracy: NewPrequential(1000)}
+}
+
+// Observe takes one labelled row: both models predict it, then the
+// learner learns it.
+func (r *Retrain) Observe(x []float64, y int) error {
+	prodRight := Argmax(r.Production.Predict(x)) == y
+	learnRight := Argmax(r.Learner.Predict(x)) == y
+	r.ProductionAccuracy.Add(prodRight)
+	r.LearnerAccuracy.Add(learnRight)
+	if r.judging > 0 {
+		r.judging--
+		if prodRight {
+			r.prodOK++
+		}
+		if learnRight {
+			r.candOK++
+		}
+		if r.judging == 0 {
+			r.decide()
+		}
+	}
+	errv := 1.0
+	if prodRight {
+		errv = 0
+	}
+	if r.adwin.Update(errv) && r.judging == 0 {
+		r.Drifts++
+		// The old concept's rows now teach the wrong answer.
+		r.Replay.Reset()
+		r.startJudging("drift in the production model's error rate")
+	}
+	r.sinceCheck++
+	if r.Every > 0 && r.sinceCheck >= r.Every && r.judging == 0 {
+		r.startJudging("schedule")
+	}
+	r.bx, r.by = append(r.bx, x), append(r.by, y)
+	r.Replay.Add(x, y)
+	if len(r.bx) >= r.Batch {
+		bx, by := r.Replay.Mix(r.bx, r.by, r.ReplayRows)
+		if _, err := r.Learner.Fit(bx, by); err != nil {
+			return fmt.Errorf("learn: train: %w", err)
+		}
+		r.bx, r.by = r.bx[:0], r.by[:0]
+	}
+	return nil
+}
+
+func (r *Retrain) startJudging(why string) {
+	r.judging, r.prodOK, r.candOK, r.sinceCheck = r.Holdout, 0, 0, 0
+	r.Checks++
+	if r.Log != nil {
+		r.Log("retrain check: %s", why)
+	}
+}
+
+// decide promotes the learner when it beat production on the holdout.
+func (r *Retrain) decide() {
+	prod, cand := float64(r.prodOK)/float64(r.Holdout), float64(r.candOK)/float64(r.Holdout)
+	if cand >= prod+r.Margin {
+		r.Production = r.Learner.Clone()
+		r.Releases++
+		r.adwin = drift.NewADWIN(r.Delta)
+		if r.Log != nil {
+			r.Log("release: candidate %.3f beats production %.3f on %d held-out rows", cand, prod, r.Holdout)
+		}
+		return
+	}
+	if r.Log != nil {
+		r.Log("kept production %.3f; candidate %.3f", prod, cand)
+	}
+}
