@@ -44,3 +44,57 @@ func dense32(w, b []float64, in, out int) onnx.Dense {
 	}
 	return d
 }
+
+// FromONNX warm-starts a learner from a production model: one dense layer
+// (Sigmoid: two classes; Softmax: more) is a Linear model, two with a
+// ReLU between them an MLP. Other graphs cannot be trained here.
+func FromONNX(model []byte, opt Optimizer) (Model, error) {
+	layers, o, err := onnx.Layers(model)
+	if err != nil {
+		return nil, fmt.Errorf("learn: %w", err)
+	}
+	classes := func(out int) (int, error) {
+		switch {
+		case out == 1 && o.Output == onnx.Sigmoid:
+			return 2, nil
+		case out > 1 && o.Output == onnx.Softmax:
+			return out, nil
+		}
+		return 0, fmt.Errorf("learn: %d outputs with %q: not a classifier this trainer takes", out, o.Output)
+	}
+	switch {
+	case len(layers) == 1:
+		d, k := len(layers[0].W[0]), len(layers[0].W)
+		c, err := classes(k)
+		if err != nil {
+			return nil, err
+		}
+		w, b := flat64(layers[0])
+		return NewLinear(d, c, w, b, opt)
+	case len(layers) == 2 && o.Hidden == onnx.Relu:
+		d, h, k := len(layers[0].W[0]), len(layers[0].W), len(layers[1].W)
+		c, err := classes(k)
+		if err != nil {
+			return nil, err
+		}
+		w1, b1 := flat64(layers[0])
+		w2, b2 := flat64(layers[1])
+		return NewMLP(d, h, c, w1, b1, w2, b2, opt, 0)
+	}
+	return nil, fmt.Errorf("learn: %d layers with %q hidden activations: not a model this trainer takes", len(layers), o.Hidden)
+}
+
+// flat64 is dense32's inverse: [out][in] to row-major in×out.
+func flat64(d onnx.Dense) (w, b []float64) {
+	out, in := len(d.W), len(d.W[0])
+	w = make([]float64, in*out)
+	for o := 0; o < out; o++ {
+		for i := 0; i < in; i++ {
+			w[i*out+o] = float64(d.W[o][i])
+		}
+	}
+	for _, v := range d.B {
+		b = append(b, float64(v))
+	}
+	return w, b
+}

@@ -34,6 +34,11 @@ func TestExportMatchesTheLearner(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
+			// Warm start: the model read back predicts what the learner did.
+			back, err := FromONNX(data, Optimizer{})
+			if err != nil {
+				t.Fatal(err)
+			}
 			for _, x := range xs[:50] {
 				in := []float32{float32(x[0]), float32(x[1]), float32(x[2]), float32(x[3])}
 				out, err := eng.Run(in, 4)
@@ -48,6 +53,11 @@ func TestExportMatchesTheLearner(t *testing.T) {
 				for j := range out {
 					if math.Abs(float64(out[j])-want[j]) > 1e-5 {
 						t.Fatalf("exported %v, learner %v", out, want)
+					}
+				}
+				for j, v := range back.Predict(x) {
+					if math.Abs(v-p[j]) > 1e-5 {
+						t.Fatalf("warm-started %v, learner %v", back.Predict(x), p)
 					}
 				}
 			}
