@@ -14,6 +14,7 @@ import (
 	"github.com/outpost-edge/outpost/hub/broker"
 	"github.com/outpost-edge/outpost/hub/ingest"
 	"github.com/outpost-edge/outpost/hub/kafka"
+	"github.com/outpost-edge/outpost/hub/trainer"
 	"github.com/outpost-edge/outpost/hub/updates"
 	"github.com/outpost-edge/outpost/sync/topics"
 )
@@ -27,6 +28,7 @@ type Config struct {
 	Bridge  bridge.Config    `yaml:"bridge"`
 	HTTP    HTTPConfig       `yaml:"http"`
 	Updates updates.Config   `yaml:"updates"`
+	Trainer trainer.Config   `yaml:"trainer"`
 	Log     daemon.LogConfig `yaml:"log"`
 }
 
@@ -64,6 +66,7 @@ func Defaults() *Config {
 		Bridge:  bridge.Config{BatchMessages: 512, Linger: 20 * time.Millisecond, Compression: "lz4", Format: "json"},
 		HTTP:    HTTPConfig{Listen: "127.0.0.1:8080"},
 		Updates: updates.Config{TimestampExpiry: 24 * time.Hour, RolloutInterval: time.Second},
+		Trainer: trainer.Defaults(),
 		Log:     daemon.DefaultLog(),
 	}
 }
@@ -130,6 +133,7 @@ func (c *Config) Validate() error {
 			errs.Add(fmt.Sprintf("kafka.brokers[%d]", i), fmt.Sprintf("must be host:port, got %q", b))
 		}
 	}
+	c.Trainer.Validate("trainer", &errs)
 	if c.Updates.TimestampExpiry < time.Minute {
 		errs.Add("updates.timestamp_expiry", fmt.Sprintf("must be at least 1m, got %s", c.Updates.TimestampExpiry))
 	}

@@ -30,6 +30,7 @@ import (
 	"github.com/outpost-edge/outpost/hub/modelstore"
 	"github.com/outpost-edge/outpost/hub/registry"
 	"github.com/outpost-edge/outpost/hub/rollout"
+	"github.com/outpost-edge/outpost/hub/trainer"
 	"github.com/outpost-edge/outpost/hub/updates"
 	"github.com/outpost-edge/outpost/sync/state"
 	"github.com/outpost-edge/outpost/sync/topics"
@@ -53,6 +54,8 @@ type Hub struct {
 	models   *modelstore.Store
 	updates  *updates.Service
 	rollouts *rollout.Controller
+	trainer  *trainer.Trainer
+	js       jetstream.JetStream
 	stop     context.CancelFunc
 	wg       sync.WaitGroup
 }
@@ -145,7 +148,8 @@ func (h *Hub) startPipeline(ctx context.Context, o Options) error {
 	if err != nil {
 		return err
 	}
-	h.stream = stream
+	h.stream, h.js = stream, js
+	h.trainer = trainer.New(h.cfg.Trainer, trainerRegistry{h}, trainerRegistry{h}, h.log)
 	runCtx, stop := context.WithCancel(context.Background())
 	h.stop = stop
 	if err := h.startUpdates(ctx, runCtx); err != nil {
@@ -167,10 +171,14 @@ func (h *Hub) startPipeline(ctx context.Context, o Options) error {
 			h.leader.Store(true)
 			defer h.leader.Store(false)
 			var wg sync.WaitGroup
-			wg.Add(3)
+			wg.Add(4)
 			go func() {
 				defer wg.Done()
 				h.rollouts.Run(ctx, h.cfg.Updates.RolloutInterval)
+			}()
+			go func() {
+				defer wg.Done()
+				h.runTrainer(ctx, ingest.StreamName)
 			}()
 			if h.cfg.Broker.Cluster.Enabled() {
 				wg.Add(1)
@@ -272,6 +280,10 @@ type Stats struct {
 	AuthRefused       int64   `json:"auth_refused"`
 	Enrolled          int64   `json:"enrolled"`
 	EnrolRefused      int64   `json:"enrol_refused"`
+	TrainerLabelled   int64   `json:"trainer_labelled"`
+	TrainerDrifts     int64   `json:"trainer_drifts"`
+	TrainerReleases   int64   `json:"trainer_releases"`
+	UnmatchedLabels   int64   `json:"unmatched_labels"`
 	// Leader: this hub holds the pipeline lease and runs the bridge.
 	Leader bool `json:"leader"`
 	// StreamReplicas counts the copies of OUTPOST_UP that are current
@@ -283,7 +295,14 @@ type Stats struct {
 // Stats reads the counters.
 func (h *Hub) Stats() Stats {
 	a, b := &h.acker.Stats, &h.bridge.Stats
+	var tl, td, tr, tu int64
+	if h.trainer != nil {
+		for _, st := range h.trainer.Status() {
+			tl, td, tr, tu = tl+st.Labelled, td+int64(st.Drifts), tr+int64(st.Releases), tu+st.Join.UnmatchedLabels
+		}
+	}
 	return Stats{
+		TrainerLabelled: tl, TrainerDrifts: td, TrainerReleases: tr, UnmatchedLabels: tu,
 		AckerEnvelopes: a.Envelopes.Load(), AckerGaps: a.Gaps.Load(), Malformed: a.Malformed.Load(),
 		BridgeRecords: b.Records.Load(), BridgeDuplicates: b.Duplicates.Load(), BridgeGaps: b.Gaps.Load(),
 		BridgeDeadLetters: b.DeadLetters.Load(), BridgeTxns: b.Transactions.Load(), BridgeAborts: b.Aborts.Load(),
@@ -418,6 +437,7 @@ func (h *Hub) startHTTP() error {
 	}))
 	h.enrolRoutes(mux)
 	h.agentRoutes(mux)
+	h.trainRoutes(mux)
 	h.modelRoutes(mux)
 	h.rolloutRoutes(mux)
 	mux.Handle("GET /metrics", h.metricsHandler())

@@ -27,6 +27,10 @@ func (h *Hub) metricsHandler() http.Handler {
 	counter("bridge_aborts_total", "Kafka transactions aborted (retried).", func(s Stats) int64 { return s.BridgeAborts })
 	counter("auth_accepted_total", "Broker connections authenticated.", func(s Stats) int64 { return s.AuthAccepted })
 	counter("auth_refused_total", "Broker connections refused (unknown, revoked, wrong secret).", func(s Stats) int64 { return s.AuthRefused })
+	counter("trainer_labelled_rows_total", "Labelled windows the trainer learned from (this lease).", func(s Stats) int64 { return s.TrainerLabelled })
+	counter("trainer_drifts_total", "Concept drifts ADWIN found in production models' error rates.", func(s Stats) int64 { return s.TrainerDrifts })
+	counter("trainer_releases_total", "Retrained models registered (and canaried when configured).", func(s Stats) int64 { return s.TrainerReleases })
+	counter("trainer_unmatched_labels_total", "Labels that found no window within trainer.join_wait.", func(s Stats) int64 { return s.UnmatchedLabels })
 	counter("enrolments_total", "Devices enrolled with a one-time token.", func(s Stats) int64 { return s.Enrolled })
 	counter("enrolments_refused_total", "Enrolments refused (unknown, used or expired token; device exists).", func(s Stats) int64 { return s.EnrolRefused })
 	reg.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{Namespace: "outpost_hub", Name: "bridge_backlog_messages",

@@ -25,17 +25,19 @@ type Retrain struct {
 	Every      int     // rows between scheduled checks (0: drift only)
 	Delta      float64 // ADWIN confidence (0.002)
 
-	adwin              *drift.ADWIN
-	bx                 [][]float64
-	by                 []int
-	judging            int // rows left in the holdout, 0 when not judging
-	prodOK, candOK     int
-	sinceCheck         int
-	Drifts, Releases   int
-	Checks             int
-	ProductionAccuracy *Prequential // of the model devices run
-	LearnerAccuracy    *Prequential
-	Log                func(format string, args ...any)
+	adwin             *drift.ADWIN
+	bx                [][]float64
+	by                []int
+	judging           int // rows left in the holdout, 0 when not judging
+	prodOK, candOK    int
+	sinceCheck        int
+	Drifts, Releases  int
+	Checks, Decisions int
+	// The last decision's holdout accuracies.
+	LastProduction, LastCandidate float64
+	ProductionAccuracy            *Prequential // of the model devices run
+	LearnerAccuracy               *Prequential
+	Log                           func(format string, args ...any)
 }
 
 // NewRetrain starts from a production model; the learner begins as its copy.
@@ -72,11 +74,11 @@ func (r *Retrain) Observe(x []float64, y int) error {
 		r.Drifts++
 		// The old concept's rows now teach the wrong answer.
 		r.Replay.Reset()
-		r.startJudging("drift in the production model's error rate")
+		r.Check("drift in the production model's error rate")
 	}
 	r.sinceCheck++
 	if r.Every > 0 && r.sinceCheck >= r.Every && r.judging == 0 {
-		r.startJudging("schedule")
+		r.Check("schedule")
 	}
 	r.bx, r.by = append(r.bx, x), append(r.by, y)
 	r.Replay.Add(x, y)
@@ -90,7 +92,13 @@ func (r *Retrain) Observe(x []float64, y int) error {
 	return nil
 }
 
-func (r *Retrain) startJudging(why string) {
+// Check starts judging the learner against production on the next
+// Holdout rows (an operator's "train run", or a trigger); one already
+// running continues.
+func (r *Retrain) Check(why string) {
+	if r.judging > 0 {
+		return
+	}
 	r.judging, r.prodOK, r.candOK, r.sinceCheck = r.Holdout, 0, 0, 0
 	r.Checks++
 	if r.Log != nil {
@@ -101,6 +109,8 @@ func (r *Retrain) startJudging(why string) {
 // decide promotes the learner when it beat production on the holdout.
 func (r *Retrain) decide() {
 	prod, cand := float64(r.prodOK)/float64(r.Holdout), float64(r.candOK)/float64(r.Holdout)
+	r.LastProduction, r.LastCandidate = prod, cand
+	r.Decisions++
 	if cand >= prod+r.Margin {
 		r.Production = r.Learner.Clone()
 		r.Releases++

@@ -1,0 +1,105 @@
+package hub
+
+import (
+	"context"
+	"errors"
+	"net/http"
+	"time"
+
+	"github.com/outpost-edge/outpost/hub/modelstore"
+	"github.com/outpost-edge/outpost/hub/rollout"
+	"github.com/outpost-edge/outpost/hub/trainer"
+)
+
+// trainerRegistry lets the trainer read champions from the model registry
+// and register what it trains, signed like any pushed version.
+type trainerRegistry struct{ h *Hub }
+
+var (
+	_ trainer.Registry = trainerRegistry{}
+	_ trainer.Releaser = trainerRegistry{}
+)
+
+func (r trainerRegistry) summary(ctx context.Context, model string) (modelstore.Summary, bool, error) {
+	list, err := r.h.models.List(ctx)
+	if err != nil {
+		return modelstore.Summary{}, false, err
+	}
+	for _, s := range list {
+		if s.Name == model {
+			return s, true, nil
+		}
+	}
+	return modelstore.Summary{}, false, nil
+}
+
+func (r trainerRegistry) Production(ctx context.Context, model string) ([]byte, []byte, bool, error) {
+	s, ok, err := r.summary(ctx, model)
+	if err != nil || !ok || s.Production == 0 {
+		return nil, nil, false, err
+	}
+	mj, data, err := r.h.models.Package(ctx, model, s.Production)
+	return mj, data, err == nil, err
+}
+
+func (r trainerRegistry) Latest(ctx context.Context, model string) (int64, error) {
+	s, _, err := r.summary(ctx, model)
+	return s.Latest, err
+}
+
+func (r trainerRegistry) Register(ctx context.Context, manifestJSON, model []byte) (int64, error) {
+	v, err := r.h.PushModel(ctx, modelstore.PushRequest{Manifest: manifestJSON, Model: model})
+	if err != nil {
+		return 0, err
+	}
+	return v.Version, nil
+}
+
+// Canary rolls a release out to one device; a fleet manager takes it
+// further with outpostctl rollout (or lets the next release supersede it).
+func (r trainerRegistry) Canary(ctx context.Context, model string, version int64, selector map[string]string) (string, error) {
+	ro, err := r.h.rollouts.Start(ctx, rollout.Spec{Model: model, Version: version, Selector: selector,
+		Waves: []rollout.Wave{{Devices: 1}}, Bake: rollout.Duration(time.Minute)})
+	if err != nil {
+		return "", err
+	}
+	return ro.ID, nil
+}
+
+// runTrainer keeps the trainer running while this hub holds the lease.
+func (h *Hub) runTrainer(ctx context.Context, stream string) {
+	for ctx.Err() == nil {
+		if err := h.trainer.Run(ctx, h.js, stream); err != nil && ctx.Err() == nil {
+			h.log.Warn("trainer failed; retrying", "err", err)
+			select {
+			case <-ctx.Done():
+			case <-time.After(time.Second):
+			}
+		}
+	}
+}
+
+func (h *Hub) trainRoutes(mux *http.ServeMux) {
+	mux.HandleFunc("GET /v1/train", h.admin(func(w http.ResponseWriter, _ *http.Request) {
+		writeJSON(w, http.StatusOK, h.trainer.Status())
+	}))
+	mux.HandleFunc("GET /v1/train/{model}/history", h.admin(func(w http.ResponseWriter, r *http.Request) {
+		ev, ok := h.trainer.History(r.PathValue("model"))
+		if !ok {
+			writeError(w, http.StatusNotFound, trainer.ErrUnknownModel)
+			return
+		}
+		writeJSON(w, http.StatusOK, ev)
+	}))
+	mux.HandleFunc("POST /v1/train/{model}/run", h.admin(func(w http.ResponseWriter, r *http.Request) {
+		err := h.trainer.RunNow(r.PathValue("model"))
+		switch {
+		case errors.Is(err, trainer.ErrUnknownModel):
+			writeError(w, http.StatusNotFound, err)
+		case err != nil:
+			writeError(w, http.StatusConflict, err)
+		default:
+			w.WriteHeader(http.StatusAccepted)
+		}
+	}))
+}
