@@ -1,0 +1,128 @@
+package trainer
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"log/slog"
+	"math/rand/v2"
+	"testing"
+	"time"
+
+	"github.com/outpost-edge/outpost/models/goengine"
+	"github.com/outpost-edge/outpost/models/manifest"
+	"github.com/outpost-edge/outpost/models/onnx"
+	"github.com/outpost-edge/outpost/sync/envelope"
+)
+
+// fakeRegistry is an in-memory registry: the hub's is tested end to end
+// in test/pipeline (TestDriftIsDetectedAndRetrained).
+type fakeRegistry struct {
+	versions [][2][]byte // manifest, model
+	canaries []int64
+}
+
+func (f *fakeRegistry) Production(context.Context, string) ([]byte, []byte, bool, error) {
+	v := f.versions[0]
+	return v[0], v[1], true, nil
+}
+func (f *fakeRegistry) Latest(context.Context, string) (int64, error) { return int64(len(f.versions)), nil }
+func (f *fakeRegistry) Register(_ context.Context, mj, model []byte) (int64, error) {
+	m, err := manifest.Parse(mj)
+	if err != nil {
+		return 0, err
+	}
+	if _, err := m.CheckGolden(func(x []float32, n int) ([]float32, error) {
+		e, err := goengine.Load(model)
+		if err != nil {
+			return nil, err
+		}
+		return e.Run(x, n)
+	}); err != nil {
+		return 0, err
+	}
+	f.versions = append(f.versions, [2][]byte{mj, model})
+	return int64(len(f.versions)), nil
+}
+func (f *fakeRegistry) Canary(_ context.Context, _ string, v int64, _ map[string]string) (string, error) {
+	f.canaries = append(f.canaries, v)
+	return fmt.Sprintf("canary-%d", v), nil
+}
+
+// envelopeOf wraps records as a device's batch.
+func envelopeOf(t *testing.T, device, stream string, seq *uint64, recs ...any) []byte {
+	e := &envelope.Envelope{V: 1, Device: device, Stream: stream}
+	for _, r := range recs {
+		*seq++
+		data, _ := json.Marshal(r)
+		e.Records = append(e.Records, envelope.Record{Seq: *seq, EventTime: time.Now(), Data: data})
+	}
+	b, err := envelope.Encode(e, false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return b
+}
+
+// TestLabelsJoinedFromTheLabelsStream: windows and labels records for the
+// same windows, arriving in either order, train the model; a concept
+// change (the label flips sides of the threshold) is detected and the
+// retrained model released, quantized and canaried; labels for unknown
+// windows are counted unmatched.
+func TestLabelsJoinedFromTheLabelsStream(t *testing.T) {
+	model, _ := onnx.Logistic([][]float32{{4}}, []float32{0})
+	eng, _ := goengine.Load(model)
+	out, _ := eng.Run([]float32{0.5}, 1)
+	mj, _ := json.Marshal(&manifest.Manifest{Name: "m", Version: 1, Task: "anomaly", Features: []manifest.Feature{{Field: "v", Agg: "max", Std: 1}},
+		Outputs: manifest.Outputs{Threshold: 0.5}, SHA256: manifest.Digest(model), Golden: []manifest.Golden{{Input: []float32{0.5}, Output: out, Tolerance: 1e-5}}})
+	reg := &fakeRegistry{versions: [][2][]byte{{mj, model}}}
+	cfg := Defaults()
+	cfg.Models = []ModelConfig{{Model: "m", Pipeline: "p", Holdout: 200, Margin: 0.05, LearningRate: 0.1, Quantize: "int8-static", Canary: true}}
+	tr := New(cfg, reg, reg, slog.New(slog.NewTextHandler(io.Discard, nil)))
+	ctx := context.Background()
+	tr.loadChampions(ctx)
+
+	rng := rand.New(rand.NewPCG(1, 1))
+	var seq uint64
+	start := time.Date(2026, 11, 26, 0, 0, 0, 0, time.UTC)
+	for i := 0; i < 6000; i++ {
+		v := rng.Float64()*2 - 1
+		class := 0
+		// The concept: positive above 0 at first, above 0.5 after row 2000.
+		if (i < 2000 && v > 0) || (i >= 2000 && v > 0.5) {
+			class = 1
+		}
+		ws := start.Add(time.Duration(i) * time.Second)
+		w := map[string]any{"pipeline": "p", "key": "s", "start": ws, "end": ws.Add(time.Second), "firing": "final",
+			"fields": map[string]map[string]float64{"v": {"max": v}}}
+		l := LabelRecord{Pipeline: "p", Key: "s", WindowStart: ws, Label: class}
+		if i%2 == 0 { // labels before their window half the time
+			tr.handle(ctx, "outpost.v1.d1.up.labels", envelopeOf(t, "d1", "labels", &seq, l))
+			tr.handle(ctx, "outpost.v1.d1.up.windows", envelopeOf(t, "d1", "windows", &seq, w))
+		} else {
+			tr.handle(ctx, "outpost.v1.d1.up.windows", envelopeOf(t, "d1", "windows", &seq, w))
+			tr.handle(ctx, "outpost.v1.d1.up.labels", envelopeOf(t, "d1", "labels", &seq, l))
+		}
+	}
+	// A label for a window that never comes.
+	tr.handle(ctx, "outpost.v1.d2.up.labels", envelopeOf(t, "d2", "labels", &seq, LabelRecord{Pipeline: "p", Key: "x", WindowStart: start, Label: 1}))
+	tr.mu.Lock()
+	tr.models["m"].join.Now = func() time.Time { return time.Now().Add(time.Hour) }
+	tr.mu.Unlock()
+	tr.expire()
+
+	st := tr.Status()[0]
+	if st.Labelled != 6000 || st.Join.Matched != 6000 || st.Join.UnmatchedLabels != 1 {
+		t.Fatalf("status %+v: want 6000 labelled and matched, 1 unmatched label", st)
+	}
+	evs, _ := tr.History("m")
+	if st.Drifts < 1 || st.Releases < 1 || len(reg.versions) < 2 || len(reg.canaries) < 1 {
+		t.Fatalf("status %+v, %d versions, canaries %v, history %+v: want a drift, a release and its canary", st, len(reg.versions), reg.canaries, evs)
+	}
+	m2, _ := manifest.Parse(reg.versions[1][0])
+	if m2.Version != 2 || m2.Parent != 1 || m2.Quantization != "int8-static" || m2.Metrics["holdout_accuracy"] <= m2.Metrics["champion_holdout_accuracy"] {
+		t.Fatalf("released manifest %+v", m2)
+	}
+	t.Logf("labels joined: %+v; history %+v", st.Join, evs)
+}
