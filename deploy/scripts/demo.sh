@@ -15,7 +15,7 @@ stop() {
 }
 trap stop INT TERM EXIT
 
-"$bin/outpost-hub" --data_dir "$data/hub" &
+"$bin/outpost-hub" --config deploy/examples/hub-demo.yaml --data_dir "$data/hub" &
 hub_pid=$!
 for _ in $(seq 1 100); do
   curl -fs http://127.0.0.1:8080/healthz >/dev/null 2>&1 && break
@@ -27,8 +27,26 @@ done
 # credentials to the agent through its environment.
 "$bin/outpostctl" device add demo-device-1 --label site=demo > "$data/agent.env"
 set -a; . "$data/agent.env"; set +a
-"$bin/outpost-agent" --config deploy/examples/agent-demo.yaml --data_dir "$data/agent" &
+
+# The "health" model the trainer retrains: registered and promoted to
+# production on the hub, installed on the device (first run only: later
+# runs keep what updates installed).
+models=./data/agent/models/health
+if [ ! -e "$models" ]; then
+  go run ./deploy/scripts/demomodel "$models"
+fi
+if ! "$bin/outpostctl" model show health >/dev/null 2>&1; then
+  go run ./deploy/scripts/demomodel "$data/health-v1"
+  "$bin/outpostctl" model push "$data/health-v1" >/dev/null
+  "$bin/outpostctl" model promote health 1 >/dev/null
+fi
+
+OUTPOST_AGENT_UPDATES_URL=http://127.0.0.1:8080/tuf \
+OUTPOST_AGENT_UPDATES_TRUSTED_ROOT="$data/hub/tuf/1.root.json" \
+  "$bin/outpost-agent" --config deploy/examples/agent-demo.yaml --data_dir "$data/agent" &
 agent_pid=$!
 
 echo "demo running: hub MQTT 127.0.0.1:1883, API http://127.0.0.1:8080/v1/devices — Ctrl-C to stop"
+echo "the simulator's concept drift starts 90 s in; the hub's trainer detects it, retrains \"health\""
+echo "and canaries v2 to the device. Watch: $bin/outpostctl train history health (and train status, rollout status)"
 wait -n "$hub_pid" "$agent_pid" || true
