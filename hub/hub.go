@@ -284,6 +284,7 @@ type Stats struct {
 	TrainerDrifts     int64   `json:"trainer_drifts"`
 	TrainerReleases   int64   `json:"trainer_releases"`
 	UnmatchedLabels   int64   `json:"unmatched_labels"`
+	BadLabels         int64   `json:"bad_labels"`
 	// Leader: this hub holds the pipeline lease and runs the bridge.
 	Leader bool `json:"leader"`
 	// StreamReplicas counts the copies of OUTPOST_UP that are current
@@ -301,8 +302,12 @@ func (h *Hub) Stats() Stats {
 			tl, td, tr, tu = tl+st.Labelled, td+int64(st.Drifts), tr+int64(st.Releases), tu+st.Join.UnmatchedLabels
 		}
 	}
+	var bad int64
+	if h.trainer != nil {
+		bad = h.trainer.BadLabels()
+	}
 	return Stats{
-		TrainerLabelled: tl, TrainerDrifts: td, TrainerReleases: tr, UnmatchedLabels: tu,
+		TrainerLabelled: tl, TrainerDrifts: td, TrainerReleases: tr, UnmatchedLabels: tu, BadLabels: bad,
 		AckerEnvelopes: a.Envelopes.Load(), AckerGaps: a.Gaps.Load(), Malformed: a.Malformed.Load(),
 		BridgeRecords: b.Records.Load(), BridgeDuplicates: b.Duplicates.Load(), BridgeGaps: b.Gaps.Load(),
 		BridgeDeadLetters: b.DeadLetters.Load(), BridgeTxns: b.Transactions.Load(), BridgeAborts: b.Aborts.Load(),

@@ -31,6 +31,7 @@ func (h *Hub) metricsHandler() http.Handler {
 	counter("trainer_drifts_total", "Concept drifts ADWIN found in production models' error rates.", func(s Stats) int64 { return s.TrainerDrifts })
 	counter("trainer_releases_total", "Retrained models registered (and canaried when configured).", func(s Stats) int64 { return s.TrainerReleases })
 	counter("trainer_unmatched_labels_total", "Labels that found no window within trainer.join_wait.", func(s Stats) int64 { return s.UnmatchedLabels })
+	counter("trainer_bad_labels_total", "Label records from Kafka that could not be decoded.", func(s Stats) int64 { return s.BadLabels })
 	counter("enrolments_total", "Devices enrolled with a one-time token.", func(s Stats) int64 { return s.Enrolled })
 	counter("enrolments_refused_total", "Enrolments refused (unknown, used or expired token; device exists).", func(s Stats) int64 { return s.EnrolRefused })
 	reg.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{Namespace: "outpost_hub", Name: "bridge_backlog_messages",

@@ -66,8 +66,29 @@ func (r trainerRegistry) Canary(ctx context.Context, model string, version int64
 	return ro.ID, nil
 }
 
-// runTrainer keeps the trainer running while this hub holds the lease.
+// runTrainer keeps the trainer running while this hub holds the lease,
+// with cloud teams' labels from Kafka when a model joins labels.
 func (h *Hub) runTrainer(ctx context.Context, stream string) {
+	if h.trainer.JoinsLabels() {
+		go func() {
+			topic := h.cfg.Kafka.TopicPrefix + "labels"
+			// One group per cluster (or standalone hub): its lease holder reads.
+			name := h.cfg.Broker.Cluster.Name
+			if name == "" {
+				name = h.cfg.Broker.ServerName
+			}
+			group := "outpost-trainer-" + name
+			for ctx.Err() == nil {
+				if err := h.trainer.ConsumeLabels(ctx, h.kafka.Opts, topic, group); err != nil && ctx.Err() == nil {
+					h.log.Warn("labels consumer failed; retrying", "err", err)
+					select {
+					case <-ctx.Done():
+					case <-time.After(time.Second):
+					}
+				}
+			}
+		}()
+	}
 	for ctx.Err() == nil {
 		if err := h.trainer.Run(ctx, h.js, stream); err != nil && ctx.Err() == nil {
 			h.log.Warn("trainer failed; retrying", "err", err)

@@ -98,8 +98,9 @@ type Trainer struct {
 	rel Releaser
 	log *slog.Logger
 
-	mu     sync.Mutex
-	models map[string]*model
+	mu        sync.Mutex
+	models    map[string]*model
+	badLabels int64
 }
 
 // New builds a trainer; Run starts it.

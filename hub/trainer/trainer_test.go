@@ -27,7 +27,9 @@ func (f *fakeRegistry) Production(context.Context, string) ([]byte, []byte, bool
 	v := f.versions[0]
 	return v[0], v[1], true, nil
 }
-func (f *fakeRegistry) Latest(context.Context, string) (int64, error) { return int64(len(f.versions)), nil }
+func (f *fakeRegistry) Latest(context.Context, string) (int64, error) {
+	return int64(len(f.versions)), nil
+}
 func (f *fakeRegistry) Register(_ context.Context, mj, model []byte) (int64, error) {
 	m, err := manifest.Parse(mj)
 	if err != nil {
