@@ -363,8 +363,8 @@ func (t *Trainer) learn(ctx context.Context, m *model, w join.Window, class int)
 	m.status.RecentProduction, m.status.RecentLearner = r.ProductionAccuracy.Recent(), r.LearnerAccuracy.Recent()
 	now := time.Now().UTC()
 	if r.Drifts > drifts {
-		m.history = append(m.history, Event{At: now, Kind: "drift", Detail: "ADWIN: production's error rate changed", ProductionAccuracy: r.ProductionAccuracy.Recent()})
-		t.log.Warn("concept drift detected", "model", m.cfg.Model, "version", m.status.Production, "recent_accuracy", r.ProductionAccuracy.Recent())
+		m.history = append(m.history, Event{At: now, Kind: "drift", Detail: r.LastDetector + ": production's error rate changed", ProductionAccuracy: r.ProductionAccuracy.Recent()})
+		t.log.Warn("concept drift detected", "model", m.cfg.Model, "version", m.status.Production, "detector", r.LastDetector, "recent_accuracy", r.ProductionAccuracy.Recent())
 	}
 	if r.Checks > checks && r.Drifts == drifts {
 		m.history = append(m.history, Event{At: now, Kind: "check", Detail: "scheduled (trainer.models[].every)"})

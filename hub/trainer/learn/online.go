@@ -7,7 +7,7 @@ import (
 )
 
 // Retrain is the hub's loop over one model's labelled stream, the way the
-// fleet sees it: Production is the model devices run, frozen between
+// fleet sees it (ADWIN and Page-Hinkley watch production's errors): Production is the model devices run, frozen between
 // releases; a learner trains on every labelled row (test-then-train, with
 // replay). A release is considered when ADWIN finds the production
 // model's error rate has changed (a concept drift) or every Every rows;
@@ -26,6 +26,7 @@ type Retrain struct {
 	Delta      float64 // ADWIN confidence (0.002)
 
 	adwin             *drift.ADWIN
+	ph                *drift.PageHinkley
 	bx                [][]float64
 	by                []int
 	judging           int // rows left in the holdout, 0 when not judging
@@ -33,6 +34,8 @@ type Retrain struct {
 	sinceCheck        int
 	Drifts, Releases  int
 	Checks, Decisions int
+	// LastDetector names the detector of the last drift.
+	LastDetector string
 	// The last decision's holdout accuracies.
 	LastProduction, LastCandidate float64
 	ProductionAccuracy            *Prequential // of the model devices run
@@ -43,7 +46,7 @@ type Retrain struct {
 // NewRetrain starts from a production model; the learner begins as its copy.
 func NewRetrain(production Model, replay *Replay) *Retrain {
 	return &Retrain{Production: production, Learner: production.Clone(), Replay: replay, Batch: 32, ReplayRows: 8,
-		Holdout: 500, Margin: 0.01, Delta: 0.002, adwin: drift.NewADWIN(0.002),
+		Holdout: 500, Margin: 0.01, Delta: 0.002, adwin: drift.NewADWIN(0.002), ph: drift.NewPageHinkley(),
 		ProductionAccuracy: NewPrequential(1000), LearnerAccuracy: NewPrequential(1000)}
 }
 
@@ -70,8 +73,15 @@ func (r *Retrain) Observe(x []float64, y int) error {
 	if prodRight {
 		errv = 0
 	}
-	if r.adwin.Update(errv) && r.judging == 0 {
+	// ADWIN sees any change of the error rate; Page-Hinkley a sustained
+	// rise, sooner when the rise is small.
+	byADWIN, byPH := r.adwin.Update(errv), r.ph.Update(errv)
+	if (byADWIN || byPH) && r.judging == 0 {
 		r.Drifts++
+		r.LastDetector = "adwin"
+		if !byADWIN {
+			r.LastDetector = "page-hinkley"
+		}
 		// The old concept's rows now teach the wrong answer.
 		r.Replay.Reset()
 		r.Check("drift in the production model's error rate")
@@ -114,7 +124,7 @@ func (r *Retrain) decide() {
 	if cand >= prod+r.Margin {
 		r.Production = r.Learner.Clone()
 		r.Releases++
-		r.adwin = drift.NewADWIN(r.Delta)
+		r.adwin, r.ph = drift.NewADWIN(r.Delta), drift.NewPageHinkley()
 		if r.Log != nil {
 			r.Log("release: candidate %.3f beats production %.3f on %d held-out rows", cand, prod, r.Holdout)
 		}
