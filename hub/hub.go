@@ -55,6 +55,7 @@ type Hub struct {
 	updates  *updates.Service
 	rollouts *rollout.Controller
 	trainer  *trainer.Trainer
+	events   *kafkaSink
 	js       jetstream.JetStream
 	stop     context.CancelFunc
 	wg       sync.WaitGroup
@@ -150,6 +151,8 @@ func (h *Hub) startPipeline(ctx context.Context, o Options) error {
 	}
 	h.stream, h.js = stream, js
 	h.trainer = trainer.New(h.cfg.Trainer, trainerRegistry{h}, trainerRegistry{h}, h.log)
+	h.events = &kafkaSink{h: h}
+	h.trainer.Sink = h.events
 	runCtx, stop := context.WithCancel(context.Background())
 	h.stop = stop
 	if err := h.startUpdates(ctx, runCtx); err != nil {
@@ -552,6 +555,9 @@ func (h *Hub) Close() {
 	if h.stop != nil {
 		h.stop()
 		h.wg.Wait()
+	}
+	if h.events != nil {
+		h.events.close()
 	}
 	if h.registry != nil {
 		h.registry.Close()

@@ -2,9 +2,14 @@ package hub
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"net/http"
+	"strconv"
+	"sync"
 	"time"
+
+	"github.com/twmb/franz-go/pkg/kgo"
 
 	"github.com/outpost-edge/outpost/hub/modelstore"
 	"github.com/outpost-edge/outpost/hub/rollout"
@@ -123,4 +128,68 @@ func (h *Hub) trainRoutes(mux *http.ServeMux) {
 			w.WriteHeader(http.StatusAccepted)
 		}
 	}))
+}
+
+// HubDevice is the device id of records the hub itself writes to the
+// device topics (the trainer's events): outside any device's namespace,
+// since enrolment refuses ids starting with "_".
+const HubDevice = "_hub"
+
+// kafkaSink writes the trainer's events to the events topic in the device
+// record format, so consumers of outpost.events read them like any other:
+// device "_hub", seq the event's time in nanoseconds (unique and rising),
+// data {"kind": "trainer_drift"|"trainer_release"|..., "model", ...}.
+type kafkaSink struct {
+	h  *Hub
+	mu sync.Mutex
+	cl *kgo.Client
+}
+
+func (k *kafkaSink) client() (*kgo.Client, error) {
+	k.mu.Lock()
+	defer k.mu.Unlock()
+	if k.cl == nil {
+		cl, err := kgo.NewClient(append(append([]kgo.Opt(nil), k.h.kafka.Opts...), kgo.ProducerLinger(50*time.Millisecond))...)
+		if err != nil {
+			return nil, err
+		}
+		k.cl = cl
+	}
+	return k.cl, nil
+}
+
+func (k *kafkaSink) Emit(ctx context.Context, model string, e trainer.Event) {
+	cl, err := k.client()
+	if err != nil {
+		k.h.log.Warn("trainer event not written to Kafka", "err", err)
+		return
+	}
+	seq := e.At.UnixNano()
+	data := map[string]any{"kind": "trainer_" + e.Kind, "model": model, "event": e}
+	value, _ := json.Marshal(map[string]any{"device": HubDevice, "stream": "events", "seq": seq, "event_time": e.At.UTC().Format(time.RFC3339Nano), "data": data})
+	rec := &kgo.Record{
+		Topic: k.h.cfg.Kafka.TopicPrefix + "events", Key: []byte(HubDevice), Value: value,
+		Headers: []kgo.RecordHeader{
+			{Key: "ce_specversion", Value: []byte("1.0")},
+			{Key: "ce_id", Value: []byte(HubDevice + ":" + strconv.FormatInt(seq, 10))},
+			{Key: "ce_source", Value: []byte("/outpost/hub/trainer")},
+			{Key: "ce_type", Value: []byte("dev.outpost.trainer." + e.Kind + ".v1")},
+			{Key: "ce_time", Value: []byte(e.At.UTC().Format(time.RFC3339Nano))},
+			{Key: "content-type", Value: []byte("application/json")},
+		},
+	}
+	cl.Produce(context.WithoutCancel(ctx), rec, func(_ *kgo.Record, err error) {
+		if err != nil {
+			k.h.log.Warn("trainer event not written to Kafka", "kind", e.Kind, "model", model, "err", err)
+		}
+	})
+}
+
+func (k *kafkaSink) close() {
+	k.mu.Lock()
+	defer k.mu.Unlock()
+	if k.cl != nil {
+		k.cl.Flush(context.Background())
+		k.cl.Close()
+	}
 }

@@ -12,7 +12,6 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/outpost-edge/outpost/sync/state"
-	"github.com/outpost-edge/outpost/sync/topics"
 )
 
 // TokenBucket holds enrolment tokens by the hash of their value, so that a
@@ -67,7 +66,7 @@ func (r *Registry) tokenBucket(ctx context.Context) (jetstream.KeyValue, error) 
 // device set, the token enrols (or re-enrols) exactly that device id.
 func (r *Registry) NewToken(ctx context.Context, device string, labels map[string]string, ttl time.Duration) (state.EnrolToken, error) {
 	if device != "" {
-		if err := topics.ValidDevice(device); err != nil {
+		if err := enrollable(device); err != nil {
 			return state.EnrolToken{}, err
 		}
 	}
@@ -136,7 +135,7 @@ func (r *Registry) Enrol(ctx context.Context, req state.EnrolRequest) (state.Enr
 	case id == "":
 		id = "dev-" + state.KeyFingerprint(req.PublicKey)[:12]
 	}
-	if err := topics.ValidDevice(id); err != nil {
+	if err := enrollable(id); err != nil {
 		return state.Enrolment{}, err
 	}
 	r.mu.RLock()

@@ -14,6 +14,7 @@ import (
 	"fmt"
 	"log/slog"
 	"sort"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -162,7 +163,7 @@ func (r *Registry) Close() {
 // Add enrols a device and returns its credentials. Re-adding an existing
 // device rotates its secret (and lifts a revocation).
 func (r *Registry) Add(ctx context.Context, id string, labels map[string]string) (state.Credentials, error) {
-	if err := topics.ValidDevice(id); err != nil {
+	if err := enrollable(id); err != nil {
 		return state.Credentials{}, err
 	}
 	secret := randomSecret()
@@ -309,4 +310,17 @@ func randomSecret() string {
 func hash(secret string) string {
 	h := sha256.Sum256([]byte(secret))
 	return hex.EncodeToString(h[:])
+}
+
+// enrollable is a valid device id outside the hub's own namespace: ids
+// starting with "_" name the hub in the device topics (its trainer
+// events are device "_hub").
+func enrollable(id string) error {
+	if err := topics.ValidDevice(id); err != nil {
+		return err
+	}
+	if strings.HasPrefix(id, "_") {
+		return fmt.Errorf("%w: ids starting with '_' are the hub's", topics.ErrDevice)
+	}
+	return nil
 }

@@ -43,6 +43,12 @@ type Releaser interface {
 	Canary(ctx context.Context, model string, version int64, selector map[string]string) (string, error)
 }
 
+// Sink receives every history event as it happens: the hub writes them
+// to the events topic for cloud teams.
+type Sink interface {
+	Emit(ctx context.Context, model string, e Event)
+}
+
 // Event is one entry of a model's training history.
 type Event struct {
 	At                 time.Time `json:"at"`
@@ -97,6 +103,8 @@ type Trainer struct {
 	reg Registry
 	rel Releaser
 	log *slog.Logger
+	// Sink, when set, gets every event too.
+	Sink Sink
 
 	mu        sync.Mutex
 	models    map[string]*model
@@ -362,6 +370,7 @@ func (t *Trainer) learn(ctx context.Context, m *model, w join.Window, class int)
 	m.status.ProductionAccuracy, m.status.LearnerAccuracy = r.ProductionAccuracy.Accuracy(), r.LearnerAccuracy.Accuracy()
 	m.status.RecentProduction, m.status.RecentLearner = r.ProductionAccuracy.Recent(), r.LearnerAccuracy.Recent()
 	now := time.Now().UTC()
+	before := len(m.history)
 	if r.Drifts > drifts {
 		m.history = append(m.history, Event{At: now, Kind: "drift", Detail: r.LastDetector + ": production's error rate changed", ProductionAccuracy: r.ProductionAccuracy.Recent()})
 		t.log.Warn("concept drift detected", "model", m.cfg.Model, "version", m.status.Production, "detector", r.LastDetector, "recent_accuracy", r.ProductionAccuracy.Recent())
@@ -374,9 +383,20 @@ func (t *Trainer) learn(ctx context.Context, m *model, w join.Window, class int)
 		m.history = append(m.history, Event{At: now, Kind: "kept", Detail: "the candidate did not win by the margin",
 			ProductionAccuracy: r.LastProduction, CandidateAccuracy: r.LastCandidate})
 	}
+	fresh := append([]Event(nil), m.history[before:]...)
 	t.mu.Unlock()
+	t.emit(ctx, m.cfg.Model, fresh...)
 	if released {
 		t.release(ctx, m)
+	}
+}
+
+func (t *Trainer) emit(ctx context.Context, model string, evs ...Event) {
+	if t.Sink == nil {
+		return
+	}
+	for _, e := range evs {
+		t.Sink.Emit(ctx, model, e)
 	}
 }
 
@@ -408,6 +428,7 @@ func (t *Trainer) release(ctx context.Context, m *model) {
 	if err == nil && m.cfg.Canary && t.rel != nil {
 		ev.Rollout, err = t.rel.Canary(ctx, m.cfg.Model, version, m.cfg.Select)
 	}
+	defer func() { t.emit(ctx, m.cfg.Model, ev) }()
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	ev.Version = version

@@ -11,6 +11,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/twmb/franz-go/pkg/kgo"
+
 	"github.com/outpost-edge/outpost/hub/trainer"
 	"github.com/outpost-edge/outpost/models/goengine"
 	"github.com/outpost-edge/outpost/models/manifest"
@@ -190,6 +192,34 @@ pipelines:
 			t.Fatalf("canary: %d devices committed v%d, rollout %+v", on, rel.Version, r)
 		}
 		time.Sleep(300 * time.Millisecond)
+	}
+	// Cloud teams see the drift and the release in outpost.events.
+	kinds := map[string]bool{}
+	cl, err := kgo.NewClient(kgo.SeedBrokers(kafkatest.Brokers(t)...), kgo.ConsumeTopics(cfg.Kafka.TopicPrefix+"events"),
+		kgo.ConsumeResetOffset(kgo.NewOffset().AtStart()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cl.Close()
+	ctx, cancel := context.WithTimeout(context.Background(), 15*time.Second)
+	defer cancel()
+	for !(kinds["trainer_drift/health"] && kinds["trainer_release/health"]) && ctx.Err() == nil {
+		cl.PollFetches(ctx).EachRecord(func(r *kgo.Record) {
+			var rec struct {
+				Device string `json:"device"`
+				Data   struct {
+					Kind  string `json:"kind"`
+					Model string `json:"model"`
+				} `json:"data"`
+			}
+			json.Unmarshal(r.Value, &rec)
+			if rec.Device == "_hub" {
+				kinds[rec.Data.Kind+"/"+rec.Data.Model] = true
+			}
+		})
+	}
+	if !kinds["trainer_drift/health"] || !kinds["trainer_release/health"] {
+		t.Fatalf("trainer events in outpost.events: %v", kinds)
 	}
 	_, status := outpostctl(t, url, "train", "status")
 	_, hist := outpostctl(t, url, "train", "history", "health")
