@@ -324,3 +324,10 @@ func enrollable(id string) error {
 	}
 	return nil
 }
+
+// Labels returns a device's labels (nil for an unknown device).
+func (r *Registry) Labels(id string) map[string]string {
+	r.mu.RLock()
+	defer r.mu.RUnlock()
+	return r.devices[id].Labels
+}

@@ -20,16 +20,19 @@ type ModelConfig struct {
 	Pipeline string `yaml:"pipeline"` // windows of this pipeline feed it
 	// LabelField takes the class from the window itself ("anomaly.max":
 	// positive when ≥ 0.5); empty joins `labels` records instead.
-	LabelField   string            `yaml:"label_field"`
-	Optimizer    string            `yaml:"optimizer"` // adam (default) or sgd
-	LearningRate float64           `yaml:"learning_rate"`
-	Holdout      int               `yaml:"holdout"` // labelled rows a candidate is judged on
-	Margin       float64           `yaml:"margin"`  // accuracy it must win by
-	Every        int               `yaml:"every"`   // labelled rows between scheduled checks (0: drift only)
-	Replay       int               `yaml:"replay"`  // rows in the replay buffer
-	Quantize     string            `yaml:"quantize"`
-	Canary       bool              `yaml:"canary"` // roll each release out to one device
-	Select       map[string]string `yaml:"select"` // devices the canary may go to
+	LabelField   string  `yaml:"label_field"`
+	Optimizer    string  `yaml:"optimizer"` // adam (default) or sgd
+	LearningRate float64 `yaml:"learning_rate"`
+	Holdout      int     `yaml:"holdout"` // labelled rows a candidate is judged on
+	Margin       float64 `yaml:"margin"`  // accuracy it must win by
+	Every        int     `yaml:"every"`   // labelled rows between scheduled checks (0: drift only)
+	Replay       int     `yaml:"replay"`  // rows in the replay buffer
+	Quantize     string  `yaml:"quantize"`
+	Canary       bool    `yaml:"canary"` // roll each release out to one device
+	// CohortLabel watches production's errors per value of this device
+	// label (site, hardware revision, ...) with detectors of their own.
+	CohortLabel string            `yaml:"cohort_label"`
+	Select      map[string]string `yaml:"select"` // devices the canary may go to
 }
 
 // Defaults: labels wait two minutes.

@@ -62,24 +62,26 @@ type Event struct {
 
 // Status is one model's training state.
 type Status struct {
-	Model              string     `json:"model"`
-	Pipeline           string     `json:"pipeline"`
-	Production         int64      `json:"production"` // the champion version; 0 while the model has none
-	Labelled           int64      `json:"labelled"`
-	Skipped            int64      `json:"skipped"` // windows without the features or label the model needs
-	Drifts             int        `json:"drifts"`
-	Checks             int        `json:"checks"`
-	Releases           int        `json:"releases"`
-	ProductionAccuracy float64    `json:"production_accuracy"` // prequential, since the trainer started
-	LearnerAccuracy    float64    `json:"learner_accuracy"`
-	RecentProduction   float64    `json:"recent_production_accuracy"` // last 1,000 rows
-	RecentLearner      float64    `json:"recent_learner_accuracy"`
-	Join               join.Stats `json:"join"`
-	LastError          string     `json:"last_error,omitempty"`
+	Model              string                  `json:"model"`
+	Pipeline           string                  `json:"pipeline"`
+	Production         int64                   `json:"production"` // the champion version; 0 while the model has none
+	Labelled           int64                   `json:"labelled"`
+	Skipped            int64                   `json:"skipped"` // windows without the features or label the model needs
+	Drifts             int                     `json:"drifts"`
+	Checks             int                     `json:"checks"`
+	Releases           int                     `json:"releases"`
+	ProductionAccuracy float64                 `json:"production_accuracy"` // prequential, since the trainer started
+	LearnerAccuracy    float64                 `json:"learner_accuracy"`
+	RecentProduction   float64                 `json:"recent_production_accuracy"` // last 1,000 rows
+	RecentLearner      float64                 `json:"recent_learner_accuracy"`
+	Join               join.Stats              `json:"join"`
+	Fleet              FleetDrift              `json:"fleet_data_drift"`
+	Cohorts            map[string]CohortStatus `json:"cohorts,omitempty"`
+	LastError          string                  `json:"last_error,omitempty"`
 }
 
 // Subjects the trainer reads from the ingest stream.
-var Subjects = []string{"outpost.v1.*.up.windows", "outpost.v1.*.up.labels"}
+var Subjects = []string{"outpost.v1.*.up.windows", "outpost.v1.*.up.labels", "outpost.v1.*.up.drift"}
 
 // Consumer is the trainer's durable consumer on the ingest stream.
 const Consumer = "trainer"
@@ -95,6 +97,8 @@ type model struct {
 	// quantization check
 	recentX [][]float64
 	recentY []int
+	reports map[string]driftReport // by device
+	cohorts map[string]*cohort     // by cohort label value
 }
 
 // Trainer runs the loop for every configured model.
@@ -105,6 +109,8 @@ type Trainer struct {
 	log *slog.Logger
 	// Sink, when set, gets every event too.
 	Sink Sink
+	// labels gives a device's labels, for cohorts.
+	labels func(device string) map[string]string
 
 	mu        sync.Mutex
 	models    map[string]*model
@@ -112,8 +118,9 @@ type Trainer struct {
 }
 
 // New builds a trainer; Run starts it.
-func New(cfg Config, reg Registry, rel Releaser, log *slog.Logger) *Trainer {
-	t := &Trainer{cfg: cfg, reg: reg, rel: rel, log: log.With("component", "trainer"), models: map[string]*model{}}
+// labels gives a device's labels (for cohorts); nil turns cohorts off.
+func New(cfg Config, reg Registry, rel Releaser, labels func(device string) map[string]string, log *slog.Logger) *Trainer {
+	t := &Trainer{cfg: cfg, reg: reg, rel: rel, labels: labels, log: log.With("component", "trainer"), models: map[string]*model{}}
 	for _, mc := range cfg.Models {
 		t.models[mc.Model] = &model{cfg: mc, join: join.New(cfg.JoinWait), status: Status{Model: mc.Model, Pipeline: mc.Pipeline}}
 	}
@@ -265,6 +272,15 @@ func (t *Trainer) handle(ctx context.Context, subject string, data []byte) {
 		return // the bridge dead-letters malformed payloads; nothing to learn from
 	}
 	labels := strings.HasSuffix(subject, ".labels")
+	if strings.HasSuffix(subject, ".drift") {
+		for _, rec := range env.Records {
+			var d driftRecord
+			if json.Unmarshal(rec.Data, &d) == nil && d.Pipeline != "" {
+				t.observeDrift(ctx, env.Device, d)
+			}
+		}
+		return
+	}
 	for _, rec := range env.Records {
 		if labels {
 			var l LabelRecord
@@ -358,6 +374,7 @@ func (t *Trainer) learn(ctx context.Context, m *model, w join.Window, class int)
 		x[i] = float64(v)
 	}
 	r := m.r
+	cohortEv := t.observeCohort(m, w.Device, learn.Argmax(r.Production.Predict(x)) == class)
 	drifts, checks, decisions, releases := r.Drifts, r.Checks, r.Decisions, r.Releases
 	if err := r.Observe(x, class); err != nil {
 		m.status.LastError = err.Error()
@@ -371,6 +388,10 @@ func (t *Trainer) learn(ctx context.Context, m *model, w join.Window, class int)
 	m.status.RecentProduction, m.status.RecentLearner = r.ProductionAccuracy.Recent(), r.LearnerAccuracy.Recent()
 	now := time.Now().UTC()
 	before := len(m.history)
+	if cohortEv != nil {
+		m.history = append(m.history, *cohortEv)
+		t.log.Warn("concept drift in a device cohort", "model", m.cfg.Model, "detail", cohortEv.Detail)
+	}
 	if r.Drifts > drifts {
 		m.history = append(m.history, Event{At: now, Kind: "drift", Detail: r.LastDetector + ": production's error rate changed", ProductionAccuracy: r.ProductionAccuracy.Recent()})
 		t.log.Warn("concept drift detected", "model", m.cfg.Model, "version", m.status.Production, "detector", r.LastDetector, "recent_accuracy", r.ProductionAccuracy.Recent())

@@ -80,8 +80,9 @@ func TestLabelsJoinedFromTheLabelsStream(t *testing.T) {
 		Outputs: manifest.Outputs{Threshold: 0.5}, SHA256: manifest.Digest(model), Golden: []manifest.Golden{{Input: []float32{0.5}, Output: out, Tolerance: 1e-5}}})
 	reg := &fakeRegistry{versions: [][2][]byte{{mj, model}}}
 	cfg := Defaults()
-	cfg.Models = []ModelConfig{{Model: "m", Pipeline: "p", Holdout: 200, Margin: 0.05, LearningRate: 0.1, Quantize: "int8-static", Canary: true}}
-	tr := New(cfg, reg, reg, slog.New(slog.NewTextHandler(io.Discard, nil)))
+	cfg.Models = []ModelConfig{{Model: "m", Pipeline: "p", Holdout: 200, Margin: 0.05, LearningRate: 0.1, Quantize: "int8-static", Canary: true, CohortLabel: "site"}}
+	sites := map[string]map[string]string{"d1": {"site": "north"}, "d2": {"site": "south"}, "d3": {"site": "south"}}
+	tr := New(cfg, reg, reg, func(d string) map[string]string { return sites[d] }, slog.New(slog.NewTextHandler(io.Discard, nil)))
 	ctx := context.Background()
 	tr.loadChampions(ctx)
 
@@ -119,12 +120,52 @@ func TestLabelsJoinedFromTheLabelsStream(t *testing.T) {
 		t.Fatalf("status %+v: want 6000 labelled and matched, 1 unmatched label", st)
 	}
 	evs, _ := tr.History("m")
-	if st.Drifts < 1 || st.Releases < 1 || len(reg.versions) < 2 || len(reg.canaries) < 1 {
+	// The one cohort sees every row, so its detectors may fire first.
+	if st.Drifts+st.Cohorts["north"].Drifts < 1 || st.Releases < 1 || len(reg.versions) < 2 || len(reg.canaries) < 1 {
 		t.Fatalf("status %+v, %d versions, canaries %v, history %+v: want a drift, a release and its canary", st, len(reg.versions), reg.canaries, evs)
+	}
+	if c := st.Cohorts["north"]; c.Rows != 6000 || c.Drifts < 1 {
+		t.Fatalf("cohort north %+v: want 6000 rows and a drift", c)
 	}
 	m2, _ := manifest.Parse(reg.versions[1][0])
 	if m2.Version != 2 || m2.Parent != 1 || m2.Quantization != "int8-static" || m2.Metrics["holdout_accuracy"] <= m2.Metrics["champion_holdout_accuracy"] {
 		t.Fatalf("released manifest %+v", m2)
 	}
 	t.Logf("labels joined: %+v; history %+v", st.Join, evs)
+}
+
+// TestFleetDataDrift: the agents' own drift records are aggregated per
+// pipeline; when half of the reporting devices (two or more) see drift, a
+// fleet-wide drift event is recorded once, and it ends when they stop.
+func TestFleetDataDrift(t *testing.T) {
+	cfg := Defaults()
+	cfg.Models = []ModelConfig{{Model: "m", Pipeline: "p"}}
+	tr := New(cfg, &fakeRegistry{}, nil, nil, slog.New(slog.NewTextHandler(io.Discard, nil)))
+	ctx := context.Background()
+	var seq uint64
+	report := func(dev string, drifted ...string) {
+		rec := map[string]any{"pipeline": "p", "windows": 200, "to": time.Now(), "drifted": drifted}
+		tr.handle(ctx, "outpost.v1."+dev+".up.drift", envelopeOf(t, dev, "drift", &seq, rec))
+	}
+	report("d1")
+	report("d2")
+	report("d3", "vibration.max")
+	if st := tr.Status()[0].Fleet; st.Devices != 3 || st.Drifting != 1 || st.Active {
+		t.Fatalf("one of three drifting: %+v", st)
+	}
+	report("d2", "vibration.max", "current.mean")
+	report("d2", "vibration.max") // again: one event only
+	st := tr.Status()[0].Fleet
+	if !st.Active || st.Drifting != 2 || st.Features["vibration.max"] != 2 {
+		t.Fatalf("two of three drifting: %+v", st)
+	}
+	evs, _ := tr.History("m")
+	if len(evs) != 1 || evs[0].Kind != "fleet_data_drift" {
+		t.Fatalf("history %+v: want one fleet_data_drift", evs)
+	}
+	report("d2")
+	report("d3")
+	if st := tr.Status()[0].Fleet; st.Active {
+		t.Fatalf("drift over, still active: %+v", st)
+	}
 }
