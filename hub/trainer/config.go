@@ -25,10 +25,12 @@ type ModelConfig struct {
 	LearningRate float64 `yaml:"learning_rate"`
 	Holdout      int     `yaml:"holdout"` // labelled rows a candidate is judged on
 	Margin       float64 `yaml:"margin"`  // accuracy it must win by
-	Every        int     `yaml:"every"`   // labelled rows between scheduled checks (0: drift only)
-	Replay       int     `yaml:"replay"`  // rows in the replay buffer
-	Quantize     string  `yaml:"quantize"`
-	Canary       bool    `yaml:"canary"` // roll each release out to one device
+	Every        int     `yaml:"every"`   // a check after this many new labelled rows (0: none)
+	// Schedule starts a check this often whatever else happens (0: none).
+	Schedule time.Duration `yaml:"schedule"`
+	Replay   int           `yaml:"replay"` // rows in the replay buffer
+	Quantize string        `yaml:"quantize"`
+	Canary   bool          `yaml:"canary"` // roll each release out to one device
 	// CohortLabel watches production's errors per value of this device
 	// label (site, hardware revision, ...) with detectors of their own.
 	CohortLabel string            `yaml:"cohort_label"`
@@ -59,7 +61,7 @@ func (c Config) Validate(path string, errs *config.Errors) {
 		if m.Optimizer != "" && m.Optimizer != "adam" && m.Optimizer != "sgd" {
 			errs.Add(p+".optimizer", fmt.Sprintf("must be adam or sgd, got %q", m.Optimizer))
 		}
-		if m.Holdout < 0 || m.Every < 0 || m.Replay < 0 || m.LearningRate < 0 || m.Margin < 0 || m.Margin > 1 {
+		if m.Holdout < 0 || m.Every < 0 || m.Schedule < 0 || m.Replay < 0 || m.LearningRate < 0 || m.Margin < 0 || m.Margin > 1 {
 			errs.Add(p, "holdout, every, replay and learning_rate must not be negative; margin is 0 to 1")
 		}
 		switch m.Quantize {

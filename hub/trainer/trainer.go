@@ -99,6 +99,7 @@ type model struct {
 	recentY []int
 	reports map[string]driftReport // by device
 	cohorts map[string]*cohort     // by cohort label value
+	nextRun time.Time              // the next scheduled check
 }
 
 // Trainer runs the loop for every configured model.
@@ -188,7 +189,7 @@ func (t *Trainer) loadChampions(ctx context.Context) {
 		}
 		var prod learn.Model
 		if err == nil {
-			prod, err = learn.FromONNX(data, learn.Optimizer{Kind: m.cfg.Optimizer, LearningRate: m.cfg.LearningRate})
+			prod, err = learn.FromPackage(man.Outputs.Threshold, data, learn.Optimizer{Kind: m.cfg.Optimizer, LearningRate: m.cfg.LearningRate})
 		}
 		if err != nil {
 			t.setError(m, err, "")
@@ -236,10 +237,34 @@ func (t *Trainer) sorted() []*model {
 
 func (t *Trainer) expire() {
 	t.mu.Lock()
-	defer t.mu.Unlock()
+	now := time.Now()
+	var evs []struct {
+		model string
+		e     Event
+	}
 	for _, m := range t.models {
 		m.join.Expire()
 		m.status.Join = m.join.Stats
+		if m.cfg.Schedule <= 0 || m.r == nil {
+			continue
+		}
+		if m.nextRun.IsZero() {
+			m.nextRun = now.Add(m.cfg.Schedule)
+		}
+		if now.After(m.nextRun) {
+			m.nextRun = now.Add(m.cfg.Schedule)
+			m.r.Check("schedule")
+			e := Event{At: now.UTC(), Kind: "check", Detail: "scheduled (trainer.models[].schedule)"}
+			m.history = append(m.history, e)
+			evs = append(evs, struct {
+				model string
+				e     Event
+			}{m.cfg.Model, e})
+		}
+	}
+	t.mu.Unlock()
+	for _, x := range evs {
+		t.emit(context.Background(), x.model, x.e)
 	}
 }
 
@@ -397,7 +422,7 @@ func (t *Trainer) learn(ctx context.Context, m *model, w join.Window, class int)
 		t.log.Warn("concept drift detected", "model", m.cfg.Model, "version", m.status.Production, "detector", r.LastDetector, "recent_accuracy", r.ProductionAccuracy.Recent())
 	}
 	if r.Checks > checks && r.Drifts == drifts {
-		m.history = append(m.history, Event{At: now, Kind: "check", Detail: "scheduled (trainer.models[].every)"})
+		m.history = append(m.history, Event{At: now, Kind: "check", Detail: "new labels (trainer.models[].every)"})
 	}
 	released := r.Releases > releases
 	if !released && r.Decisions > decisions {
@@ -487,7 +512,7 @@ func (t *Trainer) register(ctx context.Context, mc ModelConfig, base manifest.Ma
 	man.Metrics = map[string]float64{"holdout_accuracy": cand, "champion_holdout_accuracy": prod, "recent_rows": float64(len(xs))}
 	tolerance := 1e-5
 	if mc.Quantize != "" && mc.Quantize != "none" {
-		floatAcc, err := accuracy(data, rows, ys)
+		floatAcc, err := accuracy(data, rows, ys, base.Outputs.Threshold)
 		if err != nil {
 			return 0, nil, err
 		}
@@ -495,7 +520,7 @@ func (t *Trainer) register(ctx context.Context, mc ModelConfig, base manifest.Ma
 		if err != nil {
 			return 0, nil, fmt.Errorf("trainer: quantize: %w", err)
 		}
-		qAcc, err := accuracy(q, rows, ys)
+		qAcc, err := accuracy(q, rows, ys, base.Outputs.Threshold)
 		if err != nil {
 			return 0, nil, err
 		}
@@ -533,9 +558,12 @@ func (t *Trainer) register(ctx context.Context, mc ModelConfig, base manifest.Ma
 	return v, &man, nil
 }
 
-// accuracy of a binary or multi-class ONNX model on labelled rows, run by
-// the pure-Go engine.
-func accuracy(model []byte, rows [][]float32, ys []int) (float64, error) {
+// accuracy of an ONNX classifier (or anomaly scorer: one output against
+// threshold) on labelled rows, run by the pure-Go engine.
+func accuracy(model []byte, rows [][]float32, ys []int, threshold float64) (float64, error) {
+	if threshold == 0 {
+		threshold = 0.5
+	}
 	eng, err := goengine.Load(model)
 	if err != nil {
 		return 0, fmt.Errorf("trainer: %w", err)
@@ -551,7 +579,7 @@ func accuracy(model []byte, rows [][]float32, ys []int) (float64, error) {
 		}
 		pred := 0
 		if len(out) == 1 {
-			if out[0] >= 0.5 {
+			if float64(out[0]) >= threshold {
 				pred = 1
 			}
 		} else {

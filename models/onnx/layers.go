@@ -16,9 +16,33 @@ import (
 // write and what many exporters write; the hub's trainer warm-starts from
 // a production model this way. Other graphs are ErrUnsupported.
 func Layers(model []byte) ([]Dense, MLPOptions, error) {
+	l, o, ae, err := layers(model)
+	if err == nil && ae {
+		err = fmt.Errorf("%w: an autoencoder (use AutoencoderLayers)", ErrUnsupported)
+	}
+	return l, o, err
+}
+
+// AutoencoderLayers reads back what Autoencoder writes: the dense stack,
+// split into encoder and decoder halves, and the hidden activation.
+func AutoencoderLayers(model []byte) (encoder, decoder []Dense, hidden Activation, err error) {
+	l, o, ae, err := layers(model)
+	if err != nil {
+		return nil, nil, "", err
+	}
+	if !ae || len(l) < 2 || o.Output != Identity {
+		return nil, nil, "", fmt.Errorf("%w: not an autoencoder", ErrUnsupported)
+	}
+	return l[:len(l)/2], l[len(l)/2:], o.Hidden, nil
+}
+
+// layers reads the dense stack; ae reports the reconstruction-error tail
+// (Sub, Mul, ReduceMean) that Autoencoder adds.
+func layers(model []byte) ([]Dense, MLPOptions, bool, error) {
+	ae := false
 	var m onnxpb.ModelProto
 	if err := proto.Unmarshal(model, &m); err != nil {
-		return nil, MLPOptions{}, fmt.Errorf("%w: %w", ErrModel, err)
+		return nil, MLPOptions{}, false, fmt.Errorf("%w: %w", ErrModel, err)
 	}
 	g := m.GetGraph()
 	inits := map[string]*onnxpb.TensorProto{}
@@ -34,7 +58,7 @@ func Layers(model []byte) ([]Dense, MLPOptions, error) {
 		switch n.GetOpType() {
 		case "Gemm":
 			if len(in) != 3 {
-				return nil, o, fmt.Errorf("%w: Gemm without a bias", ErrUnsupported)
+				return nil, o, false, fmt.Errorf("%w: Gemm without a bias", ErrUnsupported)
 			}
 			transB := false
 			for _, a := range n.GetAttribute() {
@@ -43,58 +67,60 @@ func Layers(model []byte) ([]Dense, MLPOptions, error) {
 					transB = a.GetI() == 1
 				case "transA":
 					if a.GetI() != 0 {
-						return nil, o, fmt.Errorf("%w: Gemm with transA", ErrUnsupported)
+						return nil, o, false, fmt.Errorf("%w: Gemm with transA", ErrUnsupported)
 					}
 				case "alpha", "beta":
 					if a.GetF() != 1 {
-						return nil, o, fmt.Errorf("%w: Gemm with %s %g", ErrUnsupported, a.GetName(), a.GetF())
+						return nil, o, false, fmt.Errorf("%w: Gemm with %s %g", ErrUnsupported, a.GetName(), a.GetF())
 					}
 				}
 			}
 			d, err := dense(inits, in[1], in[2], transB)
 			if err != nil {
-				return nil, o, err
+				return nil, o, false, err
 			}
 			layers, acts = append(layers, d), append(acts, Identity)
 		case "MatMul":
 			d, err := dense(inits, in[1], "", false)
 			if err != nil {
-				return nil, o, err
+				return nil, o, false, err
 			}
 			layers, acts = append(layers, d), append(acts, Identity)
 			pendingMatMul = len(layers) - 1
 		case "Add":
 			if pendingMatMul < 0 {
-				return nil, o, fmt.Errorf("%w: Add without a MatMul before it", ErrUnsupported)
+				return nil, o, false, fmt.Errorf("%w: Add without a MatMul before it", ErrUnsupported)
 			}
 			b, _, err := floats(inits, in[1])
 			if err != nil || len(b) != len(layers[pendingMatMul].B) {
-				return nil, o, fmt.Errorf("%w: bias %s", ErrUnsupported, in[1])
+				return nil, o, false, fmt.Errorf("%w: bias %s", ErrUnsupported, in[1])
 			}
 			layers[pendingMatMul].B = b
 			o.MatMul, pendingMatMul = true, -1
 		case string(Relu), string(Tanh), string(Sigmoid), string(Softmax):
 			if len(layers) == 0 || acts[len(acts)-1] != Identity {
-				return nil, o, fmt.Errorf("%w: %s not after a dense layer", ErrUnsupported, n.GetOpType())
+				return nil, o, false, fmt.Errorf("%w: %s not after a dense layer", ErrUnsupported, n.GetOpType())
 			}
 			acts[len(acts)-1] = Activation(n.GetOpType())
+		case "Sub", "Mul", "ReduceMean":
+			ae = true // the reconstruction error Autoencoder appends
 		default:
-			return nil, o, fmt.Errorf("%w: op %s", ErrUnsupported, n.GetOpType())
+			return nil, o, false, fmt.Errorf("%w: op %s", ErrUnsupported, n.GetOpType())
 		}
 	}
 	if len(layers) == 0 {
-		return nil, o, fmt.Errorf("%w: no dense layers", ErrUnsupported)
+		return nil, o, false, fmt.Errorf("%w: no dense layers", ErrUnsupported)
 	}
 	o.Output = acts[len(acts)-1]
 	if len(acts) > 1 {
 		o.Hidden = acts[0]
 		for _, a := range acts[1 : len(acts)-1] {
 			if a != o.Hidden {
-				return nil, o, fmt.Errorf("%w: hidden layers with different activations", ErrUnsupported)
+				return nil, o, false, fmt.Errorf("%w: hidden layers with different activations", ErrUnsupported)
 			}
 		}
 	}
-	return layers, o, nil
+	return layers, o, ae, nil
 }
 
 // dense reads weights (and a bias, if named) into [out][in] form; the

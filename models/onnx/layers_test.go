@@ -26,4 +26,19 @@ func TestLayersRoundTrip(t *testing.T) {
 	if _, _, err := Layers(ae); !errors.Is(err, ErrUnsupported) {
 		t.Fatalf("an autoencoder read as a stack: %v", err)
 	}
+	enc, dec, hidden, err := AutoencoderLayers(ae)
+	if err != nil || len(enc) != 1 || len(dec) != 1 || hidden != Relu || enc[0].W[0][1] != 1 {
+		t.Fatalf("autoencoder read back: %+v %+v %q %v", enc, dec, hidden, err)
+	}
+	if _, _, _, err := AutoencoderLayers(model0(t)); !errors.Is(err, ErrUnsupported) {
+		t.Fatalf("a classifier read as an autoencoder: %v", err)
+	}
+}
+
+func model0(t *testing.T) []byte {
+	m, err := Logistic([][]float32{{1, 2}}, []float32{0})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return m
 }

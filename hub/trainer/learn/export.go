@@ -20,6 +20,8 @@ func Export(m Model) ([]byte, error) {
 		w1, b1, w2, b2 := t.Weights()
 		return onnx.MLP([]onnx.Dense{dense32(w1, b1, t.d, t.h), dense32(w2, b2, t.h, t.k)},
 			onnx.MLPOptions{Hidden: onnx.Relu, Output: outAct(t.k)})
+	case *Autoencoder:
+		return t.export()
 	default:
 		return nil, fmt.Errorf("learn: cannot export %T", m)
 	}
@@ -43,6 +45,22 @@ func dense32(w, b []float64, in, out int) onnx.Dense {
 		d.B[o] = float32(b[o])
 	}
 	return d
+}
+
+// FromPackage warm-starts a learner from a production package: an
+// autoencoder (its anomaly threshold from the manifest), or what FromONNX
+// reads.
+func FromPackage(threshold float64, model []byte, opt Optimizer) (Model, error) {
+	enc, dec, hidden, err := onnx.AutoencoderLayers(model)
+	if err != nil {
+		return FromONNX(model, opt)
+	}
+	if len(enc) != 1 || len(dec) != 1 || hidden != onnx.Relu {
+		return nil, fmt.Errorf("learn: autoencoder of %d+%d layers with %q: the trainer takes one ReLU hidden layer", len(enc), len(dec), hidden)
+	}
+	w1, b1 := flat64(enc[0])
+	w2, b2 := flat64(dec[0])
+	return NewAutoencoder(len(enc[0].W[0]), len(enc[0].W), w1, b1, w2, b2, threshold, opt, 0)
 }
 
 // FromONNX warm-starts a learner from a production model: one dense layer
