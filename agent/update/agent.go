@@ -51,11 +51,7 @@ func (m *Manager) stepAgent(ctx context.Context, j *job) {
 			err = selfupdate.CheckArch(m.staged(j) + ".tar")
 		}
 		if err != nil {
-			os.Remove(m.staged(j) + ".tar")
-			m.retry(ctx, j, err)
-			if j.Phase == state.PhaseVerifying {
-				m.transition(ctx, j, state.PhaseDownloading, j.Reason)
-			}
+			m.verifyFailed(ctx, j, err)
 			return
 		}
 		m.transition(ctx, j, state.PhaseInstalling, "")

@@ -521,11 +521,7 @@ func (m *Manager) step(ctx context.Context, j *job) {
 		m.transition(ctx, j, state.PhaseVerifying, "")
 	case state.PhaseVerifying:
 		if err := m.verify(j); err != nil {
-			os.Remove(m.staged(j) + ".tar")
-			m.retry(ctx, j, err)
-			if j.Phase == state.PhaseVerifying {
-				m.transition(ctx, j, state.PhaseDownloading, j.Reason)
-			}
+			m.verifyFailed(ctx, j, err)
 			return
 		}
 		m.transition(ctx, j, state.PhaseInstalling, "")
@@ -594,6 +590,16 @@ func (m *Manager) retry(ctx context.Context, j *job, err error) {
 }
 
 var errRefused = errors.New("update: target refused")
+
+// verifyFailed drops a download that did not verify and, unless the
+// update is refused for good, goes back to downloading it.
+func (m *Manager) verifyFailed(ctx context.Context, j *job, err error) {
+	os.Remove(m.staged(j) + ".tar")
+	m.retry(ctx, j, err)
+	if j.Phase == state.PhaseVerifying {
+		m.transition(ctx, j, state.PhaseDownloading, j.Reason)
+	}
+}
 
 func (m *Manager) download(ctx context.Context, j *job) error {
 	if err := m.o.Fetcher.Refresh(); err != nil {

@@ -399,13 +399,14 @@ func (t *Trainer) learn(ctx context.Context, m *model, w join.Window, class int)
 		x[i] = float64(v)
 	}
 	r := m.r
-	cohortEv := t.observeCohort(m, w.Device, learn.Argmax(r.Production.Predict(x)) == class)
 	drifts, checks, decisions, releases := r.Drifts, r.Checks, r.Decisions, r.Releases
-	if err := r.Observe(x, class); err != nil {
+	prodRight, err := r.Observe(x, class)
+	if err != nil {
 		m.status.LastError = err.Error()
 		t.mu.Unlock()
 		return
 	}
+	cohortEv := t.observeCohort(m, w.Device, prodRight)
 	m.recentX, m.recentY = appendRing(m.recentX, x, 1000), appendRingInt(m.recentY, class, 1000)
 	m.status.Labelled++
 	m.status.Drifts, m.status.Checks, m.status.Releases = r.Drifts, r.Checks, r.Releases

@@ -51,8 +51,8 @@ func NewRetrain(production Model, replay *Replay) *Retrain {
 }
 
 // Observe takes one labelled row: both models predict it, then the
-// learner learns it.
-func (r *Retrain) Observe(x []float64, y int) error {
+// learner learns it. It reports whether production predicted it right.
+func (r *Retrain) Observe(x []float64, y int) (bool, error) {
 	prodRight := Argmax(r.Production.Predict(x)) == y
 	learnRight := Argmax(r.Learner.Predict(x)) == y
 	r.ProductionAccuracy.Add(prodRight)
@@ -95,11 +95,11 @@ func (r *Retrain) Observe(x []float64, y int) error {
 	if len(r.bx) >= r.Batch {
 		bx, by := r.Replay.Mix(r.bx, r.by, r.ReplayRows)
 		if _, err := r.Learner.Fit(bx, by); err != nil {
-			return fmt.Errorf("learn: train: %w", err)
+			return prodRight, fmt.Errorf("learn: train: %w", err)
 		}
 		r.bx, r.by = r.bx[:0], r.by[:0]
 	}
-	return nil
+	return prodRight, nil
 }
 
 // Check starts judging the learner against production on the next

@@ -25,7 +25,7 @@ func seaRun(tb testing.TB, retrain bool) (float64, *Retrain) {
 			p.Add(Argmax(m.Predict(xs[i])) == ys[i])
 			continue
 		}
-		if err := r.Observe(xs[i], ys[i]); err != nil {
+		if _, err := r.Observe(xs[i], ys[i]); err != nil {
 			tb.Fatal(err)
 		}
 	}
