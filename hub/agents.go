@@ -9,15 +9,13 @@ import (
 	"net/http"
 	"strconv"
 
+	"github.com/outpost-edge/outpost/firmware/bundle"
 	"github.com/outpost-edge/outpost/hub/updates"
 	"github.com/outpost-edge/outpost/sync/tuf"
 )
 
 // maxAgent bounds an uploaded agent binary.
 const maxAgent = 256 << 20
-
-// agentArch maps an ELF machine to the GOARCH devices report.
-var agentArch = map[elf.Machine]string{elf.EM_X86_64: "amd64", elf.EM_AARCH64: "arm64", elf.EM_ARM: "arm"}
 
 // agentRoutes publish agent builds for self-update; a rollout of model
 // tuf.AgentModel then moves devices between builds.
@@ -38,12 +36,12 @@ func (h *Hub) agentRoutes(mux *http.ServeMux) {
 		// never published under the wrong one.
 		arch := q.Get("arch")
 		if f, err := elf.NewFile(bytes.NewReader(bin)); err == nil {
-			if a, ok := agentArch[f.Machine]; ok {
-				if arch != "" && arch != a {
-					writeError(w, http.StatusBadRequest, fmt.Errorf("the binary is %s, not %s", a, arch))
+			if _, a, ok := bundle.ArchOf(f.Machine); ok {
+				if arch != "" && arch != a.GOARCH {
+					writeError(w, http.StatusBadRequest, fmt.Errorf("the binary is %s, not %s", a.GOARCH, arch))
 					return
 				}
-				arch = a
+				arch = a.GOARCH
 			}
 		}
 		if arch == "" {
@@ -65,8 +63,8 @@ func (h *Hub) agentRoutes(mux *http.ServeMux) {
 
 // anyAgentTarget reports whether build is published for some architecture.
 func (h *Hub) anyAgentTarget(build int64) bool {
-	for _, a := range agentArch {
-		if h.updates.Has(tuf.AgentTargetName(a, build)) {
+	for _, a := range bundle.Architectures {
+		if h.updates.Has(tuf.AgentTargetName(a.GOARCH, build)) {
 			return true
 		}
 	}

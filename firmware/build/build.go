@@ -174,15 +174,13 @@ func compile(ctx context.Context, s Spec, goarch, goarm, out string) error {
 	return nil
 }
 
-var machines = map[string]elf.Machine{"amd64": elf.EM_X86_64, "arm64": elf.EM_AARCH64, "armv7": elf.EM_ARM}
-
 func checkELF(path, arch string) error {
 	f, err := elf.Open(path)
 	if err != nil {
 		return fmt.Errorf("build: agent %s: %w", path, err)
 	}
 	defer f.Close()
-	if f.Machine != machines[arch] {
+	if f.Machine != bundle.Architectures[arch].Machine {
 		return fmt.Errorf("build: agent %s is %v, not %s", path, f.Machine, arch)
 	}
 	return nil

@@ -9,6 +9,7 @@ import (
 	"archive/tar"
 	"crypto/ed25519"
 	"crypto/sha256"
+	"debug/elf"
 	"encoding/hex"
 	"encoding/json"
 	"fmt"
@@ -32,11 +33,38 @@ const (
 	maxManifest   = 1 << 20
 )
 
-// Architectures a bundle can be built for, with their Go names.
-var Architectures = map[string]struct{ GOARCH, GOARM string }{
-	"amd64": {GOARCH: "amd64"},
-	"arm64": {GOARCH: "arm64"},
-	"armv7": {GOARCH: "arm", GOARM: "7"},
+// Arch is one architecture a bundle can be built for.
+type Arch struct {
+	GOARCH, GOARM string
+	Machine       elf.Machine // of its binaries
+	MachineName   string      // as people write it
+}
+
+// Architectures a bundle can be built for, by bundle name.
+var Architectures = map[string]Arch{
+	"amd64": {GOARCH: "amd64", Machine: elf.EM_X86_64, MachineName: "x86-64"},
+	"arm64": {GOARCH: "arm64", Machine: elf.EM_AARCH64, MachineName: "aarch64"},
+	"armv7": {GOARCH: "arm", GOARM: "7", Machine: elf.EM_ARM, MachineName: "arm"},
+}
+
+// ArchOf names the bundle architecture whose binaries are machine m.
+func ArchOf(m elf.Machine) (string, Arch, bool) {
+	for name, a := range Architectures {
+		if a.Machine == m {
+			return name, a, true
+		}
+	}
+	return "", Arch{}, false
+}
+
+// MachineOf is the ELF machine of binaries for a Go architecture.
+func MachineOf(goarch string) (elf.Machine, bool) {
+	for _, a := range Architectures {
+		if a.GOARCH == goarch {
+			return a.Machine, true
+		}
+	}
+	return 0, false
 }
 
 // Manifest describes a bundle.

@@ -213,16 +213,10 @@ func targetArch(root string) (arch, why string) {
 		}
 		machine, class := f.Machine, f.Class
 		f.Close()
-		switch {
-		case machine == elf.EM_AARCH64:
-			return "arm64", "/" + p + " is aarch64"
-		case machine == elf.EM_ARM:
-			return "armv7", "/" + p + " is arm"
-		case machine == elf.EM_X86_64:
-			return "amd64", "/" + p + " is x86-64"
-		default:
-			return fmt.Sprintf("%v/%v", machine, class), "/" + p
+		if name, a, ok := bundle.ArchOf(machine); ok {
+			return name, "/" + p + " is " + a.MachineName
 		}
+		return fmt.Sprintf("%v/%v", machine, class), "/" + p
 	}
 	return "", ""
 }

@@ -27,6 +27,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/outpost-edge/outpost/firmware/bundle"
 	"github.com/outpost-edge/outpost/firmware/files"
 )
 
@@ -202,9 +203,6 @@ func (s Slots) Install(src string) (string, error) {
 	return slot, nil
 }
 
-// machines are the ELF machines a GOARCH runs.
-var machines = map[string]elf.Machine{"amd64": elf.EM_X86_64, "arm64": elf.EM_AARCH64, "arm": elf.EM_ARM}
-
 // CheckArch refuses a binary this device cannot run.
 func CheckArch(path string) error {
 	f, err := elf.Open(path)
@@ -212,7 +210,7 @@ func CheckArch(path string) error {
 		return fmt.Errorf("selfupdate: %w: not an ELF binary: %w", ErrBuild, err)
 	}
 	defer f.Close()
-	if want, ok := machines[runtime.GOARCH]; ok && f.Machine != want {
+	if want, ok := bundle.MachineOf(runtime.GOARCH); ok && f.Machine != want {
 		return fmt.Errorf("selfupdate: %w: binary is %v, this device is %s", ErrBuild, f.Machine, runtime.GOARCH)
 	}
 	return nil

@@ -144,10 +144,13 @@ func (t *Trainer) Run(ctx context.Context, js jetstream.JetStream, stream string
 	}
 	tick := time.NewTicker(time.Second)
 	defer tick.Stop()
+	t.loadChampions(ctx)
 	for ctx.Err() == nil {
-		t.loadChampions(ctx)
 		select {
 		case <-tick.C:
+			// Not per batch: a model without a production version would
+			// list the registry on every fetch.
+			t.loadChampions(ctx)
 			t.expire()
 		default:
 		}
@@ -513,23 +516,24 @@ func (t *Trainer) register(ctx context.Context, mc ModelConfig, base manifest.Ma
 	man.Metrics = map[string]float64{"holdout_accuracy": cand, "champion_holdout_accuracy": prod, "recent_rows": float64(len(xs))}
 	tolerance := 1e-5
 	if mc.Quantize != "" && mc.Quantize != "none" {
-		floatAcc, err := accuracy(data, rows, ys, base.Outputs.Threshold)
-		if err != nil {
-			return 0, nil, err
-		}
 		q, err := quant.Quantize(data, quant.Options{Mode: mc.Quantize, Calibration: quant.MinMax, Samples: rows})
 		if err != nil {
 			return 0, nil, fmt.Errorf("trainer: quantize: %w", err)
 		}
-		qAcc, err := accuracy(q, rows, ys, base.Outputs.Threshold)
-		if err != nil {
-			return 0, nil, err
+		threshold := base.Outputs.Threshold
+		if threshold == 0 {
+			threshold = 0.5
 		}
-		if qAcc < floatAcc-0.01 {
-			return 0, nil, fmt.Errorf("trainer: %s costs %.3f accuracy on recent rows (%.3f → %.3f): not released", mc.Quantize, floatAcc-qAcc, floatAcc, qAcc)
+		rep, err := quant.Evaluate(data, q, rows, ys, threshold,
+			map[string]func([]byte) (quant.Runner, error){"go": func(m []byte) (quant.Runner, error) { return goengine.Load(m) }}, []string{"go"})
+		if err != nil {
+			return 0, nil, fmt.Errorf("trainer: quantize: %w", err)
+		}
+		if rep.Drop() > 0.01 {
+			return 0, nil, fmt.Errorf("trainer: %s costs %.3f accuracy on recent rows (%.3f → %.3f): not released", mc.Quantize, rep.Drop(), rep.AccuracyBefore, rep.AccuracyAfter)
 		}
 		data, man.Quantization, tolerance = q, mc.Quantize, 5e-3
-		man.Metrics["float_recent_accuracy"], man.Metrics["quantized_recent_accuracy"] = floatAcc, qAcc
+		man.Metrics["float_recent_accuracy"], man.Metrics["quantized_recent_accuracy"] = rep.AccuracyBefore, rep.AccuracyAfter
 	}
 	eng, err := goengine.Load(data)
 	if err != nil {
@@ -557,44 +561,6 @@ func (t *Trainer) register(ctx context.Context, mc ModelConfig, base manifest.Ma
 	}
 	man.Version = v
 	return v, &man, nil
-}
-
-// accuracy of an ONNX classifier (or anomaly scorer: one output against
-// threshold) on labelled rows, run by the pure-Go engine.
-func accuracy(model []byte, rows [][]float32, ys []int, threshold float64) (float64, error) {
-	if threshold == 0 {
-		threshold = 0.5
-	}
-	eng, err := goengine.Load(model)
-	if err != nil {
-		return 0, fmt.Errorf("trainer: %w", err)
-	}
-	if len(rows) == 0 {
-		return 0, nil
-	}
-	ok := 0
-	for i, x := range rows {
-		out, err := eng.Run(x, len(x))
-		if err != nil {
-			return 0, fmt.Errorf("trainer: %w", err)
-		}
-		pred := 0
-		if len(out) == 1 {
-			if float64(out[0]) >= threshold {
-				pred = 1
-			}
-		} else {
-			for c := range out {
-				if out[c] > out[pred] {
-					pred = c
-				}
-			}
-		}
-		if pred == ys[i] {
-			ok++
-		}
-	}
-	return float64(ok) / float64(len(rows)), nil
 }
 
 // Status reports every model.

@@ -120,36 +120,29 @@ func (j *Join) AddLabel(l Label) []Pair {
 // found no window and windows that got no label.
 func (j *Join) Expire() {
 	cut := j.Now().Add(-j.Wait)
-	for s, ws := range j.windows {
-		keep := ws[:0]
-		for _, pw := range ws {
-			if pw.arrived.Before(cut) {
-				j.Stats.UnlabelledWindows++
+	j.Stats.UnlabelledWindows += prune(j.windows, func(p pendingWindow) time.Time { return p.arrived }, cut)
+	j.Stats.UnmatchedLabels += prune(j.labels, func(p pendingLabel) time.Time { return p.arrived }, cut)
+}
+
+// prune drops the entries that arrived before cut and counts them.
+func prune[T any](m map[stream][]T, arrived func(T) time.Time, cut time.Time) int64 {
+	var dropped int64
+	for s, entries := range m {
+		keep := entries[:0]
+		for _, e := range entries {
+			if arrived(e).Before(cut) {
+				dropped++
 				continue
 			}
-			keep = append(keep, pw)
+			keep = append(keep, e)
 		}
 		if len(keep) == 0 {
-			delete(j.windows, s)
+			delete(m, s)
 		} else {
-			j.windows[s] = keep
+			m[s] = keep
 		}
 	}
-	for s, ls := range j.labels {
-		keep := ls[:0]
-		for _, pl := range ls {
-			if pl.arrived.Before(cut) {
-				j.Stats.UnmatchedLabels++
-				continue
-			}
-			keep = append(keep, pl)
-		}
-		if len(keep) == 0 {
-			delete(j.labels, s)
-		} else {
-			j.labels[s] = keep
-		}
-	}
+	return dropped
 }
 
 // Pending is how many windows and labels wait.
