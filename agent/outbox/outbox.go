@@ -6,7 +6,9 @@ package outbox
 
 import (
 	"context"
+	"crypto/rand"
 	"database/sql"
+	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -29,6 +31,7 @@ type Item struct {
 // Outbox is the queue over the agent database.
 type Outbox struct {
 	db     *sql.DB
+	epoch  string // this run's epoch: every record appended now carries it
 	notify chan struct{}
 	budget int64 // bytes of record data the outbox may hold; 0: unbounded
 	mu     sync.Mutex
@@ -46,33 +49,95 @@ type Stats struct {
 var EvictionOrder = []string{"telemetry", "dead", "late", "drift", "windows", "inferences", "labels", "events"}
 
 // AUTOINCREMENT makes seq strictly rising and never reused, even after the
-// newest rows were acked and deleted: that is the per-device seq the whole
-// pipeline deduplicates on.
+// newest rows were acked and deleted. Each row keeps the epoch of the run
+// that appended it: (epoch, seq) is what the hub deduplicates on, so a
+// restored copy of this database, or a new board under the same device id,
+// never has its new records taken for old ones.
 const schema = `
 CREATE TABLE IF NOT EXISTS outbox (
 	seq        INTEGER PRIMARY KEY AUTOINCREMENT,
 	stream     TEXT    NOT NULL,
 	event_time INTEGER NOT NULL,
-	data       BLOB    NOT NULL
+	data       BLOB    NOT NULL,
+	epoch      TEXT    NOT NULL DEFAULT ''
 );
 CREATE INDEX IF NOT EXISTS outbox_stream_seq ON outbox(stream, seq);
-CREATE TABLE IF NOT EXISTS outbox_acked (
-	stream TEXT PRIMARY KEY,
-	seq    INTEGER NOT NULL
+CREATE TABLE IF NOT EXISTS outbox_floors (
+	epoch  TEXT    NOT NULL,
+	stream TEXT    NOT NULL,
+	seq    INTEGER NOT NULL,
+	PRIMARY KEY (epoch, stream)
 );
 CREATE TABLE IF NOT EXISTS checkpoints (
 	name  TEXT PRIMARY KEY,
 	state BLOB NOT NULL
 );`
 
-// New migrates the schema on db. budget bounds the bytes of record data
-// held (0: unbounded); past it, whole oldest records are evicted in
-// EvictionOrder, counted, and reported by an `events` record.
+// migrate brings a database from before epochs up to date: its rows and
+// floors belong to epoch "".
+func migrate(ctx context.Context, tx *sql.Tx) error {
+	var n int
+	if err := tx.QueryRowContext(ctx, `SELECT count(*) FROM pragma_table_info('outbox') WHERE name = 'epoch'`).Scan(&n); err != nil {
+		return err
+	}
+	if n == 0 {
+		if _, err := tx.ExecContext(ctx, `ALTER TABLE outbox ADD COLUMN epoch TEXT NOT NULL DEFAULT ''`); err != nil {
+			return err
+		}
+	}
+	if err := tx.QueryRowContext(ctx, `SELECT count(*) FROM sqlite_master WHERE type = 'table' AND name = 'outbox_acked'`).Scan(&n); err != nil {
+		return err
+	}
+	if n > 0 {
+		if _, err := tx.ExecContext(ctx, `INSERT OR IGNORE INTO outbox_floors(epoch, stream, seq) SELECT '', stream, seq FROM outbox_acked`); err != nil {
+			return err
+		}
+		if _, err := tx.ExecContext(ctx, `DROP TABLE outbox_acked`); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// newEpoch draws this run's epoch: 64 random bits, so that no two runs,
+// on any board, share one.
+func newEpoch() (string, error) {
+	b := make([]byte, 8)
+	if _, err := rand.Read(b); err != nil {
+		return "", fmt.Errorf("outbox: epoch: %w", err)
+	}
+	return hex.EncodeToString(b), nil
+}
+
+// New migrates the schema on db and starts a new epoch. budget bounds the
+// bytes of record data held (0: unbounded); past it, whole oldest records
+// are evicted in EvictionOrder, counted, and reported by an `events` record.
 func New(ctx context.Context, db *sql.DB, budget int64) (*Outbox, error) {
-	if _, err := db.ExecContext(ctx, schema); err != nil {
+	epoch, err := newEpoch()
+	if err != nil {
+		return nil, err
+	}
+	tx, err := db.BeginTx(ctx, nil)
+	if err != nil {
 		return nil, fmt.Errorf("outbox: migrate: %w", err)
 	}
-	o := &Outbox{db: db, notify: make(chan struct{}, 1), budget: budget}
+	defer tx.Rollback()
+	if _, err := tx.ExecContext(ctx, schema); err != nil {
+		return nil, fmt.Errorf("outbox: migrate: %w", err)
+	}
+	if err := migrate(ctx, tx); err != nil {
+		return nil, fmt.Errorf("outbox: migrate: %w", err)
+	}
+	// Earlier epochs never get new records: the floor of one with no
+	// records left in a stream is never needed again.
+	if _, err := tx.ExecContext(ctx, `DELETE FROM outbox_floors WHERE NOT EXISTS
+		(SELECT 1 FROM outbox WHERE outbox.epoch = outbox_floors.epoch AND outbox.stream = outbox_floors.stream)`); err != nil {
+		return nil, fmt.Errorf("outbox: prune floors: %w", err)
+	}
+	if err := tx.Commit(); err != nil {
+		return nil, fmt.Errorf("outbox: migrate: %w", err)
+	}
+	o := &Outbox{db: db, epoch: epoch, notify: make(chan struct{}, 1), budget: budget}
 	if _, b, err := o.Depth(ctx); err != nil {
 		return nil, err
 	} else {
@@ -80,6 +145,9 @@ func New(ctx context.Context, db *sql.DB, budget int64) (*Outbox, error) {
 	}
 	return o, nil
 }
+
+// Epoch is this run's epoch, carried by every record appended now.
+func (o *Outbox) Epoch() string { return o.epoch }
 
 // Append stores items in one transaction and returns their seqs. When it
 // returns nil the records survive a crash (and, with synchronous=FULL, a
@@ -100,7 +168,7 @@ func (o *Outbox) AppendCheckpoint(ctx context.Context, items []Item, name string
 		return nil, fmt.Errorf("outbox: append: %w", err)
 	}
 	defer tx.Rollback()
-	stmt, err := tx.PrepareContext(ctx, `INSERT INTO outbox(stream, event_time, data) VALUES(?, ?, ?) RETURNING seq`)
+	stmt, err := tx.PrepareContext(ctx, `INSERT INTO outbox(stream, event_time, data, epoch) VALUES(?, ?, ?, ?) RETURNING seq`)
 	if err != nil {
 		return nil, fmt.Errorf("outbox: append: %w", err)
 	}
@@ -114,7 +182,7 @@ func (o *Outbox) AppendCheckpoint(ctx context.Context, items []Item, name string
 		if !json.Valid(it.Data) {
 			return nil, fmt.Errorf("outbox: %w: item %d data is not JSON", ErrInvalid, i)
 		}
-		if err := stmt.QueryRowContext(ctx, it.Stream, it.EventTime.UnixNano(), []byte(it.Data)).Scan(&seqs[i]); err != nil {
+		if err := stmt.QueryRowContext(ctx, it.Stream, it.EventTime.UnixNano(), []byte(it.Data), o.epoch).Scan(&seqs[i]); err != nil {
 			return nil, fmt.Errorf("outbox: append: %w", err)
 		}
 		added += int64(len(it.Data))
@@ -180,7 +248,7 @@ func (o *Outbox) evict(ctx context.Context, tx *sql.Tx, held int64) (records, by
 	}
 	data, _ := json.Marshal(map[string]any{"kind": "outbox_eviction", "budget_bytes": o.budget, "evicted_records": records,
 		"evicted_bytes": bytes, "streams": detail})
-	if _, err := tx.ExecContext(ctx, `INSERT INTO outbox(stream, event_time, data) VALUES('events', ?, ?)`, time.Now().UnixNano(), data); err != nil {
+	if _, err := tx.ExecContext(ctx, `INSERT INTO outbox(stream, event_time, data, epoch) VALUES('events', ?, ?, ?)`, time.Now().UnixNano(), data, o.epoch); err != nil {
 		return 0, 0, 0, fmt.Errorf("outbox: eviction event: %w", err)
 	}
 	return records, bytes, int64(len(data)), nil
@@ -189,8 +257,44 @@ func (o *Outbox) evict(ctx context.Context, tx *sql.Tx, held int64) (records, by
 // Notify fires (coalesced) after every Append.
 func (o *Outbox) Notify() <-chan struct{} { return o.notify }
 
+// Batch is a run of one stream's records that share an epoch.
+type Batch struct {
+	Epoch   string
+	Records []envelope.Record
+}
+
+// Next returns up to limit records of stream with seq above after, in seq
+// order, stopping where the epoch changes: one envelope holds one epoch.
+func (o *Outbox) Next(ctx context.Context, stream string, after uint64, limit int) (Batch, error) {
+	rows, err := o.db.QueryContext(ctx,
+		`SELECT seq, epoch, event_time, data FROM outbox WHERE stream = ? AND seq > ? ORDER BY seq LIMIT ?`, stream, after, limit)
+	if err != nil {
+		return Batch{}, fmt.Errorf("outbox: next: %w", err)
+	}
+	defer rows.Close()
+	var b Batch
+	for rows.Next() {
+		var r envelope.Record
+		var epoch string
+		var et int64
+		var data []byte
+		if err := rows.Scan(&r.Seq, &epoch, &et, &data); err != nil {
+			return Batch{}, fmt.Errorf("outbox: next: %w", err)
+		}
+		if len(b.Records) == 0 {
+			b.Epoch = epoch
+		} else if epoch != b.Epoch {
+			break
+		}
+		r.EventTime = time.Unix(0, et).UTC()
+		r.Data = data
+		b.Records = append(b.Records, r)
+	}
+	return b, rows.Err()
+}
+
 // Pending returns up to limit records of stream with seq above after, in
-// seq order.
+// seq order, whatever their epoch.
 func (o *Outbox) Pending(ctx context.Context, stream string, after uint64, limit int) ([]envelope.Record, error) {
 	rows, err := o.db.QueryContext(ctx,
 		`SELECT seq, event_time, data FROM outbox WHERE stream = ? AND seq > ? ORDER BY seq LIMIT ?`, stream, after, limit)
@@ -231,9 +335,10 @@ func (o *Outbox) Streams(ctx context.Context) ([]string, error) {
 	return out, rows.Err()
 }
 
-// Ack deletes stream's records up to seq and remembers seq as the floor.
-// Acks are cumulative and may repeat; a lower one changes nothing.
-func (o *Outbox) Ack(ctx context.Context, stream string, seq uint64) error {
+// Ack deletes the epoch's records of stream up to seq and remembers seq as
+// the floor. Acks are cumulative and may repeat; a lower one changes
+// nothing.
+func (o *Outbox) Ack(ctx context.Context, epoch, stream string, seq uint64) error {
 	// Lock before taking the (single) connection, in the same order as
 	// AppendCheckpoint, or the two deadlock.
 	o.mu.Lock()
@@ -244,14 +349,14 @@ func (o *Outbox) Ack(ctx context.Context, stream string, seq uint64) error {
 	}
 	defer tx.Rollback()
 	var freed int64
-	if err := tx.QueryRowContext(ctx, `SELECT coalesce(sum(length(data)), 0) FROM outbox WHERE stream = ? AND seq <= ?`, stream, seq).Scan(&freed); err != nil {
+	if err := tx.QueryRowContext(ctx, `SELECT coalesce(sum(length(data)), 0) FROM outbox WHERE stream = ? AND seq <= ? AND epoch = ?`, stream, seq, epoch).Scan(&freed); err != nil {
 		return fmt.Errorf("outbox: ack: %w", err)
 	}
-	if _, err := tx.ExecContext(ctx, `DELETE FROM outbox WHERE stream = ? AND seq <= ?`, stream, seq); err != nil {
+	if _, err := tx.ExecContext(ctx, `DELETE FROM outbox WHERE stream = ? AND seq <= ? AND epoch = ?`, stream, seq, epoch); err != nil {
 		return fmt.Errorf("outbox: ack: %w", err)
 	}
-	if _, err := tx.ExecContext(ctx, `INSERT INTO outbox_acked(stream, seq) VALUES(?, ?)
-		ON CONFLICT(stream) DO UPDATE SET seq = max(seq, excluded.seq)`, stream, seq); err != nil {
+	if _, err := tx.ExecContext(ctx, `INSERT INTO outbox_floors(epoch, stream, seq) VALUES(?, ?, ?)
+		ON CONFLICT(epoch, stream) DO UPDATE SET seq = max(seq, excluded.seq)`, epoch, stream, seq); err != nil {
 		return fmt.Errorf("outbox: ack: %w", err)
 	}
 	if err := tx.Commit(); err != nil {
@@ -261,21 +366,25 @@ func (o *Outbox) Ack(ctx context.Context, stream string, seq uint64) error {
 	return nil
 }
 
-// Floors returns, per stream, the highest seq the hub has acknowledged.
-func (o *Outbox) Floors(ctx context.Context) (map[string]uint64, error) {
-	rows, err := o.db.QueryContext(ctx, `SELECT stream, seq FROM outbox_acked`)
+// Key names one epoch's stream.
+type Key struct{ Epoch, Stream string }
+
+// Floors returns, per epoch and stream, the highest seq the hub has
+// acknowledged.
+func (o *Outbox) Floors(ctx context.Context) (map[Key]uint64, error) {
+	rows, err := o.db.QueryContext(ctx, `SELECT epoch, stream, seq FROM outbox_floors`)
 	if err != nil {
 		return nil, fmt.Errorf("outbox: floors: %w", err)
 	}
 	defer rows.Close()
-	out := map[string]uint64{}
+	out := map[Key]uint64{}
 	for rows.Next() {
-		var s string
+		var k Key
 		var n uint64
-		if err := rows.Scan(&s, &n); err != nil {
+		if err := rows.Scan(&k.Epoch, &k.Stream, &n); err != nil {
 			return nil, fmt.Errorf("outbox: floors: %w", err)
 		}
-		out[s] = n
+		out[k] = n
 	}
 	return out, rows.Err()
 }

@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/outpost-edge/outpost/agent/store"
+	"github.com/outpost-edge/outpost/sync/envelope"
 )
 
 func open(t *testing.T, path string) (*Outbox, func()) {
@@ -37,30 +38,82 @@ func TestSeqRisesAcrossAcksAndRestarts(t *testing.T) {
 	ctx := context.Background()
 	path := filepath.Join(t.TempDir(), "a.db")
 	o, closeDB := open(t, path)
-	seqs, err := o.Append(ctx, append(items("windows", 2), items("telemetry", 1)...))
+	first := o.Epoch()
+	seqs, err := o.Append(ctx, append(items("windows", 3), items("telemetry", 1)...))
 	if err != nil {
 		t.Fatal(err)
 	}
-	if seqs[0] != 1 || seqs[2] != 3 {
+	if seqs[0] != 1 || seqs[3] != 4 {
 		t.Fatalf("seqs = %v", seqs)
 	}
-	// Ack the newest rows away: their seqs must never come back.
-	if err := o.Ack(ctx, "windows", 2); err != nil {
+	// Ack the newest telemetry away: its seq must never come back.
+	if err := o.Ack(ctx, first, "windows", 2); err != nil {
 		t.Fatal(err)
 	}
-	if err := o.Ack(ctx, "telemetry", 3); err != nil {
+	if err := o.Ack(ctx, first, "telemetry", 4); err != nil {
 		t.Fatal(err)
 	}
 	closeDB()
 	o, closeDB = open(t, path)
 	defer closeDB()
-	seqs, err = o.Append(ctx, items("windows", 1))
-	if err != nil || seqs[0] != 4 {
-		t.Fatalf("after restart seq = %v, %v; want 4", seqs, err)
+	if o.Epoch() == first || !envelope.ValidEpoch(o.Epoch()) || o.Epoch() == "" {
+		t.Fatalf("epoch after restart %q, before %q: want a new valid one", o.Epoch(), first)
 	}
+	seqs, err = o.Append(ctx, items("windows", 1))
+	if err != nil || seqs[0] != 5 {
+		t.Fatalf("after restart seq = %v, %v; want 5", seqs, err)
+	}
+	// windows of the first epoch still has seq 3 pending: its floor stays.
+	// telemetry of the first epoch is empty: its floor is no longer needed.
 	floors, err := o.Floors(ctx)
-	if err != nil || floors["windows"] != 2 || floors["telemetry"] != 3 {
+	if err != nil || len(floors) != 1 || floors[Key{first, "windows"}] != 2 {
 		t.Fatalf("floors = %v, %v", floors, err)
+	}
+	b, err := o.Next(ctx, "windows", 0, 10)
+	if err != nil || b.Epoch != first || len(b.Records) != 1 || b.Records[0].Seq != 3 {
+		t.Fatalf("first batch = %+v, %v; want seq 3 of the first epoch alone", b, err)
+	}
+	b, err = o.Next(ctx, "windows", 3, 10)
+	if err != nil || b.Epoch != o.Epoch() || len(b.Records) != 1 || b.Records[0].Seq != 5 {
+		t.Fatalf("second batch = %+v, %v; want seq 5 of the new epoch", b, err)
+	}
+	// An ack of the new epoch leaves the old epoch's records alone.
+	if err := o.Ack(ctx, o.Epoch(), "windows", 5); err != nil {
+		t.Fatal(err)
+	}
+	if recs, _ := o.Pending(ctx, "windows", 0, 10); len(recs) != 1 || recs[0].Seq != 3 {
+		t.Fatalf("pending after the new epoch's ack: %+v", recs)
+	}
+}
+
+// A database from before epochs keeps its rows and floors, as epoch "".
+func TestMigratesDatabaseWithoutEpochs(t *testing.T) {
+	ctx := context.Background()
+	path := filepath.Join(t.TempDir(), "a.db")
+	s, err := store.Open(ctx, path, store.SyncFull)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, q := range []string{
+		`CREATE TABLE outbox (seq INTEGER PRIMARY KEY AUTOINCREMENT, stream TEXT NOT NULL, event_time INTEGER NOT NULL, data BLOB NOT NULL)`,
+		`CREATE TABLE outbox_acked (stream TEXT PRIMARY KEY, seq INTEGER NOT NULL)`,
+		`INSERT INTO outbox(stream, event_time, data) VALUES('windows', 1, '{}'), ('windows', 2, '{}'), ('windows', 3, '{}')`,
+		`INSERT INTO outbox_acked VALUES('windows', 1)`,
+		`DELETE FROM outbox WHERE seq = 1`,
+	} {
+		if _, err := s.DB().ExecContext(ctx, q); err != nil {
+			t.Fatal(q, err)
+		}
+	}
+	o, err := New(ctx, s.DB(), 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	floors, _ := o.Floors(ctx)
+	b, err := o.Next(ctx, "windows", 0, 10)
+	if err != nil || b.Epoch != "" || len(b.Records) != 2 || floors[Key{"", "windows"}] != 1 {
+		t.Fatalf("migrated: batch %+v floors %v err %v", b, floors, err)
 	}
 }
 
@@ -81,11 +134,11 @@ func TestPendingAckAndDepth(t *testing.T) {
 	if recs[0].EventTime.Unix() != 2 || string(recs[0].Data) != `{"i":1}` {
 		t.Fatalf("record = %+v", recs[0])
 	}
-	if err := o.Ack(ctx, "windows", 4); err != nil {
+	if err := o.Ack(ctx, o.Epoch(), "windows", 4); err != nil {
 		t.Fatal(err)
 	}
 	// A lower, repeated ack changes nothing.
-	if err := o.Ack(ctx, "windows", 1); err != nil {
+	if err := o.Ack(ctx, o.Epoch(), "windows", 1); err != nil {
 		t.Fatal(err)
 	}
 	n, bytes, err := o.Depth(ctx)
@@ -93,8 +146,8 @@ func TestPendingAckAndDepth(t *testing.T) {
 		t.Fatalf("depth = %d records %d bytes, %v", n, bytes, err)
 	}
 	floors, _ := o.Floors(ctx)
-	if floors["windows"] != 4 {
-		t.Fatalf("floor = %d, want 4", floors["windows"])
+	if floors[Key{o.Epoch(), "windows"}] != 4 {
+		t.Fatalf("floor = %d, want 4", floors[Key{o.Epoch(), "windows"}])
 	}
 	streams, _ := o.Streams(ctx)
 	if len(streams) != 2 {

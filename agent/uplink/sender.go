@@ -29,42 +29,53 @@ type Publisher interface {
 }
 
 // Sender drains the outbox to the hub: per stream, in seq order, in
-// batches, with a bounded in-flight window. It deletes records only on the
-// hub's application-level ack, and resends everything unacked, in order,
-// after a reconnect or an ack timeout.
+// batches of one epoch, with a bounded in-flight window. It deletes records
+// only on the hub's application-level ack, and resends a stream's unacked
+// records, in order, after a reconnect or when that stream goes without an
+// ack for AckTimeout. The timer is per stream: acks of other streams do not
+// hold back the resend of one the hub stopped acknowledging.
 type Sender struct {
 	cfg    SendConfig
 	device string
 	ob     *outbox.Outbox
 	pub    Publisher
 	log    *slog.Logger
+	now    func() time.Time
 
-	acks      chan map[string]uint64
+	acks      chan ack
 	reconnect chan struct{}
 
-	floor   map[string]uint64 // acked by the hub
-	sent    map[string]uint64 // highest seq published since the last rewind
-	lastAck time.Time
+	floor    map[outbox.Key]uint64 // acked by the hub
+	sent     map[string]uint64     // per stream: highest seq published since its last rewind
+	sentE    map[outbox.Key]uint64 // per epoch and stream: the same, the next envelope's Prev
+	progress map[string]time.Time  // per stream: last ack that moved it, or last rewind
+}
+
+// ack is one ack message: one epoch's marks by stream.
+type ack struct {
+	epoch string
+	marks map[string]uint64
 }
 
 // NewSender builds a sender; wire OnAck and OnConnect to the MQTT client.
 func NewSender(cfg SendConfig, device string, ob *outbox.Outbox, pub Publisher, log *slog.Logger) *Sender {
-	return &Sender{cfg: cfg, device: device, ob: ob, pub: pub, log: log,
-		acks: make(chan map[string]uint64, 64), reconnect: make(chan struct{}, 1)}
+	return &Sender{cfg: cfg, device: device, ob: ob, pub: pub, log: log, now: time.Now,
+		acks: make(chan ack, 64), reconnect: make(chan struct{}, 1)}
 }
 
 // OnAck is the handler of outpost/v1/{d}/ack. It never blocks: a full
 // queue drops the ack, and the next (cumulative) one repairs it.
 func (s *Sender) OnAck(_ string, payload []byte) {
 	var a struct {
-		Acks map[string]uint64 `json:"acks"`
+		Epoch string            `json:"epoch"`
+		Acks  map[string]uint64 `json:"acks"`
 	}
 	if err := json.Unmarshal(payload, &a); err != nil {
 		s.log.Warn("ignoring malformed ack", "err", err)
 		return
 	}
 	select {
-	case s.acks <- a.Acks:
+	case s.acks <- ack{epoch: a.Epoch, marks: a.Acks}:
 	default:
 	}
 }
@@ -84,7 +95,7 @@ func (s *Sender) Run(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	s.floor, s.sent = floors, map[string]uint64{}
+	s.floor, s.sent, s.sentE, s.progress = floors, map[string]uint64{}, map[outbox.Key]uint64{}, map[string]time.Time{}
 	s.rewind()
 	tick := time.NewTicker(max(s.cfg.AckTimeout/4, 10*time.Millisecond))
 	defer tick.Stop()
@@ -114,10 +125,19 @@ func (s *Sender) Run(ctx context.Context) error {
 			s.rewind()
 		case <-s.ob.Notify():
 		case <-tick.C:
-			if s.inflight() && time.Since(s.lastAck) > s.cfg.AckTimeout {
-				s.log.Info("no ack within timeout; resending from the floor", "timeout", s.cfg.AckTimeout)
-				s.rewind()
-			}
+			s.resendStalled()
+		}
+	}
+}
+
+// resendStalled rewinds every stream that has records in flight and has
+// had no ack for AckTimeout.
+func (s *Sender) resendStalled() {
+	now := s.now()
+	for stream := range s.sent {
+		if s.inflight(stream) > 0 && now.Sub(s.progress[stream]) > s.cfg.AckTimeout {
+			s.log.Info("no ack within timeout; resending the stream from its floor", "stream", stream, "timeout", s.cfg.AckTimeout)
+			s.rewindStream(stream)
 		}
 	}
 }
@@ -135,40 +155,53 @@ func (s *Sender) drainAcks(ctx context.Context) error {
 	}
 }
 
-func (s *Sender) applyAck(ctx context.Context, acks map[string]uint64) error {
-	s.lastAck = time.Now()
-	for stream, seq := range acks {
-		if seq <= s.floor[stream] {
+func (s *Sender) applyAck(ctx context.Context, a ack) error {
+	for stream, seq := range a.marks {
+		k := outbox.Key{Epoch: a.epoch, Stream: stream}
+		if seq <= s.floor[k] {
 			continue
 		}
-		if err := s.ob.Ack(ctx, stream, seq); err != nil {
+		if err := s.ob.Ack(ctx, a.epoch, stream, seq); err != nil {
 			return fmt.Errorf("uplink: %w", err)
 		}
-		s.floor[stream] = seq
-		if s.sent[stream] < seq {
-			s.sent[stream] = seq
-		}
+		s.floor[k] = seq
+		s.progress[stream] = s.now()
 	}
 	return nil
 }
 
+// rewind makes every stream start again from its floor.
 func (s *Sender) rewind() {
-	for k := range s.sent {
-		delete(s.sent, k)
+	clear(s.sent)
+	clear(s.sentE)
+	now := s.now()
+	for k := range s.progress {
+		s.progress[k] = now
 	}
-	for k, v := range s.floor {
-		s.sent[k] = v
-	}
-	s.lastAck = time.Now()
 }
 
-func (s *Sender) inflight() bool {
-	for k, v := range s.sent {
-		if v > s.floor[k] {
-			return true
+// rewindStream makes one stream start again from its floor: everything
+// above it is sent again, and the hub drops what it already has.
+func (s *Sender) rewindStream(stream string) {
+	delete(s.sent, stream)
+	for k := range s.sentE {
+		if k.Stream == stream {
+			delete(s.sentE, k)
 		}
 	}
-	return false
+	s.progress[stream] = s.now()
+}
+
+// inflight approximates the records of stream sent but not yet acked (seq
+// gaps from other streams' records make it conservative).
+func (s *Sender) inflight(stream string) int {
+	n := 0
+	for k, v := range s.sentE {
+		if k.Stream == stream && v > s.floor[k] {
+			n += int(v - s.floor[k])
+		}
+	}
+	return n
 }
 
 // sendSome publishes at most one batch per stream that has room in its
@@ -181,21 +214,22 @@ func (s *Sender) sendSome(ctx context.Context) (bool, error) {
 	slices.Sort(streams)
 	progressed := false
 	for _, stream := range streams {
-		room := s.cfg.MaxInflight - int(s.sent[stream]-s.floor[stream])
-		// seq gaps (other streams' records) make this count conservative.
+		inflight := s.inflight(stream)
+		room := s.cfg.MaxInflight - inflight
 		if room <= 0 {
 			continue
 		}
-		recs, err := s.ob.Pending(ctx, stream, s.sent[stream], min(room, s.cfg.BatchRecords))
+		b, err := s.ob.Next(ctx, stream, s.sent[stream], min(room, s.cfg.BatchRecords))
 		if err != nil {
 			return progressed, err
 		}
-		if len(recs) == 0 {
+		if len(b.Records) == 0 {
 			continue
 		}
-		recs = cutToBytes(recs, s.cfg.BatchBytes)
-		e := &envelope.Envelope{V: envelope.Version, Device: s.device, Stream: stream,
-			Floor: s.floor[stream], Prev: s.sent[stream], Records: recs}
+		recs := cutToBytes(b.Records, s.cfg.BatchBytes)
+		k := outbox.Key{Epoch: b.Epoch, Stream: stream}
+		e := &envelope.Envelope{V: envelope.Version, Device: s.device, Epoch: b.Epoch, Stream: stream,
+			Floor: s.floor[k], Prev: max(s.floor[k], s.sentE[k]), Records: recs}
 		payload, err := envelope.Encode(e, s.cfg.Compress)
 		if err != nil {
 			return progressed, err
@@ -203,7 +237,10 @@ func (s *Sender) sendSome(ctx context.Context) (bool, error) {
 		if err := s.pub.Publish(ctx, topics.Up(s.device, stream), 1, false, payload); err != nil {
 			return progressed, err
 		}
-		s.sent[stream] = e.Last()
+		if inflight == 0 {
+			s.progress[stream] = s.now() // the ack timeout counts from the first record in flight
+		}
+		s.sent[stream], s.sentE[k] = e.Last(), e.Last()
 		progressed = true
 	}
 	return progressed, nil

@@ -28,6 +28,7 @@ type avroRecord struct {
 	Seq       int64     `avro:"seq"`
 	EventTime time.Time `avro:"event_time"`
 	Data      string    `avro:"data"`
+	Epoch     string    `avro:"epoch"`
 }
 
 // avroEncoder writes records as Avro binary behind a header that names the
@@ -78,7 +79,7 @@ func newAvroEncoder(ctx context.Context, reg SchemaRegistry, topics []string) (*
 
 // encode returns the record value and its dataschema (the registry's URL
 // of the schema, empty without a registry).
-func (e *avroEncoder) encode(topic, device, stream string, r envelope.Record) ([]byte, string, error) {
+func (e *avroEncoder) encode(topic, device, epoch, stream string, r envelope.Record) ([]byte, string, error) {
 	var v []byte
 	var dataschema string
 	if e.single != nil {
@@ -92,7 +93,7 @@ func (e *avroEncoder) encode(topic, device, stream string, r envelope.Record) ([
 		binary.BigEndian.PutUint32(v[1:], uint32(id)) // v[0] = 0: Confluent magic byte
 		dataschema = e.regURL + "/schemas/ids/" + strconv.Itoa(id)
 	}
-	body, err := avro.Marshal(e.schema, avroRecord{Device: device, Stream: stream, Seq: int64(r.Seq), EventTime: r.EventTime.UTC(), Data: string(r.Data)})
+	body, err := avro.Marshal(e.schema, avroRecord{Device: device, Stream: stream, Seq: int64(r.Seq), EventTime: r.EventTime.UTC(), Data: string(r.Data), Epoch: epoch})
 	if err != nil {
 		return nil, "", fmt.Errorf("bridge: avro encode: %w", err)
 	}

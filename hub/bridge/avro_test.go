@@ -44,7 +44,7 @@ func TestAvroConfluentWireFormat(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	v, dataschema, err := enc.encode("outpost.windows", "pump-7", "windows", testRecord)
+	v, dataschema, err := enc.encode("outpost.windows", "pump-7", "", "windows", testRecord)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -68,7 +68,7 @@ func TestAvroConfluentWireFormat(t *testing.T) {
 		t.Errorf("subject outpost.windows-value: id %d (%v), want %d", latest.ID, err, id)
 	}
 	checkRecord(t, decodeBody(t, ss.Schema, v[5:]))
-	if _, _, err := enc.encode("outpost.other", "pump-7", "windows", testRecord); err == nil {
+	if _, _, err := enc.encode("outpost.other", "pump-7", "", "windows", testRecord); err == nil {
 		t.Error("encoding for a topic without a registered schema succeeded")
 	}
 }
@@ -79,7 +79,7 @@ func TestAvroSingleObjectEncoding(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	v, dataschema, err := enc.encode("outpost.windows", "pump-7", "windows", testRecord)
+	v, dataschema, err := enc.encode("outpost.windows", "pump-7", "", "windows", testRecord)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -1,10 +1,14 @@
 // Package bridge copies OUTPOST_UP from JetStream into Kafka exactly once
 // (DESIGN §3.4): each batch is one Kafka transaction that also writes a
 // checkpoint (the last JetStream sequence and the touched per-device, per-
-// stream seq marks) to a compacted topic. JetStream is acked only after the
-// commit. On restart the bridge loads the checkpoint, skips JetStream
-// messages at or below the checkpointed sequence and drops records at or
-// below the marks, so a crash anywhere writes nothing twice.
+// epoch, per-stream seq marks) to a compacted topic. JetStream is acked only
+// after the commit. On restart the bridge loads the checkpoint, skips
+// JetStream messages at or below the checkpointed sequence and drops
+// records at or below the marks, so a crash anywhere writes nothing twice.
+//
+// The checkpoint names the stream it belongs to (its name and creation
+// time): a hub whose storage was rebuilt has a new stream, which the bridge
+// reads from its beginning, still deduplicated by the marks (DESIGN §3.7).
 package bridge
 
 import (
@@ -62,6 +66,10 @@ type Stats struct {
 	// how long the oldest of them has waited.
 	Backlog    atomic.Uint64
 	BacklogAge atomic.Int64 // nanoseconds
+	// Committed is the last JetStream sequence of this stream committed to
+	// Kafka (0: none yet, or not known since this run started): everything
+	// at or below it may leave the stream.
+	Committed atomic.Uint64
 }
 
 // Bridge is one running copy loop.
@@ -72,6 +80,7 @@ type Bridge struct {
 	cl         *kgo.Client
 	marks      envelope.Watermarks
 	lastSeq    uint64 // last JetStream sequence committed to Kafka
+	streamID   string // the stream lastSeq counts in (see streamIdentity)
 	deadLog    rate.Sometimes
 	backlogLog rate.Sometimes
 	avro       *avroEncoder // nil: JSON
@@ -125,6 +134,9 @@ func (b *Bridge) runOnce(ctx context.Context) error {
 	if err := b.loadCheckpoint(ctx); err != nil {
 		return err
 	}
+	if err := b.checkStream(ctx); err != nil {
+		return err
+	}
 	// The checkpoint, not the consumer's ack state, says where to resume:
 	// after a failed transaction the consumer has delivered (and AckAll may
 	// since have covered) messages that never reached Kafka. So the consumer
@@ -146,7 +158,8 @@ func (b *Bridge) runOnce(ctx context.Context) error {
 	if err != nil {
 		return fmt.Errorf("bridge: consumer: %w", err)
 	}
-	b.log.Info("bridge running", "checkpoint_seq", b.lastSeq, "devices", len(b.marks))
+	b.Stats.Committed.Store(b.lastSeq)
+	b.log.Info("bridge running", "checkpoint_seq", b.lastSeq, "stream", b.streamID, "devices", len(b.marks))
 	for ctx.Err() == nil {
 		batch, err := cons.Fetch(b.cfg.BatchMessages, jetstream.FetchMaxWait(b.cfg.Linger))
 		if err != nil {
@@ -213,8 +226,9 @@ func (b *Bridge) connect() error {
 	return nil
 }
 
-// undo remembers marks a failed transaction must restore.
-type undo map[[2]string]uint64
+// undo remembers marks a failed transaction must restore, by device,
+// epoch and stream.
+type undo map[[3]string]uint64
 
 // tally counts one batch; it reaches Stats only if the batch commits, so
 // counters never include records a retry writes again.
@@ -264,12 +278,13 @@ func (b *Bridge) transfer(ctx context.Context, msgs []jetstream.Msg) error {
 	tx.produce(b.checkpoint(last, touched)...)
 	if err := tx.finish(); err != nil {
 		for k, v := range saved {
-			b.marks.Set(k[0], k[1], v)
+			b.marks.Set(k[0], k[1], k[2], v)
 		}
 		b.Stats.Aborts.Add(1)
 		return err
 	}
 	b.lastSeq = last
+	b.Stats.Committed.Store(last)
 	b.Stats.Transactions.Add(1)
 	b.count(t)
 	if b.o.AfterCommit != nil {
@@ -330,7 +345,7 @@ func (b *Bridge) convert(recs []*kgo.Record, subject string, data []byte, d deco
 		return append(recs, b.deadLetter(subject, device, data, sseq, reason))
 	}
 	if d.topErr != nil {
-		return dead("", d.topErr.Error())
+		return dead(subjectDevice(subject), d.topErr.Error())
 	}
 	p, e, err := d.p, d.e, d.err
 	switch {
@@ -342,9 +357,9 @@ func (b *Bridge) convert(recs []*kgo.Record, subject string, data []byte, d deco
 	case e.Stream != p.Stream:
 		return dead(p.Device, fmt.Sprintf("envelope names stream %q, topic names %q", e.Stream, p.Stream))
 	}
-	k := [2]string{e.Device, e.Stream}
+	k := [3]string{e.Device, e.Epoch, e.Stream}
 	if _, ok := saved[k]; !ok {
-		saved[k] = b.marks.Get(e.Device, e.Stream)
+		saved[k] = b.marks.Get(e.Device, e.Epoch, e.Stream)
 	}
 	fresh, ok := b.marks.Accept(e)
 	if !ok {
@@ -357,7 +372,7 @@ func (b *Bridge) convert(recs []*kgo.Record, subject string, data []byte, d deco
 	}
 	touched[e.Device] = true
 	topic := b.o.Kafka.TopicPrefix + TopicFor(e.Stream)
-	src := newSource(e.Device, e.Stream)
+	src := newSource(e.Device, e.Epoch, e.Stream)
 	for _, r := range fresh {
 		rec, err := b.record(topic, src, r)
 		if err != nil {
@@ -382,15 +397,30 @@ func (b *Bridge) acceptBadRecords(data []byte, p topics.Parsed, saved undo, touc
 	if err != nil || h.Device != p.Device || h.Stream != p.Stream {
 		return // the acker refused it too
 	}
-	k := [2]string{h.Device, h.Stream}
+	k := [3]string{h.Device, h.Epoch, h.Stream}
 	if _, ok := saved[k]; !ok {
-		saved[k] = b.marks.Get(h.Device, h.Stream)
+		saved[k] = b.marks.Get(h.Device, h.Epoch, h.Stream)
 	}
 	if _, ok := b.marks.AcceptHeader(h); !ok {
 		t.gaps++
 		return
 	}
 	touched[h.Device] = true
+}
+
+// subjectDevice is the device a stored subject names, even when the rest
+// of it does not parse: the broker lets a device publish only under its
+// own id, so the id is the authenticated device's. Empty if it is not one.
+func subjectDevice(subject string) string {
+	rest, ok := strings.CutPrefix(subject, topics.Subject(topics.Root)+".")
+	if !ok {
+		return ""
+	}
+	d, _, _ := strings.Cut(rest, ".")
+	if topics.ValidDevice(d) != nil {
+		return ""
+	}
+	return d
 }
 
 // avroTopics are the topics whose values are Avro with bridge.format avro.
@@ -410,7 +440,7 @@ func (b *Bridge) record(topic string, src *source, r envelope.Record) (*kgo.Reco
 	if b.avro == nil || topic == b.o.Kafka.TopicPrefix+"deadletter" {
 		return rec, nil
 	}
-	v, dataschema, err := b.avro.encode(topic, src.device, src.stream, r)
+	v, dataschema, err := b.avro.encode(topic, src.device, src.epoch, src.stream, r)
 	if err != nil {
 		return nil, err
 	}
@@ -437,14 +467,19 @@ func TopicFor(stream string) string {
 // source holds what every record of one envelope shares, so that the
 // per-record work is the value, ce_id and ce_time.
 type source struct {
-	device, stream string
-	key            []byte
-	ceSource       []byte
-	ceType         []byte
+	device, epoch, stream string
+	key                   []byte
+	idPrefix              []byte // ce_id up to the seq: "{device}:" or "{device}:{epoch}:"
+	ceSource              []byte
+	ceType                []byte
 }
 
-func newSource(device, stream string) *source {
-	return &source{device: device, stream: stream, key: []byte(device),
+func newSource(device, epoch, stream string) *source {
+	id := device + ":"
+	if epoch != "" {
+		id += epoch + ":"
+	}
+	return &source{device: device, epoch: epoch, stream: stream, key: []byte(device), idPrefix: []byte(id),
 		ceSource: []byte("/outpost/devices/" + device), ceType: []byte("dev.outpost." + stream + ".v1")}
 }
 
@@ -459,9 +494,13 @@ var (
 func jsonRecord(topic string, src *source, r envelope.Record) *kgo.Record {
 	// Device ids and stream names are validated tokens: no escaping needed.
 	// One buffer holds the value, ce_id and ce_time.
-	buf := make([]byte, 0, 2*len(src.device)+len(src.stream)+160+len(r.Data))
+	buf := make([]byte, 0, 2*len(src.device)+2*len(src.epoch)+len(src.stream)+170+len(r.Data))
 	buf = append(buf, `{"device":"`...)
 	buf = append(buf, src.device...)
+	if src.epoch != "" {
+		buf = append(buf, `","epoch":"`...)
+		buf = append(buf, src.epoch...)
+	}
 	buf = append(buf, `","stream":"`...)
 	buf = append(buf, src.stream...)
 	buf = append(buf, `","seq":`...)
@@ -475,8 +514,7 @@ func jsonRecord(topic string, src *source, r envelope.Record) *kgo.Record {
 	buf = append(buf, '}')
 	value := buf[:len(buf):len(buf)]
 	id := len(buf)
-	buf = append(buf, src.device...)
-	buf = append(buf, ':')
+	buf = append(buf, src.idPrefix...)
 	buf = strconv.AppendUint(buf, r.Seq, 10)
 	return &kgo.Record{
 		Topic: topic,
@@ -543,11 +581,20 @@ const (
 	keyLoad     = "load"
 )
 
+// position is the value of the checkpoint's keySeq record: the last
+// sequence committed, in which stream. Hubs before stream identities wrote
+// the bare number.
+type position struct {
+	Stream string `json:"stream"`
+	Seq    uint64 `json:"seq"`
+}
+
 func (b *Bridge) checkpoint(last uint64, touched map[string]bool) []*kgo.Record {
 	topic := b.o.Kafka.TopicPrefix + kafka.CheckpointTopic
-	out := []*kgo.Record{{Topic: topic, Key: []byte(keySeq), Value: []byte(strconv.FormatUint(last, 10))}}
+	pos, _ := json.Marshal(position{Stream: b.streamID, Seq: last}) // cannot fail
+	out := []*kgo.Record{{Topic: topic, Key: []byte(keySeq), Value: pos}}
 	for d := range touched {
-		v, _ := json.Marshal(b.marks[d])
+		v, _ := b.marks.MarshalDevice(d) // maps of strings and ints: cannot fail
 		out = append(out, &kgo.Record{Topic: topic, Key: []byte(keyDevicePf + d), Value: v})
 	}
 	return out
@@ -624,7 +671,7 @@ func (b *Bridge) loadCheckpoint(ctx context.Context) error {
 		return fmt.Errorf("bridge: checkpoint reader: %w", err)
 	}
 	defer rd.Close()
-	b.marks, b.lastSeq = envelope.Watermarks{}, 0
+	b.marks, b.lastSeq, b.streamID = envelope.Watermarks{}, 0, ""
 	for {
 		fs := rd.PollFetches(ctx)
 		if err := ctx.Err(); err != nil {
@@ -654,16 +701,48 @@ func (b *Bridge) applyCheckpoint(r *kgo.Record) {
 	key := string(r.Key)
 	switch {
 	case key == keySeq:
-		if n, err := strconv.ParseUint(string(r.Value), 10, 64); err == nil {
-			b.lastSeq = n
+		var pos position
+		if err := json.Unmarshal(r.Value, &pos); err == nil && pos.Stream != "" {
+			b.lastSeq, b.streamID = pos.Seq, pos.Stream
+		} else if n, err := strconv.ParseUint(string(r.Value), 10, 64); err == nil {
+			b.lastSeq, b.streamID = n, "" // before identities: checked against the stream's state
 		}
 	case strings.HasPrefix(key, keyDevicePf):
-		var m map[string]uint64
-		if err := json.Unmarshal(r.Value, &m); err == nil {
-			d := strings.TrimPrefix(key, keyDevicePf)
-			for s, v := range m {
-				b.marks.Set(d, s, v)
-			}
+		if err := b.marks.UnmarshalDevice(strings.TrimPrefix(key, keyDevicePf), r.Value); err != nil {
+			b.log.Warn("bridge: unreadable marks in the checkpoint; that device's resends may be written again", "key", key, "err", err)
 		}
 	}
+}
+
+// streamIdentity names one incarnation of a stream: a stream deleted and
+// made again (a hub whose storage was rebuilt) has the same name but
+// another creation time, and its sequences start again at 1.
+func streamIdentity(info *jetstream.StreamInfo) string {
+	return info.Config.Name + "@" + info.Created.UTC().Format(time.RFC3339Nano)
+}
+
+// checkStream makes sure the checkpoint's sequence counts in this stream.
+// If it does not (the hub's storage was rebuilt on an existing Kafka), the
+// stream is read from its beginning: the marks still drop what Kafka has.
+// Skipping up to the old sequence would ack messages never delivered.
+func (b *Bridge) checkStream(ctx context.Context) error {
+	info, err := b.o.Stream.Info(ctx)
+	if err != nil {
+		return fmt.Errorf("bridge: stream info: %w", err)
+	}
+	id := streamIdentity(info)
+	switch {
+	case b.streamID == id:
+	case b.lastSeq == 0:
+	case b.streamID == "" && b.lastSeq <= info.State.LastSeq:
+		// A checkpoint from before identities, consistent with this
+		// stream: adopt it; the next commit names the stream.
+		b.log.Info("bridge: checkpoint without a stream identity taken for this stream", "stream", id, "checkpoint_seq", b.lastSeq)
+	default:
+		b.log.Warn("bridge: the checkpoint belongs to another stream (hub storage rebuilt?); reading this one from its beginning, deduplicated by (device, epoch, seq)",
+			"checkpoint_stream", b.streamID, "checkpoint_seq", b.lastSeq, "stream", id, "stream_last_seq", info.State.LastSeq)
+		b.lastSeq = 0
+	}
+	b.streamID = id
+	return nil
 }

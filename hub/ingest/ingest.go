@@ -55,14 +55,18 @@ func EnsureStream(ctx context.Context, js jetstream.JetStream, cfg Config) (jets
 }
 
 // Ack is the payload of outpost/v1/{d}/ack: level-triggered, so each one
-// carries every stream's mark and a lost ack is repaired by the next.
+// carries every stream's mark of one epoch, and a lost ack is repaired by
+// the next.
 type Ack struct {
-	Acks map[string]uint64 `json:"acks"`
+	Epoch string            `json:"epoch,omitempty"`
+	Acks  map[string]uint64 `json:"acks"`
 }
 
 // Stats are the acker's counters.
 type Stats struct {
 	Envelopes, Records, Gaps, Malformed atomic.Int64
+	// Replayed counts the messages read at start to restore the marks.
+	Replayed atomic.Int64
 }
 
 // Acker reads the stream in order and acks to devices.
@@ -78,14 +82,25 @@ func NewAcker(nc *nats.Conn, log *slog.Logger) *Acker {
 	return &Acker{nc: nc, log: log, marks: envelope.Watermarks{}}
 }
 
-// Run consumes from the stream's end until ctx ends. It starts at the end
-// because marks rebuild from the floors devices send; replaying history
-// would only re-ack what devices already deleted.
+// Run restores the marks from what the stream holds, acks every device
+// it holds messages of, then follows the stream until ctx ends. The replay
+// matters after a failover: the previous acker may have stored messages
+// it never acked, and a device that sees no ack for a stream only resends
+// it after its ack timeout. What the stream no longer holds (delivered to
+// Kafka and trimmed) rebuilds from the floors devices send.
 func (a *Acker) Run(ctx context.Context, s jetstream.Stream) error {
 	// Marks from an earlier run (this hub led the cluster before) may miss
-	// what another hub acked since; devices' floors rebuild them.
+	// what another hub acked since.
 	a.marks = envelope.Watermarks{}
-	cons, err := s.OrderedConsumer(ctx, jetstream.OrderedConsumerConfig{DeliverPolicy: jetstream.DeliverNewPolicy})
+	info, err := s.Info(ctx)
+	if err != nil {
+		return fmt.Errorf("ingest: acker stream info: %w", err)
+	}
+	replayTo := info.State.LastSeq
+	if info.State.Msgs == 0 {
+		replayTo = 0
+	}
+	cons, err := s.OrderedConsumer(ctx, jetstream.OrderedConsumerConfig{DeliverPolicy: jetstream.DeliverAllPolicy})
 	if err != nil {
 		return fmt.Errorf("ingest: acker consumer: %w", err)
 	}
@@ -93,7 +108,21 @@ func (a *Acker) Run(ctx context.Context, s jetstream.Stream) error {
 	if err != nil {
 		return fmt.Errorf("ingest: acker messages: %w", err)
 	}
-	go func() { <-ctx.Done(); it.Stop() }()
+	stop := context.AfterFunc(ctx, it.Stop)
+	defer stop()
+	replayed := map[[2]string]bool{} // (device, epoch) to ack after the replay
+	finishReplay := func() {
+		for k := range replayed {
+			a.send(k[0], k[1])
+		}
+		if replayTo > 0 {
+			a.log.Info("acker marks restored from the stream", "messages", a.Stats.Replayed.Load(), "acked", len(replayed), "to_seq", replayTo)
+		}
+		replayTo, replayed = 0, nil
+	}
+	if replayTo == 0 {
+		finishReplay()
+	}
 	for {
 		m, err := it.Next()
 		if err != nil {
@@ -103,11 +132,21 @@ func (a *Acker) Run(ctx context.Context, s jetstream.Stream) error {
 			a.log.Warn("acker: next", "err", err)
 			continue
 		}
-		a.handle(m.Subject(), m.Data())
+		if replayTo == 0 {
+			a.handle(m.Subject(), m.Data(), nil)
+			continue
+		}
+		a.Stats.Replayed.Add(1)
+		a.handle(m.Subject(), m.Data(), replayed)
+		if md, err := m.Metadata(); err != nil || md.Sequence.Stream >= replayTo || md.NumPending == 0 {
+			finishReplay()
+		}
 	}
 }
 
-func (a *Acker) handle(subject string, data []byte) {
+// handle applies one stored envelope to the marks and acks it, or, during
+// the replay (replayed not nil), notes whom to ack once it is done.
+func (a *Acker) handle(subject string, data []byte, replayed map[[2]string]bool) {
 	p, err := topics.Parse(strings.ReplaceAll(subject, ".", "/"))
 	if err != nil || p.Kind != topics.KindUp {
 		a.Stats.Malformed.Add(1)
@@ -127,11 +166,15 @@ func (a *Acker) handle(subject string, data []byte) {
 		return
 	}
 	a.Stats.Records.Add(int64(e.Records))
-	a.send(e.Device)
+	if replayed != nil {
+		replayed[[2]string{e.Device, e.Epoch}] = true
+		return
+	}
+	a.send(e.Device, e.Epoch)
 }
 
-func (a *Acker) send(device string) {
-	ack := Ack{Acks: a.marks[device]}
+func (a *Acker) send(device, epoch string) {
+	ack := Ack{Epoch: epoch, Acks: a.marks.Streams(device, epoch)}
 	payload, _ := json.Marshal(ack) // map of strings to ints: cannot fail
 	if err := a.nc.Publish(topics.Subject(topics.Ack(device)), payload); err != nil {
 		a.log.Warn("acker: publish ack", "device", device, "err", err)

@@ -38,13 +38,37 @@ type Record struct {
 // when the device evicted records in between. Floor is the highest seq of
 // this stream the hub has already acknowledged to the device: a hub that
 // lost its in-memory state picks up from there.
+//
+// Epoch names the agent run that created the records: (device, epoch, seq)
+// is a record's identity, so a replaced, re-flashed or restored board,
+// whose seqs start again or repeat, is never taken for a replay of its
+// predecessor. Floor and Prev count within the epoch. Empty for agents
+// older than epochs.
 type Envelope struct {
 	V       int      `json:"v"`
 	Device  string   `json:"device"`
+	Epoch   string   `json:"epoch,omitempty"`
 	Stream  string   `json:"stream"`
 	Floor   uint64   `json:"floor"`
 	Prev    uint64   `json:"prev"`
 	Records []Record `json:"records"`
+}
+
+// MaxEpochLen bounds an epoch name.
+const MaxEpochLen = 32
+
+// ValidEpoch reports whether s can name an epoch: empty (agents older than
+// epochs) or up to MaxEpochLen of [0-9a-z], so it needs no escaping in ids.
+func ValidEpoch(s string) bool {
+	if len(s) > MaxEpochLen {
+		return false
+	}
+	for i := 0; i < len(s); i++ {
+		if c := s[i]; (c < '0' || c > '9') && (c < 'a' || c > 'z') {
+			return false
+		}
+	}
+	return true
 }
 
 // Last is the highest seq in the batch.
@@ -104,6 +128,8 @@ func (e *Envelope) validate(checkData bool) error {
 		return fmt.Errorf("%w: device is empty", ErrMalformed)
 	case e.Stream == "":
 		return fmt.Errorf("%w: stream is empty", ErrMalformed)
+	case !ValidEpoch(e.Epoch):
+		return fmt.Errorf("%w: epoch %.40q is not 1 to %d lowercase letters and digits", ErrMalformed, e.Epoch, MaxEpochLen)
 	case len(e.Records) == 0:
 		return fmt.Errorf("%w: no records", ErrMalformed)
 	case len(e.Records) > MaxRecords:

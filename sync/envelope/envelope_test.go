@@ -3,6 +3,8 @@ package envelope
 import (
 	"encoding/json"
 	"errors"
+	"fmt"
+	"strings"
 	"testing"
 	"time"
 )
@@ -138,8 +140,8 @@ func TestWatermarks(t *testing.T) {
 		for _, r := range fresh {
 			got = append(got, r.Seq)
 		}
-		if ok != s.ok || len(got) != len(s.fresh) || w.Get("d", "s") != s.hw {
-			t.Fatalf("%s: ok=%v fresh=%v hw=%d; want ok=%v fresh=%v hw=%d", s.name, ok, got, w.Get("d", "s"), s.ok, s.fresh, s.hw)
+		if ok != s.ok || len(got) != len(s.fresh) || w.Get("d", "", "s") != s.hw {
+			t.Fatalf("%s: ok=%v fresh=%v hw=%d; want ok=%v fresh=%v hw=%d", s.name, ok, got, w.Get("d", "", "s"), s.ok, s.fresh, s.hw)
 		}
 		for i := range got {
 			if got[i] != s.fresh[i] {
@@ -180,4 +182,89 @@ func TestDecodeHeaderAgreesWithDecode(t *testing.T) {
 
 func BenchmarkDecodeHeader(b *testing.B) {
 	benchDecode(b, func(p []byte) error { _, err := DecodeHeader(p); return err })
+}
+
+// A replaced board starts its seqs again under a new epoch: none of its
+// records is a duplicate of its predecessor's, and the old epoch keeps
+// deduplicating the old board's resends.
+func TestWatermarksEpochs(t *testing.T) {
+	w := Watermarks{}
+	old := env(0, 0, 1, 2, 3)
+	old.Epoch = "a1"
+	if fresh, ok := w.Accept(old); !ok || len(fresh) != 3 {
+		t.Fatalf("old board: ok=%v fresh=%d", ok, len(fresh))
+	}
+	board := env(0, 0, 1, 2)
+	board.Epoch = "b2"
+	if fresh, ok := w.Accept(board); !ok || len(fresh) != 2 {
+		t.Fatalf("new board: ok=%v fresh=%d, want all 2 records fresh", ok, len(fresh))
+	}
+	if fresh, ok := w.Accept(old); !ok || len(fresh) != 0 {
+		t.Fatalf("old board's resend: ok=%v fresh=%d, want 0", ok, len(fresh))
+	}
+	if got := w.Streams("d", "a1")["s"]; got != 3 {
+		t.Fatalf("old epoch mark %d, want 3", got)
+	}
+	// Beyond MaxEpochs the least recently used epoch is forgotten.
+	for i := 0; i < MaxEpochs; i++ {
+		e := env(0, 0, 1)
+		e.Epoch = fmt.Sprintf("e%d", i)
+		w.Accept(e)
+		if i == 0 {
+			w.Accept(old) // keeps a1 recent
+		}
+	}
+	if len(w["d"].Epochs) != MaxEpochs || w.Streams("d", "b2") != nil || w.Streams("d", "a1") == nil {
+		t.Fatalf("after %d more epochs: %d kept, b2 kept=%v, a1 kept=%v", MaxEpochs, len(w["d"].Epochs), w.Streams("d", "b2") != nil, w.Streams("d", "a1") != nil)
+	}
+}
+
+func TestWatermarksCheckpointRoundTrip(t *testing.T) {
+	w := Watermarks{}
+	e := env(0, 0, 4, 9)
+	e.Epoch = "x"
+	w.Accept(e)
+	w.Accept(env(0, 0, 7))
+	b, err := w.MarshalDevice("d")
+	if err != nil {
+		t.Fatal(err)
+	}
+	back := Watermarks{}
+	if err := back.UnmarshalDevice("d", b); err != nil {
+		t.Fatal(err)
+	}
+	if back.Get("d", "x", "s") != 9 || back.Get("d", "", "s") != 7 || back["d"].Clock != 2 {
+		t.Fatalf("round trip: %s -> %+v", b, back["d"])
+	}
+	// A checkpoint written before epochs: {stream: seq}.
+	if err := back.UnmarshalDevice("old", []byte(`{"windows":12,"events":3}`)); err != nil {
+		t.Fatal(err)
+	}
+	if back.Get("old", "", "windows") != 12 || back.Get("old", "", "events") != 3 {
+		t.Fatalf("legacy marks: %+v", back["old"])
+	}
+	if err := back.UnmarshalDevice("bad", []byte(`[1]`)); err == nil {
+		t.Fatal("malformed marks accepted")
+	}
+}
+
+func TestEpochValidation(t *testing.T) {
+	for _, bad := range []string{"A", "a-b", "a b", strings.Repeat("a", MaxEpochLen+1), "é"} {
+		e := sample()
+		e.Epoch = bad
+		if _, err := Encode(e, false); !errors.Is(err, ErrMalformed) {
+			t.Errorf("epoch %q: err %v, want ErrMalformed", bad, err)
+		}
+		payload := fmt.Sprintf(`{"v":1,"device":"d","epoch":%q,"stream":"s","records":[{"seq":1}]}`, bad)
+		if _, err := DecodeHeader([]byte(payload)); !errors.Is(err, ErrMalformed) {
+			t.Errorf("header epoch %q: err %v, want ErrMalformed", bad, err)
+		}
+	}
+	e := sample()
+	e.Epoch = "0f3a9c"
+	b, _ := Encode(e, true)
+	h, err := DecodeHeader(b)
+	if err != nil || h.Epoch != "0f3a9c" {
+		t.Fatalf("header epoch %q, %v", h.Epoch, err)
+	}
 }

@@ -11,7 +11,8 @@ import (
 // range of seqs. Decoding it skips every record's time and data, which is
 // most of the cost of a full Decode.
 type Header struct {
-	Device, Stream    string
+	Device, Epoch     string
+	Stream            string
 	Floor, Prev, Last uint64
 	Records           int
 }
@@ -19,6 +20,7 @@ type Header struct {
 type wireHeader struct {
 	V       int    `json:"v"`
 	Device  string `json:"device"`
+	Epoch   string `json:"epoch"`
 	Stream  string `json:"stream"`
 	Floor   uint64 `json:"floor"`
 	Prev    uint64 `json:"prev"`
@@ -47,6 +49,8 @@ func DecodeHeader(payload []byte) (Header, error) {
 		return Header{}, fmt.Errorf("%w: version %d, want %d", ErrMalformed, w.V, Version)
 	case w.Device == "" || w.Stream == "":
 		return Header{}, fmt.Errorf("%w: device or stream is empty", ErrMalformed)
+	case !ValidEpoch(w.Epoch):
+		return Header{}, fmt.Errorf("%w: epoch %.40q is not 1 to %d lowercase letters and digits", ErrMalformed, w.Epoch, MaxEpochLen)
 	case len(w.Records) == 0 || len(w.Records) > MaxRecords:
 		return Header{}, fmt.Errorf("%w: %d records, want 1 to %d", ErrMalformed, len(w.Records), MaxRecords)
 	case w.Floor > w.Prev:
@@ -59,10 +63,10 @@ func DecodeHeader(payload []byte) (Header, error) {
 		}
 		prev = r.Seq
 	}
-	return Header{Device: w.Device, Stream: w.Stream, Floor: w.Floor, Prev: w.Prev, Last: prev, Records: len(w.Records)}, nil
+	return Header{Device: w.Device, Epoch: w.Epoch, Stream: w.Stream, Floor: w.Floor, Prev: w.Prev, Last: prev, Records: len(w.Records)}, nil
 }
 
 // Header returns e's header.
 func (e *Envelope) Header() Header {
-	return Header{Device: e.Device, Stream: e.Stream, Floor: e.Floor, Prev: e.Prev, Last: e.Last(), Records: len(e.Records)}
+	return Header{Device: e.Device, Epoch: e.Epoch, Stream: e.Stream, Floor: e.Floor, Prev: e.Prev, Last: e.Last(), Records: len(e.Records)}
 }
