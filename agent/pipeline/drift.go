@@ -84,7 +84,8 @@ func newDrift(c DriftConfig, names []string) *driftState {
 func (d *driftState) observe(pipeline string, end time.Time, vals []float64) *DriftRecord {
 	if d.ref == nil {
 		for i, v := range vals {
-			if !math.IsNaN(v) {
+			// A reference refuses ±Inf as well (drift.ErrNonFinite).
+			if !math.IsNaN(v) && !math.IsInf(v, 0) {
 				d.refVals[i] = append(d.refVals[i], v)
 			}
 		}

@@ -103,10 +103,11 @@ func topFeatures(f map[string]int) string {
 }
 
 // cohort watches production's errors on one device cohort (the devices
-// sharing a value of ModelConfig.CohortLabel) with its own detectors.
+// sharing a value of ModelConfig.CohortLabel) with its own detectors, at
+// their defaults; each reports a change once, so one change is one event.
 type cohort struct {
-	adwin *drift.ADWIN
-	ph    *drift.PageHinkley
+	adwin drift.ADWIN
+	ph    drift.PageHinkley
 	rows  int64
 	ok    int64
 	drift int
@@ -134,7 +135,7 @@ func (t *Trainer) observeCohort(m *model, device string, correct bool) *Event {
 	}
 	c := m.cohorts[value]
 	if c == nil {
-		c = &cohort{adwin: drift.NewADWIN(0.002), ph: drift.NewPageHinkley()}
+		c = &cohort{}
 		m.cohorts[value] = c
 	}
 	c.rows++

@@ -6,13 +6,10 @@
 package drift
 
 import (
-	"errors"
+	"fmt"
 	"math"
 	"sort"
 )
-
-// ErrEmpty means a distribution has no observations.
-var ErrEmpty = errors.New("drift: empty distribution")
 
 // Sketch counts observations in fixed bins: a reference window fixes the
 // edges (its quantiles), and every later window is counted against them,
@@ -21,20 +18,39 @@ type Sketch struct {
 	Edges  []float64 // inner edges, ascending: bin i holds x < Edges[i] (and ≥ Edges[i-1])
 	Counts []int64   // len(Edges)+1
 	N      int64
+	// NonFinite counts the NaN and ±Inf values Add was given and did not
+	// count in any bin.
+	NonFinite int64
 }
 
-// NewSketch makes a sketch whose bins hold about equal shares of ref.
+// NewSketch makes a sketch whose bins hold about equal shares of ref. A
+// value that covers a whole bin's share or more (a constant reference, a
+// feature that is mostly zero) gets a bin of its own, so values just above
+// or below it land elsewhere.
 func NewSketch(ref []float64, bins int) (*Sketch, error) {
+	if bins < 2 {
+		return nil, fmt.Errorf("sketch: %d bins, want at least 2: %w", bins, ErrParam)
+	}
 	if len(ref) == 0 {
 		return nil, ErrEmpty
 	}
 	s := append([]float64(nil), ref...)
+	for _, x := range s {
+		if math.IsNaN(x) || math.IsInf(x, 0) {
+			return nil, fmt.Errorf("sketch: reference value %g: %w", x, ErrNonFinite)
+		}
+	}
 	sort.Float64s(s)
 	var edges []float64
 	for i := 1; i < bins; i++ {
 		e := s[i*len(s)/bins]
-		if len(edges) == 0 || e > edges[len(edges)-1] {
+		switch n := len(edges); {
+		case n == 0 || e > edges[n-1]:
 			edges = append(edges, e)
+		case e == edges[n-1]:
+			// e spans two quantiles: close its bin [e, e⁺) just above
+			// it, so values above e land in the next one.
+			edges = append(edges, math.Nextafter(e, math.Inf(1)))
 		}
 	}
 	sk := &Sketch{Edges: edges, Counts: make([]int64, len(edges)+1)}
@@ -49,12 +65,14 @@ func (s *Sketch) Empty() *Sketch {
 	return &Sketch{Edges: s.Edges, Counts: make([]int64, len(s.Counts))}
 }
 
-// Add counts x.
+// Add counts x; NaN and ±Inf are counted in NonFinite only.
 func (s *Sketch) Add(x float64) {
-	i := sort.SearchFloat64s(s.Edges, x)
-	if i < len(s.Edges) && s.Edges[i] == x {
-		i++ // x equal to an edge belongs to the bin above it
+	if math.IsNaN(x) || math.IsInf(x, 0) {
+		s.NonFinite++
+		return
 	}
+	// The first edge above x: x equal to an edge belongs to the bin above it.
+	i := sort.Search(len(s.Edges), func(i int) bool { return x < s.Edges[i] })
 	s.Counts[i]++
 	s.N++
 }
@@ -81,35 +99,55 @@ func PSI(ref, cur *Sketch) (float64, error) {
 // KSResult is a two-sample Kolmogorov–Smirnov test.
 type KSResult struct {
 	D float64 // the largest distance between the two empirical CDFs
-	P float64 // asymptotic p-value: small means the samples differ
+	P float64 // p-value (two-sided): small means the samples differ
 }
 
-// KS tests whether samples a and b come from one distribution.
+// KS tests whether samples a and b come from one distribution. Its
+// p-value is scipy's ks_2samp's (method "auto"): exact up to 10,000 values
+// a sample, asymptotic above. NaN and ±Inf are refused (ErrNonFinite).
 func KS(a, b []float64) (KSResult, error) {
 	if len(a) == 0 || len(b) == 0 {
 		return KSResult{}, ErrEmpty
 	}
 	x := append([]float64(nil), a...)
 	y := append([]float64(nil), b...)
+	for _, s := range [][]float64{x, y} {
+		for _, v := range s {
+			// NaN equals nothing, so the merge below would never step past it.
+			if math.IsNaN(v) || math.IsInf(v, 0) {
+				return KSResult{}, fmt.Errorf("ks: sample value %g: %w", v, ErrNonFinite)
+			}
+		}
+	}
 	sort.Float64s(x)
 	sort.Float64s(y)
-	var i, j int
-	d := 0.0
-	for i < len(x) && j < len(y) {
-		v := math.Min(x[i], y[j])
-		for i < len(x) && x[i] == v {
+	nx, ny := int64(len(x)), int64(len(y))
+	// The distance in steps of 1/(nx·ny), so that D is exact.
+	var i, j, h int64
+	for i < nx && j < ny {
+		v := min(x[i], y[j])
+		for i < nx && x[i] == v {
 			i++
 		}
-		for j < len(y) && y[j] == v {
+		for j < ny && y[j] == v {
 			j++
 		}
-		d = math.Max(d, math.Abs(float64(i)/float64(len(x))-float64(j)/float64(len(y))))
+		h = max(h, abs(i*ny-j*nx))
 	}
+	d := float64(h) / float64(nx*ny)
 	return KSResult{D: d, P: ksP(d, len(x), len(y))}, nil
 }
 
+func abs(x int64) int64 {
+	if x < 0 {
+		return -x
+	}
+	return x
+}
+
 // KSSketch is KS on two sketches with the same bins: the CDFs are compared
-// at the bin edges, so D is exact up to the bins' resolution.
+// at the bin edges, so D is exact up to the bins' resolution (and the
+// p-value, which assumes no ties, errs on the side of no drift).
 func KSSketch(ref, cur *Sketch) (KSResult, error) {
 	if ref.N == 0 || cur.N == 0 {
 		return KSResult{}, ErrEmpty
@@ -123,23 +161,110 @@ func KSSketch(ref, cur *Sketch) (KSResult, error) {
 	return KSResult{D: d, P: ksP(d, int(ref.N), int(cur.N))}, nil
 }
 
-// ksP is the asymptotic p-value of D for samples of n and m, with
-// Stephens' small-sample correction of λ.
+// ksExactMax is the largest sample for which ksP counts lattice paths, as
+// scipy's ks_2samp does with method "auto".
+const ksExactMax = 10000
+
+// ksP is the two-sided p-value of D for samples of n and m: exact up to
+// ksExactMax values a sample, then the Kolmogorov distribution's tail
+// with Stephens' small-sample correction of λ (within about 1% of scipy's
+// asymptotic method, kstwo at n·m/(n+m), above 1,000 values).
 func ksP(d float64, n, m int) float64 {
+	if max(n, m) <= ksExactMax {
+		return ksExact(d, n, m)
+	}
 	ne := float64(n) * float64(m) / float64(n+m)
 	sq := math.Sqrt(ne)
-	lambda := (sq + 0.12 + 0.11/sq) * d
-	if lambda < 1e-3 {
+	return kolmogorovSF((sq + 0.12 + 0.11/sq) * d)
+}
+
+// ksExact is P(D ≥ d) for samples of n and m from one distribution: the
+// share of the lattice paths from (0, 0) to (n, m) (a step right for each
+// value of the first sample in order, up for the second) that leave the
+// band |x/n − y/m| < d (Hodges, 1958). It carries the share of paths that
+// have left rather than a count, so every number stays in [0, 1] and small
+// p-values keep their precision (Viehmann, 2021, as scipy does).
+func ksExact(d float64, n, m int) float64 {
+	if n < m {
+		n, m = m, n // columns over the larger sample, the shorter column held
+	}
+	g := gcd(n, m)
+	ng, mg := n/g, m/g
+	// In steps of 1/lcm(n, m), (x, y) is inside when |x·mg − y·ng| < h.
+	h := int(math.Round(d * float64(ng) * float64(m)))
+	if h <= 0 {
 		return 1
 	}
-	sum, sign := 0.0, 1.0
+	// left[y] is the share of paths to (x, y) that have left the band;
+	// 1 outside it. Bands only move up as x grows, so the entries above
+	// the band still hold the 1 of column 0, and those below are not read.
+	left := make([]float64, m+1)
+	for y := range left {
+		if y*ng >= h {
+			left[y] = 1
+		}
+	}
+	for x := 1; x <= n; x++ {
+		lo := max(floorDiv(x*mg-h, ng)+1, 0)
+		hi := min((x*mg+h+ng-1)/ng-1, m)
+		if lo > hi {
+			return 1 // every path leaves at this column
+		}
+		below := 1.0 // (x, lo−1) is outside (or absent, with weight lo = 0)
+		for y := lo; y <= hi; y++ {
+			// Of the paths to (x, y), x/(x+y) come from the left, y/(x+y) from below.
+			left[y] = (left[y]*float64(x) + below*float64(y)) / float64(x+y)
+			below = left[y]
+		}
+	}
+	return left[m]
+}
+
+func gcd(a, b int) int {
+	for b != 0 {
+		a, b = b, a%b
+	}
+	return a
+}
+
+// floorDiv is ⌊a/b⌋ for b > 0 (Go's / truncates toward zero).
+func floorDiv(a, b int) int {
+	q := a / b
+	if a%b != 0 && a < 0 {
+		q--
+	}
+	return q
+}
+
+// kolmogorovSF is P(K > λ) for the Kolmogorov distribution. Each of its
+// two series converges in a few terms on its own side of λ ≈ 1.18; the
+// alternating one alone needs thousands of terms as λ goes to 0.
+func kolmogorovSF(l float64) float64 {
+	if l <= 0 {
+		return 1
+	}
+	sum := 0.0
+	if l < 1.18 {
+		// 1 − √(2π)/λ · Σ exp(−(2k−1)²π²/(8λ²)), k ≥ 1
+		w := math.Pi * math.Pi / (8 * l * l)
+		for k := 1; k <= 100; k++ {
+			t := math.Exp(-float64((2*k-1)*(2*k-1)) * w)
+			sum += t
+			if t <= 1e-17*sum {
+				break
+			}
+		}
+		return max(0, 1-math.Sqrt(2*math.Pi)/l*sum)
+	}
+	// 2 · Σ (−1)^(k−1) exp(−2k²λ²), k ≥ 1
+	sign := 1.0
 	for k := 1; k <= 100; k++ {
-		term := sign * math.Exp(-2*float64(k*k)*lambda*lambda)
-		sum += term
-		if math.Abs(term) < 1e-12 {
+		t := math.Exp(-2 * float64(k*k) * l * l)
+		sum += sign * t
+		if t <= 1e-17*sum {
 			break
 		}
 		sign = -sign
 	}
-	return math.Min(1, math.Max(0, 2*sum))
+	return min(1, max(0, 2*sum))
 }

@@ -23,10 +23,10 @@ type Retrain struct {
 	Holdout    int     // rows judged after a trigger
 	Margin     float64 // accuracy the candidate must win by
 	Every      int     // rows between scheduled checks (0: drift only)
-	Delta      float64 // ADWIN confidence (0.002)
 
-	adwin             *drift.ADWIN
-	ph                *drift.PageHinkley
+	// The detectors at their defaults (ADWIN's delta drift.DefaultADWINDelta).
+	adwin             drift.ADWIN
+	ph                drift.PageHinkley
 	bx                [][]float64
 	by                []int
 	judging           int // rows left in the holdout, 0 when not judging
@@ -46,8 +46,7 @@ type Retrain struct {
 // NewRetrain starts from a production model; the learner begins as its copy.
 func NewRetrain(production Model, replay *Replay) *Retrain {
 	return &Retrain{Production: production, Learner: production.Clone(), Replay: replay, Batch: 32, ReplayRows: 8,
-		Holdout: 500, Margin: 0.01, Delta: 0.002, adwin: drift.NewADWIN(0.002), ph: drift.NewPageHinkley(),
-		ProductionAccuracy: NewPrequential(1000), LearnerAccuracy: NewPrequential(1000)}
+		Holdout: 500, Margin: 0.01, ProductionAccuracy: NewPrequential(1000), LearnerAccuracy: NewPrequential(1000)}
 }
 
 // Observe takes one labelled row: both models predict it, then the
@@ -124,7 +123,8 @@ func (r *Retrain) decide() {
 	if cand >= prod+r.Margin {
 		r.Production = r.Learner.Clone()
 		r.Releases++
-		r.adwin, r.ph = drift.NewADWIN(r.Delta), drift.NewPageHinkley()
+		r.adwin.Reset()
+		r.ph.Reset()
 		if r.Log != nil {
 			r.Log("release: candidate %.3f beats production %.3f on %d held-out rows", cand, prod, r.Holdout)
 		}
