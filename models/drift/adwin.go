@@ -9,8 +9,9 @@ import (
 const DefaultADWINDelta = 0.002
 
 // River's other ADWIN settings (river.drift.ADWIN 0.26), kept so that
-// detections match it: buckets per level before two merge, the shortest
-// sub-window a cut may leave, and the values seen before the first check.
+// detections match it: values between checks, buckets per level before
+// two merge, the shortest sub-window a cut may leave, and the window's
+// length before the first check.
 const (
 	adwinClock      = 32
 	adwinMaxBuckets = 5
@@ -30,7 +31,7 @@ const (
 // The zero value is ready to use with delta DefaultADWINDelta.
 type ADWIN struct {
 	delta float64 // 0 until first use in a zero value
-	clock int     // values between checks
+	clock int     // values between checks: adwinClock (tests also try 1)
 
 	rows     [][]bucket // rows[i] holds buckets of 2^i values, oldest first
 	width    int64

@@ -34,12 +34,10 @@ func NewSketch(ref []float64, bins int) (*Sketch, error) {
 	if len(ref) == 0 {
 		return nil, ErrEmpty
 	}
-	s := append([]float64(nil), ref...)
-	for _, x := range s {
-		if math.IsNaN(x) || math.IsInf(x, 0) {
-			return nil, fmt.Errorf("sketch: reference value %g: %w", x, ErrNonFinite)
-		}
+	if err := finite(ref); err != nil {
+		return nil, fmt.Errorf("sketch: reference %w", err)
 	}
+	s := append([]float64(nil), ref...)
 	sort.Float64s(s)
 	var edges []float64
 	for i := 1; i < bins; i++ {
@@ -65,7 +63,8 @@ func (s *Sketch) Empty() *Sketch {
 	return &Sketch{Edges: s.Edges, Counts: make([]int64, len(s.Counts))}
 }
 
-// Add counts x; NaN and ±Inf are counted in NonFinite only.
+// Add counts x; NaN and ±Inf are counted in NonFinite only, since they
+// have no bin.
 func (s *Sketch) Add(x float64) {
 	if math.IsNaN(x) || math.IsInf(x, 0) {
 		s.NonFinite++
@@ -109,16 +108,15 @@ func KS(a, b []float64) (KSResult, error) {
 	if len(a) == 0 || len(b) == 0 {
 		return KSResult{}, ErrEmpty
 	}
+	// NaN equals nothing, so the merge below would never step past it.
+	if err := finite(a); err != nil {
+		return KSResult{}, fmt.Errorf("ks: first sample %w", err)
+	}
+	if err := finite(b); err != nil {
+		return KSResult{}, fmt.Errorf("ks: second sample %w", err)
+	}
 	x := append([]float64(nil), a...)
 	y := append([]float64(nil), b...)
-	for _, s := range [][]float64{x, y} {
-		for _, v := range s {
-			// NaN equals nothing, so the merge below would never step past it.
-			if math.IsNaN(v) || math.IsInf(v, 0) {
-				return KSResult{}, fmt.Errorf("ks: sample value %g: %w", v, ErrNonFinite)
-			}
-		}
-	}
 	sort.Float64s(x)
 	sort.Float64s(y)
 	nx, ny := int64(len(x)), int64(len(y))
@@ -136,6 +134,16 @@ func KS(a, b []float64) (KSResult, error) {
 	}
 	d := float64(h) / float64(nx*ny)
 	return KSResult{D: d, P: ksP(d, len(x), len(y))}, nil
+}
+
+// finite is ErrNonFinite for the first NaN or ±Inf in s.
+func finite(s []float64) error {
+	for i, x := range s {
+		if math.IsNaN(x) || math.IsInf(x, 0) {
+			return fmt.Errorf("value %d is %g: %w", i, x, ErrNonFinite)
+		}
+	}
+	return nil
 }
 
 func abs(x int64) int64 {
