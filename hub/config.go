@@ -61,7 +61,7 @@ func Defaults() *Config {
 			MaxPayload: 1 << 20,
 			Cluster:    broker.Cluster{Port: 6222, LeaseTTL: 6 * time.Second},
 		},
-		Ingest:  ingest.Config{MaxBytes: 8 << 30, MaxAge: 7 * 24 * time.Hour, Replicas: 1},
+		Ingest:  ingest.Config{MaxBytes: 8 << 30, MaxAge: 7 * 24 * time.Hour, Replicas: 1, TrimInterval: time.Second},
 		Kafka:   kafka.Config{TopicPrefix: "outpost.", Partitions: 3, Replication: 1},
 		Bridge:  bridge.Config{BatchMessages: 512, Linger: 20 * time.Millisecond, Compression: "lz4", Format: "json"},
 		HTTP:    HTTPConfig{Listen: "127.0.0.1:8080"},
@@ -155,6 +155,9 @@ func (c *Config) Validate() error {
 	}
 	if c.Ingest.MaxAge < time.Minute {
 		errs.Add("ingest.max_age", fmt.Sprintf("must be at least 1m, got %s", c.Ingest.MaxAge))
+	}
+	if c.Ingest.TrimInterval < 10*time.Millisecond || c.Ingest.TrimInterval > time.Hour {
+		errs.Add("ingest.trim_interval", fmt.Sprintf("must be 10ms to 1h, got %s", c.Ingest.TrimInterval))
 	}
 	if c.Ingest.Replicas < 1 || c.Ingest.Replicas > 5 {
 		errs.Add("ingest.replicas", fmt.Sprintf("must be 1 to 5, got %d", c.Ingest.Replicas))

@@ -14,12 +14,12 @@ import (
 	"net"
 	"net/http"
 	"path/filepath"
-	"sync"
 	"sync/atomic"
 	"time"
 
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
+	"golang.org/x/sync/errgroup"
 	"golang.org/x/time/rate"
 
 	"github.com/outpost-edge/outpost/hub/bridge"
@@ -58,7 +58,10 @@ type Hub struct {
 	events   *kafkaSink
 	js       jetstream.JetStream
 	stop     context.CancelFunc
-	wg       sync.WaitGroup
+	group    errgroup.Group // the lease runner and the HTTP server
+	// retention trims OUTPOST_UP while this hub holds the lease.
+	retention   *ingest.Retention
+	streamStats ingest.RetentionStats
 }
 
 // Options are test hooks; a production hub passes none.
@@ -167,63 +170,56 @@ func (h *Hub) startPipeline(ctx context.Context, o Options) error {
 		Log:             h.log,
 		AfterCommit:     o.AfterCommit,
 	})
-	h.wg.Add(1)
-	go func() {
-		defer h.wg.Done()
-		ls.Run(runCtx, func(ctx context.Context) {
-			h.leader.Store(true)
-			defer h.leader.Store(false)
-			var wg sync.WaitGroup
-			wg.Add(4)
-			go func() {
-				defer wg.Done()
-				h.rollouts.Run(ctx, h.cfg.Updates.RolloutInterval)
-			}()
-			go func() {
-				defer wg.Done()
-				h.runTrainer(ctx, ingest.StreamName)
-			}()
-			if h.cfg.Broker.Cluster.Enabled() {
-				wg.Add(1)
-				go func() {
-					defer wg.Done()
-					// Retried like the acker: right after a failover the
-					// bucket may still be electing its leader.
-					for ctx.Err() == nil {
-						if err := h.updates.Lead(ctx, h.publishRegistry); err != nil && ctx.Err() == nil {
-							h.log.Warn("tuf signing failed; retrying", "err", err)
-							select {
-							case <-ctx.Done():
-							case <-time.After(time.Second):
-							}
-						}
-					}
-				}()
-			}
-			go func() {
-				defer wg.Done()
-				// Right after a failover JetStream may still be electing
-				// leaders: retry until the lease ends.
-				for ctx.Err() == nil {
-					if err := h.acker.Run(ctx, stream); err != nil {
-						h.log.Warn("acker failed; retrying", "err", err)
-						select {
-						case <-ctx.Done():
-						case <-time.After(time.Second):
-						}
-					}
-				}
-			}()
-			go func() {
-				defer wg.Done()
-				if err := h.bridge.Run(ctx); err != nil {
-					h.log.Error("bridge stopped", "err", err)
-				}
-			}()
-			wg.Wait()
-		})
-	}()
+	h.retention = &ingest.Retention{
+		Stream: stream, MaxBytes: h.cfg.Ingest.MaxBytes, Every: h.cfg.Ingest.TrimInterval,
+		Holds: h.streamHolds, OnFull: h.onStreamFull, Log: h.log, Stats: &h.streamStats,
+	}
+	h.group.Go(func() error {
+		ls.Run(runCtx, h.lead)
+		return nil
+	})
 	return nil
+}
+
+// lead runs what the holder of the pipeline lease runs, until the lease
+// ends: rollouts, the trainer (and its labels consumer), TUF signing in a
+// cluster, the acker, the bridge and the stream's retention. Right after a
+// failover JetStream may still be electing leaders, so each part is
+// restarted until the lease ends.
+func (h *Hub) lead(ctx context.Context) {
+	h.leader.Store(true)
+	defer h.leader.Store(false)
+	var g errgroup.Group
+	supervise(ctx, &g, h.log, "rollout controller", func(ctx context.Context) error {
+		h.rollouts.Run(ctx, h.cfg.Updates.RolloutInterval)
+		return nil
+	})
+	supervise(ctx, &g, h.log, "trainer", func(ctx context.Context) error { return h.trainer.Run(ctx, h.js, ingest.StreamName) })
+	if h.trainer.JoinsLabels() {
+		// One group per cluster (or standalone hub): its lease holder reads.
+		name := h.cfg.Broker.Cluster.Name
+		if name == "" {
+			name = h.cfg.Broker.ServerName
+		}
+		topic, group := h.cfg.Kafka.TopicPrefix+"labels", "outpost-trainer-"+name
+		supervise(ctx, &g, h.log, "labels consumer", func(ctx context.Context) error {
+			return h.trainer.ConsumeLabels(ctx, h.kafka.Opts, topic, group)
+		})
+	}
+	if h.cfg.Broker.Cluster.Enabled() {
+		supervise(ctx, &g, h.log, "tuf signing", func(ctx context.Context) error { return h.updates.Lead(ctx, h.publishRegistry) })
+	}
+	supervise(ctx, &g, h.log, "acker", func(ctx context.Context) error { return h.acker.Run(ctx, h.stream) })
+	supervise(ctx, &g, h.log, "stream retention", h.retention.Run)
+	g.Go(func() error {
+		// The bridge retries Kafka itself; it returns only for a crash the
+		// tests inject, and then stays down like a crashed process.
+		if err := h.bridge.Run(ctx); err != nil {
+			h.log.Error("bridge stopped", "err", err)
+		}
+		return nil
+	})
+	_ = g.Wait() // the parts log their errors; none ends the lease
 }
 
 // untilReady retries setup while JetStream is not yet available (no
@@ -288,6 +284,15 @@ type Stats struct {
 	TrainerReleases   int64   `json:"trainer_releases"`
 	UnmatchedLabels   int64   `json:"unmatched_labels"`
 	BadLabels         int64   `json:"bad_labels"`
+	// IngestFull: OUTPOST_UP is at ingest.FullShare of max_bytes, and
+	// IngestFullReason says what holds its messages.
+	IngestFull       bool   `json:"ingest_full"`
+	IngestFullReason string `json:"ingest_full_reason,omitempty"`
+	IngestBytes      uint64 `json:"ingest_bytes"`
+	IngestMessages   uint64 `json:"ingest_messages"`
+	IngestTrimmed    int64  `json:"ingest_trimmed"`
+	IngestOvertook   int64  `json:"ingest_trainer_skipped"`
+	AckerReplayed    int64  `json:"acker_replayed"`
 	// Leader: this hub holds the pipeline lease and runs the bridge.
 	Leader bool `json:"leader"`
 	// StreamReplicas counts the copies of OUTPOST_UP that are current
@@ -309,7 +314,11 @@ func (h *Hub) Stats() Stats {
 	if h.trainer != nil {
 		bad = h.trainer.BadLabels()
 	}
+	st := &h.streamStats
+	reason, _ := st.Reason.Load().(string)
 	return Stats{
+		IngestFull: st.Full.Load(), IngestFullReason: reason, IngestBytes: st.Bytes.Load(), IngestMessages: st.Messages.Load(),
+		IngestTrimmed: st.Trimmed.Load(), IngestOvertook: st.Overtook.Load(), AckerReplayed: a.Replayed.Load(),
 		TrainerLabelled: tl, TrainerDrifts: td, TrainerReleases: tr, UnmatchedLabels: tu, BadLabels: bad,
 		AckerEnvelopes: a.Envelopes.Load(), AckerGaps: a.Gaps.Load(), Malformed: a.Malformed.Load(),
 		BridgeRecords: b.Records.Load(), BridgeDuplicates: b.Duplicates.Load(), BridgeGaps: b.Gaps.Load(),
@@ -470,11 +479,12 @@ func (h *Hub) startHTTP() error {
 		h.http.TLSConfig = &tls.Config{MinVersion: tls.VersionTLS12, Certificates: []tls.Certificate{cert}}
 		serve = func() error { return h.http.ServeTLS(ln, "", "") }
 	}
-	go func() {
+	h.group.Go(func() error {
 		if err := serve(); err != nil && !errors.Is(err, http.ErrServerClosed) {
 			h.log.Error("http server", "err", err)
 		}
-	}()
+		return nil
+	})
 	return nil
 }
 
@@ -554,8 +564,8 @@ func (h *Hub) Close() {
 	}
 	if h.stop != nil {
 		h.stop()
-		h.wg.Wait()
 	}
+	_ = h.group.Wait()
 	if h.events != nil {
 		h.events.close()
 	}

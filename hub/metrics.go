@@ -34,6 +34,21 @@ func (h *Hub) metricsHandler() http.Handler {
 	counter("trainer_bad_labels_total", "Label records from Kafka that could not be decoded.", func(s Stats) int64 { return s.BadLabels })
 	counter("enrolments_total", "Devices enrolled with a one-time token.", func(s Stats) int64 { return s.Enrolled })
 	counter("enrolments_refused_total", "Enrolments refused (unknown, used or expired token; device exists).", func(s Stats) int64 { return s.EnrolRefused })
+	counter("ingest_trimmed_messages_total", "Stream messages removed once Kafka (and the trainer) had them.", func(s Stats) int64 { return s.IngestTrimmed })
+	counter("ingest_trainer_skipped_messages_total", "Stream messages removed before the trainer read them, because the stream was over half full.", func(s Stats) int64 { return s.IngestOvertook })
+	counter("acker_replayed_messages_total", "Stream messages the acker read at start or failover to restore its marks.", func(s Stats) int64 { return s.AckerReplayed })
+	gauge := func(name, help string, read func(Stats) float64) {
+		reg.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{Namespace: "outpost_hub", Name: name, Help: help},
+			func() float64 { return read(h.Stats()) }))
+	}
+	gauge("ingest_full", "1 while OUTPOST_UP is full (95% of ingest.max_bytes): devices' batches are refused and wait in their outboxes; the log and outpost.events say why.", func(s Stats) float64 {
+		if s.IngestFull {
+			return 1
+		}
+		return 0
+	})
+	gauge("ingest_bytes", "Bytes OUTPOST_UP holds (what Kafka or the trainer do not have yet), as of the last trim.", func(s Stats) float64 { return float64(s.IngestBytes) })
+	gauge("ingest_messages", "Device batches OUTPOST_UP holds, as of the last trim.", func(s Stats) float64 { return float64(s.IngestMessages) })
 	reg.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{Namespace: "outpost_hub", Name: "bridge_backlog_messages",
 		Help: "Device batches in JetStream not yet written to Kafka."}, func() float64 { return float64(h.Stats().BridgeBacklog) }))
 	reg.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{Namespace: "outpost_hub", Name: "bridge_backlog_age_seconds",

@@ -85,11 +85,10 @@ func respond(w http.ResponseWriter, status int, v any, err error) {
 func (h *Hub) startUpdates(ctx, runCtx context.Context) error {
 	var err error
 	if h.cfg.Broker.Cluster.Enabled() { // opened with the other buckets
-		h.wg.Add(1)
-		go func() {
-			defer h.wg.Done()
+		h.group.Go(func() error {
 			h.updates.Follow(runCtx)
-		}()
+			return nil
+		})
 		return nil
 	}
 	if h.updates, err = updates.Open(h.cfg.Updates, h.cfg.DataDir, h.log); err != nil {
@@ -98,11 +97,10 @@ func (h *Hub) startUpdates(ctx, runCtx context.Context) error {
 	if err := h.publishRegistry(ctx); err != nil {
 		return err
 	}
-	h.wg.Add(1)
-	go func() {
-		defer h.wg.Done()
+	h.group.Go(func() error {
 		h.updates.Run(runCtx)
-	}()
+		return nil
+	})
 	return nil
 }
 

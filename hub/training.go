@@ -5,15 +5,16 @@ import (
 	"encoding/json"
 	"errors"
 	"net/http"
-	"strconv"
 	"sync"
 	"time"
 
 	"github.com/twmb/franz-go/pkg/kgo"
 
+	"github.com/outpost-edge/outpost/hub/bridge"
 	"github.com/outpost-edge/outpost/hub/modelstore"
 	"github.com/outpost-edge/outpost/hub/rollout"
 	"github.com/outpost-edge/outpost/hub/trainer"
+	"github.com/outpost-edge/outpost/sync/envelope"
 )
 
 // trainerRegistry lets the trainer read champions from the model registry
@@ -71,40 +72,6 @@ func (r trainerRegistry) Canary(ctx context.Context, model string, version int64
 	return ro.ID, nil
 }
 
-// runTrainer keeps the trainer running while this hub holds the lease,
-// with cloud teams' labels from Kafka when a model joins labels.
-func (h *Hub) runTrainer(ctx context.Context, stream string) {
-	if h.trainer.JoinsLabels() {
-		go func() {
-			topic := h.cfg.Kafka.TopicPrefix + "labels"
-			// One group per cluster (or standalone hub): its lease holder reads.
-			name := h.cfg.Broker.Cluster.Name
-			if name == "" {
-				name = h.cfg.Broker.ServerName
-			}
-			group := "outpost-trainer-" + name
-			for ctx.Err() == nil {
-				if err := h.trainer.ConsumeLabels(ctx, h.kafka.Opts, topic, group); err != nil && ctx.Err() == nil {
-					h.log.Warn("labels consumer failed; retrying", "err", err)
-					select {
-					case <-ctx.Done():
-					case <-time.After(time.Second):
-					}
-				}
-			}
-		}()
-	}
-	for ctx.Err() == nil {
-		if err := h.trainer.Run(ctx, h.js, stream); err != nil && ctx.Err() == nil {
-			h.log.Warn("trainer failed; retrying", "err", err)
-			select {
-			case <-ctx.Done():
-			case <-time.After(time.Second):
-			}
-		}
-	}
-}
-
 func (h *Hub) trainRoutes(mux *http.ServeMux) {
 	mux.HandleFunc("GET /v1/train", h.admin(func(w http.ResponseWriter, _ *http.Request) {
 		writeJSON(w, http.StatusOK, h.trainer.Status())
@@ -131,56 +98,69 @@ func (h *Hub) trainRoutes(mux *http.ServeMux) {
 }
 
 // HubDevice is the device id of records the hub itself writes to the
-// device topics (the trainer's events): outside any device's namespace,
-// since enrolment refuses ids starting with "_".
+// device topics (the trainer's and the stream's events): outside any
+// device's namespace, since enrolment refuses ids starting with "_".
 const HubDevice = "_hub"
 
-// kafkaSink writes the trainer's events to the events topic in the device
-// record format, so consumers of outpost.events read them like any other:
-// device "_hub", seq the event's time in nanoseconds (unique and rising),
-// data {"kind": "trainer_drift"|"trainer_release"|..., "model", ...}.
+// kafkaSink writes the hub's own events to the events topic with the
+// bridge's encoder, in bridge.format, so consumers of outpost.events read
+// them like any other record: device "_hub", seq the event's time in
+// nanoseconds (unique and rising), data {"kind": ..., ...}.
 type kafkaSink struct {
-	h  *Hub
-	mu sync.Mutex
-	cl *kgo.Client
+	h   *Hub
+	mu  sync.Mutex
+	cl  *kgo.Client
+	enc *bridge.Encoder
 }
 
-func (k *kafkaSink) client() (*kgo.Client, error) {
+func (k *kafkaSink) client(ctx context.Context) (*kgo.Client, *bridge.Encoder, error) {
 	k.mu.Lock()
 	defer k.mu.Unlock()
+	if k.enc == nil {
+		enc, err := bridge.NewEncoder(ctx, k.h.cfg.Bridge, k.h.cfg.Kafka.TopicPrefix)
+		if err != nil {
+			return nil, nil, err
+		}
+		k.enc = enc
+	}
 	if k.cl == nil {
 		cl, err := kgo.NewClient(append(append([]kgo.Opt(nil), k.h.kafka.Opts...), kgo.ProducerLinger(50*time.Millisecond))...)
 		if err != nil {
-			return nil, err
+			return nil, nil, err
 		}
 		k.cl = cl
 	}
-	return k.cl, nil
+	return k.cl, k.enc, nil
 }
 
+// Emit writes one trainer event.
 func (k *kafkaSink) Emit(ctx context.Context, model string, e trainer.Event) {
-	cl, err := k.client()
+	k.emit(ctx, "/outpost/hub/trainer", "dev.outpost.trainer."+e.Kind+".v1", e.At,
+		map[string]any{"kind": "trainer_" + e.Kind, "model": model, "event": e})
+}
+
+// emit writes one event of the hub's to outpost.events. Failures are
+// logged: the event is also in the hub's log and metrics.
+func (k *kafkaSink) emit(ctx context.Context, ceSource, ceType string, at time.Time, data any) {
+	cl, enc, err := k.client(ctx)
 	if err != nil {
-		k.h.log.Warn("trainer event not written to Kafka", "err", err)
+		k.h.log.Warn("hub event not written to Kafka", "type", ceType, "err", err)
 		return
 	}
-	seq := e.At.UnixNano()
-	data := map[string]any{"kind": "trainer_" + e.Kind, "model": model, "event": e}
-	value, _ := json.Marshal(map[string]any{"device": HubDevice, "stream": "events", "seq": seq, "event_time": e.At.UTC().Format(time.RFC3339Nano), "data": data})
-	rec := &kgo.Record{
-		Topic: k.h.cfg.Kafka.TopicPrefix + "events", Key: []byte(HubDevice), Value: value,
-		Headers: []kgo.RecordHeader{
-			{Key: "ce_specversion", Value: []byte("1.0")},
-			{Key: "ce_id", Value: []byte(HubDevice + ":" + strconv.FormatInt(seq, 10))},
-			{Key: "ce_source", Value: []byte("/outpost/hub/trainer")},
-			{Key: "ce_type", Value: []byte("dev.outpost.trainer." + e.Kind + ".v1")},
-			{Key: "ce_time", Value: []byte(e.At.UTC().Format(time.RFC3339Nano))},
-			{Key: "content-type", Value: []byte("application/json")},
-		},
+	raw, err := json.Marshal(data)
+	if err != nil {
+		k.h.log.Warn("hub event not written to Kafka", "type", ceType, "err", err)
+		return
+	}
+	src := bridge.NewSource(HubDevice, "", "events").WithCloudEvent(ceSource, ceType)
+	rec, err := enc.Record(k.h.cfg.Kafka.TopicPrefix+"events", src, envelope.Record{Seq: uint64(at.UnixNano()), EventTime: at, Data: raw})
+	if err != nil {
+		k.h.log.Warn("hub event not written to Kafka", "type", ceType, "err", err)
+		return
 	}
 	cl.Produce(context.WithoutCancel(ctx), rec, func(_ *kgo.Record, err error) {
 		if err != nil {
-			k.h.log.Warn("trainer event not written to Kafka", "kind", e.Kind, "model", model, "err", err)
+			k.h.log.Warn("hub event not written to Kafka", "type", ceType, "err", err)
 		}
 	})
 }

@@ -83,7 +83,7 @@ type Bridge struct {
 	streamID   string // the stream lastSeq counts in (see streamIdentity)
 	deadLog    rate.Sometimes
 	backlogLog rate.Sometimes
-	avro       *avroEncoder // nil: JSON
+	enc        *Encoder
 	Stats      Stats
 }
 
@@ -125,11 +125,9 @@ func (b *Bridge) runOnce(ctx context.Context) error {
 		return err
 	}
 	defer b.cl.Close()
-	if b.cfg.Format == "avro" {
-		var err error
-		if b.avro, err = newAvroEncoder(ctx, b.cfg.SchemaRegistry, b.avroTopics()); err != nil {
-			return err
-		}
+	var err error
+	if b.enc, err = NewEncoder(ctx, b.cfg, b.o.Kafka.TopicPrefix); err != nil {
+		return err
 	}
 	if err := b.loadCheckpoint(ctx); err != nil {
 		return err
@@ -372,9 +370,9 @@ func (b *Bridge) convert(recs []*kgo.Record, subject string, data []byte, d deco
 	}
 	touched[e.Device] = true
 	topic := b.o.Kafka.TopicPrefix + TopicFor(e.Stream)
-	src := newSource(e.Device, e.Epoch, e.Stream)
+	src := NewSource(e.Device, e.Epoch, e.Stream)
 	for _, r := range fresh {
-		rec, err := b.record(topic, src, r)
+		rec, err := b.enc.Record(topic, src, r)
 		if err != nil {
 			t.dead++
 			recs = append(recs, b.deadLetter(subject, e.Device, r.Data, sseq, err.Error()))
@@ -421,114 +419,6 @@ func subjectDevice(subject string) string {
 		return ""
 	}
 	return d
-}
-
-// avroTopics are the topics whose values are Avro with bridge.format avro.
-func (b *Bridge) avroTopics() []string {
-	var out []string
-	for _, s := range kafka.Streams {
-		if s != "deadletter" {
-			out = append(out, b.o.Kafka.TopicPrefix+s)
-		}
-	}
-	return out
-}
-
-// record builds one Kafka record in the configured format.
-func (b *Bridge) record(topic string, src *source, r envelope.Record) (*kgo.Record, error) {
-	rec := jsonRecord(topic, src, r)
-	if b.avro == nil || topic == b.o.Kafka.TopicPrefix+"deadletter" {
-		return rec, nil
-	}
-	v, dataschema, err := b.avro.encode(topic, src.device, src.epoch, src.stream, r)
-	if err != nil {
-		return nil, err
-	}
-	rec.Value = v
-	last := &rec.Headers[len(rec.Headers)-1] // content-type
-	last.Value = b.avro.typeHdr
-	if dataschema != "" {
-		rec.Headers = append(rec.Headers, kgo.RecordHeader{Key: "ce_dataschema", Value: []byte(dataschema)})
-	}
-	return rec, nil
-}
-
-// TopicFor maps a device stream to its Kafka topic (without prefix).
-func TopicFor(stream string) string {
-	switch stream {
-	case "dead":
-		return "deadletter"
-	case "drift":
-		return "events"
-	}
-	return stream
-}
-
-// source holds what every record of one envelope shares, so that the
-// per-record work is the value, ce_id and ce_time.
-type source struct {
-	device, epoch, stream string
-	key                   []byte
-	idPrefix              []byte // ce_id up to the seq: "{device}:" or "{device}:{epoch}:"
-	ceSource              []byte
-	ceType                []byte
-}
-
-func newSource(device, epoch, stream string) *source {
-	id := device + ":"
-	if epoch != "" {
-		id += epoch + ":"
-	}
-	return &source{device: device, epoch: epoch, stream: stream, key: []byte(device), idPrefix: []byte(id),
-		ceSource: []byte("/outpost/devices/" + device), ceType: []byte("dev.outpost." + stream + ".v1")}
-}
-
-var (
-	ceSpec   = []byte("1.0")
-	jsonType = []byte("application/json")
-)
-
-// jsonRecord builds the Kafka record cloud teams consume: keyed by device,
-// JSON value, CloudEvents headers so consumers can check uniqueness
-// themselves. content-type is the last header.
-func jsonRecord(topic string, src *source, r envelope.Record) *kgo.Record {
-	// Device ids and stream names are validated tokens: no escaping needed.
-	// One buffer holds the value, ce_id and ce_time.
-	buf := make([]byte, 0, 2*len(src.device)+2*len(src.epoch)+len(src.stream)+170+len(r.Data))
-	buf = append(buf, `{"device":"`...)
-	buf = append(buf, src.device...)
-	if src.epoch != "" {
-		buf = append(buf, `","epoch":"`...)
-		buf = append(buf, src.epoch...)
-	}
-	buf = append(buf, `","stream":"`...)
-	buf = append(buf, src.stream...)
-	buf = append(buf, `","seq":`...)
-	buf = strconv.AppendUint(buf, r.Seq, 10)
-	buf = append(buf, `,"event_time":"`...)
-	ts := len(buf)
-	buf = r.EventTime.UTC().AppendFormat(buf, time.RFC3339Nano)
-	et := buf[ts:len(buf):len(buf)]
-	buf = append(buf, `","data":`...)
-	buf = append(buf, r.Data...)
-	buf = append(buf, '}')
-	value := buf[:len(buf):len(buf)]
-	id := len(buf)
-	buf = append(buf, src.idPrefix...)
-	buf = strconv.AppendUint(buf, r.Seq, 10)
-	return &kgo.Record{
-		Topic: topic,
-		Key:   src.key,
-		Value: value,
-		Headers: []kgo.RecordHeader{
-			{Key: "ce_specversion", Value: ceSpec},
-			{Key: "ce_id", Value: buf[id:]},
-			{Key: "ce_source", Value: src.ceSource},
-			{Key: "ce_type", Value: src.ceType},
-			{Key: "ce_time", Value: et},
-			{Key: "content-type", Value: jsonType},
-		},
-	}
 }
 
 // DeadLetter is the value of an outpost.deadletter record the hub writes.

@@ -32,6 +32,9 @@ type Config struct {
 	MaxBytes int64         `yaml:"max_bytes" usage:"JetStream bytes held for devices' data before publishes are refused (devices keep it in their outbox meanwhile)"`
 	MaxAge   time.Duration `yaml:"max_age" usage:"oldest data JetStream keeps when the bridge cannot deliver it"`
 	Replicas int           `yaml:"replicas" usage:"JetStream replicas of the stream (clustered hubs)"`
+	// TrimInterval is how often what Kafka (and the trainer) have is
+	// removed from the stream.
+	TrimInterval time.Duration `yaml:"trim_interval" usage:"how often the stream drops what the bridge has committed to Kafka and the trainer has read"`
 }
 
 // EnsureStream creates or updates OUTPOST_UP. Discard-new makes a full

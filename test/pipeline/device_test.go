@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"path/filepath"
+	"sync"
 	"testing"
 	"time"
 
@@ -19,6 +20,7 @@ import (
 // device is the agent's real data path (SQLite outbox, paho uplink, sender)
 // without sensors: the test appends records as a sensor pipeline would.
 type device struct {
+	once   sync.Once
 	id     string
 	db     *store.Store
 	ob     *outbox.Outbox
@@ -41,9 +43,16 @@ func newDevice(t *testing.T, h *hub.Hub, id, mqttURL string) *device {
 // mqttURL, falling back to the others in order.
 func startDevice(t *testing.T, creds state.Credentials, mqttURL string, fallback ...string) *device {
 	t.Helper()
+	return startDeviceIn(t, t.TempDir(), creds, mqttURL, fallback...)
+}
+
+// startDeviceIn is startDevice with the agent database in dir: a board
+// whose data directory the test keeps, copies and restores.
+func startDeviceIn(t *testing.T, dir string, creds state.Credentials, mqttURL string, fallback ...string) *device {
+	t.Helper()
 	ctx := context.Background()
 	id := creds.Device
-	db, err := store.Open(ctx, filepath.Join(t.TempDir(), "agent.db"), store.SyncNormal)
+	db, err := store.Open(ctx, filepath.Join(dir, "agent.db"), store.SyncNormal)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -109,10 +118,12 @@ func (d *device) waitDrained(t *testing.T, timeout time.Duration) {
 }
 
 func (d *device) close() {
-	d.cancel()
-	<-d.done
-	d.up.Close()
-	d.db.Close()
+	d.once.Do(func() {
+		d.cancel()
+		<-d.done
+		d.up.Close()
+		d.db.Close()
+	})
 }
 
 func deviceIDs(n int) []string {

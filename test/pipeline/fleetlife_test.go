@@ -1,0 +1,521 @@
+package pipeline
+
+// The ordinary life of a fleet (issue 13): boards replaced and restored,
+// a hub whose disk was rebuilt, a week of traffic through a small stream,
+// and a lease holder that stalls. Every acknowledged record must reach
+// Kafka exactly once; each record carries a label, so the check is by
+// content, not by seq.
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"log/slog"
+	"net/http"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/twmb/franz-go/pkg/kgo"
+
+	"github.com/outpost-edge/outpost/agent/outbox"
+	"github.com/outpost-edge/outpost/agent/store"
+	"github.com/outpost-edge/outpost/hub"
+	"github.com/outpost-edge/outpost/test/kafkatest"
+)
+
+// labels are the record labels prefix-0 .. prefix-(n-1).
+func labels(prefix string, n int) []string {
+	out := make([]string, n)
+	for i := range out {
+		out[i] = fmt.Sprintf("%s-%d", prefix, i)
+	}
+	return out
+}
+
+func labelItems(stream string, ls []string, pad int) []outbox.Item {
+	items := make([]outbox.Item, len(ls))
+	for i, l := range ls {
+		data, _ := json.Marshal(map[string]any{"label": l, "pad": strings.Repeat("x", pad)})
+		items[i] = outbox.Item{Stream: stream, EventTime: time.Now(), Data: data}
+	}
+	return items
+}
+
+// produceLabels appends one record per label, batch at a time.
+func (d *device) produceLabels(t *testing.T, stream string, ls []string, batch, pad int, pause time.Duration) {
+	t.Helper()
+	for i := 0; i < len(ls); i += batch {
+		if _, err := d.ob.Append(context.Background(), labelItems(stream, ls[i:min(i+batch, len(ls))], pad)); err != nil {
+			t.Error(err)
+			return
+		}
+		time.Sleep(pause)
+	}
+}
+
+// appendOffline appends records to a board's outbox while its agent is
+// not running (it was cut off, or powered down before it could send).
+func appendOffline(t *testing.T, dir, stream string, ls []string) {
+	t.Helper()
+	ctx := context.Background()
+	db, err := store.Open(ctx, filepath.Join(dir, "agent.db"), store.SyncFull)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer db.Close()
+	ob, err := outbox.New(ctx, db.DB(), 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := ob.Append(ctx, labelItems(stream, ls, 0)); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// copyDir copies a board's data directory (a backup, or its restore).
+func copyDir(t *testing.T, src, dst string) {
+	t.Helper()
+	entries, err := os.ReadDir(src)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.MkdirAll(dst, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	for _, e := range entries {
+		if e.IsDir() {
+			continue
+		}
+		b, err := os.ReadFile(filepath.Join(src, e.Name()))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := os.WriteFile(filepath.Join(dst, e.Name()), b, 0o600); err != nil {
+			t.Fatal(err)
+		}
+	}
+}
+
+// delivered is what Kafka holds, read read_committed: how often each label
+// and each ce_id was written.
+type delivered struct {
+	labels, ids map[string]int
+	records     int
+}
+
+// readLabels reads topics until want distinct labels arrived (or timeout),
+// then a little longer, so duplicates would show.
+func readLabels(t *testing.T, brokers, topics []string, want int, timeout time.Duration) delivered {
+	t.Helper()
+	cl, err := kgo.NewClient(kgo.SeedBrokers(brokers...), kgo.ConsumeTopics(topics...),
+		kgo.ConsumeResetOffset(kgo.NewOffset().AtStart()), kgo.FetchIsolationLevel(kgo.ReadCommitted()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cl.Close()
+	d := delivered{labels: map[string]int{}, ids: map[string]int{}}
+	poll := func(ctx context.Context) {
+		cl.PollFetches(ctx).EachRecord(func(r *kgo.Record) {
+			var v struct {
+				Data struct {
+					Label string `json:"label"`
+				} `json:"data"`
+			}
+			if err := json.Unmarshal(r.Value, &v); err != nil {
+				t.Errorf("%s@%d: %v", r.Topic, r.Offset, err)
+				return
+			}
+			if v.Data.Label == "" {
+				return // the hub's own events
+			}
+			d.records++
+			d.labels[v.Data.Label]++
+			for _, h := range r.Headers {
+				if h.Key == "ce_id" {
+					d.ids[string(h.Value)]++
+				}
+			}
+		})
+	}
+	deadline := time.Now().Add(timeout)
+	for len(d.labels) < want && time.Now().Before(deadline) {
+		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+		poll(ctx)
+		cancel()
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+	poll(ctx)
+	cancel()
+	return d
+}
+
+// exactlyOnce requires every label of want exactly once, nothing else, and
+// every ce_id once.
+func (d delivered) exactlyOnce(t *testing.T, want []string) {
+	t.Helper()
+	var lost, dup []string
+	for _, l := range want {
+		switch d.labels[l] {
+		case 0:
+			lost = append(lost, l)
+		case 1:
+		default:
+			dup = append(dup, l)
+		}
+	}
+	ids := 0
+	for id, n := range d.ids {
+		if n > 1 {
+			t.Errorf("ce_id %s written %d times", id, n)
+		}
+		ids++
+	}
+	if len(lost) > 0 || len(dup) > 0 || d.records != len(want) || ids != len(want) {
+		t.Fatalf("exactly once violated: %d of %d lost (first %v), %d duplicated (first %v), %d records, %d distinct ce_ids",
+			len(lost), len(want), head(lost), len(dup), head(dup), d.records, ids)
+	}
+}
+
+func head(s []string) []string { return s[:min(len(s), 5)] }
+
+// TestBoardSwapAndRestore: a board streams, is backed up while records
+// wait in its outbox, streams on, and is replaced by a new board under
+// the same device id (added again, with a fresh data directory). Then the
+// old board's backup is restored and started. Every record each board had
+// acknowledged is in Kafka exactly once: the new board's seqs start at 1
+// again and the restored board repeats seqs the old one already used.
+func TestBoardSwapAndRestore(t *testing.T) {
+	brokers := kafkatest.Brokers(t)
+	cfg := hubConfig(t, brokers, t.TempDir())
+	h := startHub(t, cfg)
+	defer h.Close()
+	url := "tcp://" + h.MQTTAddr()
+	creds, err := h.Registry().Add(context.Background(), "swap-1", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var want []string
+	oldDir := t.TempDir()
+	old := startDeviceIn(t, oldDir, creds, url)
+	want = append(want, labels("old", 100)...)
+	old.produceLabels(t, "windows", labels("old", 100), 10, 0, 0)
+	old.waitDrained(t, 30*time.Second)
+	old.close()
+	// Cut off: 50 records wait in the outbox when the backup is taken.
+	offline := labels("old-offline", 50)
+	appendOffline(t, oldDir, "windows", offline)
+	want = append(want, offline...)
+	backup := t.TempDir()
+	copyDir(t, oldDir, backup)
+	old = startDeviceIn(t, oldDir, creds, url)
+	want = append(want, labels("old-late", 150)...)
+	old.produceLabels(t, "windows", labels("old-late", 150), 10, 0, 0)
+	old.waitDrained(t, 30*time.Second)
+	old.close()
+
+	// The board is replaced: device add again, a fresh data directory.
+	creds, err = h.Registry().Add(context.Background(), "swap-1", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	board := startDeviceIn(t, t.TempDir(), creds, url)
+	want = append(want, labels("new", 200)...)
+	board.produceLabels(t, "windows", labels("new", 200), 10, 0, 0)
+	board.waitDrained(t, 30*time.Second)
+	board.close()
+
+	// The old board's backup is restored onto a board and started: its 50
+	// waiting records are resent (Kafka has them), and it records more.
+	restored := t.TempDir()
+	copyDir(t, backup, restored)
+	rb := startDeviceIn(t, restored, creds, url)
+	want = append(want, labels("restored", 100)...)
+	rb.produceLabels(t, "windows", labels("restored", 100), 10, 0, 0)
+	rb.waitDrained(t, 30*time.Second)
+	rb.close()
+
+	got := readLabels(t, brokers, []string{cfg.Kafka.TopicPrefix + "windows"}, len(want), 60*time.Second)
+	got.exactlyOnce(t, want)
+	s := h.Stats()
+	t.Logf("%d records exactly once across a swap and a restore; bridge: %d records, %d duplicates dropped", len(want), s.BridgeRecords, s.BridgeDuplicates)
+	if s.BridgeDuplicates < int64(len(offline)) {
+		t.Errorf("the restored board's %d resent records were not dropped as duplicates (%d dropped)", len(offline), s.BridgeDuplicates)
+	}
+}
+
+// TestHubStorageRebuiltOnExistingKafka: a hub streams, stops, loses its
+// data directory (a rebuilt disk), and starts again on the same Kafka.
+// Its new stream starts again at sequence 1, below the checkpoint's: the
+// bridge must notice and deliver it all, nothing lost and nothing
+// duplicated in read_committed.
+func TestHubStorageRebuiltOnExistingKafka(t *testing.T) {
+	brokers := kafkatest.Brokers(t)
+	cfg := hubConfig(t, brokers, t.TempDir())
+	h := startHub(t, cfg)
+	creds, err := h.Registry().Add(context.Background(), "rebuilt-1", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	dir := t.TempDir()
+	d := startDeviceIn(t, dir, creds, "tcp://"+h.MQTTAddr())
+	want := labels("before", 400)
+	d.produceLabels(t, "windows", want, 10, 0, 0)
+	d.waitDrained(t, 30*time.Second)
+	d.close()
+	// Only what reached Kafka survives a lost disk (a replicated stream
+	// would keep the rest): wait for the bridge before the disk goes.
+	for deadline := time.Now().Add(30 * time.Second); h.Stats().BridgeRecords < int64(len(want)); {
+		if time.Now().After(deadline) {
+			t.Fatalf("bridge wrote %d of %d records", h.Stats().BridgeRecords, len(want))
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	before := h.Stats()
+	h.Close()
+
+	if err := os.RemoveAll(cfg.DataDir); err != nil {
+		t.Fatal(err)
+	}
+	h = startHub(t, cfg)
+	defer h.Close()
+	// The registry went with the disk: the installer enrols the board again.
+	if creds, err = h.Registry().Add(context.Background(), "rebuilt-1", nil); err != nil {
+		t.Fatal(err)
+	}
+	d = startDeviceIn(t, dir, creds, "tcp://"+h.MQTTAddr())
+	after := labels("after", 400)
+	want = append(want, after...)
+	d.produceLabels(t, "windows", after, 10, 0, 0)
+	d.waitDrained(t, 30*time.Second)
+	d.close()
+
+	got := readLabels(t, brokers, []string{cfg.Kafka.TopicPrefix + "windows"}, len(want), 60*time.Second)
+	got.exactlyOnce(t, want)
+	t.Logf("%d records exactly once across a rebuilt hub disk (%d bridge transactions before it)", len(want), before.BridgeTxns)
+}
+
+// logTee keeps what a logger wrote, for tests that read the log.
+type logTee struct {
+	mu  sync.Mutex
+	buf bytes.Buffer
+	t   *testing.T
+}
+
+func (l *logTee) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	l.buf.Write(p)
+	l.mu.Unlock()
+	l.t.Log(strings.TrimRight(string(p), "\n"))
+	return len(p), nil
+}
+
+func (l *logTee) String() string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.buf.String()
+}
+
+// TestWeekOfTrafficThroughASmallStream writes many times ingest.max_bytes
+// through a 1 MiB stream: everything reaches Kafka exactly once and the
+// stream never fills, because what Kafka has leaves it. Then the bridge is
+// stopped on purpose: the stream fills, and the hub says so in its log,
+// its metrics, its stats and outpost.events, with the reason; devices keep
+// their data. Once the bridge runs again, all of it arrives.
+func TestWeekOfTrafficThroughASmallStream(t *testing.T) {
+	brokers := kafkatest.Brokers(t)
+	cfg := hubConfig(t, brokers, t.TempDir())
+	cfg.Ingest.MaxBytes = 1 << 20
+	cfg.Ingest.TrimInterval = 100 * time.Millisecond
+	var stall sync.Mutex // held: the bridge stops after its next commit
+	tee := &logTee{t: t}
+	log := slog.New(slog.NewTextHandler(tee, &slog.HandlerOptions{Level: slog.LevelInfo}))
+	h, err := hub.Start(context.Background(), cfg, log, hub.Options{AfterCommit: func() error {
+		stall.Lock()
+		defer stall.Unlock()
+		return nil
+	}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer h.Close()
+	url := "tcp://" + h.MQTTAddr()
+
+	const devices, perDevice, pad = 4, 2000, 1000 // 4 × 2000 × ~1 KB: 8× max_bytes
+	var want []string
+	var devs []*device
+	var wg sync.WaitGroup
+	full := false
+	stopWatch := make(chan struct{})
+	watched := make(chan struct{})
+	go func() {
+		defer close(watched)
+		for {
+			select {
+			case <-stopWatch:
+				return
+			case <-time.After(50 * time.Millisecond):
+				if h.Stats().IngestFull {
+					full = true
+				}
+			}
+		}
+	}()
+	for i := 0; i < devices; i++ {
+		d := newDevice(t, h, fmt.Sprintf("week-%d", i), url)
+		devs = append(devs, d)
+		ls := labels(d.id, perDevice)
+		want = append(want, ls...)
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			d.produceLabels(t, "windows", ls, 20, pad, 10*time.Millisecond)
+		}()
+	}
+	wg.Wait()
+	for _, d := range devs {
+		d.waitDrained(t, 60*time.Second)
+	}
+	close(stopWatch)
+	<-watched
+	s := h.Stats()
+	if full || s.IngestFull {
+		t.Fatalf("the stream was full during ordinary traffic (stats %+v)", s)
+	}
+	if s.IngestTrimmed == 0 || s.IngestBytes > uint64(cfg.Ingest.MaxBytes) {
+		t.Fatalf("nothing trimmed (%d) or the stream holds %d bytes", s.IngestTrimmed, s.IngestBytes)
+	}
+	t.Logf("%d records (%d MiB) through a 1 MiB stream; %d stream messages trimmed", len(want), len(want)*pad>>20, s.IngestTrimmed)
+
+	// Stop the bridge: the stream fills.
+	stall.Lock()
+	more := labels("stalled", 1500)
+	want = append(want, more...)
+	go devs[0].produceLabels(t, "windows", more, 20, pad, 5*time.Millisecond)
+	deadline := time.Now().Add(60 * time.Second)
+	for !h.Stats().IngestFull {
+		if time.Now().After(deadline) {
+			stall.Unlock()
+			t.Fatalf("the stream never reported full with the bridge stopped: %+v", h.Stats())
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	s = h.Stats()
+	resp, err := http.Get("http://" + h.HTTPAddr() + "/metrics")
+	if err != nil {
+		stall.Unlock()
+		t.Fatal(err)
+	}
+	metrics, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	stall.Unlock()
+	if !strings.Contains(s.IngestFullReason, "bridge") {
+		t.Errorf("full reason %q does not name the bridge", s.IngestFullReason)
+	}
+	if !strings.Contains(string(metrics), "outpost_hub_ingest_full 1") {
+		t.Errorf("/metrics does not show outpost_hub_ingest_full 1")
+	}
+	if !strings.Contains(tee.String(), "is full") {
+		t.Errorf("the hub's log does not say the stream is full")
+	}
+	devs[0].waitDrained(t, 90*time.Second)
+	got := readLabels(t, brokers, []string{cfg.Kafka.TopicPrefix + "windows"}, len(want), 90*time.Second)
+	got.exactlyOnce(t, want)
+
+	// The full state and its end are events in outpost.events.
+	kinds := map[string]bool{}
+	cl, err := kgo.NewClient(kgo.SeedBrokers(brokers...), kgo.ConsumeTopics(cfg.Kafka.TopicPrefix+"events"),
+		kgo.ConsumeResetOffset(kgo.NewOffset().AtStart()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cl.Close()
+	for end := time.Now().Add(30 * time.Second); !(kinds["ingest_full"] && kinds["ingest_resumed"]) && time.Now().Before(end); {
+		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+		cl.PollFetches(ctx).EachRecord(func(r *kgo.Record) {
+			var v struct {
+				Device string `json:"device"`
+				Data   struct {
+					Kind   string `json:"kind"`
+					Reason string `json:"reason"`
+				} `json:"data"`
+			}
+			if json.Unmarshal(r.Value, &v) == nil && v.Device == hub.HubDevice {
+				kinds[v.Data.Kind] = true
+			}
+		})
+		cancel()
+	}
+	if !kinds["ingest_full"] || !kinds["ingest_resumed"] {
+		t.Errorf("outpost.events lacks the stream's full/resumed events: %v", kinds)
+	}
+	t.Logf("full with the bridge stopped (%s), drained after: %d records exactly once", s.IngestFullReason, len(want))
+}
+
+// TestAckerFailoverResumesEveryStream: three hubs; devices stream on three
+// streams each through the hubs that do not hold the lease. The lease
+// holder is stopped (SIGSTOP) past its lease, so another hub's acker takes
+// over mid-stream, then continued. Every stream resumes its acks and
+// every outbox drains, exactly once in Kafka.
+func TestAckerFailoverResumesEveryStream(t *testing.T) {
+	brokers := kafkatest.Brokers(t)
+	prefix := fmt.Sprintf("t%d.", time.Now().UnixNano())
+	hubs := startCluster(t, brokers, prefix)
+	li := waitLeader(t, hubs)
+	var urls []string
+	for i, c := range hubs {
+		if i != li {
+			urls = append(urls, "tcp://"+c.mqtt)
+		}
+	}
+	streams := []string{"windows", "events", "telemetry"}
+	var want []string
+	var devs []*device
+	var wg sync.WaitGroup
+	for i := 0; i < 4; i++ {
+		id := fmt.Sprintf("fail-%d", i)
+		creds := enrolOn(t, hubs[(li+1)%3], id)
+		d := startDevice(t, creds, urls[i%2], urls[(i+1)%2])
+		devs = append(devs, d)
+		for _, s := range streams {
+			ls := labels(id+"-"+s, 600)
+			want = append(want, ls...)
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				d.produceLabels(t, s, ls, 5, 0, 25*time.Millisecond)
+			}()
+		}
+	}
+	time.Sleep(2 * time.Second)
+	leader := hubs[li]
+	t.Logf("stopping lease holder %s (pid %d) for 8 s", leader.name, leader.proc.PID())
+	if err := syscall.Kill(leader.proc.PID(), syscall.SIGSTOP); err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(8 * time.Second)
+	if err := syscall.Kill(leader.proc.PID(), syscall.SIGCONT); err != nil {
+		t.Fatal(err)
+	}
+	wg.Wait()
+	for _, d := range devs {
+		d.waitDrained(t, 90*time.Second)
+	}
+	var topics []string
+	for _, s := range streams {
+		topics = append(topics, prefix+s)
+	}
+	got := readLabels(t, brokers, topics, len(want), 90*time.Second)
+	got.exactlyOnce(t, want)
+	for i, c := range hubs {
+		if s, err := c.stats(t); err == nil {
+			t.Logf("%s: leader=%v acker_gaps=%d acker_replayed=%d", hubs[i].name, s.Leader, s.AckerGaps, s.AckerReplayed)
+		}
+	}
+}
