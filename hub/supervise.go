@@ -42,7 +42,7 @@ func supervise(ctx context.Context, g *errgroup.Group, log *slog.Logger, name st
 // everything above its last Kafka commit; the trainer what its consumer
 // has not acked (it yields when the stream fills, see ingest.Hold).
 func (h *Hub) streamHolds(ctx context.Context) ([]ingest.Hold, error) {
-	holds := []ingest.Hold{{Name: "bridge", First: h.bridge.Stats.Committed.Load() + 1, Pending: h.bridge.Stats.Backlog.Load()}}
+	holds := []ingest.Hold{{Name: "bridge", First: h.bridge.Stats.Committed.Load() + 1}}
 	if len(h.cfg.Trainer.Models) == 0 {
 		return holds, nil
 	}
@@ -55,8 +55,7 @@ func (h *Hub) streamHolds(ctx context.Context) ([]ingest.Hold, error) {
 	}
 	info := c.CachedInfo()
 	if info.NumPending+uint64(info.NumAckPending) > 0 {
-		holds = append(holds, ingest.Hold{Name: "trainer", First: info.AckFloor.Stream + 1,
-			Pending: info.NumPending + uint64(info.NumAckPending), Yields: true})
+		holds = append(holds, ingest.Hold{Name: "trainer", First: info.AckFloor.Stream + 1, Yields: true})
 	}
 	return holds, nil
 }

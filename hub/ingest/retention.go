@@ -14,9 +14,8 @@ import (
 // Hold is what one reader of the stream still needs: every message from
 // First on (0: nothing).
 type Hold struct {
-	Name    string // "bridge", "trainer"
-	First   uint64
-	Pending uint64 // messages it has not finished, for the reason a full stream gives
+	Name  string // "bridge", "trainer"
+	First uint64
 	// Yields: past half of max_bytes the stream is trimmed past this hold,
 	// so a slow optional reader (the trainer) cannot stop the fleet.
 	Yields bool
@@ -133,12 +132,12 @@ func (r *Retention) Tick(ctx context.Context) error {
 func fullReason(st jetstream.StreamState, maxBytes int64, holds []Hold) string {
 	var parts []string
 	for _, h := range holds {
-		if h.First != 0 && h.Pending > 0 {
-			what := h.Name + " has not finished"
+		if h.First != 0 && h.First <= st.LastSeq {
+			what := "the " + h.Name + " has not read"
 			if h.Name == "bridge" {
 				what = "the Kafka bridge has not delivered"
 			}
-			parts = append(parts, fmt.Sprintf("%s %d messages", what, h.Pending))
+			parts = append(parts, fmt.Sprintf("%s %d messages", what, st.LastSeq+1-max(h.First, st.FirstSeq)))
 		}
 	}
 	if len(parts) == 0 {
