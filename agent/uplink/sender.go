@@ -18,7 +18,7 @@ type SendConfig struct {
 	BatchRecords int           `yaml:"batch_records" usage:"most records in one MQTT message"`
 	BatchBytes   int           `yaml:"batch_bytes" usage:"most bytes of record data in one MQTT message; keep it below the hub's broker.max_payload"`
 	MaxInflight  int           `yaml:"max_inflight" usage:"most records per stream sent but not yet acknowledged by the hub"`
-	AckTimeout   time.Duration `yaml:"ack_timeout" usage:"resend unacknowledged records after this long without an ack"`
+	AckTimeout   time.Duration `yaml:"ack_timeout" usage:"resend a stream's unacknowledged records after this long without an ack of that stream"`
 	Compress     bool          `yaml:"compress" usage:"zstd-compress batches"`
 }
 
