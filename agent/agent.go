@@ -16,6 +16,8 @@ import (
 	"syscall"
 	"time"
 
+	"golang.org/x/sync/errgroup"
+
 	"github.com/outpost-edge/outpost/agent/outbox"
 	"github.com/outpost-edge/outpost/agent/pipeline"
 	"github.com/outpost-edge/outpost/agent/store"
@@ -73,6 +75,7 @@ func run(ctx context.Context, cfg *Config, log *slog.Logger, slots *selfupdate.S
 	if err != nil {
 		return err
 	}
+	// Closed last: a.run returns only after everything using it stopped.
 	defer db.Close()
 	boot, err := db.NextBoot(ctx)
 	if err != nil {
@@ -92,64 +95,69 @@ func run(ctx context.Context, cfg *Config, log *slog.Logger, slots *selfupdate.S
 			return nil
 		}
 	}
-	log = log.With("device", cfg.Device.ID)
-	rep := state.Reported{
+	a, err := newAgent(cfg, ob, boot, log.With("device", cfg.Device.ID))
+	if err != nil {
+		return err
+	}
+	if err := a.setup(ctx, slots, build, restart); err != nil {
+		return err
+	}
+	return a.run(ctx)
+}
+
+// agent is one run of the agent, built before anything starts. Sinks (the
+// outbox, the uplink and its sender) start before the sources (the
+// pipelines) and stop only after every pipeline's last commit.
+type agent struct {
+	cfg       *Config
+	log       *slog.Logger
+	ob        *outbox.Outbox
+	boot      int64
+	rep       state.Reported
+	up        *uplink.Client
+	sender    *uplink.Sender
+	pipes     []*pipeline.Pipeline
+	obs       *observed
+	mgr       *update.Manager // nil with updates off
+	reportNow chan struct{}   // report soon: a (re)connect, update progress
+}
+
+// newAgent builds the uplink and its sender; nothing runs yet.
+func newAgent(cfg *Config, ob *outbox.Outbox, boot int64, log *slog.Logger) (*agent, error) {
+	a := &agent{cfg: cfg, log: log, ob: ob, boot: boot, reportNow: make(chan struct{}, 1), rep: state.Reported{
 		Device:       cfg.Device.ID,
 		AgentVersion: version.Version,
 		Arch:         runtime.GOARCH,
 		Boot:         boot,
 		Status:       state.StatusRunning,
 		StartedAt:    time.Now().UTC(),
-	}
-	var mgr *update.Manager
-	var pipes []*pipeline.Pipeline
-	report := func(ctx context.Context, c *uplink.Client, status string) {
-		r := rep
-		r.Status = status
-		r.ReportedAt = time.Now().UTC()
-		if mgr != nil {
-			r.Models, r.Updates, r.DesiredVersion = mgr.Report()
-		} else {
-			r.Models = runningModels(pipes)
-		}
-		payload, _ := json.Marshal(r) // plain struct, cannot fail
-		if err := c.Publish(ctx, topics.Reported(cfg.Device.ID), 1, true, payload); err != nil {
-			log.Warn("report state", "err", err)
-		}
-	}
-	var sender *uplink.Sender
+	}}
 	up, err := uplink.New(cfg.Hub, uplink.Options{
 		ClientID: cfg.Device.ID,
-		OnConnect: func(c *uplink.Client) {
-			sender.OnConnect()
-			report(ctx, c, state.StatusRunning)
+		OnConnect: func(*uplink.Client) {
+			a.sender.OnConnect()
+			a.askReport()
 		},
 		Subscriptions: map[string]uplink.Subscription{
 			// QoS 0: the hub sends desired state again to a device whose
 			// report shows it behind, and NATS delivers at QoS 0 anyway.
-			topics.Desired(cfg.Device.ID): {QoS: 0, Handle: func(_ string, payload []byte) {
-				d, err := state.DecodeDesired(payload)
-				if err == nil && d.Device != cfg.Device.ID {
-					err = fmt.Errorf("desired state names device %q", d.Device)
-				}
-				switch {
-				case err != nil:
-					log.Warn("ignoring desired state", "err", err)
-				case mgr == nil:
-					log.Warn("desired state received, but updates are off (set updates.url and updates.trusted_root)", "version", d.Version)
-				default:
-					mgr.Desire(d)
-				}
-			}},
-			topics.Ack(cfg.Device.ID): {QoS: 0, Handle: func(t string, p []byte) { sender.OnAck(t, p) }},
+			topics.Desired(cfg.Device.ID): {QoS: 0, Handle: func(_ string, payload []byte) { a.desired(payload) }},
+			topics.Ack(cfg.Device.ID):     {QoS: 0, Handle: func(t string, p []byte) { a.sender.OnAck(t, p) }},
 		},
 	}, log)
 	if err != nil {
-		return err
+		return nil, err
 	}
-	sender = uplink.NewSender(cfg.Uplink, cfg.Device.ID, ob, up, log)
-	sendDone := make(chan error, 1)
-	go func() { sendDone <- sender.Run(ctx) }()
+	a.up = up
+	a.sender = uplink.NewSender(cfg.Uplink, cfg.Device.ID, ob, up, log)
+	a.obs = newObserved(ob, up)
+	return a, nil
+}
+
+// setup loads ONNX Runtime, recovers interrupted model updates and builds
+// the pipelines and the update manager.
+func (a *agent) setup(ctx context.Context, slots *selfupdate.Slots, build int64, restart func()) error {
+	cfg := a.cfg
 	for _, pc := range cfg.Pipelines {
 		if pc.Model != nil && pc.Model.UsesORT() {
 			lib, err := cfg.Runtime.ORTLibrary()
@@ -159,7 +167,7 @@ func run(ctx context.Context, cfg *Config, log *slog.Logger, slots *selfupdate.S
 			if err := ort.Init(lib); err != nil {
 				return err
 			}
-			log.Info("onnx runtime loaded", "library", lib, "version", ort.Version())
+			a.log.Info("onnx runtime loaded", "library", lib, "version", ort.Version())
 			break
 		}
 	}
@@ -172,65 +180,150 @@ func run(ctx context.Context, cfg *Config, log *slog.Logger, slots *selfupdate.S
 				dirs = append(dirs, pc.Model.Dir)
 			}
 		}
-		if err := update.Recover(ctx, cfg.Updates, ob, dirs, boot, log); err != nil {
+		if err := update.Recover(ctx, cfg.Updates, a.ob, dirs, a.boot, a.log); err != nil {
 			return err
 		}
 	}
-	pipeDone := make(chan error, len(cfg.Pipelines))
-	obs := newObserved(ob, up)
 	for _, pc := range cfg.Pipelines {
-		p, err := pipeline.New(ctx, pc, ob, log)
+		p, err := pipeline.New(ctx, pc, a.ob, a.log)
 		if err != nil {
 			return err
 		}
-		pipes = append(pipes, p)
-		obs.add(pc.Name, p)
-		log.Info("pipeline starting", "pipeline", pc.Name, "source", pc.Source.Type, "window", pc.Window.Kind)
-		go func() { pipeDone <- p.Run(ctx) }()
+		a.pipes = append(a.pipes, p)
+		a.obs.add(pc.Name, p)
 	}
-	reportNow := make(chan struct{}, 1)
 	if cfg.Updates.Enabled() {
-		self := update.Options{Self: slots, SelfBuild: build, Args: os.Args[1:], Connected: up.Connected, Restart: restart}
-		if mgr, err = startUpdates(ctx, cfg, ob, boot, pipes, reportNow, self, log); err != nil {
+		self := update.Options{Self: slots, SelfBuild: build, Args: os.Args[1:], Connected: a.up.Connected, Restart: restart}
+		mgr, err := newUpdates(ctx, cfg, a.ob, a.boot, a.pipes, a.askReport, self, a.log)
+		if err != nil {
 			return err
 		}
+		a.mgr = mgr
 	}
-	log.Info("agent starting", "boot", boot, "hub", cfg.Hub.URL)
-	if cfg.Metrics.Listen != "" {
-		go func() {
-			if err := obs.serve(ctx, cfg.Metrics.Listen, log); err != nil {
-				log.Error("metrics endpoint", "err", err)
-			}
-		}()
-	}
-	// Connect keeps retrying in the background; the agent works offline.
-	go func() {
-		if err := up.Connect(ctx); err != nil && ctx.Err() == nil {
-			log.Warn("uplink", "err", err)
-		}
-	}()
-	defer up.Close()
+	return nil
+}
 
+// run starts the sinks, then the sources. When ctx ends, or any part
+// fails, it stops the sources, waits for every pipeline's final commit,
+// reports the stop, and only then stops the sinks.
+func (a *agent) run(ctx context.Context) error {
+	sinkBase, stopSinks := context.WithCancel(context.WithoutCancel(ctx))
+	defer stopSinks()
+	sinks, sinkCtx := errgroup.WithContext(sinkBase)
+	sinks.Go(func() error { return a.sender.Run(sinkCtx) })
+	sinks.Go(func() error {
+		// Connect keeps retrying in the background; the agent works offline.
+		if err := a.up.Connect(sinkCtx); err != nil && sinkCtx.Err() == nil {
+			a.log.Warn("uplink", "err", err)
+		}
+		return nil
+	})
+
+	srcBase, stopSources := context.WithCancel(ctx)
+	defer stopSources()
+	unhook := context.AfterFunc(sinkCtx, stopSources) // a failed sink stops the sources
+	defer unhook()
+	sources, srcCtx := errgroup.WithContext(srcBase)
+	for i, p := range a.pipes {
+		pc := a.cfg.Pipelines[i]
+		a.log.Info("pipeline starting", "pipeline", pc.Name, "source", pc.Source.Type, "window", pc.Window.Kind)
+		sources.Go(func() error { return p.Run(srcCtx) })
+	}
+	if a.mgr != nil {
+		sources.Go(func() error {
+			if err := a.mgr.Run(srcCtx); err != nil {
+				a.log.Error("updates stopped", "err", err)
+			}
+			return nil
+		})
+		if bad := os.Getenv(crashModelEnv); bad != "" {
+			sources.Go(func() error { crashOnModel(srcCtx, a.mgr, bad, a.log); return nil })
+		}
+	}
+	if a.cfg.Metrics.Listen != "" {
+		sources.Go(func() error {
+			if err := a.obs.serve(srcCtx, a.cfg.Metrics.Listen, a.log); err != nil {
+				a.log.Error("metrics endpoint", "err", err)
+			}
+			return nil
+		})
+	}
+	a.log.Info("agent starting", "boot", a.boot, "hub", a.cfg.Hub.URL)
+	sources.Go(func() error { return a.reportLoop(srcCtx) })
+	err := sources.Wait()
+
+	// Every pipeline's final flush is in the outbox: the sinks may go.
+	if a.up.Connected() {
+		stopCtx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 2*time.Second)
+		a.report(stopCtx, state.StatusStopping)
+		cancel()
+	}
+	stopSinks()
+	if serr := sinks.Wait(); err == nil {
+		err = serr
+	}
+	a.up.Close()
+	return err
+}
+
+// askReport asks the report loop for a report soon; it never blocks.
+func (a *agent) askReport() {
+	select {
+	case a.reportNow <- struct{}{}:
+	default:
+	}
+}
+
+// desired hands a desired-state document to the update manager.
+func (a *agent) desired(payload []byte) {
+	d, err := state.DecodeDesired(payload)
+	if err == nil && d.Device != a.cfg.Device.ID {
+		err = fmt.Errorf("desired state names device %q", d.Device)
+	}
+	switch {
+	case err != nil:
+		a.log.Warn("ignoring desired state", "err", err)
+	case a.mgr == nil:
+		a.log.Warn("desired state received, but updates are off (set updates.url and updates.trusted_root)", "version", d.Version)
+	default:
+		a.mgr.Desire(d)
+	}
+}
+
+// report publishes the reported state, retained.
+func (a *agent) report(ctx context.Context, status string) {
+	r := a.rep
+	r.Status = status
+	r.ReportedAt = time.Now().UTC()
+	if a.mgr != nil {
+		r.Models, r.Updates, r.DesiredVersion = a.mgr.Report()
+	} else {
+		r.Models = runningModels(a.pipes)
+	}
+	payload, _ := json.Marshal(r) // plain struct, cannot fail
+	if err := a.up.Publish(ctx, topics.Reported(a.cfg.Device.ID), 1, true, payload); err != nil {
+		a.log.Warn("report state", "err", err)
+	}
+}
+
+// reportLoop keeps the reported state fresh and records telemetry until
+// ctx ends.
+func (a *agent) reportLoop(ctx context.Context) error {
 	var lastReport time.Time
 	var later <-chan time.Time
-	tick := time.NewTicker(cfg.Report.Interval)
+	reportIfUp := func() {
+		if a.up.Connected() {
+			a.report(ctx, state.StatusRunning)
+			lastReport = time.Now()
+		}
+	}
+	tick := time.NewTicker(a.cfg.Report.Interval)
 	defer tick.Stop()
 	for {
 		select {
 		case <-ctx.Done():
-			if up.Connected() {
-				stopCtx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
-				report(stopCtx, up, state.StatusStopping)
-				cancel()
-			}
 			return nil
-		case err := <-sendDone:
-			return err
-		case err := <-pipeDone:
-			if err != nil {
-				return err
-			}
-		case <-reportNow:
+		case <-a.reportNow:
 			// Update steps come in bursts: report at most every
 			// reportGap, and always the last state.
 			if wait := reportGap - time.Since(lastReport); wait > 0 {
@@ -239,30 +332,21 @@ func run(ctx context.Context, cfg *Config, log *slog.Logger, slots *selfupdate.S
 				}
 				continue
 			}
-			if up.Connected() {
-				report(ctx, up, state.StatusRunning)
-				lastReport = time.Now()
-			}
+			reportIfUp()
 		case <-later:
 			later = nil
-			if up.Connected() {
-				report(ctx, up, state.StatusRunning)
-				lastReport = time.Now()
-			}
+			reportIfUp()
 		case <-tick.C:
-			if up.Connected() {
-				report(ctx, up, state.StatusRunning)
-				lastReport = time.Now()
-			}
-			if err := appendTelemetry(ctx, ob, rep.StartedAt); err != nil {
-				log.Warn("telemetry", "err", err)
+			reportIfUp()
+			if err := appendTelemetry(ctx, a.ob, a.rep.StartedAt); err != nil && ctx.Err() == nil {
+				a.log.Warn("telemetry", "err", err)
 			}
 		}
 	}
 }
 
-// startUpdates builds the TUF client and the update manager and runs it.
-func startUpdates(ctx context.Context, cfg *Config, ob *outbox.Outbox, boot int64, pipes []*pipeline.Pipeline, reportNow chan struct{}, self update.Options, log *slog.Logger) (*update.Manager, error) {
+// newUpdates builds the TUF client and the update manager; run runs it.
+func newUpdates(ctx context.Context, cfg *Config, ob *outbox.Outbox, boot int64, pipes []*pipeline.Pipeline, onChange func(), self update.Options, log *slog.Logger) (*update.Manager, error) {
 	root, err := os.ReadFile(cfg.Updates.TrustedRoot)
 	if err != nil {
 		return nil, fmt.Errorf("agent: updates.trusted_root: %w", err)
@@ -285,12 +369,7 @@ func startUpdates(ctx context.Context, cfg *Config, ob *outbox.Outbox, boot int6
 	}
 	o := self
 	o.Store, o.Fetcher, o.Staging, o.Boot, o.Log = ob, client, filepath.Join(cfg.DataDir, "staging"), boot, log
-	o.OnChange = func() {
-		select {
-		case reportNow <- struct{}{}:
-		default:
-		}
-	}
+	o.OnChange = onChange
 	if point := os.Getenv(crashPointEnv); point != "" {
 		o.Crash = func(p string) {
 			if p == point {
@@ -299,19 +378,7 @@ func startUpdates(ctx context.Context, cfg *Config, ob *outbox.Outbox, boot int6
 			}
 		}
 	}
-	mgr, err := update.New(ctx, cfg.Updates, o, runners)
-	if err != nil {
-		return nil, err
-	}
-	if bad := os.Getenv(crashModelEnv); bad != "" {
-		go crashOnModel(ctx, mgr, bad, log)
-	}
-	go func() {
-		if err := mgr.Run(ctx); err != nil {
-			log.Error("updates stopped", "err", err)
-		}
-	}()
-	return mgr, nil
+	return update.New(ctx, cfg.Updates, o, runners)
 }
 
 // reportGap is the least time between two reports of update progress.

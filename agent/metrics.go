@@ -13,6 +13,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
+	"golang.org/x/sync/errgroup"
 
 	"github.com/outpost-edge/outpost/agent/outbox"
 	"github.com/outpost-edge/outpost/agent/pipeline"
@@ -148,14 +149,23 @@ func (a *observed) serve(ctx context.Context, listen string, log *slog.Logger) e
 		return fmt.Errorf("agent: metrics listen: %w", err)
 	}
 	srv := &http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second}
-	go func() {
+	ctx, cancel := context.WithCancel(ctx)
+	var g errgroup.Group
+	g.Go(func() error {
 		<-ctx.Done()
-		sctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+		// Before the database closes: a scrape reads the outbox.
+		sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 2*time.Second)
 		defer cancel()
-		_ = srv.Shutdown(sctx)
-	}()
+		if err := srv.Shutdown(sctx); err != nil {
+			srv.Close()
+		}
+		return nil
+	})
 	log.Info("metrics and health endpoint", "addr", ln.Addr().String())
-	if err := srv.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
+	err = srv.Serve(ln)
+	cancel()
+	g.Wait()
+	if !errors.Is(err, http.ErrServerClosed) {
 		return fmt.Errorf("agent: metrics: %w", err)
 	}
 	return nil

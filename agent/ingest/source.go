@@ -11,9 +11,11 @@ import (
 	"net"
 	"net/http"
 	"os"
+	"sync"
 	"time"
 
 	mqtt "github.com/eclipse/paho.mqtt.golang"
+	"golang.org/x/sync/errgroup"
 )
 
 // Line is one raw input line and when it arrived.
@@ -47,6 +49,9 @@ type FileConfig struct {
 // HTTPConfig accepts POSTed lines.
 type HTTPConfig struct {
 	Listen string `yaml:"listen"` // host:port; POST /ingest with JSON or CSV lines
+	// CommitTimeout is how long a request waits for the pipeline to take
+	// and commit its lines before it gets 503.
+	CommitTimeout time.Duration `yaml:"commit_timeout"` // default 5s
 }
 
 // MQTTConfig subscribes to a local broker where sensors publish.
@@ -87,6 +92,9 @@ func (c SourceConfig) Validate(path string, bad func(path, reason string)) {
 		if _, _, err := net.SplitHostPort(c.HTTP.Listen); err != nil {
 			field("http.listen", "must be host:port")
 		}
+		if c.HTTP.CommitTimeout < 0 {
+			field("http.commit_timeout", "must not be negative")
+		}
 	case "mqtt":
 		if c.MQTT.URL == "" {
 			field("mqtt.url", "must not be empty")
@@ -113,11 +121,11 @@ func Open(c SourceConfig, resume int64, log *slog.Logger) (func(ctx context.Cont
 		}
 		return sim.Run, nil
 	case "stdin":
-		return func(ctx context.Context, out chan<- Line) error { return readLines(ctx, os.Stdin, out) }, nil
+		return func(ctx context.Context, out chan<- Line) error { return readDetached(ctx, os.Stdin, out) }, nil
 	case "file":
 		return func(ctx context.Context, out chan<- Line) error { return tail(ctx, c.File, resume, out) }, nil
 	case "http":
-		return func(ctx context.Context, out chan<- Line) error { return serveHTTP(ctx, c.HTTP, out) }, nil
+		return func(ctx context.Context, out chan<- Line) error { return serveHTTP(ctx, c.HTTP, out, log) }, nil
 	case "mqtt":
 		return func(ctx context.Context, out chan<- Line) error { return subscribe(ctx, c.MQTT, out, log) }, nil
 	}
@@ -150,6 +158,30 @@ func readLines(ctx context.Context, r io.Reader, out chan<- Line) error {
 		return fmt.Errorf("ingest: read: %w", err)
 	}
 	return nil
+}
+
+// readDetached is readLines for a reader whose Read cannot be interrupted
+// (stdin): it returns when ctx ends even while a Read blocks. The reading
+// goroutine then stays parked in that Read until the process exits, and
+// never sends to out after readDetached returned.
+func readDetached(ctx context.Context, r io.Reader, out chan<- Line) error {
+	mid := make(chan Line)
+	done := make(chan error, 1)
+	go func() { done <- readLines(ctx, r, mid) }()
+	for {
+		select {
+		case l := <-mid:
+			select {
+			case out <- l:
+			case <-ctx.Done():
+				return nil
+			}
+		case err := <-done:
+			return err
+		case <-ctx.Done():
+			return nil
+		}
+	}
 }
 
 // readLinesAck is readLines whose last line carries ack; with no line at
@@ -249,31 +281,173 @@ func tail(ctx context.Context, c FileConfig, resume int64, out chan<- Line) erro
 	}
 }
 
-// serveHTTP accepts POST /ingest with a body of lines.
-func serveHTTP(ctx context.Context, c HTTPConfig, out chan<- Line) error {
-	mux := http.NewServeMux()
-	mux.HandleFunc("POST /ingest", func(w http.ResponseWriter, r *http.Request) {
-		if err := readLines(r.Context(), http.MaxBytesReader(w, r.Body, 64<<20), out); err != nil {
-			http.Error(w, err.Error(), http.StatusBadRequest)
-			return
-		}
-		w.WriteHeader(http.StatusAccepted)
-	})
+// serveHTTP accepts POST /ingest with a body of lines. It stops taking
+// requests when ctx ends and returns only once every handler has answered,
+// so no line reaches out after it returns.
+func serveHTTP(ctx context.Context, c HTTPConfig, out chan<- Line, log *slog.Logger) error {
 	ln, err := net.Listen("tcp", c.Listen)
 	if err != nil {
 		return fmt.Errorf("ingest: http listen: %w", err)
 	}
-	srv := &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second}
-	go func() {
-		<-ctx.Done()
-		sctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	src := &httpSource{out: out, stop: ctx.Done(), wait: c.commitTimeout()}
+	mux := http.NewServeMux()
+	mux.Handle("POST /ingest", src)
+	srv := &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second,
+		ErrorLog: slog.NewLogLogger(log.Handler(), slog.LevelWarn)}
+	serveCtx, cancel := context.WithCancel(ctx)
+	var g errgroup.Group
+	g.Go(func() error {
+		<-serveCtx.Done()
+		// Once stopping, a handler answers within the commit wait; a client
+		// still sending its body after that is cut off.
+		sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), src.wait+5*time.Second)
 		defer cancel()
-		_ = srv.Shutdown(sctx)
-	}()
-	if err := srv.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
+		if err := srv.Shutdown(sctx); err != nil {
+			srv.Close()
+		}
+		return nil
+	})
+	err = srv.Serve(ln)
+	cancel()
+	g.Wait()
+	src.close()
+	if !errors.Is(err, http.ErrServerClosed) {
 		return fmt.Errorf("ingest: http: %w", err)
 	}
 	return nil
+}
+
+// RetryAfter is the Retry-After (seconds) of the HTTP source's 503s.
+const RetryAfter = "5"
+
+// defaultCommitTimeout bounds how long an HTTP push waits for its commit.
+const defaultCommitTimeout = 5 * time.Second
+
+func (c HTTPConfig) commitTimeout() time.Duration {
+	if c.CommitTimeout > 0 {
+		return c.CommitTimeout
+	}
+	return defaultCommitTimeout
+}
+
+// httpSource is the handler of POST /ingest. Pushes have no position to
+// resume from, so a request is answered 200 only once the pipeline has
+// committed all of its lines (the Ack of its last line); a stalled outbox
+// or a stopping agent gets 503 and Retry-After instead.
+type httpSource struct {
+	out  chan<- Line
+	stop <-chan struct{} // closed when the source stops
+	wait time.Duration   // the most a request waits for the pipeline
+
+	mu     sync.Mutex
+	closed bool
+	active sync.WaitGroup // handlers running
+}
+
+// close refuses new requests and waits for running ones.
+func (s *httpSource) close() {
+	s.mu.Lock()
+	s.closed = true
+	s.mu.Unlock()
+	s.active.Wait()
+}
+
+func (s *httpSource) enter() bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.closed {
+		return false
+	}
+	s.active.Add(1)
+	return true
+}
+
+// errStalled means the pipeline took no line, or committed none, within
+// the wait; errStopping that the source is stopping.
+var (
+	errStalled  = errors.New("the outbox did not commit in time")
+	errStopping = errors.New("the agent is stopping")
+)
+
+func (s *httpSource) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	if !s.enter() {
+		unavailable(w, errStopping)
+		return
+	}
+	defer s.active.Done()
+	committed := make(chan struct{})
+	sc := bufio.NewScanner(http.MaxBytesReader(w, r.Body, 64<<20))
+	sc.Buffer(make([]byte, 64<<10), maxLine)
+	// The last line carries the ack: the pipeline handles lines in order, so
+	// its commit holds every earlier line too.
+	var pending []byte
+	have := false
+	for sc.Scan() {
+		if have {
+			if err := s.send(r.Context(), Line{Data: pending, Arrival: time.Now()}); err != nil {
+				unavailable(w, err)
+				return
+			}
+		}
+		pending, have = append([]byte(nil), sc.Bytes()...), true
+	}
+	if err := sc.Err(); err != nil {
+		// Lines before the bad one may have been taken.
+		http.Error(w, fmt.Sprintf("ingest: read: %v", err), http.StatusBadRequest)
+		return
+	}
+	if !have {
+		w.WriteHeader(http.StatusOK)
+		return
+	}
+	if err := s.send(r.Context(), Line{Data: pending, Arrival: time.Now(), Ack: func() { close(committed) }}); err != nil {
+		unavailable(w, err)
+		return
+	}
+	// Stopping does not end this wait: the pipeline commits what it was
+	// handed before it returns.
+	t := time.NewTimer(s.wait)
+	defer t.Stop()
+	select {
+	case <-committed:
+		w.WriteHeader(http.StatusOK)
+	case <-t.C:
+		unavailable(w, errStalled)
+	case <-r.Context().Done(): // the client went away
+	}
+}
+
+// send hands l to the pipeline, waiting at most s.wait for room.
+func (s *httpSource) send(ctx context.Context, l Line) error {
+	select {
+	case <-s.stop:
+		return errStopping
+	default:
+	}
+	select {
+	case s.out <- l:
+		return nil
+	default:
+	}
+	t := time.NewTimer(s.wait)
+	defer t.Stop()
+	select {
+	case s.out <- l:
+		return nil
+	case <-s.stop:
+		return errStopping
+	case <-t.C:
+		return errStalled
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+}
+
+// unavailable answers 503: nothing of the request may be taken as stored,
+// and a resend may duplicate lines that were (at least once).
+func unavailable(w http.ResponseWriter, err error) {
+	w.Header().Set("Retry-After", RetryAfter)
+	http.Error(w, "ingest: "+err.Error(), http.StatusServiceUnavailable)
 }
 
 // subscribe reads sensor messages from a local MQTT broker; a payload may

@@ -3,12 +3,16 @@ package ingest
 import (
 	"context"
 	"encoding/json"
+	"io"
 	"log/slog"
 	"net/http"
+	"net/http/httptest"
 	"os"
 	"path/filepath"
 	"strings"
+	"sync"
 	"testing"
+	"testing/synctest"
 	"time"
 
 	"github.com/outpost-edge/outpost/test/service"
@@ -78,23 +82,157 @@ func TestTailFollowsAppendsAndTruncation(t *testing.T) {
 	}
 }
 
-func TestHTTPPush(t *testing.T) {
-	port, _ := service.FreePort()
-	addr := service.Addr(port)
-	out := start(t, SourceConfig{Type: "http", HTTP: HTTPConfig{Listen: addr}})
+// postRetry posts body, retrying while the listener comes up.
+func postRetry(addr, body string) (*http.Response, error) {
 	var resp *http.Response
 	var err error
 	for i := 0; i < 50; i++ {
-		if resp, err = http.Post("http://"+addr+"/ingest", "application/x-ndjson", strings.NewReader("a\nb\n")); err == nil {
-			break
+		if resp, err = http.Post("http://"+addr+"/ingest", "application/x-ndjson", strings.NewReader(body)); err == nil {
+			return resp, nil
 		}
 		time.Sleep(50 * time.Millisecond)
 	}
-	if err != nil || resp.StatusCode != http.StatusAccepted {
-		t.Fatalf("post: %v %v", resp, err)
+	return nil, err
+}
+
+// TestHTTPAnswersOnlyAfterCommit: a push is answered 200 only when the
+// pipeline acknowledges its last line, which it does once that line and
+// every one before it are committed.
+func TestHTTPAnswersOnlyAfterCommit(t *testing.T) {
+	port, _ := service.FreePort()
+	addr := service.Addr(port)
+	out := start(t, SourceConfig{Type: "http", HTTP: HTTPConfig{Listen: addr}})
+	type answer struct {
+		resp *http.Response
+		err  error
 	}
-	if got := collect(t, out, 2); got[0] != "a" || got[1] != "b" {
-		t.Fatalf("got %q", got)
+	answered := make(chan answer, 1)
+	go func() {
+		resp, err := postRetry(addr, "a\nb\nc\n")
+		answered <- answer{resp, err}
+	}()
+	var got []Line
+	timeout := time.After(10 * time.Second)
+	for len(got) < 3 {
+		select {
+		case l := <-out:
+			got = append(got, l)
+		case a := <-answered:
+			t.Fatalf("answered %+v with %d of 3 lines handed over", a, len(got))
+		case <-timeout:
+			t.Fatalf("got %d of 3 lines", len(got))
+		}
+	}
+	if string(got[0].Data) != "a" || string(got[2].Data) != "c" {
+		t.Fatalf("lines %q %q %q", got[0].Data, got[1].Data, got[2].Data)
+	}
+	if got[0].Ack != nil || got[1].Ack != nil || got[2].Ack == nil {
+		t.Fatalf("only the last line of a request carries its Ack")
+	}
+	select {
+	case a := <-answered:
+		t.Fatalf("answered %+v before the commit", a)
+	default:
+	}
+	got[2].Ack()
+	a := <-answered
+	if a.err != nil || a.resp.StatusCode != http.StatusOK {
+		t.Fatalf("after the commit: %+v", a)
+	}
+}
+
+// TestHTTPHandlerAnswers drives the handler in a synctest bubble: a stalled
+// pipeline or a stopping source gets 503 with Retry-After once the commit
+// wait is over, never 200.
+func TestHTTPHandlerAnswers(t *testing.T) {
+	const wait = 5 * time.Second
+	// take receives n lines and returns the last.
+	take := func(out chan Line, n int) Line {
+		var l Line
+		for range n {
+			l = <-out
+		}
+		return l
+	}
+	for _, tt := range []struct {
+		name  string
+		body  string
+		queue int                                               // room in the pipeline's queue
+		run   func(src *httpSource, out chan Line, stop func()) // the pipeline, in its own goroutine
+		code  int
+		why   string // in the answer's body
+	}{
+		{name: "committed", body: "a\nb\n", queue: 10, code: http.StatusOK,
+			run: func(_ *httpSource, out chan Line, _ func()) { take(out, 2).Ack() }},
+		{name: "committed within the wait", body: "a\nb\n", queue: 10, code: http.StatusOK,
+			run: func(_ *httpSource, out chan Line, _ func()) {
+				l := take(out, 2)
+				time.Sleep(wait - time.Millisecond)
+				l.Ack()
+			}},
+		{name: "empty body", body: "", code: http.StatusOK},
+		{name: "outbox stalled", body: "a\nb\n", queue: 10, code: http.StatusServiceUnavailable, why: "did not commit",
+			run: func(_ *httpSource, out chan Line, _ func()) {
+				l := take(out, 2)
+				time.Sleep(wait + time.Second)
+				l.Ack()
+			}},
+		{name: "queue full", body: "a\nb\n", queue: 0, code: http.StatusServiceUnavailable, why: "did not commit"},
+		{name: "stopping", body: "a\n", queue: 10, code: http.StatusServiceUnavailable, why: "stopping",
+			run: func(_ *httpSource, _ chan Line, stop func()) { stop() }},
+		{name: "closed", body: "a\n", queue: 10, code: http.StatusServiceUnavailable, why: "stopping",
+			run: func(src *httpSource, _ chan Line, _ func()) { src.close() }},
+		{name: "stopped mid-request", body: "a\nb\nc\n", queue: 0, code: http.StatusServiceUnavailable, why: "stopping",
+			run: func(_ *httpSource, out chan Line, stop func()) { take(out, 1); stop() }},
+		{name: "stopped while waiting: the final flush commits", body: "a\nb\n", queue: 10, code: http.StatusOK,
+			run: func(_ *httpSource, out chan Line, stop func()) { l := take(out, 2); stop(); l.Ack() }},
+		{name: "line too long", body: strings.Repeat("x", maxLine+1) + "\n", queue: 10, code: http.StatusBadRequest, why: "too long"},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			synctest.Test(t, func(t *testing.T) {
+				out := make(chan Line, tt.queue)
+				stopc := make(chan struct{})
+				src := &httpSource{out: out, stop: stopc, wait: wait}
+				var wg sync.WaitGroup
+				if tt.run != nil {
+					wg.Go(func() { tt.run(src, out, func() { close(stopc) }) })
+					synctest.Wait() // the pipeline is in place before the request
+				}
+				rec := httptest.NewRecorder()
+				src.ServeHTTP(rec, httptest.NewRequest(http.MethodPost, "/ingest", strings.NewReader(tt.body)))
+				wg.Wait()
+				if rec.Code != tt.code || !strings.Contains(rec.Body.String(), tt.why) {
+					t.Fatalf("answer %d %q, want %d with %q", rec.Code, rec.Body.String(), tt.code, tt.why)
+				}
+				if got := rec.Header().Get("Retry-After"); (tt.code == http.StatusServiceUnavailable) != (got != "") {
+					t.Fatalf("Retry-After %q with %d", got, rec.Code)
+				}
+			})
+		})
+	}
+}
+
+// TestStdinStopsWhileReadBlocks: a stdin source returns when stopped even
+// though its Read cannot be interrupted, so the pipeline can stop.
+func TestStdinStopsWhileReadBlocks(t *testing.T) {
+	r, w := io.Pipe()
+	defer w.Close()
+	ctx, cancel := context.WithCancel(context.Background())
+	out := make(chan Line, 1)
+	done := make(chan error, 1)
+	go func() { done <- readDetached(ctx, r, out) }()
+	w.Write([]byte("one\n"))
+	if l := <-out; string(l.Data) != "one" {
+		t.Fatalf("got %q", l.Data)
+	}
+	cancel()
+	select {
+	case err := <-done:
+		if err != nil {
+			t.Fatal(err)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("the source did not return while its read blocked")
 	}
 }
 

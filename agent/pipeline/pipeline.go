@@ -251,32 +251,38 @@ const (
 	defaultMaxUnacked = 16
 )
 
-// Run processes until ctx ends or the source finishes.
+// Run processes until ctx ends or the source finishes. When ctx ends it
+// stops the source and keeps processing and committing what the source
+// hands over until the source has returned: what a source acknowledged
+// (an HTTP 200, an MQTT PUBACK) is then in the outbox. Run never returns
+// with its source still running or a commit in flight.
 func (p *Pipeline) Run(ctx context.Context) error {
 	lines := make(chan ingest.Line, 4096)
 	srcDone := make(chan error, 1)
 	srcCtx, stopSrc := context.WithCancel(ctx)
 	defer stopSrc()
-	go func() { srcDone <- p.source(srcCtx, lines); close(lines) }()
+	// Never closed: a source that sends after returning must not panic.
+	go func() { srcDone <- p.source(srcCtx, lines) }()
+	// Commits are not cut short by ctx: they must land while stopping.
+	wctx := context.WithoutCancel(ctx)
 	tick := time.NewTicker(flushEvery)
 	defer tick.Stop()
 	var results []window.Result
 	stalled := false // the outbox refused the last write: stop reading input
+	done := ctx.Done()
 	for {
 		in := lines
 		if stalled {
 			in = nil // backpressure: the source blocks, nothing accepted is dropped
 		}
 		select {
-		case l, ok := <-in:
-			if !ok {
-				err := <-srcDone
-				return p.finish(err)
-			}
+		case l := <-in:
 			results = p.handle(l, results[:0])
 			if len(p.items) >= flushItems || (len(p.acks) > 0 && len(p.acks) >= p.maxUnacked) {
-				stalled = !p.tryFlush(ctx)
+				stalled = !p.tryFlush(wctx)
 			}
+		case err := <-srcDone:
+			return p.finish(wctx, lines, err)
 		case now := <-tick.C:
 			if !stalled {
 				results = p.op.Advance(now, results[:0])
@@ -285,7 +291,7 @@ func (p *Pipeline) Run(ctx context.Context) error {
 					p.Stats.WatermarkLag.Store(int64(now.Sub(wm)))
 				}
 			}
-			stalled = !p.tryFlush(ctx)
+			stalled = !p.tryFlush(wctx)
 		case sw := <-p.swaps:
 			if sw.shadow {
 				p.shadow, p.split = sw.model, sw.split
@@ -302,8 +308,11 @@ func (p *Pipeline) Run(ctx context.Context) error {
 			}
 			p.log.Info("model switched", "model", sw.model.Manifest.Name, "version", sw.model.Manifest.Version, "slot", sw.model.Slot)
 			close(sw.done)
-		case <-ctx.Done():
-			return p.finish(nil)
+		case <-done:
+			// Keep committing until the source has returned: an HTTP push
+			// already handed over waits for its commit.
+			done = nil
+			stopSrc()
 		}
 	}
 }
@@ -398,9 +407,18 @@ func (p *Pipeline) tryFlush(ctx context.Context) bool {
 	return true
 }
 
-// finish writes what is pending; it runs when ctx may already be over.
-func (p *Pipeline) finish(srcErr error) error {
-	fctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+// finish processes the lines the source left queued and commits them.
+func (p *Pipeline) finish(ctx context.Context, lines <-chan ingest.Line, srcErr error) error {
+	var results []window.Result
+	for more := true; more; {
+		select {
+		case l := <-lines:
+			results = p.handle(l, results[:0])
+		default:
+			more = false
+		}
+	}
+	fctx, cancel := context.WithTimeout(ctx, 5*time.Second)
 	defer cancel()
 	if err := p.flush(fctx); err != nil {
 		return err

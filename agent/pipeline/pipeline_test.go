@@ -6,16 +6,19 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"net/http"
 	"os"
 	"path/filepath"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
 	"github.com/outpost-edge/outpost/agent/ingest"
 	"github.com/outpost-edge/outpost/agent/outbox"
 	"github.com/outpost-edge/outpost/deploy/config"
+	"github.com/outpost-edge/outpost/test/service"
 )
 
 // memOutbox records appends; the SQLite outbox has its own tests.
@@ -255,5 +258,134 @@ func TestSourceMessagesAckedOnlyAfterCommit(t *testing.T) {
 		if w < 1 {
 			t.Errorf("message %d acknowledged before any checkpoint was written", i)
 		}
+	}
+}
+
+func reading(sec int) []byte {
+	return []byte(fmt.Sprintf(`{"sensor":"s","ts":"2026-11-25T12:00:%02dZ","v":1}`, sec))
+}
+
+// TestStopCommitsWhatTheSourceHandedOver: when ctx ends, Run stops the
+// source but processes and commits every line the source hands over until
+// it returns (an HTTP push still in flight), and acknowledges them, before
+// Run itself returns.
+func TestStopCommitsWhatTheSourceHandedOver(t *testing.T) {
+	ob := &memOutbox{}
+	p, err := New(context.Background(), fileConfig("/nonexistent"), ob, slog.New(slog.DiscardHandler))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var returned atomic.Bool
+	writesAtAck := -1
+	p.source = func(ctx context.Context, out chan<- ingest.Line) error {
+		out <- ingest.Line{Data: reading(1), Arrival: time.Now()}
+		out <- ingest.Line{Data: reading(2), Arrival: time.Now()}
+		<-ctx.Done()
+		out <- ingest.Line{Data: reading(3), Arrival: time.Now()}
+		out <- ingest.Line{Data: reading(11), Arrival: time.Now(), Ack: func() { // closes [0,10)
+			ob.mu.Lock()
+			writesAtAck = ob.writes
+			ob.mu.Unlock()
+		}}
+		returned.Store(true)
+		return nil
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	cancel()
+	if err := p.Run(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if !returned.Load() {
+		t.Fatal("Run returned before its source")
+	}
+	if writesAtAck < 1 {
+		t.Fatalf("acknowledged with %d commits written", writesAtAck)
+	}
+	wins := ob.byStream("windows")
+	if len(wins) != 1 || wins[0]["fields"].(map[string]any)["v"].(map[string]any)["count"] != 3.0 {
+		t.Fatalf("windows committed at stop: %v", wins)
+	}
+}
+
+// TestStopWithStalledOutboxAcksNothing: if the final commit fails, Run
+// reports it, acknowledges nothing, and still waits for its source.
+func TestStopWithStalledOutboxAcksNothing(t *testing.T) {
+	ob := &memOutbox{fails: 1 << 30}
+	p, err := New(context.Background(), fileConfig("/nonexistent"), ob, slog.New(slog.DiscardHandler))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var returned, acked atomic.Bool
+	p.source = func(ctx context.Context, out chan<- ingest.Line) error {
+		out <- ingest.Line{Data: reading(1), Arrival: time.Now(), Ack: func() { acked.Store(true) }}
+		<-ctx.Done()
+		returned.Store(true)
+		return nil
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	cancel()
+	if err := p.Run(ctx); err == nil {
+		t.Fatal("Run hid a failed final commit")
+	}
+	if !returned.Load() || acked.Load() {
+		t.Fatalf("source returned %v, line acknowledged %v", returned.Load(), acked.Load())
+	}
+}
+
+// TestHTTPPushAnsweredByCommit runs an HTTP source pipeline: a push gets
+// 200 only once its lines are committed, and 503 with Retry-After while
+// the outbox refuses writes; when it recovers, pushes get 200 again.
+func TestHTTPPushAnsweredByCommit(t *testing.T) {
+	port, err := service.FreePort()
+	if err != nil {
+		t.Fatal(err)
+	}
+	addr := service.Addr(port)
+	cfg := fileConfig("")
+	cfg.Source = ingest.SourceConfig{Type: "http", HTTP: ingest.HTTPConfig{Listen: addr, CommitTimeout: 200 * time.Millisecond}}
+	ob := &memOutbox{}
+	p, err := New(context.Background(), cfg, ob, slog.New(slog.DiscardHandler))
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	errc := make(chan error, 1)
+	go func() { errc <- p.Run(ctx) }()
+	post := func(body string) *http.Response {
+		t.Helper()
+		for i := 0; ; i++ {
+			resp, err := http.Post("http://"+addr+"/ingest", "application/x-ndjson", strings.NewReader(body))
+			if err == nil {
+				resp.Body.Close()
+				return resp
+			}
+			if i == 100 {
+				t.Fatal(err)
+			}
+			time.Sleep(20 * time.Millisecond)
+		}
+	}
+	writes := func() int { ob.mu.Lock(); defer ob.mu.Unlock(); return ob.writes }
+	if resp := post(string(reading(1)) + "\n" + string(reading(2)) + "\n"); resp.StatusCode != http.StatusOK {
+		t.Fatalf("push: %s", resp.Status)
+	}
+	if writes() < 1 || p.Stats.Events.Load() != 2 {
+		t.Fatalf("200 with %d commits and %d events", writes(), p.Stats.Events.Load())
+	}
+	ob.mu.Lock()
+	ob.fails = 1 << 30
+	ob.mu.Unlock()
+	if resp := post(string(reading(3)) + "\n"); resp.StatusCode != http.StatusServiceUnavailable || resp.Header.Get("Retry-After") == "" {
+		t.Fatalf("push to a stalled outbox: %s, Retry-After %q", resp.Status, resp.Header.Get("Retry-After"))
+	}
+	ob.mu.Lock()
+	ob.fails = 0
+	ob.mu.Unlock()
+	if resp := post(string(reading(4)) + "\n"); resp.StatusCode != http.StatusOK {
+		t.Fatalf("push after the outbox recovered: %s", resp.Status)
+	}
+	cancel()
+	if err := <-errc; err != nil {
+		t.Fatal(err)
 	}
 }
