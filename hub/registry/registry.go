@@ -14,6 +14,7 @@ import (
 	"fmt"
 	"log/slog"
 	"sort"
+	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -268,9 +269,40 @@ func (r *Registry) Check(c server.ClientAuthentication) bool {
 	case !byCert && subtle.ConstantTimeCompare([]byte(hash(o.Password)), []byte(d.SecretHash)) != 1:
 		return r.refuse(c, id, "wrong secret")
 	}
+	// The MQTT client id names the session the broker replaces on a new
+	// connect: bound to the device, or one device could drop another's.
+	if cid, mqtt := mqttClientID(c); mqtt && cid != d.ID {
+		return r.refuse(c, id, fmt.Sprintf("MQTT client id %q is not the device's id", cid))
+	}
 	c.RegisterUser(&server.User{Username: d.ID, Permissions: permissions(d.ID)})
 	r.Stats.Accepted.Add(1)
 	return true
+}
+
+// mqttClientID is the client id an MQTT connection presented, and whether
+// the connection is MQTT at all. nats-server hands the authenticator no
+// client id, but names an MQTT connection `<addr> - mid:<n> - "<client id>"`
+// once CONNECT is parsed (nats-server 2.15); TestClientIDIsBoundToDevice
+// holds this to the server in go.mod. An MQTT connection whose id cannot
+// be read this way is refused, not let through.
+func mqttClientID(c server.ClientAuthentication) (string, bool) {
+	str, ok := c.(fmt.Stringer)
+	if !ok {
+		return "", false
+	}
+	name := str.String()
+	if !strings.Contains(name, " - mid") {
+		return "", false // a NATS connection: no sessions to take over
+	}
+	i := strings.LastIndex(name, ` - "`)
+	if i < 0 {
+		return "\x00unreadable", true
+	}
+	cid, err := strconv.Unquote(name[i+3:])
+	if err != nil {
+		return "\x00unreadable", true
+	}
+	return cid, true
 }
 
 // permissions confine a device to its own prefix: it publishes its data and

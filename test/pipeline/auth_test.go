@@ -223,3 +223,56 @@ func TestHubConnectsToKafkaOverMutualTLS(t *testing.T) {
 	recs, _ := readAll(t, plainBrokers, []string{cfg.Kafka.TopicPrefix + "events"}, 300, 60*time.Second)
 	checkExactlyOnce(t, recs, []string{"tls-dev"}, 300)
 }
+
+// TestClientIDIsBoundToDevice: a device with valid credentials of its own
+// connects with another device's client id. The broker would replace the
+// other device's session; the hub refuses the connection instead, and the
+// other device stays connected.
+func TestClientIDIsBoundToDevice(t *testing.T) {
+	cfg := hubConfig(t, kafkatest.Brokers(t), t.TempDir())
+	h := startHub(t, cfg)
+	defer h.Close()
+	ctx := context.Background()
+	good, err := h.Registry().Add(ctx, "good-1", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	bad, err := h.Registry().Add(ctx, "hostile-1", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	lost := make(chan error, 10)
+	victim := mqttClient(h, "good-1", good.Username, good.Password, lost)
+	if err := connect(victim); err != nil {
+		t.Fatal(err)
+	}
+	defer victim.Disconnect(100)
+	refusedBefore := h.Stats().AuthRefused
+	for i := 0; i < 5; i++ {
+		c := mqttClient(h, "good-1", bad.Username, bad.Password, nil)
+		if err := connect(c); err == nil {
+			c.Disconnect(100)
+			t.Fatal("a device connected with another device's client id")
+		}
+	}
+	// Its own id still works, and an id of its own with a suffix does not.
+	own := mqttClient(h, "hostile-1", bad.Username, bad.Password, nil)
+	if err := connect(own); err != nil {
+		t.Fatalf("the device's own client id was refused: %v", err)
+	}
+	own.Disconnect(100)
+	if err := connect(mqttClient(h, "hostile-1-x", bad.Username, bad.Password, nil)); err == nil {
+		t.Fatal("a client id other than the device id was accepted")
+	}
+	select {
+	case err := <-lost:
+		t.Fatalf("the good device was dropped: %v", err)
+	case <-time.After(time.Second):
+	}
+	if !victim.IsConnectionOpen() {
+		t.Fatal("the good device is no longer connected")
+	}
+	if got := h.Stats().AuthRefused - refusedBefore; got != 6 {
+		t.Errorf("%d refusals counted, want 6", got)
+	}
+}
