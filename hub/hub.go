@@ -489,7 +489,9 @@ func (h *Hub) startHTTP() error {
 }
 
 // admin guards operator endpoints with the bearer token, when one is set
-// (config validation refuses a non-loopback listener without one).
+// (config validation refuses a non-loopback listener without one), and
+// answers 400 for a path id that no store could hold, before a store
+// answers it with a 500.
 func (h *Hub) admin(next http.HandlerFunc) http.HandlerFunc {
 	want := []byte("Bearer " + h.cfg.HTTP.AdminToken)
 	return func(w http.ResponseWriter, r *http.Request) {
@@ -497,8 +499,34 @@ func (h *Hub) admin(next http.HandlerFunc) http.HandlerFunc {
 			writeError(w, http.StatusUnauthorized, errors.New("missing or wrong bearer token"))
 			return
 		}
+		for _, name := range pathIDs {
+			if v := r.PathValue(name); v != "" {
+				if err := validPathID(v); err != nil {
+					writeError(w, http.StatusBadRequest, fmt.Errorf("path %s: %w", name, err))
+					return
+				}
+			}
+		}
 		next(w, r)
 	}
+}
+
+// pathIDs are the path wildcards that name stored things.
+var pathIDs = []string{"id", "name", "model"}
+
+// validPathID accepts what device ids, model names and rollout ids are
+// made of: 1 to 128 of [A-Za-z0-9_.-], not starting with a dot.
+func validPathID(s string) error {
+	if len(s) == 0 || len(s) > 128 {
+		return fmt.Errorf("%.40q: want 1 to 128 characters", s)
+	}
+	for i, c := range s {
+		ok := c == '_' || c == '-' || (c == '.' && i > 0) || (c >= '0' && c <= '9') || (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z')
+		if !ok {
+			return fmt.Errorf("%.40q: character %q at %d is not a letter, digit, '_', '-' or '.'", s, c, i)
+		}
+	}
+	return nil
 }
 
 // deviceViews joins each enrolment with its last reported state.

@@ -1,0 +1,49 @@
+package hub
+
+import (
+	"context"
+	"log/slog"
+	"net/http"
+	"testing"
+)
+
+// A malformed id in any API path is a 400 with the reason, not a store's
+// 500 ("nats: invalid key"); a well-formed unknown one stays a 404.
+func TestMalformedPathIDsAre400(t *testing.T) {
+	cfg := Defaults()
+	cfg.DataDir = t.TempDir()
+	cfg.Broker.ServerName = "api-test"
+	cfg.Broker.NATSPort, cfg.Broker.MQTTPort = -1, -1
+	cfg.HTTP.Listen = "127.0.0.1:0"
+	cfg.Log.Level = "warn"
+	h, err := Start(context.Background(), cfg, slog.New(slog.DiscardHandler))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer h.Close()
+	base := "http://" + h.HTTPAddr()
+	for _, c := range []struct {
+		method, path string
+		want         int
+	}{
+		{"GET", "/v1/rollouts/bad%20id", http.StatusBadRequest},
+		{"GET", "/v1/rollouts/.hidden", http.StatusBadRequest},
+		{"GET", "/v1/rollouts/no-such-rollout", http.StatusNotFound},
+		{"POST", "/v1/rollouts/bad%2Aid/pause", http.StatusBadRequest},
+		{"GET", "/v1/devices/bad%20id/desired", http.StatusBadRequest},
+		{"POST", "/v1/devices/bad%20id/revoke", http.StatusBadRequest},
+		{"POST", "/v1/devices/no-such-device/revoke", http.StatusNotFound},
+		{"GET", "/v1/models/bad%20name", http.StatusBadRequest},
+		{"GET", "/v1/train/bad%20model/history", http.StatusBadRequest},
+	} {
+		req, _ := http.NewRequest(c.method, base+c.path, nil)
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		if resp.StatusCode != c.want {
+			t.Errorf("%s %s: %d, want %d", c.method, c.path, resp.StatusCode, c.want)
+		}
+	}
+}
