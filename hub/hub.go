@@ -32,6 +32,7 @@ import (
 	"github.com/outpost-edge/outpost/hub/rollout"
 	"github.com/outpost-edge/outpost/hub/trainer"
 	"github.com/outpost-edge/outpost/hub/updates"
+	"github.com/outpost-edge/outpost/sync/envelope"
 	"github.com/outpost-edge/outpost/sync/state"
 	"github.com/outpost-edge/outpost/sync/topics"
 )
@@ -161,8 +162,12 @@ func (h *Hub) startPipeline(ctx context.Context, o Options) error {
 	if err := h.startUpdates(ctx, runCtx); err != nil {
 		return err
 	}
-	h.acker = ingest.NewAcker(h.nc, h.log)
+	// Each payload inflates to at most a few times the largest message.
+	dec := envelope.NewDecoder(int(h.cfg.Broker.MaxPayload) * envelope.InflateFactor)
+	h.acker = ingest.NewAcker(h.nc, dec, h.log)
+	h.trainer.Decoder = dec
 	h.bridge = bridge.New(h.cfg.Bridge, bridge.Options{
+		Decoder:         dec,
 		Stream:          stream,
 		ClientOpts:      h.kafka.Opts,
 		Kafka:           h.cfg.Kafka,

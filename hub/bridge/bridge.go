@@ -54,6 +54,9 @@ type Options struct {
 	// TransactionalID must be stable per hub: it fences a zombie instance.
 	TransactionalID string
 	Log             *slog.Logger
+	// Decoder bounds what a payload may inflate to (nil: the package
+	// default).
+	Decoder *envelope.Decoder
 	// AfterCommit, when set, runs between the Kafka commit and the JetStream
 	// ack. Tests use it to crash the bridge at the worst moment.
 	AfterCommit func() error
@@ -92,6 +95,9 @@ const ConsumerName = "kafka-bridge"
 
 // New validates the options; Run does the work.
 func New(cfg Config, o Options) *Bridge {
+	if o.Decoder == nil {
+		o.Decoder = envelope.NewDecoder(envelope.DefaultMaxDecoded)
+	}
 	return &Bridge{cfg: cfg, o: o, log: o.Log.With("component", "bridge"), marks: envelope.Watermarks{},
 		deadLog: rate.Sometimes{First: 10, Interval: 10 * time.Second}, backlogLog: rate.Sometimes{Interval: 30 * time.Second}}
 }
@@ -264,7 +270,7 @@ func (b *Bridge) transfer(ctx context.Context, msgs []jetstream.Msg) error {
 	}
 	var recs []*kgo.Record
 	stale := func(i int) bool { return seqs[i] <= b.lastSeq }
-	dec, ready := decodeAll(msgs, stale)
+	dec, ready := decodeAll(b.o.Decoder, msgs, stale)
 	for i, m := range msgs {
 		<-ready[i]
 		if stale(i) {
@@ -307,17 +313,17 @@ type decoded struct {
 	err    error
 }
 
-func decode(subject string, data []byte) decoded {
+func decode(dec *envelope.Decoder, subject string, data []byte) decoded {
 	var d decoded
 	if d.p, d.topErr = topics.Parse(strings.ReplaceAll(subject, ".", "/")); d.topErr == nil {
-		d.e, d.err = envelope.Decode(data)
+		d.e, d.err = dec.Decode(data)
 	}
 	return d
 }
 
 // decodeAll decodes msgs on every core in the background; ready[i] closes
 // when out[i] is set.
-func decodeAll(msgs []jetstream.Msg, skip func(i int) bool) (out []decoded, ready []chan struct{}) {
+func decodeAll(dec *envelope.Decoder, msgs []jetstream.Msg, skip func(i int) bool) (out []decoded, ready []chan struct{}) {
 	out, ready = make([]decoded, len(msgs)), make([]chan struct{}, len(msgs))
 	for i := range ready {
 		ready[i] = make(chan struct{})
@@ -327,7 +333,7 @@ func decodeAll(msgs []jetstream.Msg, skip func(i int) bool) (out []decoded, read
 		go func() {
 			for i := w; i < len(msgs); i += workers {
 				if !skip(i) {
-					out[i] = decode(msgs[i].Subject(), msgs[i].Data())
+					out[i] = decode(dec, msgs[i].Subject(), msgs[i].Data())
 				}
 				close(ready[i])
 			}
@@ -391,7 +397,7 @@ func (b *Bridge) convert(recs []*kgo.Record, subject string, data []byte, d deco
 // gap and never be written. The whole payload goes to the dead-letter
 // topic, so nothing is lost.
 func (b *Bridge) acceptBadRecords(data []byte, p topics.Parsed, saved undo, touched map[string]bool, t *tally) {
-	h, err := envelope.DecodeHeader(data)
+	h, err := b.o.Decoder.DecodeHeader(data)
 	if err != nil || h.Device != p.Device || h.Stream != p.Stream {
 		return // the acker refused it too
 	}

@@ -75,14 +75,19 @@ type Stats struct {
 // Acker reads the stream in order and acks to devices.
 type Acker struct {
 	nc    *nats.Conn
+	dec   *envelope.Decoder
 	log   *slog.Logger
 	marks envelope.Watermarks
 	Stats Stats
 }
 
-// NewAcker builds an acker publishing on nc.
-func NewAcker(nc *nats.Conn, log *slog.Logger) *Acker {
-	return &Acker{nc: nc, log: log, marks: envelope.Watermarks{}}
+// NewAcker builds an acker publishing on nc, decoding with dec (nil: the
+// package default bound).
+func NewAcker(nc *nats.Conn, dec *envelope.Decoder, log *slog.Logger) *Acker {
+	if dec == nil {
+		dec = envelope.NewDecoder(envelope.DefaultMaxDecoded)
+	}
+	return &Acker{nc: nc, dec: dec, log: log, marks: envelope.Watermarks{}}
 }
 
 // Run restores the marks from what the stream holds, acks every device
@@ -157,7 +162,7 @@ func (a *Acker) handle(subject string, data []byte, replayed map[[2]string]bool)
 	}
 	// The header is enough to ack: record times and data are the bridge's
 	// to check, and it dead-letters what fails.
-	e, err := envelope.DecodeHeader(data)
+	e, err := a.dec.DecodeHeader(data)
 	if err != nil || e.Device != p.Device || e.Stream != p.Stream {
 		// The bridge sends it to the dead-letter topic with the reason.
 		a.Stats.Malformed.Add(1)

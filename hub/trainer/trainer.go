@@ -110,6 +110,9 @@ type Trainer struct {
 	log *slog.Logger
 	// Sink, when set, gets every event too.
 	Sink Sink
+	// Decoder bounds what a payload may inflate to (nil: the package
+	// default).
+	Decoder *envelope.Decoder
 	// labels gives a device's labels, for cohorts.
 	labels func(device string) map[string]string
 
@@ -295,7 +298,11 @@ type LabelRecord struct {
 }
 
 func (t *Trainer) handle(ctx context.Context, subject string, data []byte) {
-	env, err := envelope.Decode(data)
+	decode := envelope.Decode
+	if t.Decoder != nil {
+		decode = t.Decoder.Decode
+	}
+	env, err := decode(data)
 	if err != nil {
 		return // the bridge dead-letters malformed payloads; nothing to learn from
 	}

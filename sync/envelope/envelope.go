@@ -76,11 +76,44 @@ func (e *Envelope) Last() uint64 { return e.Records[len(e.Records)-1].Seq }
 
 var zstdMagic = []byte{0x28, 0xb5, 0x2f, 0xfd}
 
-var (
-	encoder, _ = zstd.NewWriter(nil, zstd.WithEncoderLevel(zstd.SpeedFastest))
-	// Decoded size is bounded: a zstd bomb must not exhaust the hub.
-	decoder, _ = zstd.NewReader(nil, zstd.WithDecoderMaxMemory(64<<20), zstd.WithDecoderConcurrency(0))
-)
+var encoder, _ = zstd.NewWriter(nil, zstd.WithEncoderLevel(zstd.SpeedFastest))
+
+// Decoder reads envelopes, inflating a compressed one to at most a bound:
+// a zstd bomb (kilobytes that inflate to gigabytes) costs the hub no more
+// than the bound, per core, and that memory is reused, not held per bomb.
+type Decoder struct {
+	zd  *zstd.Decoder
+	max int
+}
+
+// InflateFactor is how far past the broker's largest message a payload may
+// inflate. An agent cuts a batch by its uncompressed size (uplink.batch_bytes
+// at or below broker.max_payload), so an honest payload stays well inside.
+const InflateFactor = 4
+
+// DefaultMaxDecoded bounds inflation for the package-level Decode and
+// DecodeHeader: InflateFactor times the hub's default max_payload (1 MiB).
+const DefaultMaxDecoded = InflateFactor << 20
+
+// NewDecoder builds a decoder that inflates to at most maxDecoded bytes.
+func NewDecoder(maxDecoded int) *Decoder {
+	zd, _ := zstd.NewReader(nil, zstd.WithDecoderMaxMemory(uint64(maxDecoded)), zstd.WithDecoderConcurrency(0)) // options are valid
+	return &Decoder{zd: zd, max: maxDecoded}
+}
+
+var defaultDecoder = NewDecoder(DefaultMaxDecoded)
+
+// inflate returns payload, decompressed if it is a zstd frame.
+func (d *Decoder) inflate(payload []byte) ([]byte, error) {
+	if !bytes.HasPrefix(payload, zstdMagic) {
+		return payload, nil
+	}
+	raw, err := d.zd.DecodeAll(payload, nil)
+	if err != nil {
+		return nil, fmt.Errorf("%w: zstd (at most %d bytes inflated): %w", ErrMalformed, d.max, err)
+	}
+	return raw, nil
+}
 
 // Encode serialises e, compressing with zstd when compress is set.
 func Encode(e *Envelope, compress bool) ([]byte, error) {
@@ -97,14 +130,14 @@ func Encode(e *Envelope, compress bool) ([]byte, error) {
 	return data, nil
 }
 
+// Decode parses and validates a payload with the default bound.
+func Decode(payload []byte) (*Envelope, error) { return defaultDecoder.Decode(payload) }
+
 // Decode parses and validates a payload.
-func Decode(payload []byte) (*Envelope, error) {
-	if bytes.HasPrefix(payload, zstdMagic) {
-		raw, err := decoder.DecodeAll(payload, nil)
-		if err != nil {
-			return nil, fmt.Errorf("%w: zstd: %w", ErrMalformed, err)
-		}
-		payload = raw
+func (d *Decoder) Decode(payload []byte) (*Envelope, error) {
+	payload, err := d.inflate(payload)
+	if err != nil {
+		return nil, err
 	}
 	var e Envelope
 	if err := gojson.Unmarshal(payload, &e); err != nil {

@@ -4,9 +4,12 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"runtime"
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/klauspost/compress/zstd"
 )
 
 func sample() *Envelope {
@@ -266,5 +269,42 @@ func TestEpochValidation(t *testing.T) {
 	h, err := DecodeHeader(b)
 	if err != nil || h.Epoch != "0f3a9c" {
 		t.Fatalf("header epoch %q, %v", h.Epoch, err)
+	}
+}
+
+// A zstd bomb, kilobytes that inflate to 1 GiB, is refused after inflating
+// at most the decoder's bound: a storm of them costs the hub that bound per
+// core, not gigabytes.
+func TestZstdBombIsBounded(t *testing.T) {
+	zeros := make([]byte, 64<<20)
+	enc, _ := zstd.NewWriter(nil, zstd.WithEncoderLevel(zstd.SpeedBestCompression))
+	var bomb []byte
+	for i := 0; i < 16; i++ { // 16 frames of 64 MiB: 1 GiB
+		bomb = enc.EncodeAll(zeros, bomb)
+	}
+	if len(bomb) > 64<<10 {
+		t.Fatalf("bomb is %d bytes", len(bomb))
+	}
+	d := NewDecoder(1 << 20)
+	var before, after runtime.MemStats
+	runtime.GC()
+	runtime.ReadMemStats(&before)
+	for i := 0; i < 20; i++ {
+		if _, err := d.Decode(bomb); !errors.Is(err, ErrMalformed) {
+			t.Fatalf("bomb: err %v, want ErrMalformed", err)
+		}
+		if _, err := d.DecodeHeader(bomb); !errors.Is(err, ErrMalformed) {
+			t.Fatalf("bomb header: err %v, want ErrMalformed", err)
+		}
+	}
+	runtime.ReadMemStats(&after)
+	// 40 decodes; each may allocate up to the 1 MiB bound (and the zstd
+	// window it needs).
+	if alloc := after.TotalAlloc - before.TotalAlloc; alloc > 40*(4<<20) {
+		t.Fatalf("40 bomb decodes allocated %d MiB", alloc>>20)
+	}
+	// The default bound is InflateFactor × the hub's default max_payload.
+	if _, err := Decode(bomb); !errors.Is(err, ErrMalformed) {
+		t.Fatalf("default decoder: %v", err)
 	}
 }

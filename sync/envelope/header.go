@@ -1,7 +1,6 @@
 package envelope
 
 import (
-	"bytes"
 	"fmt"
 
 	gojson "github.com/goccy/go-json"
@@ -32,13 +31,13 @@ type wireHeader struct {
 // DecodeHeader parses a payload's header and seqs and checks the same
 // invariants as Decode except those of record times and data. An envelope
 // it accepts may still be dead-lettered by a full Decode.
-func DecodeHeader(payload []byte) (Header, error) {
-	if bytes.HasPrefix(payload, zstdMagic) {
-		raw, err := decoder.DecodeAll(payload, nil)
-		if err != nil {
-			return Header{}, fmt.Errorf("%w: zstd: %w", ErrMalformed, err)
-		}
-		payload = raw
+func DecodeHeader(payload []byte) (Header, error) { return defaultDecoder.DecodeHeader(payload) }
+
+// DecodeHeader is the package's DecodeHeader with this decoder's bound.
+func (d *Decoder) DecodeHeader(payload []byte) (Header, error) {
+	payload, err := d.inflate(payload)
+	if err != nil {
+		return Header{}, err
 	}
 	var w wireHeader
 	if err := gojson.Unmarshal(payload, &w); err != nil {
