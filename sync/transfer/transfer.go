@@ -7,15 +7,38 @@ package transfer
 import (
 	"context"
 	"crypto/sha256"
+	"crypto/tls"
 	"encoding/hex"
 	"errors"
 	"fmt"
 	"io"
+	"net"
 	"net/http"
 	"os"
 	"path/filepath"
 	"strconv"
+	"sync/atomic"
+	"time"
 )
+
+// IdleTimeout is how long a download may go without a byte before it is
+// abandoned; the bytes it has are kept, and the next try resumes there.
+const IdleTimeout = 30 * time.Second
+
+// Transport is an HTTP transport with the timeouts every outbound call of
+// a device needs: a mirror that accepts a connection and then says
+// nothing must not hold the update loop. tc may be nil.
+func Transport(tc *tls.Config) *http.Transport {
+	return &http.Transport{
+		Proxy:                 http.ProxyFromEnvironment,
+		DialContext:           (&net.Dialer{Timeout: 10 * time.Second, KeepAlive: 30 * time.Second}).DialContext,
+		TLSClientConfig:       tc,
+		TLSHandshakeTimeout:   10 * time.Second,
+		ResponseHeaderTimeout: 15 * time.Second,
+		IdleConnTimeout:       90 * time.Second,
+		MaxIdleConns:          4,
+	}
+}
 
 var (
 	// ErrVerify means the downloaded bytes are not the expected ones; the
@@ -36,6 +59,11 @@ type Expect struct {
 // header. On success dst holds exactly the expected bytes, renamed into
 // place and synced; on a verification failure the staging file is gone.
 func Download(ctx context.Context, client *http.Client, url, dst string, want Expect) error {
+	return DownloadIdle(ctx, client, url, dst, want, IdleTimeout)
+}
+
+// DownloadIdle is Download with its own idle timeout.
+func DownloadIdle(ctx context.Context, client *http.Client, url, dst string, want Expect, idle time.Duration) error {
 	if client == nil {
 		client = http.DefaultClient
 	}
@@ -56,7 +84,7 @@ func Download(ctx context.Context, client *http.Client, url, dst string, want Ex
 		have = 0
 	}
 	if have < want.Length {
-		if err := fetch(ctx, client, url, f, have, want.Length); err != nil {
+		if err := fetch(ctx, client, url, f, have, want.Length, idle); err != nil {
 			return err
 		}
 	}
@@ -75,7 +103,9 @@ func Download(ctx context.Context, client *http.Client, url, dst string, want Ex
 }
 
 // fetch appends bytes [have, length) of url to f.
-func fetch(ctx context.Context, client *http.Client, url string, f *os.File, have, length int64) error {
+func fetch(ctx context.Context, client *http.Client, url string, f *os.File, have, length int64, idle time.Duration) error {
+	ctx, cancel := context.WithCancelCause(ctx)
+	defer cancel(nil)
 	req, err := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
 	if err != nil {
 		return fmt.Errorf("transfer: %w", err)
@@ -104,7 +134,22 @@ func fetch(ctx context.Context, client *http.Client, url string, f *os.File, hav
 	}
 	// Never take more than the metadata allows: an endless-data attack
 	// stops at the signed length.
-	n, err := io.Copy(f, io.LimitReader(resp.Body, length-have))
+	// Every idle period without a byte read ends the request; the bytes
+	// so far stay in the staging file for the next try.
+	body := &progress{r: io.LimitReader(resp.Body, length-have)}
+	var stalled *time.Timer
+	stalled = time.AfterFunc(idle, func() {
+		if body.reads.Swap(0) == 0 {
+			cancel(fmt.Errorf("%w: no data for %s", ErrStalled, idle))
+			return
+		}
+		stalled.Reset(idle)
+	})
+	defer stalled.Stop()
+	n, err := io.Copy(f, body)
+	if cause := context.Cause(ctx); err != nil && errors.Is(cause, ErrStalled) {
+		err = cause
+	}
 	if err != nil {
 		return fmt.Errorf("transfer: %s after %d bytes: %w", url, have+n, err)
 	}
@@ -112,6 +157,23 @@ func fetch(ctx context.Context, client *http.Client, url string, f *os.File, hav
 		return fmt.Errorf("transfer: %s: %w after %d of %d bytes", url, io.ErrUnexpectedEOF, have+n, length)
 	}
 	return nil
+}
+
+// ErrStalled means a download went IdleTimeout without a byte.
+var ErrStalled = errors.New("transfer: download stalled")
+
+// progress counts reads, for the idle timer.
+type progress struct {
+	r     io.Reader
+	reads atomic.Int64
+}
+
+func (p *progress) Read(b []byte) (int, error) {
+	n, err := p.r.Read(b)
+	if n > 0 {
+		p.reads.Add(1)
+	}
+	return n, err
 }
 
 func verify(f *os.File, want Expect) error {
