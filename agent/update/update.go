@@ -181,6 +181,7 @@ type Manager struct {
 	until     map[string]time.Time    // probation ends, by model
 	shadowTo  map[string]time.Time    // shadow phase ends, by model
 	notBefore map[string]time.Time    // retry backoff, by model
+	failures  map[string]int          // failed tries in a row, by model: the backoff's exponent
 	shadow0   map[string]pipeline.ShadowStats
 	baseline  map[string][5]int64 // health counters at the switch (or restart), by runner
 }
@@ -239,7 +240,7 @@ func Recover(ctx context.Context, cfg Config, st Store, dirs []string, boot int6
 func New(ctx context.Context, cfg Config, o Options, runners []Runner) (*Manager, error) {
 	m := &Manager{cfg: cfg, o: o, log: o.Log, desired: make(chan state.Desired, 1), current: map[string]state.ModelStatus{},
 		loaded: map[string]*infer.Model{}, until: map[string]time.Time{}, baseline: map[string][5]int64{},
-		shadowTo: map[string]time.Time{}, shadow0: map[string]pipeline.ShadowStats{}, notBefore: map[string]time.Time{}}
+		shadowTo: map[string]time.Time{}, shadow0: map[string]pipeline.ShadowStats{}, notBefore: map[string]time.Time{}, failures: map[string]int{}}
 	if m.log == nil {
 		m.log = slog.New(slog.DiscardHandler)
 	}
@@ -518,6 +519,7 @@ func (m *Manager) step(ctx context.Context, j *job) {
 			m.retry(ctx, j, err)
 			return
 		}
+		delete(m.failures, j.Model)
 		m.transition(ctx, j, state.PhaseVerifying, "")
 	case state.PhaseVerifying:
 		if err := m.verify(j); err != nil {
@@ -565,10 +567,12 @@ func (m *Manager) step(ctx context.Context, j *job) {
 }
 
 // retry counts a failed download or verification; refusals by TUF or by
-// the hashes end the update after MaxAttempts, network trouble is retried
-// for as long as it lasts.
+// the hashes (metadata longer than TUF allows among them) end the update
+// after MaxAttempts, network trouble is retried for as long as it lasts.
+// Either backs off, doubling up to 30 s.
 func (m *Manager) retry(ctx context.Context, j *job, err error) {
-	refused := errors.Is(err, transfer.ErrVerify) || errors.Is(err, &metadata.ErrRepository{}) || errors.Is(err, errRefused)
+	refused := errors.Is(err, transfer.ErrVerify) || errors.Is(err, &metadata.ErrRepository{}) || errors.Is(err, errRefused) ||
+		errors.Is(err, &metadata.ErrDownloadLengthMismatch{})
 	m.mu.Lock()
 	j.Reason = err.Error()
 	if refused {
@@ -583,7 +587,8 @@ func (m *Manager) retry(ctx context.Context, j *job, err error) {
 	}
 	// Back off: a hub of a cluster may serve a copy a moment behind the
 	// one the device saw last, and a network outage is not over in 250 ms.
-	m.notBefore[j.Model] = time.Now().Add(min(time.Second<<min(attempts, 5), 30*time.Second))
+	m.failures[j.Model]++
+	m.notBefore[j.Model] = time.Now().Add(min(time.Second<<min(m.failures[j.Model], 5), 30*time.Second))
 	if m.o.OnChange != nil {
 		m.o.OnChange()
 	}

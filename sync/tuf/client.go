@@ -10,6 +10,7 @@ import (
 	"os"
 	"path"
 	"path/filepath"
+	"time"
 
 	"github.com/theupdateframework/go-tuf/v2/metadata"
 	"github.com/theupdateframework/go-tuf/v2/metadata/config"
@@ -39,8 +40,12 @@ func NewClient(trustedRoot []byte, baseURL, metadataDir string) (*Client, error)
 // NewClientWith is NewClient over hc (an HTTPS client with the hub's CA,
 // say); nil is http.DefaultClient's settings.
 func NewClientWith(trustedRoot []byte, baseURL, metadataDir string, hc *http.Client) (*Client, error) {
-	if hc == nil {
-		hc = &http.Client{}
+	hc = withTimeouts(hc)
+	// Metadata is small: a whole fetch has a deadline. Targets may be
+	// large on slow links: transfer abandons one only when it stalls.
+	meta := *hc
+	if meta.Timeout == 0 {
+		meta.Timeout = MetadataTimeout
 	}
 	cfg, err := config.New(baseURL, trustedRoot)
 	if err != nil {
@@ -50,7 +55,7 @@ func NewClientWith(trustedRoot []byte, baseURL, metadataDir string, hc *http.Cli
 	// one-try default, and backoff then retries a failing request for
 	// many minutes inside Refresh. Retries are the update machine's job.
 	f := fetcher.NewDefaultFetcher()
-	f.SetHTTPClient(hc)
+	f.SetHTTPClient(&meta)
 	cfg.Fetcher = f
 	if err := os.MkdirAll(metadataDir, 0o700); err != nil {
 		return nil, fmt.Errorf("tuf: %w", err)
@@ -58,6 +63,40 @@ func NewClientWith(trustedRoot []byte, baseURL, metadataDir string, hc *http.Cli
 	cfg.LocalMetadataDir = metadataDir
 	cfg.LocalTargetsDir = metadataDir // artifacts go through transfer, not here
 	return &Client{cfg: cfg, provisioned: trustedRoot, targetsURL: cfg.RemoteTargetsURL, http: hc}, nil
+}
+
+// MetadataTimeout bounds one metadata fetch, however slowly a mirror
+// trickles it.
+const MetadataTimeout = time.Minute
+
+// withTimeouts returns hc with the connect, TLS and header timeouts of
+// transfer.Transport where its transport has none: a mirror that accepts
+// and then says nothing must not hold the update loop.
+func withTimeouts(hc *http.Client) *http.Client {
+	if hc == nil {
+		return &http.Client{Transport: transfer.Transport(nil)}
+	}
+	c := *hc
+	switch tr := hc.Transport.(type) {
+	case nil:
+		c.Transport = transfer.Transport(nil)
+	case *http.Transport:
+		if tr.ResponseHeaderTimeout == 0 || tr.TLSHandshakeTimeout == 0 || tr.DialContext == nil {
+			d := transfer.Transport(tr.TLSClientConfig)
+			t := tr.Clone()
+			if t.ResponseHeaderTimeout == 0 {
+				t.ResponseHeaderTimeout = d.ResponseHeaderTimeout
+			}
+			if t.TLSHandshakeTimeout == 0 {
+				t.TLSHandshakeTimeout = d.TLSHandshakeTimeout
+			}
+			if t.DialContext == nil {
+				t.DialContext = d.DialContext
+			}
+			c.Transport = t
+		}
+	}
+	return &c
 }
 
 // Refresh updates root, timestamp, snapshot and targets, in that order,
