@@ -50,6 +50,16 @@ func startDevice(t *testing.T, creds state.Credentials, mqttURL string, fallback
 // whose data directory the test keeps, copies and restores.
 func startDeviceIn(t *testing.T, dir string, creds state.Credentials, mqttURL string, fallback ...string) *device {
 	t.Helper()
+	return startDeviceWith(t, dir, testSendConfig, creds, mqttURL, fallback...)
+}
+
+// testSendConfig is the tests' sender: a short ack timeout, so a lost
+// batch is resent quickly.
+var testSendConfig = uplink.SendConfig{BatchRecords: 200, MaxInflight: 2000, AckTimeout: 2 * time.Second}
+
+// startDeviceWith is startDeviceIn with its own sender settings.
+func startDeviceWith(t *testing.T, dir string, sc uplink.SendConfig, creds state.Credentials, mqttURL string, fallback ...string) *device {
+	t.Helper()
 	ctx := context.Background()
 	id := creds.Device
 	db, err := store.Open(ctx, filepath.Join(dir, "agent.db"), store.SyncNormal)
@@ -72,7 +82,7 @@ func startDeviceIn(t *testing.T, dir string, creds state.Credentials, mqttURL st
 	if err != nil {
 		t.Fatal(err)
 	}
-	s = uplink.NewSender(uplink.SendConfig{BatchRecords: 200, MaxInflight: 2000, AckTimeout: 2 * time.Second}, id, ob, d.up, log)
+	s = uplink.NewSender(sc, id, ob, d.up, log)
 	runCtx, cancel := context.WithCancel(ctx)
 	d.cancel = cancel
 	go func() { _ = d.up.Connect(runCtx) }()

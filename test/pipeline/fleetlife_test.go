@@ -462,12 +462,12 @@ func TestWeekOfTrafficThroughASmallStream(t *testing.T) {
 
 // TestAckerFailoverResumesEveryStream: three hubs; devices stream through
 // the hubs that do not hold the lease. The lease holder is stopped
-// (SIGSTOP) past its lease, so another hub's acker takes over, and then
-// continued. Windows flow all along, so some were stored while no acker
-// ran; events start only after the failover and keep being acked. The
-// windows must resume their acks while events still flow (acks of one
-// stream must not hold back another's resend), every outbox drains, and
-// Kafka holds every record exactly once.
+// (SIGSTOP) past its lease, so another hub's acker takes over, while
+// windows keep flowing: some were stored while no acker ran. Events start
+// only after the failover and are acked all along. With the old hub still
+// stopped, the windows must resume their acks while events flow (acks of
+// one stream must not hold back another's resend); then it continues,
+// every outbox drains, and Kafka holds every record exactly once.
 func TestAckerFailoverResumesEveryStream(t *testing.T) {
 	brokers := kafkatest.Brokers(t)
 	prefix := fmt.Sprintf("t%d.", time.Now().UnixNano())
@@ -482,41 +482,48 @@ func TestAckerFailoverResumesEveryStream(t *testing.T) {
 	var want []string
 	var devs []*device
 	var windows, events sync.WaitGroup
-	resumed := make(chan struct{})
+	failedOver := make(chan struct{})
 	for i := 0; i < 3; i++ {
 		id := fmt.Sprintf("fail-%d", i)
 		creds := enrolOn(t, hubs[(li+1)%3], id)
-		d := startDevice(t, creds, urls[i%2], urls[(i+1)%2])
+		// The default ack timeout (10 s), longer than the stall: acks of
+		// events, not the timer, are what the device sees meanwhile.
+		sc := testSendConfig
+		sc.AckTimeout = 10 * time.Second
+		d := startDeviceWith(t, t.TempDir(), sc, creds, urls[i%2], urls[(i+1)%2])
 		devs = append(devs, d)
-		ws, es := labels(id+"-windows", 800), labels(id+"-events", 100)
+		ws, es := labels(id+"-windows", 1200), labels(id+"-events", 100)
 		want = append(want, ws...)
 		want = append(want, es...)
 		windows.Add(1)
 		go func() {
 			defer windows.Done()
-			d.produceLabels(t, "windows", ws, 5, 0, 25*time.Millisecond) // 4 s
+			d.produceLabels(t, "windows", ws, 5, 0, 50*time.Millisecond) // 12 s
 		}()
 		events.Add(1)
 		go func() {
 			defer events.Done()
-			<-resumed
+			<-failedOver
 			d.produceLabels(t, "events", es, 1, 0, 250*time.Millisecond) // 25 s, acked all along
 		}()
 	}
 	time.Sleep(time.Second)
 	leader := hubs[li]
-	t.Logf("stopping lease holder %s (pid %d) for 6 s", leader.name, leader.proc.PID())
+	t.Logf("stopping lease holder %s (pid %d)", leader.name, leader.proc.PID())
 	if err := syscall.Kill(leader.proc.PID(), syscall.SIGSTOP); err != nil {
 		t.Fatal(err)
 	}
-	time.Sleep(6 * time.Second)
-	if err := syscall.Kill(leader.proc.PID(), syscall.SIGCONT); err != nil {
-		t.Fatal(err)
-	}
-	start := time.Now()
-	close(resumed)
+	stopped := true
+	defer func() {
+		if stopped {
+			syscall.Kill(leader.proc.PID(), syscall.SIGCONT)
+		}
+	}()
+	time.Sleep(4 * time.Second) // lease_ttl is 2 s
+	close(failedOver)
 	windows.Wait()
-	// The device's ack timeout is 2 s; events are produced for 25 s.
+	start := time.Now()
+	// The device's ack timeout is 10 s; events flow for 25 s.
 	for _, d := range devs {
 		for {
 			recs, err := d.ob.Pending(context.Background(), "windows", 0, 1)
@@ -527,12 +534,16 @@ func TestAckerFailoverResumesEveryStream(t *testing.T) {
 				break
 			}
 			if time.Since(start) > 15*time.Second {
-				t.Fatalf("%s: windows still unacknowledged %s after the failover, while its events are acked", d.id, time.Since(start).Round(time.Second))
+				t.Fatalf("%s: windows still unacknowledged %s after they were sent, while its events are acked", d.id, time.Since(start).Round(time.Second))
 			}
 			time.Sleep(100 * time.Millisecond)
 		}
 	}
-	t.Logf("windows of every device acknowledged %s after the failover", time.Since(start).Round(100*time.Millisecond))
+	t.Logf("windows of every device acknowledged %s after the last was sent", time.Since(start).Round(100*time.Millisecond))
+	if err := syscall.Kill(leader.proc.PID(), syscall.SIGCONT); err != nil {
+		t.Fatal(err)
+	}
+	stopped = false
 	events.Wait()
 	for _, d := range devs {
 		d.waitDrained(t, 60*time.Second)
