@@ -75,7 +75,7 @@ func LoadSlot(cfg Config, slot string, log *slog.Logger) (*Model, error) {
 	var eng Engine
 	provider := "go"
 	if cfg.UsesORT() {
-		s, err := ort.NewSessionWith(onnxData, ort.Options{Provider: cfg.Provider, IntraOpThreads: cfg.Threads})
+		s, err := ort.NewSessionWith(onnxData, ort.Options{Provider: cfg.Provider, IntraOpThreads: cfg.Threads, Output: m.Outputs.Scores})
 		if err != nil {
 			return nil, err
 		}
@@ -84,7 +84,7 @@ func LoadSlot(cfg Config, slot string, log *slog.Logger) (*Model, error) {
 		}
 		eng, provider = s, s.Provider
 	} else {
-		if eng, err = goengine.Load(onnxData); err != nil {
+		if eng, err = goengine.LoadWith(onnxData, goengine.Options{Output: m.Outputs.Scores}); err != nil {
 			return nil, err
 		}
 	}

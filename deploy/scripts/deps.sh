@@ -3,7 +3,7 @@
 # Downloads are cached under .cache/ (git-ignored) and pinned by version and
 # sha256; a second run downloads nothing.
 #
-#   deploy/scripts/deps.sh [apt] [ort] [kafka] [go]   (default: all)
+#   deploy/scripts/deps.sh [apt] [ort] [kafka] [go] [py]   (default: all)
 set -euo pipefail
 
 root=$(cd "$(dirname "$0")/../.." && pwd)
@@ -84,11 +84,31 @@ deps_kafka() {
   log "kafka $KAFKA_VERSION in $dir"
 }
 
+# The conformance suite's exporters (scikit-learn, skl2onnx, onnx) in a
+# virtualenv, every package pinned in test/conformance/requirements.txt.
+# The venv records the requirements it was built from; a changed pin
+# rebuilds it, an unchanged one downloads nothing.
+deps_py() {
+  local venv=$cache/venv-conformance
+  local req=$root/test/conformance/requirements.txt
+  if [ -x "$venv/bin/python" ] && cmp -s "$venv/.requirements" "$req"; then
+    log "python conformance venv present"; return
+  fi
+  command -v python3 >/dev/null || { log "python3 is needed for the conformance suite"; exit 1; }
+  log "creating $venv from $req"
+  rm -rf "$venv"
+  python3 -m venv "$venv"
+  "$venv/bin/pip" install -q --no-deps -r "$req"
+  "$venv/bin/pip" check >/dev/null || { "$venv/bin/pip" check; log "pinned python packages are inconsistent"; exit 1; }
+  cp "$req" "$venv/.requirements"
+  log "python conformance venv in $venv"
+}
+
 deps_go() {
   (cd "$root" && go mod download)
   log "go modules present"
 }
 
 steps=("$@")
-[ ${#steps[@]} -eq 0 ] && steps=(apt ort kafka go)
+[ ${#steps[@]} -eq 0 ] && steps=(apt ort kafka go py)
 for s in "${steps[@]}"; do "deps_$s"; done

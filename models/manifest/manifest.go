@@ -46,8 +46,18 @@ type Feature struct {
 	Std   float64 `json:"std"`
 }
 
-// Outputs say how to read the model's output vector.
+// Outputs say which graph outputs the agent reads, by role, and how to
+// read the scores. A graph with one output, or one float output, needs no
+// names: that output is the scores (onnx.ScoresOutput).
 type Outputs struct {
+	// Scores names the float [N, k] output with scores or probabilities.
+	Scores string `json:"scores,omitempty"`
+	// Label names an exporter's predicted-label output (int64 or string,
+	// [N] or [N, 1]), if the graph has one. Validation checks it exists;
+	// the agent derives labels from the scores and Labels below.
+	Label string `json:"label,omitempty"`
+	// Embedding names a float [N, d] output, if the graph has one.
+	Embedding string   `json:"embedding,omitempty"`
 	Labels    []string `json:"labels,omitempty"`    // one per output column, or two (below, at or above the threshold) for one score
 	Threshold float64  `json:"threshold,omitempty"` // anomaly/binary: a score at or above it is positive
 }
@@ -86,6 +96,10 @@ func (m *Manifest) Validate() error {
 		if f.Field == "" || f.Agg == "" || f.Std < 0 || math.IsNaN(f.Mean) || math.IsNaN(f.Std) {
 			return fmt.Errorf("%w: feature %d needs field, agg and std ≥ 0", ErrInvalid, i)
 		}
+	}
+	o := m.Outputs
+	if o.Scores != "" && (o.Scores == o.Label || o.Scores == o.Embedding) || o.Label != "" && o.Label == o.Embedding {
+		return fmt.Errorf("%w: outputs: one graph output holds two roles (scores %q, label %q, embedding %q)", ErrInvalid, o.Scores, o.Label, o.Embedding)
 	}
 	for i, g := range m.Golden {
 		if len(g.Input) != len(m.Features) || len(g.Output) == 0 || g.Tolerance < 0 {
@@ -176,26 +190,62 @@ func (m *Manifest) Vector(lookup func(field, agg string) (float64, bool), dst []
 	return dst, nil
 }
 
-// CheckGolden runs every golden vector through run and compares the
-// outputs within each vector's tolerance; it returns the largest absolute
-// error seen. A NaN output always fails.
+// CheckGolden runs the golden vectors as one batch, then row by row
+// (DESIGN §3: a graph that works only on one row, or whose rows change
+// each other's answers, must fail), and compares the outputs within each
+// vector's tolerance; it returns the largest absolute error seen. A NaN
+// output always fails.
 func (m *Manifest) CheckGolden(run func(x []float32, features int) ([]float32, error)) (float64, error) {
+	features := len(m.Features)
+	var batch []float32
+	want := 0
+	for _, g := range m.Golden {
+		batch = append(batch, g.Input...)
+		want += len(g.Output)
+	}
+	out, err := run(batch, features)
+	if err != nil {
+		return 0, fmt.Errorf("%w: the %d vectors as one batch: %w", ErrGolden, len(m.Golden), err)
+	}
+	if len(out) != want {
+		return 0, fmt.Errorf("%w: the %d vectors as one batch gave %d outputs, want %d", ErrGolden, len(m.Golden), len(out), want)
+	}
 	var worst float64
+	at := 0
 	for i, g := range m.Golden {
-		out, err := run(g.Input, len(g.Input))
+		d, err := compare(i, "in the batch", out[at:at+len(g.Output)], g)
 		if err != nil {
-			return worst, fmt.Errorf("%w: golden %d: %w", ErrGolden, i, err)
+			return worst, err
 		}
-		if len(out) != len(g.Output) {
-			return worst, fmt.Errorf("%w: golden %d: %d outputs, want %d", ErrGolden, i, len(out), len(g.Output))
+		worst, at = max(worst, d), at+len(g.Output)
+	}
+	for i, g := range m.Golden {
+		out, err := run(g.Input, features)
+		if err != nil {
+			return worst, fmt.Errorf("%w: golden %d alone: %w", ErrGolden, i, err)
 		}
-		for j := range out {
-			d := math.Abs(float64(out[j] - g.Output[j]))
-			if d > g.Tolerance || math.IsNaN(float64(out[j])) {
-				return worst, fmt.Errorf("%w: golden %d output %d = %v, want %v ± %v", ErrGolden, i, j, out[j], g.Output[j], g.Tolerance)
-			}
-			worst = max(worst, d)
+		d, err := compare(i, "alone", out, g)
+		if err != nil {
+			return worst, err
 		}
+		worst = max(worst, d)
+	}
+	return worst, nil
+}
+
+// compare checks one golden vector's outputs; how says whether it ran in
+// the batch or alone.
+func compare(i int, how string, out []float32, g Golden) (float64, error) {
+	if len(out) != len(g.Output) {
+		return 0, fmt.Errorf("%w: golden %d %s: %d outputs, want %d", ErrGolden, i, how, len(out), len(g.Output))
+	}
+	var worst float64
+	for j := range out {
+		d := math.Abs(float64(out[j] - g.Output[j]))
+		if d > g.Tolerance || math.IsNaN(float64(out[j])) {
+			return worst, fmt.Errorf("%w: golden %d %s: output %d = %v, want %v ± %v", ErrGolden, i, how, j, out[j], g.Output[j], g.Tolerance)
+		}
+		worst = max(worst, d)
 	}
 	return worst, nil
 }

@@ -103,3 +103,59 @@ func FuzzParse(f *testing.F) {
 		}
 	})
 }
+
+// TestGoldenRunsAsBatchAndRowByRow: a graph that works only one row at a
+// time (no broadcasting over the batch), or whose rows change each other's
+// answers, fails the golden check; one that is right both ways passes.
+func TestGoldenRunsAsBatchAndRowByRow(t *testing.T) {
+	m := valid()
+	m.Golden = []Golden{
+		{Input: []float32{1, 2}, Output: []float32{3}, Tolerance: 1e-6},
+		{Input: []float32{4, 5}, Output: []float32{9}, Tolerance: 1e-6},
+		{Input: []float32{-1, 1}, Output: []float32{0}, Tolerance: 1e-6},
+	}
+	sum := func(x []float32, features int) []float32 {
+		var out []float32
+		for r := 0; r+features <= len(x); r += features {
+			out = append(out, x[r]+x[r+1])
+		}
+		return out
+	}
+	tests := []struct {
+		name string
+		run  func(x []float32, features int) ([]float32, error)
+		ok   bool
+	}{
+		{"right both ways", func(x []float32, f int) ([]float32, error) { return sum(x, f), nil }, true},
+		{"one row at a time only", func(x []float32, f int) ([]float32, error) {
+			if len(x) > f {
+				return nil, errors.New("Sub of [3,2] and [1,2]")
+			}
+			return sum(x, f), nil
+		}, false},
+		{"rows leak into each other", func(x []float32, f int) ([]float32, error) {
+			out := sum(x, f)
+			for i := range out {
+				out[i] += float32(len(out) - 1) // batch statistics instead of per-row values
+			}
+			return out, nil
+		}, false},
+		{"batch only", func(x []float32, f int) ([]float32, error) {
+			if len(x) == f {
+				return nil, errors.New("needs a batch")
+			}
+			return sum(x, f), nil
+		}, false},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			_, err := m.CheckGolden(tc.run)
+			if tc.ok && err != nil {
+				t.Fatal(err)
+			}
+			if !tc.ok && !errors.Is(err, ErrGolden) {
+				t.Fatalf("err = %v, want ErrGolden", err)
+			}
+		})
+	}
+}

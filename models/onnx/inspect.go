@@ -30,6 +30,9 @@ type Tensor struct {
 	Name  string   `json:"name"`
 	Type  string   `json:"type"`  // FLOAT, INT8, ...
 	Shape []string `json:"shape"` // a number, a symbolic name, or "?"
+	// Kind is empty for a tensor; otherwise what the value is instead, such
+	// as "sequence of map(int64, tensor(float))" (what ZipMap writes).
+	Kind string `json:"kind,omitempty"`
 }
 
 // Inspect parses an ONNX file and summarises it. Inputs that are also
@@ -83,6 +86,9 @@ func Inspect(model []byte) (*Info, error) {
 }
 
 func tensorInfo(v *onnxpb.ValueInfoProto) Tensor {
+	if v.GetType().GetTensorType() == nil {
+		return Tensor{Name: v.GetName(), Type: "UNDEFINED", Kind: typeString(v.GetType())}
+	}
 	tt := v.GetType().GetTensorType()
 	t := Tensor{Name: v.GetName(), Type: onnxpb.TensorProto_DataType(tt.GetElemType()).String()}
 	for _, d := range tt.GetShape().GetDim() {
@@ -96,6 +102,24 @@ func tensorInfo(v *onnxpb.ValueInfoProto) Tensor {
 		}
 	}
 	return t
+}
+
+// typeString names a non-tensor type the way ONNX writes it.
+func typeString(t *onnxpb.TypeProto) string {
+	elem := func(e int32) string { return strings.ToLower(onnxpb.TensorProto_DataType(e).String()) }
+	switch {
+	case t == nil:
+		return "no type"
+	case t.GetTensorType() != nil:
+		return "tensor(" + elem(t.GetTensorType().GetElemType()) + ")"
+	case t.GetSequenceType() != nil:
+		return "sequence of " + typeString(t.GetSequenceType().GetElemType())
+	case t.GetMapType() != nil:
+		return "map(" + elem(t.GetMapType().GetKeyType()) + ", " + typeString(t.GetMapType().GetValueType()) + ")"
+	case t.GetOptionalType() != nil:
+		return "optional " + typeString(t.GetOptionalType().GetElemType())
+	}
+	return "unknown type"
 }
 
 func elemSize(dt int32) int64 {

@@ -9,6 +9,8 @@ import (
 	"sync"
 
 	ortgo "github.com/yalue/onnxruntime_go"
+
+	"github.com/outpost-edge/outpost/models/onnx"
 )
 
 var (
@@ -40,7 +42,8 @@ func Init(path string) error {
 // Version is the loaded runtime's version string.
 func Version() string { return ortgo.GetVersion() }
 
-// Session is one loaded model with a single float32 input and output.
+// Session is one loaded model with a single float32 input; it serves one
+// float32 output, the scores, of however many the graph has.
 type Session struct {
 	s          *ortgo.DynamicAdvancedSession
 	in, out    string
@@ -65,6 +68,9 @@ type Options struct {
 	Provider string
 	// IntraOpThreads bounds ONNX Runtime's threads per run (0: its default).
 	IntraOpThreads int
+	// Output names the scores output. Empty: the graph's only output, or
+	// its only float output (onnx.ScoresOutput).
+	Output string
 }
 
 // Providers the agent knows how to request.
@@ -99,26 +105,47 @@ func FindLibrary(explicit string) (string, error) {
 // NewSession loads an ONNX model from memory with default options.
 func NewSession(model []byte) (*Session, error) { return NewSessionWith(model, Options{}) }
 
-// NewSessionWith loads an ONNX model from memory. The model's first input
-// and output are used; the output must be [batch, n].
+// NewSessionWith loads an ONNX model from memory. The model has one
+// input; of its outputs, the session runs the scores output (Options.Output),
+// which must be float32 [batch, n]. Other outputs (an exporter's labels)
+// are not computed.
 func NewSessionWith(model []byte, o Options) (*Session, error) {
 	ins, outs, err := ortgo.GetInputOutputInfoWithONNXData(model)
 	if err != nil {
 		return nil, fmt.Errorf("%w: inspect model: %w", ErrModel, err)
 	}
-	if len(ins) != 1 || len(outs) != 1 {
-		return nil, fmt.Errorf("%w: want 1 input and 1 output, model has %d and %d", ErrModel, len(ins), len(outs))
+	if len(ins) != 1 {
+		return nil, fmt.Errorf("%w: want 1 input, model has %d", ErrModel, len(ins))
 	}
-	dims := outs[0].Dimensions
-	if len(dims) != 2 || dims[1] < 1 {
-		return nil, fmt.Errorf("%w: output %s must be [batch, n], got %v", ErrModel, outs[0].Name, dims)
+	listed := make([]onnx.Tensor, len(outs))
+	for i, out := range outs {
+		listed[i] = onnx.Tensor{Name: out.Name, Type: "OTHER"}
+		if out.OrtValueType != ortgo.ONNXTypeTensor {
+			listed[i].Kind = out.OrtValueType.String()
+		} else if out.DataType == ortgo.TensorElementDataTypeFloat {
+			listed[i].Type = "FLOAT"
+		}
+	}
+	pick, err := onnx.ScoresOutput(listed, o.Output)
+	if err != nil {
+		return nil, fmt.Errorf("%w: %w", ErrModel, err)
+	}
+	var chosen ortgo.InputOutputInfo
+	for _, out := range outs {
+		if out.Name == pick.Name {
+			chosen = out
+		}
+	}
+	dims := chosen.Dimensions
+	if pick.Kind != "" || pick.Type != "FLOAT" || len(dims) != 2 || dims[1] < 1 {
+		return nil, fmt.Errorf("%w: output %s must be float32 [batch, n], got %s", ErrModel, chosen.Name, &chosen)
 	}
 	opts, provider, why, err := sessionOptions(o)
 	if err != nil {
 		return nil, err
 	}
 	defer opts.Destroy()
-	s, err := ortgo.NewDynamicAdvancedSessionWithONNXData(model, []string{ins[0].Name}, []string{outs[0].Name}, opts)
+	s, err := ortgo.NewDynamicAdvancedSessionWithONNXData(model, []string{ins[0].Name}, []string{chosen.Name}, opts)
 	if err != nil && provider != "cpu" {
 		// The provider loaded but cannot run this model: fall back to cpu.
 		why = fmt.Sprintf("%s session failed: %v", provider, err)
@@ -131,7 +158,7 @@ func NewSessionWith(model []byte, o Options) (*Session, error) {
 		if o.IntraOpThreads > 0 {
 			_ = cpu.SetIntraOpNumThreads(o.IntraOpThreads)
 		}
-		s, err = ortgo.NewDynamicAdvancedSessionWithONNXData(model, []string{ins[0].Name}, []string{outs[0].Name}, cpu)
+		s, err = ortgo.NewDynamicAdvancedSessionWithONNXData(model, []string{ins[0].Name}, []string{chosen.Name}, cpu)
 	}
 	if err != nil {
 		return nil, fmt.Errorf("%w: create session: %w", ErrModel, err)
@@ -141,7 +168,7 @@ func NewSessionWith(model []byte, o Options) (*Session, error) {
 	envMu.Lock()
 	releaseCode(envPath)
 	envMu.Unlock()
-	return &Session{s: s, in: ins[0].Name, out: outs[0].Name, outPerItem: dims[1], Provider: provider, FallbackReason: why}, nil
+	return &Session{s: s, in: ins[0].Name, out: chosen.Name, outPerItem: dims[1], Provider: provider, FallbackReason: why}, nil
 }
 
 // sessionOptions asks for the provider; if the library lacks it, the

@@ -32,8 +32,25 @@ type Report struct {
 }
 
 // Package validates the package in dir; open loads the model for the
-// golden vectors.
+// golden vectors, serving the graph's default scores output
+// (onnx.ScoresOutput with no name). A manifest that names another scores
+// output needs PackageFor.
 func Package(dir string, open func(model []byte) (Runner, error)) (*Report, error) {
+	return PackageFor(dir, func(model []byte, scores string) (Runner, error) {
+		info, err := onnx.Inspect(model)
+		if err != nil {
+			return nil, err
+		}
+		if def, err := onnx.ScoresOutput(info.Outputs, ""); err != nil || def.Name != scores {
+			return nil, fmt.Errorf("%w: the manifest's scores output %s is not the graph's default; validate with an engine that selects it (PackageFor)", ErrMismatch, scores)
+		}
+		return open(model)
+	})
+}
+
+// PackageFor validates the package in dir; open loads the model to serve
+// the named scores output.
+func PackageFor(dir string, open func(model []byte, scores string) (Runner, error)) (*Report, error) {
 	m, model, err := manifest.Load(dir) // schema and sha256
 	if err != nil {
 		return nil, err
@@ -45,7 +62,8 @@ func Package(dir string, open func(model []byte) (Runner, error)) (*Report, erro
 	if err := Fits(m, info); err != nil {
 		return nil, err
 	}
-	r, err := open(model)
+	scores, _ := onnx.ScoresOutput(info.Outputs, m.Outputs.Scores) // Fits found it
+	r, err := open(model, scores.Name)
 	if err != nil {
 		return nil, fmt.Errorf("validate: load %s: %w", manifest.ModelFile, err)
 	}
@@ -57,15 +75,28 @@ func Package(dir string, open func(model []byte) (Runner, error)) (*Report, erro
 	return &Report{Manifest: m, Model: info, MaxAbsError: worst}, nil
 }
 
-// Fits checks that the graph takes [N, len(features)] floats and gives
-// [N, k] floats, with k the number of labels when the manifest names them
-// (or 1 with two labels: a score and its threshold) and the length of
-// every golden output.
+// Fits checks that the graph takes [N, len(features)] floats and that its
+// outputs fit the manifest's roles: every output is a tensor; the scores
+// output (outputs.scores, or the graph's only float output) gives [N, k]
+// floats, with k the number of labels when the manifest names them (or 1
+// with two labels: a score and its threshold) and the length of every
+// golden output; a named label output is int64 or string, [N] or [N, 1];
+// a named embedding is float [N, d].
 func Fits(m *manifest.Manifest, info *onnx.Info) error {
-	if len(info.Inputs) != 1 || len(info.Outputs) != 1 {
-		return fmt.Errorf("%w: the graph has %d inputs and %d outputs, want 1 and 1", ErrMismatch, len(info.Inputs), len(info.Outputs))
+	if len(info.Inputs) != 1 {
+		return fmt.Errorf("%w: the graph has %d inputs, want 1", ErrMismatch, len(info.Inputs))
 	}
-	in, out := info.Inputs[0], info.Outputs[0]
+	for _, o := range info.Outputs {
+		if o.Kind != "" {
+			return fmt.Errorf("%w: output %s is a %s, not a tensor; export without ZipMap "+
+				"(skl2onnx: to_onnx(model, X, options={id(model): {'zipmap': False}})) so that probabilities are a float tensor", ErrMismatch, o.Name, o.Kind)
+		}
+	}
+	in := info.Inputs[0]
+	out, err := onnx.ScoresOutput(info.Outputs, m.Outputs.Scores)
+	if err != nil {
+		return fmt.Errorf("%w: scores: %w", ErrMismatch, err)
+	}
 	for _, t := range []onnx.Tensor{in, out} {
 		if t.Type != "FLOAT" {
 			return fmt.Errorf("%w: %s is %s, want FLOAT", ErrMismatch, t.Name, t.Type)
@@ -89,6 +120,27 @@ func Fits(m *manifest.Manifest, info *onnx.Info) error {
 	for i, g := range m.Golden {
 		if len(g.Output) != k {
 			return fmt.Errorf("%w: golden %d expects %d outputs, %s gives %d", ErrMismatch, i, len(g.Output), out.Name, k)
+		}
+	}
+	if name := m.Outputs.Label; name != "" {
+		l, err := onnx.ScoresOutput(info.Outputs, name) // finds it by name
+		if err != nil {
+			return fmt.Errorf("%w: label: %w", ErrMismatch, err)
+		}
+		if l.Type != "INT64" && l.Type != "STRING" && l.Type != "INT32" {
+			return fmt.Errorf("%w: label output %s is %s, want INT64 or STRING", ErrMismatch, name, l.Type)
+		}
+		if len(l.Shape) > 2 || len(l.Shape) == 2 && l.Shape[1] != "1" {
+			return fmt.Errorf("%w: label output %s has shape %v, want [batch] or [batch, 1]", ErrMismatch, name, l.Shape)
+		}
+	}
+	if name := m.Outputs.Embedding; name != "" {
+		e, err := onnx.ScoresOutput(info.Outputs, name)
+		if err != nil {
+			return fmt.Errorf("%w: embedding: %w", ErrMismatch, err)
+		}
+		if e.Type != "FLOAT" || len(e.Shape) != 2 {
+			return fmt.Errorf("%w: embedding output %s is %s %v, want FLOAT [batch, d]", ErrMismatch, name, e.Type, e.Shape)
 		}
 	}
 	return nil

@@ -5,11 +5,15 @@ import (
 	"math/rand/v2"
 	"os"
 	"path/filepath"
+	"strings"
 	"testing"
+
+	"google.golang.org/protobuf/proto"
 
 	"github.com/outpost-edge/outpost/models/goengine"
 	"github.com/outpost-edge/outpost/models/manifest"
 	"github.com/outpost-edge/outpost/models/onnx"
+	"github.com/outpost-edge/outpost/models/onnx/onnxpb"
 	"github.com/outpost-edge/outpost/models/ort"
 	"github.com/outpost-edge/outpost/models/validate"
 	"github.com/outpost-edge/outpost/test/testenv"
@@ -118,5 +122,102 @@ func TestTamperedModelFailsItsChecksum(t *testing.T) {
 	os.WriteFile(filepath.Join(dir, manifest.ModelFile), model, 0o644)
 	if _, err := validate.Package(dir, openORT(t)); !errors.Is(err, manifest.ErrChecksum) {
 		t.Fatalf("err = %v, want ErrChecksum", err)
+	}
+}
+
+// withOutputs rewrites a package's model: an int64 label output (ArgMax of
+// the scores) before the scores, as skl2onnx writes classifiers, plus
+// whatever extra declares.
+func withOutputs(extra ...*onnxpb.ValueInfoProto) func(*manifest.Manifest, *[]byte) {
+	return func(_ *manifest.Manifest, model *[]byte) {
+		var m onnxpb.ModelProto
+		if err := proto.Unmarshal(*model, &m); err != nil {
+			panic(err)
+		}
+		g := m.Graph
+		g.Node = append(g.Node, &onnxpb.NodeProto{OpType: proto.String("ArgMax"), Input: []string{"scores"}, Output: []string{"label"},
+			Attribute: []*onnxpb.AttributeProto{{Name: proto.String("axis"), Type: onnxpb.AttributeProto_INT.Enum(), I: proto.Int64(1)},
+				{Name: proto.String("keepdims"), Type: onnxpb.AttributeProto_INT.Enum(), I: proto.Int64(0)}}})
+		label := &onnxpb.ValueInfoProto{Name: proto.String("label"), Type: &onnxpb.TypeProto{Value: &onnxpb.TypeProto_TensorType{
+			TensorType: &onnxpb.TypeProto_Tensor{ElemType: proto.Int32(int32(onnxpb.TensorProto_INT64)),
+				Shape: &onnxpb.TensorShapeProto{Dim: []*onnxpb.TensorShapeProto_Dimension{{Value: &onnxpb.TensorShapeProto_Dimension_DimParam{DimParam: "N"}}}}}}}}
+		g.Output = append(append([]*onnxpb.ValueInfoProto{label}, g.Output...), extra...)
+		b, err := proto.Marshal(&m)
+		if err != nil {
+			panic(err)
+		}
+		*model = b
+	}
+}
+
+// TestOutputsByRole: an exporter's classifier (label, then probabilities)
+// validates unmodified, by default or by name; a ZipMap output is refused
+// with how to export without it; wrong roles are refused.
+func TestOutputsByRole(t *testing.T) {
+	open := openORT(t)
+	zipmap := &onnxpb.ValueInfoProto{Name: proto.String("output_probability"), Type: &onnxpb.TypeProto{Value: &onnxpb.TypeProto_SequenceType{
+		SequenceType: &onnxpb.TypeProto_Sequence{ElemType: &onnxpb.TypeProto{Value: &onnxpb.TypeProto_MapType{MapType: &onnxpb.TypeProto_Map{
+			KeyType: proto.Int32(int32(onnxpb.TensorProto_INT64)), ValueType: &onnxpb.TypeProto{Value: &onnxpb.TypeProto_TensorType{
+				TensorType: &onnxpb.TypeProto_Tensor{ElemType: proto.Int32(int32(onnxpb.TensorProto_FLOAT))}}}}}}}}}}
+	roles := func(scores, label, embedding string) func(*manifest.Manifest, *[]byte) {
+		return func(m *manifest.Manifest, model *[]byte) {
+			withOutputs()(m, model)
+			m.Outputs.Scores, m.Outputs.Label, m.Outputs.Embedding = scores, label, embedding
+		}
+	}
+	cases := []struct {
+		name   string
+		mutate func(*manifest.Manifest, *[]byte)
+		want   error
+		says   string
+	}{
+		{"label then scores, no names", withOutputs(), nil, ""},
+		{"named roles", roles("scores", "label", ""), nil, ""},
+		{"zipmap", withOutputs(zipmap), validate.ErrMismatch, "zipmap"},
+		{"scores names no output", roles("probabilities", "", ""), validate.ErrMismatch, "probabilities"},
+		{"scores names the label", roles("label", "", ""), validate.ErrMismatch, "INT64"},
+		{"label names the scores", roles("", "scores", ""), validate.ErrMismatch, "FLOAT"},
+		{"embedding names the label", roles("scores", "", "label"), validate.ErrMismatch, "embedding"},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			_, err := validate.Package(pkg(t, c.mutate), open)
+			if !errors.Is(err, c.want) || (c.want == nil) != (err == nil) {
+				t.Fatalf("err = %v, want %v", err, c.want)
+			}
+			if err != nil && !strings.Contains(strings.ToLower(err.Error()), strings.ToLower(c.says)) {
+				t.Fatalf("err = %v, want it to say %q", err, c.says)
+			}
+		})
+	}
+	// Two float outputs need a name; with one the package validates on an
+	// engine that selects it.
+	second := &onnxpb.ValueInfoProto{Name: proto.String("hidden")}
+	twoFloats := func(m *manifest.Manifest, model *[]byte) {
+		var mp onnxpb.ModelProto
+		proto.Unmarshal(*model, &mp)
+		second.Type = mp.Graph.Output[0].Type
+		mp.Graph.Output = append(mp.Graph.Output, second)
+		mp.Graph.Node = append(mp.Graph.Node, &onnxpb.NodeProto{OpType: proto.String("Identity"), Input: []string{"scores"}, Output: []string{"hidden"}})
+		*model, _ = proto.Marshal(&mp)
+	}
+	if _, err := validate.Package(pkg(t, twoFloats), open); !errors.Is(err, validate.ErrMismatch) {
+		t.Fatalf("two float outputs, no name: %v", err)
+	}
+	named := pkg(t, func(m *manifest.Manifest, model *[]byte) { twoFloats(m, model); m.Outputs.Scores = "scores" })
+	if _, err := validate.Package(named, open); !errors.Is(err, validate.ErrMismatch) {
+		t.Fatalf("named, on an engine that cannot select: %v", err)
+	}
+	for name, eng := range map[string]func([]byte, string) (validate.Runner, error){
+		"onnxruntime": func(b []byte, s string) (validate.Runner, error) {
+			return ort.NewSessionWith(b, ort.Options{Output: s})
+		},
+		"go": func(b []byte, s string) (validate.Runner, error) {
+			return goengine.LoadWith(b, goengine.Options{Output: s})
+		},
+	} {
+		if _, err := validate.PackageFor(named, eng); err != nil {
+			t.Fatalf("%s: %v", name, err)
+		}
 	}
 }
