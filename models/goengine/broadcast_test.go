@@ -119,7 +119,7 @@ func TestBroadcast(t *testing.T) {
 		return t
 	}
 	for _, tc := range tests {
-		shape, err := broadcastShape(tc.a, tc.b)
+		shape, err := broadcastShape(nil, tc.a, tc.b)
 		if tc.want == nil {
 			if !errors.Is(err, ErrInput) {
 				t.Errorf("%v with %v: shape %v, err %v; want ErrInput", tc.a, tc.b, shape, err)

@@ -34,9 +34,27 @@ type node struct {
 	to             onnxpb.TensorProto_DataType // Cast
 	q              *qgemm
 	ml             mlOp
-	// bufs are the node's output buffers, grown once and reused per run.
-	bufs [][]float32
-	s    scratch
+	// bufs are the node's output buffers, shapes their shapes and outs
+	// the result slice: grown once and reused per run.
+	bufs   [][]float32
+	shapes [][]int
+	outs   []tensor
+	s      scratch
+}
+
+// dims is a reusable shape slice k holding d.
+func (n *node) dims(k int, d ...int) []int {
+	for len(n.shapes) <= k {
+		n.shapes = append(n.shapes, nil)
+	}
+	n.shapes[k] = append(n.shapes[k][:0], d...)
+	return n.shapes[k]
+}
+
+// result is n's reusable result slice holding ts.
+func (n *node) result(ts ...tensor) []tensor {
+	n.outs = append(n.outs[:0], ts...)
+	return n.outs
 }
 
 // buffer is output k's buffer with room for n values.
@@ -58,6 +76,7 @@ type Engine struct {
 	nodes         []*node
 	mu            sync.Mutex
 	vals          map[string]tensor
+	inShape       []int
 }
 
 // Options choose what a loaded engine serves.
@@ -122,7 +141,7 @@ func LoadWith(model []byte, o Options) (*Engine, error) {
 			e.input = in.GetName()
 		}
 	}
-	needed := e.prune(g.GetNode())
+	needed := onnx.Feeding(g.GetNode(), e.output)
 	// Name every unsupported op and attribute before any weight is read.
 	var problems []string
 	for _, n := range needed {
@@ -150,31 +169,6 @@ func LoadWith(model []byte, o Options) (*Engine, error) {
 	}
 	e.fuse(folded)
 	return e, nil
-}
-
-// prune keeps the nodes the scores output depends on, in graph order.
-func (e *Engine) prune(nodes []*onnxpb.NodeProto) []*onnxpb.NodeProto {
-	want := map[string]bool{e.output: true}
-	keep := make([]bool, len(nodes))
-	for i := len(nodes) - 1; i >= 0; i-- {
-		for _, o := range nodes[i].GetOutput() {
-			if want[o] {
-				keep[i] = true
-			}
-		}
-		if keep[i] {
-			for _, in := range nodes[i].GetInput() {
-				want[in] = true
-			}
-		}
-	}
-	var out []*onnxpb.NodeProto
-	for i, n := range nodes {
-		if keep[i] {
-			out = append(out, n)
-		}
-	}
-	return out
 }
 
 // fold evaluates, once, the nodes whose inputs are all constants (a
@@ -245,7 +239,8 @@ func (e *Engine) eval(x []float32, features int) error {
 		return fmt.Errorf("%w: %d values are not rows of %d features", ErrInput, len(x), features)
 	}
 	clear(e.vals)
-	e.vals[e.input] = tensor{shape: []int{len(x) / features, features}, data: x}
+	e.inShape = append(e.inShape[:0], len(x)/features, features)
+	e.vals[e.input] = tensor{shape: e.inShape, data: x}
 	get := func(name string) (tensor, error) {
 		if m, ok := e.vals[name]; ok {
 			return m, nil

@@ -46,7 +46,7 @@ func (n *node) gemm(a tensor, get func(string) (tensor, error)) (tensor, error) 
 			}
 			c.data = scaled
 		}
-		if _, err := broadcastShape(out.shape, c.shape); err != nil || len(c.shape) > 2 || size(c.shape) > size(out.shape) {
+		if _, err := broadcastShape(nil, out.shape, c.shape); err != nil || len(c.shape) > 2 || size(c.shape) > size(out.shape) {
 			return tensor{}, fmt.Errorf("%w: Gemm bias %v for %v", ErrInput, c.shape, out.shape)
 		}
 		n.s.broadcast(binaryOps["Add"], out, c, out.shape, out.data) // in place: each element reads only itself
@@ -85,13 +85,14 @@ func (n *node) matmul(a, b tensor) (tensor, error) {
 	var shape []int
 	switch {
 	case len(a.shape) == 1 && len(b.shape) == 1:
-		shape = []int{}
+		shape = n.dims(0)
 	case len(a.shape) == 1:
-		shape = []int{cols}
+		shape = n.dims(0, cols)
 	case len(b.shape) == 1:
-		shape = append([]int(nil), a.shape[:len(a.shape)-1]...)
+		shape = n.dims(0, a.shape[:len(a.shape)-1]...)
 	default:
-		shape = append(append([]int(nil), a.shape[:len(a.shape)-1]...), cols)
+		shape = append(n.dims(0, a.shape[:len(a.shape)-1]...), cols)
+		n.shapes[0] = shape
 	}
 	out := tensor{shape: shape, data: n.buffer(0, rows*cols)}
 	clear(out.data)
@@ -233,7 +234,7 @@ func (q *qgemm) run(n *node, x tensor, alpha float32) (tensor, error) {
 		xs[i] = int32(v) - int32(q.zx)
 	}
 	rows, cols, k := x.rows(), len(q.sw), q.in
-	out := tensor{shape: []int{rows, cols}, data: n.buffer(0, rows*cols)}
+	out := tensor{shape: n.dims(0, rows, cols), data: n.buffer(0, rows*cols)}
 	for i := 0; i < rows; i++ {
 		xr := xs[i*k : (i+1)*k]
 		for j := 0; j < cols; j++ {

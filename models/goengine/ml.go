@@ -238,7 +238,7 @@ func (e *Engine) evalML(n *node, a tensor, get func(string) (tensor, error)) ([]
 			c := i % cols
 			out.data[i] = (v - pick(ml.offset, c, 0)) * pick(ml.scale, c, 1)
 		}
-		return []tensor{out}, nil
+		return n.result(out), nil
 	case "Normalizer":
 		out := tensor{shape: a.shape, data: n.buffer(0, len(a.data))}
 		for r := 0; r < rows; r++ {
@@ -268,12 +268,12 @@ func (e *Engine) evalML(n *node, a tensor, get func(string) (tensor, error)) ([]
 				}
 			}
 		}
-		return []tensor{out}, nil
+		return n.result(out), nil
 	case "LinearRegressor", "LinearClassifier":
 		if len(ml.coef) != ml.targets*cols {
 			return nil, fmt.Errorf("%w: %s of %d coefficients for %d features", ErrInput, n.op, len(ml.coef), cols)
 		}
-		scores := tensor{shape: []int{rows, ml.targets}, data: n.buffer(1, rows*ml.targets)}
+		scores := tensor{shape: n.dims(1, rows, ml.targets), data: n.buffer(1, rows*ml.targets)}
 		for r := 0; r < rows; r++ {
 			row := a.data[r*cols : (r+1)*cols]
 			for t := 0; t < ml.targets; t++ {
@@ -287,7 +287,7 @@ func (e *Engine) evalML(n *node, a tensor, get func(string) (tensor, error)) ([]
 			}
 		}
 		if n.op == "LinearRegressor" {
-			return []tensor{scores}, nil
+			return n.result(scores), nil
 		}
 		return n.classify(scores, false)
 	case "TreeEnsembleClassifier", "TreeEnsembleRegressor":
@@ -314,13 +314,13 @@ func (n *node) classify(raw tensor, positive bool) ([]tensor, error) {
 	ml := &n.ml
 	rows, k := raw.shape[0], raw.shape[1]
 	classes := max(len(ml.labels), len(ml.labelStrs), k)
-	labels := tensor{shape: []int{rows}, data: n.buffer(0, rows), kind: 'l'}
+	labels := tensor{shape: n.dims(0, rows), data: n.buffer(0, rows), kind: 'l'}
 	if len(ml.labelStrs) > 0 {
 		labels.strs = make([]string, rows)
 	}
 	scores := raw
 	if k == 1 && classes == 2 {
-		scores = tensor{shape: []int{rows, 2}, data: n.buffer(2, 2*rows)}
+		scores = tensor{shape: n.dims(2, rows, 2), data: n.buffer(2, 2*rows)}
 	}
 	for r := 0; r < rows; r++ {
 		best := 0
@@ -356,7 +356,7 @@ func (n *node) classify(raw tensor, positive bool) ([]tensor, error) {
 			}
 		}
 	}
-	return []tensor{labels, scores}, nil
+	return n.result(labels, scores), nil
 }
 
 // postTransform applies a classifier's post_transform to one row.
@@ -400,7 +400,7 @@ func (n *node) trees(a tensor) ([]tensor, error) {
 		ml.row = make([]float64, k)
 	}
 	acc := ml.row[:k]
-	scores := tensor{shape: []int{rows, k}, data: n.buffer(1, rows*k)}
+	scores := tensor{shape: n.dims(1, rows, k), data: n.buffer(1, rows*k)}
 	for r := 0; r < rows; r++ {
 		x := a.data[r*cols : (r+1)*cols]
 		clear(acc)
@@ -450,7 +450,7 @@ func (n *node) trees(a tensor) ([]tensor, error) {
 		}
 	}
 	if n.op == "TreeEnsembleRegressor" {
-		return []tensor{scores}, nil
+		return n.result(scores), nil
 	}
 	return n.classify(scores, ml.positive)
 }
@@ -502,5 +502,5 @@ func (n *node) arrayFeatures(a, idx tensor) ([]tensor, error) {
 			}
 		}
 	}
-	return []tensor{out}, nil
+	return n.result(out), nil
 }

@@ -168,7 +168,7 @@ func (n *node) axesInput(get func(string) (tensor, error)) ([]int, error) {
 // evalNode computes one node's outputs from its inputs.
 func (e *Engine) evalNode(n *node, get func(string) (tensor, error)) ([]tensor, error) {
 	if n.op == "Constant" {
-		return []tensor{n.ml.value}, nil
+		return n.result(n.ml.value), nil
 	}
 	a, err := get(n.in[0])
 	if err != nil {
@@ -184,7 +184,7 @@ func (e *Engine) evalNode(n *node, get func(string) (tensor, error)) ([]tensor, 
 		if err != nil {
 			return nil, err
 		}
-		return []tensor{t}, nil
+		return n.result(t), nil
 	}
 	if n.domain == mlDomain {
 		return e.evalML(n, a, get)
@@ -197,10 +197,11 @@ func (e *Engine) evalNode(n *node, get func(string) (tensor, error)) ([]tensor, 
 		if err != nil {
 			return nil, err
 		}
-		shape, err := broadcastShape(a.shape, b.shape)
+		shape, err := broadcastShape(n.dims(0), a.shape, b.shape)
 		if err != nil {
 			return nil, fmt.Errorf("%w: %s of %v and %v", ErrInput, n.op, a.shape, b.shape)
 		}
+		n.shapes[0] = shape // keep what it grew
 		dst := n.buffer(0, size(shape))
 		n.s.broadcast(binaryOps[n.op], a, b, shape, dst)
 		return one(tensor{shape: shape, data: dst}, nil)
@@ -228,7 +229,7 @@ func (e *Engine) evalNode(n *node, get func(string) (tensor, error)) ([]tensor, 
 		if ax < 0 || ax > len(a.shape) {
 			return nil, fmt.Errorf("%w: Flatten axis %d of %v", ErrInput, n.axis, a.shape)
 		}
-		return one(view(a, []int{size(a.shape[:ax]), size(a.shape[ax:])}), nil)
+		return one(view(a, n.dims(0, size(a.shape[:ax]), size(a.shape[ax:]))), nil)
 	case "Squeeze", "Unsqueeze":
 		axes, err := n.axesInput(get)
 		if err != nil {

@@ -155,11 +155,15 @@ func half(h uint16) float32 {
 	return math.Float32frombits(sign | (exp+112)<<23 | frac<<13)
 }
 
-// broadcastShape is the ONNX/numpy multidirectional broadcast of a and b:
-// shapes align on the right, and a dimension of 1 stretches.
-func broadcastShape(a, b []int) ([]int, error) {
+// broadcastShape is the ONNX/numpy multidirectional broadcast of a and b,
+// into dst's memory: shapes align on the right, and a dimension of 1
+// stretches.
+func broadcastShape(dst, a, b []int) ([]int, error) {
 	r := max(len(a), len(b))
-	out := make([]int, r)
+	out := dst[:0]
+	for range r {
+		out = append(out, 0)
+	}
 	for i := 1; i <= r; i++ {
 		da, db := 1, 1
 		if i <= len(a) {

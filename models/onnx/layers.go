@@ -13,8 +13,11 @@ import (
 // Layers reads back a feed-forward stack of dense layers: Gemm, or MatMul
 // then Add, each optionally followed by Relu, Tanh, Sigmoid or Softmax,
 // the hidden layers sharing one activation. That is what MLP and Logistic
-// write and what many exporters write; the hub's trainer warm-starts from
-// a production model this way. Other graphs are ErrUnsupported.
+// write and what exporters write (skl2onnx's MLP adds a Cast to float and
+// an Identity, which change nothing); the hub's trainer warm-starts from
+// a production model this way. Only the nodes the scores output
+// (ScoresOutput) depends on count, so an exporter's label branch is
+// ignored. Other graphs are ErrUnsupported.
 func Layers(model []byte) ([]Dense, MLPOptions, error) {
 	l, o, ae, err := layers(model)
 	if err == nil && ae {
@@ -45,6 +48,14 @@ func layers(model []byte) ([]Dense, MLPOptions, bool, error) {
 		return nil, MLPOptions{}, false, fmt.Errorf("%w: %w", ErrModel, err)
 	}
 	g := m.GetGraph()
+	info, err := Inspect(model)
+	if err != nil {
+		return nil, MLPOptions{}, false, err
+	}
+	scores, err := ScoresOutput(info.Outputs, "")
+	if err != nil {
+		return nil, MLPOptions{}, false, fmt.Errorf("%w: %w", ErrUnsupported, err)
+	}
 	inits := map[string]*onnxpb.TensorProto{}
 	for _, t := range g.GetInitializer() {
 		inits[t.GetName()] = t
@@ -53,9 +64,16 @@ func layers(model []byte) ([]Dense, MLPOptions, bool, error) {
 	var acts []Activation
 	var o MLPOptions
 	pendingMatMul := -1 // layer index waiting for its Add
-	for _, n := range g.GetNode() {
+	for _, n := range Feeding(g.GetNode(), scores.Name) {
 		in := n.GetInput()
 		switch n.GetOpType() {
+		case "Identity":
+		case "Cast":
+			for _, a := range n.GetAttribute() {
+				if a.GetName() == "to" && a.GetI() != int64(onnxpb.TensorProto_FLOAT) {
+					return nil, o, false, fmt.Errorf("%w: Cast to %s", ErrUnsupported, onnxpb.TensorProto_DataType(a.GetI()))
+				}
+			}
 		case "Gemm":
 			if len(in) != 3 {
 				return nil, o, false, fmt.Errorf("%w: Gemm without a bias", ErrUnsupported)
@@ -121,6 +139,30 @@ func layers(model []byte) ([]Dense, MLPOptions, bool, error) {
 		}
 	}
 	return layers, o, ae, nil
+}
+
+// Feeding keeps the nodes that output depends on, in graph order: what
+// an engine serving only that output runs.
+func Feeding(nodes []*onnxpb.NodeProto, output string) []*onnxpb.NodeProto {
+	want := map[string]bool{output: true}
+	keep := make([]bool, len(nodes))
+	for i := len(nodes) - 1; i >= 0; i-- {
+		for _, o := range nodes[i].GetOutput() {
+			keep[i] = keep[i] || want[o]
+		}
+		if keep[i] {
+			for _, in := range nodes[i].GetInput() {
+				want[in] = true
+			}
+		}
+	}
+	var out []*onnxpb.NodeProto
+	for i, n := range nodes {
+		if keep[i] {
+			out = append(out, n)
+		}
+	}
+	return out
 }
 
 // dense reads weights (and a bias, if named) into [out][in] form; the

@@ -1,8 +1,11 @@
 package learn
 
 import (
+	"encoding/json"
 	"math"
 	"math/rand/v2"
+	"os"
+	"path/filepath"
 	"testing"
 
 	"github.com/outpost-edge/outpost/models/goengine"
@@ -62,5 +65,44 @@ func TestExportMatchesTheLearner(t *testing.T) {
 				}
 			}
 		})
+	}
+}
+
+// TestWarmStartFromExporter: the trainer warm-starts from scikit-learn's
+// MLPClassifier as skl2onnx exports it (Cast, MatMul + Add, Identity, a
+// label branch) and predicts what scikit-learn predicted.
+func TestWarmStartFromExporter(t *testing.T) {
+	dir := filepath.Join("..", "..", "..", "models", "testdata", "skl2onnx")
+	model, err := os.ReadFile(filepath.Join(dir, "mlp.onnx"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var want struct {
+		Features int       `json:"features"`
+		Width    int       `json:"width"`
+		Input    []float32 `json:"input"`
+		Expected []float64 `json:"expected"`
+	}
+	raw, err := os.ReadFile(filepath.Join(dir, "mlp.json"))
+	if err != nil || json.Unmarshal(raw, &want) != nil {
+		t.Fatalf("mlp.json: %v", err)
+	}
+	m, err := FromONNX(model, Optimizer{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if m.Classes() != want.Width {
+		t.Fatalf("%d classes, want %d", m.Classes(), want.Width)
+	}
+	for r := 0; r < len(want.Input)/want.Features; r++ {
+		x := make([]float64, want.Features)
+		for i := range x {
+			x[i] = float64(want.Input[r*want.Features+i])
+		}
+		for j, p := range m.Predict(x) {
+			if d := math.Abs(p - want.Expected[r*want.Width+j]); d > 1e-5 {
+				t.Fatalf("row %d: %v, scikit-learn %v", r, m.Predict(x), want.Expected[r*want.Width:(r+1)*want.Width])
+			}
+		}
 	}
 }

@@ -1,0 +1,123 @@
+package goengine
+
+import (
+	"encoding/json"
+	"errors"
+	"math"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"google.golang.org/protobuf/proto"
+
+	"github.com/outpost-edge/outpost/models/onnx"
+	"github.com/outpost-edge/outpost/models/onnx/onnxpb"
+)
+
+// golden is one export in models/testdata/skl2onnx (test/conformance's
+// export.py writes them; the suite there reruns the exporter itself).
+type golden struct {
+	name     string
+	model    []byte
+	Features int       `json:"features"`
+	Width    int       `json:"width"`
+	Input    []float32 `json:"input"`
+	Scores   string    `json:"scores"`
+	Expected []float64 `json:"expected"`
+}
+
+func goldens(t *testing.T) []golden {
+	t.Helper()
+	files, err := filepath.Glob(filepath.Join("..", "testdata", "skl2onnx", "*.json"))
+	if err != nil || len(files) == 0 {
+		t.Fatalf("no golden exports: %v", err)
+	}
+	var out []golden
+	for _, f := range files {
+		g := golden{name: strings.TrimSuffix(filepath.Base(f), ".json")}
+		raw, err := os.ReadFile(f)
+		if err != nil || json.Unmarshal(raw, &g) != nil {
+			t.Fatalf("%s: %v", f, err)
+		}
+		if g.model, err = os.ReadFile(strings.TrimSuffix(f, ".json") + ".onnx"); err != nil {
+			t.Fatal(err)
+		}
+		out = append(out, g)
+	}
+	return out
+}
+
+// TestExportsMatchScikitLearn: each skl2onnx export, unmodified, as a
+// batch, against scikit-learn's own predictions.
+func TestExportsMatchScikitLearn(t *testing.T) {
+	for _, g := range goldens(t) {
+		t.Run(g.name, func(t *testing.T) {
+			e, err := LoadWith(g.model, Options{Output: g.Scores})
+			if err != nil {
+				t.Fatal(err)
+			}
+			got, err := e.Run(g.Input, g.Features)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if len(got) != len(g.Expected) || e.Outputs() != g.Width {
+				t.Fatalf("%d values, width %d; want %d, %d", len(got), e.Outputs(), len(g.Expected), g.Width)
+			}
+			for i, want := range g.Expected {
+				if d := math.Abs(float64(got[i]) - want); !(d <= 1e-4) {
+					t.Fatalf("value %d = %v, scikit-learn %v", i, got[i], want)
+				}
+			}
+		})
+	}
+}
+
+// TestRunAllocates: once its buffers have grown, a run of an exported
+// pipeline allocates once: the copy of the result it returns.
+func TestRunAllocates(t *testing.T) {
+	for _, g := range goldens(t) {
+		e, err := LoadWith(g.model, Options{Output: g.Scores})
+		if err != nil {
+			t.Fatal(err)
+		}
+		e.Run(g.Input, g.Features) // grow the buffers
+		n := testing.AllocsPerRun(20, func() { e.Run(g.Input, g.Features) })
+		if n > 1 {
+			t.Errorf("%s: %v allocations per run", g.name, n)
+		}
+	}
+}
+
+// TestUnsupportedOpsAreAllNamed: loading refuses a graph with every op it
+// lacks named, with its domain, not just the first.
+func TestUnsupportedOpsAreAllNamed(t *testing.T) {
+	model, err := onnx.NewGraph("g").Input("x", "N", 4).
+		Node("Conv", []string{"x", "w"}, []string{"a"}).
+		Node("Relu", []string{"a"}, []string{"b"}).
+		Node("Conv", []string{"b", "w"}, []string{"c"}).
+		Node("Erf", []string{"c"}, []string{"d"}).
+		Node("SVMClassifier", []string{"d"}, []string{"label", "y"}).
+		Output("y", "N", 4).Model("t")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var m onnxpb.ModelProto
+	if err := proto.Unmarshal(model, &m); err != nil {
+		t.Fatal(err)
+	}
+	m.Graph.Node[4].Domain = proto.String("ai.onnx.ml")
+	model, _ = proto.Marshal(&m)
+	_, err = Load(model)
+	if !errors.Is(err, ErrUnsupported) {
+		t.Fatalf("err = %v, want ErrUnsupported", err)
+	}
+	for _, want := range []string{"op Conv (ai.onnx)", "op Erf (ai.onnx)", "op SVMClassifier (ai.onnx.ml)"} {
+		if !strings.Contains(err.Error(), want) {
+			t.Errorf("%v does not name %s", err, want)
+		}
+	}
+	if strings.Count(err.Error(), "Conv") != 1 {
+		t.Errorf("%v names Conv more than once", err)
+	}
+}
