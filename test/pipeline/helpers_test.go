@@ -64,6 +64,7 @@ func (w testWriter) Write(p []byte) (int, error) {
 // kafkaRecord is the value the bridge writes.
 type kafkaRecord struct {
 	Device string          `json:"device"`
+	Epoch  string          `json:"epoch"`
 	Stream string          `json:"stream"`
 	Seq    uint64          `json:"seq"`
 	Data   json.RawMessage `json:"data"`

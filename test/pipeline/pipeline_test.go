@@ -41,7 +41,7 @@ func TestDevicesToKafka(t *testing.T) {
 		if len(h) == 0 {
 			continue // lingering read
 		}
-		if h["ce_id"] != r.Device+":"+strconv.FormatUint(r.Seq, 10) || h["ce_type"] != "dev.outpost.windows.v1" ||
+		if r.Epoch == "" || h["ce_id"] != r.Device+":"+r.Epoch+":"+strconv.FormatUint(r.Seq, 10) || h["ce_type"] != "dev.outpost.windows.v1" ||
 			!strings.HasSuffix(h["ce_source"], "/"+r.Device) || h["ce_time"] == "" || h["content-type"] != "application/json" {
 			t.Fatalf("record %d headers = %v", i, h)
 		}
