@@ -198,7 +198,7 @@ func (e *Engine) fold() (map[string]*node, error) {
 		if err != nil {
 			return nil, err
 		}
-		for k, o := range outs {
+		for k, o := range outs[:min(len(outs), len(n.out))] {
 			e.consts[n.out[k]] = o
 			folded[n.out[k]] = n
 		}
@@ -255,7 +255,7 @@ func (e *Engine) eval(x []float32, features int) error {
 		if err != nil {
 			return fmt.Errorf("%s %s: %w", n.op, n.out[0], err)
 		}
-		for k, o := range outs {
+		for k, o := range outs[:min(len(outs), len(n.out))] {
 			e.vals[n.out[k]] = o
 		}
 	}

@@ -157,6 +157,9 @@ func (n *node) prepareTrees(classes int) error {
 		if !ok {
 			return fmt.Errorf("%w: op %s (ai.onnx.ml): node mode %s", ErrUnsupported, n.op, modes[i])
 		}
+		if feats[i] < 0 || feats[i] > math.MaxInt32 {
+			return fmt.Errorf("%w: %s: feature %d", ErrModel, n.op, feats[i])
+		}
 		t := tnode{feature: int32(feats[i]), mode: code}
 		if len(values) > 0 {
 			t.value = values[i]
@@ -217,6 +220,25 @@ func (n *node) prepareTrees(classes int) error {
 	if len(ml.roots) == 0 {
 		return fmt.Errorf("%w: %s has no trees", ErrModel, n.op)
 	}
+	return ml.checkTrees()
+}
+
+// checkTrees refuses a node reached twice from the roots: a cycle would
+// never end a walk, a shared node is not a tree.
+func (ml *mlOp) checkTrees() error {
+	seen := make([]bool, len(ml.tnodes))
+	stack := append([]int32(nil), ml.roots...)
+	for len(stack) > 0 {
+		i := stack[len(stack)-1]
+		stack = stack[:len(stack)-1]
+		if seen[i] {
+			return fmt.Errorf("%w: tree node %d is reached twice", ErrModel, i)
+		}
+		seen[i] = true
+		if t := ml.tnodes[i]; t.mode != 0 {
+			stack = append(stack, t.t, t.f)
+		}
+	}
 	return nil
 }
 
@@ -233,6 +255,11 @@ func (e *Engine) evalML(n *node, a tensor, get func(string) (tensor, error)) ([]
 	rows, cols := a.rows(), a.cols()
 	switch n.op {
 	case "Scaler":
+		for _, v := range [][]float32{ml.offset, ml.scale} {
+			if len(v) > 1 && len(v) != cols {
+				return nil, fmt.Errorf("%w: Scaler of %d values for %d features", ErrInput, len(v), cols)
+			}
+		}
 		out := tensor{shape: a.shape, data: n.buffer(0, len(a.data))}
 		for i, v := range a.data {
 			c := i % cols
@@ -299,12 +326,12 @@ func (e *Engine) evalML(n *node, a tensor, get func(string) (tensor, error)) ([]
 // pick is v[i], v[0] for a single value, or def for none.
 func pick(v []float32, i int, def float32) float32 {
 	switch {
-	case len(v) == 0:
-		return def
 	case len(v) == 1:
 		return v[0]
+	case i < len(v):
+		return v[i]
 	}
-	return v[i]
+	return def
 }
 
 // classify turns raw scores [N, k] into a classifier's label and scores
@@ -347,7 +374,7 @@ func (n *node) classify(raw tensor, positive bool) ([]tensor, error) {
 			}
 			postTransform(ml.post, row)
 		}
-		if labels.strs != nil {
+		if labels.strs != nil && best < len(ml.labelStrs) {
 			labels.strs[r] = ml.labelStrs[best]
 		} else {
 			labels.data[r] = float32(best)

@@ -60,6 +60,9 @@ func newNode(p *onnxpb.NodeProto, opsets map[string]int64) (*node, error) {
 	if !supported[domain][op] {
 		return nil, fmt.Errorf("op %s (%s)", op, shown)
 	}
+	if len(p.GetOutput()) == 0 || op != "Constant" && (len(p.GetInput()) == 0 || p.GetInput()[0] == "") {
+		return nil, fmt.Errorf("op %s (%s) with %d inputs and %d outputs", op, shown, len(p.GetInput()), len(p.GetOutput()))
+	}
 	n := &node{op: op, domain: domain, in: p.GetInput(), out: p.GetOutput(), opset: opsets[domain],
 		attrs: map[string]*onnxpb.AttributeProto{}, alpha: 1, beta: 1, keepdims: true, to: onnxpb.TensorProto_FLOAT}
 	for _, a := range p.GetAttribute() {
@@ -146,7 +149,7 @@ func axisOf(axis, r int) (int, error) {
 	if axis < 0 {
 		axis += r
 	}
-	if axis < 0 || axis >= max(r, 1) {
+	if axis < 0 || axis >= r {
 		return 0, fmt.Errorf("%w: axis %d for rank %d", ErrInput, axis, r)
 	}
 	return axis, nil
@@ -281,6 +284,8 @@ func reshape(a tensor, spec []int, allowZero bool) (tensor, error) {
 				return tensor{}, fmt.Errorf("%w: Reshape %v of %v", ErrInput, spec, a.shape)
 			}
 			d = a.shape[i]
+		case d < -1:
+			return tensor{}, fmt.Errorf("%w: Reshape %v", ErrInput, spec)
 		case d == -1:
 			if infer >= 0 {
 				return tensor{}, fmt.Errorf("%w: Reshape %v has two -1", ErrInput, spec)
@@ -297,7 +302,7 @@ func reshape(a tensor, spec []int, allowZero bool) (tensor, error) {
 			return tensor{}, fmt.Errorf("%w: Reshape %v of %v", ErrInput, spec, a.shape)
 		}
 		shape[infer] = total / known
-	} else if known != total {
+	} else if known != total || !bounded(shape) {
 		return tensor{}, fmt.Errorf("%w: Reshape %v of %v", ErrInput, spec, a.shape)
 	}
 	return view(a, shape), nil
@@ -311,6 +316,9 @@ func squeeze(a tensor, axes []int, unsqueeze bool) (tensor, error) {
 			ax, err := axisOf(ax, r)
 			if err != nil {
 				return tensor{}, err
+			}
+			if ones[ax] {
+				return tensor{}, fmt.Errorf("%w: Unsqueeze axes %v", ErrInput, axes)
 			}
 			ones[ax] = true
 		}
@@ -605,8 +613,12 @@ func (n *node) transpose(a tensor) (tensor, error) {
 		if len(p.GetInts()) != r {
 			return tensor{}, fmt.Errorf("%w: Transpose perm %v for rank %d", ErrInput, p.GetInts(), r)
 		}
+		seen := make([]bool, r)
 		for i, v := range p.GetInts() {
-			perm[i] = int(v)
+			if v < 0 || int(v) >= r || seen[v] {
+				return tensor{}, fmt.Errorf("%w: Transpose perm %v", ErrInput, p.GetInts())
+			}
+			perm[i], seen[v] = int(v), true
 		}
 	} else {
 		for i := range perm {

@@ -21,6 +21,27 @@ type tensor struct {
 	kind byte
 }
 
+// maxElements bounds a shape's dimensions, zeros left out: an empty value
+// of shape [2^31, 2^31, 0] holds nothing, but a kernel walking its outer
+// dimensions would never finish.
+const maxElements = 1 << 30
+
+func bounded(shape []int) bool {
+	n := 1
+	for _, d := range shape {
+		if d < 0 || d > maxElements {
+			return false
+		}
+		if d > 0 {
+			n *= d
+		}
+		if n > maxElements {
+			return false
+		}
+	}
+	return true
+}
+
 func size(shape []int) int {
 	n := 1
 	for _, d := range shape {
@@ -131,7 +152,13 @@ func fromProto(t *onnxpb.TensorProto) (tensor, error) {
 	}
 	shape := make([]int, len(t.GetDims()))
 	for i, d := range t.GetDims() {
+		if d < 0 || d > maxElements {
+			return tensor{}, fmt.Errorf("%w: initializer %s has dimension %d", ErrModel, t.GetName(), d)
+		}
 		shape[i] = int(d)
+	}
+	if !bounded(shape) {
+		return tensor{}, fmt.Errorf("%w: initializer %s has shape %v", ErrModel, t.GetName(), shape)
 	}
 	if n := size(shape); n != len(data) && n != len(strs) {
 		return tensor{}, fmt.Errorf("%w: initializer %s has %d values for shape %v", ErrModel, t.GetName(), max(len(data), len(strs)), shape)
