@@ -348,7 +348,8 @@ func TestWeekOfTrafficThroughASmallStream(t *testing.T) {
 	url := "tcp://" + h.MQTTAddr()
 
 	// 4 devices × 4000 records × ~300 B: about 4.5× max_bytes, at the pace
-	// of a busy site (500 records/s per device).
+	// of a busy site (250 records/s per device, 300 KB/s in all): the 1 MiB
+	// stream holds some 3 s of it while the bridge commits.
 	const devices, perDevice, pad = 4, 4000, 250
 	var want []string
 	var devs []*device
@@ -377,7 +378,7 @@ func TestWeekOfTrafficThroughASmallStream(t *testing.T) {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			d.produceLabels(t, "windows", ls, 10, pad, 20*time.Millisecond)
+			d.produceLabels(t, "windows", ls, 10, pad, 40*time.Millisecond)
 		}()
 	}
 	wg.Wait()
