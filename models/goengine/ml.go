@@ -506,9 +506,10 @@ func branch(t *tnode, x float32) bool {
 func (n *node) arrayFeatures(a, idx tensor) ([]tensor, error) {
 	cols := a.cols()
 	rows := a.rows()
-	shape := append(append([]int(nil), a.shape[:max(len(a.shape)-1, 0)]...), len(idx.data))
-	if len(a.shape) <= 1 {
-		shape = []int{1, len(idx.data)}
+	shape := n.dims(0, 1, len(idx.data))
+	if len(a.shape) > 1 {
+		shape = append(n.dims(0, a.shape[:len(a.shape)-1]...), len(idx.data))
+		n.shapes[0] = shape
 	}
 	out := tensor{shape: shape, kind: a.kind}
 	if a.strs != nil {
