@@ -29,6 +29,7 @@ type mlOp struct {
 	oneColumn bool // a binary classifier whose trees score class 1 only
 	positive  bool // every leaf weight ≥ 0
 	row       []float64
+	strs      []string // string labels' buffer
 }
 
 // tnode is one tree node; a leaf's weights are weights[w0:w1].
@@ -343,7 +344,10 @@ func (n *node) classify(raw tensor, positive bool) ([]tensor, error) {
 	classes := max(len(ml.labels), len(ml.labelStrs), k)
 	labels := tensor{shape: n.dims(0, rows), data: n.buffer(0, rows), kind: 'l'}
 	if len(ml.labelStrs) > 0 {
-		labels.strs = make([]string, rows)
+		if cap(ml.strs) < rows {
+			ml.strs = make([]string, rows)
+		}
+		labels.strs = ml.strs[:rows]
 	}
 	scores := raw
 	if k == 1 && classes == 2 {

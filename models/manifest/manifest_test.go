@@ -43,6 +43,8 @@ func TestValidate(t *testing.T) {
 		func(m *Manifest) { m.Features[0].Std = -1 },
 		func(m *Manifest) { m.Golden = nil },
 		func(m *Manifest) { m.Golden[0].Input = []float32{1} },
+		func(m *Manifest) { m.Outputs.Scores, m.Outputs.Label = "y", "y" },
+		func(m *Manifest) { m.Outputs.Label, m.Outputs.Embedding = "e", "e" },
 	}
 	for i, mutate := range tests {
 		m := valid()
@@ -93,6 +95,9 @@ func FuzzParse(f *testing.F) {
 	good, _ := json.Marshal(m)
 	f.Add(good)
 	f.Add([]byte(`{"name":"m","version":1}`))
+	m.Outputs = Outputs{Scores: "probabilities", Label: "label", Embedding: "hidden", Labels: []string{"a", "b"}}
+	roles, _ := json.Marshal(m)
+	f.Add(roles)
 	f.Add([]byte(`[]`))
 	f.Fuzz(func(t *testing.T, raw []byte) {
 		m, err := Parse(raw)

@@ -42,7 +42,7 @@ type export struct {
 	Width          int       `json:"width"`
 	Expected       []float64 `json:"expected"`
 	Labels         string    `json:"labels"`
-	ExpectedLabels []int     `json:"expected_labels"`
+	ExpectedLabels []string  `json:"expected_labels"`
 	Framework      string    `json:"framework"`
 }
 

@@ -12,7 +12,7 @@ output, zipmap off) and OUTDIR/NAME.json:
 
     {"features": F, "rows": N, "input": [N*F floats],
      "scores": "<graph output>", "expected": [N*K floats], "width": K,
-     "labels": "<graph output or empty>", "expected_labels": [N ints]}
+     "labels": "<graph output or empty>", "expected_labels": [N labels as strings]}
 
 Seeds are fixed, so every run writes the same models. The Go suite in
 this folder runs it in the virtualenv deploy/scripts/deps.sh creates.
@@ -76,6 +76,10 @@ def models():
         ("gradient_boosting_binary", GradientBoostingClassifier(n_estimators=8, max_depth=3, random_state=7), x2, y2, t2),
         ("ridge", Ridge(alpha=0.5), xr, yr, tr),
         # Beyond the list: the other ai.onnx.ml ops and forms.
+        # String class labels: the label output is a string tensor.
+        ("logreg_string_labels", LogisticRegression(max_iter=500), x3, np.array(["ok", "worn", "broken"])[y3], t3),
+        ("mlp_string_labels", MLPClassifier(hidden_layer_sizes=(8,), max_iter=200, random_state=12), x3,
+         np.array(["ok", "worn", "broken"])[y3], t3),
         ("normalizer_logreg", make_pipeline(Normalizer(norm="l2"), LogisticRegression(max_iter=500)), x3, y3, t3),
         ("minmax_linear_svc", make_pipeline(MinMaxScaler(), LinearSVC(random_state=9)), x2, y2, t2),
         ("random_forest_regressor", RandomForestRegressor(n_estimators=5, max_depth=4, random_state=10), xr, yr, tr),
@@ -114,11 +118,11 @@ def main(out):
         if classifier and not hasattr(final, "predict_proba"):
             # A margin classifier: its decision function (binary: one column).
             scores = model.decision_function(held).reshape(len(held), -1)
-            labels, expected_labels = outputs[0], [int(v) for v in model.predict(held)]
+            labels, expected_labels = outputs[0], [str(v) for v in model.predict(held)]
             scores_name = outputs[1]
         elif classifier:
             scores = model.predict_proba(held)
-            labels, expected_labels = outputs[0], [int(v) for v in model.predict(held)]
+            labels, expected_labels = outputs[0], [str(v) for v in model.predict(held)]
             scores_name = outputs[1]
         else:
             scores = model.predict(held).reshape(len(held), -1)
