@@ -317,7 +317,7 @@ func (e *Engine) evalML(n *node, a tensor, get func(string) (tensor, error)) ([]
 		if n.op == "LinearRegressor" {
 			return n.result(scores), nil
 		}
-		return n.classify(scores, false)
+		return n.classify(scores, oneLinear)
 	case "TreeEnsembleClassifier", "TreeEnsembleRegressor":
 		return n.trees(a)
 	}
@@ -335,10 +335,18 @@ func pick(v []float32, i int, def float32) float32 {
 	return def
 }
 
+// How one score s for two classes becomes two columns, as ONNX Runtime
+// writes them (its post transform ignored but for mixed tree weights):
+const (
+	oneLinear   = iota // LinearClassifier: [1-s, s], class 1 when s > 0
+	onePositive        // trees with weights ≥ 0: [1-s, s], class 1 when s > 0.5
+	oneMixed           // other trees: [-s, s], or [σ(-s), σ(s)] with LOGISTIC; class 1 when s > 0
+)
+
 // classify turns raw scores [N, k] into a classifier's label and scores
 // outputs, as ONNX Runtime does: one score for two classes becomes two
-// columns; then the post transform.
-func (n *node) classify(raw tensor, positive bool) ([]tensor, error) {
+// columns (one says how); more get the post transform.
+func (n *node) classify(raw tensor, one int) ([]tensor, error) {
 	ml := &n.ml
 	rows, k := raw.shape[0], raw.shape[1]
 	classes := max(len(ml.labels), len(ml.labelStrs), k)
@@ -360,7 +368,9 @@ func (n *node) classify(raw tensor, positive bool) ([]tensor, error) {
 			lo, hi := -s, s
 			threshold := float32(0)
 			switch {
-			case positive:
+			case one == oneLinear:
+				lo, hi = 1-s, s
+			case one == onePositive:
 				lo, hi, threshold = 1-s, s, 0.5
 			case ml.post == "LOGISTIC":
 				lo, hi = sigmoid(-s), sigmoid(s)
@@ -483,7 +493,10 @@ func (n *node) trees(a tensor) ([]tensor, error) {
 	if n.op == "TreeEnsembleRegressor" {
 		return n.result(scores), nil
 	}
-	return n.classify(scores, ml.positive)
+	if ml.positive {
+		return n.classify(scores, onePositive)
+	}
+	return n.classify(scores, oneMixed)
 }
 
 // branch reports whether x takes a node's true branch.
