@@ -93,9 +93,9 @@ func TestRunAllocates(t *testing.T) {
 // lacks named, with its domain, not just the first.
 func TestUnsupportedOpsAreAllNamed(t *testing.T) {
 	model, err := onnx.NewGraph("g").Input("x", "N", 4).
-		Node("Conv", []string{"x", "w"}, []string{"a"}).
+		Node("LSTM", []string{"x", "w", "r"}, []string{"a"}).
 		Node("Relu", []string{"a"}, []string{"b"}).
-		Node("Conv", []string{"b", "w"}, []string{"c"}).
+		Node("LSTM", []string{"b", "w", "r"}, []string{"c"}).
 		Node("Erf", []string{"c"}, []string{"d"}).
 		Node("SVMClassifier", []string{"d"}, []string{"label", "y"}).
 		Output("y", "N", 4).Model("t")
@@ -112,12 +112,12 @@ func TestUnsupportedOpsAreAllNamed(t *testing.T) {
 	if !errors.Is(err, ErrUnsupported) {
 		t.Fatalf("err = %v, want ErrUnsupported", err)
 	}
-	for _, want := range []string{"op Conv (ai.onnx)", "op Erf (ai.onnx)", "op SVMClassifier (ai.onnx.ml)"} {
+	for _, want := range []string{"op LSTM (ai.onnx)", "op Erf (ai.onnx)", "op SVMClassifier (ai.onnx.ml)"} {
 		if !strings.Contains(err.Error(), want) {
 			t.Errorf("%v does not name %s", err, want)
 		}
 	}
-	if strings.Count(err.Error(), "Conv") != 1 {
-		t.Errorf("%v names Conv more than once", err)
+	if strings.Count(err.Error(), "LSTM") != 1 {
+		t.Errorf("%v names LSTM more than once", err)
 	}
 }

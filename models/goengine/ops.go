@@ -17,7 +17,8 @@ var supported = map[string]map[string]bool{
 		"Softmax", "LogSoftmax", "Identity", "Cast", "Constant", "Shape",
 		"Reshape", "Flatten", "Squeeze", "Unsqueeze", "Transpose", "Concat", "Gather",
 		"ReduceSum", "ReduceMean", "ReduceMax", "ReduceMin", "ArgMax", "ArgMin",
-		"QuantizeLinear", "DequantizeLinear"),
+		"QuantizeLinear", "DequantizeLinear",
+		"Conv", "MaxPool", "AveragePool", "GlobalAveragePool", "GlobalMaxPool", "BatchNormalization"),
 	mlDomain: set("LinearClassifier", "LinearRegressor", "Scaler", "Normalizer",
 		"TreeEnsembleClassifier", "TreeEnsembleRegressor", "ArrayFeatureExtractor"),
 }
@@ -263,6 +264,14 @@ func (e *Engine) evalNode(n *node, get func(string) (tensor, error)) ([]tensor, 
 		return one(n.clip(a, get))
 	case "QuantizeLinear", "DequantizeLinear":
 		return one(n.quantOp(a, get))
+	case "Conv":
+		return one(n.conv(a, get))
+	case "MaxPool", "AveragePool":
+		return one(n.pool(a))
+	case "GlobalAveragePool", "GlobalMaxPool":
+		return one(n.globalPool(a))
+	case "BatchNormalization":
+		return one(n.batchNorm(a, get))
 	}
 	return one(n.unary(a), nil)
 }
