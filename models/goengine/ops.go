@@ -3,6 +3,7 @@ package goengine
 import (
 	"fmt"
 	"math"
+	"slices"
 	"sort"
 
 	"github.com/outpost-edge/outpost/models/onnx/onnxpb"
@@ -61,8 +62,22 @@ func newNode(p *onnxpb.NodeProto, opsets map[string]int64) (*node, error) {
 	if !supported[domain][op] {
 		return nil, fmt.Errorf("op %s (%s)", op, shown)
 	}
-	if len(p.GetOutput()) == 0 || op != "Constant" && (len(p.GetInput()) == 0 || p.GetInput()[0] == "") {
-		return nil, fmt.Errorf("op %s (%s) with %d inputs and %d outputs", op, shown, len(p.GetInput()), len(p.GetOutput()))
+	need := 1
+	switch op {
+	case "Constant":
+		need = 0
+	case "Gemm", "MatMul", "Add", "Sub", "Mul", "Div", "Pow", "Max", "Min", "Reshape", "Gather",
+		"QuantizeLinear", "DequantizeLinear", "Conv", "ArrayFeatureExtractor":
+		need = 2
+	case "BatchNormalization":
+		need = 5
+	}
+	in := p.GetInput()
+	if (op == "Max" || op == "Min") && len(in) != 2 {
+		return nil, fmt.Errorf("op %s (%s) of %d inputs (the engine takes 2)", op, shown, len(in))
+	}
+	if len(p.GetOutput()) == 0 || len(in) < need || slices.Contains(in[:need], "") {
+		return nil, fmt.Errorf("op %s (%s) with %d inputs and %d outputs", op, shown, len(in), len(p.GetOutput()))
 	}
 	n := &node{op: op, domain: domain, in: p.GetInput(), out: p.GetOutput(), opset: opsets[domain],
 		attrs: map[string]*onnxpb.AttributeProto{}, alpha: 1, beta: 1, keepdims: true, to: onnxpb.TensorProto_FLOAT}
