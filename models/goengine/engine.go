@@ -10,6 +10,7 @@ import (
 	"fmt"
 	"slices"
 	"sort"
+	"strconv"
 	"strings"
 	"sync"
 
@@ -71,6 +72,7 @@ func (n *node) buffer(k, size int) []float32 {
 // Engine is a loaded graph. Runs are serialised: buffers are reused.
 type Engine struct {
 	input, output string
+	label         string // served by RunLabels, if named
 	width         int
 	consts        map[string]tensor
 	nodes         []*node
@@ -84,6 +86,9 @@ type Options struct {
 	// Output names the scores output. Empty: the graph's only output, or
 	// its only float output (onnx.ScoresOutput), as ONNX Runtime's session.
 	Output string
+	// Label names an exporter's label output for RunLabels; empty: labels
+	// are not computed, and their branch is not loaded.
+	Label string
 }
 
 // Load parses an ONNX model and checks that every op it needs is
@@ -114,7 +119,12 @@ func LoadWith(model []byte, o Options) (*Engine, error) {
 	if out.Kind != "" || out.Type != "FLOAT" {
 		return nil, fmt.Errorf("%w: scores output %s is %s%s, want float", ErrModel, out.Name, out.Type, out.Kind)
 	}
-	e := &Engine{consts: map[string]tensor{}, output: out.Name, vals: map[string]tensor{}}
+	e := &Engine{consts: map[string]tensor{}, output: out.Name, label: o.Label, vals: map[string]tensor{}}
+	if o.Label != "" {
+		if _, err := onnx.ScoresOutput(info.Outputs, o.Label); err != nil {
+			return nil, fmt.Errorf("%w: label: %w", ErrModel, err)
+		}
+	}
 	if len(out.Shape) == 2 {
 		fmt.Sscan(out.Shape[1], &e.width)
 	}
@@ -141,7 +151,11 @@ func LoadWith(model []byte, o Options) (*Engine, error) {
 			e.input = in.GetName()
 		}
 	}
-	needed := onnx.Feeding(g.GetNode(), e.output)
+	served := []string{e.output}
+	if e.label != "" {
+		served = append(served, e.label)
+	}
+	needed := onnx.Feeding(g.GetNode(), served...)
 	// Name every unsupported op and attribute before any weight is read.
 	var problems []string
 	for _, n := range needed {
@@ -217,6 +231,33 @@ func (e *Engine) Run(x []float32, features int) ([]float32, error) {
 		return nil, err
 	}
 	return append([]float32(nil), e.vals[e.output].data...), nil
+}
+
+// RunLabels evaluates the graph and returns the label output Options.Label
+// names, one per row: class names, or integer classes in decimal.
+func (e *Engine) RunLabels(x []float32, features int) ([]string, error) {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	if e.label == "" {
+		return nil, fmt.Errorf("%w: no label output was named at load", ErrModel)
+	}
+	if err := e.eval(x, features); err != nil {
+		return nil, err
+	}
+	v, ok := e.vals[e.label]
+	if !ok {
+		if v, ok = e.consts[e.label]; !ok {
+			return nil, fmt.Errorf("%w: value %s is undefined", ErrModel, e.label)
+		}
+	}
+	if v.strs != nil {
+		return append([]string(nil), v.strs...), nil
+	}
+	out := make([]string, len(v.data))
+	for i, f := range v.data {
+		out[i] = strconv.FormatInt(int64(f), 10)
+	}
+	return out, nil
 }
 
 // Trace evaluates the graph and returns every intermediate value by name

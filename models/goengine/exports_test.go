@@ -6,6 +6,7 @@ import (
 	"math"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 
@@ -25,6 +26,9 @@ type golden struct {
 	Input    []float32 `json:"input"`
 	Scores   string    `json:"scores"`
 	Expected []float64 `json:"expected"`
+	Labels   string    `json:"labels"`
+	// ExpectedLabels are scikit-learn's predict, as strings.
+	ExpectedLabels []string `json:"expected_labels"`
 }
 
 func goldens(t *testing.T) []golden {
@@ -70,6 +74,33 @@ func TestExportsMatchScikitLearn(t *testing.T) {
 				}
 			}
 		})
+	}
+}
+
+// TestLabelsMatchScikitLearn: an exporter's label output (int64 or
+// string; LinearClassifier's, the trees', the MLP's ArgMax →
+// ArrayFeatureExtractor → Reshape → Cast branch) is scikit-learn's predict.
+func TestLabelsMatchScikitLearn(t *testing.T) {
+	for _, g := range goldens(t) {
+		if g.Labels == "" {
+			continue
+		}
+		t.Run(g.name, func(t *testing.T) {
+			e, err := LoadWith(g.model, Options{Output: g.Scores, Label: g.Labels})
+			if err != nil {
+				t.Fatal(err)
+			}
+			got, err := e.RunLabels(g.Input, g.Features)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if !slices.Equal(got, g.ExpectedLabels) {
+				t.Fatalf("labels %v, scikit-learn %v", got, g.ExpectedLabels)
+			}
+		})
+	}
+	if _, err := LoadWith(goldens(t)[0].model, Options{Label: "no-such-output"}); !errors.Is(err, ErrModel) {
+		t.Fatalf("an unknown label output: %v", err)
 	}
 }
 

@@ -141,10 +141,13 @@ func layers(model []byte) ([]Dense, MLPOptions, bool, error) {
 	return layers, o, ae, nil
 }
 
-// Feeding keeps the nodes that output depends on, in graph order: what
-// an engine serving only that output runs.
-func Feeding(nodes []*onnxpb.NodeProto, output string) []*onnxpb.NodeProto {
-	want := map[string]bool{output: true}
+// Feeding keeps the nodes the outputs depend on, in graph order: what
+// an engine serving only those outputs runs.
+func Feeding(nodes []*onnxpb.NodeProto, outputs ...string) []*onnxpb.NodeProto {
+	want := map[string]bool{}
+	for _, o := range outputs {
+		want[o] = true
+	}
 	keep := make([]bool, len(nodes))
 	for i := len(nodes) - 1; i >= 0; i-- {
 		for _, o := range nodes[i].GetOutput() {

@@ -14,6 +14,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"sort"
 	"strings"
 	"sync"
@@ -154,7 +155,8 @@ func maxAbs(got []float32, want []float64) float64 {
 // TestExportsMatchTheFramework: every export, unmodified, on both engines,
 // as one batch of the held-out rows and row by row, against the
 // framework's own predictions; the scores output is found by name and by
-// the default rule alike.
+// the default rule alike; on the pure-Go engine the label output is the
+// framework's predict.
 func TestExportsMatchTheFramework(t *testing.T) {
 	_, exps := exports(t)
 	engs := engines(t)
@@ -189,6 +191,15 @@ func TestExportsMatchTheFramework(t *testing.T) {
 				t.Errorf("%s on %s: max abs error %.3g, want ≤ %g", e.Name, engine, worst, tolerance)
 			}
 			table = append(table, fmt.Sprintf("%-26s %-12s max abs error %.2e", e.Name, engine, worst))
+			if engine == "go" && e.Labels != "" {
+				// The label output, computed when named, is the framework's predict.
+				l, err := goengine.LoadWith(e.Model, goengine.Options{Output: e.Scores, Label: e.Labels})
+				if err != nil {
+					t.Errorf("%s with its labels: %v", e.Name, err)
+				} else if got, err := l.RunLabels(e.Input, e.Features); err != nil || !slices.Equal(got, e.ExpectedLabels) {
+					t.Errorf("%s labels %v (%v), the framework predicts %v", e.Name, got, err, e.ExpectedLabels)
+				}
+			}
 			// The default rule finds the same output without its name.
 			d, err := engs[engine](e.Model, "")
 			if err != nil {
