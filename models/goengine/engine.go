@@ -136,15 +136,12 @@ func LoadWith(model []byte, o Options) (*Engine, error) {
 		}
 		opsets[d] = os.GetVersion()
 	}
+	weights := map[string]bool{}
 	for _, t := range g.GetInitializer() {
-		mt, err := fromProto(t)
-		if err != nil {
-			return nil, err
-		}
-		e.consts[t.GetName()] = mt
+		weights[t.GetName()] = true
 	}
 	for _, in := range g.GetInput() {
-		if _, isConst := e.consts[in.GetName()]; !isConst {
+		if !weights[in.GetName()] {
 			if e.input != "" {
 				return nil, fmt.Errorf("%w: more than one input", ErrModel)
 			}
@@ -158,7 +155,11 @@ func LoadWith(model []byte, o Options) (*Engine, error) {
 	needed := onnx.Feeding(g.GetNode(), served...)
 	// Name every unsupported op and attribute before any weight is read.
 	var problems []string
+	used := map[string]bool{e.output: true, e.label: true}
 	for _, n := range needed {
+		for _, in := range n.GetInput() {
+			used[in] = true
+		}
 		nd, err := newNode(n, opsets)
 		if err != nil {
 			problems = append(problems, err.Error())
@@ -169,6 +170,16 @@ func LoadWith(model []byte, o Options) (*Engine, error) {
 	if len(problems) > 0 {
 		sort.Strings(problems)
 		return nil, fmt.Errorf("%w: %s", ErrUnsupported, strings.Join(slices.Compact(problems), "; "))
+	}
+	for _, t := range g.GetInitializer() {
+		if !used[t.GetName()] {
+			continue // feeds only outputs the engine does not serve
+		}
+		mt, err := fromProto(t)
+		if err != nil {
+			return nil, err
+		}
+		e.consts[t.GetName()] = mt
 	}
 	for _, nd := range e.nodes {
 		if nd.domain == mlDomain {

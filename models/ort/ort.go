@@ -117,6 +117,7 @@ func NewSessionWith(model []byte, o Options) (*Session, error) {
 	if len(ins) != 1 {
 		return nil, fmt.Errorf("%w: want 1 input, model has %d", ErrModel, len(ins))
 	}
+	// The default rule needs only which outputs are float tensors.
 	listed := make([]onnx.Tensor, len(outs))
 	for i, out := range outs {
 		listed[i] = onnx.Tensor{Name: out.Name, Type: "OTHER"}
