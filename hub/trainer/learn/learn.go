@@ -38,11 +38,10 @@ func (o Optimizer) rate() float64 {
 
 // param is one weight tensor with its gradient and Adam moments.
 type param struct {
-	w, g   *tensor.Dense
-	m, v   []float64
-	rows   int
-	cols   int
-	frozen bool
+	w, g *tensor.Dense
+	m, v []float64
+	rows int
+	cols int
 }
 
 func newParam(rows, cols int, init []float64) *param {
