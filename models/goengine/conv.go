@@ -21,18 +21,16 @@ func (n *node) geometry(in, kernel []int, ceil bool) (window, error) {
 	if r < 1 || r > 2 || len(kernel) != r {
 		return window{}, fmt.Errorf("%w: %s over %d spatial axes with a kernel of %d", ErrUnsupported, n.op, r, len(kernel))
 	}
-	get := func(name string, def int) ([]int, error) {
-		out := make([]int, r)
-		for i := range out {
-			out[i] = def
-		}
+	// Fixed arrays: a run reads its geometry without allocating.
+	get := func(name string, def int) ([2]int, error) {
+		out := [2]int{def, def}
 		if a, ok := n.attrs[name]; ok {
 			if len(a.GetInts()) != r {
-				return nil, fmt.Errorf("%w: %s %s %v for %d axes", ErrInput, n.op, name, a.GetInts(), r)
+				return out, fmt.Errorf("%w: %s %s %v for %d axes", ErrInput, n.op, name, a.GetInts(), r)
 			}
 			for i, v := range a.GetInts() {
 				if v < 1 {
-					return nil, fmt.Errorf("%w: %s %s %v", ErrInput, n.op, name, a.GetInts())
+					return out, fmt.Errorf("%w: %s %s %v", ErrInput, n.op, name, a.GetInts())
 				}
 				out[i] = int(v)
 			}
@@ -47,7 +45,7 @@ func (n *node) geometry(in, kernel []int, ceil bool) (window, error) {
 	if err != nil {
 		return window{}, err
 	}
-	pads := make([]int, 2*r)
+	var pads [4]int
 	if a, ok := n.attrs["pads"]; ok {
 		if len(a.GetInts()) != 2*r {
 			return window{}, fmt.Errorf("%w: %s pads %v for %d axes", ErrInput, n.op, a.GetInts(), r)
@@ -59,7 +57,7 @@ func (n *node) geometry(in, kernel []int, ceil bool) (window, error) {
 			pads[i] = int(v)
 		}
 	}
-	out := make([]int, r)
+	var out [2]int
 	for i := range r {
 		span := dil[i]*(kernel[i]-1) + 1
 		switch pad := n.str("auto_pad", "NOTSET"); pad {
@@ -204,11 +202,15 @@ func (n *node) pool(x tensor) (tensor, error) {
 	if len(x.shape) < 3 {
 		return tensor{}, fmt.Errorf("%w: %s of %v", ErrInput, n.op, x.shape)
 	}
-	var kernel []int
-	for _, v := range n.ints("kernel_shape") {
-		kernel = append(kernel, int(v))
+	var k [2]int
+	ks := n.ints("kernel_shape")
+	for i, v := range ks[:min(len(ks), 2)] {
+		k[i] = int(v)
 	}
-	g, err := n.geometry(x.shape[2:], kernel, n.attrs["ceil_mode"].GetI() == 1)
+	if len(ks) > 2 {
+		return tensor{}, fmt.Errorf("%w: %s with a kernel of %d axes", ErrUnsupported, n.op, len(ks))
+	}
+	g, err := n.geometry(x.shape[2:], k[:len(ks)], n.attrs["ceil_mode"].GetI() == 1)
 	if err != nil {
 		return tensor{}, err
 	}

@@ -118,6 +118,22 @@ func TestRunAllocates(t *testing.T) {
 			t.Errorf("%s: %v allocations per run", g.name, n)
 		}
 	}
+	// The CNN (Reshape, Conv, Gemm) and the exporter-style MLP as well.
+	for name, features := range map[string]int{"cnn1d": 16, "mlp_matmul": 6} {
+		model, err := os.ReadFile(filepath.Join("..", "testdata", "thirdparty", name+".onnx"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		e, err := Load(model)
+		if err != nil {
+			t.Fatal(err)
+		}
+		x := make([]float32, 8*features)
+		e.Run(x, features)
+		if n := testing.AllocsPerRun(20, func() { e.Run(x, features) }); n > 1 {
+			t.Errorf("%s: %v allocations per run", name, n)
+		}
+	}
 }
 
 // TestUnsupportedOpsAreAllNamed: loading refuses a graph with every op it

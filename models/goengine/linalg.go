@@ -46,7 +46,9 @@ func (n *node) gemm(a tensor, get func(string) (tensor, error)) (tensor, error) 
 			}
 			c.data = scaled
 		}
-		if _, err := broadcastShape(nil, out.shape, c.shape); err != nil || len(c.shape) > 2 || size(c.shape) > size(out.shape) {
+		check, err := broadcastShape(n.dims(3), out.shape, c.shape)
+		n.shapes[3] = check
+		if err != nil || len(c.shape) > 2 || size(c.shape) > size(out.shape) {
 			return tensor{}, fmt.Errorf("%w: Gemm bias %v for %v", ErrInput, c.shape, out.shape)
 		}
 		n.s.broadcast(binaryOps["Add"], out, c, out.shape, out.data) // in place: each element reads only itself

@@ -239,7 +239,11 @@ func (e *Engine) evalNode(n *node, get func(string) (tensor, error)) ([]tensor, 
 		if err != nil {
 			return nil, err
 		}
-		return one(reshape(a, s.ints(), n.attrs["allowzero"].GetI() == 1))
+		t, err := reshape(n.dims(0), a, s.data, n.attrs["allowzero"].GetI() == 1)
+		if err == nil {
+			n.shapes[0] = t.shape // keep what it grew
+		}
+		return one(t, err)
 	case "Flatten":
 		ax := n.axis
 		if ax < 0 {
@@ -297,11 +301,16 @@ func view(t tensor, shape []int) tensor {
 	return t
 }
 
-func reshape(a tensor, spec []int, allowZero bool) (tensor, error) {
-	shape := make([]int, len(spec))
+// reshape reads the target shape spec (a constant's values) into dst.
+func reshape(dst []int, a tensor, spec []float32, allowZero bool) (tensor, error) {
+	shape := dst[:0]
+	for range spec {
+		shape = append(shape, 0)
+	}
 	infer := -1
 	known := 1
-	for i, d := range spec {
+	for i, v := range spec {
+		d := int(v)
 		switch {
 		case d == 0 && !allowZero:
 			if i >= len(a.shape) {
