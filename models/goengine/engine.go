@@ -40,6 +40,7 @@ type node struct {
 	bufs   [][]float32
 	shapes [][]int
 	outs   []tensor
+	acc    []int32 // integer products' sums
 	s      scratch
 }
 

@@ -300,3 +300,140 @@ func (n *node) quantOp(a tensor, get func(string) (tensor, error)) (tensor, erro
 	}
 	return out, nil
 }
+
+// dynamicQuantize is DynamicQuantizeLinear: uint8 values with the scale
+// and zero point that map [min(0, x), max(0, x)] onto [0, 255], in
+// float32 as ONNX Runtime computes them.
+func (n *node) dynamicQuantize(x tensor) []tensor {
+	lo, hi := float32(0), float32(0)
+	for _, v := range x.data {
+		lo, hi = min(lo, v), max(hi, v)
+	}
+	scale := (hi - lo) / 255
+	zp := float32(0)
+	if scale != 0 {
+		zp = float32(math.RoundToEven(float64(min(max(0-lo/scale, 0), 255))))
+	}
+	y := tensor{shape: x.shape, data: n.buffer(0, len(x.data)), kind: 'u'}
+	for i, v := range x.data {
+		q := zp
+		if scale != 0 {
+			q += float32(math.RoundToEven(float64(v / scale)))
+		}
+		y.data[i] = min(max(q, 0), 255)
+	}
+	s := tensor{shape: n.dims(1), data: n.buffer(1, 1)}
+	s.data[0] = scale
+	z := tensor{shape: n.dims(2), data: n.buffer(2, 1), kind: 'u'}
+	z.data[0] = zp
+	return n.result(y, s, z)
+}
+
+// zeroPoint is input i as a zero point: 0 when absent, one value, or one
+// per row (a's) or column (b's) of count.
+func zeroPoint(n *node, get func(string) (tensor, error), i, count int) ([]float32, error) {
+	if len(n.in) <= i || n.in[i] == "" {
+		return nil, nil
+	}
+	z, err := get(n.in[i])
+	if err != nil {
+		return nil, err
+	}
+	if len(z.data) != 1 && len(z.data) != count {
+		return nil, fmt.Errorf("%w: %s zero point of %d values for %d", ErrInput, n.op, len(z.data), count)
+	}
+	return z.data, nil
+}
+
+// integerProduct is Σ (a − za)·(b − zb) for MatMulInteger and
+// QLinearMatMul, a [M, K] by b [K, N], summed in int32.
+func (n *node) integerProduct(a, b tensor, za, zb []float32) (tensor, error) {
+	if len(a.shape) != 2 || len(b.shape) != 2 || a.shape[1] != b.shape[0] {
+		return tensor{}, fmt.Errorf("%w: %s of %v and %v", ErrInput, n.op, a.shape, b.shape)
+	}
+	rows, k, cols := a.shape[0], a.shape[1], b.shape[1]
+	out := tensor{shape: n.dims(0, rows, cols), data: n.buffer(0, rows*cols), kind: 'l'}
+	acc := n.ints32(cols)
+	for i := 0; i < rows; i++ {
+		clear(acc)
+		for p := 0; p < k; p++ {
+			av := int32(a.data[i*k+p]) - int32(pick(za, i, 0))
+			if av == 0 {
+				continue
+			}
+			br := b.data[p*cols : (p+1)*cols]
+			for j, bv := range br {
+				acc[j] += av * (int32(bv) - int32(pick(zb, j, 0)))
+			}
+		}
+		for j, v := range acc {
+			out.data[i*cols+j] = float32(v)
+		}
+	}
+	return out, nil
+}
+
+// ints32 is the node's int32 scratch with room for count values.
+func (n *node) ints32(count int) []int32 {
+	if cap(n.acc) < count {
+		n.acc = make([]int32, count)
+	}
+	return n.acc[:count]
+}
+
+// matMulInteger is MatMulInteger: the int32 product of quantized values.
+func (n *node) matMulInteger(a tensor, get func(string) (tensor, error)) (tensor, error) {
+	b, err := get(n.in[1])
+	if err != nil {
+		return tensor{}, err
+	}
+	za, err := zeroPoint(n, get, 2, a.rows())
+	if err != nil {
+		return tensor{}, err
+	}
+	zb, err := zeroPoint(n, get, 3, b.cols())
+	if err != nil {
+		return tensor{}, err
+	}
+	return n.integerProduct(a, b, za, zb)
+}
+
+// qlinearMatMul is QLinearMatMul: the product requantized to y's scale
+// and zero point.
+func (n *node) qlinearMatMul(a tensor, get func(string) (tensor, error)) (tensor, error) {
+	var t [7]tensor // a_scale, a_zp, b, b_scale, b_zp, y_scale, y_zp
+	for i := range t {
+		v, err := get(n.in[i+1])
+		if err != nil {
+			return tensor{}, err
+		}
+		t[i] = v
+	}
+	if len(t[0].data) != 1 || len(t[3].data) > 1 && len(t[3].data) != t[2].cols() || len(t[5].data) != 1 || len(t[6].data) != 1 {
+		return tensor{}, fmt.Errorf("%w: QLinearMatMul scales must be per tensor (b's may be per column)", ErrUnsupported)
+	}
+	for _, z := range []struct {
+		z    tensor
+		want int
+	}{{t[1], 1}, {t[4], len(t[3].data)}} {
+		if len(z.z.data) != z.want {
+			return tensor{}, fmt.Errorf("%w: QLinearMatMul zero point of %d values", ErrInput, len(z.z.data))
+		}
+	}
+	prod, err := n.integerProduct(a, t[2], t[1].data, t[4].data)
+	if err != nil {
+		return tensor{}, err
+	}
+	lo, hi := float32(0), float32(255)
+	if t[6].kind == 'i' {
+		lo, hi = -128, 127
+	}
+	cols := prod.shape[1]
+	for i, v := range prod.data {
+		m := t[0].data[0] * pick(t[3].data, i%cols, 0) / t[5].data[0]
+		q := float32(math.RoundToEven(float64(v*m))) + t[6].data[0]
+		prod.data[i] = min(max(q, lo), hi)
+	}
+	prod.kind = t[6].kind
+	return prod, nil
+}

@@ -19,7 +19,8 @@ var supported = map[string]map[string]bool{
 		"Reshape", "Flatten", "Squeeze", "Unsqueeze", "Transpose", "Concat", "Gather",
 		"ReduceSum", "ReduceMean", "ReduceMax", "ReduceMin", "ArgMax", "ArgMin",
 		"QuantizeLinear", "DequantizeLinear",
-		"Conv", "MaxPool", "AveragePool", "GlobalAveragePool", "GlobalMaxPool", "BatchNormalization"),
+		"Conv", "MaxPool", "AveragePool", "GlobalAveragePool", "GlobalMaxPool", "BatchNormalization",
+		"DynamicQuantizeLinear", "MatMulInteger", "QLinearMatMul"),
 	mlDomain: set("LinearClassifier", "LinearRegressor", "Scaler", "Normalizer",
 		"TreeEnsembleClassifier", "TreeEnsembleRegressor", "ArrayFeatureExtractor"),
 }
@@ -67,10 +68,12 @@ func newNode(p *onnxpb.NodeProto, opsets map[string]int64) (*node, error) {
 	case "Constant":
 		need = 0
 	case "Gemm", "MatMul", "Add", "Sub", "Mul", "Div", "Pow", "Max", "Min", "Reshape", "Gather",
-		"QuantizeLinear", "DequantizeLinear", "Conv", "ArrayFeatureExtractor":
+		"QuantizeLinear", "DequantizeLinear", "Conv", "ArrayFeatureExtractor", "MatMulInteger":
 		need = 2
 	case "BatchNormalization":
 		need = 5
+	case "QLinearMatMul":
+		need = 8
 	}
 	in := p.GetInput()
 	if (op == "Max" || op == "Min") && len(in) != 2 {
@@ -291,6 +294,12 @@ func (e *Engine) evalNode(n *node, get func(string) (tensor, error)) ([]tensor, 
 		return one(n.globalPool(a))
 	case "BatchNormalization":
 		return one(n.batchNorm(a, get))
+	case "DynamicQuantizeLinear":
+		return n.dynamicQuantize(a), nil
+	case "MatMulInteger":
+		return one(n.matMulInteger(a, get))
+	case "QLinearMatMul":
+		return one(n.qlinearMatMul(a, get))
 	}
 	return one(n.unary(a), nil)
 }
