@@ -185,8 +185,8 @@ func TestHubAuthenticatesToKafka(t *testing.T) {
 	h := startHub(t, cfg)
 	defer h.Close()
 	d := newDevice(t, h, "sasl-dev", "tcp://"+h.MQTTAddr())
-	d.produce(t, "events", 300, 50, 10*time.Millisecond)
-	d.waitDrained(t, 60*time.Second)
+	d.Produce(t, "events", 300, 50, 10*time.Millisecond)
+	d.WaitDrained(t, 60*time.Second)
 	recs, _ := readAll(t, plainBrokers, []string{cfg.Kafka.TopicPrefix + "events"}, 300, 60*time.Second)
 	checkExactlyOnce(t, recs, []string{"sasl-dev"}, 300)
 }
@@ -218,8 +218,8 @@ func TestHubConnectsToKafkaOverMutualTLS(t *testing.T) {
 	h = startHub(t, cfg)
 	defer h.Close()
 	d := newDevice(t, h, "tls-dev", "tcp://"+h.MQTTAddr())
-	d.produce(t, "events", 300, 50, 10*time.Millisecond)
-	d.waitDrained(t, 60*time.Second)
+	d.Produce(t, "events", 300, 50, 10*time.Millisecond)
+	d.WaitDrained(t, 60*time.Second)
 	recs, _ := readAll(t, plainBrokers, []string{cfg.Kafka.TopicPrefix + "events"}, 300, 60*time.Second)
 	checkExactlyOnce(t, recs, []string{"tls-dev"}, 300)
 }

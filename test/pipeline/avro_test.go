@@ -32,8 +32,8 @@ func TestAvroRecordsWithSchemaRegistry(t *testing.T) {
 	defer h.Close()
 	const n = 400
 	d := newDevice(t, h, "avro-dev", "tcp://"+h.MQTTAddr())
-	d.produce(t, "windows", n, 50, 5*time.Millisecond)
-	d.waitDrained(t, 60*time.Second)
+	d.Produce(t, "windows", n, 50, 5*time.Millisecond)
+	d.WaitDrained(t, 60*time.Second)
 
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()

@@ -66,7 +66,7 @@ func TestBadInputIsDeadLetteredAndOthersFlow(t *testing.T) {
 	good := newDevice(t, h, "good-1", "tcp://"+h.MQTTAddr())
 	var wg sync.WaitGroup
 	wg.Add(1)
-	go func() { defer wg.Done(); good.produce(t, "windows", 600, 20, 20*time.Millisecond) }()
+	go func() { defer wg.Done(); good.Produce(t, "windows", 600, 20, 20*time.Millisecond) }()
 
 	badCreds, err := h.Registry().Add(context.Background(), "bad-1", nil)
 	if err != nil {
@@ -103,7 +103,7 @@ func TestBadInputIsDeadLetteredAndOthersFlow(t *testing.T) {
 	bad.Disconnect(100)
 
 	wg.Wait()
-	good.waitDrained(t, 60*time.Second)
+	good.WaitDrained(t, 60*time.Second)
 	recs, _ := readAll(t, brokers, []string{cfg.Kafka.TopicPrefix + "windows"}, 600, 60*time.Second)
 	checkExactlyOnce(t, recs, []string{"good-1"}, 600)
 

@@ -216,7 +216,7 @@ func TestHubClusterSurvivesLosingTheLeader(t *testing.T) {
 		wg.Add(1)
 		go func(d *device) {
 			defer wg.Done()
-			d.produce(t, "windows", perDevice, 10, 50*time.Millisecond)
+			d.Produce(t, "windows", perDevice, 10, 50*time.Millisecond)
 		}(devs[i])
 	}
 
@@ -241,7 +241,7 @@ func TestHubClusterSurvivesLosingTheLeader(t *testing.T) {
 	wg.Wait()
 	t.Log("produced")
 	for _, d := range devs {
-		d.waitDrained(t, 120*time.Second)
+		d.WaitDrained(t, 120*time.Second)
 	}
 	t.Log("drained")
 	recs, _ := readAll(t, brokers, []string{prefix + "windows"}, len(ids)*perDevice, 120*time.Second)

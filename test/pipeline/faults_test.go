@@ -59,7 +59,7 @@ func TestExactlyOnceUnderFaults(t *testing.T) {
 		wg.Add(1)
 		go func(d *device) {
 			defer wg.Done()
-			d.produce(t, "inferences", perDevice, 10, 100*time.Millisecond)
+			d.Produce(t, "inferences", perDevice, 10, 100*time.Millisecond)
 		}(devs[i])
 	}
 
@@ -85,7 +85,7 @@ func TestExactlyOnceUnderFaults(t *testing.T) {
 
 	wg.Wait()
 	for _, d := range devs {
-		d.waitDrained(t, 120*time.Second)
+		d.WaitDrained(t, 120*time.Second)
 	}
 	recs, _ := readAll(t, brokers, []string{cfg.Kafka.TopicPrefix + "inferences"}, len(ids)*perDevice, 120*time.Second)
 	checkExactlyOnce(t, recs, ids, perDevice)
@@ -108,7 +108,7 @@ func TestBrokerDownFor30s(t *testing.T) {
 		wg.Add(1)
 		go func(d *device) {
 			defer wg.Done()
-			d.produce(t, "telemetry", perDevice, 10, 50*time.Millisecond) // 3 s of data, then more during the outage
+			d.Produce(t, "telemetry", perDevice, 10, 50*time.Millisecond) // 3 s of data, then more during the outage
 		}(devs[i])
 	}
 	time.Sleep(time.Second)
@@ -119,7 +119,7 @@ func TestBrokerDownFor30s(t *testing.T) {
 	defer h.Close()
 	wg.Wait()
 	for _, d := range devs {
-		d.waitDrained(t, 90*time.Second)
+		d.WaitDrained(t, 90*time.Second)
 	}
 	recs, _ := readAll(t, brokers, []string{cfg.Kafka.TopicPrefix + "telemetry"}, len(ids)*perDevice, 60*time.Second)
 	checkExactlyOnce(t, recs, ids, perDevice)

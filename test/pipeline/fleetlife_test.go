@@ -15,7 +15,6 @@ import (
 	"log/slog"
 	"net/http"
 	"os"
-	"path/filepath"
 	"strings"
 	"sync"
 	"syscall"
@@ -24,166 +23,10 @@ import (
 
 	"github.com/twmb/franz-go/pkg/kgo"
 
-	"github.com/outpost-edge/outpost/agent/outbox"
-	"github.com/outpost-edge/outpost/agent/store"
 	"github.com/outpost-edge/outpost/hub"
+	"github.com/outpost-edge/outpost/test/fleettest"
 	"github.com/outpost-edge/outpost/test/kafkatest"
 )
-
-// labels are the record labels prefix-0 .. prefix-(n-1).
-func labels(prefix string, n int) []string {
-	out := make([]string, n)
-	for i := range out {
-		out[i] = fmt.Sprintf("%s-%d", prefix, i)
-	}
-	return out
-}
-
-func labelItems(stream string, ls []string, pad int) []outbox.Item {
-	items := make([]outbox.Item, len(ls))
-	for i, l := range ls {
-		data, _ := json.Marshal(map[string]any{"label": l, "pad": strings.Repeat("x", pad)})
-		items[i] = outbox.Item{Stream: stream, EventTime: time.Now(), Data: data}
-	}
-	return items
-}
-
-// produceLabels appends one record per label, batch at a time.
-func (d *device) produceLabels(t *testing.T, stream string, ls []string, batch, pad int, pause time.Duration) {
-	t.Helper()
-	for i := 0; i < len(ls); i += batch {
-		if _, err := d.ob.Append(context.Background(), labelItems(stream, ls[i:min(i+batch, len(ls))], pad)); err != nil {
-			t.Error(err)
-			return
-		}
-		time.Sleep(pause)
-	}
-}
-
-// appendOffline appends records to a board's outbox while its agent is
-// not running (it was cut off, or powered down before it could send).
-func appendOffline(t *testing.T, dir, stream string, ls []string) {
-	t.Helper()
-	ctx := context.Background()
-	db, err := store.Open(ctx, filepath.Join(dir, "agent.db"), store.SyncFull)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer db.Close()
-	ob, err := outbox.New(ctx, db.DB(), 0)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if _, err := ob.Append(ctx, labelItems(stream, ls, 0)); err != nil {
-		t.Fatal(err)
-	}
-}
-
-// copyDir copies a board's data directory (a backup, or its restore).
-func copyDir(t *testing.T, src, dst string) {
-	t.Helper()
-	entries, err := os.ReadDir(src)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := os.MkdirAll(dst, 0o755); err != nil {
-		t.Fatal(err)
-	}
-	for _, e := range entries {
-		if e.IsDir() {
-			continue
-		}
-		b, err := os.ReadFile(filepath.Join(src, e.Name()))
-		if err != nil {
-			t.Fatal(err)
-		}
-		if err := os.WriteFile(filepath.Join(dst, e.Name()), b, 0o600); err != nil {
-			t.Fatal(err)
-		}
-	}
-}
-
-// delivered is what Kafka holds, read read_committed: how often each label
-// and each ce_id was written.
-type delivered struct {
-	labels, ids map[string]int
-	records     int
-}
-
-// readLabels reads topics until want distinct labels arrived (or timeout),
-// then a little longer, so duplicates would show.
-func readLabels(t *testing.T, brokers, topics []string, want int, timeout time.Duration) delivered {
-	t.Helper()
-	cl, err := kgo.NewClient(kgo.SeedBrokers(brokers...), kgo.ConsumeTopics(topics...),
-		kgo.ConsumeResetOffset(kgo.NewOffset().AtStart()), kgo.FetchIsolationLevel(kgo.ReadCommitted()))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer cl.Close()
-	d := delivered{labels: map[string]int{}, ids: map[string]int{}}
-	poll := func(ctx context.Context) {
-		cl.PollFetches(ctx).EachRecord(func(r *kgo.Record) {
-			var v struct {
-				Data struct {
-					Label string `json:"label"`
-				} `json:"data"`
-			}
-			if err := json.Unmarshal(r.Value, &v); err != nil {
-				t.Errorf("%s@%d: %v", r.Topic, r.Offset, err)
-				return
-			}
-			if v.Data.Label == "" {
-				return // the hub's own events
-			}
-			d.records++
-			d.labels[v.Data.Label]++
-			for _, h := range r.Headers {
-				if h.Key == "ce_id" {
-					d.ids[string(h.Value)]++
-				}
-			}
-		})
-	}
-	deadline := time.Now().Add(timeout)
-	for len(d.labels) < want && time.Now().Before(deadline) {
-		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
-		poll(ctx)
-		cancel()
-	}
-	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
-	poll(ctx)
-	cancel()
-	return d
-}
-
-// exactlyOnce requires every label of want exactly once, nothing else, and
-// every ce_id once.
-func (d delivered) exactlyOnce(t *testing.T, want []string) {
-	t.Helper()
-	var lost, dup []string
-	for _, l := range want {
-		switch d.labels[l] {
-		case 0:
-			lost = append(lost, l)
-		case 1:
-		default:
-			dup = append(dup, l)
-		}
-	}
-	ids := 0
-	for id, n := range d.ids {
-		if n > 1 {
-			t.Errorf("ce_id %s written %d times", id, n)
-		}
-		ids++
-	}
-	if len(lost) > 0 || len(dup) > 0 || d.records != len(want) || ids != len(want) {
-		t.Fatalf("exactly once violated: %d of %d lost (first %v), %d duplicated (first %v), %d records, %d distinct ce_ids",
-			len(lost), len(want), head(lost), len(dup), head(dup), d.records, ids)
-	}
-}
-
-func head(s []string) []string { return s[:min(len(s), 5)] }
 
 // TestBoardSwapAndRestore: a board streams, is backed up while records
 // wait in its outbox, streams on, and is replaced by a new board under
@@ -204,21 +47,21 @@ func TestBoardSwapAndRestore(t *testing.T) {
 	var want []string
 	oldDir := t.TempDir()
 	old := startDeviceIn(t, oldDir, creds, url)
-	want = append(want, labels("old", 100)...)
-	old.produceLabels(t, "windows", labels("old", 100), 10, 0, 0)
-	old.waitDrained(t, 30*time.Second)
-	old.close()
+	want = append(want, fleettest.Labels("old", 100)...)
+	old.ProduceLabels(t, "windows", fleettest.Labels("old", 100), 10, 0, 0)
+	old.WaitDrained(t, 30*time.Second)
+	old.Close()
 	// Cut off: 50 records wait in the outbox when the backup is taken.
-	offline := labels("old-offline", 50)
-	appendOffline(t, oldDir, "windows", offline)
+	offline := fleettest.Labels("old-offline", 50)
+	fleettest.AppendOffline(t, oldDir, "windows", offline)
 	want = append(want, offline...)
 	backup := t.TempDir()
-	copyDir(t, oldDir, backup)
+	fleettest.CopyDir(t, oldDir, backup)
 	old = startDeviceIn(t, oldDir, creds, url)
-	want = append(want, labels("old-late", 150)...)
-	old.produceLabels(t, "windows", labels("old-late", 150), 10, 0, 0)
-	old.waitDrained(t, 30*time.Second)
-	old.close()
+	want = append(want, fleettest.Labels("old-late", 150)...)
+	old.ProduceLabels(t, "windows", fleettest.Labels("old-late", 150), 10, 0, 0)
+	old.WaitDrained(t, 30*time.Second)
+	old.Close()
 
 	// The board is replaced: device add again, a fresh data directory.
 	creds, err = h.Registry().Add(context.Background(), "swap-1", nil)
@@ -226,23 +69,23 @@ func TestBoardSwapAndRestore(t *testing.T) {
 		t.Fatal(err)
 	}
 	board := startDeviceIn(t, t.TempDir(), creds, url)
-	want = append(want, labels("new", 200)...)
-	board.produceLabels(t, "windows", labels("new", 200), 10, 0, 0)
-	board.waitDrained(t, 30*time.Second)
-	board.close()
+	want = append(want, fleettest.Labels("new", 200)...)
+	board.ProduceLabels(t, "windows", fleettest.Labels("new", 200), 10, 0, 0)
+	board.WaitDrained(t, 30*time.Second)
+	board.Close()
 
 	// The old board's backup is restored onto a board and started: its 50
 	// waiting records are resent (Kafka has them), and it records more.
 	restored := t.TempDir()
-	copyDir(t, backup, restored)
+	fleettest.CopyDir(t, backup, restored)
 	rb := startDeviceIn(t, restored, creds, url)
-	want = append(want, labels("restored", 100)...)
-	rb.produceLabels(t, "windows", labels("restored", 100), 10, 0, 0)
-	rb.waitDrained(t, 30*time.Second)
-	rb.close()
+	want = append(want, fleettest.Labels("restored", 100)...)
+	rb.ProduceLabels(t, "windows", fleettest.Labels("restored", 100), 10, 0, 0)
+	rb.WaitDrained(t, 30*time.Second)
+	rb.Close()
 
-	got := readLabels(t, brokers, []string{cfg.Kafka.TopicPrefix + "windows"}, len(want), 60*time.Second)
-	got.exactlyOnce(t, want)
+	got := fleettest.ReadLabels(t, brokers, []string{cfg.Kafka.TopicPrefix + "windows"}, len(want), 60*time.Second)
+	got.ExactlyOnce(t, want)
 	s := h.Stats()
 	t.Logf("%d records exactly once across a swap and a restore; bridge: %d records, %d duplicates dropped", len(want), s.BridgeRecords, s.BridgeDuplicates)
 	if s.BridgeDuplicates < int64(len(offline)) {
@@ -265,10 +108,10 @@ func TestHubStorageRebuiltOnExistingKafka(t *testing.T) {
 	}
 	dir := t.TempDir()
 	d := startDeviceIn(t, dir, creds, "tcp://"+h.MQTTAddr())
-	want := labels("before", 400)
-	d.produceLabels(t, "windows", want, 10, 0, 0)
-	d.waitDrained(t, 30*time.Second)
-	d.close()
+	want := fleettest.Labels("before", 400)
+	d.ProduceLabels(t, "windows", want, 10, 0, 0)
+	d.WaitDrained(t, 30*time.Second)
+	d.Close()
 	// Only what reached Kafka survives a lost disk (a replicated stream
 	// would keep the rest): wait for the bridge before the disk goes.
 	for deadline := time.Now().Add(30 * time.Second); h.Stats().BridgeRecords < int64(len(want)); {
@@ -290,14 +133,14 @@ func TestHubStorageRebuiltOnExistingKafka(t *testing.T) {
 		t.Fatal(err)
 	}
 	d = startDeviceIn(t, dir, creds, "tcp://"+h.MQTTAddr())
-	after := labels("after", 400)
+	after := fleettest.Labels("after", 400)
 	want = append(want, after...)
-	d.produceLabels(t, "windows", after, 10, 0, 0)
-	d.waitDrained(t, 30*time.Second)
-	d.close()
+	d.ProduceLabels(t, "windows", after, 10, 0, 0)
+	d.WaitDrained(t, 30*time.Second)
+	d.Close()
 
-	got := readLabels(t, brokers, []string{cfg.Kafka.TopicPrefix + "windows"}, len(want), 60*time.Second)
-	got.exactlyOnce(t, want)
+	got := fleettest.ReadLabels(t, brokers, []string{cfg.Kafka.TopicPrefix + "windows"}, len(want), 60*time.Second)
+	got.ExactlyOnce(t, want)
 	t.Logf("%d records exactly once across a rebuilt hub disk (%d bridge transactions before it)", len(want), before.BridgeTxns)
 }
 
@@ -373,17 +216,17 @@ func TestWeekOfTrafficThroughASmallStream(t *testing.T) {
 	for i := 0; i < devices; i++ {
 		d := newDevice(t, h, fmt.Sprintf("week-%d", i), url)
 		devs = append(devs, d)
-		ls := labels(d.id, perDevice)
+		ls := fleettest.Labels(d.ID, perDevice)
 		want = append(want, ls...)
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			d.produceLabels(t, "windows", ls, 10, pad, 40*time.Millisecond)
+			d.ProduceLabels(t, "windows", ls, 10, pad, 40*time.Millisecond)
 		}()
 	}
 	wg.Wait()
 	for _, d := range devs {
-		d.waitDrained(t, 60*time.Second)
+		d.WaitDrained(t, 60*time.Second)
 	}
 	close(stopWatch)
 	<-watched
@@ -398,9 +241,9 @@ func TestWeekOfTrafficThroughASmallStream(t *testing.T) {
 
 	// Stop the bridge: the stream fills.
 	stall.Lock()
-	more := labels("stalled", 5000)
+	more := fleettest.Labels("stalled", 5000)
 	want = append(want, more...)
-	go devs[0].produceLabels(t, "windows", more, 50, pad, 5*time.Millisecond)
+	go devs[0].ProduceLabels(t, "windows", more, 50, pad, 5*time.Millisecond)
 	deadline := time.Now().Add(60 * time.Second)
 	for !h.Stats().IngestFull {
 		if time.Now().After(deadline) {
@@ -427,9 +270,9 @@ func TestWeekOfTrafficThroughASmallStream(t *testing.T) {
 	if !strings.Contains(tee.String(), "is full") {
 		t.Errorf("the hub's log does not say the stream is full")
 	}
-	devs[0].waitDrained(t, 90*time.Second)
-	got := readLabels(t, brokers, []string{cfg.Kafka.TopicPrefix + "windows"}, len(want), 90*time.Second)
-	got.exactlyOnce(t, want)
+	devs[0].WaitDrained(t, 90*time.Second)
+	got := fleettest.ReadLabels(t, brokers, []string{cfg.Kafka.TopicPrefix + "windows"}, len(want), 90*time.Second)
+	got.ExactlyOnce(t, want)
 
 	// The full state and its end are events in outpost.events.
 	kinds := map[string]bool{}
@@ -493,19 +336,19 @@ func TestAckerFailoverResumesEveryStream(t *testing.T) {
 		sc.AckTimeout = 10 * time.Second
 		d := startDeviceWith(t, t.TempDir(), sc, creds, urls[i%2], urls[(i+1)%2])
 		devs = append(devs, d)
-		ws, es := labels(id+"-windows", 1200), labels(id+"-events", 100)
+		ws, es := fleettest.Labels(id+"-windows", 1200), fleettest.Labels(id+"-events", 100)
 		want = append(want, ws...)
 		want = append(want, es...)
 		windows.Add(1)
 		go func() {
 			defer windows.Done()
-			d.produceLabels(t, "windows", ws, 5, 0, 50*time.Millisecond) // 12 s
+			d.ProduceLabels(t, "windows", ws, 5, 0, 50*time.Millisecond) // 12 s
 		}()
 		events.Add(1)
 		go func() {
 			defer events.Done()
 			<-failedOver
-			d.produceLabels(t, "events", es, 1, 0, 250*time.Millisecond) // 25 s, acked all along
+			d.ProduceLabels(t, "events", es, 1, 0, 250*time.Millisecond) // 25 s, acked all along
 		}()
 	}
 	time.Sleep(time.Second)
@@ -527,7 +370,7 @@ func TestAckerFailoverResumesEveryStream(t *testing.T) {
 	// The device's ack timeout is 10 s; events flow for 25 s.
 	for _, d := range devs {
 		for {
-			recs, err := d.ob.Pending(context.Background(), "windows", 0, 1)
+			recs, err := d.Outbox.Pending(context.Background(), "windows", 0, 1)
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -535,7 +378,7 @@ func TestAckerFailoverResumesEveryStream(t *testing.T) {
 				break
 			}
 			if time.Since(start) > 15*time.Second {
-				t.Fatalf("%s: windows still unacknowledged %s after they were sent, while its events are acked", d.id, time.Since(start).Round(time.Second))
+				t.Fatalf("%s: windows still unacknowledged %s after they were sent, while its events are acked", d.ID, time.Since(start).Round(time.Second))
 			}
 			time.Sleep(100 * time.Millisecond)
 		}
@@ -547,10 +390,10 @@ func TestAckerFailoverResumesEveryStream(t *testing.T) {
 	stopped = false
 	events.Wait()
 	for _, d := range devs {
-		d.waitDrained(t, 60*time.Second)
+		d.WaitDrained(t, 60*time.Second)
 	}
-	got := readLabels(t, brokers, []string{prefix + "windows", prefix + "events"}, len(want), 90*time.Second)
-	got.exactlyOnce(t, want)
+	got := fleettest.ReadLabels(t, brokers, []string{prefix + "windows", prefix + "events"}, len(want), 90*time.Second)
+	got.ExactlyOnce(t, want)
 	for i, c := range hubs {
 		if s, err := c.stats(t); err == nil {
 			t.Logf("%s: leader=%v acker_gaps=%d acker_replayed=%d", hubs[i].name, s.Leader, s.AckerGaps, s.AckerReplayed)

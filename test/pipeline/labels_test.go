@@ -64,11 +64,11 @@ func TestCloudLabelsFromKafka(t *testing.T) {
 		ws := start.Add(time.Duration(i) * time.Second)
 		rec, _ := json.Marshal(map[string]any{"pipeline": "machine", "key": "s1", "start": ws, "end": ws.Add(time.Second), "firing": "final",
 			"fields": map[string]map[string]float64{"vibration": {"max": 0.6}, "current": {"mean": 10}}})
-		if _, err := d.ob.Append(context.Background(), []outbox.Item{{Stream: "windows", EventTime: ws.Add(time.Second), Data: rec}}); err != nil {
+		if _, err := d.Outbox.Append(context.Background(), []outbox.Item{{Stream: "windows", EventTime: ws.Add(time.Second), Data: rec}}); err != nil {
 			t.Fatal(err)
 		}
 	}
-	d.waitDrained(t, 20*time.Second)
+	d.WaitDrained(t, 20*time.Second)
 
 	cl, err := kgo.NewClient(kgo.SeedBrokers(brokers...), kgo.AllowAutoTopicCreation())
 	if err != nil {

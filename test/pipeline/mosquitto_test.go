@@ -73,8 +73,8 @@ func TestAgentUplinkToMosquitto(t *testing.T) {
 	go func() { _ = up.Connect(ctx) }()
 	defer up.Close()
 	go func() { _ = s.Run(ctx) }()
-	d := &device{id: "edge-m", ob: ob}
-	d.produce(t, "events", 200, 20, 10*time.Millisecond)
+	d := &device{ID: "edge-m", Outbox: ob}
+	d.Produce(t, "events", 200, 20, 10*time.Millisecond)
 
 	deadline := time.Now().Add(15 * time.Second)
 	for time.Now().Before(deadline) {

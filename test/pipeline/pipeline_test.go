@@ -29,8 +29,8 @@ func TestDevicesToKafka(t *testing.T) {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			d.produce(t, "windows", perDevice, 100, 10*time.Millisecond)
-			d.waitDrained(t, 60*time.Second)
+			d.Produce(t, "windows", perDevice, 100, 10*time.Millisecond)
+			d.WaitDrained(t, 60*time.Second)
 		}()
 	}
 	wg.Wait()
