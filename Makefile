@@ -11,7 +11,7 @@ export CGO_ENABLED := 1
 
 BINARIES := outpost-agent:agent/cmd/outpost-agent outpost-hub:hub/cmd/outpost-hub outpostctl:hub/cmd/outpostctl
 
-.PHONY: all deps build test bench cross lint demo clean
+.PHONY: all deps build test race fuzz staticcheck check chaos bench cross lint demo clean
 
 all: build
 
@@ -30,6 +30,34 @@ build:
 ## test: unit and integration tests against real Kafka, Mosquitto, nats-server and ONNX Runtime
 test: deps
 	$(GO) run ./test/cmd/withservices -- $(GO) test -count=1 -timeout 25m ./...
+
+## race: the packages with concurrency under the race detector
+RACE_PKGS := ./agent/... ./hub/... ./sync/...
+race: deps
+	$(GO) run ./test/cmd/withservices -- $(GO) test -race -count=1 -timeout 25m $(RACE_PKGS)
+
+## fuzz: every fuzz target for FUZZTIME each (native Go fuzzing)
+FUZZTIME ?= 30s
+fuzz:
+	@for f in $$(git grep -l '^func Fuzz' -- '*_test.go'); do \
+		for t in $$(grep -o '^func Fuzz[A-Za-z0-9_]*' $$f | sed 's/func //'); do \
+			echo "fuzz: $$t in ./$$(dirname $$f) for $(FUZZTIME)"; \
+			$(GO) test -run '^$$' -fuzz "^$$t$$" -fuzztime $(FUZZTIME) ./$$(dirname $$f) || exit 1; \
+		done; \
+	done
+
+## staticcheck: honnef.co staticcheck, pinned
+STATICCHECK := honnef.co/go/tools/cmd/staticcheck@v0.8.2
+staticcheck:
+	$(GO) run $(STATICCHECK) ./...
+
+## chaos: the fault-injection suite with every fault and its traffic stretched CHAOS_SCALE times (make test runs it at 1)
+CHAOS_SCALE ?= 4
+chaos: deps
+	OUTPOST_CHAOS_SCALE=$(CHAOS_SCALE) $(GO) run ./test/cmd/withservices -- $(GO) test -count=1 -v -timeout 60m ./test/chaos/
+
+## check: what CI runs after make test: the race detector, fuzzing, staticcheck
+check: race fuzz staticcheck
 
 ## bench: Go benchmarks of every package, then the system benchmarks against real services
 bench: deps

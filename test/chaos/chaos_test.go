@@ -1,0 +1,221 @@
+// Package chaos injects network faults between devices and the hub with
+// toxiproxy, in process: a link that goes silent without a FIN, a link
+// that flaps, and a slow, sliced link. After each fault every record sent
+// is in Kafka exactly once (read_committed, by content and by ce_id) and
+// every device recovers within the bound the scenario states.
+//
+// `make test` runs each scenario at its short length; `make chaos` sets
+// OUTPOST_CHAOS_SCALE (default 1) to stretch every fault and the traffic.
+package chaos
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"os"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/Shopify/toxiproxy/v2"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/rs/zerolog"
+
+	"github.com/outpost-edge/outpost/hub"
+	"github.com/outpost-edge/outpost/test/fleettest"
+	"github.com/outpost-edge/outpost/test/kafkatest"
+)
+
+func TestMain(m *testing.M) { os.Exit(kafkatest.Main(m)) }
+
+// scale stretches faults and traffic for `make chaos`.
+func scale() time.Duration {
+	if n, err := strconv.Atoi(os.Getenv("OUTPOST_CHAOS_SCALE")); err == nil && n > 0 {
+		return time.Duration(n)
+	}
+	return 1
+}
+
+func startHub(t *testing.T) (*hub.Hub, *hub.Config) {
+	t.Helper()
+	cfg := hub.Defaults()
+	cfg.DataDir = t.TempDir()
+	cfg.Broker.ServerName = "chaos-" + strings.ToLower(t.Name())
+	cfg.Broker.NATSPort, cfg.Broker.MQTTPort = -1, -1
+	cfg.HTTP.Listen = "127.0.0.1:0"
+	cfg.Kafka.Brokers = kafkatest.Brokers(t)
+	cfg.Kafka.TopicPrefix = fmt.Sprintf("c%d.", time.Now().UnixNano())
+	cfg.Kafka.Partitions = 2
+	h, err := hub.Start(context.Background(), cfg, logger(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(h.Close)
+	return h, cfg
+}
+
+func logger(t *testing.T) *slog.Logger {
+	return slog.New(slog.NewTextHandler(testWriter{t}, &slog.HandlerOptions{Level: slog.LevelWarn}))
+}
+
+type testWriter struct{ t *testing.T }
+
+func (w testWriter) Write(p []byte) (int, error) {
+	w.t.Log(strings.TrimRight(string(p), "\n"))
+	return len(p), nil
+}
+
+// link is a toxiproxy proxy on loopback in front of upstream.
+func link(t *testing.T, upstream string) *toxiproxy.Proxy {
+	t.Helper()
+	srv := toxiproxy.NewServer(toxiproxy.NewMetricsContainer(prometheus.NewRegistry()), zerolog.Nop())
+	p := toxiproxy.NewProxy(srv, "mqtt", "127.0.0.1:0", upstream)
+	if err := p.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(p.Stop)
+	return p
+}
+
+// toxic adds one toxic to both directions of the link; the returned func
+// removes them.
+func toxic(t *testing.T, p *toxiproxy.Proxy, kind, attrs string) func() {
+	t.Helper()
+	var names []string
+	for _, dir := range []string{"upstream", "downstream"} {
+		name := kind + "_" + dir
+		js := fmt.Sprintf(`{"name":%q,"type":%q,"stream":%q,"toxicity":1,"attributes":%s}`, name, kind, dir, attrs)
+		if _, err := p.Toxics.AddToxicJson(strings.NewReader(js)); err != nil {
+			t.Fatalf("toxic %s: %v", name, err)
+		}
+		names = append(names, name)
+	}
+	return func() {
+		for _, n := range names {
+			if err := p.Toxics.RemoveToxic(context.Background(), n); err != nil {
+				t.Errorf("remove toxic %s: %v", n, err)
+			}
+		}
+	}
+}
+
+// result is one scenario's line in the README's reliability table.
+type result struct {
+	sent, inKafka, dup int
+	recovery           time.Duration
+}
+
+func (r result) log(t *testing.T, scenario string) {
+	t.Logf("| %s | %d | %d | %d | %s | %s |", scenario, r.sent, r.inKafka, r.dup, r.recovery.Round(100*time.Millisecond), peakRSS())
+}
+
+// peakRSS is this process's high-water RSS (the hub runs in it).
+func peakRSS() string {
+	b, err := os.ReadFile("/proc/self/status")
+	if err != nil {
+		return "?"
+	}
+	for _, l := range strings.Split(string(b), "\n") {
+		if v, ok := strings.CutPrefix(l, "VmHWM:"); ok {
+			return strings.TrimSpace(v)
+		}
+	}
+	return "?"
+}
+
+// run streams from devices through the link for traffic (100 records/s
+// each) while fault runs, from 1 s in. Recovery is how long after the
+// fault healed every device had caught up again (at most 50 records
+// waiting); it must be within bound. Then the outboxes drain and Kafka is
+// checked.
+func run(t *testing.T, devices int, traffic time.Duration, fault func(p *toxiproxy.Proxy), bound time.Duration) result {
+	h, cfg := startHub(t)
+	p := link(t, h.MQTTAddr())
+	var want []string
+	var devs []*fleettest.Device
+	done := make(chan struct{})
+	for i := 0; i < devices; i++ {
+		id := fmt.Sprintf("chaos-%d", i)
+		creds, err := h.Registry().Add(context.Background(), id, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		d := fleettest.Start(t, t.TempDir(), fleettest.SendConfig, creds, logger(t), "tcp://"+p.Listen)
+		devs = append(devs, d)
+	}
+	n := int(traffic.Seconds() * 100)
+	for _, d := range devs {
+		ls := fleettest.Labels(d.ID, n)
+		want = append(want, ls...)
+		go func() {
+			defer func() { done <- struct{}{} }()
+			d.ProduceLabels(t, "windows", ls, 5, 100, 50*time.Millisecond)
+		}()
+	}
+	time.Sleep(time.Second)
+	fault(p)
+	healed := time.Now()
+	for _, d := range devs {
+		for d.Depth(t) > 50 {
+			if time.Since(healed) > bound {
+				t.Fatalf("%s: %d records waiting %s after the fault healed (bound %s)", d.ID, d.Depth(t), time.Since(healed).Round(time.Second), bound)
+			}
+			time.Sleep(50 * time.Millisecond)
+		}
+	}
+	recovery := time.Since(healed)
+	for range devs {
+		<-done
+	}
+	for _, d := range devs {
+		d.WaitDrained(t, bound)
+	}
+	got := fleettest.ReadLabels(t, cfg.Kafka.Brokers, []string{cfg.Kafka.TopicPrefix + "windows"}, len(want), 60*time.Second)
+	got.ExactlyOnce(t, want)
+	_, dup := got.Count(want)
+	return result{sent: len(want), inKafka: len(got.Labels), dup: len(dup), recovery: recovery}
+}
+
+// A link that goes silent without a FIN or RST (a dead NAT entry, a
+// pulled cable upstream): the device's MQTT keepalive must notice, and it
+// reconnects once the link carries data again.
+func TestHalfOpenLink(t *testing.T) {
+	r := run(t, 3, 25*time.Second*scale(), func(p *toxiproxy.Proxy) {
+		heal := toxic(t, p, "timeout", `{"timeout":0}`)
+		time.Sleep(20 * time.Second * scale())
+		heal()
+	}, 30*time.Second)
+	r.log(t, "half-open link for 20 s")
+}
+
+// A link that drops every connection every 2 s, for 20 s.
+func TestFlappingLink(t *testing.T) {
+	r := run(t, 3, 25*time.Second*scale(), func(p *toxiproxy.Proxy) {
+		end := time.Now().Add(20 * time.Second * scale())
+		for time.Now().Before(end) {
+			heal := toxic(t, p, "reset_peer", `{"timeout":0}`)
+			time.Sleep(time.Second)
+			heal()
+			time.Sleep(time.Second)
+		}
+	}, 30*time.Second)
+	r.log(t, "link reset every 2 s for 20 s")
+}
+
+// A slow link: 300 ms ± 100 ms each way, 32 KB/s, cut into small TCP
+// segments, for 15 s.
+func TestSlowSlicedLink(t *testing.T) {
+	r := run(t, 3, 20*time.Second*scale(), func(p *toxiproxy.Proxy) {
+		heal := []func(){
+			toxic(t, p, "latency", `{"latency":300,"jitter":100}`),
+			toxic(t, p, "bandwidth", `{"rate":32}`),
+			toxic(t, p, "slicer", `{"average_size":64,"size_variation":32,"delay":1000}`),
+		}
+		time.Sleep(15 * time.Second * scale())
+		for _, h := range heal {
+			h()
+		}
+	}, 30*time.Second)
+	r.log(t, "300 ms latency, 32 KB/s, sliced, for 15 s")
+}
