@@ -55,16 +55,7 @@ func startHub(t *testing.T) (*hub.Hub, *hub.Config) {
 	return h, cfg
 }
 
-func logger(t *testing.T) *slog.Logger {
-	return slog.New(slog.NewTextHandler(testWriter{t}, &slog.HandlerOptions{Level: slog.LevelWarn}))
-}
-
-type testWriter struct{ t *testing.T }
-
-func (w testWriter) Write(p []byte) (int, error) {
-	w.t.Log(strings.TrimRight(string(p), "\n"))
-	return len(p), nil
-}
+func logger(t *testing.T) *slog.Logger { return fleettest.Logger(t) }
 
 // link is a toxiproxy proxy on loopback in front of upstream.
 func link(t *testing.T, upstream string) *toxiproxy.Proxy {

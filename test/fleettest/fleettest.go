@@ -296,3 +296,15 @@ func (d Delivered) ExactlyOnce(t *testing.T, want []string) {
 }
 
 func head(s []string) []string { return s[:min(len(s), 5)] }
+
+// Logger writes WARN and above to t's log.
+func Logger(t *testing.T) *slog.Logger {
+	return slog.New(slog.NewTextHandler(testWriter{t}, &slog.HandlerOptions{Level: slog.LevelWarn}))
+}
+
+type testWriter struct{ t *testing.T }
+
+func (w testWriter) Write(p []byte) (int, error) {
+	w.t.Log(strings.TrimRight(string(p), "\n"))
+	return len(p), nil
+}
