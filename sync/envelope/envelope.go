@@ -139,16 +139,36 @@ func (d *Decoder) Decode(payload []byte) (*Envelope, error) {
 	if err != nil {
 		return nil, err
 	}
-	var e Envelope
-	if err := gojson.Unmarshal(payload, &e); err != nil {
-		return nil, fmt.Errorf("%w: %w", ErrMalformed, err)
+	// goccy's decoder is fast but not hardened: on some malformed input it
+	// takes invalid JSON into a RawMessage ({""}) or panics (a truncated
+	// `{"":8,"":"0","st\`), both found by FuzzDecode. The standard
+	// validator sees the payload first, so only valid JSON reaches it.
+	if !json.Valid(payload) {
+		return nil, fmt.Errorf("%w: not JSON", ErrMalformed)
 	}
-	// Unmarshal takes some malformed data into a RawMessage ({""}, found
-	// by FuzzDecode): every record's data is checked again.
-	if err := e.validate(true); err != nil {
+	var e Envelope
+	if err := unmarshal(payload, &e); err != nil {
+		return nil, err
+	}
+	// The whole payload is valid JSON, so is every record's data.
+	if err := e.validate(false); err != nil {
 		return nil, err
 	}
 	return &e, nil
+}
+
+// unmarshal is goccy's Unmarshal with a panic turned into ErrMalformed: a
+// device's payload must never bring the hub down.
+func unmarshal(payload []byte, v any) (err error) {
+	defer func() {
+		if r := recover(); r != nil {
+			err = fmt.Errorf("%w: decoder: %v", ErrMalformed, r)
+		}
+	}()
+	if err := gojson.Unmarshal(payload, v); err != nil {
+		return fmt.Errorf("%w: %w", ErrMalformed, err)
+	}
+	return nil
 }
 
 // Validate checks the invariants the hub relies on.

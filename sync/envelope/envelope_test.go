@@ -71,6 +71,11 @@ func FuzzDecode(f *testing.F) {
 	f.Add(zgood)
 	f.Add([]byte(`{"v":1,"device":"d","stream":"s","records":[{"seq":1,"event_time":"2026-01-01T00:00:00Z","data":1}]}`))
 	f.Fuzz(func(t *testing.T, payload []byte) {
+		// The acker's header decoder sees the same payloads: it must not
+		// panic either.
+		if _, err := DecodeHeader(payload); err != nil && !errors.Is(err, ErrMalformed) {
+			t.Fatalf("header error does not wrap ErrMalformed: %v", err)
+		}
 		e, err := Decode(payload)
 		if err != nil {
 			if !errors.Is(err, ErrMalformed) {

@@ -2,8 +2,6 @@ package envelope
 
 import (
 	"fmt"
-
-	gojson "github.com/goccy/go-json"
 )
 
 // Header is what the hub's acker needs of an envelope: who sent which
@@ -40,8 +38,8 @@ func (d *Decoder) DecodeHeader(payload []byte) (Header, error) {
 		return Header{}, err
 	}
 	var w wireHeader
-	if err := gojson.Unmarshal(payload, &w); err != nil {
-		return Header{}, fmt.Errorf("%w: %w", ErrMalformed, err)
+	if err := unmarshal(payload, &w); err != nil {
+		return Header{}, err
 	}
 	switch {
 	case w.V != Version:
