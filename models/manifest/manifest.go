@@ -28,7 +28,8 @@ type Manifest struct {
 	Version      int64              `json:"version"`
 	Parent       int64              `json:"parent,omitempty"`
 	Task         string             `json:"task"` // anomaly, classification or regression
-	Features     []Feature          `json:"features"`
+	Features     []Feature          `json:"features,omitempty"` // v1: one aggregates input
+	Inputs       []Input            `json:"inputs,omitempty"`   // v2: named graph inputs of any kind
 	Outputs      Outputs            `json:"outputs"`
 	Quantization string             `json:"quantization,omitempty"` // none, int8-static, int8-dynamic, fp16
 	Requirements Requirements       `json:"requirements"`
@@ -85,8 +86,8 @@ func (m *Manifest) Validate() error {
 		return fmt.Errorf("%w: version must be at least 1", ErrInvalid)
 	case m.Task != "anomaly" && m.Task != "classification" && m.Task != "regression":
 		return fmt.Errorf("%w: task %q (anomaly, classification or regression)", ErrInvalid, m.Task)
-	case len(m.Features) == 0:
-		return fmt.Errorf("%w: no features", ErrInvalid)
+	case len(m.Features) == 0 && len(m.Inputs) == 0:
+		return fmt.Errorf("%w: no features or inputs", ErrInvalid)
 	case len(m.SHA256) != 64:
 		return fmt.Errorf("%w: sha256 must be 64 hex digits", ErrInvalid)
 	case len(m.Golden) == 0:
@@ -97,13 +98,17 @@ func (m *Manifest) Validate() error {
 			return fmt.Errorf("%w: feature %d needs field, agg and std ≥ 0", ErrInvalid, i)
 		}
 	}
+	if err := m.validateInputs(); err != nil {
+		return err
+	}
 	o := m.Outputs
 	if o.Scores != "" && (o.Scores == o.Label || o.Scores == o.Embedding) || o.Label != "" && o.Label == o.Embedding {
 		return fmt.Errorf("%w: outputs: one graph output holds two roles (scores %q, label %q, embedding %q)", ErrInvalid, o.Scores, o.Label, o.Embedding)
 	}
+	width := m.RowWidth()
 	for i, g := range m.Golden {
-		if len(g.Input) != len(m.Features) || len(g.Output) == 0 || g.Tolerance < 0 {
-			return fmt.Errorf("%w: golden vector %d: %d inputs for %d features", ErrInvalid, i, len(g.Input), len(m.Features))
+		if len(g.Input) != width || len(g.Output) == 0 || g.Tolerance < 0 {
+			return fmt.Errorf("%w: golden vector %d: %d input values for a row of %d", ErrInvalid, i, len(g.Input), width)
 		}
 	}
 	return nil
@@ -173,10 +178,16 @@ func Digest(b []byte) string {
 	return hex.EncodeToString(h[:])
 }
 
-// Vector appends the normalised feature vector to dst. lookup returns an
-// aggregation of a field; a missing one is an error, never a silent zero.
+// Vector appends the normalised feature vector of a v1 manifest (or of
+// its aggregates input) to dst. lookup returns an aggregation of a field;
+// a missing one is an error, never a silent zero.
 func (m *Manifest) Vector(lookup func(field, agg string) (float64, bool), dst []float32) ([]float32, error) {
-	for _, f := range m.Features {
+	return Vector(m.Features, lookup, dst)
+}
+
+// Vector appends the normalised aggregates of features to dst.
+func Vector(features []Feature, lookup func(field, agg string) (float64, bool), dst []float32) ([]float32, error) {
+	for _, f := range features {
 		x, ok := lookup(f.Field, f.Agg)
 		if !ok || math.IsNaN(x) || math.IsInf(x, 0) {
 			return dst, fmt.Errorf("%w: %s.%s", ErrFeature, f.Field, f.Agg)
@@ -190,13 +201,14 @@ func (m *Manifest) Vector(lookup func(field, agg string) (float64, bool), dst []
 	return dst, nil
 }
 
-// CheckGolden runs the golden vectors as one batch, then row by row
+// CheckGolden runs the golden vectors (rows of RowWidth values: every
+// input's row, in order) as one batch, then row by row
 // (DESIGN §3: a graph that works only on one row, or whose rows change
 // each other's answers, must fail), and compares the outputs within each
 // vector's tolerance; it returns the largest absolute error seen. A NaN
 // output always fails.
 func (m *Manifest) CheckGolden(run func(x []float32, features int) ([]float32, error)) (float64, error) {
-	features := len(m.Features)
+	features := m.RowWidth()
 	var batch []float32
 	want := 0
 	for _, g := range m.Golden {

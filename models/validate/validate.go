@@ -7,7 +7,9 @@ package validate
 import (
 	"errors"
 	"fmt"
+	"slices"
 	"strconv"
+	"strings"
 
 	"github.com/outpost-edge/outpost/models/manifest"
 	"github.com/outpost-edge/outpost/models/onnx"
@@ -83,30 +85,24 @@ func PackageFor(dir string, open func(model []byte, scores string) (Runner, erro
 // golden output; a named label output is int64 or string, [N] or [N, 1];
 // a named embedding is float [N, d].
 func Fits(m *manifest.Manifest, info *onnx.Info) error {
-	if len(info.Inputs) != 1 {
-		return fmt.Errorf("%w: the graph has %d inputs, want 1", ErrMismatch, len(info.Inputs))
-	}
 	for _, o := range info.Outputs {
 		if o.Kind != "" {
 			return fmt.Errorf("%w: output %s is a %s, not a tensor; export without ZipMap "+
 				"(skl2onnx: to_onnx(model, X, options={id(model): {'zipmap': False}})) so that probabilities are a float tensor", ErrMismatch, o.Name, o.Kind)
 		}
 	}
-	in := info.Inputs[0]
+	if err := fitsInputs(m, info); err != nil {
+		return err
+	}
 	out, err := onnx.ScoresOutput(info.Outputs, m.Outputs.Scores)
 	if err != nil {
 		return fmt.Errorf("%w: scores: %w", ErrMismatch, err)
 	}
-	for _, t := range []onnx.Tensor{in, out} {
-		if t.Type != "FLOAT" {
-			return fmt.Errorf("%w: %s is %s, want FLOAT", ErrMismatch, t.Name, t.Type)
-		}
-		if len(t.Shape) != 2 {
-			return fmt.Errorf("%w: %s has shape %v, want [batch, n]", ErrMismatch, t.Name, t.Shape)
-		}
+	if out.Type != "FLOAT" {
+		return fmt.Errorf("%w: %s is %s, want FLOAT", ErrMismatch, out.Name, out.Type)
 	}
-	if got, want := in.Shape[1], strconv.Itoa(len(m.Features)); got != want {
-		return fmt.Errorf("%w: input %s takes %s values per row, the manifest lists %s features", ErrMismatch, in.Name, got, want)
+	if len(out.Shape) != 2 {
+		return fmt.Errorf("%w: %s has shape %v, want [batch, n]", ErrMismatch, out.Name, out.Shape)
 	}
 	k, err := strconv.Atoi(out.Shape[1])
 	if err != nil {
@@ -144,4 +140,66 @@ func Fits(m *manifest.Manifest, info *onnx.Info) error {
 		}
 	}
 	return nil
+}
+
+// fitsInputs checks that the manifest feeds every graph input exactly
+// once, each with its element type and a row of the shape its kind
+// makes (a symbolic or unknown dim takes any size).
+func fitsInputs(m *manifest.Manifest, info *onnx.Info) error {
+	ins := m.InputList()
+	if len(ins) == 1 && ins[0].Name == "" {
+		if len(info.Inputs) != 1 {
+			return fmt.Errorf("%w: the graph has %d inputs (%s), the manifest feeds one; name each in inputs[].name", ErrMismatch, len(info.Inputs), inputNames(info))
+		}
+		ins = []manifest.Input{ins[0]}
+		ins[0].Name = info.Inputs[0].Name
+	}
+	for _, g := range info.Inputs {
+		if !slices.ContainsFunc(ins, func(in manifest.Input) bool { return in.Name == g.Name }) {
+			return fmt.Errorf("%w: graph input %s is not fed by the manifest's inputs", ErrMismatch, g.Name)
+		}
+	}
+	for i, in := range ins {
+		j := slices.IndexFunc(info.Inputs, func(t onnx.Tensor) bool { return t.Name == in.Name })
+		if j < 0 {
+			return fmt.Errorf("%w: inputs[%d] feeds %q, the graph's inputs are %s", ErrMismatch, i, in.Name, inputNames(info))
+		}
+		g := info.Inputs[j]
+		if g.Type != in.ElemType() {
+			return fmt.Errorf("%w: input %s is %s, the manifest's %s input gives %s", ErrMismatch, g.Name, g.Type, in.Kind, in.ElemType())
+		}
+		dims := in.Dims()
+		if len(g.Shape) != 1+len(dims) {
+			return fmt.Errorf("%w: input %s has shape %v, the manifest's %s input gives [batch %s]", ErrMismatch, g.Name, g.Shape, in.Kind, joinDims(dims))
+		}
+		for k, d := range dims {
+			got, err := strconv.Atoi(g.Shape[1+k])
+			if err != nil {
+				continue // symbolic: any size
+			}
+			if got != d {
+				if in.Kind == manifest.Aggregates {
+					return fmt.Errorf("%w: input %s takes %d values per row, the manifest lists %d features", ErrMismatch, g.Name, got, d)
+				}
+				return fmt.Errorf("%w: input %s has shape %v, the manifest's %s input gives [batch %s]", ErrMismatch, g.Name, g.Shape, in.Kind, joinDims(dims))
+			}
+		}
+	}
+	return nil
+}
+
+func inputNames(info *onnx.Info) string {
+	var n []string
+	for _, t := range info.Inputs {
+		n = append(n, t.Name)
+	}
+	return strings.Join(n, ", ")
+}
+
+func joinDims(d []int) string {
+	var s []string
+	for _, x := range d {
+		s = append(s, strconv.Itoa(x))
+	}
+	return strings.Join(s, " ")
 }
