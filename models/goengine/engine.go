@@ -92,7 +92,7 @@ type Engine struct {
 type input struct {
 	name string
 	elem onnxpb.TensorProto_DataType
-	// dims are the declared dimensions, ≤ 0 where symbolic; ranked is
+	// dims are the declared dimensions, -1 where symbolic; ranked is
 	// false where the graph declares no shape at all (any feed fits).
 	dims   []int64
 	ranked bool
@@ -171,7 +171,11 @@ func LoadWith(model []byte, o Options) (*Engine, error) {
 			return nil, fmt.Errorf("%w: input %s of type %s", ErrUnsupported, gi.name, gi.elem)
 		}
 		for _, d := range tt.GetShape().GetDim() {
-			gi.dims = append(gi.dims, d.GetDimValue()) // 0 when symbolic
+			v := int64(-1) // symbolic or unknown, as ONNX Runtime reports it
+			if _, fixed := d.GetValue().(*onnxpb.TensorShapeProto_Dimension_DimValue); fixed {
+				v = d.GetDimValue()
+			}
+			gi.dims = append(gi.dims, v)
 		}
 		e.inputs = append(e.inputs, gi)
 		e.names = append(e.names, gi.name)
