@@ -72,14 +72,31 @@ func (n *node) buffer(k, size int) []float32 {
 
 // Engine is a loaded graph. Runs are serialised: buffers are reused.
 type Engine struct {
-	input, output string
-	label         string // served by RunLabels, if named
-	width         int
-	consts        map[string]tensor
-	nodes         []*node
-	mu            sync.Mutex
-	vals          map[string]tensor
-	inShape       []int
+	inputs []input
+	names  []string // the inputs' names, for onnx.Match
+	output string
+	label  string // served by RunLabels, if named
+	width  int
+	consts map[string]tensor
+	nodes  []*node
+	mu     sync.Mutex
+	vals   map[string]tensor
+	// Per-run scratch, kept so a run allocates nothing once grown: Run's
+	// one feed and its shape, and Match's order.
+	one      [1]onnx.Feed
+	oneShape [2]int64
+	order    []int
+}
+
+// input is one graph input (not an initializer) as the graph declares it.
+type input struct {
+	name string
+	elem onnxpb.TensorProto_DataType
+	// dims are the declared dimensions, -1 where symbolic; ranked is
+	// false where the graph declares no shape at all (any feed fits).
+	dims   []int64
+	ranked bool
+	shape  []int // this run's
 }
 
 // Options choose what a loaded engine serves.
@@ -142,12 +159,29 @@ func LoadWith(model []byte, o Options) (*Engine, error) {
 		weights[t.GetName()] = true
 	}
 	for _, in := range g.GetInput() {
-		if !weights[in.GetName()] {
-			if e.input != "" {
-				return nil, fmt.Errorf("%w: more than one input", ErrModel)
-			}
-			e.input = in.GetName()
+		if weights[in.GetName()] {
+			continue
 		}
+		tt := in.GetType().GetTensorType()
+		if tt == nil {
+			return nil, fmt.Errorf("%w: input %s is not a tensor", ErrUnsupported, in.GetName())
+		}
+		gi := input{name: in.GetName(), elem: onnxpb.TensorProto_DataType(tt.GetElemType()), ranked: tt.GetShape() != nil}
+		if _, ok := inputKinds[gi.elem]; !ok {
+			return nil, fmt.Errorf("%w: input %s of type %s", ErrUnsupported, gi.name, gi.elem)
+		}
+		for _, d := range tt.GetShape().GetDim() {
+			v := int64(-1) // symbolic or unknown, as ONNX Runtime reports it
+			if _, fixed := d.GetValue().(*onnxpb.TensorShapeProto_Dimension_DimValue); fixed {
+				v = d.GetDimValue()
+			}
+			gi.dims = append(gi.dims, v)
+		}
+		e.inputs = append(e.inputs, gi)
+		e.names = append(e.names, gi.name)
+	}
+	if len(e.inputs) == 0 {
+		return nil, fmt.Errorf("%w: no input", ErrModel)
 	}
 	served := []string{e.output}
 	if e.label != "" {
@@ -234,12 +268,35 @@ func (e *Engine) fold() (map[string]*node, error) {
 	return folded, nil
 }
 
+// inputKinds are the input element types the engine takes, and the kind
+// their values carry (see tensor).
+var inputKinds = map[onnxpb.TensorProto_DataType]byte{
+	onnxpb.TensorProto_FLOAT:  0,
+	onnxpb.TensorProto_DOUBLE: 0,
+	onnxpb.TensorProto_UINT8:  'u',
+	onnxpb.TensorProto_INT8:   'i',
+	onnxpb.TensorProto_INT32:  'l',
+	onnxpb.TensorProto_INT64:  'l',
+}
+
 // Run evaluates the graph on rows of `features` values and returns the
-// scores, row-major.
+// scores, row-major. The graph must have one input: Run is RunFeeds with
+// one feed of shape [rows, features].
 func (e *Engine) Run(x []float32, features int) ([]float32, error) {
 	e.mu.Lock()
 	defer e.mu.Unlock()
-	if err := e.eval(x, features); err != nil {
+	if err := e.evalRows(x, features); err != nil {
+		return nil, err
+	}
+	return append([]float32(nil), e.vals[e.output].data...), nil
+}
+
+// RunFeeds evaluates the graph on one feed per graph input and returns the
+// scores, row-major. The feeds' data is read during the call only.
+func (e *Engine) RunFeeds(feeds []onnx.Feed) ([]float32, error) {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	if err := e.eval(feeds); err != nil {
 		return nil, err
 	}
 	return append([]float32(nil), e.vals[e.output].data...), nil
@@ -253,7 +310,7 @@ func (e *Engine) RunLabels(x []float32, features int) ([]string, error) {
 	if e.label == "" {
 		return nil, fmt.Errorf("%w: no label output was named at load", ErrModel)
 	}
-	if err := e.eval(x, features); err != nil {
+	if err := e.evalRows(x, features); err != nil {
 		return nil, err
 	}
 	v, ok := e.vals[e.label]
@@ -277,23 +334,85 @@ func (e *Engine) RunLabels(x []float32, features int) ([]string, error) {
 func (e *Engine) Trace(x []float32, features int) (map[string][]float32, error) {
 	e.mu.Lock()
 	defer e.mu.Unlock()
-	if err := e.eval(x, features); err != nil {
+	if err := e.evalRows(x, features); err != nil {
 		return nil, err
 	}
+	return e.traced(), nil
+}
+
+// TraceFeeds is Trace for a graph's feeds.
+func (e *Engine) TraceFeeds(feeds []onnx.Feed) (map[string][]float32, error) {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	if err := e.eval(feeds); err != nil {
+		return nil, err
+	}
+	return e.traced(), nil
+}
+
+func (e *Engine) traced() map[string][]float32 {
 	out := make(map[string][]float32, len(e.vals))
 	for k, v := range e.vals {
 		out[k] = append([]float32(nil), v.data...)
 	}
-	return out, nil
+	return out
 }
 
-func (e *Engine) eval(x []float32, features int) error {
+// evalRows evaluates the graph's one input on rows of features values.
+func (e *Engine) evalRows(x []float32, features int) error {
+	if len(e.inputs) != 1 {
+		return fmt.Errorf("%w: the graph takes %d inputs (%s); feed them by name", ErrInput, len(e.inputs), strings.Join(e.names, ", "))
+	}
 	if features < 1 || len(x)%features != 0 {
 		return fmt.Errorf("%w: %d values are not rows of %d features", ErrInput, len(x), features)
 	}
+	// The feed lives in the engine, so Run allocates no slice for it.
+	e.oneShape = [2]int64{int64(len(x) / features), int64(features)}
+	e.one[0] = onnx.Feed{Name: e.inputs[0].name, Shape: e.oneShape[:], Data: x}
+	err := e.eval(e.one[:])
+	e.one[0].Data = nil // keep no reference to the caller's rows
+	return err
+}
+
+// bind checks the feeds against the graph's inputs and makes them the
+// run's input values.
+func (e *Engine) bind(feeds []onnx.Feed) error {
+	order, err := onnx.Match(e.order, e.names, feeds)
+	if err != nil {
+		return fmt.Errorf("%w: %w", ErrInput, err)
+	}
+	e.order = order
+	for i := range e.inputs {
+		in := &e.inputs[i]
+		f := feeds[order[i]]
+		if err := f.Check(); err != nil {
+			return fmt.Errorf("%w: %w", ErrInput, err)
+		}
+		if in.ranked {
+			if err := f.Fits(in.dims); err != nil {
+				return fmt.Errorf("%w: %w", ErrInput, err)
+			}
+		}
+		if err := f.CheckValues(in.elem); err != nil {
+			return fmt.Errorf("%w: %w", ErrInput, err)
+		}
+		in.shape = in.shape[:0]
+		for _, d := range f.Shape {
+			in.shape = append(in.shape, int(d))
+		}
+		if !bounded(in.shape) {
+			return fmt.Errorf("%w: input %s has shape %v", ErrInput, in.name, f.Shape)
+		}
+		e.vals[in.name] = tensor{shape: in.shape, data: f.Data, kind: inputKinds[in.elem]}
+	}
+	return nil
+}
+
+func (e *Engine) eval(feeds []onnx.Feed) error {
 	clear(e.vals)
-	e.inShape = append(e.inShape[:0], len(x)/features, features)
-	e.vals[e.input] = tensor{shape: e.inShape, data: x}
+	if err := e.bind(feeds); err != nil {
+		return err
+	}
 	get := func(name string) (tensor, error) {
 		if m, ok := e.vals[name]; ok {
 			return m, nil

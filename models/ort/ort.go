@@ -6,11 +6,13 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"strings"
 	"sync"
 
 	ortgo "github.com/yalue/onnxruntime_go"
 
 	"github.com/outpost-edge/outpost/models/onnx"
+	"github.com/outpost-edge/outpost/models/onnx/onnxpb"
 )
 
 var (
@@ -42,16 +44,23 @@ func Init(path string) error {
 // Version is the loaded runtime's version string.
 func Version() string { return ortgo.GetVersion() }
 
-// Session is one loaded model with a single float32 input; it serves one
+// Session is one loaded model with one or more inputs; it serves one
 // float32 output, the scores, of however many the graph has.
 type Session struct {
 	s          *ortgo.DynamicAdvancedSession
-	in, out    string
+	inputs     []input
+	names      []string // the inputs' names, for onnx.Match
+	out        string
 	outPerItem int64
-	// tensors are reused per batch size: creating them through cgo on
-	// every call doubled the cost of a small model's run.
+	// fast: the graph has one float32 input, which Run binds to tensors
+	// reused per batch size: creating them through cgo on every call
+	// doubled the cost of a small model's run.
+	fast    bool
 	mu      sync.Mutex
 	tensors map[int64]*tensorPair
+	// shared is RunFeedsShared's output, alive until the next call.
+	shared ortgo.Value
+	order  []int
 	// Provider is the execution provider in use; FallbackReason says why
 	// it is not the one asked for, if it is not.
 	Provider, FallbackReason string
@@ -105,8 +114,9 @@ func FindLibrary(explicit string) (string, error) {
 // NewSession loads an ONNX model from memory with default options.
 func NewSession(model []byte) (*Session, error) { return NewSessionWith(model, Options{}) }
 
-// NewSessionWith loads an ONNX model from memory. The model has one
-// input; of its outputs, the session runs the scores output (Options.Output),
+// NewSessionWith loads an ONNX model from memory. Its inputs are tensors
+// of the types feeds can carry (float, double, uint8, int8, int32, int64);
+// of its outputs, the session runs the scores output (Options.Output),
 // which must be float32 [batch, n]. Other outputs (an exporter's labels)
 // are not computed.
 func NewSessionWith(model []byte, o Options) (*Session, error) {
@@ -114,8 +124,13 @@ func NewSessionWith(model []byte, o Options) (*Session, error) {
 	if err != nil {
 		return nil, fmt.Errorf("%w: inspect model: %w", ErrModel, err)
 	}
-	if len(ins) != 1 {
-		return nil, fmt.Errorf("%w: want 1 input, model has %d", ErrModel, len(ins))
+	inputs, err := inputsOf(ins)
+	if err != nil {
+		return nil, err
+	}
+	names := make([]string, len(inputs))
+	for i, in := range inputs {
+		names[i] = in.name
 	}
 	// The default rule needs only which outputs are float tensors.
 	listed := make([]onnx.Tensor, len(outs))
@@ -146,7 +161,7 @@ func NewSessionWith(model []byte, o Options) (*Session, error) {
 		return nil, err
 	}
 	defer opts.Destroy()
-	s, err := ortgo.NewDynamicAdvancedSessionWithONNXData(model, []string{ins[0].Name}, []string{chosen.Name}, opts)
+	s, err := ortgo.NewDynamicAdvancedSessionWithONNXData(model, names, []string{chosen.Name}, opts)
 	if err != nil && provider != "cpu" {
 		// The provider loaded but cannot run this model: fall back to cpu.
 		why = fmt.Sprintf("%s session failed: %v", provider, err)
@@ -159,7 +174,7 @@ func NewSessionWith(model []byte, o Options) (*Session, error) {
 		if o.IntraOpThreads > 0 {
 			_ = cpu.SetIntraOpNumThreads(o.IntraOpThreads)
 		}
-		s, err = ortgo.NewDynamicAdvancedSessionWithONNXData(model, []string{ins[0].Name}, []string{chosen.Name}, cpu)
+		s, err = ortgo.NewDynamicAdvancedSessionWithONNXData(model, names, []string{chosen.Name}, cpu)
 	}
 	if err != nil {
 		return nil, fmt.Errorf("%w: create session: %w", ErrModel, err)
@@ -169,7 +184,8 @@ func NewSessionWith(model []byte, o Options) (*Session, error) {
 	envMu.Lock()
 	releaseCode(envPath)
 	envMu.Unlock()
-	return &Session{s: s, in: ins[0].Name, out: chosen.Name, outPerItem: dims[1], Provider: provider, FallbackReason: why}, nil
+	fast := len(inputs) == 1 && inputs[0].elem == onnxpb.TensorProto_FLOAT
+	return &Session{s: s, inputs: inputs, names: names, out: chosen.Name, outPerItem: dims[1], fast: fast, Provider: provider, FallbackReason: why}, nil
 }
 
 // sessionOptions asks for the provider; if the library lacks it, the
@@ -250,8 +266,16 @@ func (s *Session) RunShared(x []float32, features int) ([]float32, error) {
 }
 
 func (s *Session) run(x []float32, features int) ([]float32, error) {
+	if len(s.inputs) != 1 {
+		return nil, fmt.Errorf("%w: the graph takes %d inputs (%s); feed them by name", ErrInput, len(s.inputs), strings.Join(s.names, ", "))
+	}
 	if features < 1 || len(x)%features != 0 {
 		return nil, fmt.Errorf("%w: %d values are not rows of %d features", ErrInput, len(x), features)
+	}
+	if !s.fast {
+		// One input of another type (a uint8 image): the feed path converts.
+		feed := []onnx.Feed{{Name: s.names[0], Shape: []int64{int64(len(x) / features), int64(features)}, Data: x}}
+		return s.runFeeds(feed)
 	}
 	tp, err := s.pair(int64(len(x)/features), int64(features))
 	if err != nil {
@@ -283,7 +307,7 @@ func (s *Session) pair(rows, features int64) (*tensorPair, error) {
 	}
 	bind, err := s.s.CreateIoBinding()
 	if err == nil {
-		if err = bind.BindInput(s.in, in); err == nil {
+		if err = bind.BindInput(s.names[0], in); err == nil {
 			err = bind.BindOutput(s.out, out)
 		}
 		if err != nil {
@@ -315,5 +339,6 @@ func (s *Session) Close() error {
 	defer s.mu.Unlock()
 	s.destroyTensors()
 	s.tensors = nil
+	s.releaseShared()
 	return s.s.Destroy()
 }
