@@ -21,7 +21,7 @@ var ErrMismatch = errors.New("model does not match its manifest")
 // Runner runs a loaded model: an ONNX Runtime session or the pure-Go
 // engine.
 type Runner interface {
-	Run(x []float32, features int) ([]float32, error)
+	RunFeeds(feeds []onnx.Feed) ([]float32, error)
 	Close() error
 }
 
@@ -70,7 +70,7 @@ func PackageFor(dir string, open func(model []byte, scores string) (Runner, erro
 		return nil, fmt.Errorf("validate: load %s: %w", manifest.ModelFile, err)
 	}
 	defer r.Close()
-	worst, err := m.CheckGolden(r.Run)
+	worst, err := m.CheckGolden(Rows(m, info, r))
 	if err != nil {
 		return nil, err
 	}
@@ -202,4 +202,51 @@ func joinDims(d []int) string {
 		s = append(s, strconv.Itoa(x))
 	}
 	return strings.Join(s, " ")
+}
+
+// FeedRunner is what Rows drives: either engine.
+type FeedRunner interface {
+	RunFeeds(feeds []onnx.Feed) ([]float32, error)
+}
+
+// Rows adapts an engine to rows laid out as golden vectors are: each
+// row is every input's values concatenated in the manifest's order. It
+// splits a batch into one feed per graph input, shaped [rows, dims...];
+// a single input is fed without a copy. info names an unnamed v1 input.
+func Rows(m *manifest.Manifest, info *onnx.Info, r FeedRunner) func(x []float32, width int) ([]float32, error) {
+	ins := m.InputList()
+	names := make([]string, len(ins))
+	for i, in := range ins {
+		names[i] = in.Name
+		if in.Name == "" && len(info.Inputs) == 1 {
+			names[i] = info.Inputs[0].Name
+		}
+	}
+	return func(x []float32, width int) ([]float32, error) {
+		if width != m.RowWidth() || width == 0 || len(x)%width != 0 {
+			return nil, fmt.Errorf("%w: %d values are not rows of %d", ErrMismatch, len(x), m.RowWidth())
+		}
+		rows := len(x) / width
+		feeds := make([]onnx.Feed, len(ins))
+		off := 0
+		for i, in := range ins {
+			dims := in.Dims()
+			shape := make([]int64, 0, 1+len(dims))
+			shape = append(shape, int64(rows))
+			for _, d := range dims {
+				shape = append(shape, int64(d))
+			}
+			w := in.Width()
+			data := x
+			if len(ins) > 1 {
+				data = make([]float32, 0, rows*w)
+				for r := range rows {
+					data = append(data, x[r*width+off:r*width+off+w]...)
+				}
+			}
+			feeds[i] = onnx.Feed{Name: names[i], Shape: shape, Data: data}
+			off += w
+		}
+		return r.RunFeeds(feeds)
+	}
 }

@@ -23,6 +23,7 @@ import (
 
 	"github.com/outpost-edge/outpost/models/goengine"
 	"github.com/outpost-edge/outpost/models/manifest"
+	"github.com/outpost-edge/outpost/models/onnx"
 	"github.com/outpost-edge/outpost/models/ort"
 	"github.com/outpost-edge/outpost/models/validate"
 	"github.com/outpost-edge/outpost/test/testenv"
@@ -124,6 +125,7 @@ func TestMain(m *testing.M) {
 // runner is what both engines answer.
 type runner interface {
 	Run(x []float32, features int) ([]float32, error)
+	RunFeeds(feeds []onnx.Feed) ([]float32, error)
 	Outputs() int
 	Close() error
 }
