@@ -11,9 +11,10 @@ import (
 // summed exactly in int32, as MatMulInteger is.
 
 // integerConv is Σ (x − xz)·(w − wz[m]) over each output's window, in
-// int32, for x [N, C, (H,) W] by w [M, C/group, (kH,) kW]; the padding is
-// x's zero point (a shifted 0), as ONNX Runtime pads. emit receives each
-// output channel's sums, for output batch b and channel oc, to store.
+// int32, for x [N, C, (H,) W] by w [M, C/group, (kH,) kW], xz one value
+// and wz one or one per output channel; the padding is x's zero point (a
+// shifted 0), as ONNX Runtime pads. emit receives the sums of output
+// batch b, channel oc, to store.
 func (n *node) integerConv(x, w tensor, xz, wz []float32, emit func(b, oc int, acc []int32)) ([]int, error) {
 	if len(x.shape) < 3 || len(w.shape) != len(x.shape) {
 		return nil, fmt.Errorf("%w: %s of %v by %v", ErrInput, n.op, x.shape, w.shape)
@@ -25,9 +26,6 @@ func (n *node) integerConv(x, w tensor, xz, wz []float32, emit func(b, oc int, a
 	batch, c, m := x.shape[0], x.shape[1], w.shape[0]
 	if groups < 1 || c%groups != 0 || m%groups != 0 || w.shape[1] != c/groups {
 		return nil, fmt.Errorf("%w: %s of %v by %v in %d groups", ErrInput, n.op, x.shape, w.shape, groups)
-	}
-	if len(xz) > 1 {
-		return nil, fmt.Errorf("%w: %s x zero point of %d values (per tensor only)", ErrUnsupported, n.op, len(xz))
 	}
 	if len(wz) > 1 && len(wz) != m {
 		return nil, fmt.Errorf("%w: %s w zero point of %d values for %d outputs", ErrInput, n.op, len(wz), m)
@@ -138,7 +136,8 @@ func (n *node) convInteger(x tensor, get func(string) (tensor, error)) (tensor, 
 
 // qlinearConv is QLinearConv: the int32 sums plus the int32 bias,
 // requantized to y's scale and zero point with x_scale·w_scale/y_scale in
-// float32 and rounding half to even, as ONNX Runtime requantizes.
+// float32 and rounding half to even, as ONNX Runtime requantizes. The
+// bias travels in float32 like every value: exact below 2^24.
 func (n *node) qlinearConv(x tensor, get func(string) (tensor, error)) (tensor, error) {
 	var t [7]tensor // x_scale, x_zp, w, w_scale, w_zp, y_scale, y_zp
 	for i := range t {
