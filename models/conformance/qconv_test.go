@@ -132,7 +132,7 @@ func TestQuantizedConvAgreesWithONNXRuntime(t *testing.T) {
 			shape: []int64{-1, 3, 6, 6}, width: 4 * 4 * 4,
 			bytes: map[string]qbytes{"w": {u8, ranged(rng, 4*3*3*3, 0, 255), []int64{4, 3, 3, 3}}, "wz": {u8, []int{110}, nil}}},
 		// ONNX Runtime refuses dilations with auto_pad SAME_*.
-		{name: "ConvInteger 1-D groups, SAME_LOWER, strides, no zero points",
+		{name: "ConvInteger 1-D s8 weights, groups, SAME_LOWER, strides, no zero points",
 			g: onnx.NewGraph("ci").Input("x", "N", 2*8).
 				Initializer("xs", []float32{0.01}).
 				Node("Reshape", []string{"x", "s"}, []string{"r"}).
@@ -142,7 +142,7 @@ func TestQuantizedConvAgreesWithONNXRuntime(t *testing.T) {
 				Node("Cast", []string{"p"}, []string{"pf"}, A{Name: "to", Value: int64(onnxpb.TensorProto_FLOAT)}).
 				Node("Flatten", []string{"pf"}, []string{"y"}),
 			shape: []int64{-1, 2, 8}, width: 4 * 4,
-			bytes: map[string]qbytes{"xz": {u8, []int{128}, nil}, "w": {u8, ranged(rng, 4*1*3, 0, 255), []int64{4, 1, 3}}}},
+			bytes: map[string]qbytes{"xz": {u8, []int{128}, nil}, "w": {s8, ranged(rng, 4*1*3, -63, 63), []int64{4, 1, 3}}}},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
