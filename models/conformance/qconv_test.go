@@ -64,7 +64,8 @@ func ranged(rng *rand.Rand, n, lo, hi int) []int {
 // Int8 weights are 7-bit ([-63, 63]), as quantizers write them for x86:
 // ONNX Runtime's u8×s8 kernels add pairs of products in int16 and
 // saturate with full 8-bit weights, where the spec (and this engine) sums
-// exactly in int32. Uint8 weights (u8×u8 kernels, exact) use the full
+// exactly in int32 (with weights in [-128, 127] the per-channel case
+// below differs from ONNX Runtime 1.24 on x86). Uint8 weights (u8×u8 kernels, exact) use the full
 // range.
 func TestQuantizedConvAgreesWithONNXRuntime(t *testing.T) {
 	engines(t)
