@@ -20,7 +20,7 @@ var supported = map[string]map[string]bool{
 		"ReduceSum", "ReduceMean", "ReduceMax", "ReduceMin", "ArgMax", "ArgMin",
 		"QuantizeLinear", "DequantizeLinear",
 		"Conv", "MaxPool", "AveragePool", "GlobalAveragePool", "GlobalMaxPool", "BatchNormalization",
-		"DynamicQuantizeLinear", "MatMulInteger", "QLinearMatMul"),
+		"DynamicQuantizeLinear", "MatMulInteger", "QLinearMatMul", "ConvInteger", "QLinearConv"),
 	mlDomain: set("LinearClassifier", "LinearRegressor", "Scaler", "Normalizer",
 		"TreeEnsembleClassifier", "TreeEnsembleRegressor", "ArrayFeatureExtractor"),
 }
@@ -68,11 +68,11 @@ func newNode(p *onnxpb.NodeProto, opsets map[string]int64) (*node, error) {
 	case "Constant":
 		need = 0
 	case "Gemm", "MatMul", "Add", "Sub", "Mul", "Div", "Pow", "Max", "Min", "Reshape", "Gather",
-		"QuantizeLinear", "DequantizeLinear", "Conv", "ArrayFeatureExtractor", "MatMulInteger":
+		"QuantizeLinear", "DequantizeLinear", "Conv", "ArrayFeatureExtractor", "MatMulInteger", "ConvInteger":
 		need = 2
 	case "BatchNormalization":
 		need = 5
-	case "QLinearMatMul":
+	case "QLinearMatMul", "QLinearConv":
 		need = 8
 	}
 	in := p.GetInput()
@@ -300,6 +300,10 @@ func (e *Engine) evalNode(n *node, get func(string) (tensor, error)) ([]tensor, 
 		return one(n.matMulInteger(a, get))
 	case "QLinearMatMul":
 		return one(n.qlinearMatMul(a, get))
+	case "ConvInteger":
+		return one(n.convInteger(a, get))
+	case "QLinearConv":
+		return one(n.qlinearConv(a, get))
 	}
 	return one(n.unary(a), nil)
 }

@@ -1,6 +1,7 @@
 // Package conformance checks models that data scientists export with
-// third-party tools (scikit-learn through skl2onnx) against the
-// framework's own predictions, on ONNX Runtime and on the pure-Go engine.
+// third-party tools (scikit-learn through skl2onnx; CNNs built with the
+// onnx helper API, scored by onnx.reference) against the framework's own
+// predictions, on ONNX Runtime and on the pure-Go engine.
 // export.py writes the models in the virtualenv `make deps` creates
 // (deploy/scripts/deps.sh py); a missing virtualenv fails the suite.
 package conformance
@@ -10,6 +11,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"maps"
 	"math"
 	"os"
 	"os/exec"
@@ -291,4 +293,41 @@ func TestZipMapIsRefused(t *testing.T) {
 		t.Fatalf("err = %v, want ErrMismatch saying how to export without ZipMap", err)
 	}
 	t.Log(err)
+}
+
+// TestCNNExportsAreInTheSuite: the suite holds the two CNNs export.py
+// builds with the onnx helper API, with the layers the issue names, so
+// that TestExportsMatchTheFramework checks them against the reference
+// evaluator on both engines.
+func TestCNNExportsAreInTheSuite(t *testing.T) {
+	_, exps := exports(t)
+	want := map[string]struct {
+		features int
+		ops      map[string]int
+	}{
+		"onnx_cnn1d": {3 * 200, map[string]int{"Reshape": 1, "Conv": 2, "BatchNormalization": 1, "Relu": 2, "MaxPool": 1,
+			"GlobalAveragePool": 1, "Flatten": 1, "Gemm": 1, "Softmax": 1}},
+		"onnx_cnn2d": {3 * 32 * 32, map[string]int{"Reshape": 1, "Conv": 2, "BatchNormalization": 1, "Relu": 2, "AveragePool": 1,
+			"MaxPool": 1, "Flatten": 1, "Gemm": 1, "Softmax": 1}},
+	}
+	for _, e := range exps {
+		w, ok := want[e.Name]
+		if !ok {
+			continue
+		}
+		delete(want, e.Name)
+		info, err := onnx.Inspect(e.Model)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if e.Features != w.features || !maps.Equal(info.Ops, w.ops) {
+			t.Errorf("%s: %d features and ops %v, want %d and %v", e.Name, e.Features, info.Ops, w.features, w.ops)
+		}
+		if !strings.Contains(e.Framework, "ReferenceEvaluator") {
+			t.Errorf("%s: expected scores from %q, want onnx.reference's", e.Name, e.Framework)
+		}
+	}
+	for name := range want {
+		t.Errorf("export.py wrote no %s", name)
+	}
 }

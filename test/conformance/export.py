@@ -7,6 +7,13 @@ writes the framework's own predictions on held-out rows beside each one.
 It also writes OUTDIR/zipmap.onnx, a classifier exported with skl2onnx's
 default ZipMap output (a sequence of maps), which validation must refuse.
 
+Two CNNs are built as exporters write them, with the onnx helper API
+(onnx_cnn1d, onnx_cnn2d: Conv, BatchNormalization, pools, Gemm, Softmax,
+PyTorch-style names), and their expected scores are onnx.reference's
+ReferenceEvaluator, the framework's own evaluator. Their graphs start
+with a Reshape from [N, C·L] (or [N, C·H·W]) rows, the one input shape
+both engines take.
+
 For each model NAME it writes OUTDIR/NAME.onnx (unmodified exporter
 output, zipmap off) and OUTDIR/NAME.json:
 
@@ -25,6 +32,8 @@ import warnings
 
 import numpy as np
 import onnx
+from onnx import TensorProto, helper, numpy_helper
+from onnx.reference import ReferenceEvaluator
 import skl2onnx
 import sklearn
 from skl2onnx import to_onnx
@@ -87,6 +96,86 @@ def models():
     ]
 
 
+def _init(name, value):
+    return numpy_helper.from_array(np.asarray(value, dtype=np.float32), name)
+
+
+def cnn(shape, layers, flat, classes, seed):
+    """A CNN as exporters write it, PyTorch's names and all: a Reshape of
+    the [N, F] rows to shape, the layers, each (op, Conv's (out channels,
+    kernel), attributes), then Flatten (flat values), Gemm and Softmax.
+    Weights are initializers drawn from seed, and so are the held-out rows;
+    the expected scores are the reference evaluator's on them."""
+    rng = np.random.default_rng(seed)
+    features = int(np.prod(shape[1:]))
+    inits = [numpy_helper.from_array(np.array(shape, dtype=np.int64), "/Constant_output_0")]
+    nodes = [helper.make_node("Reshape", ["input", "/Constant_output_0"], ["/Reshape_output_0"], name="/Reshape")]
+    prev, channels = "/Reshape_output_0", shape[1]
+    for i, (op, conv, attrs) in enumerate(layers):
+        node = "/layer%d/%s" % (i, op)
+        inputs = [prev]
+        if op == "Conv":
+            out_ch, kernel = conv
+            fan_in = channels // attrs.get("group", 1)
+            params = [("weight", rng.normal(0, (fan_in * np.prod(kernel)) ** -0.5, (out_ch, fan_in) + kernel)),
+                      ("bias", rng.normal(0, 0.1, out_ch))]
+            channels = out_ch
+        elif op == "BatchNormalization":
+            params = [("weight", rng.uniform(0.5, 1.5, channels)), ("bias", rng.normal(0, 0.1, channels)),
+                      ("running_mean", rng.normal(0, 0.2, channels)), ("running_var", rng.uniform(0.5, 1.5, channels))]
+        else:
+            params = []
+        for part, value in params:
+            inits.append(_init("layer%d.%s" % (i, part), value))
+            inputs.append("layer%d.%s" % (i, part))
+        nodes.append(helper.make_node(op, inputs, [node + "_output_0"], name=node, **attrs))
+        prev = node + "_output_0"
+    inits += [_init("fc.weight", rng.normal(0, flat ** -0.5, (classes, flat))), _init("fc.bias", rng.normal(0, 0.1, classes))]
+    nodes += [helper.make_node("Flatten", [prev], ["/Flatten_output_0"], name="/Flatten", axis=1),
+              helper.make_node("Gemm", ["/Flatten_output_0", "fc.weight", "fc.bias"], ["/fc/Gemm_output_0"], name="/fc/Gemm",
+                               alpha=1.0, beta=1.0, transB=1),
+              helper.make_node("Softmax", ["/fc/Gemm_output_0"], ["probabilities"], name="/Softmax", axis=1)]
+    graph = helper.make_graph(nodes, "main_graph",
+                              [helper.make_tensor_value_info("input", TensorProto.FLOAT, ["batch", features])],
+                              [helper.make_tensor_value_info("probabilities", TensorProto.FLOAT, ["batch", classes])], inits)
+    # IR 8, opset 17, set here: what ONNX Runtime 1.24 and both engines
+    # read, and the same bytes from a newer onnx.
+    model = helper.make_model(graph, producer_name="onnx-helper", opset_imports=[helper.make_opsetid("", OPSET[""])])
+    model.ir_version = 8
+    onnx.checker.check_model(model, full_check=True)
+    held = rng.normal(0, 1, (HELD_OUT, features)).astype(np.float32)
+    (scores,) = ReferenceEvaluator(model).run(None, {"input": held})
+    return model, held, scores
+
+
+def cnns():
+    return [
+        # [N, 3, 200]: Conv, BatchNormalization, Relu, MaxPool, Conv, Relu,
+        # GlobalAveragePool, Flatten, Gemm, Softmax.
+        ("onnx_cnn1d", cnn((-1, 3, 200), [
+            ("Conv", (8, (5,)), {"kernel_shape": [5], "pads": [2, 2]}),
+            ("BatchNormalization", None, {"epsilon": 1e-5}),
+            ("Relu", None, {}),
+            ("MaxPool", None, {"kernel_shape": [2], "strides": [2]}),
+            ("Conv", (16, (3,)), {"kernel_shape": [3], "pads": [1, 1]}),
+            ("Relu", None, {}),
+            ("GlobalAveragePool", None, {}),
+        ], 16, 4, 20)),
+        # [N, 3, 32, 32]: Conv (pads, stride 2), BatchNormalization, Relu,
+        # AveragePool, Conv (4 groups), Relu, MaxPool, Flatten, Gemm,
+        # Softmax.
+        ("onnx_cnn2d", cnn((-1, 3, 32, 32), [
+            ("Conv", (8, (3, 3)), {"kernel_shape": [3, 3], "pads": [1, 1, 1, 1], "strides": [2, 2]}),
+            ("BatchNormalization", None, {"epsilon": 1e-5}),
+            ("Relu", None, {}),
+            ("AveragePool", None, {"kernel_shape": [2, 2], "strides": [2, 2]}),
+            ("Conv", (16, (3, 3)), {"kernel_shape": [3, 3], "pads": [1, 1, 1, 1], "group": 4}),
+            ("Relu", None, {}),
+            ("MaxPool", None, {"kernel_shape": [2, 2], "strides": [2, 2]}),
+        ], 16 * 4 * 4, 5, 21)),
+    ]
+
+
 def stable(onx):
     """Sorts the opset imports, which skl2onnx lists in set order, so that
     a rerun writes the same bytes."""
@@ -131,6 +220,15 @@ def main(out):
                "scores": scores_name, "width": scores.shape[1], "expected": [float(v) for v in scores.ravel()],
                "labels": labels, "expected_labels": expected_labels,
                "framework": "scikit-learn %s, skl2onnx %s, onnx %s" % (sklearn.__version__, skl2onnx.__version__, onnx.__version__)}
+        with open(os.path.join(out, name + ".json"), "w") as f:
+            json.dump(doc, f)
+    for name, (onx, held, scores) in cnns():
+        with open(os.path.join(out, name + ".onnx"), "wb") as f:
+            f.write(onx.SerializeToString())
+        doc = {"features": held.shape[1], "rows": len(held), "input": [float(v) for v in held.ravel()],
+               "scores": onx.graph.output[0].name, "width": scores.shape[1],
+               "expected": [float(v) for v in scores.ravel()], "labels": "", "expected_labels": [],
+               "framework": "onnx %s (helper, reference.ReferenceEvaluator), numpy %s" % (onnx.__version__, np.__version__)}
         with open(os.path.join(out, name + ".json"), "w") as f:
             json.dump(doc, f)
     x, y, _ = classification(2, 8)
