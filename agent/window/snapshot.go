@@ -24,6 +24,8 @@ type snapWin struct {
 	N                   int64
 	Fired, Dirty        bool
 	Revision, SinceEarl int
+	Raw                 *Samples
+	Dropped             int
 }
 
 type snapshot struct {
@@ -43,7 +45,7 @@ func (o *Operator) Snapshot() ([]byte, error) {
 		ws := make([]snapWin, len(ks.wins))
 		for i, w := range ks.wins {
 			sw := snapWin{Start: w.start, End: w.end, N: w.n, Fired: w.fired, Dirty: w.dirty, Revision: w.revision, SinceEarl: w.sinceEarly,
-				Accs: make([]snapAcc, len(w.accs))}
+				Accs: make([]snapAcc, len(w.accs)), Raw: w.raw, Dropped: w.dropped}
 			for j, a := range w.accs {
 				sw.Accs[j] = snapAcc{a.n, a.sum, a.sumSq, a.mean, a.m2, a.min, a.max, a.firstT, a.firstV, a.lastT, a.lastV, a.sumT, a.sumTT, a.sumTV, nil}
 				if a.sk != nil {
@@ -78,7 +80,10 @@ func (o *Operator) Restore(data []byte) error {
 		ks := &keyState{}
 		for _, sw := range ws {
 			w := &win{start: sw.Start, end: sw.End, n: sw.N, fired: sw.Fired, dirty: sw.Dirty, revision: sw.Revision, sinceEarly: sw.SinceEarl,
-				accs: make([]acc, len(sw.Accs))}
+				accs: make([]acc, len(sw.Accs)), raw: sw.Raw, dropped: sw.Dropped}
+			if w.raw != nil && len(w.raw.V) != len(o.spec.Raw) {
+				return fmt.Errorf("%w: raw samples of %d fields, the spec keeps %d", ErrSnapshot, len(w.raw.V), len(o.spec.Raw))
+			}
 			for j, a := range sw.Accs {
 				w.accs[j] = acc{a.N, a.Sum, a.SumSq, a.Mean, a.M2, a.Min, a.Max, a.FirstT, a.FirstV, a.LastT, a.LastV, a.SumT, a.SumTT, a.SumTV, nil}
 				if o.spec.Percentiles {

@@ -9,6 +9,7 @@ package window
 import (
 	"container/heap"
 	"fmt"
+	"sort"
 	"time"
 )
 
@@ -44,6 +45,12 @@ type Spec struct {
 	EarlyInterval   time.Duration // also fire open windows every T of processing time (0: off)
 	Fields          []string      // the numeric fields aggregated, in order
 	Percentiles     bool          // keep a quantile sketch per field (for p50…p99)
+	// Raw lists the fields (indexes into Fields) whose raw samples each
+	// window keeps, for models that take sequences or spectra; at most
+	// MaxSamples per key and window, past which samples are dropped and
+	// counted.
+	Raw        []int
+	MaxSamples int
 }
 
 // Validate checks the spec; errors wrap ErrSpec.
@@ -79,6 +86,14 @@ func (s Spec) Validate() error {
 	}
 	if len(s.Fields) == 0 {
 		return fmt.Errorf("%w: at least one field", ErrSpec)
+	}
+	for _, i := range s.Raw {
+		if i < 0 || i >= len(s.Fields) {
+			return fmt.Errorf("%w: raw field %d of %d", ErrSpec, i, len(s.Fields))
+		}
+	}
+	if len(s.Raw) > 0 && s.MaxSamples < 1 {
+		return fmt.Errorf("%w: raw samples need max_samples ≥ 1", ErrSpec)
 	}
 	return nil
 }
@@ -121,6 +136,17 @@ type Result struct {
 	Revision   int // 0 for the first final result, +1 per update
 	Count      int64
 	accs       []acc
+	// Samples are the window's raw readings of Spec.Raw, time-sorted
+	// (nil without Raw); Dropped counts those past MaxSamples.
+	Samples *Samples
+	Dropped int
+}
+
+// Samples are raw readings: T in Unix nanoseconds and V[k][i] the k-th
+// raw field at T[i].
+type Samples struct {
+	T []int64
+	V [][]float64
 }
 
 // Value reads one aggregation of field i.
@@ -129,6 +155,8 @@ func (r *Result) Value(i int, a Agg) float64 { return r.accs[i].value(a) }
 // Stats count what the operator saw.
 type Stats struct {
 	Events, Late, Results int64
+	// RawDropped counts raw samples past a window's MaxSamples.
+	RawDropped int64
 }
 
 type win struct {
@@ -139,6 +167,8 @@ type win struct {
 	revision   int
 	sinceEarly int
 	dirty      bool // changed since the last early firing
+	raw        *Samples
+	dropped    int
 }
 
 type keyState struct {
@@ -276,6 +306,9 @@ func (o *Operator) add(out []Result, ev Event, w *win, t int64) []Result {
 	}
 	w.n++
 	w.dirty = true
+	if len(o.spec.Raw) > 0 {
+		o.keep(w, ev, t)
+	}
 	if w.fired {
 		w.revision++
 		return o.emit(out, ev.Key, w, Update)
@@ -318,6 +351,20 @@ func (o *Operator) addSession(ev Event, ks *keyState, t int64, out []Result) ([]
 			w.accs[i].merge(&other.accs[i])
 		}
 		w.n += other.n
+		if other.raw != nil {
+			if w.raw == nil {
+				w.raw = &Samples{V: make([][]float64, len(o.spec.Raw))}
+			}
+			room := max(o.spec.MaxSamples-len(w.raw.T), 0)
+			take := min(room, len(other.raw.T))
+			w.raw.T = append(w.raw.T, other.raw.T[:take]...)
+			for k := range w.raw.V {
+				w.raw.V[k] = append(w.raw.V[k], other.raw.V[k][:take]...)
+			}
+			lost := len(other.raw.T) - take
+			w.dropped += other.dropped + lost
+			o.Stats.RawDropped += int64(lost)
+		}
 		w.end = max(w.end, other.end)
 		w.fired = w.fired || other.fired
 		w.revision = max(w.revision, other.revision)
@@ -412,7 +459,51 @@ func (o *Operator) emit(out []Result, key string, w *win, f Firing) []Result {
 		end++ // count windows: [first event, last event]
 	}
 	return append(out, Result{Key: key, Start: time.Unix(0, w.start).UTC(), End: time.Unix(0, end).UTC(),
-		Firing: f, Revision: w.revision, Count: w.n, accs: accs})
+		Firing: f, Revision: w.revision, Count: w.n, accs: accs, Samples: sortedCopy(w.raw, len(o.spec.Raw)), Dropped: w.dropped})
+}
+
+// keep buffers ev's raw fields in w, up to MaxSamples.
+func (o *Operator) keep(w *win, ev Event, t int64) {
+	if w.raw == nil {
+		w.raw = &Samples{V: make([][]float64, len(o.spec.Raw))}
+	}
+	if len(w.raw.T) >= o.spec.MaxSamples {
+		w.dropped++
+		o.Stats.RawDropped++
+		return
+	}
+	w.raw.T = append(w.raw.T, t)
+	for k, i := range o.spec.Raw {
+		w.raw.V[k] = append(w.raw.V[k], ev.Values[i])
+	}
+}
+
+// sortedCopy copies a window's samples in time order (events arrive out
+// of order; the window may go on changing after it fires).
+func sortedCopy(s *Samples, fields int) *Samples {
+	if fields == 0 {
+		return nil
+	}
+	out := &Samples{V: make([][]float64, fields)}
+	if s == nil {
+		return out
+	}
+	idx := make([]int, len(s.T))
+	for i := range idx {
+		idx[i] = i
+	}
+	sort.SliceStable(idx, func(a, b int) bool { return s.T[idx[a]] < s.T[idx[b]] })
+	out.T = make([]int64, len(idx))
+	for i, j := range idx {
+		out.T[i] = s.T[j]
+	}
+	for k := range out.V {
+		out.V[k] = make([]float64, len(idx))
+		for i, j := range idx {
+			out.V[k][i] = s.V[k][j]
+		}
+	}
+	return out
 }
 
 // OpenWindows counts the windows held in memory, for tests and metrics.
