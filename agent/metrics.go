@@ -73,6 +73,8 @@ func (a *observed) registry() *prometheus.Registry {
 	perPipeline("alerts_total", "Windows the model flagged (actions fired).", true, func(p *pipeline.Pipeline) float64 { return float64(p.Stats.Alerts.Load()) })
 	perPipeline("drift_checks_total", "Comparisons of feature distributions with the reference.", true, func(p *pipeline.Pipeline) float64 { return float64(p.Stats.DriftChecks.Load()) })
 	perPipeline("drift_detected_total", "Comparisons that found a feature drifted.", true, func(p *pipeline.Pipeline) float64 { return float64(p.Stats.DriftDetected.Load()) })
+	perPipeline("short_windows_total", "Windows not scored: fewer raw samples than the model's input needs (its short policy is skip).", true, func(p *pipeline.Pipeline) float64 { return float64(p.Stats.Short.Load()) })
+	perPipeline("raw_samples_dropped_total", "Raw samples past a window's window.max_samples, not kept for sequence and spectrum inputs.", true, func(p *pipeline.Pipeline) float64 { return float64(p.Stats.RawDropped.Load()) })
 	reg.MustRegister(a.latency)
 	perPipeline("watermark_lag_seconds", "How far the event-time watermark trails processing time.", false,
 		func(p *pipeline.Pipeline) float64 { return time.Duration(p.Stats.WatermarkLag.Load()).Seconds() })

@@ -2,6 +2,8 @@ package pipeline
 
 import (
 	"encoding/binary"
+	"errors"
+	"fmt"
 	"hash/fnv"
 	"math"
 	"slices"
@@ -9,6 +11,7 @@ import (
 	"time"
 
 	"github.com/outpost-edge/outpost/agent/window"
+	"github.com/outpost-edge/outpost/models/features"
 	"github.com/outpost-edge/outpost/models/manifest"
 )
 
@@ -27,7 +30,8 @@ type InferenceRecord struct {
 	LatencyUS   int64     `json:"latency_us"` // of the micro-batch the row ran in
 }
 
-// vector appends the feature vector m asks for from window result r.
+// vector appends the row m asks for from window result r: every
+// input's values, in the manifest's order.
 func (p *Pipeline) vector(m *manifest.Manifest, r *window.Result, x []float32) ([]float32, error) {
 	lookup := func(field, agg string) (float64, bool) {
 		fi := slices.Index(p.cfg.Decode.Fields, field)
@@ -40,7 +44,37 @@ func (p *Pipeline) vector(m *manifest.Manifest, r *window.Result, x []float32) (
 		}
 		return r.Value(fi, a), true
 	}
-	return m.Vector(lookup, x)
+	if len(m.Inputs) == 0 {
+		return m.Vector(lookup, x)
+	}
+	base := len(x)
+	start, end := r.Start.UnixNano(), r.End.UnixNano()
+	for _, in := range m.Inputs {
+		var err error
+		switch in.Kind {
+		case manifest.Aggregates:
+			x, err = manifest.Vector(in.Features, lookup, x)
+		case manifest.Sequence:
+			x, err = p.scratch.SequenceRow(in.Sequence, p.samples(r), start, end, x)
+		case manifest.Spectrum:
+			x, err = p.scratch.SpectrumRow(in.Spectrum, p.samples(r), start, end, x)
+		default:
+			err = fmt.Errorf("%w: a window cannot feed a %s input", manifest.ErrFeature, in.Kind)
+		}
+		if err != nil {
+			return x[:base], err
+		}
+	}
+	return x, nil
+}
+
+// samples views a window's raw readings as the features package takes
+// them (the window keeps every decoded field).
+func (p *Pipeline) samples(r *window.Result) *features.Samples {
+	if r.Samples == nil {
+		return &features.Samples{}
+	}
+	return &features.Samples{Fields: p.cfg.Decode.Fields, T: r.Samples.T, V: r.Samples.V}
 }
 
 // infer runs every final or updated window of one batch through the
@@ -60,6 +94,11 @@ func (p *Pipeline) infer(results []window.Result) map[int]float64 {
 		before := len(x)
 		if x, err = p.vector(m, r, x); err != nil {
 			x = x[:before]
+			if errors.Is(err, features.ErrShort) {
+				// A declared policy, not a failure: counted as its own reason.
+				p.Stats.Short.Add(1)
+				continue
+			}
 			p.Stats.InferErrors.Add(1)
 			p.rejLog.Do(func() { p.log.Warn("no feature vector", "key", r.Key, "err", err) })
 			continue

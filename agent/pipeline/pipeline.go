@@ -21,6 +21,7 @@ import (
 	"github.com/outpost-edge/outpost/agent/outbox"
 	"github.com/outpost-edge/outpost/agent/window"
 	"github.com/outpost-edge/outpost/deploy/config"
+	"github.com/outpost-edge/outpost/models/features"
 	"github.com/outpost-edge/outpost/models/manifest"
 	"github.com/outpost-edge/outpost/models/ort"
 	"github.com/outpost-edge/outpost/sync/topics"
@@ -51,7 +52,16 @@ type WindowConfig struct {
 	IdleTimeout     time.Duration `yaml:"idle_timeout"`
 	EarlyEvery      int           `yaml:"early_every"`
 	EarlyInterval   time.Duration `yaml:"early_interval"`
+	// RawSamples keeps each window's raw readings, which sequence and
+	// spectrum model inputs need; it is on by itself when the model at
+	// start needs them, and set it to let a model update add such inputs.
+	RawSamples bool `yaml:"raw_samples"`
+	// MaxSamples bounds the raw readings kept per key and window.
+	MaxSamples int `yaml:"max_samples"` // default 4096
 }
+
+// defaultMaxSamples keeps 40 s at 100 Hz per key and window.
+const defaultMaxSamples = 4096
 
 func (c Config) spec() window.Spec {
 	w := c.Window
@@ -59,10 +69,22 @@ func (c Config) spec() window.Spec {
 	for _, a := range c.Aggregations {
 		percentiles = percentiles || window.Agg(a).IsPercentile()
 	}
-	return window.Spec{Kind: window.Kind(w.Kind), Size: w.Size, Slide: w.Slide, Gap: w.Gap, Count: w.Count,
+	s := window.Spec{Kind: window.Kind(w.Kind), Size: w.Size, Slide: w.Slide, Gap: w.Gap, Count: w.Count,
 		Watermark: w.Watermark, MaxOutOfOrder: w.MaxOutOfOrder, AllowedLateness: w.AllowedLateness,
 		IdleTimeout: w.IdleTimeout, EarlyEvery: w.EarlyEvery, EarlyInterval: w.EarlyInterval, Fields: c.Decode.Fields,
 		Percentiles: percentiles}
+	if w.RawSamples {
+		// Every decoded field: a model update may read other fields than
+		// the model it replaces.
+		for i := range c.Decode.Fields {
+			s.Raw = append(s.Raw, i)
+		}
+		s.MaxSamples = w.MaxSamples
+		if s.MaxSamples == 0 {
+			s.MaxSamples = defaultMaxSamples
+		}
+	}
+	return s
 }
 
 // Validate adds every wrong field, by path, to errs.
@@ -76,6 +98,9 @@ func (c Config) Validate(path string, errs *config.Errors) {
 	}
 	if err := c.spec().Validate(); err != nil {
 		errs.Add(path+".window", err.Error())
+	}
+	if c.Window.MaxSamples < 0 || c.Window.MaxSamples > 1<<20 {
+		errs.Add(path+".window.max_samples", "must be 0 (default 4096) to 1048576")
 	}
 	if c.Model != nil {
 		if c.Model.Dir == "" {
@@ -140,6 +165,10 @@ type Stats struct {
 	// DriftChecks counts comparisons with the reference; DriftDetected
 	// those that found a feature drifted.
 	DriftChecks, DriftDetected atomic.Int64
+	// Short counts windows not scored because they held too few raw
+	// samples for the model's input; RawDropped raw samples past a
+	// window's max_samples.
+	Short, RawDropped atomic.Int64
 }
 
 // Pipeline is one running data path.
@@ -161,6 +190,7 @@ type Pipeline struct {
 	split       float64
 	shadowStats shadowCounters
 	drift       *driftState
+	scratch     features.Scratch // rows of sequence and spectrum inputs
 	acts        *actions
 	offset      int64 // source position of the last processed line
 	saved       int64 // offset in the last stored checkpoint
@@ -176,11 +206,7 @@ func New(ctx context.Context, cfg Config, ob Store, log *slog.Logger) (*Pipeline
 	if err != nil {
 		return nil, err
 	}
-	op, err := window.New(cfg.spec())
-	if err != nil {
-		return nil, err
-	}
-	p := &Pipeline{cfg: cfg, ob: ob, log: log.With("pipeline", cfg.Name), dec: dec, op: op, swaps: make(chan swap),
+	p := &Pipeline{cfg: cfg, ob: ob, log: log.With("pipeline", cfg.Name), dec: dec, swaps: make(chan swap),
 		rejLog: rate.Sometimes{First: 5, Interval: 10 * time.Second}, writeLog: rate.Sometimes{First: 1, Interval: 10 * time.Second}}
 	for _, a := range cfg.Aggregations {
 		g, err := window.ParseAgg(a)
@@ -193,11 +219,18 @@ func New(ctx context.Context, cfg Config, ob Store, log *slog.Logger) (*Pipeline
 		if p.model, err = infer.LoadSlot(*cfg.Model, infer.Active, p.log); err != nil {
 			return nil, fmt.Errorf("pipeline %s: %w", cfg.Name, err)
 		}
+		// Raw samples are kept only for pipelines whose model needs them.
+		if len(p.model.Manifest.RawFields()) > 0 {
+			p.cfg.Window.RawSamples = true
+		}
 		// The manifest must only ask for what this pipeline computes.
 		if err := p.CheckModel(p.model.Manifest); err != nil {
 			return nil, err
 		}
 		p.acts = newActions(cfg.Actions, p.log)
+	}
+	if p.op, err = window.New(p.cfg.spec()); err != nil {
+		return nil, err
 	}
 	if cfg.Drift != nil {
 		p.drift = newDrift(*cfg.Drift, p.driftNames())
@@ -347,10 +380,25 @@ func (p *Pipeline) Manifest() *manifest.Manifest {
 // CheckModel refuses a model that asks for features this pipeline does not
 // compute.
 func (p *Pipeline) CheckModel(m *manifest.Manifest) error {
-	for _, f := range m.Features {
-		if !slices.Contains(p.cfg.Decode.Fields, f.Field) || !slices.Contains(p.cfg.Aggregations, f.Agg) {
-			return fmt.Errorf("pipeline %s: model %s needs %s.%s, which the pipeline does not aggregate", p.cfg.Name, m.Name, f.Field, f.Agg)
+	for _, in := range m.InputList() {
+		switch in.Kind {
+		case manifest.Aggregates:
+			for _, f := range in.Features {
+				if !slices.Contains(p.cfg.Decode.Fields, f.Field) || !slices.Contains(p.cfg.Aggregations, f.Agg) {
+					return fmt.Errorf("pipeline %s: model %s needs %s.%s, which the pipeline does not aggregate", p.cfg.Name, m.Name, f.Field, f.Agg)
+				}
+			}
+		case manifest.Image:
+			return fmt.Errorf("pipeline %s: model %s takes images; it needs a pipeline with an image source", p.cfg.Name, m.Name)
 		}
+	}
+	for _, f := range m.RawFields() {
+		if !slices.Contains(p.cfg.Decode.Fields, f) {
+			return fmt.Errorf("pipeline %s: model %s needs raw samples of %s, which the pipeline does not decode", p.cfg.Name, m.Name, f)
+		}
+	}
+	if len(m.RawFields()) > 0 && !p.cfg.Window.RawSamples {
+		return fmt.Errorf("pipeline %s: model %s needs raw samples, which this pipeline started without; set window.raw_samples: true", p.cfg.Name, m.Name)
 	}
 	return nil
 }
@@ -467,6 +515,7 @@ type WindowRecord struct {
 }
 
 func (p *Pipeline) addResults(results []window.Result) {
+	p.Stats.RawDropped.Store(p.op.Stats.RawDropped)
 	var scores map[int]float64
 	if p.model != nil {
 		scores = p.infer(results)
