@@ -103,7 +103,12 @@ func (n *node) matmul(a, b tensor) (tensor, error) {
 		bp = n.buffer(scratchPacked, packedLen(k, cols))
 		packB(bp, b.data, k, cols, n.transB)
 	}
-	sgemm(out.data, cols, a.data, rows, k, bp, cols, n.alpha)
+	if zeros(a.data[:rows*k]) >= rows*k*2/5 { // after a Relu: walk only the non-zeros
+		idx := n.ints32(rows*k + rows + 1)
+		sgemmSparse(out.data, cols, a.data, rows, k, bp, cols, n.alpha, n.buffer(sparseVals, rows*k), idx[:rows*k], idx[rows*k:])
+	} else {
+		sgemm(out.data, cols, a.data, rows, k, bp, cols, n.alpha)
+	}
 	return out, nil
 }
 
@@ -199,6 +204,7 @@ func (e *Engine) fuse(folded map[string]*node) {
 const (
 	constPacked   = 4
 	scratchPacked = 3
+	sparseVals    = 5
 )
 
 // prepack packs the node's constant B once, at load.
@@ -537,6 +543,83 @@ func dot8(acc *[panelW]float32, a, panel []float32) {
 		c6 += v * b[6]
 		c7 += v * b[7]
 		panel = panel[panelW:]
+	}
+	acc[0], acc[1], acc[2], acc[3], acc[4], acc[5], acc[6], acc[7] = c0, c1, c2, c3, c4, c5, c6, c7
+}
+
+// zeros counts the zeros in v.
+func zeros(v []float32) int {
+	z := 0
+	for _, x := range v {
+		if x == 0 {
+			z++
+		}
+	}
+	return z
+}
+
+// sgemmSparse is sgemm for an A whose rows are largely zeros, as a Relu
+// leaves them: each row's non-zeros are gathered once (values into vals,
+// positions into idx, row starts into offs, m+1 of them), and the
+// micro-kernel walks only those. k is not blocked: a panel of an MLP's
+// layer (k·8 floats) stays in L1 on its own.
+func sgemmSparse(c []float32, ldc int, a []float32, m, k int, bp []float32, n int, alpha float32, vals []float32, idx, offs []int32) {
+	t := 0
+	for i := 0; i < m; i++ {
+		offs[i] = int32(t)
+		for p, v := range a[i*k : (i+1)*k] {
+			if v != 0 {
+				vals[t], idx[t] = v, int32(p*panelW)
+				t++
+			}
+		}
+	}
+	offs[m] = int32(t)
+	for j0 := 0; j0 < n; j0 += panelW {
+		panel := bp[j0*k : (j0+panelW)*k]
+		w := min(panelW, n-j0)
+		for i := 0; i < m; i++ {
+			var acc [panelW]float32
+			lo, hi := offs[i], offs[i+1]
+			gather8(&acc, vals[lo:hi], idx[lo:hi], panel)
+			dst := c[i*ldc+j0 : i*ldc+j0+w]
+			for j := range dst {
+				dst[j] += alpha * acc[j]
+			}
+		}
+	}
+}
+
+// gather8 is dot8 over the rows of panel that idx names (as offsets).
+func gather8(acc *[panelW]float32, vals []float32, idx []int32, panel []float32) {
+	var c0, c1, c2, c3, c4, c5, c6, c7 float32
+	idx = idx[:len(vals)]
+	for len(vals) >= 2 && len(idx) >= 2 {
+		o, q := int(idx[0]), int(idx[1])
+		v, w := vals[0], vals[1]
+		b := panel[o : o+panelW : o+panelW]
+		d := panel[q : q+panelW : q+panelW]
+		c0 += v*b[0] + w*d[0]
+		c1 += v*b[1] + w*d[1]
+		c2 += v*b[2] + w*d[2]
+		c3 += v*b[3] + w*d[3]
+		c4 += v*b[4] + w*d[4]
+		c5 += v*b[5] + w*d[5]
+		c6 += v*b[6] + w*d[6]
+		c7 += v*b[7] + w*d[7]
+		vals, idx = vals[2:], idx[2:]
+	}
+	if len(vals) == 1 && len(idx) == 1 {
+		o, v := int(idx[0]), vals[0]
+		b := panel[o : o+panelW : o+panelW]
+		c0 += v * b[0]
+		c1 += v * b[1]
+		c2 += v * b[2]
+		c3 += v * b[3]
+		c4 += v * b[4]
+		c5 += v * b[5]
+		c6 += v * b[6]
+		c7 += v * b[7]
 	}
 	acc[0], acc[1], acc[2], acc[3], acc[4], acc[5], acc[6], acc[7] = c0, c1, c2, c3, c4, c5, c6, c7
 }
