@@ -140,6 +140,7 @@ func (n *node) conv(x tensor, get func(string) (tensor, error)) (tensor, error) 
 	n.shapes[0] = shape
 	out := tensor{shape: shape, data: n.buffer(0, batch*m*p)}
 	col := n.buffer(1, k*p)
+	colp := n.buffer(2, packedLen(k, p))
 	inPlane := g.inH * g.inW
 	for b := range batch {
 		for grp := range groups {
@@ -169,29 +170,22 @@ func (n *node) conv(x tensor, get func(string) (tensor, error)) (tensor, error) 
 					}
 				}
 			}
-			// out[b, grp·mg + mo, :] = W[mo, :] · col + bias.
+			// out[b, grp·mg + mo, :] = bias + W[mo, :] · col, with col packed
+			// for the float kernel (a copy of k·p values against mg·k·p
+			// multiply-adds).
+			packB(colp, col, k, p, false)
+			dst := out.data[(b*m+grp*mg)*p : (b*m+grp*mg+mg)*p]
 			for mo := range mg {
-				oc := grp*mg + mo
-				dst := out.data[(b*m+oc)*p : (b*m+oc+1)*p]
 				init := float32(0)
 				if bias != nil {
-					init = bias[oc]
+					init = bias[grp*mg+mo]
 				}
-				for i := range dst {
-					dst[i] = init
-				}
-				wr := w.data[oc*k : (oc+1)*k]
-				for kk, wv := range wr {
-					if wv == 0 {
-						continue
-					}
-					cr := col[kk*p : (kk+1)*p]
-					cr = cr[:len(dst)]
-					for i := range dst {
-						dst[i] += wv * cr[i]
-					}
+				row := dst[mo*p : (mo+1)*p]
+				for i := range row {
+					row[i] = init
 				}
 			}
+			sgemm(dst, p, w.data[grp*mg*k:(grp+1)*mg*k], mg, k, colp, p, 1)
 		}
 	}
 	return out, nil
