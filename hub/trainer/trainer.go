@@ -193,6 +193,10 @@ func (t *Trainer) loadChampions(ctx context.Context) {
 		if err == nil && man.Task != "anomaly" && man.Task != "classification" {
 			err = fmt.Errorf("task %s: the trainer learns classifiers", man.Task)
 		}
+		if err == nil && (len(man.Inputs) > 0 || !man.Aggregated()) {
+			// Window records carry aggregates, not raw samples or frames.
+			err = fmt.Errorf("model %s takes v2 inputs (%s); the trainer learns from window aggregates, a v1 features manifest", man.Name, inputKinds(man))
+		}
 		var prod learn.Model
 		if err == nil {
 			prod, err = learn.FromPackage(man.Outputs.Threshold, data, learn.Optimizer{Kind: m.cfg.Optimizer, LearningRate: m.cfg.LearningRate})
@@ -211,6 +215,14 @@ func (t *Trainer) loadChampions(ctx context.Context) {
 		t.mu.Unlock()
 		t.log.Info("learner warm-started from production", "model", man.Name, "version", man.Version, "features", len(man.Features))
 	}
+}
+
+func inputKinds(m *manifest.Manifest) string {
+	var k []string
+	for _, in := range m.InputList() {
+		k = append(k, in.Kind)
+	}
+	return strings.Join(k, ", ")
 }
 
 func orDefault(v, d int) int {
