@@ -7,12 +7,14 @@ writes the framework's own predictions on held-out rows beside each one.
 It also writes OUTDIR/zipmap.onnx, a classifier exported with skl2onnx's
 default ZipMap output (a sequence of maps), which validation must refuse.
 
-Two CNNs are built as exporters write them, with the onnx helper API
-(onnx_cnn1d, onnx_cnn2d: Conv, BatchNormalization, pools, Gemm, Softmax,
-PyTorch-style names), and their expected scores are onnx.reference's
-ReferenceEvaluator, the framework's own evaluator. Their graphs start
-with a Reshape from [N, C·L] (or [N, C·H·W]) rows, the one input shape
-both engines take.
+Three CNNs are built as exporters write them, with the onnx helper API
+(Conv, BatchNormalization, pools, Gemm, Softmax, PyTorch-style names),
+each taking its input in its real shape: onnx_cnn1d float [N, 3, 200]
+(NCT: a 3-axis accelerometer, 2 s at 100 Hz), onnx_cnn2d float
+[N, 3, 32, 32] (NCHW), and onnx_cnn2d_uint8_nhwc uint8 [N, 32, 32, 3]
+(NHWC, as camera pipelines export: Cast, Mul by 1/255, Transpose to NCHW,
+then the convs). Their expected scores are onnx.reference's
+ReferenceEvaluator, the framework's own evaluator.
 
 For each model NAME it writes OUTDIR/NAME.onnx (unmodified exporter
 output, zipmap off) and OUTDIR/NAME.json:
@@ -20,6 +22,11 @@ output, zipmap off) and OUTDIR/NAME.json:
     {"features": F, "rows": N, "input": [N*F floats],
      "scores": "<graph output>", "expected": [N*K floats], "width": K,
      "labels": "<graph output or empty>", "expected_labels": [N labels as strings]}
+
+F is one row's values; a CNN's JSON adds its row's shape (without the
+batch), "shape": [dims], its "dtype" (float32 or uint8: uint8 pixels are
+written as whole floats), "layout" (NCT, NCHW or NHWC) and, for a
+sequence, the "fields" its channels are.
 
 Seeds are fixed, so every run writes the same models. The Go suite in
 this folder runs it in the virtualenv deploy/scripts/deps.sh creates.
@@ -100,17 +107,28 @@ def _init(name, value):
     return numpy_helper.from_array(np.asarray(value, dtype=np.float32), name)
 
 
-def cnn(shape, layers, flat, classes, seed):
-    """A CNN as exporters write it, PyTorch's names and all: a Reshape of
-    the [N, F] rows to shape, the layers, each (op, Conv's (out channels,
-    kernel), attributes), then Flatten (flat values), Gemm and Softmax.
-    Weights are initializers drawn from seed, and so are the held-out rows;
-    the expected scores are the reference evaluator's on them."""
+def cnn(shape, layers, flat, classes, seed, uint8_nhwc=False):
+    """A CNN as exporters write it, PyTorch's names and all: the input
+    ["batch", *shape[1:]] as the exporter declares it, the layers, each (op,
+    Conv's (out channels, kernel), attributes), then Flatten (flat values),
+    Gemm and Softmax. With uint8_nhwc the input is uint8 [N, H, W, C] as
+    camera pipelines export it: Cast to float, Mul by 1/255 and Transpose to
+    NCHW come first (shape is still the NCHW one the convs see). Weights are
+    initializers drawn from seed, and so are the held-out rows; the expected
+    scores are the reference evaluator's on them."""
     rng = np.random.default_rng(seed)
-    features = int(np.prod(shape[1:]))
-    inits = [numpy_helper.from_array(np.array(shape, dtype=np.int64), "/Constant_output_0")]
-    nodes = [helper.make_node("Reshape", ["input", "/Constant_output_0"], ["/Reshape_output_0"], name="/Reshape")]
-    prev, channels = "/Reshape_output_0", shape[1]
+    inits, nodes, prev = [], [], "input"
+    in_shape, in_type = list(shape[1:]), TensorProto.FLOAT
+    if uint8_nhwc:
+        c, h, w = shape[1:]
+        in_shape, in_type = [h, w, c], TensorProto.UINT8
+        inits.append(_init("/Constant_output_0", 1 / 255))
+        nodes += [helper.make_node("Cast", ["input"], ["/Cast_output_0"], name="/Cast", to=TensorProto.FLOAT),
+                  helper.make_node("Mul", ["/Cast_output_0", "/Constant_output_0"], ["/Mul_output_0"], name="/Mul"),
+                  helper.make_node("Transpose", ["/Mul_output_0"], ["/Transpose_output_0"], name="/Transpose",
+                                   perm=[0, 3, 1, 2])]
+        prev = "/Transpose_output_0"
+    channels = shape[1]
     for i, (op, conv, attrs) in enumerate(layers):
         node = "/layer%d/%s" % (i, op)
         inputs = [prev]
@@ -136,22 +154,40 @@ def cnn(shape, layers, flat, classes, seed):
                                alpha=1.0, beta=1.0, transB=1),
               helper.make_node("Softmax", ["/fc/Gemm_output_0"], ["probabilities"], name="/Softmax", axis=1)]
     graph = helper.make_graph(nodes, "main_graph",
-                              [helper.make_tensor_value_info("input", TensorProto.FLOAT, ["batch", features])],
+                              [helper.make_tensor_value_info("input", in_type, ["batch"] + in_shape)],
                               [helper.make_tensor_value_info("probabilities", TensorProto.FLOAT, ["batch", classes])], inits)
     # IR 8, opset 17, set here: what ONNX Runtime 1.24 and both engines
     # read, and the same bytes from a newer onnx.
     model = helper.make_model(graph, producer_name="onnx-helper", opset_imports=[helper.make_opsetid("", OPSET[""])])
     model.ir_version = 8
     onnx.checker.check_model(model, full_check=True)
-    held = rng.normal(0, 1, (HELD_OUT, features)).astype(np.float32)
+    if uint8_nhwc:
+        held = rng.integers(0, 256, [HELD_OUT] + in_shape).astype(np.uint8)
+    else:
+        held = rng.normal(0, 1, [HELD_OUT] + in_shape).astype(np.float32)
     (scores,) = ReferenceEvaluator(model).run(None, {"input": held})
     return model, held, scores
 
 
+# The first 2-D CNN's layers, for float NCHW and uint8 NHWC input alike.
+CNN2D = [
+    ("Conv", (8, (3, 3)), {"kernel_shape": [3, 3], "pads": [1, 1, 1, 1], "strides": [2, 2]}),
+    ("BatchNormalization", None, {"epsilon": 1e-5}),
+    ("Relu", None, {}),
+    ("AveragePool", None, {"kernel_shape": [2, 2], "strides": [2, 2]}),
+    ("Conv", (16, (3, 3)), {"kernel_shape": [3, 3], "pads": [1, 1, 1, 1], "group": 4}),
+    ("Relu", None, {}),
+    ("MaxPool", None, {"kernel_shape": [2, 2], "strides": [2, 2]}),
+]
+
+
 def cnns():
+    """Each (name, (model, held rows, scores), how the input is laid out,
+    the fields a sequence's channels are)."""
     return [
-        # [N, 3, 200]: Conv, BatchNormalization, Relu, MaxPool, Conv, Relu,
-        # GlobalAveragePool, Flatten, Gemm, Softmax.
+        # [N, 3, 200], NCT: 3-axis accelerometer, 2 s at 100 Hz. Conv,
+        # BatchNormalization, Relu, MaxPool, Conv, Relu, GlobalAveragePool,
+        # Flatten, Gemm, Softmax.
         ("onnx_cnn1d", cnn((-1, 3, 200), [
             ("Conv", (8, (5,)), {"kernel_shape": [5], "pads": [2, 2]}),
             ("BatchNormalization", None, {"epsilon": 1e-5}),
@@ -160,19 +196,14 @@ def cnns():
             ("Conv", (16, (3,)), {"kernel_shape": [3], "pads": [1, 1]}),
             ("Relu", None, {}),
             ("GlobalAveragePool", None, {}),
-        ], 16, 4, 20)),
-        # [N, 3, 32, 32]: Conv (pads, stride 2), BatchNormalization, Relu,
-        # AveragePool, Conv (4 groups), Relu, MaxPool, Flatten, Gemm,
-        # Softmax.
-        ("onnx_cnn2d", cnn((-1, 3, 32, 32), [
-            ("Conv", (8, (3, 3)), {"kernel_shape": [3, 3], "pads": [1, 1, 1, 1], "strides": [2, 2]}),
-            ("BatchNormalization", None, {"epsilon": 1e-5}),
-            ("Relu", None, {}),
-            ("AveragePool", None, {"kernel_shape": [2, 2], "strides": [2, 2]}),
-            ("Conv", (16, (3, 3)), {"kernel_shape": [3, 3], "pads": [1, 1, 1, 1], "group": 4}),
-            ("Relu", None, {}),
-            ("MaxPool", None, {"kernel_shape": [2, 2], "strides": [2, 2]}),
-        ], 16 * 4 * 4, 5, 21)),
+        ], 16, 4, 20), "NCT", ["ax", "ay", "az"]),
+        # [N, 3, 32, 32] float, NCHW: Conv (pads, stride 2),
+        # BatchNormalization, Relu, AveragePool, Conv (4 groups), Relu,
+        # MaxPool, Flatten, Gemm, Softmax.
+        ("onnx_cnn2d", cnn((-1, 3, 32, 32), CNN2D, 16 * 4 * 4, 5, 21), "NCHW", []),
+        # [N, 32, 32, 3] uint8, NHWC, as camera pipelines export: Cast,
+        # Mul by 1/255, Transpose to NCHW, then the same layers.
+        ("onnx_cnn2d_uint8_nhwc", cnn((-1, 3, 32, 32), CNN2D, 16 * 4 * 4, 5, 22, uint8_nhwc=True), "NHWC", []),
     ]
 
 
@@ -222,10 +253,11 @@ def main(out):
                "framework": "scikit-learn %s, skl2onnx %s, onnx %s" % (sklearn.__version__, skl2onnx.__version__, onnx.__version__)}
         with open(os.path.join(out, name + ".json"), "w") as f:
             json.dump(doc, f)
-    for name, (onx, held, scores) in cnns():
+    for name, (onx, held, scores), layout, fields in cnns():
         with open(os.path.join(out, name + ".onnx"), "wb") as f:
             f.write(onx.SerializeToString())
-        doc = {"features": held.shape[1], "rows": len(held), "input": [float(v) for v in held.ravel()],
+        doc = {"features": int(np.prod(held.shape[1:])), "shape": list(held.shape[1:]), "dtype": str(held.dtype),
+               "layout": layout, "fields": fields, "rows": len(held), "input": [float(v) for v in held.ravel()],
                "scores": onx.graph.output[0].name, "width": scores.shape[1],
                "expected": [float(v) for v in scores.ravel()], "labels": "", "expected_labels": [],
                "framework": "onnx %s (helper, reference.ReferenceEvaluator), numpy %s" % (onnx.__version__, np.__version__)}
