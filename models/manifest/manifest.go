@@ -22,12 +22,14 @@ const (
 	ManifestFile = "manifest.json"
 )
 
-// Manifest describes one model version.
+// Manifest describes one model version. outpostctl model import reads
+// its sections from YAML too: yaml's default key (the lowercased field
+// name) is the JSON key, and a yaml tag says so where it is not.
 type Manifest struct {
 	Name         string             `json:"name"`
 	Version      int64              `json:"version"`
 	Parent       int64              `json:"parent,omitempty"`
-	Task         string             `json:"task"` // anomaly, classification or regression
+	Task         string             `json:"task"`               // anomaly, classification or regression
 	Features     []Feature          `json:"features,omitempty"` // v1: one aggregates input
 	Inputs       []Input            `json:"inputs,omitempty"`   // v2: named graph inputs of any kind
 	Outputs      Outputs            `json:"outputs"`
@@ -67,7 +69,7 @@ type Outputs struct {
 type Requirements struct {
 	Arch            []string `json:"arch,omitempty"`        // amd64, arm64, arm; empty: any
 	Accelerator     string   `json:"accelerator,omitempty"` // cpu, cuda, ...
-	MinAgentVersion string   `json:"min_agent_version,omitempty"`
+	MinAgentVersion string   `json:"min_agent_version,omitempty" yaml:"min_agent_version,omitempty"`
 }
 
 // Golden is a known input and its expected output.
