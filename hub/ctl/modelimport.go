@@ -143,6 +143,12 @@ func modelImport(_ context.Context, c *cli, args []string) error {
 	if err != nil {
 		return fmt.Errorf("%s: %w", path, err)
 	}
+	// A ZipMap export is refused before anything else: no spec fixes it.
+	for _, o := range info.Outputs {
+		if o.Kind != "" {
+			return fmt.Errorf("%s: %w", path, validate.Fits(&manifest.Manifest{}, info))
+		}
+	}
 
 	var spec importSpec
 	if *specPath != "" {
@@ -339,7 +345,7 @@ func knownKeys(n *yaml.Node, t reflect.Type, at string) error {
 				if at != "" {
 					where = at
 				}
-				return fmt.Errorf("%w: %s (line %d): unknown key; %s takes %s", errUsage, path, n.Content[i].Line, where, strings.Join(names, ", "))
+				return fmt.Errorf("%s (line %d): unknown key; %s takes %s", path, n.Content[i].Line, where, strings.Join(names, ", "))
 			}
 			if err := knownKeys(n.Content[i+1], ft, path); err != nil {
 				return err
@@ -479,11 +485,6 @@ func fitsWithPaths(m *manifest.Manifest, info *onnx.Info, labelsFrom string) err
 	if err := m.ValidateSpec(); err != nil {
 		return err
 	}
-	for _, o := range info.Outputs {
-		if o.Kind != "" {
-			return validate.Fits(m, info) // it explains how to export without ZipMap
-		}
-	}
 	if k := scoresWidth(info, m.Outputs.Scores); k > 0 {
 		if n := len(m.Outputs.Labels); n > 0 && n != k && (k != 1 || n != 2) {
 			return fmt.Errorf("%w: %s: %d labels, the scores output %s gives %d values a row (one label per value, or two for one score)",
@@ -519,14 +520,14 @@ func readCSV(path string, width int, m *manifest.Manifest) ([]float32, []string,
 	cr.ReuseRecord = true
 	header, err := cr.Read()
 	if err == io.EOF {
-		return nil, nil, fmt.Errorf("%w: --data %s is empty (want a header, then rows)", errUsage, path)
+		return nil, nil, fmt.Errorf("--data %s is empty (want a header, then rows)", path)
 	}
 	if err != nil {
 		return nil, nil, fmt.Errorf("--data %s: %w", path, err)
 	}
 	header = slices.Clone(header)
 	if len(header) != width {
-		return nil, nil, fmt.Errorf("%w: --data %s: the header has %d columns, a row of the model takes %d (%s)", errUsage, path, len(header), width, rowParts(m))
+		return nil, nil, fmt.Errorf("--data %s: the header has %d columns, a row of the model takes %d (%s)", path, len(header), width, rowParts(m))
 	}
 	if fs := m.InputList(); len(fs) == 1 && fs[0].Kind == manifest.Aggregates {
 		var names []string
@@ -534,7 +535,7 @@ func readCSV(path string, width int, m *manifest.Manifest) ([]float32, []string,
 			names = append(names, f.Field+"."+f.Agg)
 		}
 		if !slices.Equal(names, header) && slices.Equal(slices.Sorted(slices.Values(names)), slices.Sorted(slices.Values(header))) {
-			return nil, nil, fmt.Errorf("%w: --data %s: the header names the features in another order than the manifest (%s)", errUsage, path, strings.Join(names, ","))
+			return nil, nil, fmt.Errorf("--data %s: the header names the features in another order than the manifest (%s)", path, strings.Join(names, ","))
 		}
 	}
 	var x []float32
@@ -548,18 +549,18 @@ func readCSV(path string, width int, m *manifest.Manifest) ([]float32, []string,
 		}
 		line, _ := cr.FieldPos(0)
 		if len(rec) != width {
-			return nil, nil, fmt.Errorf("%w: --data %s: line %d: %d values, want %d (%s)", errUsage, path, line, len(rec), width, rowParts(m))
+			return nil, nil, fmt.Errorf("--data %s: line %d: %d values, want %d (%s)", path, line, len(rec), width, rowParts(m))
 		}
 		for j, cell := range rec {
 			v, err := strconv.ParseFloat(strings.TrimSpace(cell), 32)
 			if err != nil || math.IsNaN(v) || math.IsInf(v, 0) {
-				return nil, nil, fmt.Errorf("%w: --data %s: line %d, column %d (%s): %q is not a finite number", errUsage, path, line, j+1, header[j], cell)
+				return nil, nil, fmt.Errorf("--data %s: line %d, column %d (%s): %q is not a finite number", path, line, j+1, header[j], cell)
 			}
 			x = append(x, float32(v))
 		}
 	}
 	if len(x) == 0 {
-		return nil, nil, fmt.Errorf("%w: --data %s has no rows after the header", errUsage, path)
+		return nil, nil, fmt.Errorf("--data %s has no rows after the header", path)
 	}
 	return x, header, nil
 }
