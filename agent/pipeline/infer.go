@@ -245,33 +245,10 @@ func (c *shadowCounters) snapshot() ShadowStats {
 		Nanos: c.nanos.Load(), ActiveRows: c.activeRows.Load(), ActiveNanos: c.activeNanos.Load()}
 }
 
-// interpret turns scores into a label and whether the window is flagged:
-// anomaly models flag a first score at or above the threshold;
-// classifiers take the arg-max label and flag anything but the first.
+// interpret turns scores into a label and whether the window is flagged
+// (manifest.Outputs.Interpret, which outpostctl model run shares).
 func interpret(task string, labels []string, threshold float64, scores []float32) (string, bool) {
-	switch task {
-	case "anomaly":
-		pos := float64(scores[0]) >= threshold
-		if len(labels) == 2 {
-			if pos {
-				return labels[1], true
-			}
-			return labels[0], false
-		}
-		return "", pos
-	case "classification":
-		best := 0
-		for i, s := range scores {
-			if s > scores[best] {
-				best = i
-			}
-		}
-		if best < len(labels) {
-			return labels[best], best != 0
-		}
-		return "", best != 0
-	}
-	return "", false
+	return manifest.Outputs{Labels: labels, Threshold: threshold}.Interpret(task, scores)
 }
 
 func finite(v []float32) bool {

@@ -56,6 +56,8 @@ var commands = []command{
 	{"quant", "IN_DIR OUT_DIR [--mode int8-static|int8-dynamic|fp16] [--data F] [--max-drop 0.01]", "quantize a model package, print the report, refuse too large an accuracy drop", quantCmd},
 	{"model inspect", "PATH [--json]", "show an ONNX file's inputs, outputs, ops, parameters and size", modelInspect},
 	{"model validate", "DIR [--engine onnxruntime|go] [--json]", "check a model package: manifest, graph fit, golden vectors", modelValidate},
+	{"model import", "MODEL.onnx --out DIR --data X.csv [--spec spec.yaml] [--features F.AGG,...] [--task T] [--labels a,b,...] [--engine onnxruntime|go]", "make a package from an ONNX file: manifest from flags or a YAML spec, golden vectors from sample rows; validated", modelImport},
+	{"model run", "DIR --data X.csv [--engine onnxruntime|go] [-o csv|json]", "run a package over CSV rows offline: scores, the manifest's label, the graph's own label (go)", modelRun},
 	{"rollout start", "MODEL VERSION [--select k=v] [--waves 1,10%,50%,100%] [--bake 1m] [--watch]", "roll a registered version out in gated waves", rolloutStart},
 	{"rollout status", "[ID] [--watch]", "list rollouts, or show one with each device's progress", rolloutStatus},
 	{"rollout pause", "ID", "stop starting new devices (gates still halt)", rolloutAction("pause")},

@@ -17,7 +17,6 @@ import (
 	"time"
 
 	"github.com/outpost-edge/outpost/hub/modelstore"
-	"github.com/outpost-edge/outpost/models/goengine"
 	"github.com/outpost-edge/outpost/models/manifest"
 	"github.com/outpost-edge/outpost/models/onnx"
 	"github.com/outpost-edge/outpost/models/ort"
@@ -63,23 +62,13 @@ func modelValidate(_ context.Context, c *cli, args []string) error {
 	if err != nil {
 		return err
 	}
-	var open func([]byte) (validate.Runner, error)
-	switch *engine {
-	case "onnxruntime":
-		path, err := ort.FindLibrary(*lib)
-		if err != nil {
-			return fmt.Errorf("%w (or pass --engine go)", err)
-		}
-		if err := ort.Init(path); err != nil {
-			return err
-		}
-		open = func(m []byte) (validate.Runner, error) { return ort.NewSession(m) }
-	case "go":
-		open = func(m []byte) (validate.Runner, error) { return goengine.Load(m) }
-	default:
-		return fmt.Errorf("%w: --engine must be onnxruntime or go, got %q", errUsage, *engine)
+	// The engine serves the scores output the manifest names (an
+	// exporter's probabilities beside its label), not only the default.
+	open, err := engineOpener(*engine, *lib)
+	if err != nil {
+		return err
 	}
-	rep, err := validate.Package(dir, open)
+	rep, err := validate.PackageFor(dir, open)
 	if err != nil {
 		return err
 	}
@@ -87,8 +76,12 @@ func modelValidate(_ context.Context, c *cli, args []string) error {
 		return printJSON(c.out, rep)
 	}
 	m := rep.Manifest
-	_, err = fmt.Fprintf(c.out, "valid: %s v%d (%s), %d features, %d golden vectors reproduced on %s (max abs error %.3g)\n%s",
-		m.Name, m.Version, m.Task, len(m.Features), len(m.Golden), *engine, rep.MaxAbsError, rep.Model)
+	spec := fmt.Sprintf("%d features", len(m.Features))
+	if len(m.Inputs) > 0 {
+		spec = fmt.Sprintf("%d inputs (%d values a row)", len(m.Inputs), m.RowWidth())
+	}
+	_, err = fmt.Fprintf(c.out, "valid: %s v%d (%s), %s, %d golden vectors reproduced on %s (max abs error %.3g)\n%s",
+		m.Name, m.Version, m.Task, spec, len(m.Golden), *engine, rep.MaxAbsError, rep.Model)
 	return err
 }
 

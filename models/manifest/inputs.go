@@ -56,7 +56,7 @@ type SequenceSpec struct {
 	// MinSamples is how many samples a window needs (default: Steps);
 	// Short says what a window with fewer does: skip (default; counted)
 	// or pad (steps outside its samples hold Pad, after normalisation).
-	MinSamples int     `json:"min_samples,omitempty"`
+	MinSamples int     `json:"min_samples,omitempty" yaml:"min_samples,omitempty"`
 	Short      string  `json:"short,omitempty"`
 	Pad        float64 `json:"pad,omitempty"`
 }
@@ -82,7 +82,7 @@ type SpectrumSpec struct {
 	// the order bands, band_rms, centroid, peak).
 	Values     []string `json:"values,omitempty"`
 	Normalize  []Norm   `json:"normalize,omitempty"` // one per value of the row, or none
-	MinSamples int      `json:"min_samples,omitempty"`
+	MinSamples int      `json:"min_samples,omitempty" yaml:"min_samples,omitempty"`
 }
 
 // ImageSpec feeds frames decoded from JPEG or PNG and resized to

@@ -22,12 +22,14 @@ const (
 	ManifestFile = "manifest.json"
 )
 
-// Manifest describes one model version.
+// Manifest describes one model version. outpostctl model import reads
+// its sections from YAML too: yaml's default key (the lowercased field
+// name) is the JSON key, and a yaml tag says so where it is not.
 type Manifest struct {
 	Name         string             `json:"name"`
 	Version      int64              `json:"version"`
 	Parent       int64              `json:"parent,omitempty"`
-	Task         string             `json:"task"` // anomaly, classification or regression
+	Task         string             `json:"task"`               // anomaly, classification or regression
 	Features     []Feature          `json:"features,omitempty"` // v1: one aggregates input
 	Inputs       []Input            `json:"inputs,omitempty"`   // v2: named graph inputs of any kind
 	Outputs      Outputs            `json:"outputs"`
@@ -67,7 +69,7 @@ type Outputs struct {
 type Requirements struct {
 	Arch            []string `json:"arch,omitempty"`        // amd64, arm64, arm; empty: any
 	Accelerator     string   `json:"accelerator,omitempty"` // cpu, cuda, ...
-	MinAgentVersion string   `json:"min_agent_version,omitempty"`
+	MinAgentVersion string   `json:"min_agent_version,omitempty" yaml:"min_agent_version,omitempty"`
 }
 
 // Golden is a known input and its expected output.
@@ -79,6 +81,28 @@ type Golden struct {
 
 // Validate checks the manifest on its own.
 func (m *Manifest) Validate() error {
+	if err := m.ValidateSpec(); err != nil {
+		return err
+	}
+	switch {
+	case len(m.SHA256) != 64:
+		return fmt.Errorf("%w: sha256 must be 64 hex digits", ErrInvalid)
+	case len(m.Golden) == 0:
+		return fmt.Errorf("%w: no golden vectors", ErrInvalid)
+	}
+	width := m.RowWidth()
+	for i, g := range m.Golden {
+		if len(g.Input) != width || len(g.Output) == 0 || g.Tolerance < 0 {
+			return fmt.Errorf("%w: golden vector %d: %d input values for a row of %d", ErrInvalid, i, len(g.Input), width)
+		}
+	}
+	return nil
+}
+
+// ValidateSpec checks what a package's author writes: everything but the
+// sha256 and the golden vectors, which outpostctl model import computes
+// once the spec holds.
+func (m *Manifest) ValidateSpec() error {
 	switch {
 	case m.Name == "":
 		return fmt.Errorf("%w: name is empty", ErrInvalid)
@@ -88,10 +112,6 @@ func (m *Manifest) Validate() error {
 		return fmt.Errorf("%w: task %q (anomaly, classification or regression)", ErrInvalid, m.Task)
 	case len(m.Features) == 0 && len(m.Inputs) == 0:
 		return fmt.Errorf("%w: no features or inputs", ErrInvalid)
-	case len(m.SHA256) != 64:
-		return fmt.Errorf("%w: sha256 must be 64 hex digits", ErrInvalid)
-	case len(m.Golden) == 0:
-		return fmt.Errorf("%w: no golden vectors", ErrInvalid)
 	}
 	for i, f := range m.Features {
 		if f.Field == "" || f.Agg == "" || f.Std < 0 || math.IsNaN(f.Mean) || math.IsNaN(f.Std) {
@@ -104,12 +124,6 @@ func (m *Manifest) Validate() error {
 	o := m.Outputs
 	if o.Scores != "" && (o.Scores == o.Label || o.Scores == o.Embedding) || o.Label != "" && o.Label == o.Embedding {
 		return fmt.Errorf("%w: outputs: one graph output holds two roles (scores %q, label %q, embedding %q)", ErrInvalid, o.Scores, o.Label, o.Embedding)
-	}
-	width := m.RowWidth()
-	for i, g := range m.Golden {
-		if len(g.Input) != width || len(g.Output) == 0 || g.Tolerance < 0 {
-			return fmt.Errorf("%w: golden vector %d: %d input values for a row of %d", ErrInvalid, i, len(g.Input), width)
-		}
 	}
 	return nil
 }
