@@ -1,0 +1,156 @@
+package pipeline
+
+import (
+	"context"
+	"encoding/json"
+	"math/rand/v2"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/twmb/franz-go/pkg/kgo"
+
+	"github.com/outpost-edge/outpost/agent"
+	"github.com/outpost-edge/outpost/agent/infer"
+	"github.com/outpost-edge/outpost/agent/ingest"
+	"github.com/outpost-edge/outpost/agent/pipeline"
+	"github.com/outpost-edge/outpost/models/goengine"
+	"github.com/outpost-edge/outpost/models/manifest"
+	"github.com/outpost-edge/outpost/models/onnx"
+	modelvalidate "github.com/outpost-edge/outpost/models/validate"
+	"github.com/outpost-edge/outpost/test/kafkatest"
+	"github.com/outpost-edge/outpost/test/service"
+)
+
+// writeV2Package packages model with m's inputs: golden vectors are
+// random rows run on the pure-Go engine, the way a data scientist's
+// import computes them.
+func writeV2Package(t *testing.T, dir string, m *manifest.Manifest, model []byte) {
+	t.Helper()
+	eng, err := goengine.Load(model)
+	if err != nil {
+		t.Fatal(err)
+	}
+	info, err := onnx.Inspect(model)
+	if err != nil {
+		t.Fatal(err)
+	}
+	rng := rand.New(rand.NewPCG(1, 2))
+	w := m.RowWidth()
+	for range 4 {
+		in := make([]float32, w)
+		for i := range in {
+			in[i] = float32(rng.NormFloat64())
+		}
+		out, err := modelvalidate.Rows(m, info, eng)(in, w)
+		if err != nil {
+			t.Fatal(err)
+		}
+		m.Golden = append(m.Golden, manifest.Golden{Input: in, Output: out, Tolerance: 1e-4})
+	}
+	if err := manifest.Write(dir, m, model); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// TestRawSignalModelsReachKafka runs the whole agent against the hub and
+// the real Kafka broker with two pipelines on the simulator's vibration:
+// a 1-D CNN on a sequence input (ONNX Runtime) and a logistic model on a
+// spectrum input (the pure-Go engine). Both pipelines' inference
+// records arrive in Kafka, scored by the model they name.
+func TestRawSignalModelsReachKafka(t *testing.T) {
+	brokers := kafkatest.Brokers(t)
+	cfg := hubConfig(t, brokers, t.TempDir())
+	h := startHub(t, cfg)
+	defer h.Close()
+	creds, err := h.Registry().Add(context.Background(), "edge-raw", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	models := t.TempDir()
+	cnn, err := onnx.CNN1D("wave", 1, 100, 8, 5, 3)
+	if err != nil {
+		t.Fatal(err)
+	}
+	writeV2Package(t, filepath.Join(models, "cnn", infer.Active), &manifest.Manifest{Name: "vibration-cnn", Version: 1, Task: "anomaly",
+		Inputs: []manifest.Input{{Name: "wave", Kind: manifest.Sequence, Sequence: &manifest.SequenceSpec{
+			Fields: []string{"vibration"}, Steps: 100, Layout: "NCT", MinSamples: 50, Short: "pad",
+			Normalize: []manifest.Norm{{Mean: 0.5, Std: 0.2}}}}},
+		Outputs: manifest.Outputs{Threshold: 0.99}}, cnn)
+	spec := &manifest.SpectrumSpec{Fields: []string{"vibration", "current"}, Points: 64, Bands: 4, Log: true}
+	weights := make([]float32, 2*spec.PerField())
+	for i := range weights {
+		weights[i] = 0.1
+	}
+	logistic, err := onnx.Logistic([][]float32{weights}, []float32{-1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	writeV2Package(t, filepath.Join(models, "spectrum", infer.Active), &manifest.Manifest{Name: "vibration-spectrum", Version: 1, Task: "anomaly",
+		Inputs: []manifest.Input{{Kind: manifest.Spectrum, Spectrum: spec}}, Outputs: manifest.Outputs{Threshold: 0.99}}, logistic)
+
+	acfg := agent.Defaults()
+	acfg.Device.ID = "edge-raw"
+	acfg.DataDir = t.TempDir()
+	acfg.Hub.URL = "tcp://" + h.MQTTAddr()
+	acfg.Hub.Username, acfg.Hub.Password = creds.Username, creds.Password
+	acfg.Uplink.AckTimeout = time.Second
+	mport, _ := service.FreePort()
+	acfg.Metrics.Listen = service.Addr(mport)
+	sim := ingest.SourceConfig{Type: "simulator", Simulator: ingest.SimulatorConfig{Sensors: 2, Rate: 50, Noise: 0.05, Seed: 9}}
+	dec := ingest.DecodeConfig{KeyField: "sensor", TimeField: "ts", Fields: []string{"vibration", "current"}}
+	win := pipeline.WindowConfig{Kind: "tumbling", Size: 2 * time.Second, MaxOutOfOrder: 100 * time.Millisecond}
+	acfg.Pipelines = []pipeline.Config{
+		{Name: "cnn", Source: sim, Decode: dec, Window: win, Aggregations: []string{"count"},
+			Model: &infer.Config{Dir: filepath.Join(models, "cnn"), Threads: 1}},
+		{Name: "spectrum", Source: sim, Decode: dec, Window: win, Aggregations: []string{"count"},
+			Model: &infer.Config{Dir: filepath.Join(models, "spectrum"), Engine: "go"}},
+	}
+	if err := acfg.Validate(); err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- agent.Run(ctx, acfg, testLogger(t)) }()
+	defer func() {
+		cancel()
+		if err := <-done; err != nil {
+			t.Errorf("agent: %v", err)
+		}
+	}()
+
+	cl, err := kgo.NewClient(kgo.SeedBrokers(brokers...), kgo.ConsumeResetOffset(kgo.NewOffset().AtStart()),
+		kgo.FetchIsolationLevel(kgo.ReadCommitted()), kgo.ConsumeTopics(cfg.Kafka.TopicPrefix+"inferences"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cl.Close()
+	byModel := map[string]int{}
+	deadline := time.Now().Add(60 * time.Second)
+	for (byModel["vibration-cnn"] < 4 || byModel["vibration-spectrum"] < 4) && time.Now().Before(deadline) {
+		fctx, fcancel := context.WithTimeout(context.Background(), 2*time.Second)
+		cl.PollFetches(fctx).EachRecord(func(r *kgo.Record) {
+			var v struct {
+				Device string                   `json:"device"`
+				Data   pipeline.InferenceRecord `json:"data"`
+			}
+			if err := json.Unmarshal(r.Value, &v); err != nil {
+				t.Errorf("%s: %v", r.Topic, err)
+				return
+			}
+			d := v.Data
+			if v.Device != "edge-raw" || len(d.Scores) != 1 || d.Scores[0] <= 0 || d.Scores[0] >= 1 || !strings.HasPrefix(d.Key, "sensor-") {
+				t.Errorf("inference record %+v from %s", d, v.Device)
+			}
+			if want := map[string]string{"cnn": "vibration-cnn", "spectrum": "vibration-spectrum"}[d.Pipeline]; d.Model != want {
+				t.Errorf("pipeline %s scored by %s, want %s", d.Pipeline, d.Model, want)
+			}
+			byModel[d.Model]++
+		})
+		fcancel()
+	}
+	if byModel["vibration-cnn"] < 4 || byModel["vibration-spectrum"] < 4 {
+		t.Fatalf("inferences in Kafka by model: %v, want ≥ 4 of each", byModel)
+	}
+}
