@@ -21,6 +21,7 @@ import (
 	modelvalidate "github.com/outpost-edge/outpost/models/validate"
 	"github.com/outpost-edge/outpost/test/kafkatest"
 	"github.com/outpost-edge/outpost/test/service"
+	"github.com/outpost-edge/outpost/test/testenv"
 )
 
 // writeV2Package packages model with m's inputs: golden vectors are
@@ -92,6 +93,7 @@ func TestRawSignalModelsReachKafka(t *testing.T) {
 
 	acfg := agent.Defaults()
 	acfg.Device.ID = "edge-raw"
+	acfg.Runtime.ONNXRuntime = testenv.ORTLibrary(t)
 	acfg.DataDir = t.TempDir()
 	acfg.Hub.URL = "tcp://" + h.MQTTAddr()
 	acfg.Hub.Username, acfg.Hub.Password = creds.Username, creds.Password
