@@ -118,9 +118,10 @@ type FrameStats struct {
 type FrameSource struct {
 	Stats FrameStats
 
-	cfg ImageConfig
-	log *slog.Logger
-	now func() time.Time
+	cfg  ImageConfig
+	log  *slog.Logger
+	now  func() time.Time
+	open func(string) (*os.File, error) // os.Open; tests inject failures
 
 	mu       sync.Mutex
 	inflight map[string]*flight // path → the frame sent and not acknowledged
@@ -158,7 +159,7 @@ func OpenFrames(c ImageConfig, log *slog.Logger) (*FrameSource, error) {
 	if c.MaxInFlight == 0 {
 		c.MaxInFlight = defaultFrameInFlight
 	}
-	return &FrameSource{cfg: c, log: log, now: time.Now,
+	return &FrameSource{cfg: c, log: log, now: time.Now, open: os.Open,
 		inflight: map[string]*flight{}, freed: make(chan struct{}, 1),
 		prev: map[string]fileStat{}, failed: map[string]bool{}, dirFailed: map[string]bool{}}, nil
 }
@@ -324,7 +325,7 @@ func (s *FrameSource) read(c candidate) ([]byte, bool) {
 		s.once(c.path, "image source: cannot read frame (retrying every poll)", "file", c.path, "err", err)
 		return nil, false
 	}
-	f, err := os.Open(c.path)
+	f, err := s.open(c.path)
 	if errors.Is(err, fs.ErrNotExist) {
 		return nil, false
 	}
