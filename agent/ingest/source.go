@@ -29,15 +29,18 @@ type Line struct {
 	// sources). The pipeline calls it once a checkpoint that includes the
 	// line is committed, so a crash before that gets the message redelivered.
 	Ack func()
+	// Frame is set, and Data nil, for an image frame (image sources).
+	Frame *Frame
 }
 
 // SourceConfig selects and configures one source.
 type SourceConfig struct {
-	Type      string          `yaml:"type"` // simulator, stdin, file, http, mqtt
+	Type      string          `yaml:"type"` // simulator, stdin, file, http, mqtt, image
 	Simulator SimulatorConfig `yaml:"simulator"`
 	File      FileConfig      `yaml:"file"`
 	HTTP      HTTPConfig      `yaml:"http"`
 	MQTT      MQTTConfig      `yaml:"mqtt"`
+	Image     ImageConfig     `yaml:"image"`
 }
 
 // FileConfig tails a file.
@@ -105,8 +108,10 @@ func (c SourceConfig) Validate(path string, bad func(path, reason string)) {
 		if c.MQTT.Topic == "" {
 			field("mqtt.topic", "must not be empty")
 		}
+	case "image":
+		c.Image.validate(field)
 	default:
-		field("type", fmt.Sprintf("must be simulator, stdin, file, http or mqtt, got %q", c.Type))
+		field("type", fmt.Sprintf("must be simulator, stdin, file, http, mqtt or image, got %q", c.Type))
 	}
 }
 
@@ -128,6 +133,12 @@ func Open(c SourceConfig, resume int64, log *slog.Logger) (func(ctx context.Cont
 		return func(ctx context.Context, out chan<- Line) error { return serveHTTP(ctx, c.HTTP, out, log) }, nil
 	case "mqtt":
 		return func(ctx context.Context, out chan<- Line) error { return subscribe(ctx, c.MQTT, out, log) }, nil
+	case "image":
+		frames, err := OpenFrames(c.Image, log)
+		if err != nil {
+			return nil, err
+		}
+		return frames.Run, nil
 	}
 	return nil, fmt.Errorf("%w: source type %q", ErrConfig, c.Type)
 }
@@ -285,13 +296,20 @@ func tail(ctx context.Context, c FileConfig, resume int64, out chan<- Line) erro
 // requests when ctx ends and returns only once every handler has answered,
 // so no line reaches out after it returns.
 func serveHTTP(ctx context.Context, c HTTPConfig, out chan<- Line, log *slog.Logger) error {
-	ln, err := net.Listen("tcp", c.Listen)
+	src := &httpSource{out: out, stop: ctx.Done(), wait: c.commitTimeout()}
+	return src.serve(ctx, c.Listen, "POST /ingest", src, log)
+}
+
+// serve answers pattern with h on listen until ctx ends, s.stop being
+// ctx.Done(). h must run its requests between s.enter and s.active.Done.
+// serve returns only once every handler has answered.
+func (s *httpSource) serve(ctx context.Context, listen, pattern string, h http.Handler, log *slog.Logger) error {
+	ln, err := net.Listen("tcp", listen)
 	if err != nil {
 		return fmt.Errorf("ingest: http listen: %w", err)
 	}
-	src := &httpSource{out: out, stop: ctx.Done(), wait: c.commitTimeout()}
 	mux := http.NewServeMux()
-	mux.Handle("POST /ingest", src)
+	mux.Handle(pattern, h)
 	srv := &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second,
 		ErrorLog: slog.NewLogLogger(log.Handler(), slog.LevelWarn)}
 	serveCtx, cancel := context.WithCancel(ctx)
@@ -300,7 +318,7 @@ func serveHTTP(ctx context.Context, c HTTPConfig, out chan<- Line, log *slog.Log
 		<-serveCtx.Done()
 		// Once stopping, a handler answers within the commit wait; a client
 		// still sending its body after that is cut off.
-		sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), src.wait+5*time.Second)
+		sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), s.wait+5*time.Second)
 		defer cancel()
 		if err := srv.Shutdown(sctx); err != nil {
 			srv.Close()
@@ -310,7 +328,7 @@ func serveHTTP(ctx context.Context, c HTTPConfig, out chan<- Line, log *slog.Log
 	err = srv.Serve(ln)
 	cancel()
 	g.Wait()
-	src.close()
+	s.close()
 	if !errors.Is(err, http.ErrServerClosed) {
 		return fmt.Errorf("ingest: http: %w", err)
 	}
@@ -404,6 +422,12 @@ func (s *httpSource) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		unavailable(w, err)
 		return
 	}
+	s.await(w, r, committed)
+}
+
+// await answers 200 once committed is closed, 503 if that takes longer
+// than s.wait.
+func (s *httpSource) await(w http.ResponseWriter, r *http.Request, committed <-chan struct{}) {
 	// Stopping does not end this wait: the pipeline commits what it was
 	// handed before it returns.
 	t := time.NewTimer(s.wait)
