@@ -2,6 +2,7 @@ package pipeline
 
 import (
 	"encoding/binary"
+	"image"
 	"errors"
 	"fmt"
 	"hash/fnv"
@@ -28,11 +29,12 @@ type InferenceRecord struct {
 	Label       string    `json:"label,omitempty"`
 	Positive    bool      `json:"positive"`
 	LatencyUS   int64     `json:"latency_us"` // of the micro-batch the row ran in
+	Frame       string    `json:"frame,omitempty"` // image pipelines: the frame's file name
 }
 
 // vector appends the row m asks for from window result r: every
 // input's values, in the manifest's order.
-func (p *Pipeline) vector(m *manifest.Manifest, r *window.Result, x []float32) ([]float32, error) {
+func (p *Pipeline) vector(m *manifest.Manifest, r *window.Result, frame image.Image, x []float32) ([]float32, error) {
 	lookup := func(field, agg string) (float64, bool) {
 		fi := slices.Index(p.cfg.Decode.Fields, field)
 		if fi < 0 {
@@ -58,6 +60,12 @@ func (p *Pipeline) vector(m *manifest.Manifest, r *window.Result, x []float32) (
 			x, err = p.scratch.SequenceRow(in.Sequence, p.samples(r), start, end, x)
 		case manifest.Spectrum:
 			x, err = p.scratch.SpectrumRow(in.Spectrum, p.samples(r), start, end, x)
+		case manifest.Image:
+			if frame == nil {
+				err = fmt.Errorf("%w: an image input needs a frame, not a window", manifest.ErrFeature)
+				break
+			}
+			x = p.scratch.ImageRow(in.Image, frame, x)
 		default:
 			err = fmt.Errorf("%w: a window cannot feed a %s input", manifest.ErrFeature, in.Kind)
 		}
@@ -81,7 +89,9 @@ func (p *Pipeline) samples(r *window.Result) *features.Samples {
 // model in a single call: windows that close together are micro-batched.
 // A shadow model runs beside it (see SetShadow). It returns each scored
 // result's first score, by index into results, when drift watches it.
-func (p *Pipeline) infer(results []window.Result) map[int]float64 {
+// frames, when not nil, holds the decoded frame of each result (image
+// pipelines: a frame is a result whose start and end are its time).
+func (p *Pipeline) infer(results []window.Result, frames []frame) map[int]float64 {
 	m := p.model.Manifest
 	var x []float32
 	var rows []int
@@ -92,7 +102,7 @@ func (p *Pipeline) infer(results []window.Result) map[int]float64 {
 		}
 		var err error
 		before := len(x)
-		if x, err = p.vector(m, r, x); err != nil {
+		if x, err = p.vector(m, r, frameOf(frames, i), x); err != nil {
 			x = x[:before]
 			if errors.Is(err, features.ErrShort) {
 				// A declared policy, not a failure: counted as its own reason.
@@ -126,7 +136,7 @@ func (p *Pipeline) infer(results []window.Result) map[int]float64 {
 	}
 	var served map[int][]float32
 	if p.shadow != nil {
-		served = p.runShadow(results, rows, out, width, took)
+		served = p.runShadow(results, frames, rows, out, width, took)
 	}
 	for j, i := range rows {
 		r := &results[i]
@@ -146,6 +156,9 @@ func (p *Pipeline) infer(results []window.Result) map[int]float64 {
 		}
 		rec := InferenceRecord{Pipeline: p.cfg.Name, Key: r.Key, WindowStart: r.Start, WindowEnd: r.End, Firing: string(r.Firing),
 			Model: rm.Name, Version: rm.Version, Scores: scores, LatencyUS: took.Microseconds()}
+		if frames != nil {
+			rec.Frame = frames[i].name
+		}
 		rec.Label, rec.Positive = interpret(rm.Task, rm.Outputs.Labels, rm.Outputs.Threshold, scores)
 		p.Stats.Inferences.Add(1)
 		if first != nil {
@@ -163,7 +176,7 @@ func (p *Pipeline) infer(results []window.Result) map[int]float64 {
 // runShadow runs the shadow model on the rows it takes (all of them, or
 // the split share) and counts how often it agrees with the active model.
 // It returns the candidate's scores for the rows it serves (split only).
-func (p *Pipeline) runShadow(results []window.Result, rows []int, out []float32, width int, took time.Duration) map[int][]float32 {
+func (p *Pipeline) runShadow(results []window.Result, frames []frame, rows []int, out []float32, width int, took time.Duration) map[int][]float32 {
 	sm, am := p.shadow.Manifest, p.model.Manifest
 	var x []float32
 	var take []int // indexes into rows
@@ -174,7 +187,7 @@ func (p *Pipeline) runShadow(results []window.Result, rows []int, out []float32,
 		}
 		var err error
 		before := len(x)
-		if x, err = p.vector(sm, r, x); err != nil {
+		if x, err = p.vector(sm, r, frameOf(frames, i), x); err != nil {
 			x = x[:before]
 			p.shadowStats.errors.Add(1)
 			continue
@@ -216,6 +229,19 @@ func (p *Pipeline) runShadow(results []window.Result, rows []int, out []float32,
 		}
 	}
 	return served
+}
+
+// frame is a decoded frame of an image pipeline and its file name.
+type frame struct {
+	img  image.Image
+	name string
+}
+
+func frameOf(frames []frame, i int) image.Image {
+	if frames == nil {
+		return nil
+	}
+	return frames[i].img
 }
 
 // splitFraction maps a window to [0, 1) stably, so a key's windows are

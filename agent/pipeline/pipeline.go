@@ -63,7 +63,16 @@ type WindowConfig struct {
 // defaultMaxSamples keeps 40 s at 100 Hz per key and window.
 const defaultMaxSamples = 4096
 
+// frames reports whether the pipeline reads camera frames (an image
+// source) instead of lines.
+func (c Config) frames() bool { return c.Source.Type == "image" }
+
 func (c Config) spec() window.Spec {
+	if c.frames() {
+		// A window operator that never sees an event keeps checkpoints
+		// and ticks uniform.
+		return window.Spec{Kind: window.Tumbling, Size: time.Second, Fields: []string{"frame"}}
+	}
 	w := c.Window
 	percentiles := false
 	for _, a := range c.Aggregations {
@@ -93,10 +102,19 @@ func (c Config) Validate(path string, errs *config.Errors) {
 		errs.Add(path+".name", "must be letters, digits, '-' and '_'")
 	}
 	c.Source.Validate(path+".source", errs.Add)
-	if _, err := ingest.NewDecoder(c.Decode, c.Name); err != nil {
+	if c.frames() {
+		// Frames are not windowed: decode, window and aggregations do not apply.
+		if c.Model == nil {
+			errs.Add(path+".model", "an image pipeline needs a model with an image input")
+		}
+		if c.Drift != nil {
+			errs.Add(path+".drift", "drift compares window aggregates; an image pipeline has none")
+		}
+	}
+	if _, err := ingest.NewDecoder(c.Decode, c.Name); err != nil && !c.frames() {
 		errs.Add(path+".decode", err.Error())
 	}
-	if err := c.spec().Validate(); err != nil {
+	if err := c.spec().Validate(); err != nil && !c.frames() {
 		errs.Add(path+".window", err.Error())
 	}
 	if c.Window.MaxSamples < 0 || c.Window.MaxSamples > 1<<20 {
@@ -122,7 +140,7 @@ func (c Config) Validate(path string, errs *config.Errors) {
 	if len(c.Actions) > 0 && c.Model == nil {
 		errs.Add(path+".actions", "actions need a model to trigger them")
 	}
-	if len(c.Aggregations) == 0 {
+	if len(c.Aggregations) == 0 && !c.frames() {
 		errs.Add(path+".aggregations", "name at least one of "+fmt.Sprint(window.Aggs))
 	}
 	if c.Drift != nil {
@@ -203,7 +221,7 @@ type Pipeline struct {
 // checkpoint, if it has one.
 func New(ctx context.Context, cfg Config, ob Store, log *slog.Logger) (*Pipeline, error) {
 	dec, err := ingest.NewDecoder(cfg.Decode, cfg.Name)
-	if err != nil {
+	if err != nil && !cfg.frames() {
 		return nil, err
 	}
 	p := &Pipeline{cfg: cfg, ob: ob, log: log.With("pipeline", cfg.Name), dec: dec, swaps: make(chan swap),
@@ -380,7 +398,14 @@ func (p *Pipeline) Manifest() *manifest.Manifest {
 // CheckModel refuses a model that asks for features this pipeline does not
 // compute.
 func (p *Pipeline) CheckModel(m *manifest.Manifest) error {
-	for _, in := range m.InputList() {
+	ins := m.InputList()
+	if p.cfg.frames() {
+		if len(ins) != 1 || ins[0].Kind != manifest.Image {
+			return fmt.Errorf("pipeline %s: model %s takes %s inputs; a pipeline with an image source needs a model with one image input", p.cfg.Name, m.Name, ins[0].Kind)
+		}
+		return nil
+	}
+	for _, in := range ins {
 		switch in.Kind {
 		case manifest.Aggregates:
 			for _, f := range in.Features {
@@ -481,6 +506,10 @@ func (p *Pipeline) handle(l ingest.Line, results []window.Result) []window.Resul
 	if l.Offset > 0 {
 		p.offset = l.Offset
 	}
+	if l.Frame != nil {
+		p.handleFrame(l.Frame)
+		return results
+	}
 	r, rej := p.dec.Decode(l.Data, l.Arrival)
 	if rej != nil {
 		p.Stats.Rejected.Add(1)
@@ -502,6 +531,37 @@ func (p *Pipeline) handle(l ingest.Line, results []window.Result) []window.Resul
 	return results
 }
 
+// maxDeadFrame is the largest undecodable frame a dead record carries
+// whole (base64): a camera's broken frame can be looked at later.
+const maxDeadFrame = 256 << 10
+
+// handleFrame decodes one camera frame and scores it; a frame that does
+// not decode becomes a dead record with the reason.
+func (p *Pipeline) handleFrame(f *ingest.Frame) {
+	key := f.Key
+	if key == "" {
+		key = p.cfg.Name
+	}
+	img, _, err := features.DecodeFrame(f.Data)
+	if err != nil {
+		p.Stats.Rejected.Add(1)
+		p.rejLog.Do(func() { p.log.Warn("frame rejected", "key", key, "frame", f.Name, "err", err) })
+		rec := map[string]any{"pipeline": p.cfg.Name, "key": key, "frame": f.Name, "reason": err.Error(), "bytes": len(f.Data)}
+		if len(f.Data) <= maxDeadFrame {
+			rec["data"] = f.Data
+		}
+		p.add("dead", f.Time, rec)
+		return
+	}
+	p.Stats.Events.Add(1)
+	res := []window.Result{{Key: key, Start: f.Time.UTC(), End: f.Time.UTC(), Firing: Frame}}
+	p.infer(res, []frame{{img: img, name: f.Name}})
+}
+
+// Frame is the firing of an image pipeline's inference records: one per
+// frame, its window_start and window_end the frame's time.
+const Frame window.Firing = "frame"
+
 // WindowRecord is the data of a `windows` record.
 type WindowRecord struct {
 	Pipeline string                        `json:"pipeline"`
@@ -518,7 +578,7 @@ func (p *Pipeline) addResults(results []window.Result) {
 	p.Stats.RawDropped.Store(p.op.Stats.RawDropped)
 	var scores map[int]float64
 	if p.model != nil {
-		scores = p.infer(results)
+		scores = p.infer(results, nil)
 	}
 	if p.drift != nil {
 		p.observeDrift(results, scores)
