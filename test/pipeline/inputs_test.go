@@ -1,9 +1,15 @@
 package pipeline
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
+	"fmt"
+	"image"
+	"image/png"
+	"math"
 	"math/rand/v2"
+	"os"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -155,4 +161,108 @@ func TestRawSignalModelsReachKafka(t *testing.T) {
 	if byModel["vibration-cnn"] < 4 || byModel["vibration-spectrum"] < 4 {
 		t.Fatalf("inferences in Kafka by model: %v, want ≥ 4 of each", byModel)
 	}
+}
+
+// TestImageModelReachesKafka: PNG files dropped into a watched directory
+// run through a small CNN on the agent (pure-Go engine), and one
+// inference record per frame reaches the real Kafka broker, with its
+// camera's key and file name; the files are gone once delivered.
+func TestImageModelReachesKafka(t *testing.T) {
+	brokers := kafkatest.Brokers(t)
+	cfg := hubConfig(t, brokers, t.TempDir())
+	h := startHub(t, cfg)
+	defer h.Close()
+	creds, err := h.Registry().Add(context.Background(), "edge-cam", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	models := t.TempDir()
+	cnn, err := onnx.CNN2D("frame", 32, 8, 2, 11)
+	if err != nil {
+		t.Fatal(err)
+	}
+	writeV2Package(t, filepath.Join(models, infer.Active), &manifest.Manifest{Name: "door-cnn", Version: 1, Task: "classification",
+		Inputs:  []manifest.Input{{Name: "frame", Kind: manifest.Image, Image: &manifest.ImageSpec{Width: 32, Height: 32, Channels: "RGB"}}},
+		Outputs: manifest.Outputs{Labels: []string{"closed", "open"}}}, cnn)
+	watch := t.TempDir()
+	const frames = 6
+	for i := range frames {
+		img := image.NewRGBA(image.Rect(0, 0, 40+i, 30))
+		for p := range img.Pix {
+			img.Pix[p] = uint8(p*(i+1)) | 3
+		}
+		var b bytes.Buffer
+		if err := png.Encode(&b, img); err != nil {
+			t.Fatal(err)
+		}
+		tmp := filepath.Join(watch, fmt.Sprintf(".f%d", i))
+		if err := os.WriteFile(tmp, b.Bytes(), 0o644); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.Rename(tmp, filepath.Join(watch, fmt.Sprintf("frame-%03d.png", i))); err != nil {
+			t.Fatal(err)
+		}
+	}
+
+	acfg := agent.Defaults()
+	acfg.Device.ID = "edge-cam"
+	acfg.DataDir = t.TempDir()
+	acfg.Hub.URL = "tcp://" + h.MQTTAddr()
+	acfg.Hub.Username, acfg.Hub.Password = creds.Username, creds.Password
+	acfg.Uplink.AckTimeout = time.Second
+	mport, _ := service.FreePort()
+	acfg.Metrics.Listen = service.Addr(mport)
+	acfg.Pipelines = []pipeline.Config{{Name: "door",
+		Source: ingest.SourceConfig{Type: "image", Image: ingest.ImageConfig{Dir: watch, Key: "door-1", Settle: 10 * time.Millisecond}},
+		Model:  &infer.Config{Dir: models, Engine: "go"}}}
+	if err := acfg.Validate(); err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- agent.Run(ctx, acfg, testLogger(t)) }()
+	defer func() {
+		cancel()
+		if err := <-done; err != nil {
+			t.Errorf("agent: %v", err)
+		}
+	}()
+	cl, err := kgo.NewClient(kgo.SeedBrokers(brokers...), kgo.ConsumeResetOffset(kgo.NewOffset().AtStart()),
+		kgo.FetchIsolationLevel(kgo.ReadCommitted()), kgo.ConsumeTopics(cfg.Kafka.TopicPrefix+"inferences"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cl.Close()
+	seen := map[string]int{}
+	deadline := time.Now().Add(60 * time.Second)
+	for len(seen) < frames && time.Now().Before(deadline) {
+		fctx, fcancel := context.WithTimeout(context.Background(), 2*time.Second)
+		cl.PollFetches(fctx).EachRecord(func(r *kgo.Record) {
+			var v struct {
+				Device string                   `json:"device"`
+				Data   pipeline.InferenceRecord `json:"data"`
+			}
+			if err := json.Unmarshal(r.Value, &v); err != nil {
+				t.Errorf("%s: %v", r.Topic, err)
+				return
+			}
+			d := v.Data
+			if v.Device != "edge-cam" || d.Key != "door-1" || d.Model != "door-cnn" || d.Firing != "frame" || len(d.Scores) != 2 ||
+				math.Abs(float64(d.Scores[0]+d.Scores[1])-1) > 1e-5 || (d.Label != "open" && d.Label != "closed") {
+				t.Errorf("inference record %+v from %s", d, v.Device)
+			}
+			seen[d.Frame]++
+		})
+		fcancel()
+	}
+	if len(seen) != frames {
+		t.Fatalf("frames scored in Kafka: %v, want %d", seen, frames)
+	}
+	for deadline := time.Now().Add(10 * time.Second); time.Now().Before(deadline); time.Sleep(50 * time.Millisecond) {
+		if left, _ := filepath.Glob(filepath.Join(watch, "*.png")); len(left) == 0 {
+			return
+		}
+	}
+	left, _ := filepath.Glob(filepath.Join(watch, "*.png"))
+	t.Fatalf("frames left in the watched directory after delivery: %v", left)
 }
