@@ -12,8 +12,8 @@ import (
 	"time"
 
 	"github.com/outpost-edge/outpost/agent/infer"
-	"github.com/outpost-edge/outpost/deploy/config"
 	"github.com/outpost-edge/outpost/agent/ingest"
+	"github.com/outpost-edge/outpost/deploy/config"
 	"github.com/outpost-edge/outpost/models/features"
 	"github.com/outpost-edge/outpost/models/goengine"
 	"github.com/outpost-edge/outpost/models/manifest"

@@ -2,10 +2,10 @@ package pipeline
 
 import (
 	"encoding/binary"
-	"image"
 	"errors"
 	"fmt"
 	"hash/fnv"
+	"image"
 	"math"
 	"slices"
 	"sync/atomic"
@@ -28,7 +28,7 @@ type InferenceRecord struct {
 	Scores      []float32 `json:"scores"`
 	Label       string    `json:"label,omitempty"`
 	Positive    bool      `json:"positive"`
-	LatencyUS   int64     `json:"latency_us"` // of the micro-batch the row ran in
+	LatencyUS   int64     `json:"latency_us"`      // of the micro-batch the row ran in
 	Frame       string    `json:"frame,omitempty"` // image pipelines: the frame's file name
 }
 
