@@ -130,6 +130,7 @@ func (a *observed) health(ctx context.Context) (int, map[string]any) {
 	for i, p := range a.pipelines {
 		pipes[a.names[i]] = map[string]any{"events": p.Stats.Events.Load(), "rejected": p.Stats.Rejected.Load(),
 			"late": p.Stats.Late.Load(), "windows": p.Stats.Windows.Load(),
+			"short_windows": p.Stats.Short.Load(), "raw_samples_dropped": p.Stats.RawDropped.Load(),
 			"watermark_lag_seconds": time.Duration(p.Stats.WatermarkLag.Load()).Seconds()}
 	}
 	out["pipelines"] = pipes

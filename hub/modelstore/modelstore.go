@@ -135,8 +135,9 @@ func (s *Store) Push(ctx context.Context, manifestJSON, model []byte) (*Version,
 		return nil, fmt.Errorf("%w: %w", ErrInvalid, err)
 	}
 	golden := "not checked: the hub's pure-Go engine does not run this graph; the agent checks on load"
-	if eng, err := goengine.Load(model); err == nil {
-		if worst, err := m.CheckGolden(eng.Run); err != nil {
+	scores, _ := onnx.ScoresOutput(info.Outputs, m.Outputs.Scores) // Fits found it
+	if eng, err := goengine.LoadWith(model, goengine.Options{Output: scores.Name}); err == nil {
+		if worst, err := m.CheckGolden(validate.Rows(m, info, eng)); err != nil {
 			return nil, fmt.Errorf("%w: %w", ErrInvalid, err)
 		} else {
 			golden = fmt.Sprintf("reproduced on the pure-Go engine (max abs error %.3g)", worst)

@@ -136,3 +136,43 @@ func TestPushRefusals(t *testing.T) {
 		t.Errorf("unknown stage: %v", err)
 	}
 }
+
+// TestPushV2Package: a 1-D CNN with a sequence input (rank-3 graph input)
+// is checked on its golden vectors through feeds, and a wrong golden
+// output is still refused (the hub ran each row as a [N, F] matrix
+// before, and refused every such package).
+func TestPushV2Package(t *testing.T) {
+	s, _ := open(t)
+	model, err := onnx.CNN1D("wave", 2, 50, 4, 3, 1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	in := make([]float32, 100)
+	for i := range in {
+		in[i] = float32(i%7) / 7
+	}
+	eng, err := goengine.Load(model)
+	if err != nil {
+		t.Fatal(err)
+	}
+	out, err := eng.RunFeeds([]onnx.Feed{{Name: "wave", Shape: []int64{1, 2, 50}, Data: in}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	m := manifest.Manifest{Name: "pump-cnn", Version: 1, Task: "anomaly", SHA256: manifest.Digest(model),
+		Inputs: []manifest.Input{{Name: "wave", Kind: manifest.Sequence, Sequence: &manifest.SequenceSpec{Fields: []string{"ax", "ay"}, Steps: 50, Layout: "NCT"}}},
+		Golden: []manifest.Golden{{Input: in, Output: out, Tolerance: 1e-5}}}
+	mj, _ := json.Marshal(m)
+	got, err := s.Push(context.Background(), mj, model)
+	if err != nil {
+		t.Fatalf("push: %v", err)
+	}
+	if got.Version != 1 {
+		t.Fatalf("pushed %+v", got)
+	}
+	m.Version, m.Golden[0].Output[0] = 2, out[0]+0.1
+	mj, _ = json.Marshal(m)
+	if _, err := s.Push(context.Background(), mj, model); !errors.Is(err, modelstore.ErrInvalid) {
+		t.Fatalf("a wrong golden output: %v, want ErrInvalid", err)
+	}
+}
