@@ -195,21 +195,33 @@ func readDetached(ctx context.Context, r io.Reader, out chan<- Line) error {
 	}
 }
 
-// readLinesAck is readLines whose last line carries ack; with no line at
-// all it acks at once.
-func readLinesAck(ctx context.Context, r io.Reader, out chan<- Line, ack func()) error {
-	sc := bufio.NewScanner(r)
-	sc.Buffer(make([]byte, 64<<10), maxLine)
+// payloadLinesAck sends the lines of an in-memory payload (an MQTT
+// message), the last one carrying ack; with no line at all it acks at
+// once. Lines are split as bufio.ScanLines splits them (a trailing \r
+// dropped, a last line without newline kept) but sliced from the payload,
+// not copied: a scanner with a fresh 64 KiB buffer per message was a
+// quarter of the agent's CPU at 20k messages/s. The payload is the
+// message's own and is never reused by the client.
+func payloadLinesAck(ctx context.Context, payload []byte, out chan<- Line, ack func()) error {
 	var pending []byte
 	have := false
-	for sc.Scan() {
+	for len(payload) > 0 {
+		line := payload
+		if i := bytes.IndexByte(payload, '\n'); i >= 0 {
+			line, payload = payload[:i], payload[i+1:]
+		} else {
+			payload = nil
+		}
+		if len(line) > maxLine {
+			return fmt.Errorf("ingest: read: %w", bufio.ErrTooLong)
+		}
+		if n := len(line); n > 0 && line[n-1] == '\r' {
+			line = line[:n-1]
+		}
 		if have && !send(ctx, out, pending) {
 			return nil
 		}
-		pending, have = append([]byte(nil), sc.Bytes()...), true
-	}
-	if err := sc.Err(); err != nil {
-		return fmt.Errorf("ingest: read: %w", err)
+		pending, have = line[:len(line):len(line)], true
 	}
 	if !have {
 		ack()
@@ -480,7 +492,7 @@ func unavailable(w http.ResponseWriter, err error) {
 func subscribe(ctx context.Context, c MQTTConfig, out chan<- Line, log *slog.Logger) error {
 	handler := func(_ mqtt.Client, m mqtt.Message) {
 		// Blocking here applies backpressure to the local broker (QoS 1).
-		if err := readLinesAck(ctx, bytes.NewReader(m.Payload()), out, m.Ack); err != nil {
+		if err := payloadLinesAck(ctx, m.Payload(), out, m.Ack); err != nil {
 			log.Warn("ingest: mqtt payload", "topic", m.Topic(), "err", err)
 			m.Ack() // unreadable as lines: nothing to keep (counted by the decoder when partly read)
 		}

@@ -22,7 +22,20 @@ import (
 // source, decoded, windowed (1 s tumbling, 100 keys) and written to the
 // SQLite outbox (synchronous=FULL). One iteration is one reading; the
 // clock stops when the pipeline has taken every reading.
+//
+// Sub-benchmarks: the README's earlier case (10 lines per message, 100
+// keys, max_unacked 500), and how sensors publish: one reading per
+// message at 1,000 keys, with max_unacked 500 and with the default (16).
 func BenchmarkAgentEndToEnd(b *testing.B) {
+	for _, c := range []struct {
+		name                 string
+		lines, keys, unacked int
+	}{{"lines=10/keys=100/unacked=500", 10, 100, 500}, {"lines=1/keys=1000/unacked=500", 1, 1000, 500}, {"lines=1/keys=1000/unacked=default", 1, 1000, 0}} {
+		b.Run(c.name, func(b *testing.B) { agentEndToEnd(b, c.lines, c.keys, c.unacked) })
+	}
+}
+
+func agentEndToEnd(b *testing.B, lines, keys, unacked int) {
 	broker := mqtttest.New(b)
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
@@ -34,7 +47,7 @@ func BenchmarkAgentEndToEnd(b *testing.B) {
 	ob, _ := outbox.New(ctx, db.DB(), 0)
 	p, err := pipeline.New(ctx, pipeline.Config{
 		Name:         "bench",
-		Source:       ingest.SourceConfig{Type: "mqtt", MQTT: ingest.MQTTConfig{URL: broker.URL, Topic: "sensors/#", MaxUnacked: 500}},
+		Source:       ingest.SourceConfig{Type: "mqtt", MQTT: ingest.MQTTConfig{URL: broker.URL, Topic: "sensors/#", MaxUnacked: unacked}},
 		Decode:       ingest.DecodeConfig{KeyField: "s", TimeField: "ts", Fields: []string{"v"}},
 		Window:       pipeline.WindowConfig{Kind: "tumbling", Size: time.Second, MaxOutOfOrder: 100 * time.Millisecond},
 		Aggregations: []string{"count", "mean", "max"},
@@ -52,16 +65,16 @@ func BenchmarkAgentEndToEnd(b *testing.B) {
 	defer pub.Disconnect(100)
 	t0 := time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
 	var payloads []string
-	for i := 0; i < b.N; i += 10 {
+	for i := 0; i < b.N; i += lines {
 		var sb strings.Builder
-		for j := i; j < min(i+10, b.N); j++ {
-			fmt.Fprintf(&sb, `{"s":"k%d","ts":"%s","v":%d}`+"\n", j%100, t0.Add(time.Duration(j)*100*time.Microsecond).Format(time.RFC3339Nano), j%50)
+		for j := i; j < min(i+lines, b.N); j++ {
+			fmt.Fprintf(&sb, `{"s":"k%d","ts":"%s","v":%d}`+"\n", j%keys, t0.Add(time.Duration(j)*100*time.Microsecond).Format(time.RFC3339Nano), j%50)
 		}
 		payloads = append(payloads, sb.String())
 	}
 	before := p.Stats.Events.Load()
 	b.ResetTimer()
-	start := time.Now()
+	start, cpu0 := time.Now(), cpuTime()
 	toks := make([]mqtt.Token, 0, len(payloads))
 	for _, pl := range payloads {
 		toks = append(toks, pub.Publish("sensors/line", 1, false, pl))
@@ -76,4 +89,5 @@ func BenchmarkAgentEndToEnd(b *testing.B) {
 		time.Sleep(time.Millisecond)
 	}
 	b.ReportMetric(float64(b.N)/time.Since(start).Seconds(), "events/s")
+	b.ReportMetric(float64(cpuTime()-cpu0)/1e3/float64(b.N), "cpu-µs/event")
 }
