@@ -8,11 +8,8 @@ import (
 	"testing"
 	"time"
 
-	"google.golang.org/protobuf/proto"
-
 	"github.com/outpost-edge/outpost/models/goengine"
 	"github.com/outpost-edge/outpost/models/onnx"
-	"github.com/outpost-edge/outpost/models/onnx/onnxpb"
 	"github.com/outpost-edge/outpost/models/ort"
 	"github.com/outpost-edge/outpost/test/testenv"
 )
@@ -61,71 +58,11 @@ func mlp(tb testing.TB, rng *rand.Rand, matmul bool, sizes ...int) benchModel {
 	return benchModel{name: "mlp-" + name, data: data, features: sizes[0], params: params}
 }
 
-// convLayer is one Conv (+ Relu) of a CNN: out channels, kernel, stride
-// and padding, the same along every spatial axis.
-type convLayer struct{ out, kernel, stride, pad int }
-
-// cnn builds an exporter-style CNN: the rows reshaped to [N, C, spatial...],
-// Conv+Relu layers, GlobalAveragePool, Flatten and a Gemm to classes, with
-// fixed-seed He-scaled weights.
-func cnn(tb testing.TB, rng *rand.Rand, name string, channels int, spatial []int, layers []convLayer, classes int) benchModel {
-	features := channels
-	for _, s := range spatial {
-		features *= s
-	}
-	g := onnx.NewGraph(name).Input("x", "N", onnx.Dim(features))
-	shape := append([]int64{-1, int64(channels)}, func() []int64 {
-		var s []int64
-		for _, v := range spatial {
-			s = append(s, int64(v))
-		}
-		return s
-	}()...)
-	g.Node("Reshape", []string{"x", "shape"}, []string{"r"})
-	cur, in, params := "r", channels, 0
-	rank := len(spatial)
-	rep := func(v int) []int64 {
-		out := make([]int64, rank)
-		for i := range out {
-			out[i] = int64(v)
-		}
-		return out
-	}
-	for i, l := range layers {
-		k := 1
-		dims := []int64{int64(l.out), int64(in)}
-		for range rank {
-			k *= l.kernel
-			dims = append(dims, int64(l.kernel))
-		}
-		fan := in * k
-		w, b := fmt.Sprintf("w%d", i), fmt.Sprintf("b%d", i)
-		g.Initializer(w, randFloats(rng, l.out*fan, 1.7/float32(fan)), dims...).
-			Initializer(b, randFloats(rng, l.out, 0.05), int64(l.out)).
-			Node("Conv", []string{cur, w, b}, []string{fmt.Sprintf("c%d", i)},
-				onnx.Attr{Name: "kernel_shape", Value: rep(l.kernel)}, onnx.Attr{Name: "strides", Value: rep(l.stride)},
-				onnx.Attr{Name: "pads", Value: append(rep(l.pad), rep(l.pad)...)}).
-			Node("Relu", []string{fmt.Sprintf("c%d", i)}, []string{fmt.Sprintf("a%d", i)})
-		params += l.out*fan + l.out
-		cur, in = fmt.Sprintf("a%d", i), l.out
-	}
-	g.Node("GlobalAveragePool", []string{cur}, []string{"gap"}).
-		Node("Flatten", []string{"gap"}, []string{"flat"}).
-		Initializer("fw", randFloats(rng, classes*in, 1/float32(in)), int64(classes), int64(in)).
-		Initializer("fb", randFloats(rng, classes, 0.05), int64(classes)).
-		Node("Gemm", []string{"flat", "fw", "fb"}, []string{"y"}, onnx.Attr{Name: "transB", Value: int64(1)})
-	params += classes*in + classes
-	data, err := g.Output("y", "N", onnx.Dim(classes)).Model("bench")
+// convNet is one of models/onnx's CNNs on flat rows (a Reshape in the
+// graph), weights drawn from rng.
+func convNet(tb testing.TB, rng *rand.Rand, build func(*rand.Rand, bool) ([]byte, int, error), name string, features int) benchModel {
+	data, params, err := build(rng, true)
 	if err != nil {
-		tb.Fatal(err)
-	}
-	var m onnxpb.ModelProto
-	if err := proto.Unmarshal(data, &m); err != nil {
-		tb.Fatal(err)
-	}
-	m.Graph.Initializer = append(m.Graph.Initializer, &onnxpb.TensorProto{Name: proto.String("shape"),
-		DataType: proto.Int32(int32(onnxpb.TensorProto_INT64)), Dims: []int64{int64(len(shape))}, Int64Data: shape})
-	if data, err = proto.Marshal(&m); err != nil {
 		tb.Fatal(err)
 	}
 	return benchModel{name: name, data: data, features: features, params: params}
@@ -134,15 +71,13 @@ func cnn(tb testing.TB, rng *rand.Rand, name string, channels int, spatial []int
 // cnn1d is a 1-D CNN over 2 s windows of a 3-axis sensor at 100 Hz
 // (input [N, 3, 200]), as a human-activity model is commonly built.
 func cnn1d(tb testing.TB, rng *rand.Rand) benchModel {
-	return cnn(tb, rng, "cnn1d-3x200", 3, []int{200},
-		[]convLayer{{32, 5, 1, 2}, {64, 5, 2, 2}, {64, 5, 2, 2}, {128, 3, 2, 1}}, 6)
+	return convNet(tb, rng, onnx.SensorCNN1D, "cnn1d-3x200", 3*200)
 }
 
 // cnn96 is a CNN of about 1M parameters on 96×96 RGB frames (input
 // [N, 3, 96, 96]): four stride-2 convolutions and one at stride 1.
 func cnn96(tb testing.TB, rng *rand.Rand) benchModel {
-	return cnn(tb, rng, "cnn2d-3x96x96", 3, []int{96, 96},
-		[]convLayer{{32, 3, 2, 1}, {64, 3, 2, 1}, {128, 3, 2, 1}, {256, 3, 2, 1}, {256, 3, 1, 1}}, 10)
+	return convNet(tb, rng, onnx.ImageCNN96, "cnn2d-3x96x96", 3*96*96)
 }
 
 // sideBySide times run functions in interleaved rounds, rotating their
