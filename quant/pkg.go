@@ -21,10 +21,14 @@ type PackageOptions struct {
 	// Version of the new package; 0 gives the input's version + 1. The
 	// input version becomes the parent.
 	Version int64
-	// Engines run the evaluation, the first deciding accuracy and the
-	// golden outputs; Order lists their names.
+	// Engines run the evaluation, the first that loads the models deciding
+	// accuracy and the golden outputs; Order lists their names. Those that
+	// cannot load them are named in the report.
 	Engines map[string]func([]byte) (Runner, error)
 	Order   []string
+	// Unavailable names engines the caller could not start, and why; the
+	// report lists them with those that cannot load the models.
+	Unavailable map[string]string
 }
 
 // Golden tolerance of a quantized package: the pure-Go engine and ONNX
@@ -62,6 +66,9 @@ func QuantizePackage(inDir, outDir string, po PackageOptions) (*Report, error) {
 	if err != nil {
 		return nil, err
 	}
+	for k, v := range po.Unavailable {
+		rep.Unavailable[k] = v
+	}
 	rep.Mode, rep.Calibration = o.Mode, o.Calibration
 	if o.Mode != Static {
 		rep.Calibration = ""
@@ -85,7 +92,7 @@ func QuantizePackage(inDir, outDir string, po PackageOptions) (*Report, error) {
 	if o.Mode == FP16 {
 		tol = fp16Tolerance
 	}
-	r, err := po.Engines[po.Order[0]](q)
+	r, err := po.Engines[rep.Engine](q)
 	if err != nil {
 		return nil, err
 	}

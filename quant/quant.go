@@ -15,7 +15,6 @@ import (
 
 	"google.golang.org/protobuf/proto"
 
-	"github.com/outpost-edge/outpost/models/goengine"
 	"github.com/outpost-edge/outpost/models/onnx/onnxpb"
 )
 
@@ -54,11 +53,16 @@ type Options struct {
 	// (VPMADDUBSW) and saturate with full-range weights and activations,
 	// which showed as errors 8× larger than with 7-bit weights here.
 	FullRange bool
-	// Tracer computes the named values of the float model on rows of x
-	// (ort.Trace for graphs the pure-Go engine cannot run, such as
-	// convolutions); nil uses the pure-Go engine.
-	Tracer func(model []byte, names []string, x []float32, features int) (map[string][]float32, error)
+	// Tracer computes the named values of the float model on rows of x,
+	// for Static: ort.Trace when ONNX Runtime is available, or the pure-Go
+	// engine's Trace. quant runs no engine of its own, so it quantizes any
+	// graph some engine can run.
+	Tracer Tracer
 }
+
+// Tracer runs the float model on rows of x (features values each) and
+// returns the named values, intermediate tensors included, flattened.
+type Tracer func(model []byte, names []string, x []float32, features int) (map[string][]float32, error)
 
 // Quantize rewrites model. Gemm (transB) and MatMul nodes whose weights
 // are initializers are quantized; everything else stays float.
@@ -85,6 +89,9 @@ func Quantize(model []byte, o Options) ([]byte, error) {
 	case Static:
 		if len(o.Samples) == 0 {
 			return nil, fmt.Errorf("%w: static quantization needs calibration samples", ErrOptions)
+		}
+		if o.Tracer == nil {
+			return nil, fmt.Errorf("%w: static quantization needs a tracer to calibrate on (ort.Trace, or the pure-Go engine's Trace)", ErrOptions)
 		}
 		var targets []string
 		for _, n := range g.GetNode() {
@@ -328,19 +335,10 @@ func dropUnused(g *onnxpb.GraphProto) []*onnxpb.TensorProto {
 	return out
 }
 
-// calibrate runs the float model on the samples (the pure-Go engine, or
-// o.Tracer) and returns the range of each target value, by the method.
+// calibrate runs the float model on the samples with o.Tracer and returns
+// the range of each target value, by the method.
 func calibrate(model []byte, targets []string, o Options) (map[string][2]float32, error) {
 	tracer := o.Tracer
-	if tracer == nil {
-		eng, err := goengine.Load(model)
-		if err != nil {
-			return nil, fmt.Errorf("%w: calibration runs on the pure-Go engine, which cannot run this graph (pass a tracer, e.g. ONNX Runtime's): %w", ErrModel, err)
-		}
-		tracer = func(_ []byte, _ []string, x []float32, features int) (map[string][]float32, error) {
-			return eng.Trace(x, features)
-		}
-	}
 	features := len(o.Samples[0])
 	var x []float32
 	for i, s := range o.Samples {

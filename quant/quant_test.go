@@ -4,6 +4,7 @@ import (
 	"errors"
 	"math"
 	"math/rand/v2"
+	"strings"
 	"testing"
 	"time"
 
@@ -89,6 +90,15 @@ func ortSession(tb testing.TB, model []byte) runner {
 	return s
 }
 
+// trace calibrates on ONNX Runtime.
+func trace(tb testing.TB) quant.Tracer {
+	tb.Helper()
+	if err := ort.Init(testenv.ORTLibrary(tb)); err != nil {
+		tb.Fatal(err)
+	}
+	return ort.Trace
+}
+
 func run(tb testing.TB, r runner, x []float32, features int) []float32 {
 	tb.Helper()
 	out, err := r.Run(x, features)
@@ -110,9 +120,9 @@ func TestModesAgreeWithFloat(t *testing.T) {
 		x := flat(eval)
 		want := run(t, ortSession(t, model), x, features)
 		for _, o := range []quant.Options{
-			{Mode: quant.Static, Calibration: quant.MinMax, Samples: calib},
-			{Mode: quant.Static, Calibration: quant.Percentile, Percentile: 99.9, Samples: calib},
-			{Mode: quant.Static, Calibration: quant.MSE, Samples: calib},
+			{Mode: quant.Static, Calibration: quant.MinMax, Samples: calib, Tracer: trace(t)},
+			{Mode: quant.Static, Calibration: quant.Percentile, Percentile: 99.9, Samples: calib, Tracer: trace(t)},
+			{Mode: quant.Static, Calibration: quant.MSE, Samples: calib, Tracer: trace(t)},
 			{Mode: quant.Dynamic},
 			{Mode: quant.FP16},
 		} {
@@ -168,8 +178,9 @@ func TestRefusals(t *testing.T) {
 		want  error
 	}{
 		"mode":        {model, quant.Options{Mode: "int4"}, quant.ErrOptions},
-		"no samples":  {model, quant.Options{Mode: quant.Static}, quant.ErrOptions},
-		"calibration": {model, quant.Options{Mode: quant.Static, Calibration: "magic", Samples: samples(rng, 4, 4)}, quant.ErrOptions},
+		"no samples":  {model, quant.Options{Mode: quant.Static, Tracer: trace(t)}, quant.ErrOptions},
+		"no tracer":   {model, quant.Options{Mode: quant.Static, Samples: samples(rng, 4, 4)}, quant.ErrOptions},
+		"calibration": {model, quant.Options{Mode: quant.Static, Calibration: "magic", Samples: samples(rng, 4, 4), Tracer: trace(t)}, quant.ErrOptions},
 		"corrupt":     {[]byte("nope"), quant.Options{Mode: quant.Dynamic}, quant.ErrModel},
 	} {
 		if _, err := quant.Quantize(c.model, c.o); !errors.Is(err, c.want) {
@@ -185,7 +196,7 @@ func BenchmarkQuantizedLatency(b *testing.B) {
 	const features, batch = 32, 64
 	rng := rand.New(rand.NewPCG(5, 6))
 	model := mlp(b, rng, features, 256, 8, false)
-	q, err := quant.Quantize(model, quant.Options{Mode: quant.Static, Samples: samples(rng, 512, features)})
+	q, err := quant.Quantize(model, quant.Options{Mode: quant.Static, Samples: samples(rng, 512, features), Tracer: trace(b)})
 	if err != nil {
 		b.Fatal(err)
 	}
@@ -209,5 +220,30 @@ func BenchmarkQuantizedLatency(b *testing.B) {
 			b.ReportMetric(float64(tf.Microseconds())/float64(b.N), "float-µs/batch")
 			b.ReportMetric(float64(tq.Microseconds())/float64(b.N), "int8-µs/batch")
 		})
+	}
+}
+
+// TestEvaluateNamesUnavailableEngines: an engine that cannot load the
+// model is named with its reason, and the next one decides accuracy.
+func TestEvaluateNamesUnavailableEngines(t *testing.T) {
+	rng := rand.New(rand.NewPCG(3, 3))
+	model := mlp(t, rng, 4, 8, 2, false)
+	q, err := quant.Quantize(model, quant.Options{Mode: quant.Dynamic})
+	if err != nil {
+		t.Fatal(err)
+	}
+	refuse := func([]byte) (quant.Runner, error) { return nil, errors.New("unsupported: op Reshape") }
+	rep, err := quant.Evaluate(model, q, samples(rng, 16, 4), nil, 0.5, map[string]func([]byte) (quant.Runner, error){
+		"picky":       refuse,
+		"onnxruntime": func(m []byte) (quant.Runner, error) { return ortSession(t, m), nil },
+	}, []string{"picky", "onnxruntime"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if rep.Engine != "onnxruntime" || !strings.Contains(rep.Unavailable["picky"], "Reshape") || !strings.Contains(rep.String(), "picky") {
+		t.Errorf("engine %q, unavailable %v, report:\n%s", rep.Engine, rep.Unavailable, rep)
+	}
+	if _, err := quant.Evaluate(model, q, samples(rng, 16, 4), nil, 0.5, map[string]func([]byte) (quant.Runner, error){"picky": refuse}, []string{"picky"}); !errors.Is(err, quant.ErrModel) {
+		t.Errorf("no engine loads it: err %v, want ErrModel", err)
 	}
 }

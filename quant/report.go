@@ -30,6 +30,10 @@ type Report struct {
 	Labelled       bool    `json:"labelled"`
 	// Latency per run over all rows, median of several, per engine.
 	Latency map[string][2]time.Duration `json:"latency"` // engine → [float, quantized]
+	// Engine decided accuracy: the first of the order that loads both
+	// models. Unavailable names the engines that cannot, and why.
+	Engine      string            `json:"engine"`
+	Unavailable map[string]string `json:"unavailable,omitempty"`
 }
 
 // Drop is the accuracy lost, in fractions (0.01 is one point).
@@ -54,8 +58,9 @@ func Decide(row []float32, threshold float64) int {
 }
 
 // Evaluate runs float and quantized models on rows with every engine in
-// engines (the first one decides accuracy and error) and fills a report.
-// labels may be nil.
+// engines (the first that loads both decides accuracy and error) and fills
+// a report. An engine that cannot load either model is named in
+// Unavailable; none loading both is an error. labels may be nil.
 func Evaluate(float, quantized []byte, rows [][]float32, labels []int, threshold float64, engines map[string]func([]byte) (Runner, error), order []string) (*Report, error) {
 	if len(rows) == 0 {
 		return nil, fmt.Errorf("%w: no evaluation rows", ErrOptions)
@@ -72,14 +77,17 @@ func Evaluate(float, quantized []byte, rows [][]float32, labels []int, threshold
 		x = append(x, r...)
 	}
 	rep := &Report{SizeBefore: len(float), SizeAfter: len(quantized), SizeRatio: float64(len(quantized)) / float64(len(float)),
-		Rows: len(rows), Labelled: labels != nil, Latency: map[string][2]time.Duration{}}
-	for i, name := range order {
+		Rows: len(rows), Labelled: labels != nil, Latency: map[string][2]time.Duration{}, Unavailable: map[string]string{}}
+	for _, name := range order {
 		var outs [2][]float32
 		var lat [2]time.Duration
+		loaded := true
 		for j, model := range [][]byte{float, quantized} {
 			r, err := engines[name](model)
 			if err != nil {
-				return nil, fmt.Errorf("quant: %s: load: %w", name, err)
+				rep.Unavailable[name] = fmt.Sprintf("%s model: %v", [2]string{"float", "quantized"}[j], err)
+				loaded = false
+				break
 			}
 			var times []time.Duration
 			for range 7 {
@@ -94,10 +102,14 @@ func Evaluate(float, quantized []byte, rows [][]float32, labels []int, threshold
 			sort.Slice(times, func(a, b int) bool { return times[a] < times[b] })
 			lat[j] = times[len(times)/2]
 		}
-		rep.Latency[name] = lat
-		if i > 0 {
+		if !loaded {
 			continue
 		}
+		rep.Latency[name] = lat
+		if rep.Engine != "" {
+			continue
+		}
+		rep.Engine = name
 		width := len(outs[0]) / len(rows)
 		right := [2]int{}
 		for k := range rows {
@@ -118,6 +130,9 @@ func Evaluate(float, quantized []byte, rows [][]float32, labels []int, threshold
 		}
 		rep.AccuracyBefore = float64(right[0]) / float64(len(rows))
 		rep.AccuracyAfter = float64(right[1]) / float64(len(rows))
+	}
+	if rep.Engine == "" {
+		return nil, fmt.Errorf("%w: no engine loads both models: %v", ErrModel, rep.Unavailable)
 	}
 	return rep, nil
 }
@@ -141,6 +156,9 @@ func (r *Report) String() string {
 	for _, n := range names {
 		l := r.Latency[n]
 		fmt.Fprintf(&b, "latency %-12s %v → %v (%.2f× faster)\n", n, l[0].Round(time.Microsecond), l[1].Round(time.Microsecond), float64(l[0])/float64(l[1]))
+	}
+	for n, why := range r.Unavailable {
+		fmt.Fprintf(&b, "unavailable %-8s %s\n", n, why)
 	}
 	return b.String()
 }

@@ -155,7 +155,7 @@ func TestQuantizingThirdPartyModels(t *testing.T) {
 		o       quant.Options
 		dequant int
 	}{
-		{"mlp_matmul", quant.Options{Mode: quant.Static, Calibration: quant.MinMax}, 4},
+		{"mlp_matmul", quant.Options{Mode: quant.Static, Calibration: quant.MinMax, Tracer: ort.Trace}, 4},
 		{"cnn1d", quant.Options{Mode: quant.Static, Calibration: quant.MinMax, Tracer: ort.Trace}, 4},
 		{"cnn1d", quant.Options{Mode: quant.Dynamic}, 2},
 	} {

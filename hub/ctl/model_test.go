@@ -176,3 +176,58 @@ func TestQuantCommand(t *testing.T) {
 		t.Errorf("refused quantization wrote %s", refused)
 	}
 }
+
+// TestQuantCNNPackage: a 1-D CNN with a sequence input (rank 3, a v2
+// manifest) quantizes with calibration on ONNX Runtime; the report covers
+// each engine that loads it and the package validates on both.
+func TestQuantCNNPackage(t *testing.T) {
+	model, err := onnx.CNN1D("wave", 2, 50, 4, 3, 1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	eng, err := goengine.Load(model)
+	if err != nil {
+		t.Fatal(err)
+	}
+	rng := rand.New(rand.NewPCG(3, 4))
+	m := &manifest.Manifest{Name: "pump-cnn", Version: 1, Task: "anomaly",
+		Inputs: []manifest.Input{{Name: "wave", Kind: manifest.Sequence, Sequence: &manifest.SequenceSpec{Fields: []string{"ax", "ay"}, Steps: 50, Layout: "NCT"}}}}
+	var data bytes.Buffer
+	for i := 0; i < 300; i++ {
+		x := make([]float32, 100)
+		for j := range x {
+			x[j] = float32(rng.NormFloat64())
+		}
+		y, err := eng.RunFeeds([]onnx.Feed{{Name: "wave", Shape: []int64{1, 2, 50}, Data: x}})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if i < 3 {
+			m.Golden = append(m.Golden, manifest.Golden{Input: x, Output: y, Tolerance: 1e-5})
+		}
+		line, _ := json.Marshal(x)
+		data.Write(append(line, '\n'))
+	}
+	in, out := t.TempDir(), filepath.Join(t.TempDir(), "q")
+	if err := manifest.Write(in, m, model); err != nil {
+		t.Fatal(err)
+	}
+	dataFile := filepath.Join(t.TempDir(), "rows.jsonl")
+	os.WriteFile(dataFile, data.Bytes(), 0o644)
+	lib := testenv.ORTLibrary(t)
+	code, stdout, stderr := run("quant", in, out, "--data", dataFile, "--onnxruntime", lib, "--max-drop", "0.05")
+	if code != 0 {
+		t.Fatalf("exit %d: %s%s", code, stdout, stderr)
+	}
+	t.Log("\n" + stdout)
+	for _, want := range []string{"latency onnxruntime", "latency go"} {
+		if !strings.Contains(stdout, want) {
+			t.Errorf("report lacks %q", want)
+		}
+	}
+	for _, engine := range []string{"go", "onnxruntime"} {
+		if code, stdout, stderr := run("model", "validate", out, "--engine", engine, "--onnxruntime", lib); code != 0 {
+			t.Errorf("validate on %s: exit %d: %s%s", engine, code, stdout, stderr)
+		}
+	}
+}

@@ -12,7 +12,10 @@ import (
 	"strings"
 
 	"github.com/outpost-edge/outpost/models/goengine"
+	"github.com/outpost-edge/outpost/models/manifest"
+	"github.com/outpost-edge/outpost/models/onnx"
 	"github.com/outpost-edge/outpost/models/ort"
+	"github.com/outpost-edge/outpost/models/validate"
 	"github.com/outpost-edge/outpost/quant"
 )
 
@@ -38,25 +41,17 @@ func quantCmd(_ context.Context, c *cli, args []string) error {
 	if *maxDrop < 0 || *maxDrop > 1 {
 		return fmt.Errorf("%w: --max-drop is a fraction from 0 to 1, got %v", errUsage, *maxDrop)
 	}
-	po := quant.PackageOptions{Options: quant.Options{Mode: *mode, Calibration: *calib, Percentile: *pct, FullRange: *fullRange},
-		MaxDrop: *maxDrop, Version: *version, Engines: map[string]func([]byte) (quant.Runner, error){
-			"go": func(m []byte) (quant.Runner, error) { return goengine.Load(m) },
-		}}
-	if *goOnly {
-		po.Order = []string{"go"}
-	} else {
-		// ONNX Runtime first: it decides accuracy and the golden outputs.
-		path, err := ort.FindLibrary(*lib)
-		if err != nil {
-			return fmt.Errorf("%w (or pass --go-only)", err)
-		}
-		if err := ort.Init(path); err != nil {
-			return err
-		}
-		po.Engines["onnxruntime"] = func(m []byte) (quant.Runner, error) { return ort.NewSession(m) }
-		po.Order = []string{"onnxruntime", "go"}
-		po.Tracer = ort.Trace // calibrates graphs the pure-Go engine cannot run (Conv)
+	m, model, err := manifest.Load(pos[0])
+	if err != nil {
+		return err
 	}
+	info, err := onnx.Inspect(model)
+	if err != nil {
+		return err
+	}
+	po := quant.PackageOptions{Options: quant.Options{Mode: *mode, Calibration: *calib, Percentile: *pct, FullRange: *fullRange},
+		MaxDrop: *maxDrop, Version: *version}
+	po.Engines, po.Order, po.Tracer, po.Unavailable = quantEngines(m, info, *lib, *goOnly)
 	if *data != "" {
 		if po.Rows, po.Labels, err = readRows(*data); err != nil {
 			return err
@@ -80,6 +75,81 @@ func quantCmd(_ context.Context, c *cli, args []string) error {
 	}
 	fmt.Fprintf(c.out, "wrote %s\n", pos[1])
 	return nil
+}
+
+// quantEngines opens the engines that may run the package's models, ONNX
+// Runtime first (it decides accuracy and the golden outputs, and
+// calibrates); each engine runs rows laid out as golden vectors are, so
+// multi-input (v2) manifests work too. An engine that cannot start is
+// returned in unavailable; one that cannot load a model is named by the
+// report.
+func quantEngines(m *manifest.Manifest, info *onnx.Info, lib string, goOnly bool) (map[string]func([]byte) (quant.Runner, error), []string, quant.Tracer, map[string]string) {
+	scores := scoresName(m, info)
+	engines := map[string]func([]byte) (quant.Runner, error){}
+	unavailable := map[string]string{}
+	var order []string
+	var tracer quant.Tracer
+	if goOnly {
+		unavailable["onnxruntime"] = "--go-only"
+	} else if path, err := ort.FindLibrary(lib); err != nil {
+		unavailable["onnxruntime"] = err.Error()
+	} else if err := ort.Init(path); err != nil {
+		unavailable["onnxruntime"] = err.Error()
+	} else {
+		engines["onnxruntime"] = func(b []byte) (quant.Runner, error) {
+			s, err := ort.NewSessionWith(b, ort.Options{Output: scores})
+			if err != nil {
+				return nil, err
+			}
+			return rowRunner{s, validate.Rows(m, info, s)}, nil
+		}
+		order = append(order, "onnxruntime")
+		tracer = func(b []byte, names []string, x []float32, width int) (map[string][]float32, error) {
+			var c feedCapture
+			if _, err := validate.Rows(m, info, &c)(x, width); err != nil {
+				return nil, err
+			}
+			return ort.TraceFeeds(b, names, c.feeds)
+		}
+	}
+	engines["go"] = func(b []byte) (quant.Runner, error) {
+		e, err := goengine.LoadWith(b, goengine.Options{Output: scores})
+		if err != nil {
+			return nil, err
+		}
+		return rowRunner{e, validate.Rows(m, info, e)}, nil
+	}
+	order = append(order, "go")
+	if tracer == nil {
+		tracer = func(b []byte, _ []string, x []float32, width int) (map[string][]float32, error) {
+			e, err := goengine.LoadWith(b, goengine.Options{Output: scores})
+			if err != nil {
+				return nil, fmt.Errorf("calibration on the pure-Go engine (ONNX Runtime is unavailable): %w", err)
+			}
+			var c feedCapture
+			if _, err := validate.Rows(m, info, &c)(x, width); err != nil {
+				return nil, err
+			}
+			return e.TraceFeeds(c.feeds)
+		}
+	}
+	return engines, order, tracer, unavailable
+}
+
+// rowRunner runs golden-vector rows on an engine through validate.Rows.
+type rowRunner struct {
+	validate.Runner
+	rows func(x []float32, width int) ([]float32, error)
+}
+
+func (r rowRunner) Run(x []float32, width int) ([]float32, error) { return r.rows(x, width) }
+
+// feedCapture keeps the feeds validate.Rows makes of rows, for a trace.
+type feedCapture struct{ feeds []onnx.Feed }
+
+func (c *feedCapture) RunFeeds(feeds []onnx.Feed) ([]float32, error) {
+	c.feeds = feeds
+	return nil, nil
 }
 
 // readRows reads feature vectors, with labels if every row has one.
