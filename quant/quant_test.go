@@ -2,13 +2,17 @@ package quant_test
 
 import (
 	"errors"
+	"fmt"
 	"math"
 	"math/rand/v2"
+	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/outpost-edge/outpost/models/goengine"
+	"github.com/outpost-edge/outpost/models/manifest"
 	"github.com/outpost-edge/outpost/models/onnx"
 	"github.com/outpost-edge/outpost/models/ort"
 	"github.com/outpost-edge/outpost/quant"
@@ -245,5 +249,67 @@ func TestEvaluateNamesUnavailableEngines(t *testing.T) {
 	}
 	if _, err := quant.Evaluate(model, q, samples(rng, 16, 4), nil, 0.5, map[string]func([]byte) (quant.Runner, error){"picky": refuse}, []string{"picky"}); !errors.Is(err, quant.ErrModel) {
 		t.Errorf("no engine loads it: err %v, want ErrModel", err)
+	}
+}
+
+// slowRunner takes at least delay per run: a quantized model that is
+// slower by construction, whatever the machine's noise.
+type slowRunner struct {
+	runner
+	delay time.Duration
+}
+
+func (s slowRunner) Run(x []float32, features int) ([]float32, error) {
+	for t0 := time.Now(); time.Since(t0) < s.delay; {
+	}
+	return s.runner.Run(x, features)
+}
+
+// TestPackageRefusals: --require-faster refuses a quantized model slower
+// than float, and states the slowdown plainly; --max-size-ratio refuses a
+// larger one; neither writes the package.
+func TestPackageRefusals(t *testing.T) {
+	rng := rand.New(rand.NewPCG(9, 9))
+	model := mlp(t, rng, 4, 8, 2, false)
+	in := t.TempDir()
+	m := &manifest.Manifest{Name: "m", Version: 1, Task: "classification"}
+	for i := range 4 {
+		m.Features = append(m.Features, manifest.Feature{Field: "f", Agg: fmt.Sprint("p", i), Std: 1})
+	}
+	rows := samples(rng, 50, 4)
+	y := run(t, ortSession(t, model), rows[0], 4)
+	m.Golden = []manifest.Golden{{Input: rows[0], Output: y, Tolerance: 1e-5}}
+	if err := manifest.Write(in, m, model); err != nil {
+		t.Fatal(err)
+	}
+	var float []byte
+	engines := map[string]func([]byte) (quant.Runner, error){"onnxruntime": func(b []byte) (quant.Runner, error) {
+		s := ortSession(t, b)
+		if string(b) == string(float) {
+			return s, nil
+		}
+		return slowRunner{s, 2 * time.Millisecond}, nil
+	}}
+	float = model
+	for name, c := range map[string]struct {
+		po   quant.PackageOptions
+		want error
+	}{
+		"slower": {quant.PackageOptions{RequireFaster: true}, quant.ErrSlower},
+		"size":   {quant.PackageOptions{MaxSizeRatio: 0.01}, quant.ErrSize},
+	} {
+		po := c.po
+		po.Options, po.Rows, po.MaxDrop, po.Engines, po.Order = quant.Options{Mode: quant.Dynamic}, rows, 1, engines, []string{"onnxruntime"}
+		out := filepath.Join(t.TempDir(), "q")
+		rep, err := quant.QuantizePackage(in, out, po)
+		if !errors.Is(err, c.want) || !quant.Refused(err) || rep == nil {
+			t.Fatalf("%s: err %v, want %v", name, err, c.want)
+		}
+		if _, serr := os.Stat(out); !os.IsNotExist(serr) {
+			t.Errorf("%s: refused, yet wrote %s", name, out)
+		}
+		if name == "slower" && (!strings.Contains(err.Error(), "× slower") || !strings.Contains(rep.String(), "× slower")) {
+			t.Errorf("the slowdown is not stated plainly: %v\n%s", err, rep)
+		}
 	}
 }

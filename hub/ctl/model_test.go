@@ -4,10 +4,12 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"fmt"
 	"math"
 	"math/rand/v2"
 	"os"
 	"path/filepath"
+	"regexp"
 	"strconv"
 	"strings"
 	"testing"
@@ -145,7 +147,8 @@ func TestQuantCommand(t *testing.T) {
 		t.Fatalf("exit %d: %s%s", code, stdout, stderr)
 	}
 	t.Log("\n" + stdout)
-	for _, want := range []string{"mode          int8-static minmax", "against labels", "latency onnxruntime", "latency go"} {
+	for _, want := range []string{"mode          int8-static minmax", "against labels", "latency onnxruntime  batch 1", "latency onnxruntime  batch 32", "latency go           batch 32",
+		"held out: the last 20% of the data (200 of 1000 rows), calibrated on the first 800", "on 200 rows", "agreement", "wrote " + out} {
 		if !strings.Contains(stdout, want) {
 			t.Errorf("report lacks %q", want)
 		}
@@ -166,9 +169,27 @@ func TestQuantCommand(t *testing.T) {
 			t.Errorf("validate on %s: exit %d: %s%s", engine, code, stdout, stderr)
 		}
 	}
+	if regexp.MustCompile(`0\.\d\d× (faster|slower)`).MatchString(stdout) {
+		t.Errorf("a slowdown reads as a speedup below one:\n%s", stdout)
+	}
+	// -o json: the report alone, parseable, naming what it wrote; separate
+	// evaluation data; the bound in points.
+	jsonOut := filepath.Join(t.TempDir(), "qj")
+	code, stdout, stderr = run("quant", in, jsonOut, "--data", dataFile, "--eval-data", dataFile, "--onnxruntime", lib, "--max-accuracy-drop", "5", "-o", "json")
+	if code != 0 {
+		t.Fatalf("-o json: exit %d: %s%s", code, stdout, stderr)
+	}
+	var rep quant.Report
+	dec := json.NewDecoder(strings.NewReader(stdout))
+	if err := dec.Decode(&rep); err != nil || dec.More() {
+		t.Fatalf("-o json is not one JSON object (%v):\n%s", err, stdout)
+	}
+	if rep.Written != jsonOut || rep.Rows != 1000 || rep.CalibrationRows != 1000 || len(rep.Latency["onnxruntime"]) != 2 || rep.Agreement < 0.9 {
+		t.Errorf("JSON report: %+v", rep)
+	}
 	// A bound the result misses: refused, nothing written.
 	refused := filepath.Join(t.TempDir(), "refused")
-	code, _, stderr = run("quant", in, refused, "--data", dataFile, "--onnxruntime", lib, "--max-drop", "0.001")
+	code, _, stderr = run("quant", in, refused, "--data", dataFile, "--onnxruntime", lib, "--max-accuracy-drop", "0.1")
 	if code != 1 || !strings.Contains(stderr, "accuracy drop beyond the bound") {
 		t.Fatalf("exit %d, stderr %q", code, stderr)
 	}
@@ -224,6 +245,26 @@ func TestQuantCNNPackage(t *testing.T) {
 		if !strings.Contains(stdout, want) {
 			t.Errorf("report lacks %q", want)
 		}
+	}
+	small := strings.Contains(stdout, "warning       the quantized model is larger")
+	qm, qmodel, err := manifest.Load(out)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if larger := len(qmodel) > len(model); larger != small {
+		t.Errorf("%d → %d bytes; warned of a larger model: %v", len(model), len(qmodel), small)
+	}
+	if qm.Quantization != quant.Static {
+		t.Errorf("quantization %q", qm.Quantization)
+	}
+	// A size bound it misses: refused, nothing written.
+	refused := filepath.Join(t.TempDir(), "refused")
+	ratio := fmt.Sprint(float64(len(qmodel)) / float64(len(model)) * 0.9)
+	if code, _, stderr := run("quant", in, refused, "--data", dataFile, "--onnxruntime", lib, "--max-size-ratio", ratio); code != 1 || !strings.Contains(stderr, "too large") {
+		t.Errorf("--max-size-ratio %s: exit %d, stderr %q", ratio, code, stderr)
+	}
+	if _, err := os.Stat(refused); !os.IsNotExist(err) {
+		t.Errorf("refused quantization wrote %s", refused)
 	}
 	for _, engine := range []string{"go", "onnxruntime"} {
 		if code, stdout, stderr := run("model", "validate", out, "--engine", engine, "--onnxruntime", lib); code != 0 {

@@ -4,7 +4,6 @@ import (
 	"bufio"
 	"context"
 	"encoding/json"
-	"errors"
 	"flag"
 	"fmt"
 	"io"
@@ -20,26 +19,53 @@ import (
 )
 
 // quantCmd quantizes a package, prints the report and refuses a result
-// that loses more accuracy than --max-drop.
+// that loses more accuracy than --max-drop (or --max-accuracy-drop), and,
+// on request, one that is not faster or too large.
 func quantCmd(_ context.Context, c *cli, args []string) error {
 	fs := flag.NewFlagSet("quant", flag.ContinueOnError)
 	fs.SetOutput(io.Discard)
 	mode := fs.String("mode", quant.Static, "int8-static, int8-dynamic or fp16")
 	calib := fs.String("calibration", quant.MinMax, "activation ranges for int8-static: minmax, percentile or mse")
 	pct := fs.Float64("percentile", 99.99, "with --calibration percentile")
-	data := fs.String("data", "", "JSON lines of feature vectors ([...] or {\"features\":[...],\"label\":k}) to calibrate and evaluate on (default: the golden inputs)")
-	maxDrop := fs.Float64("max-drop", 0.01, "largest accuracy drop accepted, as a fraction (0.01 = one point)")
+	data := fs.String("data", "", "JSON lines of rows ([...] or {\"features\":[...],\"label\":k}) to calibrate on; without --eval-data the last --holdout of them evaluate instead (default: the golden inputs)")
+	evalData := fs.String("eval-data", "", "JSON lines of rows, as --data, to evaluate on")
+	holdout := fs.Float64("holdout", 0.2, "share of --data held out for evaluation when there is no --eval-data")
+	maxDrop := fs.Float64("max-drop", 0.01, "largest accuracy drop accepted, as a fraction (0.01 = one point); --max-accuracy-drop says it in points")
+	maxPoints := fs.Float64("max-accuracy-drop", -1, "largest accuracy drop accepted, in points (1 = one point); overrides --max-drop")
+	requireFaster := fs.Bool("require-faster", false, "refuse a result that is not faster than float at batch 1 and 32 on the engine that decides (ONNX Runtime when it loads)")
+	maxSize := fs.Float64("max-size-ratio", 0, "refuse a result larger than this share of the float model's size (0: no bound)")
 	version := fs.Int64("version", 0, "version of the quantized package (default: input version + 1)")
 	fullRange := fs.Bool("full-range", false, "8-bit weights instead of 7 (may saturate ONNX Runtime's x86 int8 kernels)")
 	lib := fs.String("onnxruntime", "", "path of libonnxruntime.so.1 (default: found like the agent finds it)")
 	goOnly := fs.Bool("go-only", false, "evaluate on the pure-Go engine only (no ONNX Runtime)")
-	asJSON := fs.Bool("json", false, "print the report as JSON")
+	asJSON := fs.Bool("json", false, "print the report as JSON (same as -o json)")
+	format := fs.String("o", "text", "output: text or json (the report alone, as one JSON object)")
+	fs.StringVar(format, "output", "text", "same as -o")
 	pos, err := positional(fs, args, 2, "quant IN_DIR OUT_DIR [--mode ...]")
 	if err != nil {
 		return err
 	}
 	if *maxDrop < 0 || *maxDrop > 1 {
 		return fmt.Errorf("%w: --max-drop is a fraction from 0 to 1, got %v", errUsage, *maxDrop)
+	}
+	if *maxPoints != -1 {
+		if *maxPoints < 0 || *maxPoints > 100 {
+			return fmt.Errorf("%w: --max-accuracy-drop is in points from 0 to 100, got %v", errUsage, *maxPoints)
+		}
+		*maxDrop = *maxPoints / 100
+	}
+	switch *format {
+	case "json":
+		*asJSON = true
+	case "text":
+	default:
+		return fmt.Errorf("%w: -o must be text or json, got %q", errUsage, *format)
+	}
+	if *holdout <= 0 || *holdout >= 1 {
+		return fmt.Errorf("%w: --holdout is a share between 0 and 1, got %v", errUsage, *holdout)
+	}
+	if *maxSize < 0 {
+		return fmt.Errorf("%w: --max-size-ratio must be positive, got %v", errUsage, *maxSize)
 	}
 	m, model, err := manifest.Load(pos[0])
 	if err != nil {
@@ -50,10 +76,15 @@ func quantCmd(_ context.Context, c *cli, args []string) error {
 		return err
 	}
 	po := quant.PackageOptions{Options: quant.Options{Mode: *mode, Calibration: *calib, Percentile: *pct, FullRange: *fullRange},
-		MaxDrop: *maxDrop, Version: *version}
+		MaxDrop: *maxDrop, Version: *version, Holdout: *holdout, RequireFaster: *requireFaster, MaxSizeRatio: *maxSize}
 	po.Engines, po.Order, po.Tracer, po.Unavailable = quantEngines(m, info, *lib, *goOnly)
 	if *data != "" {
 		if po.Rows, po.Labels, err = readRows(*data); err != nil {
+			return err
+		}
+	}
+	if *evalData != "" {
+		if po.EvalRows, po.EvalLabels, err = readRows(*evalData); err != nil {
 			return err
 		}
 	}
@@ -68,12 +99,14 @@ func quantCmd(_ context.Context, c *cli, args []string) error {
 		}
 	}
 	if err != nil {
-		if errors.Is(err, quant.ErrAccuracy) {
+		if quant.Refused(err) {
 			return fmt.Errorf("%w; nothing written to %s", err, pos[1])
 		}
 		return err
 	}
-	fmt.Fprintf(c.out, "wrote %s\n", pos[1])
+	if !*asJSON { // the JSON report says so in "written"
+		fmt.Fprintf(c.out, "wrote %s\n", pos[1])
+	}
 	return nil
 }
 
