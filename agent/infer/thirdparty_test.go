@@ -152,10 +152,10 @@ func TestQuantizingThirdPartyModels(t *testing.T) {
 		t.Fatal(err)
 	}
 	for _, c := range []struct {
-		name    string
-		o       quant.Options
-		op      string // counted: weights and activations behind DequantizeLinear, or dynamic's integer products
-		count   int
+		name  string
+		o     quant.Options
+		op    string // counted: weights and activations behind DequantizeLinear, or dynamic's integer products
+		count int
 	}{
 		{"mlp_matmul", quant.Options{Mode: quant.Static, Calibration: quant.MinMax, Tracer: ort.Trace}, "DequantizeLinear", 6},
 		{"cnn1d", quant.Options{Mode: quant.Static, Calibration: quant.MinMax, Tracer: ort.Trace}, "DequantizeLinear", 6},
