@@ -146,7 +146,7 @@ func TestStaticInt8KeepsAccuracy(t *testing.T) {
 	testX, testY := mixture(rng, centers, 1.4, 3000)
 	model := trainedMLP(t, rng, trainX, trainY, 256, classes)
 	for _, calib := range []string{quant.MinMax, quant.Percentile, quant.MSE} {
-		q, err := quant.Quantize(model, quant.Options{Mode: quant.Static, Calibration: calib, Percentile: 99.99, Samples: trainX[:512]})
+		q, err := quant.Quantize(model, quant.Options{Mode: quant.Static, Calibration: calib, Percentile: 99.99, Samples: trainX[:512], Tracer: trace(t)})
 		if err != nil {
 			t.Fatal(err)
 		}

@@ -1,9 +1,11 @@
 // Package quant quantizes ONNX models after training: static int8 (weights
 // per channel, symmetric; activations per tensor, asymmetric, from
-// calibration), dynamic (weights only) and fp16 (weights stored in half
-// precision). The output is QDQ ONNX — QuantizeLinear/DequantizeLinear
-// around the float ops — which ONNX Runtime fuses into integer kernels and
-// the pure-Go engine executes as written. Ops it cannot quantize stay float.
+// calibration; QDQ ONNX on each quantized op's input and output, which
+// ONNX Runtime fuses into QGemm and QLinearConv), dynamic int8
+// (DynamicQuantizeLinear with MatMulInteger or ConvInteger, which ORT
+// fuses into DynamicQuantizeMatMul) and fp16 (weights stored in half
+// precision). The pure-Go engine runs all of them. Ops it cannot quantize
+// stay float.
 package quant
 
 import (
@@ -15,7 +17,6 @@ import (
 
 	"google.golang.org/protobuf/proto"
 
-	"github.com/outpost-edge/outpost/models/goengine"
 	"github.com/outpost-edge/outpost/models/onnx/onnxpb"
 )
 
@@ -54,11 +55,16 @@ type Options struct {
 	// (VPMADDUBSW) and saturate with full-range weights and activations,
 	// which showed as errors 8× larger than with 7-bit weights here.
 	FullRange bool
-	// Tracer computes the named values of the float model on rows of x
-	// (ort.Trace for graphs the pure-Go engine cannot run, such as
-	// convolutions); nil uses the pure-Go engine.
-	Tracer func(model []byte, names []string, x []float32, features int) (map[string][]float32, error)
+	// Tracer computes the named values of the float model on rows of x,
+	// for Static: ort.Trace when ONNX Runtime is available, or the pure-Go
+	// engine's Trace. quant runs no engine of its own, so it quantizes any
+	// graph some engine can run.
+	Tracer Tracer
 }
+
+// Tracer runs the float model on rows of x (features values each) and
+// returns the named values, intermediate tensors included, flattened.
+type Tracer func(model []byte, names []string, x []float32, features int) (map[string][]float32, error)
 
 // Quantize rewrites model. Gemm (transB) and MatMul nodes whose weights
 // are initializers are quantized; everything else stays float.
@@ -80,68 +86,168 @@ func Quantize(model []byte, o Options) ([]byte, error) {
 	for _, t := range g.GetInitializer() {
 		inits[t.GetName()] = t
 	}
-	var ranges map[string][2]float32
 	switch o.Mode {
-	case Static:
-		if len(o.Samples) == 0 {
-			return nil, fmt.Errorf("%w: static quantization needs calibration samples", ErrOptions)
-		}
-		var targets []string
-		for _, n := range g.GetNode() {
-			if _, _, ok := weightOf(n, inits); ok {
-				targets = append(targets, n.GetInput()[0])
-			}
-		}
-		var err error
-		if ranges, err = calibrate(model, targets, o); err != nil {
-			return nil, err
-		}
-	case Dynamic, FP16:
+	case Static, Dynamic, FP16:
 	default:
 		return nil, fmt.Errorf("%w: mode %q (int8-static, int8-dynamic or fp16)", ErrOptions, o.Mode)
 	}
-	var nodes []*onnxpb.NodeProto
-	quantized := 0
-	for _, n := range g.GetNode() {
-		w, axis, ok := weightOf(n, inits)
-		if !ok {
-			nodes = append(nodes, n)
-			continue
-		}
-		quantized++
-		if o.Mode == FP16 {
-			nodes = append(nodes, toHalf(g, w, n)...)
-			continue
-		}
-		limit := float32(63)
-		if o.FullRange {
-			limit = 127
-		}
-		deq, err := quantizeWeight(g, w, axis, limit)
-		if err != nil {
-			return nil, err
-		}
-		nodes = append(nodes, deq)
-		n.Input[1] = deq.Output[0]
-		if o.Mode == Static {
-			r, ok := ranges[n.Input[0]]
-			if !ok {
-				return nil, fmt.Errorf("%w: no calibration range for %s", ErrModel, n.Input[0])
-			}
-			nodes = append(nodes, quantizeActivation(g, n, r)...)
-		}
-		nodes = append(nodes, n)
+	limit := float32(63)
+	if o.FullRange {
+		limit = 127
 	}
-	if quantized == 0 {
+	var quantized []*onnxpb.NodeProto
+	for _, n := range g.GetNode() {
+		if _, _, ok := weightOf(n, inits); ok {
+			quantized = append(quantized, n)
+		}
+	}
+	if len(quantized) == 0 {
 		return nil, fmt.Errorf("%w: no Gemm, MatMul or Conv with constant weights", ErrModel)
 	}
-	g.Node = nodes
+	var err error
+	switch o.Mode {
+	case Static:
+		err = quantizeStatic(model, g, inits, quantized, limit, o)
+	case Dynamic:
+		err = quantizeDynamic(g, inits, quantized, limit)
+	case FP16:
+		var nodes []*onnxpb.NodeProto
+		for _, n := range g.GetNode() {
+			if w, _, ok := weightOf(n, inits); ok {
+				nodes = append(nodes, toHalf(g, w, n)...)
+			} else {
+				nodes = append(nodes, n)
+			}
+		}
+		g.Node = nodes
+	}
+	if err != nil {
+		return nil, err
+	}
 	g.Initializer = dropUnused(g)
 	out, err := proto.Marshal(&m)
 	if err != nil {
 		return nil, fmt.Errorf("quant: marshal: %w", err)
 	}
 	return out, nil
+}
+
+// quantizeStatic is QDQ as ONNX Runtime fuses it: int8 weights behind
+// DequantizeLinear, and one QuantizeLinear/DequantizeLinear pair on each
+// activation that enters a quantized op (its input) or leaves one (its
+// output, or its Relu's): with both sides quantized, ORT's optimiser turns
+// Gemm (MatMul+Add after its MatMulAddFusion) into QGemm, MatMul into
+// QLinearMatMul and Conv into QLinearConv, and drops the Relu into the
+// output's zero point. A pair is placed once per tensor, right after the
+// op that makes it, and every reader of the tensor reads the pair's output.
+func quantizeStatic(model []byte, g *onnxpb.GraphProto, inits map[string]*onnxpb.TensorProto, quantized []*onnxpb.NodeProto, limit float32, o Options) error {
+	if len(o.Samples) == 0 {
+		return fmt.Errorf("%w: static quantization needs calibration samples", ErrOptions)
+	}
+	if o.Tracer == nil {
+		return fmt.Errorf("%w: static quantization needs a tracer to calibrate on (ort.Trace, or the pure-Go engine's Trace)", ErrOptions)
+	}
+	readers := map[string][]*onnxpb.NodeProto{}
+	for _, n := range g.GetNode() {
+		for _, in := range n.GetInput() {
+			readers[in] = append(readers[in], n)
+		}
+	}
+	outputs := map[string]bool{}
+	for _, out := range g.GetOutput() {
+		outputs[out.GetName()] = true
+	}
+	var targets []string
+	seen := map[string]bool{}
+	add := func(t string) {
+		if !seen[t] && !outputs[t] { // a graph output keeps its float name
+			seen[t] = true
+			targets = append(targets, t)
+		}
+	}
+	for _, n := range quantized {
+		add(n.GetInput()[0])
+		// The tail: past a MatMul's bias Add (ORT fuses the pair into
+		// Gemm, then QGemm) and a Relu (its output's zero point).
+		tail := n.GetOutput()[0]
+		if r := readers[tail]; n.GetOpType() == "MatMul" && len(r) == 1 && r[0].GetOpType() == "Add" && len(r[0].GetInput()) == 2 {
+			other := r[0].GetInput()[0]
+			if other == tail {
+				other = r[0].GetInput()[1]
+			}
+			if b := inits[other]; b != nil {
+				tail = r[0].GetOutput()[0]
+				flattenBias(b, readers)
+			}
+		}
+		if n.GetOpType() == "Gemm" && len(n.GetInput()) > 2 && inits[n.GetInput()[2]] != nil {
+			flattenBias(inits[n.GetInput()[2]], readers)
+		}
+		if r := readers[tail]; len(r) == 1 && r[0].GetOpType() == "Relu" {
+			tail = r[0].GetOutput()[0]
+		}
+		add(tail)
+	}
+	ranges, err := calibrate(model, targets, o)
+	if err != nil {
+		return err
+	}
+	deqs := map[*onnxpb.NodeProto]*onnxpb.NodeProto{}
+	for _, n := range quantized {
+		w, axis, _ := weightOf(n, inits)
+		deq, err := quantizeWeight(g, w, axis, limit)
+		if err != nil {
+			return err
+		}
+		n.Input[1] = deq.Output[0]
+		deqs[n] = deq
+	}
+	// The pairs, keyed by the node after which they go ("" : first).
+	after := map[string][]*onnxpb.NodeProto{}
+	for _, t := range targets {
+		pair := quantizeActivation(g, t, ranges[t])
+		for _, r := range readers[t] {
+			for i, in := range r.Input {
+				if in == t {
+					r.Input[i] = pair[1].Output[0]
+				}
+			}
+		}
+		after[producer(g, t)] = append(after[producer(g, t)], pair...)
+	}
+	var nodes []*onnxpb.NodeProto
+	nodes = append(nodes, after[""]...)
+	for _, n := range g.GetNode() {
+		if d, ok := deqs[n]; ok {
+			nodes = append(nodes, d)
+		}
+		nodes = append(nodes, n)
+		nodes = append(nodes, after[n.GetOutput()[0]]...)
+	}
+	g.Node = nodes
+	return nil
+}
+
+// flattenBias makes a [1, N] bias [N] when one node reads it: ORT turns
+// only a 1-D float bias into QGemm's int32 one (skl2onnx writes [1, N],
+// and its Gemms stayed float).
+func flattenBias(b *onnxpb.TensorProto, readers map[string][]*onnxpb.NodeProto) {
+	if d := b.GetDims(); len(d) == 2 && d[0] == 1 && len(readers[b.GetName()]) == 1 {
+		b.Dims = []int64{d[1]}
+	}
+}
+
+// producer is the first output of the node that makes t, or "" for a
+// graph input.
+func producer(g *onnxpb.GraphProto, t string) string {
+	for _, n := range g.GetNode() {
+		for _, out := range n.GetOutput() {
+			if out == t {
+				return n.GetOutput()[0]
+			}
+		}
+	}
+	return ""
 }
 
 // weightOf returns the float weight initializer of a Gemm (with transB,
@@ -188,9 +294,9 @@ func floats(t *onnxpb.TensorProto) []float32 {
 	return t.GetFloatData()
 }
 
-// quantizeWeight replaces w by int8 values with one symmetric scale per
-// output channel and returns the DequantizeLinear node that restores it.
-func quantizeWeight(g *onnxpb.GraphProto, w *onnxpb.TensorProto, axis int64, limit float32) (*onnxpb.NodeProto, error) {
+// int8Weight quantizes w with one symmetric scale per output channel
+// (axis 0 or 1) to ±limit.
+func int8Weight(w *onnxpb.TensorProto, axis int64, limit float32) ([]byte, []float32, error) {
 	dims := w.GetDims()
 	total := 1
 	for _, d := range dims {
@@ -198,7 +304,7 @@ func quantizeWeight(g *onnxpb.GraphProto, w *onnxpb.TensorProto, axis int64, lim
 	}
 	data := floats(w)
 	if len(data) != total {
-		return nil, fmt.Errorf("%w: weight %s has %d values for %v", ErrModel, w.GetName(), len(data), dims)
+		return nil, nil, fmt.Errorf("%w: weight %s has %d values for %v", ErrModel, w.GetName(), len(data), dims)
 	}
 	channels, per := int(dims[0]), total/int(dims[0])
 	ch := func(i int) int { return i / per }
@@ -222,6 +328,17 @@ func quantizeWeight(g *onnxpb.GraphProto, w *onnxpb.TensorProto, axis int64, lim
 		x := math.RoundToEven(float64(v / scales[ch(i)]))
 		q[i] = byte(int8(max(-float64(limit), min(float64(limit), x))))
 	}
+	return q, scales, nil
+}
+
+// quantizeWeight replaces w by int8 values with one symmetric scale per
+// output channel and returns the DequantizeLinear node that restores it.
+func quantizeWeight(g *onnxpb.GraphProto, w *onnxpb.TensorProto, axis int64, limit float32) (*onnxpb.NodeProto, error) {
+	q, scales, err := int8Weight(w, axis, limit)
+	if err != nil {
+		return nil, err
+	}
+	channels := len(scales)
 	name := w.GetName()
 	g.Initializer = append(g.Initializer,
 		&onnxpb.TensorProto{Name: proto.String(name + "_q"), DataType: proto.Int32(int32(onnxpb.TensorProto_INT8)), Dims: w.GetDims(), RawData: q},
@@ -233,25 +350,127 @@ func quantizeWeight(g *onnxpb.GraphProto, w *onnxpb.TensorProto, axis int64, lim
 		Attribute: []*onnxpb.AttributeProto{{Name: proto.String("axis"), Type: onnxpb.AttributeProto_INT.Enum(), I: proto.Int64(axis)}}}, nil
 }
 
-// quantizeActivation puts a QuantizeLinear/DequantizeLinear pair (int8,
-// asymmetric, per tensor) on n's first input, with the calibrated range.
+// quantizeDynamic is dynamic int8 as ONNX Runtime defines it: each
+// quantized op's input is quantized at run time by DynamicQuantizeLinear
+// (uint8, per tensor) and multiplied with int8 weights (per channel) by
+// MatMulInteger or ConvInteger; the int32 sums are cast to float and
+// scaled, and the bias added. ORT fuses the MatMul form into
+// DynamicQuantizeMatMul. A Gemm with alpha or beta other than 1 stays
+// float.
+func quantizeDynamic(g *onnxpb.GraphProto, inits map[string]*onnxpb.TensorProto, quantized []*onnxpb.NodeProto, limit float32) error {
+	rewrite := map[*onnxpb.NodeProto][]*onnxpb.NodeProto{}
+	dq := map[string]string{} // input tensor → its DynamicQuantizeLinear base, shared by readers
+	for _, n := range quantized {
+		w, axis, _ := weightOf(n, inits)
+		var alpha, beta float32 = 1, 1
+		for _, a := range n.GetAttribute() {
+			switch a.GetName() {
+			case "alpha":
+				alpha = a.GetF()
+			case "beta":
+				beta = a.GetF()
+			}
+		}
+		if n.GetOpType() == "Gemm" && (alpha != 1 || beta != 1) {
+			continue
+		}
+		q, scales, err := int8Weight(w, axis, limit)
+		if err != nil {
+			return err
+		}
+		name, out := n.GetOutput()[0], n.GetOutput()[0]
+		dims := w.GetDims()
+		scaleDims := []int64{int64(len(scales))}
+		if n.GetOpType() == "Gemm" { // [N, K] → [K, N] for MatMulInteger
+			rows, cols := int(dims[0]), int(dims[1])
+			t := make([]byte, len(q))
+			for r := 0; r < rows; r++ {
+				for c := 0; c < cols; c++ {
+					t[c*rows+r] = q[r*cols+c]
+				}
+			}
+			q, dims = t, []int64{dims[1], dims[0]}
+		}
+		if n.GetOpType() == "Conv" { // scales [1, M, 1, ...] against [N, M, spatial...]
+			scaleDims = make([]int64, len(dims))
+			for i := range scaleDims {
+				scaleDims[i] = 1
+			}
+			scaleDims[1] = int64(len(scales))
+		}
+		x := n.GetInput()[0]
+		var nodes []*onnxpb.NodeProto
+		base, ok := dq[x]
+		if !ok {
+			base = x + "_dyn"
+			dq[x] = base
+			nodes = append(nodes, &onnxpb.NodeProto{OpType: proto.String("DynamicQuantizeLinear"), Name: proto.String(base + "_quant"),
+				Input: []string{x}, Output: []string{base + "_q", base + "_scale", base + "_zp"}})
+		}
+		g.Initializer = append(g.Initializer,
+			&onnxpb.TensorProto{Name: proto.String(name + "_wq"), DataType: proto.Int32(int32(onnxpb.TensorProto_INT8)), Dims: dims, RawData: q},
+			&onnxpb.TensorProto{Name: proto.String(name + "_wscale"), DataType: proto.Int32(int32(onnxpb.TensorProto_FLOAT)), Dims: scaleDims, FloatData: scales})
+		integer := &onnxpb.NodeProto{OpType: proto.String("MatMulInteger"), Name: proto.String(name + "_integer"),
+			Input: []string{base + "_q", name + "_wq", base + "_zp"}, Output: []string{name + "_i32"}}
+		if n.GetOpType() == "Conv" {
+			integer.OpType = proto.String("ConvInteger")
+			integer.Attribute = n.GetAttribute()
+		}
+		product := name + "_f"
+		bias := ""
+		if len(n.GetInput()) > 2 && n.GetInput()[2] != "" {
+			bias = n.GetInput()[2]
+		}
+		final := out
+		if bias != "" {
+			final = name + "_nobias"
+		}
+		nodes = append(nodes, integer,
+			&onnxpb.NodeProto{OpType: proto.String("Cast"), Name: proto.String(name + "_cast"), Input: []string{name + "_i32"}, Output: []string{product},
+				Attribute: []*onnxpb.AttributeProto{{Name: proto.String("to"), Type: onnxpb.AttributeProto_INT.Enum(), I: proto.Int64(int64(onnxpb.TensorProto_FLOAT))}}},
+			&onnxpb.NodeProto{OpType: proto.String("Mul"), Name: proto.String(name + "_scales"), Input: []string{base + "_scale", name + "_wscale"}, Output: []string{name + "_scale"}},
+			&onnxpb.NodeProto{OpType: proto.String("Mul"), Name: proto.String(name + "_rescale"), Input: []string{product, name + "_scale"}, Output: []string{final}})
+		if bias != "" {
+			if n.GetOpType() == "Conv" {
+				b := inits[bias]
+				if b == nil {
+					return fmt.Errorf("%w: Conv %s has a bias that is not a constant", ErrModel, name)
+				}
+				g.Initializer = append(g.Initializer, &onnxpb.TensorProto{Name: proto.String(name + "_bias"), DataType: proto.Int32(int32(onnxpb.TensorProto_FLOAT)), Dims: scaleDims, FloatData: floats(b)})
+				bias = name + "_bias"
+			}
+			nodes = append(nodes, &onnxpb.NodeProto{OpType: proto.String("Add"), Name: proto.String(name + "_bias_add"), Input: []string{final, bias}, Output: []string{out}})
+		}
+		rewrite[n] = nodes
+	}
+	var nodes []*onnxpb.NodeProto
+	for _, n := range g.GetNode() {
+		if r, ok := rewrite[n]; ok {
+			nodes = append(nodes, r...)
+		} else {
+			nodes = append(nodes, n)
+		}
+	}
+	g.Node = nodes
+	return nil
+}
+
+// quantizeActivation returns a QuantizeLinear/DequantizeLinear pair
+// (int8, asymmetric, per tensor) for tensor x, with the calibrated range.
 // Signed activations with signed weights (S8S8) are what ONNX Runtime
 // recommends on x86-64: U8S8 can saturate in its AVX2 kernels.
-func quantizeActivation(g *onnxpb.GraphProto, n *onnxpb.NodeProto, r [2]float32) []*onnxpb.NodeProto {
+func quantizeActivation(g *onnxpb.GraphProto, x string, r [2]float32) []*onnxpb.NodeProto {
 	lo, hi := min(r[0], 0), max(r[1], 0) // zero must be exact
 	scale := (hi - lo) / 255
 	if scale == 0 {
 		scale = 1
 	}
 	zp := int8(max(-128, min(127, math.Round(float64(-128-lo/scale)))))
-	x := n.Input[0]
-	// Node names are optional in ONNX; output names are unique.
-	base := n.GetOutput()[0] + "_in"
+	base := x + "_qdq"
 	g.Initializer = append(g.Initializer,
 		&onnxpb.TensorProto{Name: proto.String(base + "_scale"), DataType: proto.Int32(int32(onnxpb.TensorProto_FLOAT)), FloatData: []float32{scale}},
 		&onnxpb.TensorProto{Name: proto.String(base + "_zp"), DataType: proto.Int32(int32(onnxpb.TensorProto_INT8)), RawData: []byte{byte(zp)}},
 	)
-	n.Input[0] = base + "_dq"
 	return []*onnxpb.NodeProto{
 		{OpType: proto.String("QuantizeLinear"), Name: proto.String(base + "_quant"), Input: []string{x, base + "_scale", base + "_zp"}, Output: []string{base + "_q"}},
 		{OpType: proto.String("DequantizeLinear"), Name: proto.String(base + "_dequant"), Input: []string{base + "_q", base + "_scale", base + "_zp"}, Output: []string{base + "_dq"}},
@@ -328,19 +547,10 @@ func dropUnused(g *onnxpb.GraphProto) []*onnxpb.TensorProto {
 	return out
 }
 
-// calibrate runs the float model on the samples (the pure-Go engine, or
-// o.Tracer) and returns the range of each target value, by the method.
+// calibrate runs the float model on the samples with o.Tracer and returns
+// the range of each target value, by the method.
 func calibrate(model []byte, targets []string, o Options) (map[string][2]float32, error) {
 	tracer := o.Tracer
-	if tracer == nil {
-		eng, err := goengine.Load(model)
-		if err != nil {
-			return nil, fmt.Errorf("%w: calibration runs on the pure-Go engine, which cannot run this graph (pass a tracer, e.g. ONNX Runtime's): %w", ErrModel, err)
-		}
-		tracer = func(_ []byte, _ []string, x []float32, features int) (map[string][]float32, error) {
-			return eng.Trace(x, features)
-		}
-	}
 	features := len(o.Samples[0])
 	var x []float32
 	for i, s := range o.Samples {

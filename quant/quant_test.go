@@ -2,12 +2,17 @@ package quant_test
 
 import (
 	"errors"
+	"fmt"
 	"math"
 	"math/rand/v2"
+	"os"
+	"path/filepath"
+	"strings"
 	"testing"
 	"time"
 
 	"github.com/outpost-edge/outpost/models/goengine"
+	"github.com/outpost-edge/outpost/models/manifest"
 	"github.com/outpost-edge/outpost/models/onnx"
 	"github.com/outpost-edge/outpost/models/ort"
 	"github.com/outpost-edge/outpost/quant"
@@ -89,6 +94,15 @@ func ortSession(tb testing.TB, model []byte) runner {
 	return s
 }
 
+// trace calibrates on ONNX Runtime.
+func trace(tb testing.TB) quant.Tracer {
+	tb.Helper()
+	if err := ort.Init(testenv.ORTLibrary(tb)); err != nil {
+		tb.Fatal(err)
+	}
+	return ort.Trace
+}
+
 func run(tb testing.TB, r runner, x []float32, features int) []float32 {
 	tb.Helper()
 	out, err := r.Run(x, features)
@@ -110,9 +124,9 @@ func TestModesAgreeWithFloat(t *testing.T) {
 		x := flat(eval)
 		want := run(t, ortSession(t, model), x, features)
 		for _, o := range []quant.Options{
-			{Mode: quant.Static, Calibration: quant.MinMax, Samples: calib},
-			{Mode: quant.Static, Calibration: quant.Percentile, Percentile: 99.9, Samples: calib},
-			{Mode: quant.Static, Calibration: quant.MSE, Samples: calib},
+			{Mode: quant.Static, Calibration: quant.MinMax, Samples: calib, Tracer: trace(t)},
+			{Mode: quant.Static, Calibration: quant.Percentile, Percentile: 99.9, Samples: calib, Tracer: trace(t)},
+			{Mode: quant.Static, Calibration: quant.MSE, Samples: calib, Tracer: trace(t)},
 			{Mode: quant.Dynamic},
 			{Mode: quant.FP16},
 		} {
@@ -168,8 +182,9 @@ func TestRefusals(t *testing.T) {
 		want  error
 	}{
 		"mode":        {model, quant.Options{Mode: "int4"}, quant.ErrOptions},
-		"no samples":  {model, quant.Options{Mode: quant.Static}, quant.ErrOptions},
-		"calibration": {model, quant.Options{Mode: quant.Static, Calibration: "magic", Samples: samples(rng, 4, 4)}, quant.ErrOptions},
+		"no samples":  {model, quant.Options{Mode: quant.Static, Tracer: trace(t)}, quant.ErrOptions},
+		"no tracer":   {model, quant.Options{Mode: quant.Static, Samples: samples(rng, 4, 4)}, quant.ErrOptions},
+		"calibration": {model, quant.Options{Mode: quant.Static, Calibration: "magic", Samples: samples(rng, 4, 4), Tracer: trace(t)}, quant.ErrOptions},
 		"corrupt":     {[]byte("nope"), quant.Options{Mode: quant.Dynamic}, quant.ErrModel},
 	} {
 		if _, err := quant.Quantize(c.model, c.o); !errors.Is(err, c.want) {
@@ -185,7 +200,7 @@ func BenchmarkQuantizedLatency(b *testing.B) {
 	const features, batch = 32, 64
 	rng := rand.New(rand.NewPCG(5, 6))
 	model := mlp(b, rng, features, 256, 8, false)
-	q, err := quant.Quantize(model, quant.Options{Mode: quant.Static, Samples: samples(rng, 512, features)})
+	q, err := quant.Quantize(model, quant.Options{Mode: quant.Static, Samples: samples(rng, 512, features), Tracer: trace(b)})
 	if err != nil {
 		b.Fatal(err)
 	}
@@ -209,5 +224,92 @@ func BenchmarkQuantizedLatency(b *testing.B) {
 			b.ReportMetric(float64(tf.Microseconds())/float64(b.N), "float-µs/batch")
 			b.ReportMetric(float64(tq.Microseconds())/float64(b.N), "int8-µs/batch")
 		})
+	}
+}
+
+// TestEvaluateNamesUnavailableEngines: an engine that cannot load the
+// model is named with its reason, and the next one decides accuracy.
+func TestEvaluateNamesUnavailableEngines(t *testing.T) {
+	rng := rand.New(rand.NewPCG(3, 3))
+	model := mlp(t, rng, 4, 8, 2, false)
+	q, err := quant.Quantize(model, quant.Options{Mode: quant.Dynamic})
+	if err != nil {
+		t.Fatal(err)
+	}
+	refuse := func([]byte) (quant.Runner, error) { return nil, errors.New("unsupported: op Reshape") }
+	rep, err := quant.Evaluate(model, q, samples(rng, 16, 4), nil, 0.5, map[string]func([]byte) (quant.Runner, error){
+		"picky":       refuse,
+		"onnxruntime": func(m []byte) (quant.Runner, error) { return ortSession(t, m), nil },
+	}, []string{"picky", "onnxruntime"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if rep.Engine != "onnxruntime" || !strings.Contains(rep.Unavailable["picky"], "Reshape") || !strings.Contains(rep.String(), "picky") {
+		t.Errorf("engine %q, unavailable %v, report:\n%s", rep.Engine, rep.Unavailable, rep)
+	}
+	if _, err := quant.Evaluate(model, q, samples(rng, 16, 4), nil, 0.5, map[string]func([]byte) (quant.Runner, error){"picky": refuse}, []string{"picky"}); !errors.Is(err, quant.ErrModel) {
+		t.Errorf("no engine loads it: err %v, want ErrModel", err)
+	}
+}
+
+// slowRunner takes at least delay per run: a quantized model that is
+// slower by construction, whatever the machine's noise.
+type slowRunner struct {
+	runner
+	delay time.Duration
+}
+
+func (s slowRunner) Run(x []float32, features int) ([]float32, error) {
+	for t0 := time.Now(); time.Since(t0) < s.delay; {
+	}
+	return s.runner.Run(x, features)
+}
+
+// TestPackageRefusals: --require-faster refuses a quantized model slower
+// than float, and states the slowdown plainly; --max-size-ratio refuses a
+// larger one; neither writes the package.
+func TestPackageRefusals(t *testing.T) {
+	rng := rand.New(rand.NewPCG(9, 9))
+	model := mlp(t, rng, 4, 8, 2, false)
+	in := t.TempDir()
+	m := &manifest.Manifest{Name: "m", Version: 1, Task: "classification"}
+	for i := range 4 {
+		m.Features = append(m.Features, manifest.Feature{Field: "f", Agg: fmt.Sprint("p", i), Std: 1})
+	}
+	rows := samples(rng, 50, 4)
+	y := run(t, ortSession(t, model), rows[0], 4)
+	m.Golden = []manifest.Golden{{Input: rows[0], Output: y, Tolerance: 1e-5}}
+	if err := manifest.Write(in, m, model); err != nil {
+		t.Fatal(err)
+	}
+	var float []byte
+	engines := map[string]func([]byte) (quant.Runner, error){"onnxruntime": func(b []byte) (quant.Runner, error) {
+		s := ortSession(t, b)
+		if string(b) == string(float) {
+			return s, nil
+		}
+		return slowRunner{s, 2 * time.Millisecond}, nil
+	}}
+	float = model
+	for name, c := range map[string]struct {
+		po   quant.PackageOptions
+		want error
+	}{
+		"slower": {quant.PackageOptions{RequireFaster: true}, quant.ErrSlower},
+		"size":   {quant.PackageOptions{MaxSizeRatio: 0.01}, quant.ErrSize},
+	} {
+		po := c.po
+		po.Options, po.Rows, po.MaxDrop, po.Engines, po.Order = quant.Options{Mode: quant.Dynamic}, rows, 1, engines, []string{"onnxruntime"}
+		out := filepath.Join(t.TempDir(), "q")
+		rep, err := quant.QuantizePackage(in, out, po)
+		if !errors.Is(err, c.want) || !quant.Refused(err) || rep == nil {
+			t.Fatalf("%s: err %v, want %v", name, err, c.want)
+		}
+		if _, serr := os.Stat(out); !os.IsNotExist(serr) {
+			t.Errorf("%s: refused, yet wrote %s", name, out)
+		}
+		if name == "slower" && (!strings.Contains(err.Error(), "× slower") || !strings.Contains(rep.String(), "× slower")) {
+			t.Errorf("the slowdown is not stated plainly: %v\n%s", err, rep)
+		}
 	}
 }

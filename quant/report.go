@@ -14,6 +14,9 @@ type Runner interface {
 	Close() error
 }
 
+// Batches are the batch sizes latency is measured at.
+var Batches = []int{1, 32}
+
 // Report compares a quantized model with its float original.
 type Report struct {
 	Mode        string  `json:"mode"`
@@ -21,15 +24,39 @@ type Report struct {
 	SizeBefore  int     `json:"size_before"`
 	SizeAfter   int     `json:"size_after"`
 	SizeRatio   float64 `json:"size_ratio"`
-	Rows        int     `json:"rows"` // evaluation rows
-	MaxAbsError float64 `json:"max_abs_error"`
+	// CalibrationRows calibrated (static); Rows evaluated. Split says
+	// where the evaluation rows came from.
+	CalibrationRows int     `json:"calibration_rows,omitempty"`
+	Rows            int     `json:"rows"`
+	Split           string  `json:"split,omitempty"`
+	MaxAbsError     float64 `json:"max_abs_error"`
 	// Accuracy is against labels when the data has them, else against the
-	// float model's own decisions (then AccuracyBefore is 1).
+	// float model's own decisions (then AccuracyBefore is 1). Agreement is
+	// the share of rows where the quantized model decides as float does.
 	AccuracyBefore float64 `json:"accuracy_before"`
 	AccuracyAfter  float64 `json:"accuracy_after"`
+	Agreement      float64 `json:"agreement"`
 	Labelled       bool    `json:"labelled"`
-	// Latency per run over all rows, median of several, per engine.
-	Latency map[string][2]time.Duration `json:"latency"` // engine → [float, quantized]
+	// Latency per engine and batch size, float and quantized measured
+	// interleaved.
+	Latency map[string][]Latency `json:"latency"`
+	// Engine decided accuracy: the first of the order that loads both
+	// models. Unavailable names the engines that cannot, and why.
+	Engine      string            `json:"engine"`
+	Unavailable map[string]string `json:"unavailable,omitempty"`
+	Warnings    []string          `json:"warnings,omitempty"`
+	// Written is the package directory written, empty when refused.
+	Written string `json:"written,omitempty"`
+}
+
+// Latency is the median time of one run of a batch.
+type Latency struct {
+	Batch int `json:"batch"`
+	// FloatMicros and QuantMicros are microseconds per run.
+	FloatMicros float64 `json:"float_us"`
+	QuantMicros float64 `json:"quantized_us"`
+	// Speedup is float time / quantized time: below 1 is a slowdown.
+	Speedup float64 `json:"speedup"`
 }
 
 // Drop is the accuracy lost, in fractions (0.01 is one point).
@@ -54,8 +81,9 @@ func Decide(row []float32, threshold float64) int {
 }
 
 // Evaluate runs float and quantized models on rows with every engine in
-// engines (the first one decides accuracy and error) and fills a report.
-// labels may be nil.
+// engines (the first that loads both decides accuracy and error) and fills
+// a report. An engine that cannot load either model is named in
+// Unavailable; none loading both is an error. labels may be nil.
 func Evaluate(float, quantized []byte, rows [][]float32, labels []int, threshold float64, engines map[string]func([]byte) (Runner, error), order []string) (*Report, error) {
 	if len(rows) == 0 {
 		return nil, fmt.Errorf("%w: no evaluation rows", ErrOptions)
@@ -72,54 +100,136 @@ func Evaluate(float, quantized []byte, rows [][]float32, labels []int, threshold
 		x = append(x, r...)
 	}
 	rep := &Report{SizeBefore: len(float), SizeAfter: len(quantized), SizeRatio: float64(len(quantized)) / float64(len(float)),
-		Rows: len(rows), Labelled: labels != nil, Latency: map[string][2]time.Duration{}}
-	for i, name := range order {
-		var outs [2][]float32
-		var lat [2]time.Duration
+		Rows: len(rows), Labelled: labels != nil, Latency: map[string][]Latency{}, Unavailable: map[string]string{}}
+	for _, name := range order {
+		var rs [2]Runner
 		for j, model := range [][]byte{float, quantized} {
 			r, err := engines[name](model)
 			if err != nil {
-				return nil, fmt.Errorf("quant: %s: load: %w", name, err)
+				rep.Unavailable[name] = fmt.Sprintf("%s model: %v", [2]string{"float", "quantized"}[j], err)
+				break
 			}
-			var times []time.Duration
-			for range 7 {
-				t0 := time.Now()
-				if outs[j], err = r.Run(x, features); err != nil {
-					r.Close()
-					return nil, fmt.Errorf("quant: %s: run: %w", name, err)
-				}
-				times = append(times, time.Since(t0))
-			}
-			r.Close()
-			sort.Slice(times, func(a, b int) bool { return times[a] < times[b] })
-			lat[j] = times[len(times)/2]
+			rs[j] = r
 		}
-		rep.Latency[name] = lat
-		if i > 0 {
+		if rs[1] == nil {
+			if rs[0] != nil {
+				rs[0].Close()
+			}
 			continue
 		}
-		width := len(outs[0]) / len(rows)
-		right := [2]int{}
-		for k := range rows {
-			f, q := outs[0][k*width:(k+1)*width], outs[1][k*width:(k+1)*width]
-			for c := range f {
-				rep.MaxAbsError = max(rep.MaxAbsError, math.Abs(float64(f[c]-q[c])))
-			}
-			want := Decide(f, threshold)
-			if labels != nil {
-				want = labels[k]
-			}
-			if Decide(f, threshold) == want {
-				right[0]++
-			}
-			if Decide(q, threshold) == want {
-				right[1]++
-			}
+		err := rep.engine(name, rs, x, features, rows, labels, threshold)
+		rs[0].Close()
+		rs[1].Close()
+		if err != nil {
+			return nil, err
 		}
-		rep.AccuracyBefore = float64(right[0]) / float64(len(rows))
-		rep.AccuracyAfter = float64(right[1]) / float64(len(rows))
+	}
+	if rep.Engine == "" {
+		return nil, fmt.Errorf("%w: no engine loads both models: %v", ErrModel, rep.Unavailable)
+	}
+	if rep.SizeRatio > 1 {
+		rep.Warnings = append(rep.Warnings, fmt.Sprintf("the quantized model is larger than the float one (%.2f×): its scales and QDQ nodes outweigh the weights saved", rep.SizeRatio))
 	}
 	return rep, nil
+}
+
+// engine measures one engine's float and quantized runners; the first
+// engine measured also scores accuracy.
+func (rep *Report) engine(name string, rs [2]Runner, x []float32, features int, rows [][]float32, labels []int, threshold float64) error {
+	var outs [2][]float32
+	for j, r := range rs {
+		var err error
+		if outs[j], err = r.Run(x, features); err != nil {
+			return fmt.Errorf("quant: %s: run: %w", name, err)
+		}
+	}
+	for _, batch := range Batches {
+		in := make([]float32, 0, batch*features)
+		for len(in) < batch*features {
+			in = append(in, x[:min(len(x), batch*features-len(in))]...)
+		}
+		l, err := latency(rs, in, features)
+		if err != nil {
+			return fmt.Errorf("quant: %s: run: %w", name, err)
+		}
+		l.Batch = batch
+		rep.Latency[name] = append(rep.Latency[name], l)
+	}
+	if rep.Engine != "" {
+		return nil
+	}
+	rep.Engine = name
+	width := len(outs[0]) / len(rows)
+	right, agree := [2]int{}, 0
+	for k := range rows {
+		f, q := outs[0][k*width:(k+1)*width], outs[1][k*width:(k+1)*width]
+		for c := range f {
+			rep.MaxAbsError = max(rep.MaxAbsError, math.Abs(float64(f[c]-q[c])))
+		}
+		df, dq := Decide(f, threshold), Decide(q, threshold)
+		want := df
+		if labels != nil {
+			want = labels[k]
+		}
+		if df == want {
+			right[0]++
+		}
+		if dq == want {
+			right[1]++
+		}
+		if df == dq {
+			agree++
+		}
+	}
+	rep.AccuracyBefore = float64(right[0]) / float64(len(rows))
+	rep.AccuracyAfter = float64(right[1]) / float64(len(rows))
+	rep.Agreement = float64(agree) / float64(len(rows))
+	return nil
+}
+
+// latency runs float and quantized models alternately, so that a noisy
+// machine slows both alike, for about 100 ms each or 200 runs, and
+// returns the median of each.
+func latency(rs [2]Runner, x []float32, features int) (Latency, error) {
+	var times [2][]time.Duration
+	for j := range rs { // warm up: first runs allocate
+		if _, err := rs[j].Run(x, features); err != nil {
+			return Latency{}, err
+		}
+	}
+	var total time.Duration
+	for i := 0; i < 200 && (i < 7 || total < 200*time.Millisecond); i++ {
+		for j, r := range rs {
+			t0 := time.Now()
+			if _, err := r.Run(x, features); err != nil {
+				return Latency{}, err
+			}
+			d := time.Since(t0)
+			times[j] = append(times[j], d)
+			total += d
+		}
+	}
+	med := func(t []time.Duration) float64 {
+		sort.Slice(t, func(a, b int) bool { return t[a] < t[b] })
+		return float64(t[len(t)/2]) / float64(time.Microsecond)
+	}
+	l := Latency{FloatMicros: med(times[0]), QuantMicros: med(times[1])}
+	if l.QuantMicros > 0 {
+		l.Speedup = l.FloatMicros / l.QuantMicros
+	}
+	return l, nil
+}
+
+// Faster says how the quantized time compares: "1.52× faster", "1.80×
+// slower", never a factor below one.
+func (l Latency) Faster() string {
+	switch {
+	case l.Speedup >= 1:
+		return fmt.Sprintf("%.2f× faster", l.Speedup)
+	case l.Speedup > 0:
+		return fmt.Sprintf("%.2f× slower", 1/l.Speedup)
+	}
+	return "not measured"
 }
 
 // String renders the report for a terminal.
@@ -127,20 +237,38 @@ func (r *Report) String() string {
 	var b strings.Builder
 	fmt.Fprintf(&b, "mode          %s %s\n", r.Mode, r.Calibration)
 	fmt.Fprintf(&b, "size          %d → %d bytes (%.2f×)\n", r.SizeBefore, r.SizeAfter, r.SizeRatio)
+	if r.CalibrationRows > 0 {
+		fmt.Fprintf(&b, "calibration   %d rows\n", r.CalibrationRows)
+	}
+	if r.Split != "" {
+		fmt.Fprintf(&b, "evaluation    %d rows: %s\n", r.Rows, r.Split)
+	}
 	against := "the float model's decisions"
 	if r.Labelled {
 		against = "labels"
 	}
-	fmt.Fprintf(&b, "accuracy      %.2f%% → %.2f%% on %d rows, against %s (drop %.2f points)\n", 100*r.AccuracyBefore, 100*r.AccuracyAfter, r.Rows, against, 100*r.Drop())
+	fmt.Fprintf(&b, "accuracy      %.2f%% → %.2f%% on %d rows, against %s (drop %.2f points), on %s\n", 100*r.AccuracyBefore, 100*r.AccuracyAfter, r.Rows, against, 100*r.Drop(), r.Engine)
+	fmt.Fprintf(&b, "agreement     %.2f%% of rows decided as float decides\n", 100*r.Agreement)
 	fmt.Fprintf(&b, "max abs error %.4g\n", r.MaxAbsError)
-	names := make([]string, 0, len(r.Latency))
-	for n := range r.Latency {
+	for _, n := range sortedKeys(r.Latency) {
+		for _, l := range r.Latency[n] {
+			fmt.Fprintf(&b, "latency %-12s batch %-3d %.1f µs → %.1f µs (%s)\n", n, l.Batch, l.FloatMicros, l.QuantMicros, l.Faster())
+		}
+	}
+	for _, n := range sortedKeys(r.Unavailable) {
+		fmt.Fprintf(&b, "unavailable %-8s %s\n", n, r.Unavailable[n])
+	}
+	for _, w := range r.Warnings {
+		fmt.Fprintf(&b, "warning       %s\n", w)
+	}
+	return b.String()
+}
+
+func sortedKeys[V any](m map[string]V) []string {
+	names := make([]string, 0, len(m))
+	for n := range m {
 		names = append(names, n)
 	}
 	sort.Strings(names)
-	for _, n := range names {
-		l := r.Latency[n]
-		fmt.Fprintf(&b, "latency %-12s %v → %v (%.2f× faster)\n", n, l[0].Round(time.Microsecond), l[1].Round(time.Microsecond), float64(l[0])/float64(l[1]))
-	}
-	return b.String()
+	return names
 }

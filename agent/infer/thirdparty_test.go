@@ -141,23 +141,25 @@ func TestGoEngineOnThirdPartyModels(t *testing.T) {
 	}
 }
 
-// TestQuantizingThirdPartyModels: the exporter-style MLP quantizes
-// statically (the pure-Go engine calibrates it), the CNN statically with
-// ONNX Runtime as the calibration tracer (Conv and Gemm to int8) and
-// dynamically; on ONNX Runtime all stay within 0.05 of the numpy
+// TestQuantizingThirdPartyModels: the exporter-style MLP and the CNN
+// quantize statically with ONNX Runtime as the calibration tracer (QDQ
+// on the weights, and on each quantized op's input and output), the CNN
+// dynamically too (DynamicQuantizeLinear before ConvInteger and
+// MatMulInteger); on ONNX Runtime all stay within 0.05 of the numpy
 // reference.
 func TestQuantizingThirdPartyModels(t *testing.T) {
 	if err := ort.Init(testenv.ORTLibrary(t)); err != nil {
 		t.Fatal(err)
 	}
 	for _, c := range []struct {
-		name    string
-		o       quant.Options
-		dequant int
+		name  string
+		o     quant.Options
+		op    string // counted: weights and activations behind DequantizeLinear, or dynamic's integer products
+		count int
 	}{
-		{"mlp_matmul", quant.Options{Mode: quant.Static, Calibration: quant.MinMax}, 4},
-		{"cnn1d", quant.Options{Mode: quant.Static, Calibration: quant.MinMax, Tracer: ort.Trace}, 4},
-		{"cnn1d", quant.Options{Mode: quant.Dynamic}, 2},
+		{"mlp_matmul", quant.Options{Mode: quant.Static, Calibration: quant.MinMax, Tracer: ort.Trace}, "DequantizeLinear", 6},
+		{"cnn1d", quant.Options{Mode: quant.Static, Calibration: quant.MinMax, Tracer: ort.Trace}, "DequantizeLinear", 6},
+		{"cnn1d", quant.Options{Mode: quant.Dynamic}, "DynamicQuantizeLinear", 2},
 	} {
 		name, o := c.name, c.o
 		tp := loadThirdParty(t, name)
@@ -167,8 +169,8 @@ func TestQuantizingThirdPartyModels(t *testing.T) {
 			t.Fatalf("%s: %v", name, err)
 		}
 		info, _ := onnx.Inspect(q)
-		if info.Ops["DequantizeLinear"] != c.dequant {
-			t.Errorf("%s %s: %d DequantizeLinear, want %d: %v", name, o.Mode, info.Ops["DequantizeLinear"], c.dequant, info.Ops)
+		if info.Ops[c.op] != c.count {
+			t.Errorf("%s %s: %d %s, want %d: %v", name, o.Mode, info.Ops[c.op], c.op, c.count, info.Ops)
 		}
 		s, err := ort.NewSession(q)
 		if err != nil {

@@ -53,7 +53,7 @@ var commands = []command{
 	{"model show", "NAME", "show every version of a model: lineage, stage, metrics, history", modelShow},
 	{"model promote", "NAME VERSION [--stage canary|production]", "move a version to canary or production (the previous one steps down)", modelPromote},
 	{"model archive", "NAME VERSION", "archive a version", modelArchive},
-	{"quant", "IN_DIR OUT_DIR [--mode int8-static|int8-dynamic|fp16] [--data F] [--max-drop 0.01]", "quantize a model package, print the report, refuse too large an accuracy drop", quantCmd},
+	{"quant", "IN_DIR OUT_DIR [--mode int8-static|int8-dynamic|fp16] [--data F] [--eval-data F | --holdout 0.2] [--max-accuracy-drop POINTS] [--require-faster] [--max-size-ratio R] [-o text|json]", "quantize a model package, print the report (accuracy on held-out rows, size, latency per engine), refuse a result that misses a bound", quantCmd},
 	{"model inspect", "PATH [--json]", "show an ONNX file's inputs, outputs, ops, parameters and size", modelInspect},
 	{"model validate", "DIR [--engine onnxruntime|go] [--json]", "check a model package: manifest, graph fit, golden vectors", modelValidate},
 	{"model import", "MODEL.onnx --out DIR --data X.csv [--spec spec.yaml] [--features F.AGG,...] [--task T] [--labels a,b,...] [--engine onnxruntime|go]", "make a package from an ONNX file: manifest from flags or a YAML spec, golden vectors from sample rows; validated", modelImport},

@@ -4,10 +4,12 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"fmt"
 	"math"
 	"math/rand/v2"
 	"os"
 	"path/filepath"
+	"regexp"
 	"strconv"
 	"strings"
 	"testing"
@@ -145,7 +147,8 @@ func TestQuantCommand(t *testing.T) {
 		t.Fatalf("exit %d: %s%s", code, stdout, stderr)
 	}
 	t.Log("\n" + stdout)
-	for _, want := range []string{"mode          int8-static minmax", "against labels", "latency onnxruntime", "latency go"} {
+	for _, want := range []string{"mode          int8-static minmax", "against labels", "latency onnxruntime  batch 1", "latency onnxruntime  batch 32", "latency go           batch 32",
+		"held out: the last 20% of the data (200 of 1000 rows), calibrated on the first 800", "on 200 rows", "agreement", "wrote " + out} {
 		if !strings.Contains(stdout, want) {
 			t.Errorf("report lacks %q", want)
 		}
@@ -166,13 +169,106 @@ func TestQuantCommand(t *testing.T) {
 			t.Errorf("validate on %s: exit %d: %s%s", engine, code, stdout, stderr)
 		}
 	}
+	if regexp.MustCompile(`0\.\d\d× (faster|slower)`).MatchString(stdout) {
+		t.Errorf("a slowdown reads as a speedup below one:\n%s", stdout)
+	}
+	// -o json: the report alone, parseable, naming what it wrote; separate
+	// evaluation data; the bound in points.
+	jsonOut := filepath.Join(t.TempDir(), "qj")
+	code, stdout, stderr = run("quant", in, jsonOut, "--data", dataFile, "--eval-data", dataFile, "--onnxruntime", lib, "--max-accuracy-drop", "5", "-o", "json")
+	if code != 0 {
+		t.Fatalf("-o json: exit %d: %s%s", code, stdout, stderr)
+	}
+	var rep quant.Report
+	dec := json.NewDecoder(strings.NewReader(stdout))
+	if err := dec.Decode(&rep); err != nil || dec.More() {
+		t.Fatalf("-o json is not one JSON object (%v):\n%s", err, stdout)
+	}
+	if rep.Written != jsonOut || rep.Rows != 1000 || rep.CalibrationRows != 1000 || len(rep.Latency["onnxruntime"]) != 2 || rep.Agreement < 0.9 {
+		t.Errorf("JSON report: %+v", rep)
+	}
 	// A bound the result misses: refused, nothing written.
 	refused := filepath.Join(t.TempDir(), "refused")
-	code, _, stderr = run("quant", in, refused, "--data", dataFile, "--onnxruntime", lib, "--max-drop", "0.001")
+	code, _, stderr = run("quant", in, refused, "--data", dataFile, "--onnxruntime", lib, "--max-accuracy-drop", "0.1")
 	if code != 1 || !strings.Contains(stderr, "accuracy drop beyond the bound") {
 		t.Fatalf("exit %d, stderr %q", code, stderr)
 	}
 	if _, err := os.Stat(refused); !os.IsNotExist(err) {
 		t.Errorf("refused quantization wrote %s", refused)
+	}
+}
+
+// TestQuantCNNPackage: a 1-D CNN with a sequence input (rank 3, a v2
+// manifest) quantizes with calibration on ONNX Runtime; the report covers
+// each engine that loads it and the package validates on both.
+func TestQuantCNNPackage(t *testing.T) {
+	model, err := onnx.CNN1D("wave", 2, 50, 4, 3, 1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	eng, err := goengine.Load(model)
+	if err != nil {
+		t.Fatal(err)
+	}
+	rng := rand.New(rand.NewPCG(3, 4))
+	m := &manifest.Manifest{Name: "pump-cnn", Version: 1, Task: "anomaly",
+		Inputs: []manifest.Input{{Name: "wave", Kind: manifest.Sequence, Sequence: &manifest.SequenceSpec{Fields: []string{"ax", "ay"}, Steps: 50, Layout: "NCT"}}}}
+	var data bytes.Buffer
+	for i := 0; i < 300; i++ {
+		x := make([]float32, 100)
+		for j := range x {
+			x[j] = float32(rng.NormFloat64())
+		}
+		y, err := eng.RunFeeds([]onnx.Feed{{Name: "wave", Shape: []int64{1, 2, 50}, Data: x}})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if i < 3 {
+			m.Golden = append(m.Golden, manifest.Golden{Input: x, Output: y, Tolerance: 1e-5})
+		}
+		line, _ := json.Marshal(x)
+		data.Write(append(line, '\n'))
+	}
+	in, out := t.TempDir(), filepath.Join(t.TempDir(), "q")
+	if err := manifest.Write(in, m, model); err != nil {
+		t.Fatal(err)
+	}
+	dataFile := filepath.Join(t.TempDir(), "rows.jsonl")
+	os.WriteFile(dataFile, data.Bytes(), 0o644)
+	lib := testenv.ORTLibrary(t)
+	code, stdout, stderr := run("quant", in, out, "--data", dataFile, "--onnxruntime", lib, "--max-drop", "0.05")
+	if code != 0 {
+		t.Fatalf("exit %d: %s%s", code, stdout, stderr)
+	}
+	t.Log("\n" + stdout)
+	for _, want := range []string{"latency onnxruntime", "latency go"} {
+		if !strings.Contains(stdout, want) {
+			t.Errorf("report lacks %q", want)
+		}
+	}
+	small := strings.Contains(stdout, "warning       the quantized model is larger")
+	qm, qmodel, err := manifest.Load(out)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if larger := len(qmodel) > len(model); larger != small {
+		t.Errorf("%d → %d bytes; warned of a larger model: %v", len(model), len(qmodel), small)
+	}
+	if qm.Quantization != quant.Static {
+		t.Errorf("quantization %q", qm.Quantization)
+	}
+	// A size bound it misses: refused, nothing written.
+	refused := filepath.Join(t.TempDir(), "refused")
+	ratio := fmt.Sprint(float64(len(qmodel)) / float64(len(model)) * 0.9)
+	if code, _, stderr := run("quant", in, refused, "--data", dataFile, "--onnxruntime", lib, "--max-size-ratio", ratio); code != 1 || !strings.Contains(stderr, "too large") {
+		t.Errorf("--max-size-ratio %s: exit %d, stderr %q", ratio, code, stderr)
+	}
+	if _, err := os.Stat(refused); !os.IsNotExist(err) {
+		t.Errorf("refused quantization wrote %s", refused)
+	}
+	for _, engine := range []string{"go", "onnxruntime"} {
+		if code, stdout, stderr := run("model", "validate", out, "--engine", engine, "--onnxruntime", lib); code != 0 {
+			t.Errorf("validate on %s: exit %d: %s%s", engine, code, stdout, stderr)
+		}
 	}
 }

@@ -4,7 +4,6 @@ import (
 	"bufio"
 	"context"
 	"encoding/json"
-	"errors"
 	"flag"
 	"fmt"
 	"io"
@@ -12,25 +11,36 @@ import (
 	"strings"
 
 	"github.com/outpost-edge/outpost/models/goengine"
+	"github.com/outpost-edge/outpost/models/manifest"
+	"github.com/outpost-edge/outpost/models/onnx"
 	"github.com/outpost-edge/outpost/models/ort"
+	"github.com/outpost-edge/outpost/models/validate"
 	"github.com/outpost-edge/outpost/quant"
 )
 
 // quantCmd quantizes a package, prints the report and refuses a result
-// that loses more accuracy than --max-drop.
+// that loses more accuracy than --max-drop (or --max-accuracy-drop), and,
+// on request, one that is not faster or too large.
 func quantCmd(_ context.Context, c *cli, args []string) error {
 	fs := flag.NewFlagSet("quant", flag.ContinueOnError)
 	fs.SetOutput(io.Discard)
 	mode := fs.String("mode", quant.Static, "int8-static, int8-dynamic or fp16")
 	calib := fs.String("calibration", quant.MinMax, "activation ranges for int8-static: minmax, percentile or mse")
 	pct := fs.Float64("percentile", 99.99, "with --calibration percentile")
-	data := fs.String("data", "", "JSON lines of feature vectors ([...] or {\"features\":[...],\"label\":k}) to calibrate and evaluate on (default: the golden inputs)")
-	maxDrop := fs.Float64("max-drop", 0.01, "largest accuracy drop accepted, as a fraction (0.01 = one point)")
+	data := fs.String("data", "", "JSON lines of rows ([...] or {\"features\":[...],\"label\":k}) to calibrate on; without --eval-data the last --holdout of them evaluate instead (default: the golden inputs)")
+	evalData := fs.String("eval-data", "", "JSON lines of rows, as --data, to evaluate on")
+	holdout := fs.Float64("holdout", 0.2, "share of --data held out for evaluation when there is no --eval-data")
+	maxDrop := fs.Float64("max-drop", 0.01, "largest accuracy drop accepted, as a fraction (0.01 = one point); --max-accuracy-drop says it in points")
+	maxPoints := fs.Float64("max-accuracy-drop", -1, "largest accuracy drop accepted, in points (1 = one point); overrides --max-drop")
+	requireFaster := fs.Bool("require-faster", false, "refuse a result that is not faster than float at batch 1 and 32 on the engine that decides (ONNX Runtime when it loads)")
+	maxSize := fs.Float64("max-size-ratio", 0, "refuse a result larger than this share of the float model's size (0: no bound)")
 	version := fs.Int64("version", 0, "version of the quantized package (default: input version + 1)")
 	fullRange := fs.Bool("full-range", false, "8-bit weights instead of 7 (may saturate ONNX Runtime's x86 int8 kernels)")
 	lib := fs.String("onnxruntime", "", "path of libonnxruntime.so.1 (default: found like the agent finds it)")
 	goOnly := fs.Bool("go-only", false, "evaluate on the pure-Go engine only (no ONNX Runtime)")
-	asJSON := fs.Bool("json", false, "print the report as JSON")
+	asJSON := fs.Bool("json", false, "print the report as JSON (same as -o json)")
+	format := fs.String("o", "text", "output: text or json (the report alone, as one JSON object)")
+	fs.StringVar(format, "output", "text", "same as -o")
 	pos, err := positional(fs, args, 2, "quant IN_DIR OUT_DIR [--mode ...]")
 	if err != nil {
 		return err
@@ -38,27 +48,43 @@ func quantCmd(_ context.Context, c *cli, args []string) error {
 	if *maxDrop < 0 || *maxDrop > 1 {
 		return fmt.Errorf("%w: --max-drop is a fraction from 0 to 1, got %v", errUsage, *maxDrop)
 	}
-	po := quant.PackageOptions{Options: quant.Options{Mode: *mode, Calibration: *calib, Percentile: *pct, FullRange: *fullRange},
-		MaxDrop: *maxDrop, Version: *version, Engines: map[string]func([]byte) (quant.Runner, error){
-			"go": func(m []byte) (quant.Runner, error) { return goengine.Load(m) },
-		}}
-	if *goOnly {
-		po.Order = []string{"go"}
-	} else {
-		// ONNX Runtime first: it decides accuracy and the golden outputs.
-		path, err := ort.FindLibrary(*lib)
-		if err != nil {
-			return fmt.Errorf("%w (or pass --go-only)", err)
+	if *maxPoints != -1 {
+		if *maxPoints < 0 || *maxPoints > 100 {
+			return fmt.Errorf("%w: --max-accuracy-drop is in points from 0 to 100, got %v", errUsage, *maxPoints)
 		}
-		if err := ort.Init(path); err != nil {
-			return err
-		}
-		po.Engines["onnxruntime"] = func(m []byte) (quant.Runner, error) { return ort.NewSession(m) }
-		po.Order = []string{"onnxruntime", "go"}
-		po.Tracer = ort.Trace // calibrates graphs the pure-Go engine cannot run (Conv)
+		*maxDrop = *maxPoints / 100
 	}
+	switch *format {
+	case "json":
+		*asJSON = true
+	case "text":
+	default:
+		return fmt.Errorf("%w: -o must be text or json, got %q", errUsage, *format)
+	}
+	if *holdout <= 0 || *holdout >= 1 {
+		return fmt.Errorf("%w: --holdout is a share between 0 and 1, got %v", errUsage, *holdout)
+	}
+	if *maxSize < 0 {
+		return fmt.Errorf("%w: --max-size-ratio must be positive, got %v", errUsage, *maxSize)
+	}
+	m, model, err := manifest.Load(pos[0])
+	if err != nil {
+		return err
+	}
+	info, err := onnx.Inspect(model)
+	if err != nil {
+		return err
+	}
+	po := quant.PackageOptions{Options: quant.Options{Mode: *mode, Calibration: *calib, Percentile: *pct, FullRange: *fullRange},
+		MaxDrop: *maxDrop, Version: *version, Holdout: *holdout, RequireFaster: *requireFaster, MaxSizeRatio: *maxSize}
+	po.Engines, po.Order, po.Tracer, po.Unavailable = quantEngines(m, info, *lib, *goOnly)
 	if *data != "" {
 		if po.Rows, po.Labels, err = readRows(*data); err != nil {
+			return err
+		}
+	}
+	if *evalData != "" {
+		if po.EvalRows, po.EvalLabels, err = readRows(*evalData); err != nil {
 			return err
 		}
 	}
@@ -73,13 +99,90 @@ func quantCmd(_ context.Context, c *cli, args []string) error {
 		}
 	}
 	if err != nil {
-		if errors.Is(err, quant.ErrAccuracy) {
+		if quant.Refused(err) {
 			return fmt.Errorf("%w; nothing written to %s", err, pos[1])
 		}
 		return err
 	}
-	fmt.Fprintf(c.out, "wrote %s\n", pos[1])
+	if !*asJSON { // the JSON report says so in "written"
+		fmt.Fprintf(c.out, "wrote %s\n", pos[1])
+	}
 	return nil
+}
+
+// quantEngines opens the engines that may run the package's models, ONNX
+// Runtime first (it decides accuracy and the golden outputs, and
+// calibrates); each engine runs rows laid out as golden vectors are, so
+// multi-input (v2) manifests work too. An engine that cannot start is
+// returned in unavailable; one that cannot load a model is named by the
+// report.
+func quantEngines(m *manifest.Manifest, info *onnx.Info, lib string, goOnly bool) (map[string]func([]byte) (quant.Runner, error), []string, quant.Tracer, map[string]string) {
+	scores := scoresName(m, info)
+	engines := map[string]func([]byte) (quant.Runner, error){}
+	unavailable := map[string]string{}
+	var order []string
+	var tracer quant.Tracer
+	if goOnly {
+		unavailable["onnxruntime"] = "--go-only"
+	} else if path, err := ort.FindLibrary(lib); err != nil {
+		unavailable["onnxruntime"] = err.Error()
+	} else if err := ort.Init(path); err != nil {
+		unavailable["onnxruntime"] = err.Error()
+	} else {
+		engines["onnxruntime"] = func(b []byte) (quant.Runner, error) {
+			s, err := ort.NewSessionWith(b, ort.Options{Output: scores})
+			if err != nil {
+				return nil, err
+			}
+			return rowRunner{s, validate.Rows(m, info, s)}, nil
+		}
+		order = append(order, "onnxruntime")
+		tracer = func(b []byte, names []string, x []float32, width int) (map[string][]float32, error) {
+			var c feedCapture
+			if _, err := validate.Rows(m, info, &c)(x, width); err != nil {
+				return nil, err
+			}
+			return ort.TraceFeeds(b, names, c.feeds)
+		}
+	}
+	engines["go"] = func(b []byte) (quant.Runner, error) {
+		e, err := goengine.LoadWith(b, goengine.Options{Output: scores})
+		if err != nil {
+			return nil, err
+		}
+		return rowRunner{e, validate.Rows(m, info, e)}, nil
+	}
+	order = append(order, "go")
+	if tracer == nil {
+		tracer = func(b []byte, _ []string, x []float32, width int) (map[string][]float32, error) {
+			e, err := goengine.LoadWith(b, goengine.Options{Output: scores})
+			if err != nil {
+				return nil, fmt.Errorf("calibration on the pure-Go engine (ONNX Runtime is unavailable): %w", err)
+			}
+			var c feedCapture
+			if _, err := validate.Rows(m, info, &c)(x, width); err != nil {
+				return nil, err
+			}
+			return e.TraceFeeds(c.feeds)
+		}
+	}
+	return engines, order, tracer, unavailable
+}
+
+// rowRunner runs golden-vector rows on an engine through validate.Rows.
+type rowRunner struct {
+	validate.Runner
+	rows func(x []float32, width int) ([]float32, error)
+}
+
+func (r rowRunner) Run(x []float32, width int) ([]float32, error) { return r.rows(x, width) }
+
+// feedCapture keeps the feeds validate.Rows makes of rows, for a trace.
+type feedCapture struct{ feeds []onnx.Feed }
+
+func (c *feedCapture) RunFeeds(feeds []onnx.Feed) ([]float32, error) {
+	c.feeds = feeds
+	return nil, nil
 }
 
 // readRows reads feature vectors, with labels if every row has one.

@@ -535,7 +535,7 @@ func (t *Trainer) register(ctx context.Context, mc ModelConfig, base manifest.Ma
 	man.Metrics = map[string]float64{"holdout_accuracy": cand, "champion_holdout_accuracy": prod, "recent_rows": float64(len(xs))}
 	tolerance := 1e-5
 	if mc.Quantize != "" && mc.Quantize != "none" {
-		q, err := quant.Quantize(data, quant.Options{Mode: mc.Quantize, Calibration: quant.MinMax, Samples: rows})
+		q, err := quant.Quantize(data, quant.Options{Mode: mc.Quantize, Calibration: quant.MinMax, Samples: rows, Tracer: goTrace})
 		if err != nil {
 			return 0, nil, fmt.Errorf("trainer: quantize: %w", err)
 		}
@@ -624,3 +624,13 @@ func (t *Trainer) RunNow(name string) error {
 
 // ErrUnknownModel means the trainer is not configured for that model.
 var ErrUnknownModel = errors.New("model not trained here")
+
+// goTrace calibrates on the pure-Go engine: the trainer's exports are
+// graphs it runs.
+func goTrace(model []byte, _ []string, x []float32, features int) (map[string][]float32, error) {
+	e, err := goengine.Load(model)
+	if err != nil {
+		return nil, err
+	}
+	return e.Trace(x, features)
+}

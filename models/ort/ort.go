@@ -342,3 +342,46 @@ func (s *Session) Close() error {
 	s.releaseShared()
 	return s.s.Destroy()
 }
+
+// Optimized returns the graph ONNX Runtime runs for model on the cpu
+// provider after its graph optimisers (all levels; threads as o says):
+// the session option for an optimised model file path. Tests read it to
+// see which kernels a quantized graph fused into.
+func Optimized(model []byte, o Options) ([]byte, error) {
+	dir, err := os.MkdirTemp("", "outpost-ort-opt")
+	if err != nil {
+		return nil, err
+	}
+	defer os.RemoveAll(dir)
+	path := filepath.Join(dir, "optimized.onnx")
+	opts, err := ortgo.NewSessionOptions()
+	if err != nil {
+		return nil, fmt.Errorf("%w: session options: %w", ErrRuntime, err)
+	}
+	defer opts.Destroy()
+	if o.IntraOpThreads > 0 {
+		if err := opts.SetIntraOpNumThreads(o.IntraOpThreads); err != nil {
+			return nil, fmt.Errorf("%w: threads: %w", ErrRuntime, err)
+		}
+	}
+	if err := opts.SetOptimizedModelFilePath(path); err != nil {
+		return nil, fmt.Errorf("%w: optimized model path: %w", ErrRuntime, err)
+	}
+	ins, outs, err := ortgo.GetInputOutputInfoWithONNXData(model)
+	if err != nil {
+		return nil, fmt.Errorf("%w: inspect model: %w", ErrModel, err)
+	}
+	names := func(infos []ortgo.InputOutputInfo) []string {
+		var s []string
+		for _, i := range infos {
+			s = append(s, i.Name)
+		}
+		return s
+	}
+	s, err := ortgo.NewDynamicAdvancedSessionWithONNXData(model, names(ins), names(outs), opts)
+	if err != nil {
+		return nil, fmt.Errorf("%w: create session: %w", ErrModel, err)
+	}
+	s.Destroy()
+	return os.ReadFile(path)
+}

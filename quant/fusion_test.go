@@ -1,0 +1,169 @@
+package quant_test
+
+import (
+	"fmt"
+	"math/rand/v2"
+	"os"
+	"sort"
+	"strings"
+	"testing"
+
+	"google.golang.org/protobuf/proto"
+
+	"github.com/outpost-edge/outpost/models/onnx"
+	"github.com/outpost-edge/outpost/models/onnx/onnxpb"
+	"github.com/outpost-edge/outpost/models/ort"
+	"github.com/outpost-edge/outpost/quant"
+)
+
+// family is one model of the benchmark, with rows of its input.
+type family struct {
+	name     string
+	model    []byte
+	features int
+}
+
+// families: a 16-64-128-64-8 MLP in Gemm and in MatMul+Add form (as
+// skl2onnx and PyTorch export it), the 1-D CNN and the 2-D CNN.
+func families(tb testing.TB) []family {
+	tb.Helper()
+	rng := rand.New(rand.NewPCG(16, 8))
+	deep := func(matmul bool) []byte {
+		var layers []onnx.Dense
+		sizes := []int{16, 64, 128, 64, 8}
+		for i := 0; i+1 < len(sizes); i++ {
+			d := onnx.Dense{B: make([]float32, sizes[i+1])}
+			for range sizes[i+1] {
+				row := make([]float32, sizes[i])
+				for k := range row {
+					row[k] = float32(rng.NormFloat64() / 3)
+				}
+				d.W = append(d.W, row)
+			}
+			for k := range d.B {
+				d.B[k] = float32(rng.NormFloat64() / 10)
+			}
+			layers = append(layers, d)
+		}
+		m, err := onnx.MLP(layers, onnx.MLPOptions{Hidden: onnx.Relu, Output: onnx.Softmax, MatMul: matmul})
+		if err != nil {
+			tb.Fatal(err)
+		}
+		return m
+	}
+	c1, err := onnx.CNN1D("wave", 3, 128, 16, 5, 3)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	c2, err := onnx.CNN2D("image", 32, 16, 4, 5)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	skl, err := os.ReadFile("../models/testdata/skl2onnx/mlp.onnx")
+	if err != nil {
+		tb.Fatal(err)
+	}
+	info, err := onnx.Inspect(skl)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	var sklFeatures int
+	fmt.Sscan(info.Inputs[0].Shape[1], &sklFeatures)
+	return []family{
+		{"skl2onnx_mlp", skl, sklFeatures},
+		{"mlp_gemm", deep(false), 16},
+		{"mlp_matmul_add", deep(true), 16},
+		{"cnn1d", c1, 3 * 128},
+		{"cnn2d", c2, 3 * 32 * 32},
+	}
+}
+
+// ops counts the op types of a graph ("com.microsoft.QGemm" for another
+// domain's).
+func ops(tb testing.TB, model []byte) map[string]int {
+	tb.Helper()
+	var m onnxpb.ModelProto
+	if err := proto.Unmarshal(model, &m); err != nil {
+		tb.Fatal(err)
+	}
+	out := map[string]int{}
+	for _, n := range m.GetGraph().GetNode() {
+		op := n.GetOpType()
+		if d := n.GetDomain(); d != "" && d != "ai.onnx" {
+			op = d + "." + op
+		}
+		out[op]++
+	}
+	return out
+}
+
+func histogram(c map[string]int) string {
+	var s []string
+	for k, v := range c {
+		s = append(s, fmt.Sprintf("%s×%d", k, v))
+	}
+	sort.Strings(s)
+	return strings.Join(s, " ")
+}
+
+// TestFusion: ONNX Runtime's optimised graph of each of our int8 models
+// has no float Gemm, MatMul or Conv left: each one runs on an integer
+// kernel.
+func TestFusion(t *testing.T) {
+	tr := trace(t)
+	for _, f := range families(t) {
+		for _, mode := range []string{quant.Static, quant.Dynamic} {
+			rng := rand.New(rand.NewPCG(1, 2))
+			q, err := quant.Quantize(f.model, quant.Options{Mode: mode, Samples: samples(rng, 64, f.features), Tracer: feedTracer(f)(tr)})
+			if err != nil {
+				t.Fatalf("%s %s: %v", f.name, mode, err)
+			}
+			opt, err := ort.Optimized(q, ort.Options{IntraOpThreads: 1})
+			if err != nil {
+				t.Fatalf("%s %s: %v", f.name, mode, err)
+			}
+			got := ops(t, opt)
+			t.Logf("%s %s: %s", f.name, mode, histogram(got))
+			before := ops(t, f.model)
+			want := before["Gemm"] + before["MatMul"] + before["Conv"]
+			integer := 0
+			for _, k := range []string{"com.microsoft.QGemm", "QLinearMatMul", "com.microsoft.MatMulIntegerToFloat", "com.microsoft.DynamicQuantizeMatMul", "QLinearConv", "com.microsoft.QLinearConv", "ConvInteger", "MatMulInteger"} {
+				integer += got[k]
+			}
+			if integer != want {
+				t.Errorf("%s %s: %d integer kernels for %d Gemm, MatMul and Conv: %s", f.name, mode, integer, want, histogram(got))
+			}
+			for _, float := range []string{"Gemm", "MatMul", "Conv", "com.microsoft.FusedGemm", "com.microsoft.FusedMatMul", "com.microsoft.FusedConv", "com.microsoft.nchwc.Conv"} {
+				if got[float] > 0 {
+					t.Errorf("%s %s: ONNX Runtime still runs %d float %s: %s", f.name, mode, got[float], float, histogram(got))
+				}
+			}
+		}
+	}
+}
+
+// feedTracer shapes rows as the family's graph input wants them.
+func feedTracer(f family) func(quant.Tracer) quant.Tracer {
+	return func(quant.Tracer) quant.Tracer {
+		return func(model []byte, names []string, x []float32, features int) (map[string][]float32, error) {
+			info, err := onnx.Inspect(model)
+			if err != nil {
+				return nil, err
+			}
+			return ort.TraceFeeds(model, names, []onnx.Feed{feed(info, x, features)})
+		}
+	}
+}
+
+// feed shapes rows of x as the graph's one input: [N, F], [N, C, T] or
+// [N, C, H, W].
+func feed(info *onnx.Info, x []float32, features int) onnx.Feed {
+	in := info.Inputs[0]
+	shape := []int64{int64(len(x) / features)}
+	for _, d := range in.Shape[1:] {
+		var n int64
+		fmt.Sscan(d, &n)
+		shape = append(shape, n)
+	}
+	return onnx.Feed{Name: in.Name, Shape: shape, Data: x}
+}
