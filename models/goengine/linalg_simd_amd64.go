@@ -19,75 +19,109 @@ func init() {
 		// Dense FMAs reuse each loaded panel vector four times and sparse
 		// ones not at all, so the sparse kernel pays only from a larger
 		// share of zeros than in pure Go.
-		kernels = append(kernels, kernel{name: "avx2", dense: sgemmAVX2, sparse: sgemmSparseAVX2, sparseAt: 6})
+		kernels = append(kernels, kernel{name: "avx2", dense: sgemmAVX2, sparse: sgemmSparseAVX2, sparseAt: 5})
 		kern = kernels[len(kernels)-1]
 	}
 }
 
-// zeroPanel stands in for the missing second panel of an odd count.
-var zeroPanel [kBlock * panelW]float32
+// nBlock bounds the columns one pass over a k block covers, so that their
+// panels (kBlock·nBlock floats, 128 KiB) stay in L2 while every row of A
+// meets them.
+const nBlock = 16 * panelW
 
-// sgemmAVX2 is sgemm with FMA.
+// sgemmAVX2 is sgemm with FMA. Each quad of rows of a k block is copied
+// interleaved ([p][4]) so the micro-kernel walks one stream of A.
 func sgemmAVX2(c []float32, ldc int, a []float32, m, k int, bp []float32, n int, alpha float32) {
-	np := (n + panelW - 1) / panelW
+	var quad [4 * kBlock]float32
+	al := archsimd.BroadcastFloat32x8(alpha)
 	for k0 := 0; k0 < k; k0 += kBlock {
 		kc := min(kBlock, k-k0)
-		for jp := 0; jp < np; jp += 2 {
-			j0 := jp * panelW
-			p0 := bp[j0*k+k0*panelW : j0*k+(k0+kc)*panelW]
-			p1 := zeroPanel[:kc*panelW]
-			if jp+1 < np {
-				j1 := j0 + panelW
-				p1 = bp[j1*k+k0*panelW : j1*k+(k0+kc)*panelW]
-			}
-			w := min(2*panelW, n-j0)
+		for n0 := 0; n0 < n; n0 += nBlock {
+			n1 := min(n0+nBlock, n)
 			i := 0
 			for ; i+4 <= m; i += 4 {
-				block4x16(c[i*ldc+j0:], ldc, a[i*k+k0:], k, kc, p0, p1, w, alpha)
+				q := quad[:4*kc]
+				for r := range 4 {
+					for p, v := range a[(i+r)*k+k0 : (i+r)*k+k0+kc] {
+						q[4*p+r] = v
+					}
+				}
+				j0 := n0
+				for ; j0+2*panelW <= n1 || j0+panelW < n1; j0 += 2 * panelW {
+					block4x16(c[i*ldc+j0:], ldc, q, bp[j0*k+k0*panelW:j0*k+(k0+kc)*panelW], bp[(j0+panelW)*k+k0*panelW:(j0+panelW)*k+(k0+kc)*panelW], min(2*panelW, n1-j0), al)
+				}
+				if j0 < n1 {
+					block4x8(c[i*ldc+j0:], ldc, q, bp[j0*k+k0*panelW:j0*k+(k0+kc)*panelW], n1-j0, al)
+				}
 			}
 			for ; i < m; i++ {
-				row1x16(c[i*ldc+j0:i*ldc+j0+w], a[i*k+k0:i*k+k0+kc], p0, p1, alpha)
+				ar := a[i*k+k0 : i*k+k0+kc]
+				for j0 := n0; j0 < n1; j0 += 2 * panelW {
+					p0 := bp[j0*k+k0*panelW : j0*k+(k0+kc)*panelW]
+					p1 := zeroPanel[:kc*panelW]
+					if j0+panelW < n1 {
+						p1 = bp[(j0+panelW)*k+k0*panelW : (j0+panelW)*k+(k0+kc)*panelW]
+					}
+					row1x16(c[i*ldc+j0:i*ldc+min(j0+2*panelW, n1)], ar, p0, p1, al)
+				}
 			}
 		}
 	}
 	archsimd.ClearAVXUpperBits()
 }
 
-// block4x16 adds alpha·A[0:4, 0:kc]·[p0 p1] to the first w (≤ 16) columns
-// of rows 0-3 of c (stride ldc); a has row stride lda.
-func block4x16(c []float32, ldc int, a []float32, lda, kc int, p0, p1 []float32, w int, alpha float32) {
-	a0 := a[:kc]
-	a1 := a[lda : lda+kc]
-	a2 := a[2*lda : 2*lda+kc]
-	a3 := a[3*lda : 3*lda+kc]
-	p0, p1 = p0[:kc*panelW], p1[:kc*panelW]
+// zeroPanel stands in for the missing second panel of an odd count.
+var zeroPanel [kBlock * panelW]float32
+
+// block4x16 adds al·A·[p0 p1] to the first w (≤ 16) columns of rows 0-3
+// of c (stride ldc), A being q, four rows interleaved.
+func block4x16(c []float32, ldc int, q, p0, p1 []float32, w int, al archsimd.Float32x8) {
 	var c00, c01, c10, c11, c20, c21, c30, c31 archsimd.Float32x8
-	for p := range a0 {
-		b0 := archsimd.LoadFloat32x8((*[panelW]float32)(p0[p*panelW:]))
-		b1 := archsimd.LoadFloat32x8((*[panelW]float32)(p1[p*panelW:]))
-		x := archsimd.BroadcastFloat32x8(a0[p])
-		c00 = x.MulAdd(b0, c00)
-		c01 = x.MulAdd(b1, c01)
-		x = archsimd.BroadcastFloat32x8(a1[p])
-		c10 = x.MulAdd(b0, c10)
-		c11 = x.MulAdd(b1, c11)
-		x = archsimd.BroadcastFloat32x8(a2[p])
-		c20 = x.MulAdd(b0, c20)
-		c21 = x.MulAdd(b1, c21)
-		x = archsimd.BroadcastFloat32x8(a3[p])
-		c30 = x.MulAdd(b0, c30)
-		c31 = x.MulAdd(b1, c31)
+	for len(q) >= 4 && len(p0) >= panelW && len(p1) >= panelW {
+		b0 := archsimd.LoadFloat32x8((*[panelW]float32)(p0))
+		b1 := archsimd.LoadFloat32x8((*[panelW]float32)(p1))
+		x := q[:4:4]
+		v := archsimd.BroadcastFloat32x8(x[0])
+		c00 = v.MulAdd(b0, c00)
+		c01 = v.MulAdd(b1, c01)
+		v = archsimd.BroadcastFloat32x8(x[1])
+		c10 = v.MulAdd(b0, c10)
+		c11 = v.MulAdd(b1, c11)
+		v = archsimd.BroadcastFloat32x8(x[2])
+		c20 = v.MulAdd(b0, c20)
+		c21 = v.MulAdd(b1, c21)
+		v = archsimd.BroadcastFloat32x8(x[3])
+		c30 = v.MulAdd(b0, c30)
+		c31 = v.MulAdd(b1, c31)
+		q, p0, p1 = q[4:], p0[panelW:], p1[panelW:]
 	}
-	al := archsimd.BroadcastFloat32x8(alpha)
 	update16(c[:w], c00, c01, al)
 	update16(c[ldc:ldc+w], c10, c11, al)
 	update16(c[2*ldc:2*ldc+w], c20, c21, al)
 	update16(c[3*ldc:3*ldc+w], c30, c31, al)
 }
 
-// row1x16 is block4x16 for one row, k unrolled by two into four
-// accumulators; len(c) ≤ 16 columns are updated.
-func row1x16(c, a, p0, p1 []float32, alpha float32) {
+// block4x8 is block4x16 for one panel, w ≤ 8.
+func block4x8(c []float32, ldc int, q, p0 []float32, w int, al archsimd.Float32x8) {
+	var c0, c1, c2, c3 archsimd.Float32x8
+	for len(q) >= 4 && len(p0) >= panelW {
+		b0 := archsimd.LoadFloat32x8((*[panelW]float32)(p0))
+		x := q[:4:4]
+		c0 = archsimd.BroadcastFloat32x8(x[0]).MulAdd(b0, c0)
+		c1 = archsimd.BroadcastFloat32x8(x[1]).MulAdd(b0, c1)
+		c2 = archsimd.BroadcastFloat32x8(x[2]).MulAdd(b0, c2)
+		c3 = archsimd.BroadcastFloat32x8(x[3]).MulAdd(b0, c3)
+		q, p0 = q[4:], p0[panelW:]
+	}
+	for r, v := range [4]archsimd.Float32x8{c0, c1, c2, c3} {
+		d := c[r*ldc : r*ldc+w]
+		v.MulAdd(al, archsimd.LoadFloat32x8SlicePart(d)).StoreSlicePart(d)
+	}
+}
+
+// row1x16 adds al·a·[p0 p1] to the len(c) ≤ 16 values of c, k unrolled
+// by two into four accumulators.
+func row1x16(c, a, p0, p1 []float32, al archsimd.Float32x8) {
 	kc := len(a)
 	p0, p1 = p0[:kc*panelW], p1[:kc*panelW]
 	var c0, c1, d0, d1 archsimd.Float32x8
@@ -105,7 +139,7 @@ func row1x16(c, a, p0, p1 []float32, alpha float32) {
 		c0 = x.MulAdd(archsimd.LoadFloat32x8((*[panelW]float32)(p0[p*panelW:])), c0)
 		c1 = x.MulAdd(archsimd.LoadFloat32x8((*[panelW]float32)(p1[p*panelW:])), c1)
 	}
-	update16(c, c0.Add(d0), c1.Add(d1), archsimd.BroadcastFloat32x8(alpha))
+	update16(c, c0.Add(d0), c1.Add(d1), al)
 }
 
 // update16 adds al·[v0 v1] to the len(c) ≤ 16 values of c.
