@@ -11,6 +11,12 @@ export CGO_ENABLED := 1
 
 BINARIES := outpost-agent:agent/cmd/outpost-agent outpost-hub:hub/cmd/outpost-hub outpostctl:hub/cmd/outpostctl
 
+# SIMD: amd64 builds take models/goengine's AVX2/FMA float kernel, which
+# needs Go's simd experiment (the kernel itself is picked at run time, on
+# CPUs with AVX2 and FMA); other architectures, `make cross` among them,
+# build the pure-Go kernel.
+SIMD := $(if $(filter amd64,$(shell $(GO) env GOARCH)),GOEXPERIMENT=simd)
+
 .PHONY: all deps build test race fuzz staticcheck check chaos bench cross lint demo clean
 
 all: build
@@ -19,17 +25,20 @@ all: build
 deps:
 	@deploy/scripts/deps.sh
 
-## build: the three binaries for this machine, into bin/
+## build: the three binaries for this machine, into bin/ (on amd64 with GOEXPERIMENT=simd)
 build:
 	@mkdir -p $(BIN)
 	@for b in $(BINARIES); do \
 		name=$${b%%:*}; pkg=$${b#*:}; \
-		$(GO) build -trimpath -ldflags '$(LDFLAGS)' -o $(BIN)/$$name ./$$pkg || exit 1; \
+		$(SIMD) $(GO) build -trimpath -ldflags '$(LDFLAGS)' -o $(BIN)/$$name ./$$pkg || exit 1; \
 	done
 
-## test: unit and integration tests against real Kafka, Mosquitto, nats-server and ONNX Runtime
+## test: unit and integration tests against real Kafka, Mosquitto, nats-server and ONNX Runtime,
+## then the pure-Go engine and its ONNX Runtime agreement again with the AVX2/FMA kernel
+## (GOEXPERIMENT=simd; ONNX Runtime comes from .cache, no services needed)
 test: deps
 	$(GO) run ./test/cmd/withservices -- $(GO) test -count=1 -timeout 25m ./...
+	GOEXPERIMENT=simd $(GO) test -count=1 -timeout 25m ./models/goengine/ ./models/conformance/
 
 ## race: the packages with concurrency under the race detector
 RACE_PKGS := ./agent/... ./hub/... ./sync/...

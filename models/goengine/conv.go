@@ -185,7 +185,7 @@ func (n *node) conv(x tensor, get func(string) (tensor, error)) (tensor, error) 
 					row[i] = init
 				}
 			}
-			sgemm(dst, p, w.data[grp*mg*k:(grp+1)*mg*k], mg, k, colp, p, 1)
+			kern.dense(dst, p, w.data[grp*mg*k:(grp+1)*mg*k], mg, k, colp, p, 1)
 		}
 	}
 	return out, nil

@@ -103,11 +103,11 @@ func (n *node) matmul(a, b tensor) (tensor, error) {
 		bp = n.buffer(scratchPacked, packedLen(k, cols))
 		packB(bp, b.data, k, cols, n.transB)
 	}
-	if zeros(a.data[:rows*k]) >= rows*k*2/5 { // after a Relu: walk only the non-zeros
+	if zeros(a.data[:rows*k]) >= rows*k*kern.sparseAt/10 { // after a Relu: walk only the non-zeros
 		idx := n.ints32(rows*k + rows + 1)
-		sgemmSparse(out.data, cols, a.data, rows, k, bp, cols, n.alpha, n.buffer(sparseVals, rows*k), idx[:rows*k], idx[rows*k:])
+		kern.sparse(out.data, cols, a.data, rows, k, bp, cols, n.alpha, n.buffer(sparseVals, rows*k), idx[:rows*k], idx[rows*k:])
 	} else {
-		sgemm(out.data, cols, a.data, rows, k, bp, cols, n.alpha)
+		kern.dense(out.data, cols, a.data, rows, k, bp, cols, n.alpha)
 	}
 	return out, nil
 }
@@ -490,6 +490,25 @@ func packB(dst, b []float32, k, n int, trans bool) {
 		}
 	}
 }
+
+// kernel is one implementation of the float kernel: dense is sgemm's
+// contract, sparse sgemmSparse's, and sparseAt (in tenths) the share of
+// zeros in A from which matmul takes the sparse one.
+type kernel struct {
+	name     string
+	dense    func(c []float32, ldc int, a []float32, m, k int, bp []float32, n int, alpha float32)
+	sparse   func(c []float32, ldc int, a []float32, m, k int, bp []float32, n int, alpha float32, vals []float32, idx, offs []int32)
+	sparseAt int
+}
+
+// kernels are the implementations this build and CPU can run, the pure-Go
+// one first; kern is the one Gemm, MatMul and Conv use. An init of
+// linalg_simd_amd64.go (GOEXPERIMENT=simd builds) adds and selects the
+// AVX2/FMA one when the CPU has both.
+var (
+	kernels = []kernel{{name: "go", dense: sgemm, sparse: sgemmSparse, sparseAt: 4}}
+	kern    = kernels[0]
+)
 
 // sgemm adds alpha·A·B to C: a is [m][k] (row stride k), bp is B [k][n]
 // packed by packB, c is [m][n] with row stride ldc.
