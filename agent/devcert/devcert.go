@@ -5,7 +5,8 @@
 //
 // Renewal is due at a point between 60% and 70% of the certificate's
 // lifetime, chosen at random per certificate so a fleet enrolled together
-// does not renew together. The agent compares that point with its wall
+// does not renew together, counted from the moment the agent received it
+// (from its NotBefore for one read back at boot). The agent compares that point with its wall
 // clock at every check, at least every CheckEvery: a clock that jumps
 // forward (past expiry, even) renews at the next check, and a clock
 // behind renews late by its error at most. Failed renewals retry with
@@ -56,8 +57,15 @@ type current struct {
 // ErrNoCertificate means a chain holds no certificate for the key.
 var ErrNoCertificate = errors.New("no certificate for the device key")
 
-// Set makes chainPEM the current certificate.
-func (r *Renewer) Set(chainPEM string) error {
+// Set makes chainPEM the current certificate, due for renewal by its
+// own dates (a certificate read back at boot).
+func (r *Renewer) Set(chainPEM string) error { return r.set(chainPEM, time.Time{}) }
+
+// set takes a certificate; a non-zero received is when the hub issued it
+// by the agent's clock, and the renewal point counts from then: an agent
+// whose clock is far off the hub's would otherwise find every fresh
+// certificate due again at once and renew in a loop.
+func (r *Renewer) set(chainPEM string, received time.Time) error {
 	var cert tls.Certificate
 	for rest := []byte(chainPEM); ; {
 		var b *pem.Block
@@ -84,7 +92,11 @@ func (r *Renewer) Set(chainPEM string) error {
 		frac = r.Fraction
 	}
 	life := leaf.NotAfter.Sub(leaf.NotBefore)
-	at := leaf.NotBefore.Add(time.Duration((0.6 + 0.1*frac()) * float64(life)))
+	anchor := leaf.NotBefore
+	if !received.IsZero() {
+		anchor = received
+	}
+	at := anchor.Add(time.Duration((0.6 + 0.1*frac()) * float64(life)))
 	r.cur.Store(&current{cert: cert, leaf: leaf, renewAt: at})
 	return nil
 }
@@ -137,7 +149,7 @@ func (r *Renewer) Run(ctx context.Context) error {
 		if c := r.cur.Load(); c != nil {
 			if t := now(); t.Before(c.renewAt) {
 				wait = min(c.renewAt.Sub(t), every)
-			} else if err := r.renew(ctx); err != nil {
+			} else if err := r.renew(ctx, now); err != nil {
 				if ctx.Err() != nil {
 					return nil
 				}
@@ -158,12 +170,12 @@ func (r *Renewer) Run(ctx context.Context) error {
 	}
 }
 
-func (r *Renewer) renew(ctx context.Context) error {
+func (r *Renewer) renew(ctx context.Context, now func() time.Time) error {
 	chain, err := r.Renew(ctx)
 	if err != nil {
 		return err
 	}
-	if err := r.Set(chain); err != nil {
+	if err := r.set(chain, now()); err != nil {
 		return err
 	}
 	if err := r.Save(chain); err != nil {
