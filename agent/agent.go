@@ -3,6 +3,7 @@ package agent
 
 import (
 	"context"
+	"crypto/tls"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -18,6 +19,7 @@ import (
 
 	"golang.org/x/sync/errgroup"
 
+	"github.com/outpost-edge/outpost/agent/devcert"
 	"github.com/outpost-edge/outpost/agent/outbox"
 	"github.com/outpost-edge/outpost/agent/pipeline"
 	"github.com/outpost-edge/outpost/agent/store"
@@ -66,8 +68,10 @@ func Run(ctx context.Context, cfg *Config, log *slog.Logger) error {
 }
 
 func run(ctx context.Context, cfg *Config, log *slog.Logger, slots *selfupdate.Slots, build int64, restart func()) error {
+	var certs *devcert.Renewer
 	if cfg.Enrolment.URL != "" {
-		if err := enrolDevice(ctx, cfg, log); err != nil {
+		var err error
+		if certs, err = enrolDevice(ctx, cfg, log); err != nil {
 			return err
 		}
 	}
@@ -95,7 +99,7 @@ func run(ctx context.Context, cfg *Config, log *slog.Logger, slots *selfupdate.S
 			return nil
 		}
 	}
-	a, err := newAgent(cfg, ob, boot, log.With("device", cfg.Device.ID))
+	a, err := newAgent(cfg, ob, boot, certs, log.With("device", cfg.Device.ID))
 	if err != nil {
 		return err
 	}
@@ -118,13 +122,14 @@ type agent struct {
 	sender    *uplink.Sender
 	pipes     []*pipeline.Pipeline
 	obs       *observed
-	mgr       *update.Manager // nil with updates off
-	reportNow chan struct{}   // report soon: a (re)connect, update progress
+	mgr       *update.Manager  // nil with updates off
+	certs     *devcert.Renewer // nil without an enrolled certificate
+	reportNow chan struct{}    // report soon: a (re)connect, update progress
 }
 
 // newAgent builds the uplink and its sender; nothing runs yet.
-func newAgent(cfg *Config, ob *outbox.Outbox, boot int64, log *slog.Logger) (*agent, error) {
-	a := &agent{cfg: cfg, log: log, ob: ob, boot: boot, reportNow: make(chan struct{}, 1), rep: state.Reported{
+func newAgent(cfg *Config, ob *outbox.Outbox, boot int64, certs *devcert.Renewer, log *slog.Logger) (*agent, error) {
+	a := &agent{cfg: cfg, log: log, ob: ob, boot: boot, certs: certs, reportNow: make(chan struct{}, 1), rep: state.Reported{
 		Device:       cfg.Device.ID,
 		AgentVersion: version.Version,
 		Arch:         runtime.GOARCH,
@@ -132,8 +137,13 @@ func newAgent(cfg *Config, ob *outbox.Outbox, boot int64, log *slog.Logger) (*ag
 		Status:       state.StatusRunning,
 		StartedAt:    time.Now().UTC(),
 	}}
+	var getCert func(*tls.CertificateRequestInfo) (*tls.Certificate, error)
+	if certs != nil {
+		getCert = certs.GetClientCertificate
+	}
 	up, err := uplink.New(cfg.Hub, uplink.Options{
-		ClientID: cfg.Device.ID,
+		ClientID:             cfg.Device.ID,
+		GetClientCertificate: getCert,
 		OnConnect: func(*uplink.Client) {
 			a.sender.OnConnect()
 			a.askReport()
@@ -211,6 +221,9 @@ func (a *agent) run(ctx context.Context) error {
 	defer stopSinks()
 	sinks, sinkCtx := errgroup.WithContext(sinkBase)
 	sinks.Go(func() error { return a.sender.Run(sinkCtx) })
+	if a.certs != nil {
+		sinks.Go(func() error { return a.certs.Run(sinkCtx) })
+	}
 	sinks.Go(func() error {
 		// Connect keeps retrying in the background; the agent works offline.
 		if err := a.up.Connect(sinkCtx); err != nil && sinkCtx.Err() == nil {
@@ -447,11 +460,13 @@ func appendTelemetry(ctx context.Context, ob *outbox.Outbox, started time.Time) 
 }
 
 // enrolDevice makes sure the device is enrolled and connects with the
-// credentials the hub gave it.
-func enrolDevice(ctx context.Context, cfg *Config, log *slog.Logger) error {
+// credentials the hub gave it. With a certificate among them it returns
+// the renewer that keeps it current; a hub whose broker verifies client
+// certificates (cert_auth) then gets no password from the agent.
+func enrolDevice(ctx context.Context, cfg *Config, log *slog.Logger) (*devcert.Renewer, error) {
 	tc, err := cfg.Enrolment.TLS.Build()
 	if err != nil {
-		return fmt.Errorf("agent: enrolment.tls: %w", err)
+		return nil, fmt.Errorf("agent: enrolment.tls: %w", err)
 	}
 	client := &http.Client{Timeout: 30 * time.Second}
 	if tc != nil {
@@ -462,11 +477,36 @@ func enrolDevice(ctx context.Context, cfg *Config, log *slog.Logger) error {
 		Arch: runtime.GOARCH, Accelerator: cfg.Device.Accelerator, AgentVersion: version.Version,
 	})
 	if err != nil {
-		return fmt.Errorf("agent: %w", err)
+		return nil, fmt.Errorf("agent: %w", err)
 	}
 	if cfg.Device.ID != "" && cfg.Device.ID != e.Device {
-		return fmt.Errorf("agent: device.id is %q but the device enrolled as %q (see %s)", cfg.Device.ID, e.Device, filepath.Join(cfg.DataDir, enrol.CredentialsFile))
+		return nil, fmt.Errorf("agent: device.id is %q but the device enrolled as %q (see %s)", cfg.Device.ID, e.Device, filepath.Join(cfg.DataDir, enrol.CredentialsFile))
 	}
 	cfg.Device.ID, cfg.Hub.Username, cfg.Hub.Password = e.Device, e.Username, e.Password
-	return nil
+	if e.Certificate == "" {
+		return nil, nil // a hub from before device certificates
+	}
+	key, err := enrol.Key(cfg.DataDir)
+	if err != nil {
+		return nil, fmt.Errorf("agent: %w", err)
+	}
+	dlog := log.With("component", "devcert", "device", e.Device)
+	var last state.Renewal // Renew and Save run on the renewer's goroutine
+	r := &devcert.Renewer{
+		Key: key, Log: dlog,
+		Renew: func(ctx context.Context) (string, error) {
+			var err error
+			last, err = enrol.Renew(ctx, client, cfg.Enrolment.URL, e.Device, key)
+			return last.Certificate, err
+		},
+		Save: func(string) error { return enrol.SaveCertificate(cfg.DataDir, last) },
+	}
+	if err := r.Set(e.Certificate); err != nil {
+		return nil, fmt.Errorf("agent: %s: %w", filepath.Join(cfg.DataDir, enrol.CredentialsFile), err)
+	}
+	if e.CertAuth {
+		cfg.Hub.Password = "" // the certificate authenticates
+	}
+	dlog.Info("device certificate loaded", "not_after", r.Leaf().NotAfter, "renew_at", r.RenewAt(), "cert_auth", e.CertAuth)
+	return r, nil
 }

@@ -12,6 +12,7 @@ import (
 	"github.com/outpost-edge/outpost/deploy/daemon"
 	"github.com/outpost-edge/outpost/hub/bridge"
 	"github.com/outpost-edge/outpost/hub/broker"
+	"github.com/outpost-edge/outpost/hub/devca"
 	"github.com/outpost-edge/outpost/hub/ingest"
 	"github.com/outpost-edge/outpost/hub/kafka"
 	"github.com/outpost-edge/outpost/hub/trainer"
@@ -23,6 +24,7 @@ import (
 type Config struct {
 	DataDir string           `yaml:"data_dir" usage:"directory for the JetStream store and hub state"`
 	Broker  broker.Config    `yaml:"broker"`
+	Devices DevicesConfig    `yaml:"devices"`
 	Ingest  ingest.Config    `yaml:"ingest"`
 	Kafka   kafka.Config     `yaml:"kafka"`
 	Bridge  bridge.Config    `yaml:"bridge"`
@@ -30,6 +32,15 @@ type Config struct {
 	Updates updates.Config   `yaml:"updates"`
 	Trainer trainer.Config   `yaml:"trainer"`
 	Log     daemon.LogConfig `yaml:"log"`
+}
+
+// DevicesConfig is the hub as the devices' certificate authority.
+type DevicesConfig struct {
+	CA devca.Config `yaml:"ca"`
+	// CertValidity is short on purpose: agents renew at about 2/3 of it,
+	// and a stolen certificate outlives neither a revocation (refused at
+	// once) nor this.
+	CertValidity time.Duration `yaml:"cert_validity" usage:"validity of the device certificates enrolment and renewal issue (1m to 2160h)"`
 }
 
 // HTTPConfig is the hub's REST API and health endpoint.
@@ -64,6 +75,7 @@ func Defaults() *Config {
 		Ingest:  ingest.Config{MaxBytes: 8 << 30, MaxAge: 7 * 24 * time.Hour, Replicas: 1, TrimInterval: time.Second},
 		Kafka:   kafka.Config{TopicPrefix: "outpost.", Partitions: 3, Replication: 1},
 		Bridge:  bridge.Config{BatchMessages: 512, Linger: 20 * time.Millisecond, Compression: "lz4", Format: "json"},
+		Devices: DevicesConfig{CertValidity: devca.DefaultValidity},
 		HTTP:    HTTPConfig{Listen: "127.0.0.1:8080"},
 		Updates: updates.Config{TimestampExpiry: 24 * time.Hour, RolloutInterval: time.Second},
 		Trainer: trainer.Defaults(),
@@ -113,9 +125,6 @@ func (c *Config) Validate() error {
 		if t.CertFile == "" || t.KeyFile == "" {
 			errs.Add("broker.tls", "cert_file and key_file are both required for TLS")
 		}
-		if t.VerifyClients && t.CAFile == "" {
-			errs.Add("broker.tls.ca_file", "required with verify_clients")
-		}
 		for path, f := range map[string]string{"broker.tls.cert_file": t.CertFile, "broker.tls.key_file": t.KeyFile, "broker.tls.ca_file": t.CAFile} {
 			if f != "" {
 				if _, err := os.Stat(f); err != nil {
@@ -123,6 +132,21 @@ func (c *Config) Validate() error {
 				}
 			}
 		}
+	}
+	if ca := c.Devices.CA; ca.Configured() {
+		if ca.CertFile == "" || ca.KeyFile == "" {
+			errs.Add("devices.ca", "cert_file and key_file go together")
+		}
+		for path, f := range map[string]string{"devices.ca.cert_file": ca.CertFile, "devices.ca.key_file": ca.KeyFile} {
+			if f != "" {
+				if _, err := os.Stat(f); err != nil {
+					errs.Add(path, err.Error())
+				}
+			}
+		}
+	}
+	if v := c.Devices.CertValidity; v < time.Minute || v > 2160*time.Hour {
+		errs.Add("devices.cert_validity", fmt.Sprintf("must be 1m to 2160h, got %s", v))
 	}
 	c.validateCluster(&errs)
 	if c.Broker.MaxPayload < 1024 || c.Broker.MaxPayload > 64<<20 {

@@ -41,6 +41,9 @@ func TestValidateNamesFields(t *testing.T) {
 		{Name: "format", Mutate: func(c *Config) { c.Bridge.Format = "protobuf" }, Path: "bridge.format"},
 		{Name: "registry needs avro", Mutate: func(c *Config) { c.Bridge.SchemaRegistry.URL = "http://sr:8081" }, Path: "bridge.schema_registry.url"},
 		{Name: "registry url", Mutate: func(c *Config) { c.Bridge.Format = "avro"; c.Bridge.SchemaRegistry.URL = "sr:8081" }, Path: "bridge.schema_registry.url"},
+		{Name: "cert validity", Mutate: func(c *Config) { c.Devices.CertValidity = time.Second }, Path: "devices.cert_validity"},
+		{Name: "devices ca pair", Mutate: func(c *Config) { c.Devices.CA.CertFile = "/etc/hostname" }, Path: "devices.ca"},
+		{Name: "devices ca file", Mutate: func(c *Config) { c.Devices.CA.CertFile, c.Devices.CA.KeyFile = "/nonexistent/ca.pem", "/etc/hostname" }, Path: "devices.ca.cert_file"},
 		{Name: "lease ttl", Mutate: func(c *Config) { c.Broker.Cluster.LeaseTTL = time.Millisecond }, Path: "broker.cluster.lease_ttl"},
 	})
 }

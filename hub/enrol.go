@@ -65,4 +65,56 @@ func (h *Hub) enrolRoutes(mux *http.ServeMux) {
 			writeJSON(w, http.StatusCreated, e)
 		}
 	})
+	h.certRoutes(mux)
+}
+
+// certRoutes: the devices' CA. Renewal needs no admin token and no
+// certificate: the device signs a challenge from this hub (or any hub of
+// its cluster) with the ed25519 key it enrolled with, so a device whose
+// certificate expired while offline, or whose clock is wrong, renews too.
+func (h *Hub) certRoutes(mux *http.ServeMux) {
+	mux.HandleFunc("GET /v1/certificates/ca", func(w http.ResponseWriter, _ *http.Request) {
+		ca := h.ca.Load()
+		if ca == nil {
+			unavailable(w, fmt.Errorf("hub: devices' CA: %w", registry.ErrNotReady))
+			return
+		}
+		w.Header().Set("Content-Type", "application/x-pem-file")
+		_, _ = w.Write(ca.PEM())
+	})
+	mux.HandleFunc("POST /v1/certificates/challenge", func(w http.ResponseWriter, _ *http.Request) {
+		ca := h.ca.Load()
+		if ca == nil {
+			unavailable(w, fmt.Errorf("hub: devices' CA: %w", registry.ErrNotReady))
+			return
+		}
+		writeJSON(w, http.StatusOK, state.Challenge{Challenge: ca.Challenge()})
+	})
+	mux.HandleFunc("POST /v1/certificates/renew", func(w http.ResponseWriter, r *http.Request) {
+		ca := h.ca.Load()
+		if ca == nil {
+			unavailable(w, fmt.Errorf("hub: devices' CA: %w", registry.ErrNotReady))
+			return
+		}
+		var req state.RenewRequest
+		if err := json.NewDecoder(http.MaxBytesReader(w, r.Body, 64<<10)).Decode(&req); err != nil {
+			writeError(w, http.StatusBadRequest, fmt.Errorf("body: %w", err))
+			return
+		}
+		if err := validPathID(req.Device); err != nil {
+			writeError(w, http.StatusBadRequest, fmt.Errorf("device: %w", err))
+			return
+		}
+		rn, err := h.registry.Renew(req, ca.CheckChallenge)
+		switch {
+		case errors.Is(err, registry.ErrRenewRefused):
+			writeError(w, http.StatusForbidden, err)
+		case errors.Is(err, registry.ErrNotReady):
+			unavailable(w, err)
+		case err != nil:
+			writeError(w, http.StatusInternalServerError, err)
+		default:
+			writeJSON(w, http.StatusOK, rn)
+		}
+	})
 }

@@ -24,6 +24,7 @@ import (
 
 	"github.com/outpost-edge/outpost/hub/bridge"
 	"github.com/outpost-edge/outpost/hub/broker"
+	"github.com/outpost-edge/outpost/hub/devca"
 	"github.com/outpost-edge/outpost/hub/ingest"
 	"github.com/outpost-edge/outpost/hub/kafka"
 	"github.com/outpost-edge/outpost/hub/lease"
@@ -49,6 +50,7 @@ type Hub struct {
 	httpLn   net.Listener
 	acker    *ingest.Acker
 	registry *registry.Registry
+	ca       atomic.Pointer[devca.CA] // set once JetStream is up
 	bridge   *bridge.Bridge
 	leader   atomic.Bool
 	stream   jetstream.Stream
@@ -70,6 +72,8 @@ type Options struct {
 	// AfterCommit runs in the bridge between the Kafka commit and the
 	// JetStream ack (see bridge.Options).
 	AfterCommit func() error
+	// Now is the clock of the devices' CA (time.Now).
+	Now func() time.Time
 }
 
 // Start brings every part up; on error, whatever started is stopped again.
@@ -132,6 +136,13 @@ func (h *Hub) startPipeline(ctx context.Context, o Options) error {
 		if err := h.registry.Attach(ctx, js, h.cfg.Ingest.Replicas, h.broker.Server()); err != nil {
 			return err
 		}
+		ca, err := devca.Open(ctx, js, h.cfg.Ingest.Replicas, h.cfg.Devices.CA, devca.Options{Validity: h.cfg.Devices.CertValidity, Now: o.Now}, h.log)
+		if err != nil {
+			return err
+		}
+		h.ca.Store(ca)
+		h.broker.TrustDevices(ca.Certificate())
+		h.registry.SetIssuer(ca, h.cfg.Broker.TLS.VerifyClients)
 		if stream, err = ingest.EnsureStream(ctx, js, h.cfg.Ingest); err != nil {
 			return err
 		}
@@ -284,6 +295,8 @@ type Stats struct {
 	AuthRefused       int64   `json:"auth_refused"`
 	Enrolled          int64   `json:"enrolled"`
 	EnrolRefused      int64   `json:"enrol_refused"`
+	CertRenewed       int64   `json:"cert_renewed"`
+	CertRenewRefused  int64   `json:"cert_renew_refused"`
 	TrainerLabelled   int64   `json:"trainer_labelled"`
 	TrainerDrifts     int64   `json:"trainer_drifts"`
 	TrainerReleases   int64   `json:"trainer_releases"`
@@ -331,6 +344,7 @@ func (h *Hub) Stats() Stats {
 		BridgeBacklog: b.Backlog.Load(), BridgeBacklogAgeS: time.Duration(b.BacklogAge.Load()).Seconds(),
 		AuthAccepted: h.registry.Stats.Accepted.Load(), AuthRefused: h.registry.Stats.Refused.Load(),
 		Enrolled: h.registry.Stats.Enrolled.Load(), EnrolRefused: h.registry.Stats.EnrolRefused.Load(),
+		CertRenewed: h.registry.Stats.Renewed.Load(), CertRenewRefused: h.registry.Stats.RenewRefused.Load(),
 		Leader: h.leader.Load(),
 	}
 }

@@ -58,6 +58,10 @@ type Options struct {
 	OnConnect func(*Client)
 	// Subscriptions are (re)made on every connect.
 	Subscriptions map[string]Subscription
+	// GetClientCertificate, when set and no hub.tls.cert_file is
+	// configured, supplies the client certificate at every TLS handshake:
+	// the enrolled device certificate, renewed without a restart.
+	GetClientCertificate func(*tls.CertificateRequestInfo) (*tls.Certificate, error)
 }
 
 // Subscription is one topic the client follows.
@@ -75,6 +79,12 @@ func New(cfg Config, o Options, log *slog.Logger) (*Client, error) {
 	tc, err := cfg.TLS.Build()
 	if err != nil {
 		return nil, fmt.Errorf("uplink: %w", err)
+	}
+	if o.GetClientCertificate != nil && cfg.TLS.CertFile == "" {
+		if tc == nil {
+			tc = &tls.Config{MinVersion: tls.VersionTLS12} // system roots
+		}
+		tc.GetClientCertificate = o.GetClientCertificate
 	}
 	u := &Client{log: log}
 	opts := mqtt.NewClientOptions().

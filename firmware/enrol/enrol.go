@@ -164,3 +164,71 @@ func store(path string, e state.Enrolment) error {
 	}
 	return files.WriteBytes(path, data, 0o600)
 }
+
+// Key reads the device key enrolment made in dataDir.
+func Key(dataDir string) (ed25519.PrivateKey, error) {
+	return tuf.ReadKey(filepath.Join(dataDir, KeyFile))
+}
+
+// Renew asks the hub at baseURL for a new certificate: it fetches a
+// challenge, signs it with the device key, and posts the proof. A refusal
+// (revoked device, wrong key) is ErrRefused. The caller stores the result
+// (SaveCertificate).
+func Renew(ctx context.Context, client *http.Client, baseURL, device string, key ed25519.PrivateKey) (state.Renewal, error) {
+	base := strings.TrimRight(baseURL, "/")
+	var ch state.Challenge
+	if err := call(ctx, client, base+"/v1/certificates/challenge", nil, http.StatusOK, &ch); err != nil {
+		return state.Renewal{}, err
+	}
+	body, err := json.Marshal(state.RenewRequest{Device: device, Challenge: ch.Challenge, Signature: ed25519.Sign(key, state.RenewMessage(device, ch.Challenge))})
+	if err != nil {
+		return state.Renewal{}, fmt.Errorf("enrol: encode: %w", err)
+	}
+	var rn state.Renewal
+	if err := call(ctx, client, base+"/v1/certificates/renew", body, http.StatusOK, &rn); err != nil {
+		return state.Renewal{}, err
+	}
+	if rn.Certificate == "" || rn.Device != device {
+		return state.Renewal{}, fmt.Errorf("enrol: renewal answer without a certificate for %s", device)
+	}
+	return rn, nil
+}
+
+// SaveCertificate replaces the certificate (and cert_auth) in the stored
+// enrolment, atomically, so the next boot starts with the newest one.
+func SaveCertificate(dataDir string, rn state.Renewal) error {
+	path := filepath.Join(dataDir, CredentialsFile)
+	e, err := load(path)
+	if err != nil {
+		return err
+	}
+	e.Certificate, e.CertAuth = rn.Certificate, rn.CertAuth
+	return store(path, e)
+}
+
+func call(ctx context.Context, client *http.Client, url string, body []byte, want int, out any) error {
+	hr, err := http.NewRequestWithContext(ctx, http.MethodPost, url, bytes.NewReader(body))
+	if err != nil {
+		return fmt.Errorf("enrol: %w", err)
+	}
+	hr.Header.Set("Content-Type", "application/json")
+	resp, err := client.Do(hr)
+	if err != nil {
+		return fmt.Errorf("enrol: %w", err)
+	}
+	defer resp.Body.Close()
+	data, _ := io.ReadAll(io.LimitReader(resp.Body, 1<<20))
+	switch {
+	case resp.StatusCode == want:
+		if err := json.Unmarshal(data, out); err != nil {
+			return fmt.Errorf("enrol: undecodable answer from %s: %w", url, err)
+		}
+		return nil
+	case resp.StatusCode >= 400 && resp.StatusCode < 500:
+		var m struct{ Error string }
+		_ = json.Unmarshal(data, &m)
+		return fmt.Errorf("enrol: %w: %s: %s", ErrRefused, resp.Status, m.Error)
+	default:
+		return fmt.Errorf("enrol: %s answered %s", url, resp.Status)
+	}
+}

@@ -3,11 +3,17 @@ package broker
 
 import (
 	"context"
+	"crypto/tls"
+	"crypto/x509"
+	"encoding/pem"
 	"fmt"
 	"log/slog"
 	"net"
 	"net/url"
+	"os"
 	"strconv"
+	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/nats-io/nats-server/v2/server"
@@ -71,8 +77,8 @@ func (c Cluster) RouteURLs() []*url.URL {
 type TLSConfig struct {
 	CertFile      string `yaml:"cert_file" usage:"PEM certificate of the MQTT listener; enables TLS"`
 	KeyFile       string `yaml:"key_file" usage:"PEM private key of the MQTT listener"`
-	CAFile        string `yaml:"ca_file" usage:"PEM CA bundle that signs device certificates (for verify_clients)"`
-	VerifyClients bool   `yaml:"verify_clients" usage:"require a device certificate signed by ca_file (mTLS); its common name is the device id"`
+	CAFile        string `yaml:"ca_file" usage:"PEM CA bundle of more CAs that sign device certificates (the hub's devices' CA is always trusted)"`
+	VerifyClients bool   `yaml:"verify_clients" usage:"require a device certificate signed by the hub's devices' CA or ca_file (mTLS); its common name is the device id"`
 }
 
 // Enabled reports whether TLS is configured.
@@ -80,8 +86,67 @@ func (t TLSConfig) Enabled() bool { return t.CertFile != "" }
 
 // Broker is a running embedded server.
 type Broker struct {
-	srv  *server.Server
-	opts *server.Options
+	srv   *server.Server
+	opts  *server.Options
+	trust *clientTrust
+}
+
+// clientTrust is what the MQTT listener verifies device certificates
+// against: ca_file, and the devices' CA once the hub has it (it lives in
+// JetStream, which runs only once the broker does). Handshakes read the
+// current config, so trusting a CA needs no restart. Never the system
+// roots: a certificate from a public CA must not name a device.
+type clientTrust struct {
+	mu    sync.Mutex
+	base  *tls.Config
+	files []*x509.Certificate
+	cur   atomic.Pointer[tls.Config]
+}
+
+func (t *clientTrust) set(extra []*x509.Certificate) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	pool := x509.NewCertPool()
+	for _, c := range t.files {
+		pool.AddCert(c)
+	}
+	for _, c := range extra {
+		pool.AddCert(c)
+	}
+	c := t.base.Clone()
+	c.GetConfigForClient = nil
+	c.ClientCAs = pool
+	t.cur.Store(c)
+}
+
+func readCerts(path string) ([]*x509.Certificate, error) {
+	data, err := os.ReadFile(path)
+	if err != nil {
+		return nil, err
+	}
+	var out []*x509.Certificate
+	for rest := data; ; {
+		var b *pem.Block
+		if b, rest = pem.Decode(rest); b == nil {
+			break
+		}
+		if b.Type == "CERTIFICATE" {
+			c, err := x509.ParseCertificate(b.Bytes)
+			if err != nil {
+				return nil, fmt.Errorf("%s: %w", path, err)
+			}
+			out = append(out, c)
+		}
+	}
+	return out, nil
+}
+
+// TrustDevices makes the MQTT listener accept client certificates signed
+// by cas (besides broker.tls.ca_file), from the next handshake on.
+func (b *Broker) TrustDevices(cas ...*x509.Certificate) {
+	if b.trust != nil {
+		b.trust.set(cas)
+	}
 }
 
 // Start runs the server and waits until it accepts connections. With a
@@ -110,12 +175,24 @@ func Start(ctx context.Context, cfg Config, log *slog.Logger, auth server.Authen
 			AuthTimeout: 5, ConnectBackoff: true}
 		opts.Routes = c.RouteURLs()
 	}
+	var trust *clientTrust
 	if cfg.TLS.Enabled() {
 		tc, err := server.GenTLSConfig(&server.TLSConfigOpts{
 			CertFile: cfg.TLS.CertFile, KeyFile: cfg.TLS.KeyFile, CaFile: cfg.TLS.CAFile, Verify: cfg.TLS.VerifyClients,
 		})
 		if err != nil {
 			return nil, fmt.Errorf("broker: mqtt tls: %w", err)
+		}
+		if cfg.TLS.VerifyClients {
+			trust = &clientTrust{base: tc}
+			if cfg.TLS.CAFile != "" {
+				if trust.files, err = readCerts(cfg.TLS.CAFile); err != nil {
+					return nil, fmt.Errorf("broker: mqtt tls: %w", err)
+				}
+			}
+			trust.set(nil)
+			tc.ClientCAs = trust.cur.Load().ClientCAs
+			tc.GetConfigForClient = func(*tls.ClientHelloInfo) (*tls.Config, error) { return trust.cur.Load(), nil }
 		}
 		opts.MQTT.TLSConfig = tc
 		opts.MQTT.TLSTimeout = 5
@@ -134,7 +211,7 @@ func Start(ctx context.Context, cfg Config, log *slog.Logger, auth server.Authen
 		srv.Shutdown()
 		return nil, fmt.Errorf("broker: %w within %s", ErrNotReady, deadline)
 	}
-	return &Broker{srv: srv, opts: opts}, nil
+	return &Broker{srv: srv, opts: opts, trust: trust}, nil
 }
 
 // NATSURL is the URL NATS clients (the hub's own components) connect to.

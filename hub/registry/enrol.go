@@ -2,6 +2,7 @@ package registry
 
 import (
 	"context"
+	"crypto/ed25519"
 	"encoding/hex"
 	"encoding/json"
 	"errors"
@@ -174,9 +175,69 @@ func (r *Registry) Enrol(ctx context.Context, req state.EnrolRequest) (state.Enr
 	if err := r.put(ctx, d); err != nil {
 		return state.Enrolment{}, fmt.Errorf("%w (the token is spent; issue a new one)", err)
 	}
+	out := state.Enrolment{Credentials: state.Credentials{Device: id, Username: id, Password: secret}, Labels: labels}
+	r.mu.RLock()
+	iss, certAuth := r.issuer, r.certAuth
+	r.mu.RUnlock()
+	if iss != nil {
+		chain, notAfter, err := iss.Issue(id, req.PublicKey)
+		if err != nil {
+			return state.Enrolment{}, fmt.Errorf("registry: %w (the device is enrolled; it can renew for a certificate)", err)
+		}
+		out.Certificate, out.CertAuth = chain, certAuth
+		r.log.Info("device certificate issued", "device", id, "not_after", notAfter)
+	}
 	r.Stats.Enrolled.Add(1)
 	r.log.Info("device enrolled with a token", "device", id, "key", d.KeyFingerprint, "labels", labels, "agent_version", req.AgentVersion)
-	return state.Enrolment{Credentials: state.Credentials{Device: id, Username: id, Password: secret}, Labels: labels}, nil
+	return out, nil
+}
+
+// Renew issues a new certificate to an enrolled device that signed the
+// hub's challenge with the key it enrolled with. The signature is the
+// proof, not the old certificate: a device whose certificate expired
+// while it was offline, or whose clock jumped, still renews. A revoked
+// device, or one enrolled without a key, is refused (ErrRenewRefused).
+// checkChallenge verifies that the hub made the challenge, recently.
+func (r *Registry) Renew(req state.RenewRequest, checkChallenge func(string) error) (state.Renewal, error) {
+	r.mu.RLock()
+	d, ok := r.devices[req.Device]
+	iss, certAuth := r.issuer, r.certAuth
+	r.mu.RUnlock()
+	if iss == nil {
+		return state.Renewal{}, fmt.Errorf("registry: %w: this hub issues no certificates", ErrNotReady)
+	}
+	if err := checkChallenge(req.Challenge); err != nil {
+		return r.refuseRenew(req.Device, fmt.Errorf("registry: %w: %w", ErrRenewRefused, err))
+	}
+	var pub ed25519.PublicKey
+	if ok {
+		pub, _ = hex.DecodeString(d.PublicKey)
+	}
+	switch {
+	case !ok:
+		return r.refuseRenew(req.Device, fmt.Errorf("registry: %w: unknown device %q", ErrRenewRefused, req.Device))
+	case d.RevokedAt != nil:
+		return r.refuseRenew(req.Device, fmt.Errorf("registry: %w: device %s is revoked", ErrRenewRefused, req.Device))
+	case len(pub) != ed25519.PublicKeySize:
+		return r.refuseRenew(req.Device, fmt.Errorf("registry: %w: device %s enrolled without a key (outpostctl device add); enrol it with a token", ErrRenewRefused, req.Device))
+	case !ed25519.Verify(pub, state.RenewMessage(req.Device, req.Challenge), req.Signature):
+		return r.refuseRenew(req.Device, fmt.Errorf("registry: %w: signature does not verify with the enrolled key", ErrRenewRefused))
+	}
+	chain, notAfter, err := iss.Issue(d.ID, pub)
+	if err != nil {
+		return state.Renewal{}, fmt.Errorf("registry: %w", err)
+	}
+	r.Stats.Renewed.Add(1)
+	r.log.Info("device certificate renewed", "device", d.ID, "not_after", notAfter)
+	return state.Renewal{Device: d.ID, Certificate: chain, NotAfter: notAfter, CertAuth: certAuth}, nil
+}
+
+func (r *Registry) refuseRenew(device string, err error) (state.Renewal, error) {
+	r.Stats.RenewRefused.Add(1)
+	r.refusedLog.Do(func() {
+		r.log.Warn("certificate renewal refused", "device", device, "err", err, "refused_total", r.Stats.RenewRefused.Load())
+	})
+	return state.Renewal{}, err
 }
 
 func (r *Registry) refuseEnrol(err error) (state.Enrolment, error) {

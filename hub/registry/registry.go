@@ -5,10 +5,13 @@
 package registry
 
 import (
+	"bytes"
 	"context"
+	"crypto/ed25519"
 	"crypto/rand"
 	"crypto/sha256"
 	"crypto/subtle"
+	"crypto/x509"
 	"encoding/hex"
 	"encoding/json"
 	"fmt"
@@ -42,6 +45,12 @@ type record struct {
 type Stats struct {
 	Accepted, Refused      atomic.Int64
 	Enrolled, EnrolRefused atomic.Int64 // token enrolments
+	Renewed, RenewRefused  atomic.Int64 // certificate renewals
+}
+
+// Issuer signs device certificates (the hub's devices' CA).
+type Issuer interface {
+	Issue(id string, pub ed25519.PublicKey) (chainPEM string, notAfter time.Time, err error)
 }
 
 // Registry is the device registry and the broker's authenticator.
@@ -56,6 +65,9 @@ type Registry struct {
 	tokenMu  sync.Mutex // serialises the token bucket's creation
 	replicas int
 	watcher  jetstream.KeyWatcher
+
+	issuer   Issuer // nil: enrolment hands out passwords only
+	certAuth bool   // the broker verifies client certificates
 
 	internalUser, internalPass string
 	refusedLog                 rate.Sometimes
@@ -74,6 +86,14 @@ func New(log *slog.Logger) *Registry {
 		internalPass: randomSecret(),
 		refusedLog:   rate.Sometimes{First: 20, Interval: 10 * time.Second},
 	}
+}
+
+// SetIssuer makes enrolment and renewal issue certificates; certAuth
+// tells devices that the broker verifies them (broker.tls.verify_clients).
+func (r *Registry) SetIssuer(iss Issuer, certAuth bool) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.issuer, r.certAuth = iss, certAuth
 }
 
 // Internal returns the user and password of the hub's own connections.
@@ -251,8 +271,10 @@ func (r *Registry) Check(c server.ClientAuthentication) bool {
 	// A verified client certificate (mTLS) names the device by its common
 	// name and replaces the secret; a username, if given, must agree.
 	id, byCert := o.Username, false
+	var leaf *x509.Certificate
 	if cs := c.GetTLSConnectionState(); cs != nil && len(cs.VerifiedChains) > 0 {
-		cn := cs.VerifiedChains[0][0].Subject.CommonName
+		leaf = cs.VerifiedChains[0][0]
+		cn := leaf.Subject.CommonName
 		if id != "" && id != cn {
 			return r.refuse(c, id, "username differs from certificate common name "+cn)
 		}
@@ -266,6 +288,10 @@ func (r *Registry) Check(c server.ClientAuthentication) bool {
 		return r.refuse(c, id, "unknown device")
 	case d.RevokedAt != nil:
 		return r.refuse(c, id, "revoked device")
+	case byCert && !d.holds(leaf):
+		// A re-enrolled (replaced) board has a new key: the old board's
+		// certificate, still valid by its dates, names the id but not it.
+		return r.refuse(c, id, "certificate is not for the device's enrolled key")
 	case !byCert && subtle.ConstantTimeCompare([]byte(hash(o.Password)), []byte(d.SecretHash)) != 1:
 		return r.refuse(c, id, "wrong secret")
 	}
@@ -277,6 +303,21 @@ func (r *Registry) Check(c server.ClientAuthentication) bool {
 	c.RegisterUser(&server.User{Username: d.ID, Permissions: permissions(d.ID)})
 	r.Stats.Accepted.Add(1)
 	return true
+}
+
+// holds reports whether a certificate is for the device's enrolled key.
+// Devices added without a key (outpostctl device add) take any certificate
+// the broker verified, as before certificates were issued.
+func (d record) holds(leaf *x509.Certificate) bool {
+	if d.PublicKey == "" {
+		return true
+	}
+	want, err := hex.DecodeString(d.PublicKey)
+	if err != nil {
+		return false
+	}
+	got, ok := leaf.PublicKey.(ed25519.PublicKey)
+	return ok && bytes.Equal(got, want)
 }
 
 // mqttClientID is the client id an MQTT connection presented, and whether

@@ -49,10 +49,45 @@ func KeyFingerprint(pub []byte) string {
 	return hex.EncodeToString(s[:8])
 }
 
-// Enrolment is the hub's answer to an accepted EnrolRequest.
+// Enrolment is the hub's answer to an accepted EnrolRequest. Hubs that
+// act as the devices' CA add a short-lived client certificate for the
+// enrolled key (PEM: the leaf, then its CA chain); the password stays for
+// agents that predate certificates and for brokers without mTLS.
 type Enrolment struct {
 	Credentials
-	Labels map[string]string `json:"labels,omitempty"`
+	Labels      map[string]string `json:"labels,omitempty"`
+	Certificate string            `json:"certificate,omitempty"`
+	// CertAuth: the hub's broker verifies client certificates, so the
+	// agent connects with the certificate instead of the password.
+	CertAuth bool `json:"cert_auth,omitempty"`
+}
+
+// RenewRequest asks POST /v1/certificates/renew for a new certificate:
+// the device signs a challenge from POST /v1/certificates/challenge with
+// the key it enrolled with.
+type RenewRequest struct {
+	Device    string `json:"device"`
+	Challenge string `json:"challenge"`
+	Signature []byte `json:"signature"` // ed25519 over RenewMessage
+}
+
+// RenewMessage is what the device signs to renew: a fixed context string,
+// its id and the hub's challenge.
+func RenewMessage(device, challenge string) []byte {
+	return fmt.Appendf(nil, "outpost-renew-v1\x00%s\x00%s", device, challenge)
+}
+
+// Renewal is the hub's answer to an accepted RenewRequest.
+type Renewal struct {
+	Device      string    `json:"device"`
+	Certificate string    `json:"certificate"` // PEM: leaf, then CA chain
+	NotAfter    time.Time `json:"not_after"`
+	CertAuth    bool      `json:"cert_auth,omitempty"`
+}
+
+// Challenge is the answer of POST /v1/certificates/challenge.
+type Challenge struct {
+	Challenge string `json:"challenge"`
 }
 
 // EnrolToken is what `outpostctl device token` gets back; the hub keeps

@@ -3,6 +3,7 @@
 package layout
 
 import (
+	"errors"
 	"flag"
 	"os"
 	"os/exec"
@@ -113,6 +114,9 @@ func TestReadmeDocumentsEveryConfigKey(t *testing.T) {
 }
 
 // TestExampleConfigsAreValid loads deploy/examples with the daemons' rules.
+// The production examples name certificates and keys under /etc/outpost*
+// that exist only on a provisioned machine: that those are missing here
+// is the one error let through.
 func TestExampleConfigsAreValid(t *testing.T) {
 	for file, cfg := range map[string]interface{ Validate() error }{
 		"agent.yaml":       agent.Defaults(),
@@ -125,10 +129,27 @@ func TestExampleConfigsAreValid(t *testing.T) {
 			t.Errorf("%s: %v", file, err)
 			continue
 		}
-		if err := cfg.Validate(); err != nil {
+		if err := provisioned(cfg.Validate()); err != nil {
 			t.Errorf("%s: %v", file, err)
 		}
 	}
+}
+
+// provisioned drops the errors of files under /etc/outpost* that do not
+// exist on this machine.
+func provisioned(err error) error {
+	var es config.Errors
+	if !errors.As(err, &es) {
+		return err
+	}
+	var left config.Errors
+	for _, e := range es {
+		if strings.HasSuffix(e.Path, "_file") && strings.Contains(e.Reason, " /etc/outpost") && strings.Contains(e.Reason, "no such file") {
+			continue
+		}
+		left = append(left, e)
+	}
+	return left.Err()
 }
 
 func readmeSection(doc, heading string) string {
