@@ -197,7 +197,14 @@ func TestKafkaKill9(t *testing.T) {
 		brokers: []string{k.Addr},
 		kafka:   true,
 		fault: func(t *testing.T, h *hub.Hub) {
-			time.Sleep(3 * time.Second)
+			// Under load: the bridge is committing steadily when Kafka dies.
+			deadline := time.Now().Add(60 * time.Second)
+			for h.Stats().BridgeTxns < 20 {
+				if time.Now().After(deadline) {
+					t.Fatalf("the bridge committed only %d transactions in 60 s before the kill", h.Stats().BridgeTxns)
+				}
+				time.Sleep(50 * time.Millisecond)
+			}
 			before := h.Stats().BridgeTxns
 			pid := k.PID()
 			k.Kill() // SIGKILL to the broker's own process group, by its pid
