@@ -1,11 +1,24 @@
-// Package chaos injects network faults between devices and the hub with
-// toxiproxy, in process: a link that goes silent without a FIN, a link
-// that flaps, and a slow, sliced link. After each fault every record sent
-// is in Kafka exactly once (read_committed, by content and by ce_id) and
-// every device recovers within the bound the scenario states.
+// Package chaos injects faults between devices, the hub and Kafka, and
+// checks that every fault heals: afterwards every record sent is in Kafka
+// exactly once (read_committed, by content and by ce_id) and every device
+// recovers within the bound the scenario states.
+//
+//   - toxiproxy (in process, on loopback): a link that goes silent without
+//     a FIN, a link that flaps, and a slow, sliced link (this file);
+//   - real kernel links (netns_test.go): the suite's own network
+//     namespaces and veth pairs, cut so that they drop packets without
+//     closing anything: agent↔hub and hub↔Kafka partitions, the latter
+//     with a dedicated broker running in the namespace (nskafka_test.go);
+//   - a dedicated Kafka broker killed with SIGKILL under load and started
+//     again on its data, and a device clock jumping ±1 h (faults_test.go).
+//
+// The namespace scenarios need root and iproute2; without them they fail,
+// never skip. Each prints one line for the README's reliability table:
+//
+//	RELIABILITY | scenario | sent | kafka | dups | recovery | rss
 //
 // `make test` runs each scenario at its short length; `make chaos` sets
-// OUTPOST_CHAOS_SCALE (default 1) to stretch every fault and the traffic.
+// OUTPOST_CHAOS_SCALE to stretch every fault and the traffic.
 package chaos
 
 import (
