@@ -1,11 +1,24 @@
-// Package chaos injects network faults between devices and the hub with
-// toxiproxy, in process: a link that goes silent without a FIN, a link
-// that flaps, and a slow, sliced link. After each fault every record sent
-// is in Kafka exactly once (read_committed, by content and by ce_id) and
-// every device recovers within the bound the scenario states.
+// Package chaos injects faults between devices, the hub and Kafka, and
+// checks that every fault heals: afterwards every record sent is in Kafka
+// exactly once (read_committed, by content and by ce_id) and every device
+// recovers within the bound the scenario states.
+//
+//   - toxiproxy (in process, on loopback): a link that goes silent without
+//     a FIN, a link that flaps, and a slow, sliced link (this file);
+//   - real kernel links (netns_test.go): the suite's own network
+//     namespaces and veth pairs, cut so that they drop packets without
+//     closing anything: agent↔hub and hub↔Kafka partitions, the latter
+//     with a dedicated broker running in the namespace (nskafka_test.go);
+//   - a dedicated Kafka broker killed with SIGKILL under load and started
+//     again on its data, and a device clock jumping ±1 h (faults_test.go).
+//
+// The namespace scenarios need root and iproute2; without them they fail,
+// never skip. Each prints one line for the README's reliability table:
+//
+//	RELIABILITY | scenario | sent | kafka | dups | recovery | rss
 //
 // `make test` runs each scenario at its short length; `make chaos` sets
-// OUTPOST_CHAOS_SCALE (default 1) to stretch every fault and the traffic.
+// OUTPOST_CHAOS_SCALE to stretch every fault and the traffic.
 package chaos
 
 import (
@@ -39,12 +52,18 @@ func scale() time.Duration {
 
 func startHub(t *testing.T) (*hub.Hub, *hub.Config) {
 	t.Helper()
+	return startHubWith(t, kafkatest.Brokers(t))
+}
+
+// startHubWith runs an in-process hub against the given Kafka brokers.
+func startHubWith(t *testing.T, brokers []string) (*hub.Hub, *hub.Config) {
+	t.Helper()
 	cfg := hub.Defaults()
 	cfg.DataDir = t.TempDir()
 	cfg.Broker.ServerName = "chaos-" + strings.ToLower(t.Name())
 	cfg.Broker.NATSPort, cfg.Broker.MQTTPort = -1, -1
 	cfg.HTTP.Listen = "127.0.0.1:0"
-	cfg.Kafka.Brokers = kafkatest.Brokers(t)
+	cfg.Kafka.Brokers = brokers
 	cfg.Kafka.TopicPrefix = fmt.Sprintf("c%d.", time.Now().UnixNano())
 	cfg.Kafka.Partitions = 2
 	h, err := hub.Start(context.Background(), cfg, logger(t))
@@ -95,24 +114,53 @@ func toxic(t *testing.T, p *toxiproxy.Proxy, kind, attrs string) func() {
 type result struct {
 	sent, inKafka, dup int
 	recovery           time.Duration
+	// dead counts what the hub dead-lettered (counted, not lost).
+	dead int64
 }
 
+// log prints the scenario's line in a fixed format, for `make chaos`
+// summaries (grep '^ *chaos_test.go:[0-9]*: RELIABILITY' or just RELIABILITY):
+//
+//	RELIABILITY | scenario | sent | kafka | dups | recovery | rss
+//
+// rss is the test process's peak (VmHWM) since the scenario started, and
+// its RSS at the end: the hub runs in this process, with the devices' data
+// paths and the test's Kafka reader, so it stands in for the hub's.
 func (r result) log(t *testing.T, scenario string) {
-	t.Logf("| %s | %d | %d | %d | %s | %s |", scenario, r.sent, r.inKafka, r.dup, r.recovery.Round(100*time.Millisecond), peakRSS())
+	t.Logf("RELIABILITY | %s | %d | %d | %d | %s | %s", scenario, r.sent, r.inKafka, r.dup, r.recovery.Round(100*time.Millisecond), rss())
+	if r.dead > 0 {
+		t.Logf("RELIABILITY-NOTE | %s | %d dead letters (counted, in outpost.deadletter)", scenario, r.dead)
+	}
 }
 
-// peakRSS is this process's high-water RSS (the hub runs in it).
-func peakRSS() string {
+// resetPeakRSS restarts VmHWM from the current RSS (clear_refs 5), so each
+// scenario reports its own peak.
+func resetPeakRSS() { _ = os.WriteFile("/proc/self/clear_refs", []byte("5"), 0) }
+
+// rss is this process's high-water and current RSS (the hub runs in it).
+func rss() string {
 	b, err := os.ReadFile("/proc/self/status")
 	if err != nil {
 		return "?"
 	}
+	var hwm, cur string
 	for _, l := range strings.Split(string(b), "\n") {
 		if v, ok := strings.CutPrefix(l, "VmHWM:"); ok {
-			return strings.TrimSpace(v)
+			hwm = mib(v)
+		}
+		if v, ok := strings.CutPrefix(l, "VmRSS:"); ok {
+			cur = mib(v)
 		}
 	}
-	return "?"
+	return "peak " + hwm + " (end " + cur + ")"
+}
+
+func mib(kb string) string {
+	n, err := strconv.Atoi(strings.TrimSuffix(strings.TrimSpace(kb), " kB"))
+	if err != nil {
+		return strings.TrimSpace(kb)
+	}
+	return fmt.Sprintf("%d MiB", n>>10)
 }
 
 // run streams from devices through the link for traffic (100 records/s
@@ -121,6 +169,7 @@ func peakRSS() string {
 // waiting); it must be within bound. Then the outboxes drain and Kafka is
 // checked.
 func run(t *testing.T, devices int, traffic time.Duration, fault func(p *toxiproxy.Proxy), bound time.Duration) result {
+	resetPeakRSS()
 	h, cfg := startHub(t)
 	p := link(t, h.MQTTAddr())
 	var want []string
@@ -165,7 +214,7 @@ func run(t *testing.T, devices int, traffic time.Duration, fault func(p *toxipro
 	got := fleettest.ReadLabels(t, cfg.Kafka.Brokers, []string{cfg.Kafka.TopicPrefix + "windows"}, len(want), 60*time.Second)
 	got.ExactlyOnce(t, want)
 	_, dup := got.Count(want)
-	return result{sent: len(want), inKafka: len(got.Labels), dup: len(dup), recovery: recovery}
+	return result{sent: len(want), inKafka: got.Records, dup: len(dup), recovery: recovery, dead: h.Stats().BridgeDeadLetters}
 }
 
 // A link that goes silent without a FIN or RST (a dead NAT entry, a
