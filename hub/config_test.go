@@ -5,6 +5,7 @@ import (
 	"time"
 
 	"github.com/outpost-edge/outpost/deploy/config/configtest"
+	"github.com/outpost-edge/outpost/hub/console"
 )
 
 func TestDefaultsAreValid(t *testing.T) {
@@ -41,6 +42,11 @@ func TestValidateNamesFields(t *testing.T) {
 		{Name: "format", Mutate: func(c *Config) { c.Bridge.Format = "protobuf" }, Path: "bridge.format"},
 		{Name: "registry needs avro", Mutate: func(c *Config) { c.Bridge.SchemaRegistry.URL = "http://sr:8081" }, Path: "bridge.schema_registry.url"},
 		{Name: "registry url", Mutate: func(c *Config) { c.Bridge.Format = "avro"; c.Bridge.SchemaRegistry.URL = "sr:8081" }, Path: "bridge.schema_registry.url"},
+		{Name: "console role", Mutate: func(c *Config) {
+			c.Console.Users = []console.User{{Name: "ann", PasswordHash: "$2a$04$Z1yBeXJ6Ue5z9pVZ3rM8G.0s6wD9lG0u6kWmHq8g9u3bC2jD1lH1K", Role: "admin"}}
+		}, Path: "console.users[0].role"},
+		{Name: "console hash", Mutate: func(c *Config) { c.Console.Users = []console.User{{Name: "ann", PasswordHash: "plain", Role: "viewer"}} }, Path: "console.users[0].password_hash"},
+		{Name: "console ttl", Mutate: func(c *Config) { c.Console.SessionTTL = time.Second }, Path: "console.session_ttl"},
 		{Name: "lease ttl", Mutate: func(c *Config) { c.Broker.Cluster.LeaseTTL = time.Millisecond }, Path: "broker.cluster.lease_ttl"},
 	})
 }

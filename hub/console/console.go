@@ -96,6 +96,8 @@ func New(cfg Config, b Backend, o Options) (*Console, error) {
 		"rate":   func(n, d int64) string { return rate(n, d) },
 		"can":    func(s *Session) bool { return s.CanOperate() },
 		"int64":  func(i int) int64 { return int64(i) },
+		"add1":   func(i int) int { return i + 1 },
+		"dur":    func(d rollout.Duration) string { return time.Duration(d).String() },
 	}
 	pages, err := fs.Glob(templateFS, "templates/*.html")
 	if err != nil {
@@ -293,6 +295,7 @@ type deviceProgress struct {
 type gateView struct {
 	Name, Limit, Measured string
 	OK                    bool
+	Verdict               string // within, outside, or waiting (devices still updating)
 }
 
 func (c *Console) rolloutPage(w http.ResponseWriter, r *http.Request, s *Session) {
@@ -356,7 +359,7 @@ func waves(ro *rollout.Rollout) []waveView {
 func gates(ro *rollout.Rollout) []gateView {
 	g := ro.Spec.Gates
 	wave := ro.Wave
-	var n, committed int
+	var n, committed, open int
 	var worstErr, worstLat float64
 	minInf, minAgree := int64(-1), -1.0
 	for _, d := range ro.Devices {
@@ -364,6 +367,9 @@ func gates(ro *rollout.Rollout) []gateView {
 			continue
 		}
 		n++
+		if !state.Terminal(d.Phase) {
+			open++
+		}
 		if d.Phase == state.PhaseCommitted {
 			committed++
 			if minInf < 0 || d.Health.Inferences < minInf {
@@ -386,23 +392,33 @@ func gates(ro *rollout.Rollout) []gateView {
 	}
 	f := func(v float64) string { return strconv.FormatFloat(v, 'g', 4, 64) }
 	out := []gateView{
-		{"min_healthy (share of the wave committed)", f(g.MinHealthy), fmt.Sprintf("%s (%d of %d)", f(share), committed, n), n > 0 && share >= g.MinHealthy},
-		{"max_error_rate (worst device)", f(g.MaxErrorRate), f(worstErr), worstErr <= g.MaxErrorRate},
-		{"max_latency_factor (worst device)", f(g.MaxLatencyFactor), f(worstLat), worstLat <= g.MaxLatencyFactor},
+		{Name: "min_healthy (share of the wave committed)", Limit: f(g.MinHealthy), Measured: fmt.Sprintf("%s (%d of %d)", f(share), committed, n), OK: n > 0 && share >= g.MinHealthy},
+		{Name: "max_error_rate (worst device)", Limit: f(g.MaxErrorRate), Measured: f(worstErr), OK: worstErr <= g.MaxErrorRate},
+		{Name: "max_latency_factor (worst device)", Limit: f(g.MaxLatencyFactor), Measured: f(worstLat), OK: worstLat <= g.MaxLatencyFactor},
 	}
 	if g.MinInferences > 0 {
 		m := "—"
 		if minInf >= 0 {
 			m = strconv.FormatInt(minInf, 10)
 		}
-		out = append(out, gateView{"min_inferences (fewest of the committed)", strconv.FormatInt(g.MinInferences, 10), m, minInf < 0 || minInf >= g.MinInferences})
+		out = append(out, gateView{Name: "min_inferences (fewest of the committed)", Limit: strconv.FormatInt(g.MinInferences, 10), Measured: m, OK: minInf < 0 || minInf >= g.MinInferences})
 	}
 	if g.MinAgreement > 0 {
 		m := "—"
 		if minAgree >= 0 {
 			m = f(minAgree)
 		}
-		out = append(out, gateView{"min_agreement (lowest shadow agreement)", f(g.MinAgreement), m, minAgree < 0 || minAgree >= g.MinAgreement})
+		out = append(out, gateView{Name: "min_agreement (lowest shadow agreement)", Limit: f(g.MinAgreement), Measured: m, OK: minAgree < 0 || minAgree >= g.MinAgreement})
+	}
+	for i := range out {
+		switch {
+		case out[i].OK:
+			out[i].Verdict = "within"
+		case i == 0 && open > 0 && rollout.Active(ro.State):
+			out[i].Verdict, out[i].OK = "waiting", true // devices still updating
+		default:
+			out[i].Verdict = "outside"
+		}
 	}
 	return out
 }

@@ -111,20 +111,20 @@ type Count struct {
 
 // Overview is the fleet overview page's data.
 type Overview struct {
-	Total    int // enrolled devices
-	Matched  int // after the filter
-	ByStatus []Count
-	ByLabel  []Count          // "key=value"
-	Versions map[string][]Count // per pipeline: "model vN"
+	Total     int // enrolled devices
+	Matched   int // after the filter
+	ByStatus  []Count
+	ByLabel   []Count            // "key=value"
+	Versions  map[string][]Count // per pipeline: "model vN"
 	Pipelines []string
-	Rows     []Row
-	Page     int // 1-based
-	Pages    int
-	Prev     string // URL of the previous page, "" on the first
-	Next     string
-	Filter   Filter
-	Outbox   int64 // records the devices last reported unsent, in all
-	Silent   string // the device heard from longest ago, and when
+	Rows      []Row
+	Page      int // 1-based
+	Pages     int
+	Prev      string // URL of the previous page, "" on the first
+	Next      string
+	Filter    Filter
+	Outbox    int64  // records the devices last reported unsent, in all
+	Silent    string // the device heard from longest ago, and when
 }
 
 // BuildOverview filters, counts and pages devices (sorted by id, as the
