@@ -45,7 +45,9 @@ func TestValidateNamesFields(t *testing.T) {
 		{Name: "console role", Mutate: func(c *Config) {
 			c.Console.Users = []console.User{{Name: "ann", PasswordHash: "$2a$04$Z1yBeXJ6Ue5z9pVZ3rM8G.0s6wD9lG0u6kWmHq8g9u3bC2jD1lH1K", Role: "admin"}}
 		}, Path: "console.users[0].role"},
-		{Name: "console hash", Mutate: func(c *Config) { c.Console.Users = []console.User{{Name: "ann", PasswordHash: "plain", Role: "viewer"}} }, Path: "console.users[0].password_hash"},
+		{Name: "console hash", Mutate: func(c *Config) {
+			c.Console.Users = []console.User{{Name: "ann", PasswordHash: "plain", Role: "viewer"}}
+		}, Path: "console.users[0].password_hash"},
 		{Name: "console ttl", Mutate: func(c *Config) { c.Console.SessionTTL = time.Second }, Path: "console.session_ttl"},
 		{Name: "lease ttl", Mutate: func(c *Config) { c.Broker.Cluster.LeaseTTL = time.Millisecond }, Path: "broker.cluster.lease_ttl"},
 	})
