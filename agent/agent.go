@@ -168,6 +168,7 @@ func newAgent(cfg *Config, ob *outbox.Outbox, boot int64, certs *devcert.Renewer
 // the pipelines and the update manager.
 func (a *agent) setup(ctx context.Context, slots *selfupdate.Slots, build int64, restart func()) error {
 	cfg := a.cfg
+	a.rep.Build = build
 	for _, pc := range cfg.Pipelines {
 		if pc.Model != nil && pc.Model.UsesORT() {
 			lib, err := cfg.Runtime.ORTLibrary()
@@ -312,6 +313,9 @@ func (a *agent) report(ctx context.Context, status string) {
 		r.Models, r.Updates, r.DesiredVersion = a.mgr.Report()
 	} else {
 		r.Models = runningModels(a.pipes)
+	}
+	if n, b, err := a.ob.Depth(ctx); err == nil {
+		r.Outbox = &state.Outbox{Records: n, Bytes: b}
 	}
 	payload, _ := json.Marshal(r) // plain struct, cannot fail
 	if err := a.up.Publish(ctx, topics.Reported(a.cfg.Device.ID), 1, true, payload); err != nil {

@@ -13,6 +13,7 @@ import (
 	"github.com/outpost-edge/outpost/hub/bridge"
 	"github.com/outpost-edge/outpost/hub/broker"
 	"github.com/outpost-edge/outpost/hub/devca"
+	"github.com/outpost-edge/outpost/hub/console"
 	"github.com/outpost-edge/outpost/hub/ingest"
 	"github.com/outpost-edge/outpost/hub/kafka"
 	"github.com/outpost-edge/outpost/hub/trainer"
@@ -31,6 +32,7 @@ type Config struct {
 	HTTP    HTTPConfig       `yaml:"http"`
 	Updates updates.Config   `yaml:"updates"`
 	Trainer trainer.Config   `yaml:"trainer"`
+	Console console.Config   `yaml:"console"`
 	Log     daemon.LogConfig `yaml:"log"`
 }
 
@@ -79,6 +81,7 @@ func Defaults() *Config {
 		HTTP:    HTTPConfig{Listen: "127.0.0.1:8080"},
 		Updates: updates.Config{TimestampExpiry: 24 * time.Hour, RolloutInterval: time.Second},
 		Trainer: trainer.Defaults(),
+		Console: console.Defaults(),
 		Log:     daemon.DefaultLog(),
 	}
 }
@@ -158,6 +161,7 @@ func (c *Config) Validate() error {
 		}
 	}
 	c.Trainer.Validate("trainer", &errs)
+	c.Console.Validate("console", &errs)
 	if c.Updates.TimestampExpiry < time.Minute {
 		errs.Add("updates.timestamp_expiry", fmt.Sprintf("must be at least 1m, got %s", c.Updates.TimestampExpiry))
 	}

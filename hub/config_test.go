@@ -5,6 +5,7 @@ import (
 	"time"
 
 	"github.com/outpost-edge/outpost/deploy/config/configtest"
+	"github.com/outpost-edge/outpost/hub/console"
 )
 
 func TestDefaultsAreValid(t *testing.T) {
@@ -44,6 +45,13 @@ func TestValidateNamesFields(t *testing.T) {
 		{Name: "cert validity", Mutate: func(c *Config) { c.Devices.CertValidity = time.Second }, Path: "devices.cert_validity"},
 		{Name: "devices ca pair", Mutate: func(c *Config) { c.Devices.CA.CertFile = "/etc/hostname" }, Path: "devices.ca"},
 		{Name: "devices ca file", Mutate: func(c *Config) { c.Devices.CA.CertFile, c.Devices.CA.KeyFile = "/nonexistent/ca.pem", "/etc/hostname" }, Path: "devices.ca.cert_file"},
+		{Name: "console role", Mutate: func(c *Config) {
+			c.Console.Users = []console.User{{Name: "ann", PasswordHash: "$2a$04$Z1yBeXJ6Ue5z9pVZ3rM8G.0s6wD9lG0u6kWmHq8g9u3bC2jD1lH1K", Role: "admin"}}
+		}, Path: "console.users[0].role"},
+		{Name: "console hash", Mutate: func(c *Config) {
+			c.Console.Users = []console.User{{Name: "ann", PasswordHash: "plain", Role: "viewer"}}
+		}, Path: "console.users[0].password_hash"},
+		{Name: "console ttl", Mutate: func(c *Config) { c.Console.SessionTTL = time.Second }, Path: "console.session_ttl"},
 		{Name: "lease ttl", Mutate: func(c *Config) { c.Broker.Cluster.LeaseTTL = time.Millisecond }, Path: "broker.cluster.lease_ttl"},
 	})
 }

@@ -14,6 +14,7 @@ import (
 	"net"
 	"net/http"
 	"path/filepath"
+	"strconv"
 	"sync/atomic"
 	"time"
 
@@ -25,6 +26,7 @@ import (
 	"github.com/outpost-edge/outpost/hub/bridge"
 	"github.com/outpost-edge/outpost/hub/broker"
 	"github.com/outpost-edge/outpost/hub/devca"
+	"github.com/outpost-edge/outpost/hub/console"
 	"github.com/outpost-edge/outpost/hub/ingest"
 	"github.com/outpost-edge/outpost/hub/kafka"
 	"github.com/outpost-edge/outpost/hub/lease"
@@ -59,6 +61,8 @@ type Hub struct {
 	rollouts *rollout.Controller
 	trainer  *trainer.Trainer
 	events   *kafkaSink
+	audit    *console.Audit
+	console  *console.Console
 	js       jetstream.JetStream
 	stop     context.CancelFunc
 	group    errgroup.Group // the lease runner and the HTTP server
@@ -149,6 +153,9 @@ func (h *Hub) startPipeline(ctx context.Context, o Options) error {
 		if h.models, err = modelstore.Open(ctx, js, h.cfg.Ingest.Replicas); err != nil {
 			return err
 		}
+		if h.audit, err = console.OpenAudit(ctx, js, h.cfg.Ingest.Replicas); err != nil {
+			return err
+		}
 		if h.rollouts, err = rollout.Open(ctx, js, h.cfg.Ingest.Replicas, fleet{h}, fleet{h}, h.log); err != nil {
 			return err
 		}
@@ -168,6 +175,7 @@ func (h *Hub) startPipeline(ctx context.Context, o Options) error {
 	h.trainer = trainer.New(h.cfg.Trainer, trainerRegistry{h}, trainerRegistry{h}, h.registry.Labels, h.log)
 	h.events = &kafkaSink{h: h}
 	h.trainer.Sink = h.events
+	h.audit.Emit = h.events.EmitAudit
 	runCtx, stop := context.WithCancel(context.Background())
 	h.stop = stop
 	if err := h.startUpdates(ctx, runCtx); err != nil {
@@ -477,6 +485,14 @@ func (h *Hub) startHTTP() error {
 	h.modelRoutes(mux)
 	h.rolloutRoutes(mux)
 	mux.Handle("GET /metrics", h.metricsHandler())
+	var err error
+	h.console, err = console.New(h.cfg.Console, consoleBackend{h}, console.Options{
+		AdminToken: h.cfg.HTTP.AdminToken, TLS: h.cfg.HTTP.TLS.CertFile != "", Audit: h.audit, Log: h.log,
+	})
+	if err != nil {
+		return err
+	}
+	h.console.Routes(mux)
 	mux.HandleFunc("GET /v1/stats", h.admin(func(w http.ResponseWriter, _ *http.Request) {
 		s := h.Stats()
 		s.StreamReplicas = h.streamReplicas()
@@ -507,15 +523,34 @@ func (h *Hub) startHTTP() error {
 	return nil
 }
 
-// admin guards operator endpoints with the bearer token, when one is set
-// (config validation refuses a non-loopback listener without one), and
-// answers 400 for a path id that no store could hold, before a store
-// answers it with a 500.
+// admin guards the API: the bearer admin token acts as an operator; a
+// console session cookie acts with its user's role, and sends its CSRF
+// token in X-CSRF-Token on anything but GET. Without an admin token
+// (config validation allows that on a loopback listener only) a request
+// without either is an operator. Reads need a viewer, the rest an
+// operator, and every call that is not a read goes into the audit log. A
+// path id that no store could hold is a 400, before a store answers it
+// with a 500.
 func (h *Hub) admin(next http.HandlerFunc) http.HandlerFunc {
 	want := []byte("Bearer " + h.cfg.HTTP.AdminToken)
 	return func(w http.ResponseWriter, r *http.Request) {
-		if h.cfg.HTTP.AdminToken != "" && subtle.ConstantTimeCompare([]byte(r.Header.Get("Authorization")), want) != 1 {
-			writeError(w, http.StatusUnauthorized, errors.New("missing or wrong bearer token"))
+		read := r.Method == http.MethodGet || r.Method == http.MethodHead
+		who, role := console.AdminUser, console.Operator
+		switch s := h.console.SessionOf(r); {
+		case r.Header.Get("Authorization") != "" || (s == nil && h.cfg.HTTP.AdminToken != ""):
+			if h.cfg.HTTP.AdminToken != "" && subtle.ConstantTimeCompare([]byte(r.Header.Get("Authorization")), want) != 1 {
+				writeError(w, http.StatusUnauthorized, errors.New("missing or wrong bearer token"))
+				return
+			}
+		case s != nil:
+			who, role = s.User, s.Role
+			if !read && s.CanOperate() && !console.CheckCSRF(s, r) {
+				writeError(w, http.StatusForbidden, errors.New("a console session needs its CSRF token in "+console.CSRFHeader))
+				return
+			}
+		}
+		if !read && role != console.Operator {
+			writeError(w, http.StatusForbidden, fmt.Errorf("%s is a %s: only operators may %s %s", who, role, r.Method, r.URL.Path))
 			return
 		}
 		for _, name := range pathIDs {
@@ -526,8 +561,49 @@ func (h *Hub) admin(next http.HandlerFunc) http.HandlerFunc {
 				}
 			}
 		}
-		next(w, r)
+		r = r.WithContext(context.WithValue(r.Context(), whoKey{}, who))
+		if read {
+			next(w, r)
+			return
+		}
+		rec := &statusRecorder{ResponseWriter: w, status: http.StatusOK}
+		next(rec, r)
+		result := "ok"
+		if rec.status >= 300 {
+			result = strconv.Itoa(rec.status) + " " + http.StatusText(rec.status)
+		}
+		target := ""
+		for _, name := range pathIDs {
+			if v := r.PathValue(name); v != "" {
+				target = v
+			}
+		}
+		e := console.Entry{Who: who, Role: role, Via: "api", Action: r.Method + " " + r.URL.Path, Target: target, Result: result}
+		if err := h.audit.Record(context.WithoutCancel(r.Context()), e); err != nil {
+			h.log.Error("audit entry not stored", "action", e.Action, "err", err)
+		}
 	}
+}
+
+type whoKey struct{}
+
+// whoOf is who is calling an API endpoint behind admin.
+func whoOf(r *http.Request) string {
+	if s, ok := r.Context().Value(whoKey{}).(string); ok {
+		return s
+	}
+	return console.AdminUser
+}
+
+// statusRecorder remembers the status an API handler answered.
+type statusRecorder struct {
+	http.ResponseWriter
+	status int
+}
+
+func (s *statusRecorder) WriteHeader(code int) {
+	s.status = code
+	s.ResponseWriter.WriteHeader(code)
 }
 
 // pathIDs are the path wildcards that name stored things.

@@ -1,6 +1,7 @@
 package hub
 
 import (
+	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -47,22 +48,10 @@ func (h *Hub) rolloutRoutes(mux *http.ServeMux) {
 		rolloutRespond(w, http.StatusOK, ro, err)
 	}))
 	mux.HandleFunc("POST /v1/rollouts/{id}/{action}", h.admin(func(w http.ResponseWriter, r *http.Request) {
-		id := r.PathValue("id")
-		var ro *rollout.Rollout
-		var err error
-		switch r.PathValue("action") {
-		case "pause":
-			ro, err = h.rollouts.Pause(r.Context(), id)
-		case "resume":
-			ro, err = h.rollouts.Resume(r.Context(), id)
-		case "abort":
-			ro, err = h.rollouts.Abort(r.Context(), id, "by the operator")
-		default:
-			writeError(w, http.StatusNotFound, fmt.Errorf("no action %q: pause, resume or abort", r.PathValue("action")))
+		ro, err := h.rolloutAction(r.Context(), r.PathValue("id"), r.PathValue("action"), whoOf(r))
+		if errors.Is(err, errNoAction) {
+			writeError(w, http.StatusNotFound, err)
 			return
-		}
-		if err == nil {
-			h.log.Info("rollout "+r.PathValue("action"), "rollout", id, "state", ro.State)
 		}
 		rolloutRespond(w, http.StatusOK, ro, err)
 	}))
@@ -73,6 +62,31 @@ func (h *Hub) rolloutRoutes(mux *http.ServeMux) {
 		}
 		rolloutRespond(w, http.StatusOK, d, err)
 	}))
+}
+
+var errNoAction = errors.New("no such rollout action: pause, resume, abort or rollback")
+
+// rolloutAction pauses, resumes, aborts or rolls back a rollout: what the
+// API and the console's buttons both call.
+func (h *Hub) rolloutAction(ctx context.Context, id, action, who string) (*rollout.Rollout, error) {
+	var ro *rollout.Rollout
+	var err error
+	switch action {
+	case "pause":
+		ro, err = h.rollouts.Pause(ctx, id)
+	case "resume":
+		ro, err = h.rollouts.Resume(ctx, id)
+	case "abort":
+		ro, err = h.rollouts.Abort(ctx, id, "by "+who)
+	case "rollback":
+		ro, err = h.rollouts.Rollback(ctx, id, "by "+who)
+	default:
+		return nil, fmt.Errorf("%w (got %q)", errNoAction, action)
+	}
+	if err == nil {
+		h.log.Info("rollout "+action, "rollout", id, "state", ro.State, "by", who)
+	}
+	return ro, err
 }
 
 func rolloutRespond(w http.ResponseWriter, status int, v any, err error) {

@@ -20,6 +20,7 @@ APT_PACKAGES=(
   gcc-arm-linux-gnueabihf libc6-dev-armhf-cross
   qemu-user-static
   e2fsprogs
+  chromium
 )
 
 log() { printf 'deps: %s\n' "$*" >&2; }

@@ -44,6 +44,9 @@ const (
 	Halted    = "halted" // a gate failed: updated devices were sent back
 	Aborted   = "aborted"
 	Completed = "completed"
+	// RolledBack: a completed rollout an operator undid; its devices
+	// were sent back to the versions they had.
+	RolledBack = "rolled_back"
 )
 
 // Active reports whether a rollout in this state still moves devices.
@@ -391,6 +394,27 @@ func (c *Controller) Abort(ctx context.Context, id, why string) (*Rollout, error
 			return fmt.Errorf("%w: rollout %s is already %s", ErrInvalid, id, r.State)
 		}
 		r.State, r.Reason = Aborted, "aborted: "+why
+		return nil
+	})
+	if err != nil {
+		return nil, err
+	}
+	return c.revert(ctx, r)
+}
+
+// Rollback undoes a rollout: an active one is aborted, a completed one
+// becomes rolled_back; either way every device it updated is sent back to
+// the version it had.
+func (c *Controller) Rollback(ctx context.Context, id, why string) (*Rollout, error) {
+	r, err := c.modify(ctx, id, func(r *Rollout) error {
+		switch {
+		case Active(r.State):
+			r.State, r.Reason = Aborted, "rolled back: "+why
+		case r.State == Completed:
+			r.State, r.Reason = RolledBack, "rolled back: "+why
+		default:
+			return fmt.Errorf("%w: rollout %s is %s: nothing to roll back", ErrInvalid, id, r.State)
+		}
 		return nil
 	})
 	if err != nil {

@@ -20,6 +20,10 @@ type Reported struct {
 	ReportedAt   time.Time `json:"reported_at"`
 	// DesiredVersion is the last desired-state version the agent has seen.
 	DesiredVersion int64 `json:"desired_version"`
+	// Build is the agent build number running (self-update moves it).
+	Build int64 `json:"build,omitempty"`
+	// Outbox is the device's backlog of records not yet acked by the hub.
+	Outbox *Outbox `json:"outbox,omitempty"`
 	// Models is what each pipeline runs now; Updates the latest update of
 	// each model, by model name.
 	Models  []ModelStatus     `json:"models,omitempty"`
@@ -42,6 +46,12 @@ func DecodeReported(data []byte) (Reported, error) {
 		return Reported{}, fmt.Errorf("%w: device is empty", ErrDocument)
 	}
 	return r, nil
+}
+
+// Outbox is a device's unacked backlog when it reported.
+type Outbox struct {
+	Records int64 `json:"records"`
+	Bytes   int64 `json:"bytes"`
 }
 
 // Device is a device's enrolment as the hub API shows it.
