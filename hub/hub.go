@@ -25,8 +25,8 @@ import (
 
 	"github.com/outpost-edge/outpost/hub/bridge"
 	"github.com/outpost-edge/outpost/hub/broker"
-	"github.com/outpost-edge/outpost/hub/devca"
 	"github.com/outpost-edge/outpost/hub/console"
+	"github.com/outpost-edge/outpost/hub/devca"
 	"github.com/outpost-edge/outpost/hub/ingest"
 	"github.com/outpost-edge/outpost/hub/kafka"
 	"github.com/outpost-edge/outpost/hub/lease"
