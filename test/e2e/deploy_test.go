@@ -12,6 +12,7 @@ import (
 	"go.yaml.in/yaml/v3"
 
 	"github.com/outpost-edge/outpost/firmware/bundle"
+	"github.com/outpost-edge/outpost/test/pki"
 	"github.com/outpost-edge/outpost/test/testenv"
 )
 
@@ -54,11 +55,13 @@ func TestDeployConfigsPassCheckConfig(t *testing.T) {
 	if len(examples) < 4 {
 		t.Fatalf("only %d example configs", len(examples))
 	}
+	pems := productionPEMs(t, filepath.Join(dir, "etc"))
 	for _, f := range examples {
 		daemon := "hub"
 		if strings.HasPrefix(filepath.Base(f), "agent") {
 			daemon = "agent"
 		}
+		f = withPEMs(t, f, dir, pems)
 		if code, out := checkConfig(t, bins[daemon], f); code != 0 || !strings.Contains(out, "configuration OK") {
 			t.Errorf("%s: outpost-%s --check-config exit %d:\n%s", filepath.Base(f), daemon, code, out)
 		}
@@ -228,4 +231,51 @@ func TestUnitsAndContainerfileMatchTheLayout(t *testing.T) {
 			t.Errorf("Containerfile builds %s: %v", m[1], err)
 		}
 	}
+}
+
+// pemPath is a certificate or key path of the production examples.
+var pemPath = regexp.MustCompile(`/etc/outpost[-a-z]*/[A-Za-z0-9._/-]+\.pem`)
+
+// productionPEMs issues what the production examples' TLS settings name:
+// a CA, and a server certificate and its key, in dir.
+func productionPEMs(t *testing.T, dir string) map[string]string {
+	t.Helper()
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	ca, err := pki.New(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cert, key, err := ca.Issue("hub.example", true)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return map[string]string{"ca": ca.CAFile, "cert": cert, "key": key}
+}
+
+// withPEMs copies an example config with its /etc paths pointing at real
+// files of the same kind, as they are on an installed hub or device: the
+// check reads them.
+func withPEMs(t *testing.T, conf, dir string, pems map[string]string) string {
+	t.Helper()
+	data, err := os.ReadFile(conf)
+	if err != nil {
+		t.Fatal(err)
+	}
+	out := pemPath.ReplaceAllStringFunc(string(data), func(p string) string {
+		base := filepath.Base(p)
+		switch {
+		case strings.Contains(base, "key"):
+			return pems["key"]
+		case strings.Contains(base, "ca"):
+			return pems["ca"]
+		}
+		return pems["cert"]
+	})
+	copied := filepath.Join(dir, filepath.Base(conf))
+	if err := os.WriteFile(copied, []byte(out), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	return copied
 }
