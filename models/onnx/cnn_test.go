@@ -21,7 +21,6 @@ func TestConvNetShapes(t *testing.T) {
 		{SensorCNN1D, 56838, []string{"N", "3", "200"}, []string{"N", "600"}, []string{"N", "6"}},
 	} {
 		var infos []*Info
-		var sizes []int
 		for _, flat := range []bool{false, true} {
 			data, params, err := c.build(rand.New(rand.NewPCG(7, 7)), flat)
 			if err != nil {
@@ -35,7 +34,6 @@ func TestConvNetShapes(t *testing.T) {
 				t.Fatal(err)
 			}
 			infos = append(infos, info)
-			sizes = append(sizes, len(data))
 			if !bytes.Contains(data, []byte("Conv")) {
 				t.Error("no Conv")
 			}
