@@ -65,10 +65,10 @@ type Hub struct {
 	timeline *console.Timeline
 	// timelineW writes the device timeline; nil until the pipeline starts.
 	timelineW atomic.Pointer[timelineWriter]
-	console  *console.Console
-	js       jetstream.JetStream
-	stop     context.CancelFunc
-	group    errgroup.Group // the lease runner and the HTTP server
+	console   *console.Console
+	js        jetstream.JetStream
+	stop      context.CancelFunc
+	group     errgroup.Group // the lease runner and the HTTP server
 	// retention trims OUTPOST_UP while this hub holds the lease.
 	retention   *ingest.Retention
 	streamStats ingest.RetentionStats
