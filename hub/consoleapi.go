@@ -36,6 +36,21 @@ func (b consoleBackend) RolloutAction(ctx context.Context, id, action, who strin
 	return b.h.rolloutAction(ctx, id, action, who)
 }
 
+func (b consoleBackend) StartRollout(ctx context.Context, spec rollout.Spec, who string) (*rollout.Rollout, error) {
+	ro, err := b.h.startRollout(ctx, spec)
+	if err == nil {
+		b.h.log.Info("rollout started from the console", "rollout", ro.ID, "by", who)
+	}
+	return ro, err
+}
+
+func (b consoleBackend) Timeline(ctx context.Context, device string, offset, n int) ([]console.TimelineEntry, int, error) {
+	if err := validPathID(device); err != nil {
+		return nil, 0, nil
+	}
+	return b.h.timeline.Page(ctx, device, offset, n)
+}
+
 func (b consoleBackend) Models(ctx context.Context) ([]modelstore.Summary, error) {
 	return b.h.models.List(ctx)
 }

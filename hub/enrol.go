@@ -7,6 +7,7 @@ import (
 	"net/http"
 	"time"
 
+	"github.com/outpost-edge/outpost/hub/console"
 	"github.com/outpost-edge/outpost/hub/registry"
 	"github.com/outpost-edge/outpost/sync/state"
 )
@@ -62,6 +63,7 @@ func (h *Hub) enrolRoutes(mux *http.ServeMux) {
 		case err != nil:
 			writeError(w, http.StatusInternalServerError, err)
 		default:
+			h.timelineW.Load().event(e.Device, console.KindEnrolled, fmt.Sprintf("enrolled itself with a token (arch %s) and labels %s", req.Arch, labelList(e.Labels)))
 			writeJSON(w, http.StatusCreated, e)
 		}
 	})

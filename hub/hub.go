@@ -62,10 +62,13 @@ type Hub struct {
 	trainer  *trainer.Trainer
 	events   *kafkaSink
 	audit    *console.Audit
-	console  *console.Console
-	js       jetstream.JetStream
-	stop     context.CancelFunc
-	group    errgroup.Group // the lease runner and the HTTP server
+	timeline *console.Timeline
+	// timelineW writes the device timeline; nil until the pipeline starts.
+	timelineW atomic.Pointer[timelineWriter]
+	console   *console.Console
+	js        jetstream.JetStream
+	stop      context.CancelFunc
+	group     errgroup.Group // the lease runner and the HTTP server
 	// retention trims OUTPOST_UP while this hub holds the lease.
 	retention   *ingest.Retention
 	streamStats ingest.RetentionStats
@@ -156,6 +159,9 @@ func (h *Hub) startPipeline(ctx context.Context, o Options) error {
 		if h.audit, err = console.OpenAudit(ctx, js, h.cfg.Ingest.Replicas); err != nil {
 			return err
 		}
+		if h.timeline, err = console.OpenTimeline(ctx, js, h.cfg.Ingest.Replicas, h.cfg.Console.TimelineRetention); err != nil {
+			return err
+		}
 		if h.rollouts, err = rollout.Open(ctx, js, h.cfg.Ingest.Replicas, fleet{h}, fleet{h}, h.log); err != nil {
 			return err
 		}
@@ -178,6 +184,8 @@ func (h *Hub) startPipeline(ctx context.Context, o Options) error {
 	h.audit.Emit = h.events.EmitAudit
 	runCtx, stop := context.WithCancel(context.Background())
 	h.stop = stop
+	h.startTimeline(runCtx)
+	h.trainer.OnDrift = h.timelineW.Load().drifted
 	if err := h.startUpdates(ctx, runCtx); err != nil {
 		return err
 	}
@@ -407,6 +415,7 @@ func (h *Hub) onReported(m *nats.Msg) {
 		return
 	}
 	h.devices.put(r)
+	h.timelineW.Load().reported(r)
 	h.log.Debug("device reported", "device", r.Device, "status", r.Status, "boot", r.Boot, "agent_version", r.AgentVersion)
 	// Level-triggered control: a device that has not seen its newest
 	// desired state (it was offline, or the QoS 0 delivery was lost) gets
@@ -466,6 +475,7 @@ func (h *Hub) startHTTP() error {
 			return
 		}
 		h.log.Info("device enrolled", "device", req.ID)
+		h.timelineW.Load().event(req.ID, console.KindEnrolled, fmt.Sprintf("enrolled by %s with labels %s", whoOf(r), labelList(req.Labels)))
 		writeJSON(w, http.StatusCreated, creds)
 	}))
 	mux.HandleFunc("POST /v1/devices/{id}/revoke", h.admin(func(w http.ResponseWriter, r *http.Request) {
@@ -477,6 +487,7 @@ func (h *Hub) startHTTP() error {
 			writeError(w, status, err)
 			return
 		}
+		h.timelineW.Load().event(r.PathValue("id"), console.KindRevoked, "revoked by "+whoOf(r))
 		w.WriteHeader(http.StatusNoContent)
 	}))
 	h.enrolRoutes(mux)

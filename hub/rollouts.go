@@ -22,21 +22,7 @@ func (h *Hub) rolloutRoutes(mux *http.ServeMux) {
 			writeError(w, http.StatusBadRequest, fmt.Errorf("body: %w", err))
 			return
 		}
-		// In a cluster the leading hub signs a pushed version within a
-		// second or two; give it that long.
-		target := tuf.ModelTargetName(spec.Model, spec.Version)
-		published := func() bool { return h.updates.Has(target) }
-		if spec.Model == tuf.AgentModel {
-			published = func() bool { return h.anyAgentTarget(spec.Version) }
-		}
-		for wait := 0; !published() && wait < 50 && r.Context().Err() == nil; wait++ {
-			time.Sleep(100 * time.Millisecond)
-		}
-		if !published() {
-			writeError(w, http.StatusUnprocessableEntity, fmt.Errorf("%w: %s version %d is not in the model registry (outpostctl model push) nor a published agent build (outpostctl agent publish)", rollout.ErrInvalid, spec.Model, spec.Version))
-			return
-		}
-		ro, err := h.rollouts.Start(r.Context(), spec)
+		ro, err := h.startRollout(r.Context(), spec)
 		rolloutRespond(w, http.StatusCreated, ro, err)
 	}))
 	mux.HandleFunc("GET /v1/rollouts", h.admin(func(w http.ResponseWriter, r *http.Request) {
@@ -62,6 +48,25 @@ func (h *Hub) rolloutRoutes(mux *http.ServeMux) {
 		}
 		rolloutRespond(w, http.StatusOK, d, err)
 	}))
+}
+
+// startRollout starts a rollout of a published model version or agent
+// build: what the API and the console's form both call.
+func (h *Hub) startRollout(ctx context.Context, spec rollout.Spec) (*rollout.Rollout, error) {
+	// In a cluster the leading hub signs a pushed version within a
+	// second or two; give it that long.
+	target := tuf.ModelTargetName(spec.Model, spec.Version)
+	published := func() bool { return h.updates.Has(target) }
+	if spec.Model == tuf.AgentModel {
+		published = func() bool { return h.anyAgentTarget(spec.Version) }
+	}
+	for wait := 0; !published() && wait < 50 && ctx.Err() == nil; wait++ {
+		time.Sleep(100 * time.Millisecond)
+	}
+	if !published() {
+		return nil, fmt.Errorf("%w: %s version %d is not in the model registry (outpostctl model push) nor a published agent build (outpostctl agent publish)", rollout.ErrInvalid, spec.Model, spec.Version)
+	}
+	return h.rollouts.Start(ctx, spec)
 }
 
 var errNoAction = errors.New("no such rollout action: pause, resume, abort or rollback")

@@ -34,6 +34,8 @@ type Config struct {
 	SessionTTL time.Duration `yaml:"session_ttl" usage:"how long a console login lasts"`
 	// OfflineAfter: a device that has not reported for this long is offline.
 	OfflineAfter time.Duration `yaml:"offline_after" usage:"a device silent this long shows as offline in the console"`
+	// TimelineRetention is how long the device timeline keeps an entry.
+	TimelineRetention time.Duration `yaml:"timeline_retention" usage:"how long the device timeline (JetStream OUTPOST_TIMELINE) keeps an entry"`
 }
 
 // User is one console account.
@@ -43,8 +45,11 @@ type User struct {
 	Role         string `yaml:"role"`          // viewer or operator
 }
 
-// Defaults: 12 h logins; offline after three missed 30 s reports.
-func Defaults() Config { return Config{SessionTTL: 12 * time.Hour, OfflineAfter: 90 * time.Second} }
+// Defaults: 12 h logins; offline after three missed 30 s reports; a
+// timeline of 30 days.
+func Defaults() Config {
+	return Config{SessionTTL: 12 * time.Hour, OfflineAfter: 90 * time.Second, TimelineRetention: 30 * 24 * time.Hour}
+}
 
 // Validate names every wrong field under prefix.
 func (c Config) Validate(prefix string, errs *config.Errors) {
@@ -53,6 +58,9 @@ func (c Config) Validate(prefix string, errs *config.Errors) {
 	}
 	if c.OfflineAfter < time.Second {
 		errs.Add(prefix+".offline_after", fmt.Sprintf("must be at least 1s, got %s", c.OfflineAfter))
+	}
+	if c.TimelineRetention < time.Minute {
+		errs.Add(prefix+".timeline_retention", fmt.Sprintf("must be at least 1m, got %s", c.TimelineRetention))
 	}
 	seen := map[string]bool{}
 	for i, u := range c.Users {

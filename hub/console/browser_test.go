@@ -53,7 +53,11 @@ func push(t *testing.T, h *hub.Hub, v int64) {
 	}
 	m := &manifest.Manifest{Name: "bearing", Version: v, Parent: v - 1, Task: "anomaly",
 		Features: []manifest.Feature{{Field: "vibration", Agg: "mean", Std: 1}, {Field: "vibration", Agg: "max", Std: 1}},
-		Outputs:  manifest.Outputs{Threshold: 0.5}, Golden: []manifest.Golden{{Input: []float32{0, 0}, Output: out, Tolerance: 1e-4}}}
+		Outputs:  manifest.Outputs{Threshold: 0.5}, Golden: []manifest.Golden{{Input: []float32{0, 0}, Output: out, Tolerance: 1e-4}},
+		Metrics: map[string]float64{"accuracy": 0.9 + float64(v)/100, "f1": 0.8}}
+	if v == 2 {
+		m.Quantization = "int8-dynamic"
+	}
 	dir := t.TempDir()
 	if err := manifest.Write(dir, m, model); err != nil {
 		t.Fatal(err)
@@ -251,6 +255,34 @@ func TestConsoleInChromium(t *testing.T) {
 	if text("#device-id") != "pump-2" || !strings.Contains(text("#pipelines"), "bearing") || text("#agent-version") != "0.9.0-test" || !strings.Contains(text("#device-labels"), "site=lab") {
 		t.Errorf("device page: %q %q %q", text("#device-id"), text("#pipelines"), text("#agent-version"))
 	}
+	// 3b. Its timeline: the enrolment and the first report, then an update
+	// phase the device reports (the timeline is written asynchronously).
+	waitTimeline := func(want string) string {
+		t.Helper()
+		var tl string
+		for end := time.Now().Add(15 * time.Second); ; {
+			run("device timeline", chromedp.Navigate(base+"/devices/pump-2"), chromedp.WaitVisible(chromedp.CSS("#timeline")))
+			if tl = text("#timeline"); strings.Contains(tl, want) || time.Now().After(end) {
+				return tl
+			}
+			time.Sleep(300 * time.Millisecond)
+		}
+	}
+	if tl := waitTimeline("first report"); !strings.Contains(tl, "enrolled by admin") || !strings.Contains(tl, "vibration runs bearing v1") {
+		t.Errorf("timeline after enrolment and report: %q", tl)
+	}
+	rep := state.Reported{Device: "pump-2", AgentVersion: "0.9.0-test", Build: 4, Arch: "arm64", Boot: 2, Status: state.StatusRunning,
+		StartedAt: time.Now().UTC(), ReportedAt: time.Now().UTC(),
+		Models:  []state.ModelStatus{{Pipeline: "vibration", Model: "bearing", Version: 1, Slot: "a"}},
+		Updates: map[string]state.Update{"bearing": {Model: "bearing", From: 1, To: 7, Phase: state.PhaseFailed, Reason: "test: disk full", At: time.Now().UTC()}}}
+	data, _ := json.Marshal(rep)
+	if err := nc.Publish(topics.Subject(topics.Reported("pump-2")), data); err != nil {
+		t.Fatal(err)
+	}
+	if tl := waitTimeline("test: disk full"); !strings.Contains(tl, "bearing v1 → v7: failed") || !strings.Contains(tl, "restarted (boot 1 → 2)") {
+		t.Errorf("timeline after a reported update: %q", tl)
+	}
+	run("timeline shot", shot("timeline"))
 	// 4. Open the rollout and pause it.
 	run("open the rollout",
 		chromedp.Navigate(base+"/rollouts"),
@@ -304,6 +336,46 @@ func TestConsoleInChromium(t *testing.T) {
 	run("audit", chromedp.Navigate(base+"/audit"), chromedp.WaitVisible(chromedp.CSS("#audit")))
 	if a := text("#audit"); !strings.Contains(a, "rollout pause") || !strings.Contains(a, ro.ID) || !strings.Contains(a, "POST /v1/rollouts") {
 		t.Errorf("audit page: %q", a)
+	}
+	// 5b. Start a rollout from the form, after a preview of its devices.
+	confirmAll := chromedp.Func(func(ctx context.Context, tg *chromedp.Target) error {
+		_, err := chromedp.Evaluate[bool](`(window.confirm = () => true, true)`)(ctx, tg)
+		return err
+	})
+	run("rollout form preview",
+		chromedp.Navigate(base+"/rollouts"),
+		chromedp.Click(chromedp.CSS("#new-rollout")),
+		chromedp.WaitVisible(chromedp.CSS("#rollout-form")),
+		chromedp.SendKeys(chromedp.CSS("#f-version"), "2"),
+		chromedp.SendKeys(chromedp.CSS("#f-selector"), "line=0"),
+		chromedp.Click(chromedp.CSS("#btn-preview")),
+		chromedp.WaitVisible(chromedp.CSS("#preview")),
+		shot("rollout-form"))
+	pv := text("#preview-devices")
+	if n := text("#preview-count"); n == "0" || n == "" || strings.Contains(pv, "pump-2") {
+		t.Errorf("preview: %q devices: %q", n, pv)
+	}
+	run("start from the form", confirmAll, chromedp.Click(chromedp.CSS("#btn-start")), chromedp.WaitVisible(chromedp.CSS("#flash")))
+	formID, err := chromedp.Run(ctx, chromedp.Evaluate[string](`location.pathname.split("/").pop()`))
+	if err != nil || formID == ro.ID || !strings.HasPrefix(formID, "bearing-v2-") {
+		t.Fatalf("started from the form: %q %v", formID, err)
+	}
+	if st := text("#rollout-state"); st != "running" || !strings.Contains(text("main"), "line=0") {
+		t.Errorf("form rollout: state %q", st)
+	}
+	run("rollout list", chromedp.Navigate(base+"/rollouts"), chromedp.WaitVisible(chromedp.CSS("#rollouts")))
+	if l := text("#rollouts"); !strings.Contains(l, formID) || !strings.Contains(l, ro.ID) {
+		t.Errorf("rollout list: %q", l)
+	}
+	// 5c. Models: the lineage, and v1 beside v2.
+	run("models", chromedp.Navigate(base+"/models"), chromedp.WaitVisible(chromedp.CSS("#lineage-bearing")))
+	if l := text("#lineage-bearing"); !strings.Contains(l, "v1") || !strings.Contains(l, "v2") || !strings.Contains(l, "int8-dynamic") {
+		t.Errorf("lineage: %q", l)
+	}
+	run("compare", chromedp.Submit(chromedp.CSS("#compare-bearing button")), chromedp.WaitVisible(chromedp.CSS("#compare-metrics")), shot("compare"))
+	if m, f := text("#compare-metrics"), text("#compare-facts"); !strings.Contains(m, "accuracy") || !strings.Contains(m, "0.91") || !strings.Contains(m, "0.92") ||
+		!strings.Contains(m, "+0.01") || !strings.Contains(f, "int8-dynamic") || !strings.Contains(f, "none") {
+		t.Errorf("compare: %q / %q", m, f)
 	}
 	// 6. A viewer: no buttons, and both the console and the API refuse.
 	run("log out and in as a viewer",

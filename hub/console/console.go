@@ -39,6 +39,11 @@ type Backend interface {
 	Rollout(ctx context.Context, id string) (*rollout.Rollout, error)
 	// RolloutAction is pause, resume, abort or rollback.
 	RolloutAction(ctx context.Context, id, action, who string) (*rollout.Rollout, error)
+	// StartRollout starts a rollout as POST /v1/rollouts does.
+	StartRollout(ctx context.Context, spec rollout.Spec, who string) (*rollout.Rollout, error)
+	// Timeline is a page of a device's timeline, newest first, and the
+	// number of entries in all.
+	Timeline(ctx context.Context, device string, offset, n int) ([]TimelineEntry, int, error)
 	Models(ctx context.Context) ([]modelstore.Summary, error)
 	ModelVersions(ctx context.Context, name string) ([]modelstore.Version, error)
 	// Pipeline is the hub's own backlog: bridge messages not yet in Kafka
@@ -127,9 +132,12 @@ func (c *Console) Routes(mux *http.ServeMux) {
 	mux.HandleFunc("GET /{$}", c.page(false, c.fleet))
 	mux.HandleFunc("GET /devices/{id}", c.page(false, c.device))
 	mux.HandleFunc("GET /rollouts", c.page(false, c.rollouts))
+	mux.HandleFunc("GET /rollouts/new", c.page(true, c.rolloutNew))
+	mux.HandleFunc("POST /rollouts", c.page(true, c.rolloutStart))
 	mux.HandleFunc("GET /rollouts/{id}", c.page(false, c.rolloutPage))
 	mux.HandleFunc("POST /rollouts/{id}/{action}", c.page(true, c.rolloutAction))
 	mux.HandleFunc("GET /models", c.page(false, c.models))
+	mux.HandleFunc("GET /models/{name}/compare", c.page(false, c.modelCompare))
 	mux.HandleFunc("GET /audit", c.page(false, c.auditPage))
 }
 
@@ -257,11 +265,13 @@ func (c *Console) device(w http.ResponseWriter, r *http.Request, s *Session) {
 				}
 			}
 			sort.Slice(ups, func(i, j int) bool { return ups[i].Model < ups[j].Model })
+			offset, _ := strconv.Atoi(r.URL.Query().Get("tl"))
 			c.render(w, http.StatusOK, "device", view{Title: "Device " + id, Nav: "fleet", Session: s, Data: struct {
 				state.Device
-				Status  string
-				Updates []state.Update
-			}{d, StatusOf(d, c.now(), c.cfg.OfflineAfter), ups}})
+				Status   string
+				Updates  []state.Update
+				Timeline timelineView
+			}{d, StatusOf(d, c.now(), c.cfg.OfflineAfter), ups, c.timelinePage(r.Context(), id, offset)}})
 			return
 		}
 	}
@@ -468,6 +478,7 @@ type modelView struct {
 	modelstore.Summary
 	Versions []modelstore.Version
 	Running  map[int64]int // devices reporting each version
+	Lineage  []*lineageNode
 }
 
 func (c *Console) models(w http.ResponseWriter, r *http.Request, s *Session) {
@@ -476,18 +487,7 @@ func (c *Console) models(w http.ResponseWriter, r *http.Request, s *Session) {
 		c.fail(w, r, s, http.StatusServiceUnavailable, err)
 		return
 	}
-	running := map[string]map[int64]int{}
-	for _, d := range c.b.Devices() {
-		if d.Reported == nil {
-			continue
-		}
-		for _, m := range d.Reported.Models {
-			if running[m.Model] == nil {
-				running[m.Model] = map[int64]int{}
-			}
-			running[m.Model][m.Version]++
-		}
-	}
+	running := c.running()
 	var out []modelView
 	for _, m := range list {
 		vs, err := c.b.ModelVersions(r.Context(), m.Name)
@@ -496,7 +496,7 @@ func (c *Console) models(w http.ResponseWriter, r *http.Request, s *Session) {
 			return
 		}
 		sort.Slice(vs, func(i, j int) bool { return vs[i].Version > vs[j].Version })
-		out = append(out, modelView{m, vs, running[m.Name]})
+		out = append(out, modelView{m, vs, running[m.Name], Lineage(vs)})
 	}
 	c.render(w, http.StatusOK, "models", view{Title: "Models", Nav: "models", Session: s, Data: out})
 }

@@ -50,6 +50,13 @@ func (f *fakeBackend) ModelVersions(context.Context, string) ([]modelstore.Versi
 		{Name: "bearing", Version: 2, Parent: 1, Stage: "candidate", Size: 4096}}, nil
 }
 func (f *fakeBackend) Pipeline() (uint64, time.Duration) { return 7, time.Second }
+func (f *fakeBackend) StartRollout(_ context.Context, spec rollout.Spec, who string) (*rollout.Rollout, error) {
+	f.actions = append(f.actions, who+" start "+spec.Model)
+	return f.ro, nil
+}
+func (f *fakeBackend) Timeline(_ context.Context, device string, offset, n int) ([]TimelineEntry, int, error) {
+	return []TimelineEntry{{At: now, Device: device, Kind: KindEnrolled, Detail: "enrolled by admin"}}, 1, nil
+}
 
 // fleet is n devices: every 10th never reported, every 7th is updating.
 func fleet(n int) []state.Device {

@@ -59,6 +59,8 @@ type Version struct {
 	Metrics map[string]float64 `json:"metrics,omitempty"`
 	SHA256  string             `json:"sha256"`
 	Size    int                `json:"size"`
+	// Quantization is the manifest's: none, int8-static, int8-dynamic, fp16.
+	Quantization string `json:"quantization,omitempty"`
 	// Golden says which engine reproduced the golden vectors at push, or
 	// why none could.
 	Golden     string     `json:"golden"`
@@ -167,7 +169,7 @@ func (s *Store) Push(ctx context.Context, manifestJSON, model []byte) (*Version,
 	sort.Strings(ops)
 	now := time.Now().UTC()
 	v := &Version{Name: m.Name, Version: m.Version, Parent: m.Parent, Task: m.Task, Stage: Candidate, Metrics: m.Metrics,
-		SHA256: m.SHA256, Size: len(model), Golden: golden, Parameters: info.Parameters, Ops: ops, Created: now,
+		SHA256: m.SHA256, Size: len(model), Quantization: m.Quantization, Golden: golden, Parameters: info.Parameters, Ops: ops, Created: now,
 		History: []Movement{{Stage: Candidate, At: now, Why: "pushed"}}}
 	data, _ := json.Marshal(v)
 	if _, err := s.kv.Create(ctx, key(m.Name, m.Version), data); err != nil {

@@ -110,6 +110,9 @@ type Trainer struct {
 	log *slog.Logger
 	// Sink, when set, gets every event too.
 	Sink Sink
+	// OnDrift, when set, gets every device drift record the trainer reads
+	// (the hub's device timeline keeps their changes).
+	OnDrift func(device, pipeline string, drifted []string)
 	// Decoder bounds what a payload may inflate to (nil: the package
 	// default).
 	Decoder *envelope.Decoder
@@ -323,6 +326,9 @@ func (t *Trainer) handle(ctx context.Context, subject string, data []byte) {
 		for _, rec := range env.Records {
 			var d driftRecord
 			if json.Unmarshal(rec.Data, &d) == nil && d.Pipeline != "" {
+				if t.OnDrift != nil {
+					t.OnDrift(env.Device, d.Pipeline, d.Drifted)
+				}
 				t.observeDrift(ctx, env.Device, d)
 			}
 		}

@@ -1,0 +1,283 @@
+package console
+
+import (
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"maps"
+	"slices"
+	"strings"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/outpost-edge/outpost/sync/state"
+)
+
+// Timeline stream: what happened to each device, one subject per device.
+const (
+	TimelineStream        = "OUTPOST_TIMELINE"
+	TimelineSubjectPrefix = "outpost_hub.timeline."
+	// TimelinePerDevice bounds one device's entries (the oldest go first),
+	// so a chatty device cannot fill the stream and a page stays cheap.
+	TimelinePerDevice = 5000
+)
+
+// Timeline entry kinds.
+const (
+	KindEnrolled = "enrolled"
+	KindRevoked  = "revoked"
+	KindReported = "reported" // a reported-state transition: status, boot, build, models
+	KindUpdate   = "update"   // an update phase, with its reason
+	KindDrift    = "drift"    // the device's data drift began, changed or ended
+	KindEviction = "eviction" // the device's outbox dropped records
+)
+
+// TimelineEntry is one thing that happened to a device.
+type TimelineEntry struct {
+	At      time.Time `json:"at"`
+	Device  string    `json:"device"`
+	Kind    string    `json:"kind"`
+	Detail  string    `json:"detail"`
+	Model   string    `json:"model,omitempty"`
+	Phase   string    `json:"phase,omitempty"`
+	Reason  string    `json:"reason,omitempty"`
+	Rollout string    `json:"rollout,omitempty"`
+	// State is the reported state a reported or update entry moved to, so
+	// a restarted hub compares the next report with it.
+	State *Snapshot `json:"state,omitempty"`
+}
+
+// Snapshot is the part of a reported state whose changes go into the
+// timeline.
+type Snapshot struct {
+	Status       string            `json:"status"`
+	Boot         int64             `json:"boot"`
+	AgentVersion string            `json:"agent_version,omitempty"`
+	Build        int64             `json:"build,omitempty"`
+	Models       map[string]string `json:"models,omitempty"`  // pipeline → "model vN slot"
+	Updates      map[string]string `json:"updates,omitempty"` // model → "from>to phase rollout reason"
+}
+
+// SnapshotOf takes the timeline's view of a report.
+func SnapshotOf(r state.Reported) *Snapshot {
+	s := &Snapshot{Status: r.Status, Boot: r.Boot, AgentVersion: r.AgentVersion, Build: r.Build, Models: map[string]string{}, Updates: map[string]string{}}
+	for _, m := range r.Models {
+		s.Models[m.Pipeline] = fmt.Sprintf("%s v%d %s", m.Model, m.Version, m.Slot)
+	}
+	for name, u := range r.Updates {
+		s.Updates[name] = updateKey(u)
+	}
+	return s
+}
+
+func updateKey(u state.Update) string {
+	return fmt.Sprintf("%d>%d %s %s %s", u.From, u.To, u.Phase, u.Rollout, u.Reason)
+}
+
+// Transitions are the timeline entries a report makes after prev (nil:
+// nothing known of the device, so the report itself is the transition).
+func Transitions(prev *Snapshot, r state.Reported) []TimelineEntry {
+	next := SnapshotOf(r)
+	at := r.ReportedAt
+	if at.IsZero() {
+		at = time.Now().UTC()
+	}
+	var changes []string
+	if prev == nil {
+		changes = append(changes, fmt.Sprintf("first report: %s, boot %d, agent %s", r.Status, r.Boot, agentString(next)))
+	} else {
+		if prev.Status != next.Status {
+			changes = append(changes, fmt.Sprintf("status %s → %s", prev.Status, next.Status))
+		}
+		if prev.Boot != next.Boot {
+			changes = append(changes, fmt.Sprintf("restarted (boot %d → %d)", prev.Boot, next.Boot))
+		}
+		if prev.AgentVersion != next.AgentVersion || prev.Build != next.Build {
+			changes = append(changes, fmt.Sprintf("agent %s → %s", agentString(prev), agentString(next)))
+		}
+	}
+	pipelines := slices.Sorted(maps.Keys(next.Models))
+	if prev != nil {
+		for p := range prev.Models {
+			if _, ok := next.Models[p]; !ok {
+				pipelines = append(pipelines, p)
+			}
+		}
+	}
+	for _, p := range pipelines {
+		var was string
+		if prev != nil {
+			was = prev.Models[p]
+		}
+		now := next.Models[p]
+		switch {
+		case was == now:
+		case now == "":
+			changes = append(changes, fmt.Sprintf("%s: no longer runs %s", p, was))
+		case was == "":
+			changes = append(changes, fmt.Sprintf("%s runs %s", p, now))
+		default:
+			changes = append(changes, fmt.Sprintf("%s: %s → %s", p, was, now))
+		}
+	}
+	var out []TimelineEntry
+	if len(changes) > 0 {
+		out = append(out, TimelineEntry{At: at, Device: r.Device, Kind: KindReported, Detail: strings.Join(changes, "; ")})
+	}
+	for _, name := range slices.Sorted(maps.Keys(r.Updates)) {
+		u := r.Updates[name]
+		if prev != nil && prev.Updates[name] == next.Updates[name] {
+			continue
+		}
+		uat := u.At
+		if uat.IsZero() {
+			uat = at
+		}
+		d := fmt.Sprintf("%s v%d → v%d: %s", u.Model, u.From, u.To, u.Phase)
+		if u.Reason != "" {
+			d += " (" + u.Reason + ")"
+		}
+		out = append(out, TimelineEntry{At: uat, Device: r.Device, Kind: KindUpdate, Detail: d, Model: name, Phase: u.Phase, Reason: u.Reason, Rollout: u.Rollout})
+	}
+	if len(out) > 0 {
+		out[len(out)-1].State = next
+	}
+	return out
+}
+
+func agentString(s *Snapshot) string {
+	if s.Build > 0 {
+		return fmt.Sprintf("%s (build %d)", s.AgentVersion, s.Build)
+	}
+	return s.AgentVersion
+}
+
+// Timeline keeps the device timeline in a JetStream stream, replicated
+// like the hub's other stores and kept for retention. Every hub of a
+// cluster may append the same entry: its message id makes JetStream keep
+// one.
+type Timeline struct {
+	js     jetstream.JetStream
+	stream jetstream.Stream
+}
+
+// OpenTimeline creates or opens the timeline stream, applying retention
+// (its max age) to a stream that already exists.
+func OpenTimeline(ctx context.Context, js jetstream.JetStream, replicas int, retention time.Duration) (*Timeline, error) {
+	if retention <= 0 {
+		retention = Defaults().TimelineRetention
+	}
+	s, err := js.CreateOrUpdateStream(ctx, jetstream.StreamConfig{
+		Name: TimelineStream, Subjects: []string{TimelineSubjectPrefix + "*"}, Storage: jetstream.FileStorage,
+		Replicas: replicas, MaxAge: retention, MaxMsgsPerSubject: TimelinePerDevice, Discard: jetstream.DiscardOld,
+		Duplicates: min(2*time.Minute, retention),
+	})
+	if err != nil {
+		return nil, fmt.Errorf("console: timeline stream: %w", err)
+	}
+	return &Timeline{js: js, stream: s}, nil
+}
+
+// Append stores entries, in order.
+func (t *Timeline) Append(ctx context.Context, entries ...TimelineEntry) error {
+	for _, e := range entries {
+		if e.At.IsZero() {
+			e.At = time.Now().UTC()
+		}
+		data, err := json.Marshal(e)
+		if err != nil {
+			return err
+		}
+		sum := sha256.Sum256(data)
+		msg := &nats.Msg{Subject: TimelineSubjectPrefix + e.Device, Data: data, Header: nats.Header{}}
+		msg.Header.Set(jetstream.MsgIDHeader, hex.EncodeToString(sum[:16]))
+		if _, err := t.js.PublishMsg(ctx, msg); err != nil {
+			return fmt.Errorf("console: timeline: %w", err)
+		}
+	}
+	return nil
+}
+
+// Last is the newest state snapshot stored for device (nil if none).
+func (t *Timeline) Last(ctx context.Context, device string) (*Snapshot, error) {
+	entries, _, err := t.read(ctx, device)
+	if err != nil {
+		return nil, err
+	}
+	for i := len(entries) - 1; i >= 0; i-- {
+		if entries[i].State != nil {
+			return entries[i].State, nil
+		}
+	}
+	return nil, nil
+}
+
+// Page returns a device's entries newest first: n from offset, and how
+// many there are in all.
+func (t *Timeline) Page(ctx context.Context, device string, offset, n int) ([]TimelineEntry, int, error) {
+	entries, total, err := t.read(ctx, device)
+	if err != nil {
+		return nil, 0, err
+	}
+	slices.Reverse(entries)
+	if offset < 0 {
+		offset = 0
+	}
+	if offset >= len(entries) {
+		return nil, total, nil
+	}
+	return entries[offset:min(len(entries), offset+n)], total, nil
+}
+
+// read returns every stored entry of device, oldest first.
+func (t *Timeline) read(ctx context.Context, device string) ([]TimelineEntry, int, error) {
+	subj := TimelineSubjectPrefix + device
+	info, err := t.stream.Info(ctx, jetstream.WithSubjectFilter(subj))
+	if err != nil {
+		return nil, 0, fmt.Errorf("console: timeline: %w", err)
+	}
+	total := int(info.State.Subjects[subj])
+	if total == 0 {
+		return nil, 0, nil
+	}
+	cons, err := t.stream.OrderedConsumer(ctx, jetstream.OrderedConsumerConfig{FilterSubjects: []string{subj}, DeliverPolicy: jetstream.DeliverAllPolicy})
+	if err != nil {
+		return nil, 0, fmt.Errorf("console: timeline: %w", err)
+	}
+	out := make([]TimelineEntry, 0, total)
+	for len(out) < total {
+		batch, err := cons.Fetch(min(500, total-len(out)), jetstream.FetchMaxWait(2*time.Second))
+		if err != nil {
+			return out, total, fmt.Errorf("console: timeline: %w", err)
+		}
+		got := 0
+		for m := range batch.Messages() {
+			got++
+			var e TimelineEntry
+			if json.Unmarshal(m.Data(), &e) == nil {
+				out = append(out, e)
+			}
+		}
+		if err := batch.Error(); err != nil && !errors.Is(err, nats.ErrTimeout) {
+			return out, total, fmt.Errorf("console: timeline: %w", err)
+		}
+		if got == 0 {
+			break // aged out while we read
+		}
+	}
+	return out, total, nil
+}
+
+// Config is the stream's configuration, for tests.
+func (t *Timeline) Config(ctx context.Context) (jetstream.StreamConfig, error) {
+	info, err := t.stream.Info(ctx)
+	if err != nil {
+		return jetstream.StreamConfig{}, err
+	}
+	return info.Config, nil
+}
