@@ -215,7 +215,7 @@ func watchRollout(ctx context.Context, c *cli, id string) error {
 		select {
 		case <-ctx.Done():
 			return ctx.Err()
-		case <-time.After(time.Second):
+		case <-time.After(c.interval):
 		}
 	}
 }
