@@ -337,3 +337,26 @@ func TestWatchListUntilInterrupted(t *testing.T) {
 		t.Fatalf("device list --watch: exit %d after %d polls\n%s%s", code, n.Load(), out.String(), errb.String())
 	}
 }
+
+// TestInspectOutputFormats: model inspect takes -o json|yaml beside --json.
+func TestInspectOutputFormats(t *testing.T) {
+	isolate(t)
+	dir := writePackage(t)
+	var viaJSON, viaO map[string]any
+	code, out, errOut := run("model", "inspect", dir, "--json")
+	if code != 0 || json.Unmarshal([]byte(out), &viaJSON) != nil {
+		t.Fatalf("--json: exit %d\n%s%s", code, out, errOut)
+	}
+	code, out, _ = run("model", "inspect", "-o", "json", dir)
+	if code != 0 || json.Unmarshal([]byte(out), &viaO) != nil || len(viaO) != len(viaJSON) {
+		t.Fatalf("-o json: exit %d\n%s", code, out)
+	}
+	var viaYAML map[string]any
+	code, out, _ = run("model", "inspect", dir, "--output", "yaml")
+	if code != 0 || yaml.Unmarshal([]byte(out), &viaYAML) != nil || len(viaYAML) != len(viaJSON) {
+		t.Fatalf("-o yaml: exit %d\n%s", code, out)
+	}
+	if code, _, _ := run("model", "inspect", dir, "-o", "xml"); code != ExitUsage {
+		t.Fatalf("-o xml: exit %d", code)
+	}
+}

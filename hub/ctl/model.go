@@ -25,7 +25,8 @@ import (
 // modelInspect prints what an ONNX file (or a package's model.onnx) holds.
 // It reads any ONNX file, not only the hub's own.
 func modelInspect(fs *flag.FlagSet) runFunc {
-	asJSON := fs.Bool("json", false, "print JSON")
+	asJSON := fs.Bool("json", false, "print JSON (same as -o json)")
+	format := formatFlag(fs)
 	return func(_ context.Context, c *cli, args []string) error {
 		path, err := oneArg(fs, args, "PATH (an .onnx file or a package directory)")
 		if err != nil {
@@ -42,8 +43,8 @@ func modelInspect(fs *flag.FlagSet) runFunc {
 		if err != nil {
 			return fmt.Errorf("%s: %w", path, err)
 		}
-		if *asJSON {
-			return printJSON(c.out, info)
+		if done, err := printAs(c.out, *format, *asJSON, info); done {
+			return err
 		}
 		_, err = fmt.Fprint(c.out, info)
 		return err
@@ -54,7 +55,8 @@ func modelInspect(fs *flag.FlagSet) runFunc {
 func modelValidate(fs *flag.FlagSet) runFunc {
 	engine := fs.String("engine", "onnxruntime", "engine for the golden vectors: onnxruntime or go")
 	lib := fs.String("onnxruntime", "", "path of libonnxruntime.so.1 (default: $"+ort.EnvLibrary+", lib/ next to outpostctl, /usr/lib/outpost)")
-	asJSON := fs.Bool("json", false, "print the report as JSON")
+	asJSON := fs.Bool("json", false, "print the report as JSON (same as -o json)")
+	format := formatFlag(fs)
 	return func(_ context.Context, c *cli, args []string) error {
 		dir, err := oneArg(fs, args, "DIR (a model package: model.onnx and manifest.json)")
 		if err != nil {
@@ -70,8 +72,8 @@ func modelValidate(fs *flag.FlagSet) runFunc {
 		if err != nil {
 			return err
 		}
-		if *asJSON {
-			return printJSON(c.out, rep)
+		if done, err := printAs(c.out, *format, *asJSON, rep); done {
+			return err
 		}
 		m := rep.Manifest
 		spec := fmt.Sprintf("%d features", len(m.Features))
@@ -101,6 +103,30 @@ func oneArg(fs *flag.FlagSet, args []string, what string) (string, error) {
 		return "", fmt.Errorf("%w: want one %s, got %v", errUsage, what, rest)
 	}
 	return arg, nil
+}
+
+// formatFlag declares -o/--output text|json|yaml for an offline command.
+func formatFlag(fs *flag.FlagSet) *string {
+	format := fs.String("o", "text", "output format: text, json or yaml")
+	fs.StringVar(format, "output", "text", "same as -o")
+	return format
+}
+
+// printAs prints v as JSON or YAML when -o (or --json) asks for it, and
+// says whether it did; a format it does not know is a usage error.
+func printAs(w io.Writer, format string, asJSON bool, v any) (bool, error) {
+	if asJSON {
+		format = "json"
+	}
+	switch format {
+	case "json":
+		return true, printJSON(w, v)
+	case "yaml":
+		return true, printYAML(w, v)
+	case "text", "table", "":
+		return false, nil
+	}
+	return true, fmt.Errorf("%w: -o must be text, json or yaml, got %q", errUsage, format)
 }
 
 func printJSON(w io.Writer, v any) error {
