@@ -283,7 +283,7 @@ func TestExitCodesAndMessages(t *testing.T) {
 		{[]string{"nonsense"}, ExitUsage, "unknown command"},
 		{[]string{"device", "bogus"}, ExitUsage, "unknown command"},
 		{[]string{"device", "list", "--no-such-flag"}, ExitUsage, "--no-such-flag"},
-		{[]string{"device", "token", "--ttl", "banana"}, ExitUsage, "banana"},
+		{[]string{"device", "token", "--ttl", "banana"}, ExitUsage, `"banana" for "--ttl" flag: parse error: want a duration`},
 		{[]string{"device", "revoke"}, ExitUsage, "device revoke ID"},
 		{[]string{"device", "revoke", "pump-9"}, ExitFailure, "404"},
 		{[]string{"rollout", "status", "r2", "--watch", "--interval", "10ms"}, ExitFailure, "rollout r2 aborted: by the operator"},

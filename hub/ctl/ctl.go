@@ -16,6 +16,7 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"regexp"
 	"sort"
 	"strconv"
 	"strings"
@@ -213,7 +214,7 @@ func newRoot(ctx context.Context, stdout, stderr io.Writer, ran *bool) *cobra.Co
 	root.SetVersionTemplate("{{.Version}}\n")
 	root.SetOut(stdout)
 	root.SetErr(stderr)
-	root.SetFlagErrorFunc(func(_ *cobra.Command, err error) error { return fmt.Errorf("%w: %w", errUsage, err) })
+	root.SetFlagErrorFunc(flagError)
 	pf := root.PersistentFlags()
 	pf.StringVar(&g.hub, "hub", "", "hub API URL (env "+EnvHub+"; default "+DefaultHub+")")
 	pf.StringVar(&g.token, "token", "", "hub admin bearer token (env "+EnvToken+")")
@@ -242,6 +243,31 @@ func newRoot(ctx context.Context, stdout, stderr io.Writer, ran *bool) *cobra.Co
 		},
 	})
 	return root
+}
+
+// flagHints say what a flag of a type takes, for a value that does not parse.
+var flagHints = map[string]string{
+	"duration": "a duration such as 90s, 30m or 24h",
+	"float":    "a number",
+	"float64":  "a number",
+	"int":      "a whole number",
+	"int64":    "a whole number",
+	"bool":     "true or false",
+}
+
+var badValue = regexp.MustCompile(`^invalid argument ".*" for "(?:-\w, )?--([\w-]+)" flag`)
+
+// flagError makes a flag error a usage error, saying what the flag takes
+// where pflag only says "parse error".
+func flagError(cmd *cobra.Command, err error) error {
+	if m := badValue.FindStringSubmatch(err.Error()); m != nil {
+		if f := cmd.Flags().Lookup(m[1]); f != nil {
+			if hint, ok := flagHints[f.Value.Type()]; ok {
+				return fmt.Errorf("%w: %w: want %s", errUsage, err, hint)
+			}
+		}
+	}
+	return fmt.Errorf("%w: %w", errUsage, err)
 }
 
 // groupRun is a group's own run: help, or an unknown command.
