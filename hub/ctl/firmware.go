@@ -6,7 +6,6 @@ import (
 	"errors"
 	"flag"
 	"fmt"
-	"io"
 	"net/url"
 	"os"
 	"path/filepath"
@@ -24,35 +23,34 @@ type stringList []string
 
 func (s *stringList) String() string     { return strings.Join(*s, ",") }
 func (s *stringList) Set(v string) error { *s = append(*s, v); return nil }
+func (s *stringList) Type() string       { return "strings" }
 
-func firmwareKeygen(_ context.Context, c *cli, args []string) error {
-	fs := flag.NewFlagSet("firmware keygen", flag.ContinueOnError)
-	fs.SetOutput(io.Discard)
+func firmwareKeygen(fs *flag.FlagSet) runFunc {
 	dir := fs.String("dir", "", "directory for bundle.key (keep it offline) and bundle.pub (give it to installers)")
-	if err := fs.Parse(args); err != nil || *dir == "" || fs.NArg() > 0 {
-		return fmt.Errorf("%w: firmware keygen --dir DIR", errUsage)
+	return func(_ context.Context, c *cli, args []string) error {
+		if err := fs.Parse(args); err != nil || *dir == "" || fs.NArg() > 0 {
+			return fmt.Errorf("%w: firmware keygen --dir DIR", errUsage)
+		}
+		if err := os.MkdirAll(*dir, 0o700); err != nil {
+			return err
+		}
+		k, err := tuf.GenerateKey()
+		if err != nil {
+			return err
+		}
+		if err := tuf.WriteKey(filepath.Join(*dir, "bundle.key"), k); err != nil {
+			return err
+		}
+		pub := k.Public().(ed25519.PublicKey)
+		if err := os.WriteFile(filepath.Join(*dir, "bundle.pub"), []byte(bundle.PublicKeyText(pub)), 0o644); err != nil {
+			return err
+		}
+		fmt.Fprintf(c.out, "bundle signing key %s in %s\n", bundle.KeyID(pub), *dir)
+		return nil
 	}
-	if err := os.MkdirAll(*dir, 0o700); err != nil {
-		return err
-	}
-	k, err := tuf.GenerateKey()
-	if err != nil {
-		return err
-	}
-	if err := tuf.WriteKey(filepath.Join(*dir, "bundle.key"), k); err != nil {
-		return err
-	}
-	pub := k.Public().(ed25519.PublicKey)
-	if err := os.WriteFile(filepath.Join(*dir, "bundle.pub"), []byte(bundle.PublicKeyText(pub)), 0o644); err != nil {
-		return err
-	}
-	fmt.Fprintf(c.out, "bundle signing key %s in %s\n", bundle.KeyID(pub), *dir)
-	return nil
 }
 
-func firmwareBuild(ctx context.Context, c *cli, args []string) error {
-	fs := flag.NewFlagSet("firmware build", flag.ContinueOnError)
-	fs.SetOutput(io.Discard)
+func firmwareBuild(fs *flag.FlagSet) runFunc {
 	var s build.Spec
 	var models stringList
 	keyFile := fs.String("key", "", "bundle signing key (firmware keygen)")
@@ -72,21 +70,21 @@ func firmwareBuild(ctx context.Context, c *cli, args []string) error {
 	fs.Var(&models, "model", "initial model package directory (repeatable)")
 	fs.StringVar(&s.Out, "out", "", "bundle file to write")
 	usage := fmt.Errorf("%w: firmware build --arch arm64|armv7|amd64 --key K --root ROOT.json --hub-url URL --mqtt-url URL --out FILE [--accelerator cpu] [--pipelines F|--config F] [--model DIR]", errUsage)
-	if err := fs.Parse(args); err != nil || fs.NArg() > 0 || *keyFile == "" || s.Out == "" {
-		return usage
-	}
-	key, err := tuf.ReadKey(*keyFile)
-	if err != nil {
+	return func(ctx context.Context, c *cli, args []string) error {
+		if err := fs.Parse(args); err != nil || fs.NArg() > 0 || *keyFile == "" || s.Out == "" {
+			return usage
+		}
+		key, err := tuf.ReadKey(*keyFile)
+		if err != nil {
+			return err
+		}
+		s.Key, s.Models, s.Log = key, models, c.out
+		_, err = build.Build(ctx, s)
 		return err
 	}
-	s.Key, s.Models, s.Log = key, models, c.out
-	_, err = build.Build(ctx, s)
-	return err
 }
 
-func firmwareFlash(ctx context.Context, c *cli, args []string) error {
-	fs := flag.NewFlagSet("firmware flash", flag.ContinueOnError)
-	fs.SetOutput(io.Discard)
+func firmwareFlash(fs *flag.FlagSet) runFunc {
 	var o flash.Options
 	var pubs stringList
 	var size sizeFlag
@@ -97,32 +95,35 @@ func firmwareFlash(ctx context.Context, c *cli, args []string) error {
 	fs.StringVar(&o.Token, "token", "", "one-time enrolment token (outpostctl device token)")
 	fs.StringVar(&o.Device, "device", "", "device id (default: the hub names it at enrolment)")
 	fs.Var(&size, "image-size", "size of a new image, e.g. 512M (default: fitted)")
-	if err := fs.Parse(args); err != nil || fs.NArg() > 0 || o.Bundle == "" || o.Target == "" || len(pubs) == 0 {
-		return fmt.Errorf("%w: firmware flash --bundle B --pubkey bundle.pub --target DIR|IMAGE.img [--token T|--token-file F] [--device ID] [--image-size 512M]", errUsage)
-	}
-	if *tokenFile != "" {
-		b, err := os.ReadFile(*tokenFile)
-		if err != nil {
-			return err
+	return func(ctx context.Context, c *cli, args []string) error {
+		if err := fs.Parse(args); err != nil || fs.NArg() > 0 || o.Bundle == "" || o.Target == "" || len(pubs) == 0 {
+			return fmt.Errorf("%w: firmware flash --bundle B --pubkey bundle.pub --target DIR|IMAGE.img [--token T|--token-file F] [--device ID] [--image-size 512M]", errUsage)
 		}
-		o.Token = strings.TrimSpace(string(b))
-	}
-	for _, p := range pubs {
-		k, err := bundle.ReadPublicKey(p)
-		if err != nil {
-			return err
+		if *tokenFile != "" {
+			b, err := os.ReadFile(*tokenFile)
+			if err != nil {
+				return err
+			}
+			o.Token = strings.TrimSpace(string(b))
 		}
-		o.Trusted = append(o.Trusted, k)
+		for _, p := range pubs {
+			k, err := bundle.ReadPublicKey(p)
+			if err != nil {
+				return err
+			}
+			o.Trusted = append(o.Trusted, k)
+		}
+		o.ImageSize, o.Progress = int64(size), c.out
+		_, err := flash.Flash(ctx, o)
+		return err
 	}
-	o.ImageSize, o.Progress = int64(size), c.out
-	_, err := flash.Flash(ctx, o)
-	return err
 }
 
 // sizeFlag parses 512M, 2G, 4096K or plain bytes.
 type sizeFlag int64
 
 func (s *sizeFlag) String() string { return fmt.Sprint(int64(*s)) }
+func (s *sizeFlag) Type() string   { return "size" }
 func (s *sizeFlag) Set(v string) error {
 	mult := int64(1)
 	switch {
@@ -141,32 +142,32 @@ func (s *sizeFlag) Set(v string) error {
 	return nil
 }
 
-func agentPublish(ctx context.Context, c *cli, args []string) error {
-	fs := flag.NewFlagSet("agent publish", flag.ContinueOnError)
-	fs.SetOutput(io.Discard)
+func agentPublish(fs *flag.FlagSet) runFunc {
 	build := fs.Int64("build", 0, "build number (≥ 1, rising): what rollouts and reported state call this agent")
 	ver := fs.String("version", "", "the binary's version string, for people")
 	arch := fs.String("arch", "", "amd64, arm64 or arm (default: read from the binary)")
 	usage := fmt.Errorf("%w: agent publish --build N [--version V] [--arch A] BINARY", errUsage)
-	if len(args) == 0 || strings.HasPrefix(args[0], "-") {
-		return usage
+	return func(ctx context.Context, c *cli, args []string) error {
+		if len(args) == 0 || strings.HasPrefix(args[0], "-") {
+			return usage
+		}
+		bin := args[0]
+		if err := fs.Parse(args[1:]); err != nil || fs.NArg() > 0 || *build < 1 {
+			return usage
+		}
+		data, err := os.ReadFile(bin)
+		if err != nil {
+			return err
+		}
+		q := fmt.Sprintf("/v1/agents?build=%d&version=%s&arch=%s", *build, url.QueryEscape(*ver), url.QueryEscape(*arch))
+		var out struct {
+			Target string `json:"target"`
+			Arch   string `json:"arch"`
+		}
+		if err := c.once(ctx, "POST", q, data, true, &out); err != nil {
+			return err
+		}
+		fmt.Fprintf(c.out, "published agent build %d for %s as %s; roll it out with: outpostctl rollout start %s %d\n", *build, out.Arch, out.Target, tuf.AgentModel, *build)
+		return nil
 	}
-	bin := args[0]
-	if err := fs.Parse(args[1:]); err != nil || fs.NArg() > 0 || *build < 1 {
-		return usage
-	}
-	data, err := os.ReadFile(bin)
-	if err != nil {
-		return err
-	}
-	q := fmt.Sprintf("/v1/agents?build=%d&version=%s&arch=%s", *build, url.QueryEscape(*ver), url.QueryEscape(*arch))
-	var out struct {
-		Target string `json:"target"`
-		Arch   string `json:"arch"`
-	}
-	if err := c.once(ctx, "POST", q, data, true, &out); err != nil {
-		return err
-	}
-	fmt.Fprintf(c.out, "published agent build %d for %s as %s; roll it out with: outpostctl rollout start %s %d\n", *build, out.Arch, out.Target, tuf.AgentModel, *build)
-	return nil
 }

@@ -18,6 +18,8 @@ import (
 	"go.yaml.in/yaml/v3"
 	"google.golang.org/protobuf/proto"
 
+	"github.com/spf13/pflag"
+
 	"github.com/outpost-edge/outpost/models/goengine"
 	"github.com/outpost-edge/outpost/models/manifest"
 	"github.com/outpost-edge/outpost/models/onnx"
@@ -93,9 +95,7 @@ const importLine = "model import MODEL.onnx --out DIR --data X.csv [--spec spec.
 // modelImport makes a package from an ONNX file: the manifest from a
 // spec and flags, golden vectors from sample rows run on an engine, then
 // validates what it wrote on that engine.
-func modelImport(_ context.Context, c *cli, args []string) error {
-	fs := flag.NewFlagSet("model import", flag.ContinueOnError)
-	fs.SetOutput(io.Discard)
+func modelImport(fs *flag.FlagSet) runFunc {
 	out := fs.String("out", "", "package directory to write (must not exist, or be empty)")
 	specPath := fs.String("spec", "", "YAML spec: the manifest's keys (name, version, task, features or inputs, outputs, ...); flags override it")
 	name := fs.String("name", "", "model name (default: the file name without .onnx)")
@@ -112,159 +112,161 @@ func modelImport(_ context.Context, c *cli, args []string) error {
 	tolerance := fs.Float64("tolerance", 1e-4, "golden tolerance (scaled by a row's largest output where that is above 1)")
 	engine := fs.String("engine", "onnxruntime", "engine for the golden vectors and the validation: onnxruntime or go")
 	lib := fs.String("onnxruntime", "", "path of libonnxruntime.so.1 (default: $"+ort.EnvLibrary+", lib/ next to outpostctl, /usr/lib/outpost)")
-	path, err := oneArg(fs, args, "MODEL.onnx")
-	if err != nil {
-		return helpOr(c, fs, importLine, err)
-	}
-	set := map[string]bool{}
-	fs.Visit(func(f *flag.Flag) { set[f.Name] = true })
-	switch {
-	case *out == "":
-		return fmt.Errorf("%w: --out DIR is required", errUsage)
-	case *data == "":
-		return fmt.Errorf("%w: --data X.csv is required: golden vectors are the model's outputs for sample rows", errUsage)
-	case *rows < 1:
-		return fmt.Errorf("%w: --rows must be at least 1", errUsage)
-	case *tolerance <= 0:
-		return fmt.Errorf("%w: --tolerance must be above 0", errUsage)
-	}
-	if err := emptyOrAbsent(*out); err != nil {
-		return err
-	}
-	open, err := engineOpener(*engine, *lib)
-	if err != nil {
-		return err
-	}
-	model, err := os.ReadFile(path)
-	if err != nil {
-		return err
-	}
-	info, err := onnx.Inspect(model)
-	if err != nil {
-		return fmt.Errorf("%s: %w", path, err)
-	}
-	// A ZipMap export is refused before anything else: no spec fixes it.
-	for _, o := range info.Outputs {
-		if o.Kind != "" {
-			return fmt.Errorf("%s: %w", path, validate.Fits(&manifest.Manifest{}, info))
+	return func(_ context.Context, c *cli, args []string) error {
+		path, err := oneArg(fs, args, "MODEL.onnx")
+		if err != nil {
+			return helpOr(c, fs, importLine, err)
 		}
-	}
-
-	var spec importSpec
-	if *specPath != "" {
-		if err := readSpec(*specPath, &spec); err != nil {
+		set := map[string]bool{}
+		c.flags.Visit(func(f *pflag.Flag) { set[f.Name] = true })
+		switch {
+		case *out == "":
+			return fmt.Errorf("%w: --out DIR is required", errUsage)
+		case *data == "":
+			return fmt.Errorf("%w: --data X.csv is required: golden vectors are the model's outputs for sample rows", errUsage)
+		case *rows < 1:
+			return fmt.Errorf("%w: --rows must be at least 1", errUsage)
+		case *tolerance <= 0:
+			return fmt.Errorf("%w: --tolerance must be above 0", errUsage)
+		}
+		if err := emptyOrAbsent(*out); err != nil {
 			return err
 		}
-	}
-	m := &manifest.Manifest{Name: spec.Name, Version: spec.Version, Parent: spec.Parent, Task: spec.Task,
-		Features: spec.Features, Inputs: spec.Inputs, Outputs: spec.Outputs, Quantization: spec.Quantization,
-		Requirements: spec.Requirements, Metrics: spec.Metrics}
-	// Where each setting came from, for the errors.
-	labelsFrom := *specPath + ": outputs.labels"
-	if set["name"] {
-		m.Name = *name
-	}
-	if set["version"] {
-		m.Version = *version
-	}
-	if set["task"] {
-		m.Task = *task
-	}
-	if set["scores"] {
-		m.Outputs.Scores = *scores
-	}
-	if set["label"] {
-		m.Outputs.Label = *label
-	}
-	if set["embedding"] {
-		m.Outputs.Embedding = *embedding
-	}
-	if set["labels"] {
-		m.Outputs.Labels, labelsFrom = splitList(*labels), "--labels"
-	}
-	if set["threshold"] {
-		m.Outputs.Threshold = *threshold
-	}
-	if set["features"] {
-		if m.Features, err = featureFlag(*features, spec.Features, len(spec.Inputs) > 0, *specPath); err != nil {
+		open, err := engineOpener(*engine, *lib)
+		if err != nil {
 			return err
 		}
-	}
-	if m.Name == "" {
-		m.Name = strings.TrimSuffix(filepath.Base(path), filepath.Ext(path))
-	}
-	if m.Version == 0 {
-		m.Version = 1
-	}
-	if err := importDefaults(m, info, model, labelsFrom == "--labels" || len(m.Outputs.Labels) > 0); err != nil {
-		return err
-	}
-	if len(m.Features) == 0 && len(m.Inputs) == 0 {
-		return fmt.Errorf("%w: no feature spec: give --features FIELD.AGG,... (%s) or features or inputs in --spec", errUsage, inputShapes(info))
-	}
-	if m.Task == "" {
-		return fmt.Errorf("%w: --task (or task in --spec): anomaly, classification or regression (the graph has no label output to call it a classifier)", errUsage)
-	}
-	if err := fitsWithPaths(m, info, labelsFrom); err != nil {
-		return err
-	}
-
-	width := m.RowWidth()
-	x, header, err := readCSV(*data, width, m)
-	if err != nil {
-		return err
-	}
-	n := min(*rows, len(x)/width)
-	r, err := open(model, scoresName(m, info))
-	if err != nil {
-		return fmt.Errorf("load %s on %s: %w", path, *engine, err)
-	}
-	y, err := validate.Rows(m, info, r)(x[:n*width], width)
-	r.Close()
-	if err != nil {
-		return fmt.Errorf("run --data's first %d rows on %s: %w", n, *engine, err)
-	}
-	k := len(y) / n
-	if k == 0 || len(y) != n*k {
-		return fmt.Errorf("run --data's first %d rows on %s: %d outputs", n, *engine, len(y))
-	}
-	for i := range n {
-		g := manifest.Golden{Input: x[i*width : (i+1)*width], Output: y[i*k : (i+1)*k]}
-		big := 1.0
-		for _, v := range g.Output {
-			big = max(big, math.Abs(float64(v)))
+		model, err := os.ReadFile(path)
+		if err != nil {
+			return err
 		}
-		// Relative above 1: float32 keeps about 7 digits, so a regressor's
-		// outputs in the hundreds differ between engines by more than 1e-4.
-		g.Tolerance = *tolerance * big
-		m.Golden = append(m.Golden, g)
-	}
+		info, err := onnx.Inspect(model)
+		if err != nil {
+			return fmt.Errorf("%s: %w", path, err)
+		}
+		// A ZipMap export is refused before anything else: no spec fixes it.
+		for _, o := range info.Outputs {
+			if o.Kind != "" {
+				return fmt.Errorf("%s: %w", path, validate.Fits(&manifest.Manifest{}, info))
+			}
+		}
 
-	// Write beside --out, validate, then move into place: a package that
-	// fails its own validation is never left behind.
-	parent := filepath.Dir(filepath.Clean(*out))
-	if err := os.MkdirAll(parent, 0o755); err != nil {
-		return err
+		var spec importSpec
+		if *specPath != "" {
+			if err := readSpec(*specPath, &spec); err != nil {
+				return err
+			}
+		}
+		m := &manifest.Manifest{Name: spec.Name, Version: spec.Version, Parent: spec.Parent, Task: spec.Task,
+			Features: spec.Features, Inputs: spec.Inputs, Outputs: spec.Outputs, Quantization: spec.Quantization,
+			Requirements: spec.Requirements, Metrics: spec.Metrics}
+		// Where each setting came from, for the errors.
+		labelsFrom := *specPath + ": outputs.labels"
+		if set["name"] {
+			m.Name = *name
+		}
+		if set["version"] {
+			m.Version = *version
+		}
+		if set["task"] {
+			m.Task = *task
+		}
+		if set["scores"] {
+			m.Outputs.Scores = *scores
+		}
+		if set["label"] {
+			m.Outputs.Label = *label
+		}
+		if set["embedding"] {
+			m.Outputs.Embedding = *embedding
+		}
+		if set["labels"] {
+			m.Outputs.Labels, labelsFrom = splitList(*labels), "--labels"
+		}
+		if set["threshold"] {
+			m.Outputs.Threshold = *threshold
+		}
+		if set["features"] {
+			if m.Features, err = featureFlag(*features, spec.Features, len(spec.Inputs) > 0, *specPath); err != nil {
+				return err
+			}
+		}
+		if m.Name == "" {
+			m.Name = strings.TrimSuffix(filepath.Base(path), filepath.Ext(path))
+		}
+		if m.Version == 0 {
+			m.Version = 1
+		}
+		if err := importDefaults(m, info, model, labelsFrom == "--labels" || len(m.Outputs.Labels) > 0); err != nil {
+			return err
+		}
+		if len(m.Features) == 0 && len(m.Inputs) == 0 {
+			return fmt.Errorf("%w: no feature spec: give --features FIELD.AGG,... (%s) or features or inputs in --spec", errUsage, inputShapes(info))
+		}
+		if m.Task == "" {
+			return fmt.Errorf("%w: --task (or task in --spec): anomaly, classification or regression (the graph has no label output to call it a classifier)", errUsage)
+		}
+		if err := fitsWithPaths(m, info, labelsFrom); err != nil {
+			return err
+		}
+
+		width := m.RowWidth()
+		x, header, err := readCSV(*data, width, m)
+		if err != nil {
+			return err
+		}
+		n := min(*rows, len(x)/width)
+		r, err := open(model, scoresName(m, info))
+		if err != nil {
+			return fmt.Errorf("load %s on %s: %w", path, *engine, err)
+		}
+		y, err := validate.Rows(m, info, r)(x[:n*width], width)
+		r.Close()
+		if err != nil {
+			return fmt.Errorf("run --data's first %d rows on %s: %w", n, *engine, err)
+		}
+		k := len(y) / n
+		if k == 0 || len(y) != n*k {
+			return fmt.Errorf("run --data's first %d rows on %s: %d outputs", n, *engine, len(y))
+		}
+		for i := range n {
+			g := manifest.Golden{Input: x[i*width : (i+1)*width], Output: y[i*k : (i+1)*k]}
+			big := 1.0
+			for _, v := range g.Output {
+				big = max(big, math.Abs(float64(v)))
+			}
+			// Relative above 1: float32 keeps about 7 digits, so a regressor's
+			// outputs in the hundreds differ between engines by more than 1e-4.
+			g.Tolerance = *tolerance * big
+			m.Golden = append(m.Golden, g)
+		}
+
+		// Write beside --out, validate, then move into place: a package that
+		// fails its own validation is never left behind.
+		parent := filepath.Dir(filepath.Clean(*out))
+		if err := os.MkdirAll(parent, 0o755); err != nil {
+			return err
+		}
+		tmp, err := os.MkdirTemp(parent, ".import-*")
+		if err != nil {
+			return err
+		}
+		defer os.RemoveAll(tmp)
+		if err := manifest.Write(tmp, m, model); err != nil {
+			return err
+		}
+		rep, err := validate.PackageFor(tmp, open)
+		if err != nil {
+			return fmt.Errorf("the imported package does not validate on %s: %w", *engine, err)
+		}
+		if err := os.Remove(*out); err != nil && !os.IsNotExist(err) {
+			return err
+		}
+		if err := os.Rename(tmp, *out); err != nil {
+			return err
+		}
+		return importSummary(c.out, m, info, *out, *data, header, *engine, rep.MaxAbsError)
 	}
-	tmp, err := os.MkdirTemp(parent, ".import-*")
-	if err != nil {
-		return err
-	}
-	defer os.RemoveAll(tmp)
-	if err := manifest.Write(tmp, m, model); err != nil {
-		return err
-	}
-	rep, err := validate.PackageFor(tmp, open)
-	if err != nil {
-		return fmt.Errorf("the imported package does not validate on %s: %w", *engine, err)
-	}
-	if err := os.Remove(*out); err != nil && !os.IsNotExist(err) {
-		return err
-	}
-	if err := os.Rename(tmp, *out); err != nil {
-		return err
-	}
-	return importSummary(c.out, m, info, *out, *data, header, *engine, rep.MaxAbsError)
 }
 
 // emptyOrAbsent refuses to import over an existing package.

@@ -6,7 +6,6 @@ import (
 	"encoding/json"
 	"flag"
 	"fmt"
-	"io"
 	"os"
 	"strings"
 
@@ -21,9 +20,7 @@ import (
 // quantCmd quantizes a package, prints the report and refuses a result
 // that loses more accuracy than --max-drop (or --max-accuracy-drop), and,
 // on request, one that is not faster or too large.
-func quantCmd(_ context.Context, c *cli, args []string) error {
-	fs := flag.NewFlagSet("quant", flag.ContinueOnError)
-	fs.SetOutput(io.Discard)
+func quantCmd(fs *flag.FlagSet) runFunc {
 	mode := fs.String("mode", quant.Static, "int8-static, int8-dynamic or fp16")
 	calib := fs.String("calibration", quant.MinMax, "activation ranges for int8-static: minmax, percentile or mse")
 	pct := fs.Float64("percentile", 99.99, "with --calibration percentile")
@@ -41,73 +38,75 @@ func quantCmd(_ context.Context, c *cli, args []string) error {
 	asJSON := fs.Bool("json", false, "print the report as JSON (same as -o json)")
 	format := fs.String("o", "text", "output: text or json (the report alone, as one JSON object)")
 	fs.StringVar(format, "output", "text", "same as -o")
-	pos, err := positional(fs, args, 2, "quant IN_DIR OUT_DIR [--mode ...]")
-	if err != nil {
-		return err
-	}
-	if *maxDrop < 0 || *maxDrop > 1 {
-		return fmt.Errorf("%w: --max-drop is a fraction from 0 to 1, got %v", errUsage, *maxDrop)
-	}
-	if *maxPoints != -1 {
-		if *maxPoints < 0 || *maxPoints > 100 {
-			return fmt.Errorf("%w: --max-accuracy-drop is in points from 0 to 100, got %v", errUsage, *maxPoints)
-		}
-		*maxDrop = *maxPoints / 100
-	}
-	switch *format {
-	case "json":
-		*asJSON = true
-	case "text":
-	default:
-		return fmt.Errorf("%w: -o must be text or json, got %q", errUsage, *format)
-	}
-	if *holdout <= 0 || *holdout >= 1 {
-		return fmt.Errorf("%w: --holdout is a share between 0 and 1, got %v", errUsage, *holdout)
-	}
-	if *maxSize < 0 {
-		return fmt.Errorf("%w: --max-size-ratio must be positive, got %v", errUsage, *maxSize)
-	}
-	m, model, err := manifest.Load(pos[0])
-	if err != nil {
-		return err
-	}
-	info, err := onnx.Inspect(model)
-	if err != nil {
-		return err
-	}
-	po := quant.PackageOptions{Options: quant.Options{Mode: *mode, Calibration: *calib, Percentile: *pct, FullRange: *fullRange},
-		MaxDrop: *maxDrop, Version: *version, Holdout: *holdout, RequireFaster: *requireFaster, MaxSizeRatio: *maxSize}
-	po.Engines, po.Order, po.Tracer, po.Unavailable = quantEngines(m, info, *lib, *goOnly)
-	if *data != "" {
-		if po.Rows, po.Labels, err = readRows(*data); err != nil {
+	return func(_ context.Context, c *cli, args []string) error {
+		pos, err := positional(fs, args, 2, "quant IN_DIR OUT_DIR [--mode ...]")
+		if err != nil {
 			return err
 		}
-	}
-	if *evalData != "" {
-		if po.EvalRows, po.EvalLabels, err = readRows(*evalData); err != nil {
-			return err
+		if *maxDrop < 0 || *maxDrop > 1 {
+			return fmt.Errorf("%w: --max-drop is a fraction from 0 to 1, got %v", errUsage, *maxDrop)
 		}
-	}
-	rep, err := quant.QuantizePackage(pos[0], pos[1], po)
-	if rep != nil {
-		if *asJSON {
-			if perr := printJSON(c.out, rep); perr != nil {
-				return perr
+		if *maxPoints != -1 {
+			if *maxPoints < 0 || *maxPoints > 100 {
+				return fmt.Errorf("%w: --max-accuracy-drop is in points from 0 to 100, got %v", errUsage, *maxPoints)
 			}
-		} else {
-			fmt.Fprint(c.out, rep)
+			*maxDrop = *maxPoints / 100
 		}
-	}
-	if err != nil {
-		if quant.Refused(err) {
-			return fmt.Errorf("%w; nothing written to %s", err, pos[1])
+		switch *format {
+		case "json":
+			*asJSON = true
+		case "text":
+		default:
+			return fmt.Errorf("%w: -o must be text or json, got %q", errUsage, *format)
 		}
-		return err
+		if *holdout <= 0 || *holdout >= 1 {
+			return fmt.Errorf("%w: --holdout is a share between 0 and 1, got %v", errUsage, *holdout)
+		}
+		if *maxSize < 0 {
+			return fmt.Errorf("%w: --max-size-ratio must be positive, got %v", errUsage, *maxSize)
+		}
+		m, model, err := manifest.Load(pos[0])
+		if err != nil {
+			return err
+		}
+		info, err := onnx.Inspect(model)
+		if err != nil {
+			return err
+		}
+		po := quant.PackageOptions{Options: quant.Options{Mode: *mode, Calibration: *calib, Percentile: *pct, FullRange: *fullRange},
+			MaxDrop: *maxDrop, Version: *version, Holdout: *holdout, RequireFaster: *requireFaster, MaxSizeRatio: *maxSize}
+		po.Engines, po.Order, po.Tracer, po.Unavailable = quantEngines(m, info, *lib, *goOnly)
+		if *data != "" {
+			if po.Rows, po.Labels, err = readRows(*data); err != nil {
+				return err
+			}
+		}
+		if *evalData != "" {
+			if po.EvalRows, po.EvalLabels, err = readRows(*evalData); err != nil {
+				return err
+			}
+		}
+		rep, err := quant.QuantizePackage(pos[0], pos[1], po)
+		if rep != nil {
+			if *asJSON {
+				if perr := printJSON(c.out, rep); perr != nil {
+					return perr
+				}
+			} else {
+				fmt.Fprint(c.out, rep)
+			}
+		}
+		if err != nil {
+			if quant.Refused(err) {
+				return fmt.Errorf("%w; nothing written to %s", err, pos[1])
+			}
+			return err
+		}
+		if !*asJSON { // the JSON report says so in "written"
+			fmt.Fprintf(c.out, "wrote %s\n", pos[1])
+		}
+		return nil
 	}
-	if !*asJSON { // the JSON report says so in "written"
-		fmt.Fprintf(c.out, "wrote %s\n", pos[1])
-	}
-	return nil
 }
 
 // quantEngines opens the engines that may run the package's models, ONNX

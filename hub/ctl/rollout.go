@@ -5,6 +5,7 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"math"
 	"net/http"
 	"net/url"
 	"sort"
@@ -19,7 +20,8 @@ import (
 // labelsFlag collects --select k=v.
 type labelsFlag map[string]string
 
-func (l labelsFlag) String() string { return fmt.Sprint(map[string]string(l)) }
+func (l labelsFlag) String() string { return labelString(l, "") }
+func (l labelsFlag) Type() string   { return "key=value" }
 func (l labelsFlag) Set(s string) error {
 	k, v, ok := strings.Cut(s, "=")
 	if !ok || k == "" {
@@ -29,79 +31,130 @@ func (l labelsFlag) Set(s string) error {
 	return nil
 }
 
-func rolloutStart(ctx context.Context, c *cli, args []string) error {
-	fs := flag.NewFlagSet("rollout start", flag.ContinueOnError)
-	fs.SetOutput(io.Discard)
+func rolloutStart(fs *flag.FlagSet) runFunc {
 	sel := labelsFlag{}
 	fs.Var(sel, "select", "target devices with this label (key=value, repeatable)")
 	waves := fs.String("waves", "1,10%,50%,100%", "waves: device counts or cumulative percentages")
 	bake := fs.Duration("bake", time.Minute, "wait after a wave passes its gates")
 	waveTimeout := fs.Duration("wave-timeout", 30*time.Minute, "halt a wave that has not finished by then")
-	minHealthy := fs.Float64("min-healthy", 1, "fraction of devices that must commit")
-	maxErr := fs.Float64("max-error-rate", 0.01, "errors per row a device may see in probation")
+	minHealthy := fs.Float64("min-healthy", 1, "fraction of devices that must commit, 0 to 1")
+	maxErr := fs.Float64("max-error-rate", 0.01, "errors per row a device may see in probation, 0 to 1")
 	maxLat := fs.Float64("max-latency-factor", 3, "latency in probation as a multiple of the previous model's")
 	minInf := fs.Int64("min-inferences", 0, "inferences a device must serve in probation to count as healthy")
 	shadow := fs.Duration("shadow", 0, "run the new version beside the old one this long on each device before switching")
-	split := fs.Float64("split", 0, "with --shadow: share of windows the new version serves meanwhile (0: compare only)")
-	minAgree := fs.Float64("min-agreement", 0, "with --shadow: share of windows on which both versions must agree")
+	split := fs.Float64("split", 0, "with --shadow: share of windows the new version serves meanwhile, 0 to 1 (0: compare only)")
+	minAgree := fs.Float64("min-agreement", 0, "with --shadow: share of windows on which both versions must agree, 0 to 1")
 	watch := fs.Bool("watch", false, "follow the rollout until it ends")
-	name, v, err := nameVersion(fs, args, "rollout start MODEL VERSION [--select k=v] [--waves 1,10%,50%,100%] [--bake 1m] [--watch]")
-	if err != nil {
-		return err
+	return func(ctx context.Context, c *cli, args []string) error {
+		name, v, err := nameVersion(fs, args, "rollout start MODEL VERSION [--select k=v] [--waves 1,10%,50%,100%] [--bake 1m] [--watch]")
+		if err != nil {
+			return err
+		}
+		version, _ := strconv.ParseInt(v, 10, 64) // checked by nameVersion
+		ws, err := rollout.ParseWaves(*waves)
+		if err != nil {
+			return fmt.Errorf("%w: --waves: %w", errUsage, err)
+		}
+		for _, r := range []struct {
+			flag string
+			v    float64
+		}{{"min-healthy", *minHealthy}, {"max-error-rate", *maxErr}, {"split", *split}, {"min-agreement", *minAgree}} {
+			if math.IsNaN(r.v) || r.v < 0 || r.v > 1 {
+				return fmt.Errorf("%w: --%s is a share from 0 to 1, got %v", errUsage, r.flag, r.v)
+			}
+		}
+		switch {
+		case math.IsNaN(*maxLat) || *maxLat <= 0:
+			return fmt.Errorf("%w: --max-latency-factor must be above 0, got %v", errUsage, *maxLat)
+		case *minInf < 0:
+			return fmt.Errorf("%w: --min-inferences must not be negative, got %d", errUsage, *minInf)
+		case *bake < 0 || *waveTimeout < 0 || *shadow < 0:
+			return fmt.Errorf("%w: --bake, --wave-timeout and --shadow must not be negative", errUsage)
+		case *split > 0 && *shadow == 0:
+			return fmt.Errorf("%w: --split needs --shadow", errUsage)
+		}
+		spec := rollout.Spec{Model: name, Version: version, Selector: sel, Waves: ws, Bake: rollout.Duration(*bake), WaveTimeout: rollout.Duration(*waveTimeout),
+			Gates:  rollout.Gates{MinHealthy: *minHealthy, MaxErrorRate: *maxErr, MaxLatencyFactor: *maxLat, MinInferences: *minInf, MinAgreement: *minAgree},
+			Shadow: rollout.Duration(*shadow), Split: *split}
+		var r rollout.Rollout
+		if err := c.call(ctx, http.MethodPost, "/v1/rollouts", spec, &r); err != nil {
+			return err
+		}
+		fmt.Fprintf(c.out, "rollout %s started: %s v%d on %s, waves %s\n", r.ID, name, version, selectorString(sel), wavesString(ws))
+		if *watch {
+			return watchRollout(ctx, c, r.ID)
+		}
+		return nil
 	}
-	version, _ := strconv.ParseInt(v, 10, 64) // checked by nameVersion
-	ws, err := rollout.ParseWaves(*waves)
-	if err != nil {
-		return fmt.Errorf("%w: --waves: %w", errUsage, err)
+}
+
+// selectorString says which devices a selector targets.
+func selectorString(sel map[string]string) string {
+	if len(sel) == 0 {
+		return "every device"
 	}
-	spec := rollout.Spec{Model: name, Version: version, Selector: sel, Waves: ws, Bake: rollout.Duration(*bake), WaveTimeout: rollout.Duration(*waveTimeout),
-		Gates:  rollout.Gates{MinHealthy: *minHealthy, MaxErrorRate: *maxErr, MaxLatencyFactor: *maxLat, MinInferences: *minInf, MinAgreement: *minAgree},
-		Shadow: rollout.Duration(*shadow), Split: *split}
-	var r rollout.Rollout
-	if err := c.call(ctx, http.MethodPost, "/v1/rollouts", spec, &r); err != nil {
-		return err
+	return labelString(sel, "")
+}
+
+func wavesString(ws []rollout.Wave) string {
+	parts := make([]string, len(ws))
+	for i, w := range ws {
+		parts[i] = w.String()
 	}
-	fmt.Fprintf(c.out, "rollout %s started: %s v%d, waves %v\n", r.ID, name, version, ws)
-	if *watch {
-		return watchRollout(ctx, c, r.ID)
+	return strings.Join(parts, ",")
+}
+
+// reason is a rollout's reason without its state repeated in front of it
+// ("aborted: by the operator" for an aborted rollout reads "by the operator").
+func reason(r *rollout.Rollout) string {
+	return strings.TrimPrefix(r.Reason, r.State+": ")
+}
+
+func rolloutList(ctx context.Context, c *cli, _ []string) error {
+	return show(ctx, c, "/v1/rollouts", nil, rolloutTable)
+}
+
+func rolloutTable(tw io.Writer, list []rollout.Rollout, wide bool) {
+	head := "ROLLOUT\tMODEL\tVERSION\tSTATE\tWAVE\tDEVICES\tREASON"
+	if wide {
+		head += "\tSELECTOR\tWAVES\tCREATED\tUPDATED"
 	}
-	return nil
+	fmt.Fprintln(tw, head)
+	for _, r := range list {
+		fmt.Fprintf(tw, "%s\t%s\tv%d\t%s\t%d/%d\t%d/%d\t%s", r.ID, r.Spec.Model, r.Spec.Version, r.State, r.Wave+1, len(r.Spec.Waves), len(r.Devices), r.Targeted, dash(r.Reason))
+		if wide {
+			fmt.Fprintf(tw, "\t%s\t%s\t%s\t%s", selectorString(r.Spec.Selector), wavesString(r.Spec.Waves), r.CreatedAt.Format(time.RFC3339), r.UpdatedAt.Format(time.RFC3339))
+		}
+		fmt.Fprintln(tw)
+	}
 }
 
 func rolloutStatus(ctx context.Context, c *cli, args []string) error {
-	fs := flag.NewFlagSet("rollout status", flag.ContinueOnError)
-	fs.SetOutput(io.Discard)
-	watch := fs.Bool("watch", false, "follow the rollout until it ends")
-	if err := fs.Parse(args); err != nil {
-		return fmt.Errorf("%w: %w", errUsage, err)
+	switch len(args) {
+	case 0:
+		return rolloutList(ctx, c, nil)
+	case 1:
+	default:
+		return fmt.Errorf("%w: rollout status [ID]", errUsage)
 	}
-	if fs.NArg() == 0 {
-		var list []rollout.Rollout
-		if err := c.call(ctx, http.MethodGet, "/v1/rollouts", nil, &list); err != nil {
-			return err
-		}
-		tw := tabwriter.NewWriter(c.out, 0, 4, 2, ' ', 0)
-		fmt.Fprintln(tw, "ROLLOUT\tMODEL\tVERSION\tSTATE\tWAVE\tDEVICES\tREASON")
-		for _, r := range list {
-			fmt.Fprintf(tw, "%s\t%s\tv%d\t%s\t%d/%d\t%d/%d\t%s\n", r.ID, r.Spec.Model, r.Spec.Version, r.State, r.Wave+1, len(r.Spec.Waves), len(r.Devices), r.Targeted, r.Reason)
-		}
-		return tw.Flush()
-	}
-	id := fs.Arg(0)
-	if *watch {
+	id := args[0]
+	if c.watch && (c.format == "table" || c.format == "wide" || c.format == "") {
 		return watchRollout(ctx, c, id)
 	}
-	var r rollout.Rollout
-	if err := c.call(ctx, http.MethodGet, "/v1/rollouts/"+url.PathEscape(id), nil, &r); err != nil {
-		return err
+	var end *rollout.Rollout
+	err := show(ctx, c, "/v1/rollouts/"+url.PathEscape(id), func(r rollout.Rollout) bool {
+		end = &r
+		return !rollout.Active(r.State)
+	}, func(w io.Writer, r rollout.Rollout, _ bool) { printRollout(w, &r) })
+	if err == nil && c.watch && end != nil && !rollout.Active(end.State) && end.State != rollout.Completed {
+		return fmt.Errorf("rollout %s %s: %s", id, end.State, reason(end))
 	}
-	printRollout(c.out, &r)
-	return nil
+	return err
 }
 
 func printRollout(w io.Writer, r *rollout.Rollout) {
-	fmt.Fprintf(w, "rollout %s: %s v%d on %v\nstate %s, wave %d of %d (%v), %d of %d targeted devices assigned\n",
-		r.ID, r.Spec.Model, r.Spec.Version, r.Spec.Selector, r.State, r.Wave+1, len(r.Spec.Waves), r.Spec.Waves, len(r.Devices), r.Targeted)
+	fmt.Fprintf(w, "rollout %s: %s v%d on %s\nstate %s, wave %d of %d (%s), %d of %d targeted devices assigned\n",
+		r.ID, r.Spec.Model, r.Spec.Version, selectorString(r.Spec.Selector), r.State, r.Wave+1, len(r.Spec.Waves), wavesString(r.Spec.Waves), len(r.Devices), r.Targeted)
 	if r.Reason != "" {
 		fmt.Fprintf(w, "reason: %s\n", r.Reason)
 	}
@@ -155,14 +208,14 @@ func watchRollout(ctx context.Context, c *cli, id string) error {
 		}
 		if !rollout.Active(r.State) {
 			if r.State != rollout.Completed {
-				return fmt.Errorf("rollout %s %s: %s", id, r.State, r.Reason)
+				return fmt.Errorf("rollout %s %s: %s", id, r.State, reason(&r))
 			}
 			return nil
 		}
 		select {
 		case <-ctx.Done():
 			return ctx.Err()
-		case <-time.After(time.Second):
+		case <-time.After(c.interval):
 		}
 	}
 }

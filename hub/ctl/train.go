@@ -3,8 +3,9 @@ package ctl
 import (
 	"context"
 	"fmt"
+	"io"
 	"net/http"
-	"text/tabwriter"
+	"net/url"
 	"time"
 
 	"github.com/outpost-edge/outpost/hub/trainer"
@@ -14,24 +15,20 @@ func trainStatus(ctx context.Context, c *cli, args []string) error {
 	if len(args) != 0 {
 		return fmt.Errorf("%w: train status", errUsage)
 	}
-	var list []trainer.Status
-	if err := c.call(ctx, http.MethodGet, "/v1/train", nil, &list); err != nil {
-		return err
-	}
-	tw := tabwriter.NewWriter(c.out, 0, 4, 2, ' ', 0)
-	fmt.Fprintln(tw, "MODEL\tPIPELINE\tPRODUCTION\tLABELLED\tPROD ACC (RECENT)\tLEARNER ACC (RECENT)\tDRIFTS\tCHECKS\tRELEASES\tUNMATCHED LABELS\tNOTE")
-	for _, s := range list {
-		fmt.Fprintf(tw, "%s\t%s\tv%d\t%d\t%.3f (%.3f)\t%.3f (%.3f)\t%d\t%d\t%d\t%d\t%s\n", s.Model, s.Pipeline, s.Production, s.Labelled,
-			s.ProductionAccuracy, s.RecentProduction, s.LearnerAccuracy, s.RecentLearner, s.Drifts, s.Checks, s.Releases, s.Join.UnmatchedLabels, s.LastError)
-	}
-	return tw.Flush()
+	return show(ctx, c, "/v1/train", nil, func(tw io.Writer, list []trainer.Status, _ bool) {
+		fmt.Fprintln(tw, "MODEL\tPIPELINE\tPRODUCTION\tLABELLED\tPROD ACC (RECENT)\tLEARNER ACC (RECENT)\tDRIFTS\tCHECKS\tRELEASES\tUNMATCHED LABELS\tNOTE")
+		for _, s := range list {
+			fmt.Fprintf(tw, "%s\t%s\tv%d\t%d\t%.3f (%.3f)\t%.3f (%.3f)\t%d\t%d\t%d\t%d\t%s\n", s.Model, s.Pipeline, s.Production, s.Labelled,
+				s.ProductionAccuracy, s.RecentProduction, s.LearnerAccuracy, s.RecentLearner, s.Drifts, s.Checks, s.Releases, s.Join.UnmatchedLabels, s.LastError)
+		}
+	})
 }
 
 func trainRun(ctx context.Context, c *cli, args []string) error {
 	if len(args) != 1 {
 		return fmt.Errorf("%w: train run MODEL", errUsage)
 	}
-	if err := c.call(ctx, http.MethodPost, "/v1/train/"+args[0]+"/run", nil, nil); err != nil {
+	if err := c.call(ctx, http.MethodPost, "/v1/train/"+url.PathEscape(args[0])+"/run", nil, nil); err != nil {
 		return err
 	}
 	fmt.Fprintf(c.out, "check started: the learner is judged against production on the next labelled rows (outpostctl train history %s)\n", args[0])
@@ -42,18 +39,14 @@ func trainHistory(ctx context.Context, c *cli, args []string) error {
 	if len(args) != 1 {
 		return fmt.Errorf("%w: train history MODEL", errUsage)
 	}
-	var evs []trainer.Event
-	if err := c.call(ctx, http.MethodGet, "/v1/train/"+args[0]+"/history", nil, &evs); err != nil {
-		return err
-	}
-	tw := tabwriter.NewWriter(c.out, 0, 4, 2, ' ', 0)
-	fmt.Fprintln(tw, "AT\tEVENT\tVERSION\tPRODUCTION ACC\tCANDIDATE ACC\tROLLOUT\tDETAIL")
-	for _, e := range evs {
-		v := "-"
-		if e.Version > 0 {
-			v = fmt.Sprintf("v%d", e.Version)
+	return show(ctx, c, "/v1/train/"+url.PathEscape(args[0])+"/history", nil, func(tw io.Writer, evs []trainer.Event, _ bool) {
+		fmt.Fprintln(tw, "AT\tEVENT\tVERSION\tPRODUCTION ACC\tCANDIDATE ACC\tROLLOUT\tDETAIL")
+		for _, e := range evs {
+			v := "-"
+			if e.Version > 0 {
+				v = fmt.Sprintf("v%d", e.Version)
+			}
+			fmt.Fprintf(tw, "%s\t%s\t%s\t%.3f\t%.3f\t%s\t%s\n", e.At.Format(time.RFC3339), e.Kind, v, e.ProductionAccuracy, e.CandidateAccuracy, e.Rollout, e.Detail)
 		}
-		fmt.Fprintf(tw, "%s\t%s\t%s\t%.3f\t%.3f\t%s\t%s\n", e.At.Format(time.RFC3339), e.Kind, v, e.ProductionAccuracy, e.CandidateAccuracy, e.Rollout, e.Detail)
-	}
-	return tw.Flush()
+	})
 }
