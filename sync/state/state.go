@@ -141,7 +141,7 @@ type SelfTest struct {
 func (s SelfTest) Check(g PerfGates) string {
 	if g.MaxLatencyMS > 0 {
 		if p99 := max(s.LatencyP99US, s.BatchP99US); p99 > g.MaxLatencyMS*1e3 {
-			return fmt.Sprintf("latency p99 %.0f µs (batch 1: %.0f µs, batch %d: %.0f µs) over max_latency_ms %g",
+			return fmt.Sprintf("latency p99 %.0f µs (batch 1: %.0f µs, batch %d: %.0f µs) over max_latency_ms %.3g",
 				p99, s.LatencyP99US, s.BatchRows, s.BatchP99US, g.MaxLatencyMS)
 		}
 	}
