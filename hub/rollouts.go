@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"net/http"
+	"strconv"
 	"time"
 
 	"github.com/outpost-edge/outpost/hub/rollout"
@@ -31,7 +32,25 @@ func (h *Hub) rolloutRoutes(mux *http.ServeMux) {
 	}))
 	mux.HandleFunc("GET /v1/rollouts/{id}", h.admin(func(w http.ResponseWriter, r *http.Request) {
 		ro, err := h.rollouts.Get(r.Context(), r.PathValue("id"))
-		rolloutRespond(w, http.StatusOK, ro, err)
+		by := r.URL.Query().Get("by")
+		if err != nil || by == "" {
+			rolloutRespond(w, http.StatusOK, ro, err)
+			return
+		}
+		// ?by=LABEL adds the devices' self-test figures per label value.
+		rolloutRespond(w, http.StatusOK, rolloutWithCosts{Rollout: ro, Costs: ro.Costs(h.Devices(), by)}, nil)
+	}))
+	// What a model version costs on each class of device (?by=LABEL),
+	// from every device's self-test of it, in or out of a rollout.
+	mux.HandleFunc("GET /v1/models/{name}/versions/{version}/costs", h.admin(func(w http.ResponseWriter, r *http.Request) {
+		v, err := strconv.ParseInt(r.PathValue("version"), 10, 64)
+		by := r.URL.Query().Get("by")
+		if err != nil || v < 1 || by == "" {
+			writeError(w, http.StatusBadRequest, fmt.Errorf("want /v1/models/NAME/versions/N/costs?by=LABEL"))
+			return
+		}
+		writeJSON(w, http.StatusOK, modelCosts{Model: r.PathValue("name"), Version: v, By: by,
+			Classes: rollout.Costs(h.Devices(), r.PathValue("name"), v, by)})
 	}))
 	mux.HandleFunc("POST /v1/rollouts/{id}/{action}", h.admin(func(w http.ResponseWriter, r *http.Request) {
 		ro, err := h.rolloutAction(r.Context(), r.PathValue("id"), r.PathValue("action"), whoOf(r))
@@ -67,6 +86,20 @@ func (h *Hub) startRollout(ctx context.Context, spec rollout.Spec) (*rollout.Rol
 		return nil, fmt.Errorf("%w: %s version %d is not in the model registry (outpostctl model push) nor a published agent build (outpostctl agent publish)", rollout.ErrInvalid, spec.Model, spec.Version)
 	}
 	return h.rollouts.Start(ctx, spec)
+}
+
+// rolloutWithCosts is GET /v1/rollouts/{id}?by=LABEL.
+type rolloutWithCosts struct {
+	*rollout.Rollout
+	Costs []rollout.Cost `json:"costs"`
+}
+
+// modelCosts is GET /v1/models/{name}/versions/{version}/costs.
+type modelCosts struct {
+	Model   string         `json:"model"`
+	Version int64          `json:"version"`
+	By      string         `json:"by"`
+	Classes []rollout.Cost `json:"classes"`
 }
 
 var errNoAction = errors.New("no such rollout action: pause, resume, abort or rollback")

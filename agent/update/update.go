@@ -155,6 +155,8 @@ type job struct {
 	ShadowSeconds float64 `json:"shadow_seconds,omitempty"`
 	Split         float64 `json:"split,omitempty"`
 	MinAgreement  float64 `json:"min_agreement,omitempty"`
+	// Gates is the rollout's performance budget, checked at self-test.
+	Gates state.PerfGates `json:"gates,omitzero"`
 }
 
 // doc is everything stored: the last desired state and each model's job.
@@ -391,7 +393,7 @@ func (m *Manager) plan(ctx context.Context, d state.Desired) {
 			continue
 		}
 		nj := &job{Update: state.Update{Model: name, From: from, To: want.Version, Rollout: want.Rollout}, Target: want.Target, DesiredVersion: d.Version,
-			ShadowSeconds: want.ShadowSeconds, Split: want.Split, MinAgreement: want.MinAgreement}
+			ShadowSeconds: want.ShadowSeconds, Split: want.Split, MinAgreement: want.MinAgreement, Gates: want.PerfGates}
 		if name == tuf.AgentModel { // one target per architecture
 			nj.Target, nj.ShadowSeconds, nj.Split = tuf.AgentTargetName(runtime.GOARCH, want.Version), 0, 0
 		}
@@ -710,28 +712,84 @@ func (m *Manager) install(j *job) error {
 }
 
 // selfTest loads the installed slot for each pipeline: onnx checks, the
-// golden vectors, and the pipeline's features. The loaded models wait for
-// the switch.
+// golden vectors, and the pipeline's features. Then it measures the
+// candidate on this device (latency over the golden vectors, resident
+// memory from loading it, and the running model's latency the same way)
+// and refuses it when it does not fit the rollout's gates. The loaded
+// models wait for the switch.
 func (m *Manager) selfTest(j *job) error {
+	var st state.SelfTest
+	var loaded []*infer.Model
+	fail := func(err error) error {
+		for _, mod := range loaded {
+			mod.Close()
+		}
+		return err
+	}
 	for _, r := range m.runnersOf(j.Model) {
 		mc, _ := r.ModelConfig()
+		before := residentBytes()
 		mod, err := infer.LoadSlot(mc, j.ToSlot[mc.Dir], m.log)
 		if err != nil {
-			return fmt.Errorf("self-test: %w", err)
+			return fail(fmt.Errorf("self-test: %w", err))
 		}
+		loaded = append(loaded, mod)
+		st.RSSGrowthMB += growthMB(before, residentBytes())
 		if mod.Manifest.Name != j.Model || mod.Manifest.Version != j.To {
-			mod.Close()
-			return fmt.Errorf("self-test: slot holds %s version %d", mod.Manifest.Name, mod.Manifest.Version)
+			return fail(fmt.Errorf("self-test: slot holds %s version %d", mod.Manifest.Name, mod.Manifest.Version))
 		}
 		if err := r.CheckModel(mod.Manifest); err != nil {
-			mod.Close()
-			return fmt.Errorf("self-test: %w", err)
+			return fail(fmt.Errorf("self-test: %w", err))
 		}
+		if err := m.measure(r, mc, mod, &st); err != nil {
+			return fail(fmt.Errorf("self-test: measure: %w", err))
+		}
+	}
+	m.mu.Lock()
+	j.SelfTest = &st
+	m.mu.Unlock()
+	m.log.Info("update: candidate measured", "model", j.Model, "to", j.To, "p50_us", st.LatencyP50US, "p99_us", st.LatencyP99US,
+		"batch", st.BatchRows, "batch_p99_us", st.BatchP99US, "rss_growth_mb", st.RSSGrowthMB, "active_p50_us", st.ActiveLatencyP50US)
+	if why := st.Check(m.selfTestGates(j)); why != "" {
+		return fail(fmt.Errorf("self-test: does not fit this device: %s", why))
+	}
+	for i, r := range m.runnersOf(j.Model) {
 		if old := m.loaded[r.Name()]; old != nil {
 			old.Close()
 		}
-		m.loaded[r.Name()] = mod
+		m.loaded[r.Name()] = loaded[i]
 	}
+	return nil
+}
+
+// measure adds r's candidate mod, and the model r runs now, to st: the
+// worst latency over the pipelines.
+func (m *Manager) measure(r Runner, mc infer.Config, mod *infer.Model, st *state.SelfTest) error {
+	batch := usualBatch(r, len(mod.Manifest.Golden))
+	p50, p99, bp50, bp99, calls, err := measure(mod, batch)
+	if err != nil {
+		return err
+	}
+	if p99 >= st.LatencyP99US && bp99 >= st.BatchP99US {
+		st.Calls, st.BatchRows = calls, batch
+	}
+	st.LatencyP50US, st.LatencyP99US = max(st.LatencyP50US, p50), max(st.LatencyP99US, p99)
+	st.BatchP50US, st.BatchP99US = max(st.BatchP50US, bp50), max(st.BatchP99US, bp99)
+	// The running model, in a session of its own (the pipeline's is in
+	// use), on its own golden vectors at the same batch.
+	active, err := infer.LoadSlot(mc, infer.Active, m.log)
+	if err != nil {
+		m.log.Warn("update: cannot load the running model to time it; no latency factor at self-test", "pipeline", r.Name(), "err", err)
+		return nil
+	}
+	defer active.Close()
+	ap50, _, abp50, _, _, err := measure(active, batch)
+	if err != nil {
+		m.log.Warn("update: cannot time the running model; no latency factor at self-test", "pipeline", r.Name(), "err", err)
+		return nil
+	}
+	st.ActiveVersion = active.Manifest.Version
+	st.ActiveLatencyP50US, st.ActiveBatchP50US = max(st.ActiveLatencyP50US, ap50), max(st.ActiveBatchP50US, abp50)
 	return nil
 }
 

@@ -111,6 +111,19 @@ type Gates struct {
 	// MinAgreement is the share of windows on which a candidate in shadow
 	// must agree with the running model (with Spec.Shadow).
 	MinAgreement float64 `json:"min_agreement"`
+	// MaxLatencyMS and MaxRSSMB are the device's budget for the candidate
+	// (0: none): its p99 per call and the growth of the agent's resident
+	// memory from loading it, both measured on the device at self-test.
+	// The device checks them, and MaxLatencyFactor against the running
+	// model's p50, before it switches, and refuses a candidate that does
+	// not fit; the refusal halts the rollout.
+	MaxLatencyMS float64 `json:"max_latency_ms,omitempty"`
+	MaxRSSMB     float64 `json:"max_rss_mb,omitempty"`
+}
+
+// perf is the part of the gates the devices check at self-test.
+func (g Gates) perf() state.PerfGates {
+	return state.PerfGates{MaxLatencyMS: g.MaxLatencyMS, MaxLatencyFactor: g.MaxLatencyFactor, MaxRSSMB: g.MaxRSSMB}
 }
 
 // Spec is what an operator starts.
@@ -184,6 +197,8 @@ func (s *Spec) validate() error {
 		return fmt.Errorf("%w: gates.min_healthy is a fraction 0 to 1", ErrInvalid)
 	case s.Gates.MaxLatencyFactor < 1:
 		return fmt.Errorf("%w: gates.max_latency_factor must be at least 1", ErrInvalid)
+	case s.Gates.MaxLatencyMS < 0 || s.Gates.MaxRSSMB < 0:
+		return fmt.Errorf("%w: gates.max_latency_ms and gates.max_rss_mb must not be negative (0: no limit)", ErrInvalid)
 	case s.Bake < 0 || s.WaveTimeout < 0 || s.Shadow < 0:
 		return fmt.Errorf("%w: bake, wave_timeout and shadow must not be negative", ErrInvalid)
 	case s.Split < 0 || s.Split > 1 || s.Gates.MinAgreement < 0 || s.Gates.MinAgreement > 1:
@@ -202,6 +217,9 @@ type Device struct {
 	Reason string        `json:"reason,omitempty"`
 	Health state.Health  `json:"health"`
 	Shadow *state.Shadow `json:"shadow,omitempty"`
+	// SelfTest is what the device measured of the candidate before the
+	// switch.
+	SelfTest *state.SelfTest `json:"selftest,omitempty"`
 	// Reverted: sent back to From by a halt or abort.
 	Reverted bool `json:"reverted,omitempty"`
 }
@@ -625,7 +643,8 @@ func (c *Controller) advance(ctx context.Context, id string, fleet []state.Devic
 	target := tuf.ModelTargetName(r.Spec.Model, r.Spec.Version)
 	for _, d := range assign {
 		want := state.DesiredModel{Version: r.Spec.Version, Target: target, Rollout: r.ID,
-			ShadowSeconds: time.Duration(r.Spec.Shadow).Seconds(), Split: r.Spec.Split, MinAgreement: r.Spec.Gates.MinAgreement}
+			ShadowSeconds: time.Duration(r.Spec.Shadow).Seconds(), Split: r.Spec.Split, MinAgreement: r.Spec.Gates.MinAgreement,
+			PerfGates: r.Spec.Gates.perf()}
 		if err := c.setDesired(ctx, d, r.Spec.Model, want); err != nil {
 			return err
 		}
@@ -666,7 +685,7 @@ func (c *Controller) observe(r *Rollout, fleet map[string]state.Device) {
 			continue
 		}
 		if u, ok := dev.Reported.Updates[r.Spec.Model]; ok && u.Rollout == r.ID && u.To == r.Spec.Version {
-			d.Phase, d.Reason, d.Health, d.Shadow = u.Phase, u.Reason, u.Health, u.Shadow
+			d.Phase, d.Reason, d.Health, d.Shadow, d.SelfTest = u.Phase, u.Reason, u.Health, u.Shadow, u.SelfTest
 		} else if v, ok := runs(dev.Reported, r.Spec.Model); ok && v == r.Spec.Version && d.Phase == "pending" {
 			d.Phase = state.PhaseCommitted // already there
 		}
@@ -684,6 +703,10 @@ func (c *Controller) gate(r *Rollout) string {
 		switch {
 		case d.Phase == state.PhaseFailed || d.Phase == state.PhaseRolledBack || d.Phase == state.PhaseRollingBack:
 			why = d.Phase + ": " + d.Reason
+		case d.SelfTest != nil && d.SelfTest.Check(g.perf()) != "":
+			// The device refuses these itself; an agent that only
+			// reports them is held to them here.
+			why = "self-test: " + d.SelfTest.Check(g.perf())
 		case rows > 0 && float64(d.Health.Errors)/float64(rows) > g.MaxErrorRate:
 			why = fmt.Sprintf("error rate %.3f over gates.max_error_rate %g", float64(d.Health.Errors)/float64(rows), g.MaxErrorRate)
 		case d.Health.SlowerThan(g.MaxLatencyFactor):

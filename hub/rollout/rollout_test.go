@@ -23,6 +23,12 @@ type fakeFleet struct {
 	devs    map[string]*state.Device
 	desired map[string]state.Desired
 	outcome func(device string, version int64) string
+	// measure, when set, is what each device measures of a candidate at
+	// self-test; like an agent, the fake refuses one over the desired
+	// state's gates (unless lax: an agent that only reports).
+	measure func(device string) state.SelfTest
+	lax     bool
+	sent    []state.Desired // every desired state published, in order
 }
 
 func newFleet(n int, labels func(i int) map[string]string) *fakeFleet {
@@ -57,6 +63,7 @@ func (f *fakeFleet) PublishDesired(d state.Desired) error {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	f.desired[d.Device] = d
+	f.sent = append(f.sent, d)
 	dev := f.devs[d.Device]
 	want := d.Models["m"]
 	from := dev.Reported.Models[0].Version
@@ -67,8 +74,17 @@ func (f *fakeFleet) PublishDesired(d state.Desired) error {
 	if f.outcome != nil {
 		phase = f.outcome(d.Device, want.Version)
 	}
-	dev.Reported.Updates["m"] = state.Update{Model: "m", From: from, To: want.Version, Rollout: want.Rollout, Phase: phase,
+	u := state.Update{Model: "m", From: from, To: want.Version, Rollout: want.Rollout, Phase: phase,
 		Health: state.Health{Inferences: 100}}
+	if f.measure != nil {
+		st := f.measure(d.Device)
+		u.SelfTest = &st
+		if why := st.Check(want.PerfGates); why != "" && !f.lax {
+			u.Phase, u.Reason, u.Health = state.PhaseFailed, "self-test: "+why, state.Health{}
+			phase = u.Phase
+		}
+	}
+	dev.Reported.Updates["m"] = u
 	if phase == state.PhaseCommitted {
 		dev.Reported.Models[0].Version = want.Version
 	}

@@ -99,6 +99,69 @@ type DesiredModel struct {
 	ShadowSeconds float64 `json:"shadow_seconds,omitempty"`
 	Split         float64 `json:"split,omitempty"`
 	MinAgreement  float64 `json:"min_agreement,omitempty"`
+	// PerfGates are the rollout's budget for what the device measures of
+	// the candidate at self-test; a candidate over one is refused before
+	// the switch.
+	PerfGates
+}
+
+// PerfGates are a rollout's performance budget, checked on the device at
+// self-test (zero: no limit).
+type PerfGates struct {
+	// MaxLatencyMS bounds the candidate's p99 latency per call, at batch 1
+	// and at the pipeline's usual batch.
+	MaxLatencyMS float64 `json:"max_latency_ms,omitempty"`
+	// MaxLatencyFactor bounds the candidate's p50 as a multiple of the
+	// running model's, measured the same way (beyond LatencySlackUS).
+	MaxLatencyFactor float64 `json:"max_latency_factor,omitempty"`
+	// MaxRSSMB bounds the growth of the agent's resident memory from
+	// loading the candidate.
+	MaxRSSMB float64 `json:"max_rss_mb,omitempty"`
+}
+
+// SelfTest is what the device measured of the candidate at self-test, on
+// the device itself: latency over its golden vectors, repeated, at batch
+// 1 and at the pipeline's usual batch; the growth of resident memory from
+// loading it; and the running model's latency measured the same way.
+type SelfTest struct {
+	Calls        int     `json:"calls"` // timed calls at each batch size
+	LatencyP50US float64 `json:"latency_p50_us"`
+	LatencyP99US float64 `json:"latency_p99_us"`
+	BatchRows    int     `json:"batch_rows"` // the pipeline's usual rows per call
+	BatchP50US   float64 `json:"batch_p50_us"`
+	BatchP99US   float64 `json:"batch_p99_us"`
+	RSSGrowthMB  float64 `json:"rss_growth_mb"`
+	// The running model, on its own golden vectors (0: not measured).
+	ActiveVersion      int64   `json:"active_version,omitempty"`
+	ActiveLatencyP50US float64 `json:"active_latency_p50_us,omitempty"`
+	ActiveBatchP50US   float64 `json:"active_batch_p50_us,omitempty"`
+}
+
+// Check returns why s does not fit g, or "".
+func (s SelfTest) Check(g PerfGates) string {
+	if g.MaxLatencyMS > 0 {
+		if p99 := max(s.LatencyP99US, s.BatchP99US); p99 > g.MaxLatencyMS*1e3 {
+			return fmt.Sprintf("latency p99 %.0f µs (batch 1: %.0f µs, batch %d: %.0f µs) over max_latency_ms %.3g",
+				p99, s.LatencyP99US, s.BatchRows, s.BatchP99US, g.MaxLatencyMS)
+		}
+	}
+	if g.MaxLatencyFactor > 0 {
+		slower := func(cand, active float64) bool {
+			return active > 0 && cand > g.MaxLatencyFactor*active && cand-active > LatencySlackUS
+		}
+		switch {
+		case slower(s.LatencyP50US, s.ActiveLatencyP50US):
+			return fmt.Sprintf("latency p50 %.0f µs at batch 1 is %.1f× the running model's %.0f µs, over max_latency_factor %g",
+				s.LatencyP50US, s.LatencyP50US/s.ActiveLatencyP50US, s.ActiveLatencyP50US, g.MaxLatencyFactor)
+		case slower(s.BatchP50US, s.ActiveBatchP50US):
+			return fmt.Sprintf("latency p50 %.0f µs at batch %d is %.1f× the running model's %.0f µs, over max_latency_factor %g",
+				s.BatchP50US, s.BatchRows, s.BatchP50US/s.ActiveBatchP50US, s.ActiveBatchP50US, g.MaxLatencyFactor)
+		}
+	}
+	if g.MaxRSSMB > 0 && s.RSSGrowthMB > g.MaxRSSMB {
+		return fmt.Sprintf("resident memory grew %.1f MB on loading, over max_rss_mb %g", s.RSSGrowthMB, g.MaxRSSMB)
+	}
+	return ""
 }
 
 // DecodeDesired parses and checks a desired document.
@@ -148,15 +211,18 @@ type ModelStatus struct {
 
 // Update is a device's report of one model update.
 type Update struct {
-	Model   string    `json:"model"`
-	From    int64     `json:"from"`
-	To      int64     `json:"to"`
-	Rollout string    `json:"rollout,omitempty"`
-	Phase   string    `json:"phase"`
-	Reason  string    `json:"reason,omitempty"`
-	Health  Health    `json:"health"`
-	Shadow  *Shadow   `json:"shadow,omitempty"`
-	At      time.Time `json:"at"`
+	Model   string  `json:"model"`
+	From    int64   `json:"from"`
+	To      int64   `json:"to"`
+	Rollout string  `json:"rollout,omitempty"`
+	Phase   string  `json:"phase"`
+	Reason  string  `json:"reason,omitempty"`
+	Health  Health  `json:"health"`
+	Shadow  *Shadow `json:"shadow,omitempty"`
+	// SelfTest is the candidate's measurement on the device, from the
+	// self-test on.
+	SelfTest *SelfTest `json:"selftest,omitempty"`
+	At       time.Time `json:"at"`
 }
 
 // Shadow is what the device saw of the candidate beside the running model.
