@@ -71,7 +71,13 @@ CREATE TABLE IF NOT EXISTS outbox_floors (
 CREATE TABLE IF NOT EXISTS checkpoints (
 	name  TEXT PRIMARY KEY,
 	state BLOB NOT NULL
-);`
+);
+CREATE TABLE IF NOT EXISTS checkpoint_keys (
+	name  TEXT NOT NULL,
+	key   TEXT NOT NULL,
+	state BLOB NOT NULL,
+	PRIMARY KEY (name, key)
+) WITHOUT ROWID;`
 
 // migrate brings a database from before epochs up to date: its rows and
 // floors belong to epoch "".
@@ -161,6 +167,109 @@ func (o *Outbox) Append(ctx context.Context, items []Item) ([]uint64, error) {
 // crash the pipeline resumes exactly where its last stored records end:
 // nothing is lost, and no result is produced twice.
 func (o *Outbox) AppendCheckpoint(ctx context.Context, items []Item, name string, state []byte) ([]uint64, error) {
+	if name == "" {
+		return o.appendTx(ctx, items, nil)
+	}
+	return o.appendTx(ctx, items, func(tx *sql.Tx) error {
+		if _, err := tx.ExecContext(ctx, `INSERT INTO checkpoints(name, state) VALUES(?, ?)
+			ON CONFLICT(name) DO UPDATE SET state = excluded.state`, name, state); err != nil {
+			return fmt.Errorf("outbox: checkpoint %s: %w", name, err)
+		}
+		return nil
+	})
+}
+
+// KeyState is one key's row of a delta checkpoint; a nil State deletes
+// the row.
+type KeyState struct {
+	Key   string
+	State []byte
+}
+
+// CheckpointDelta is a checkpoint written as what changed: the named
+// checkpoint row (State) is replaced, and only the listed key rows are
+// upserted or deleted. Full first drops every key row of the name.
+type CheckpointDelta struct {
+	Name  string
+	State []byte
+	Full  bool
+	Keys  []KeyState
+}
+
+// AppendCheckpointDelta stores items and, in the same transaction, a delta
+// checkpoint: its cost is O(changed keys), whatever the number held.
+func (o *Outbox) AppendCheckpointDelta(ctx context.Context, items []Item, cp CheckpointDelta) ([]uint64, error) {
+	return o.appendTx(ctx, items, func(tx *sql.Tx) error {
+		if _, err := tx.ExecContext(ctx, `INSERT INTO checkpoints(name, state) VALUES(?, ?)
+			ON CONFLICT(name) DO UPDATE SET state = excluded.state`, cp.Name, cp.State); err != nil {
+			return fmt.Errorf("outbox: checkpoint %s: %w", cp.Name, err)
+		}
+		if cp.Full {
+			if _, err := tx.ExecContext(ctx, `DELETE FROM checkpoint_keys WHERE name = ?`, cp.Name); err != nil {
+				return fmt.Errorf("outbox: checkpoint %s: %w", cp.Name, err)
+			}
+		}
+		if len(cp.Keys) == 0 {
+			return nil
+		}
+		up, err := tx.PrepareContext(ctx, `INSERT INTO checkpoint_keys(name, key, state) VALUES(?, ?, ?)
+			ON CONFLICT(name, key) DO UPDATE SET state = excluded.state`)
+		if err != nil {
+			return fmt.Errorf("outbox: checkpoint %s: %w", cp.Name, err)
+		}
+		defer up.Close()
+		var del *sql.Stmt
+		for _, k := range cp.Keys {
+			if k.State != nil {
+				if _, err := up.ExecContext(ctx, cp.Name, k.Key, k.State); err != nil {
+					return fmt.Errorf("outbox: checkpoint %s key %q: %w", cp.Name, k.Key, err)
+				}
+				continue
+			}
+			if cp.Full {
+				continue // gone already
+			}
+			if del == nil {
+				if del, err = tx.PrepareContext(ctx, `DELETE FROM checkpoint_keys WHERE name = ? AND key = ?`); err != nil {
+					return fmt.Errorf("outbox: checkpoint %s: %w", cp.Name, err)
+				}
+				defer del.Close()
+			}
+			if _, err := del.ExecContext(ctx, cp.Name, k.Key); err != nil {
+				return fmt.Errorf("outbox: checkpoint %s key %q: %w", cp.Name, k.Key, err)
+			}
+		}
+		return nil
+	})
+}
+
+// CheckpointKeys returns every key row of the named delta checkpoint.
+func (o *Outbox) CheckpointKeys(ctx context.Context, name string) ([]KeyState, error) {
+	rows, err := o.db.QueryContext(ctx, `SELECT key, state FROM checkpoint_keys WHERE name = ?`, name)
+	if err != nil {
+		return nil, fmt.Errorf("outbox: checkpoint %s keys: %w", name, err)
+	}
+	defer rows.Close()
+	var out []KeyState
+	for rows.Next() {
+		var k KeyState
+		if err := rows.Scan(&k.Key, &k.State); err != nil {
+			return nil, fmt.Errorf("outbox: checkpoint %s keys: %w", name, err)
+		}
+		if k.State == nil {
+			k.State = []byte{}
+		}
+		out = append(out, k)
+	}
+	if err := rows.Err(); err != nil {
+		return nil, fmt.Errorf("outbox: checkpoint %s keys: %w", name, err)
+	}
+	return out, nil
+}
+
+// appendTx stores items and runs checkpoint, if any, in the same
+// transaction.
+func (o *Outbox) appendTx(ctx context.Context, items []Item, checkpoint func(*sql.Tx) error) ([]uint64, error) {
 	o.mu.Lock() // one writer at a time keeps o.bytes exact
 	defer o.mu.Unlock()
 	tx, err := o.db.BeginTx(ctx, nil)
@@ -191,10 +300,9 @@ func (o *Outbox) AppendCheckpoint(ctx context.Context, items []Item, name string
 	if err != nil {
 		return nil, err
 	}
-	if name != "" {
-		if _, err := tx.ExecContext(ctx, `INSERT INTO checkpoints(name, state) VALUES(?, ?)
-			ON CONFLICT(name) DO UPDATE SET state = excluded.state`, name, state); err != nil {
-			return nil, fmt.Errorf("outbox: checkpoint %s: %w", name, err)
+	if checkpoint != nil {
+		if err := checkpoint(tx); err != nil {
+			return nil, err
 		}
 	}
 	if err := tx.Commit(); err != nil {

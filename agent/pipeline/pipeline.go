@@ -160,11 +160,27 @@ type Store interface {
 	Checkpoint(ctx context.Context, name string) ([]byte, error)
 }
 
+// DeltaStore is a Store that keeps checkpoints as a global row plus one
+// row per window key, so that a commit writes only the keys that changed
+// (the SQLite outbox). With a plain Store every commit writes a full
+// snapshot.
+type DeltaStore interface {
+	AppendCheckpointDelta(ctx context.Context, items []outbox.Item, cp outbox.CheckpointDelta) ([]uint64, error)
+	CheckpointKeys(ctx context.Context, name string) ([]outbox.KeyState, error)
+}
+
 // checkpoint is what a pipeline stores with each batch of records.
 type checkpoint struct {
-	Offset int64  `json:"offset"` // source position after the last processed line
-	Window []byte `json:"window"` // window operator snapshot
+	Offset int64 `json:"offset"` // source position after the last processed line
+	// Window is the operator's full snapshot (format 0, and every
+	// checkpoint before delta checkpoints), or with formatDelta its global
+	// part, the key rows being stored beside it.
+	Window []byte `json:"window"`
+	Format int    `json:"format,omitempty"`
 }
+
+// formatDelta marks a checkpoint whose window keys are stored as rows.
+const formatDelta = 2
 
 // Stats count one pipeline's work.
 type Stats struct {
@@ -212,6 +228,7 @@ type Pipeline struct {
 	acts        *actions
 	offset      int64 // source position of the last processed line
 	saved       int64 // offset in the last stored checkpoint
+	keyRows     []outbox.KeyState
 	rejLog      rate.Sometimes
 	writeLog    rate.Sometimes
 	Stats       Stats
@@ -284,12 +301,34 @@ func (p *Pipeline) resume(ctx context.Context) error {
 		p.log.Warn("ignoring unreadable checkpoint", "err", err)
 		return nil
 	}
-	if err := p.op.Restore(cp.Window); err != nil {
+	if err := p.restoreWindow(ctx, cp); err != nil {
 		p.log.Warn("window configuration changed; open windows start afresh", "err", err)
 	}
 	p.offset, p.saved = cp.Offset, cp.Offset
 	p.log.Info("resumed from checkpoint", "offset", cp.Offset, "open_windows", p.op.OpenWindows())
 	return nil
+}
+
+// restoreWindow restores the operator from a full snapshot (older
+// checkpoints: the next commit rewrites them as key rows) or from the
+// global part and key rows of a delta checkpoint.
+func (p *Pipeline) restoreWindow(ctx context.Context, cp checkpoint) error {
+	if cp.Format != formatDelta {
+		return p.op.Restore(cp.Window)
+	}
+	ds, ok := p.ob.(DeltaStore)
+	if !ok {
+		return fmt.Errorf("%w: a delta checkpoint in a store without key rows", window.ErrSnapshot)
+	}
+	rows, err := ds.CheckpointKeys(ctx, p.checkpointName())
+	if err != nil {
+		return err
+	}
+	keys := make([]window.KeyState, len(rows))
+	for i, r := range rows {
+		keys[i] = window.KeyState{Key: r.Key, State: r.State}
+	}
+	return p.op.RestoreState(cp.Window, keys)
 }
 
 // flushEvery bounds how long results wait before one fsync'd outbox commit.
@@ -616,13 +655,29 @@ func (p *Pipeline) flush(ctx context.Context) error {
 	if len(p.items) == 0 && p.offset == p.saved && len(p.acks) == 0 {
 		return nil
 	}
-	snap, err := p.op.Snapshot()
-	if err != nil {
-		return err
-	}
-	state, _ := json.Marshal(checkpoint{Offset: p.offset, Window: snap}) // bytes and an int
-	if _, err := p.ob.AppendCheckpoint(ctx, p.items, p.checkpointName(), state); err != nil {
-		return fmt.Errorf("pipeline %s: %w", p.cfg.Name, err)
+	if ds, ok := p.ob.(DeltaStore); ok {
+		// Only the keys changed since the last commit are written; they
+		// stay marked until this commit succeeds.
+		d := p.op.Delta()
+		state, _ := json.Marshal(checkpoint{Offset: p.offset, Window: d.Global, Format: formatDelta})
+		keys := p.keyRows[:0]
+		for _, k := range d.Keys {
+			keys = append(keys, outbox.KeyState{Key: k.Key, State: k.State})
+		}
+		p.keyRows = keys
+		if _, err := ds.AppendCheckpointDelta(ctx, p.items, outbox.CheckpointDelta{Name: p.checkpointName(), State: state, Full: d.Full, Keys: keys}); err != nil {
+			return fmt.Errorf("pipeline %s: %w", p.cfg.Name, err)
+		}
+		p.op.Committed()
+	} else {
+		snap, err := p.op.Snapshot()
+		if err != nil {
+			return err
+		}
+		state, _ := json.Marshal(checkpoint{Offset: p.offset, Window: snap}) // bytes and an int
+		if _, err := p.ob.AppendCheckpoint(ctx, p.items, p.checkpointName(), state); err != nil {
+			return fmt.Errorf("pipeline %s: %w", p.cfg.Name, err)
+		}
 	}
 	p.items, p.saved = p.items[:0], p.offset
 	// The window state holding these lines is durable now.

@@ -106,5 +106,8 @@ func (o *Operator) Restore(data []byte) error {
 		o.keys[k] = ks
 	}
 	o.maxEvent, o.wm, o.seen = s.MaxEvent, s.WM, s.Seen
+	// The next delta checkpoint writes every key: a full snapshot (older
+	// checkpoints) becomes per-key rows on the first commit.
+	o.touched, o.full = o.touched[:0], true
 	return nil
 }

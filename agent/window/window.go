@@ -172,7 +172,9 @@ type win struct {
 }
 
 type keyState struct {
-	wins []*win // sorted by start
+	wins    []*win // sorted by start
+	touched bool   // changed since the last committed checkpoint (listed in Operator.touched)
+	gen     int    // the Delta that last encoded it
 }
 
 // Operator windows one stream. It is not safe for concurrent use: one
@@ -187,6 +189,16 @@ type Operator struct {
 	arrival  time.Time // processing time of the last event
 	early    time.Time // processing time of the last interval early firing
 	Stats    Stats
+
+	// Delta checkpoints (delta.go): the keys changed since the last
+	// commit, and whether the next one must write every key.
+	touched   []string
+	full      bool
+	gen       int
+	buf       []byte
+	spans     []deltaSpan
+	deltaKeys []KeyState
+	specStr   string
 }
 
 // New builds an operator; spec must be valid.
@@ -197,7 +209,7 @@ func New(spec Spec) (*Operator, error) {
 	if spec.Watermark == "" {
 		spec.Watermark = Bounded
 	}
-	return &Operator{spec: spec, keys: map[string]*keyState{}, wm: minTime}, nil
+	return &Operator{spec: spec, keys: map[string]*keyState{}, wm: minTime, full: true}, nil
 }
 
 const minTime = -1 << 63
@@ -224,6 +236,7 @@ func (o *Operator) Process(ev Event, now time.Time, out []Result) (results []Res
 		ks = &keyState{}
 		o.keys[ev.Key] = ks
 	}
+	o.mark(ev.Key, ks)
 	if o.spec.Kind == Session {
 		out, late = o.addSession(ev, ks, t, out)
 	} else {
@@ -261,6 +274,7 @@ func (o *Operator) Advance(now time.Time, out []Result) []Result {
 		for key, ks := range o.keys {
 			for _, w := range ks.wins {
 				if !w.fired && w.dirty {
+					o.mark(key, ks)
 					out = o.emit(out, key, w, Early)
 				}
 			}
@@ -392,6 +406,7 @@ func (o *Operator) processCount(ev Event, out []Result) []Result {
 		ks = &keyState{wins: []*win{{accs: o.newAccs()}}}
 		o.keys[ev.Key] = ks
 	}
+	o.mark(ev.Key, ks)
 	w := ks.wins[0]
 	t := ev.Time.UnixNano()
 	if w.n == 0 {
@@ -424,6 +439,7 @@ func (o *Operator) advanceTo(nw int64, out []Result) []Result {
 		}
 		switch {
 		case !w.fired && w.end <= o.wm:
+			o.mark(tm.key, ks)
 			w.fired = true
 			out = o.emit(out, tm.key, w, Final)
 			if o.spec.AllowedLateness > 0 {
@@ -432,6 +448,7 @@ func (o *Operator) advanceTo(nw int64, out []Result) []Result {
 			}
 			ks.remove(w)
 		case w.fired && w.end+int64(o.spec.AllowedLateness) <= o.wm:
+			o.mark(tm.key, ks)
 			ks.remove(w)
 		case w.fired:
 			// A late event extended this session after it fired: purge later.
