@@ -204,7 +204,10 @@ func hashFile(p string) (string, int64, error) {
 // dir holds partial content the caller must discard. progress, if not
 // nil, is called with the bytes extracted so far.
 func Extract(r io.Reader, trusted []ed25519.PublicKey, dir string, progress func(done, total int64)) (Manifest, error) {
-	zr, err := zstd.NewReader(r, zstd.WithDecoderMaxMemory(256<<20))
+	// A bundle is one sequential stream: one decoder goroutine, and a window
+	// no larger than the writer's (8 MiB) allows with room, so a hostile
+	// frame header cannot make every read allocate hundreds of MiB.
+	zr, err := zstd.NewReader(r, zstd.WithDecoderMaxMemory(256<<20), zstd.WithDecoderMaxWindow(32<<20), zstd.WithDecoderConcurrency(1))
 	if err != nil {
 		return Manifest{}, fmt.Errorf("bundle: %w: %w", ErrFormat, err)
 	}
