@@ -55,8 +55,21 @@ func startHub(t *testing.T) (*hub.Hub, *hub.Config) {
 	return startHubWith(t, kafkatest.Brokers(t))
 }
 
-// startHubWith runs an in-process hub against the given Kafka brokers.
-func startHubWith(t *testing.T, brokers []string) (*hub.Hub, *hub.Config) {
+// startHubWith runs an in-process hub against the given Kafka brokers,
+// with its configuration adjusted by each of adjust.
+func startHubWith(t *testing.T, brokers []string, adjust ...func(*hub.Config)) (*hub.Hub, *hub.Config) {
+	t.Helper()
+	cfg := hubConfig(t, brokers, adjust...)
+	h, err := hub.Start(context.Background(), cfg, logger(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(h.Close)
+	return h, cfg
+}
+
+// hubConfig is the configuration of a test's in-process hub.
+func hubConfig(t *testing.T, brokers []string, adjust ...func(*hub.Config)) *hub.Config {
 	t.Helper()
 	cfg := hub.Defaults()
 	cfg.DataDir = t.TempDir()
@@ -66,12 +79,12 @@ func startHubWith(t *testing.T, brokers []string) (*hub.Hub, *hub.Config) {
 	cfg.Kafka.Brokers = brokers
 	cfg.Kafka.TopicPrefix = fmt.Sprintf("c%d.", time.Now().UnixNano())
 	cfg.Kafka.Partitions = 2
-	h, err := hub.Start(context.Background(), cfg, logger(t))
-	if err != nil {
-		t.Fatal(err)
+	for _, f := range adjust {
+		if f != nil {
+			f(cfg)
+		}
 	}
-	t.Cleanup(h.Close)
-	return h, cfg
+	return cfg
 }
 
 func logger(t *testing.T) *slog.Logger { return fleettest.Logger(t) }
@@ -169,6 +182,7 @@ func mib(kb string) string {
 // waiting); it must be within bound. Then the outboxes drain and Kafka is
 // checked.
 func run(t *testing.T, devices int, traffic time.Duration, fault func(p *toxiproxy.Proxy), bound time.Duration) result {
+	watchBaseline(t, t.Name(), false)
 	resetPeakRSS()
 	h, cfg := startHub(t)
 	p := link(t, h.MQTTAddr())
