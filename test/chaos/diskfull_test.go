@@ -76,7 +76,10 @@ func TestAgentDiskFull(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	d := fleettest.Start(t, dataDir, fleettest.SendConfig, creds, logger(t), "tcp://"+h.MQTTAddr())
+	// Through a link that can hold data back: the hub's acks then arrive
+	// while the disk is full, and the outbox cannot record them.
+	p := link(t, h.MQTTAddr())
+	d := fleettest.Start(t, dataDir, fleettest.SendConfig, creds, logger(t), "tcp://"+p.Listen)
 	// A second device on an ordinary disk: the first one's trouble must
 	// not touch it.
 	creds2, err := h.Registry().Add(context.Background(), "chaos-disk-1", nil)
@@ -95,14 +98,24 @@ func TestAgentDiskFull(t *testing.T) {
 	go func() { defer func() { done <- struct{}{} }(); produceBackpressured(t, d2, ls2, &errs2, &firstErr2) }()
 
 	time.Sleep(2 * time.Second)
+	// Hold the link's data for 1.5 s (no FIN, below the 5 s keepalive):
+	// records wait for their acks when the disk fills.
+	release := toxic(t, p, "timeout", `{"timeout":0}`)
+	time.Sleep(1500 * time.Millisecond)
 	checkpointWAL(t, filepath.Join(dataDir, "agent.db"))
 	filler := fillFS(t, dataDir)
+	waiting := d.Depth(t)
+	release()
+	t.Logf("%d records waiting for acks when the disk filled; link released", waiting)
 	time.Sleep(hold)
 	if errs.Load() == 0 {
 		t.Fatalf("the agent's filesystem was full for %s and no outbox write failed", hold)
 	}
 	t.Logf("while full: %d outbox writes refused (first: %v); depth %d", errs.Load(), firstErr.Load(), d.Depth(t))
-	refusedWhileFull := errs.Load()
+	refusedWhileFull, ackErrs := errs.Load(), d.AckErrors()
+	if ackErrs == 0 {
+		t.Errorf("the hub's acks arrived while the disk was full and none failed to be recorded: the fault did not reach the ack path")
+	}
 	if err := os.Remove(filler); err != nil {
 		t.Fatal(err)
 	}
@@ -134,7 +147,8 @@ func TestAgentDiskFull(t *testing.T) {
 	_, dup := got.Count(want)
 	r := result{sent: len(want), inKafka: got.Records, dup: len(dup), recovery: recovery, dead: h.Stats().BridgeDeadLetters}
 	r.log(t, fmt.Sprintf("agent disk full for %s (tmpfs 8 MiB)", hold))
-	t.Logf("RELIABILITY-NOTE | agent disk full | %d outbox writes refused while full, %d in all, retried by the source; none lost", refusedWhileFull, errs.Load())
+	t.Logf("RELIABILITY-NOTE | agent disk full | %d outbox writes refused while full (%d in all), retried by the source; %d acks not recorded while full (%d in all), records kept and acked again; none lost",
+		refusedWhileFull, errs.Load(), ackErrs, d.AckErrors())
 }
 
 // restartableHub is an in-process hub on a fixed MQTT port that can be
