@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"log/slog"
 	"slices"
+	"sync/atomic"
 	"time"
 
 	"github.com/outpost-edge/outpost/agent/outbox"
@@ -49,6 +50,21 @@ type Sender struct {
 	sent     map[string]uint64     // per stream: highest seq published since its last rewind
 	sentE    map[outbox.Key]uint64 // per epoch and stream: the same, the next envelope's Prev
 	progress map[string]time.Time  // per stream: last ack that moved it, or last rewind
+
+	ackErrors atomic.Int64
+}
+
+// AckErrors counts acks the outbox could not record (a full disk, an I/O
+// error). The sender keeps running: the records stay in the outbox and a
+// later, cumulative ack deletes them.
+func (s *Sender) AckErrors() int64 { return s.ackErrors.Load() }
+
+// ackFailed counts an ack the outbox could not record and logs the first
+// of a run of them.
+func (s *Sender) ackFailed(err error) {
+	if s.ackErrors.Add(1)%100 == 1 {
+		s.log.Warn("uplink: cannot record the hub's ack; keeping the records and going on", "err", err, "ack_errors", s.ackErrors.Load())
+	}
 }
 
 // ack is one ack message: one epoch's marks by stream.
@@ -109,9 +125,7 @@ func (s *Sender) Run(ctx context.Context) error {
 		}
 		if progressed {
 			// Drain acks without blocking, then keep sending.
-			if err := s.drainAcks(ctx); err != nil {
-				return err
-			}
+			s.drainAcks(ctx)
 			continue
 		}
 		select {
@@ -119,7 +133,7 @@ func (s *Sender) Run(ctx context.Context) error {
 			return nil
 		case a := <-s.acks:
 			if err := s.applyAck(ctx, a); err != nil {
-				return err
+				s.ackFailed(err)
 			}
 		case <-s.reconnect:
 			s.rewind()
@@ -142,15 +156,15 @@ func (s *Sender) resendStalled() {
 	}
 }
 
-func (s *Sender) drainAcks(ctx context.Context) error {
+func (s *Sender) drainAcks(ctx context.Context) {
 	for {
 		select {
 		case a := <-s.acks:
 			if err := s.applyAck(ctx, a); err != nil {
-				return err
+				s.ackFailed(err)
 			}
 		default:
-			return nil
+			return
 		}
 	}
 }

@@ -10,7 +10,21 @@
 //     closing anything: agent↔hub and hub↔Kafka partitions, the latter
 //     with a dedicated broker running in the namespace (nskafka_test.go);
 //   - a dedicated Kafka broker killed with SIGKILL under load and started
-//     again on its data, and a device clock jumping ±1 h (faults_test.go).
+//     again on its data, and a device clock jumping ±1 h (faults_test.go);
+//   - the agent's and the hub's data directories on small tmpfs
+//     filesystems that fill up mid-traffic (diskfull_test.go);
+//   - the lease holder of a cluster of three outpost-hub processes killed
+//     with SIGKILL under load (hubkill_test.go);
+//   - 1,000 agents' uplinks reconnecting after a hub restart, their
+//     attempts counted to check that the jitter spreads them
+//     (reconnect_test.go).
+//
+// After each scenario the process's goroutines and open file descriptors
+// must return to their pre-scenario baseline (baseline_test.go: within a
+// margin, after a settle period; a miss fails the scenario with every
+// goroutine's stack), and one line is logged:
+//
+//	BASELINE | scenario | goroutines before → after | fds before → after | peak rss
 //
 // The namespace scenarios need root and iproute2; without them they fail,
 // never skip. Each prints one line for the README's reliability table:
@@ -55,8 +69,21 @@ func startHub(t *testing.T) (*hub.Hub, *hub.Config) {
 	return startHubWith(t, kafkatest.Brokers(t))
 }
 
-// startHubWith runs an in-process hub against the given Kafka brokers.
-func startHubWith(t *testing.T, brokers []string) (*hub.Hub, *hub.Config) {
+// startHubWith runs an in-process hub against the given Kafka brokers,
+// with its configuration adjusted by each of adjust.
+func startHubWith(t *testing.T, brokers []string, adjust ...func(*hub.Config)) (*hub.Hub, *hub.Config) {
+	t.Helper()
+	cfg := hubConfig(t, brokers, adjust...)
+	h, err := hub.Start(context.Background(), cfg, logger(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(h.Close)
+	return h, cfg
+}
+
+// hubConfig is the configuration of a test's in-process hub.
+func hubConfig(t *testing.T, brokers []string, adjust ...func(*hub.Config)) *hub.Config {
 	t.Helper()
 	cfg := hub.Defaults()
 	cfg.DataDir = t.TempDir()
@@ -66,12 +93,12 @@ func startHubWith(t *testing.T, brokers []string) (*hub.Hub, *hub.Config) {
 	cfg.Kafka.Brokers = brokers
 	cfg.Kafka.TopicPrefix = fmt.Sprintf("c%d.", time.Now().UnixNano())
 	cfg.Kafka.Partitions = 2
-	h, err := hub.Start(context.Background(), cfg, logger(t))
-	if err != nil {
-		t.Fatal(err)
+	for _, f := range adjust {
+		if f != nil {
+			f(cfg)
+		}
 	}
-	t.Cleanup(h.Close)
-	return h, cfg
+	return cfg
 }
 
 func logger(t *testing.T) *slog.Logger { return fleettest.Logger(t) }
@@ -169,6 +196,7 @@ func mib(kb string) string {
 // waiting); it must be within bound. Then the outboxes drain and Kafka is
 // checked.
 func run(t *testing.T, devices int, traffic time.Duration, fault func(p *toxiproxy.Proxy), bound time.Duration) result {
+	watchBaseline(t, t.Name(), true)
 	resetPeakRSS()
 	h, cfg := startHub(t)
 	p := link(t, h.MQTTAddr())

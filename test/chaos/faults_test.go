@@ -9,6 +9,7 @@ import (
 
 	"github.com/outpost-edge/outpost/hub"
 	"github.com/outpost-edge/outpost/test/fleettest"
+	"github.com/outpost-edge/outpost/test/kafkatest"
 )
 
 // scenario is one fault under steady traffic: devices stream 100
@@ -31,20 +32,26 @@ type scenario struct {
 	bound time.Duration
 	// eventTime stamps each record (nil: time.Now): the device's clock.
 	eventTime func() time.Time
+	// config adjusts the hub's configuration before it starts (nil: none).
+	config func(*hub.Config)
+	// ownBaseline: the test checks the return to baseline itself (else
+	// runScenario does, under the scenario's test name).
+	ownBaseline bool
 }
 
 // runScenario runs sc and checks Kafka: every record sent is there once,
 // by content and by ce_id, read read_committed.
 func runScenario(t *testing.T, sc scenario) result {
 	t.Helper()
-	resetPeakRSS()
-	var h *hub.Hub
-	var cfg *hub.Config
-	if sc.brokers != nil {
-		h, cfg = startHubWith(t, sc.brokers)
-	} else {
-		h, cfg = startHub(t)
+	if !sc.ownBaseline {
+		watchBaseline(t, t.Name(), true)
 	}
+	resetPeakRSS()
+	brokers := sc.brokers
+	if brokers == nil {
+		brokers = kafkatest.Brokers(t)
+	}
+	h, cfg := startHubWith(t, brokers, sc.config)
 	url := "tcp://" + h.MQTTAddr()
 	if sc.route != nil {
 		url = sc.route(t, h)

@@ -36,6 +36,7 @@ type Device struct {
 	once   sync.Once
 	db     *store.Store
 	up     *uplink.Client
+	sender *uplink.Sender
 	cancel context.CancelFunc
 	done   chan error
 }
@@ -67,6 +68,7 @@ func Start(t *testing.T, dir string, sc uplink.SendConfig, creds state.Credentia
 		t.Fatal(err)
 	}
 	s = uplink.NewSender(sc, id, ob, d.up, log)
+	d.sender = s
 	runCtx, cancel := context.WithCancel(ctx)
 	d.cancel = cancel
 	go func() { _ = d.up.Connect(runCtx) }()
@@ -130,6 +132,9 @@ func (d *Device) WaitDrained(t *testing.T, timeout time.Duration) {
 		time.Sleep(100 * time.Millisecond)
 	}
 }
+
+// AckErrors counts the hub's acks the outbox could not record.
+func (d *Device) AckErrors() int64 { return d.sender.AckErrors() }
 
 // Close stops the data path and closes the database (once).
 func (d *Device) Close() {
