@@ -187,7 +187,8 @@ func TestVersionAndHelp(t *testing.T) {
 			t.Errorf("%s --version = %q, %v; want %q", b.name, out, err, want)
 		}
 		out, err = exec.Command(bin, "--help").CombinedOutput()
-		if err != nil || !strings.Contains(string(out), "Usage: "+b.name) {
+		// The daemons print "Usage: NAME ..."; outpostctl, on cobra, "Usage:\n  NAME ...".
+		if u := strings.Index(string(out), "Usage:"); err != nil || u < 0 || !strings.HasPrefix(strings.TrimSpace(string(out)[u+len("Usage:"):]), b.name) {
 			t.Errorf("%s --help: %v\n%s", b.name, err, out)
 		}
 	}
