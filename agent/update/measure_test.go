@@ -65,7 +65,10 @@ func TestResidentMemoryGrowth(t *testing.T) {
 	}
 	g := growthMB(before, residentBytes())
 	runtime.KeepAlive(buf)
-	if g < 56 || g > 128 {
+	// At least what was touched; at most a few times it (the race
+	// detector's shadow memory doubles it), so a unit slip (pages for
+	// bytes) still fails.
+	if g < 56 || g > 256 {
 		t.Fatalf("64 MB touched: growth %.1f MB", g)
 	}
 	if growthMB(100<<20, 90<<20) != 0 || growthMB(0, 90<<20) != 0 {
