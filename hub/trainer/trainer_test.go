@@ -7,6 +7,7 @@ import (
 	"io"
 	"log/slog"
 	"math/rand/v2"
+	"strings"
 	"testing"
 	"time"
 
@@ -167,5 +168,24 @@ func TestFleetDataDrift(t *testing.T) {
 	report("d3")
 	if st := tr.Status()[0].Fleet; st.Active {
 		t.Fatalf("drift over, still active: %+v", st)
+	}
+}
+
+// TestV2ModelIsNotRetrained: a production model with v2 inputs (here a
+// sequence) is not warm-started from window aggregates, which would feed
+// it the wrong row; its status names why.
+func TestV2ModelIsNotRetrained(t *testing.T) {
+	model, _ := onnx.Logistic([][]float32{{1, 1, 1, 1}}, []float32{0})
+	mj, _ := json.Marshal(&manifest.Manifest{Name: "m", Version: 1, Task: "anomaly",
+		Inputs:  []manifest.Input{{Kind: manifest.Sequence, Sequence: &manifest.SequenceSpec{Fields: []string{"v"}, Steps: 4}}},
+		Outputs: manifest.Outputs{Threshold: 0.5}, SHA256: manifest.Digest(model),
+		Golden: []manifest.Golden{{Input: []float32{0, 0, 0, 0}, Output: []float32{0.5}, Tolerance: 1e-5}}})
+	cfg := Defaults()
+	cfg.Models = []ModelConfig{{Model: "m", Pipeline: "p"}}
+	tr := New(cfg, &fakeRegistry{versions: [][2][]byte{{mj, model}}}, nil, nil, slog.New(slog.NewTextHandler(io.Discard, nil)))
+	tr.loadChampions(context.Background())
+	st := tr.Status()[0]
+	if st.Production != 0 || !strings.Contains(st.LastError, "v2 inputs (sequence)") {
+		t.Fatalf("status %+v: want no production learner and the reason", st)
 	}
 }
