@@ -16,45 +16,13 @@ import (
 	"time"
 
 	"github.com/outpost-edge/outpost/agent/infer"
-	"github.com/outpost-edge/outpost/models/goengine"
 	"github.com/outpost-edge/outpost/models/manifest"
 	"github.com/outpost-edge/outpost/models/onnx"
 	"github.com/outpost-edge/outpost/models/ort"
-	modelvalidate "github.com/outpost-edge/outpost/models/validate"
+	"github.com/outpost-edge/outpost/test/fleettest"
 	"github.com/outpost-edge/outpost/test/service"
 	"github.com/outpost-edge/outpost/test/testenv"
 )
-
-// writeV2Package packages model with m's inputs: golden vectors are
-// random rows run on the pure-Go engine, the way a data scientist's
-// import computes them (test/pipeline's helper).
-func writeV2Package(tb testing.TB, dir string, m *manifest.Manifest, model []byte) {
-	tb.Helper()
-	eng, err := goengine.Load(model)
-	if err != nil {
-		tb.Fatal(err)
-	}
-	info, err := onnx.Inspect(model)
-	if err != nil {
-		tb.Fatal(err)
-	}
-	rng := rand.New(rand.NewPCG(1, 2))
-	w := m.RowWidth()
-	for range 4 {
-		in := make([]float32, w)
-		for i := range in {
-			in[i] = float32(rng.NormFloat64())
-		}
-		out, err := modelvalidate.Rows(m, info, eng)(in, w)
-		if err != nil {
-			tb.Fatal(err)
-		}
-		m.Golden = append(m.Golden, manifest.Golden{Input: in, Output: out, Tolerance: 1e-4})
-	}
-	if err := manifest.Write(dir, m, model); err != nil {
-		tb.Fatal(err)
-	}
-}
 
 // footprintModels packages the three models BenchmarkAgentModelFootprint
 // loads into dir: small (BenchmarkAgentFootprint's logistic model on
@@ -65,14 +33,14 @@ func footprintModels(b *testing.B, dir string) map[string]string {
 	dirs := map[string]string{}
 	small, _ := onnx.Logistic([][]float32{{1, -1}}, []float32{0})
 	dirs["small"] = filepath.Join(dir, "small")
-	writeV2Package(b, dirs["small"], &manifest.Manifest{Name: "fp-small", Version: 1, Task: "anomaly", Outputs: manifest.Outputs{Threshold: 0.9},
+	fleettest.WritePackage(b, dirs["small"], &manifest.Manifest{Name: "fp-small", Version: 1, Task: "anomaly", Outputs: manifest.Outputs{Threshold: 0.9},
 		Features: []manifest.Feature{{Field: "vibration", Agg: "mean", Std: 1}, {Field: "vibration", Agg: "max", Std: 1}}}, small)
 	seq, err := onnx.CNN1D("wave", 1, 200, 8, 5, 3)
 	if err != nil {
 		b.Fatal(err)
 	}
 	dirs["seq"] = filepath.Join(dir, "seq")
-	writeV2Package(b, dirs["seq"], &manifest.Manifest{Name: "fp-seq", Version: 1, Task: "anomaly", Outputs: manifest.Outputs{Threshold: 0.99},
+	fleettest.WritePackage(b, dirs["seq"], &manifest.Manifest{Name: "fp-seq", Version: 1, Task: "anomaly", Outputs: manifest.Outputs{Threshold: 0.99},
 		Inputs: []manifest.Input{{Name: "wave", Kind: manifest.Sequence, Sequence: &manifest.SequenceSpec{
 			Fields: []string{"vibration"}, Steps: 200, Layout: "NCT", MinSamples: 100, Short: "pad",
 			Normalize: []manifest.Norm{{Mean: 0.5, Std: 0.2}}}}}}, seq)
@@ -81,7 +49,7 @@ func footprintModels(b *testing.B, dir string) map[string]string {
 		b.Fatal(err)
 	}
 	dirs["img96"] = filepath.Join(dir, "img96")
-	writeV2Package(b, dirs["img96"], &manifest.Manifest{Name: "fp-img96", Version: 1, Task: "classification",
+	fleettest.WritePackage(b, dirs["img96"], &manifest.Manifest{Name: "fp-img96", Version: 1, Task: "classification",
 		Inputs: []manifest.Input{{Kind: manifest.Image, Image: &manifest.ImageSpec{Width: 96, Height: 96, Channels: "RGB"}}}}, img)
 	return dirs
 }
@@ -124,50 +92,51 @@ func agentRun(b *testing.B, bin, conf, addr string, wait time.Duration, env ...s
 	return rss, anon, inferences
 }
 
-// loadSlotEnv names the model directory TestLoadSlotFootprintHelper
+// loadSlotEnv names the model directory loadSlotHelper
 // loads ("none": only the engine) and its engine.
 const (
 	loadSlotEnv       = "OUTPOST_FOOTPRINT_LOADSLOT"
 	loadSlotEngineEnv = "OUTPOST_FOOTPRINT_ENGINE"
 )
 
-// TestLoadSlotFootprintHelper is not a test: BenchmarkAgentModelFootprint
-// runs this test binary with it to load a model through infer.LoadSlot
-// (self-test included) and score one row, then measures the process.
-// Without the environment it skips.
-func TestLoadSlotFootprintHelper(t *testing.T) {
-	dir := os.Getenv(loadSlotEnv)
-	if dir == "" {
-		t.Skip("a helper process of BenchmarkAgentModelFootprint")
-	}
+// loadSlotHelper is what a child of this test binary runs instead of
+// the tests when loadSlotEnv is set (TestMain): BenchmarkAgentModelFootprint
+// measures it. It loads a model through infer.LoadSlot (self-test
+// included) and scores one row, then waits on stdin until it is killed.
+func loadSlotHelper(dir string) error {
 	cfg := infer.Config{Dir: dir, Engine: os.Getenv(loadSlotEngineEnv), Threads: 1}
 	if cfg.UsesORT() {
-		if err := ort.Init(testenv.ORTLibrary(t)); err != nil {
-			t.Fatal(err)
+		lib, err := ort.FindLibrary("") // the benchmark passes OUTPOST_ORT_LIB
+		if err != nil {
+			return err
+		}
+		if err := ort.Init(lib); err != nil {
+			return err
 		}
 	}
 	if dir != "none" {
 		m, err := infer.LoadSlot(cfg, infer.Active, slog.New(slog.NewTextHandler(io.Discard, nil)))
 		if err != nil {
-			t.Fatal(err)
+			return err
 		}
+		defer m.Close()
 		x := make([]float32, m.Manifest.RowWidth())
 		for i := range x {
 			x[i] = float32(i%255) / 255
 		}
 		if _, _, err := m.Infer(x); err != nil {
-			t.Fatal(err)
+			return err
 		}
-		defer m.Close()
 	}
 	fmt.Println("loadslot: ready")
 	_, _ = io.Copy(io.Discard, os.Stdin) // until the benchmark kills it
+	return nil
 }
 
-// loadSlotRun runs TestLoadSlotFootprintHelper on dir and engine and
+// loadSlotRun runs loadSlotHelper on dir and engine and
 // returns its RSS and RssAnon in MiB once the model is loaded.
 func loadSlotRun(b *testing.B, dir, engine string) (rss, anon float64) {
-	cmd := exec.Command(os.Args[0], "-test.run", "^TestLoadSlotFootprintHelper$", "-test.v")
+	cmd := exec.Command(os.Args[0])
 	cmd.Env = append(os.Environ(), loadSlotEnv+"="+dir, loadSlotEngineEnv+"="+engine, "OUTPOST_ORT_LIB="+testenv.ORTLibrary(b))
 	stdin, err := cmd.StdinPipe()
 	if err != nil {
@@ -217,11 +186,10 @@ func loadSlotRun(b *testing.B, dir, engine string) (rss, anon float64) {
 //     aggregates (10 sensors at 10 Hz, 1 s windows);
 //   - seq: a 1-D CNN on a sequence input, vibration at 100 Hz in 2 s
 //     windows (10 sensors), resampled onto 200 steps, 1 channel;
-//   - img96: the ~1M-parameter 96×96 RGB CNN. The agent has no image
-//     source yet, so it is not loaded by the agent: this test binary
+//   - img96: the ~1M-parameter 96×96 RGB CNN. This test binary
 //     loads it through agent/infer.LoadSlot (self-test with its golden
 //     vectors) and scores one frame in a fresh process of its own
-//     (TestLoadSlotFootprintHelper), metrics *_loadslot_*. That
+//     (loadSlotHelper), metrics *_loadslot_*. That
 //     process's RSS with the engine alone (ONNX Runtime initialised, or
 //     nothing) is loadslot_base_*; the difference is the model's cost.
 //

@@ -8,7 +8,6 @@ import (
 	"image"
 	"image/png"
 	"math"
-	"math/rand/v2"
 	"os"
 	"path/filepath"
 	"strings"
@@ -21,45 +20,14 @@ import (
 	"github.com/outpost-edge/outpost/agent/infer"
 	"github.com/outpost-edge/outpost/agent/ingest"
 	"github.com/outpost-edge/outpost/agent/pipeline"
-	"github.com/outpost-edge/outpost/models/goengine"
 	"github.com/outpost-edge/outpost/models/manifest"
 	"github.com/outpost-edge/outpost/models/onnx"
-	modelvalidate "github.com/outpost-edge/outpost/models/validate"
+	"github.com/outpost-edge/outpost/sync/state"
+	"github.com/outpost-edge/outpost/test/fleettest"
 	"github.com/outpost-edge/outpost/test/kafkatest"
 	"github.com/outpost-edge/outpost/test/service"
 	"github.com/outpost-edge/outpost/test/testenv"
 )
-
-// writeV2Package packages model with m's inputs: golden vectors are
-// random rows run on the pure-Go engine, the way a data scientist's
-// import computes them.
-func writeV2Package(t *testing.T, dir string, m *manifest.Manifest, model []byte) {
-	t.Helper()
-	eng, err := goengine.Load(model)
-	if err != nil {
-		t.Fatal(err)
-	}
-	info, err := onnx.Inspect(model)
-	if err != nil {
-		t.Fatal(err)
-	}
-	rng := rand.New(rand.NewPCG(1, 2))
-	w := m.RowWidth()
-	for range 4 {
-		in := make([]float32, w)
-		for i := range in {
-			in[i] = float32(rng.NormFloat64())
-		}
-		out, err := modelvalidate.Rows(m, info, eng)(in, w)
-		if err != nil {
-			t.Fatal(err)
-		}
-		m.Golden = append(m.Golden, manifest.Golden{Input: in, Output: out, Tolerance: 1e-4})
-	}
-	if err := manifest.Write(dir, m, model); err != nil {
-		t.Fatal(err)
-	}
-}
 
 // TestRawSignalModelsReachKafka runs the whole agent against the hub and
 // the real Kafka broker with two pipelines on the simulator's vibration:
@@ -80,7 +48,7 @@ func TestRawSignalModelsReachKafka(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	writeV2Package(t, filepath.Join(models, "cnn", infer.Active), &manifest.Manifest{Name: "vibration-cnn", Version: 1, Task: "anomaly",
+	fleettest.WritePackage(t, filepath.Join(models, "cnn", infer.Active), &manifest.Manifest{Name: "vibration-cnn", Version: 1, Task: "anomaly",
 		Inputs: []manifest.Input{{Name: "wave", Kind: manifest.Sequence, Sequence: &manifest.SequenceSpec{
 			Fields: []string{"vibration"}, Steps: 100, Layout: "NCT", MinSamples: 50, Short: "pad",
 			Normalize: []manifest.Norm{{Mean: 0.5, Std: 0.2}}}}},
@@ -94,70 +62,30 @@ func TestRawSignalModelsReachKafka(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	writeV2Package(t, filepath.Join(models, "spectrum", infer.Active), &manifest.Manifest{Name: "vibration-spectrum", Version: 1, Task: "anomaly",
+	fleettest.WritePackage(t, filepath.Join(models, "spectrum", infer.Active), &manifest.Manifest{Name: "vibration-spectrum", Version: 1, Task: "anomaly",
 		Inputs: []manifest.Input{{Kind: manifest.Spectrum, Spectrum: spec}}, Outputs: manifest.Outputs{Threshold: 0.99}}, logistic)
 
-	acfg := agent.Defaults()
-	acfg.Device.ID = "edge-raw"
-	acfg.Runtime.ONNXRuntime = testenv.ORTLibrary(t)
-	acfg.DataDir = t.TempDir()
-	acfg.Hub.URL = "tcp://" + h.MQTTAddr()
-	acfg.Hub.Username, acfg.Hub.Password = creds.Username, creds.Password
-	acfg.Uplink.AckTimeout = time.Second
-	mport, _ := service.FreePort()
-	acfg.Metrics.Listen = service.Addr(mport)
 	sim := ingest.SourceConfig{Type: "simulator", Simulator: ingest.SimulatorConfig{Sensors: 2, Rate: 50, Noise: 0.05, Seed: 9}}
 	dec := ingest.DecodeConfig{KeyField: "sensor", TimeField: "ts", Fields: []string{"vibration", "current"}}
 	win := pipeline.WindowConfig{Kind: "tumbling", Size: 2 * time.Second, MaxOutOfOrder: 100 * time.Millisecond}
-	acfg.Pipelines = []pipeline.Config{
+	stop := runAgent(t, h, creds, "edge-raw", []pipeline.Config{
 		{Name: "cnn", Source: sim, Decode: dec, Window: win, Aggregations: []string{"count"},
 			Model: &infer.Config{Dir: filepath.Join(models, "cnn"), Threads: 1}},
 		{Name: "spectrum", Source: sim, Decode: dec, Window: win, Aggregations: []string{"count"},
 			Model: &infer.Config{Dir: filepath.Join(models, "spectrum"), Engine: "go"}},
-	}
-	if err := acfg.Validate(); err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- agent.Run(ctx, acfg, testLogger(t)) }()
-	defer func() {
-		cancel()
-		if err := <-done; err != nil {
-			t.Errorf("agent: %v", err)
-		}
-	}()
-
-	cl, err := kgo.NewClient(kgo.SeedBrokers(brokers...), kgo.ConsumeResetOffset(kgo.NewOffset().AtStart()),
-		kgo.FetchIsolationLevel(kgo.ReadCommitted()), kgo.ConsumeTopics(cfg.Kafka.TopicPrefix+"inferences"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer cl.Close()
+	})
+	defer stop()
 	byModel := map[string]int{}
-	deadline := time.Now().Add(60 * time.Second)
-	for (byModel["vibration-cnn"] < 4 || byModel["vibration-spectrum"] < 4) && time.Now().Before(deadline) {
-		fctx, fcancel := context.WithTimeout(context.Background(), 2*time.Second)
-		cl.PollFetches(fctx).EachRecord(func(r *kgo.Record) {
-			var v struct {
-				Device string                   `json:"device"`
-				Data   pipeline.InferenceRecord `json:"data"`
-			}
-			if err := json.Unmarshal(r.Value, &v); err != nil {
-				t.Errorf("%s: %v", r.Topic, err)
-				return
-			}
-			d := v.Data
-			if v.Device != "edge-raw" || len(d.Scores) != 1 || d.Scores[0] <= 0 || d.Scores[0] >= 1 || !strings.HasPrefix(d.Key, "sensor-") {
-				t.Errorf("inference record %+v from %s", d, v.Device)
-			}
-			if want := map[string]string{"cnn": "vibration-cnn", "spectrum": "vibration-spectrum"}[d.Pipeline]; d.Model != want {
-				t.Errorf("pipeline %s scored by %s, want %s", d.Pipeline, d.Model, want)
-			}
-			byModel[d.Model]++
-		})
-		fcancel()
-	}
+	readInferences(t, brokers, cfg.Kafka.TopicPrefix+"inferences", func(device string, d pipeline.InferenceRecord) bool {
+		if device != "edge-raw" || len(d.Scores) != 1 || d.Scores[0] <= 0 || d.Scores[0] >= 1 || !strings.HasPrefix(d.Key, "sensor-") {
+			t.Errorf("inference record %+v from %s", d, device)
+		}
+		if want := map[string]string{"cnn": "vibration-cnn", "spectrum": "vibration-spectrum"}[d.Pipeline]; d.Model != want {
+			t.Errorf("pipeline %s scored by %s, want %s", d.Pipeline, d.Model, want)
+		}
+		byModel[d.Model]++
+		return byModel["vibration-cnn"] >= 4 && byModel["vibration-spectrum"] >= 4
+	})
 	if byModel["vibration-cnn"] < 4 || byModel["vibration-spectrum"] < 4 {
 		t.Fatalf("inferences in Kafka by model: %v, want ≥ 4 of each", byModel)
 	}
@@ -181,7 +109,7 @@ func TestImageModelReachesKafka(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	writeV2Package(t, filepath.Join(models, infer.Active), &manifest.Manifest{Name: "door-cnn", Version: 1, Task: "classification",
+	fleettest.WritePackage(t, filepath.Join(models, infer.Active), &manifest.Manifest{Name: "door-cnn", Version: 1, Task: "classification",
 		Inputs:  []manifest.Input{{Name: "frame", Kind: manifest.Image, Image: &manifest.ImageSpec{Width: 32, Height: 32, Channels: "RGB"}}},
 		Outputs: manifest.Outputs{Labels: []string{"closed", "open"}}}, cnn)
 	watch := t.TempDir()
@@ -204,57 +132,19 @@ func TestImageModelReachesKafka(t *testing.T) {
 		}
 	}
 
-	acfg := agent.Defaults()
-	acfg.Device.ID = "edge-cam"
-	acfg.DataDir = t.TempDir()
-	acfg.Hub.URL = "tcp://" + h.MQTTAddr()
-	acfg.Hub.Username, acfg.Hub.Password = creds.Username, creds.Password
-	acfg.Uplink.AckTimeout = time.Second
-	mport, _ := service.FreePort()
-	acfg.Metrics.Listen = service.Addr(mport)
-	acfg.Pipelines = []pipeline.Config{{Name: "door",
+	stop := runAgent(t, h, creds, "edge-cam", []pipeline.Config{{Name: "door",
 		Source: ingest.SourceConfig{Type: "image", Image: ingest.ImageConfig{Dir: watch, Key: "door-1", Settle: 10 * time.Millisecond}},
-		Model:  &infer.Config{Dir: models, Engine: "go"}}}
-	if err := acfg.Validate(); err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- agent.Run(ctx, acfg, testLogger(t)) }()
-	defer func() {
-		cancel()
-		if err := <-done; err != nil {
-			t.Errorf("agent: %v", err)
-		}
-	}()
-	cl, err := kgo.NewClient(kgo.SeedBrokers(brokers...), kgo.ConsumeResetOffset(kgo.NewOffset().AtStart()),
-		kgo.FetchIsolationLevel(kgo.ReadCommitted()), kgo.ConsumeTopics(cfg.Kafka.TopicPrefix+"inferences"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer cl.Close()
+		Model:  &infer.Config{Dir: models, Engine: "go"}}})
+	defer stop()
 	seen := map[string]int{}
-	deadline := time.Now().Add(60 * time.Second)
-	for len(seen) < frames && time.Now().Before(deadline) {
-		fctx, fcancel := context.WithTimeout(context.Background(), 2*time.Second)
-		cl.PollFetches(fctx).EachRecord(func(r *kgo.Record) {
-			var v struct {
-				Device string                   `json:"device"`
-				Data   pipeline.InferenceRecord `json:"data"`
-			}
-			if err := json.Unmarshal(r.Value, &v); err != nil {
-				t.Errorf("%s: %v", r.Topic, err)
-				return
-			}
-			d := v.Data
-			if v.Device != "edge-cam" || d.Key != "door-1" || d.Model != "door-cnn" || d.Firing != "frame" || len(d.Scores) != 2 ||
-				math.Abs(float64(d.Scores[0]+d.Scores[1])-1) > 1e-5 || (d.Label != "open" && d.Label != "closed") {
-				t.Errorf("inference record %+v from %s", d, v.Device)
-			}
-			seen[d.Frame]++
-		})
-		fcancel()
-	}
+	readInferences(t, brokers, cfg.Kafka.TopicPrefix+"inferences", func(device string, d pipeline.InferenceRecord) bool {
+		if device != "edge-cam" || d.Key != "door-1" || d.Model != "door-cnn" || d.Firing != "frame" || len(d.Scores) != 2 ||
+			math.Abs(float64(d.Scores[0]+d.Scores[1])-1) > 1e-5 || (d.Label != "open" && d.Label != "closed") {
+			t.Errorf("inference record %+v from %s", d, device)
+		}
+		seen[d.Frame]++
+		return len(seen) == frames
+	})
 	if len(seen) != frames {
 		t.Fatalf("frames scored in Kafka: %v, want %d", seen, frames)
 	}
@@ -265,4 +155,60 @@ func TestImageModelReachesKafka(t *testing.T) {
 	}
 	left, _ := filepath.Glob(filepath.Join(watch, "*.png"))
 	t.Fatalf("frames left in the watched directory after delivery: %v", left)
+}
+
+// runAgent runs the whole agent (agent.Run) as device id against h with
+// these pipelines, its ONNX Runtime from the download cache; stop ends
+// it and reports its error.
+func runAgent(t *testing.T, h interface{ MQTTAddr() string }, creds state.Credentials, id string, pipes []pipeline.Config) (stop func()) {
+	t.Helper()
+	acfg := agent.Defaults()
+	acfg.Device.ID = id
+	acfg.Runtime.ONNXRuntime = testenv.ORTLibrary(t)
+	acfg.DataDir = t.TempDir()
+	acfg.Hub.URL = "tcp://" + h.MQTTAddr()
+	acfg.Hub.Username, acfg.Hub.Password = creds.Username, creds.Password
+	acfg.Uplink.AckTimeout = time.Second
+	mport, _ := service.FreePort()
+	acfg.Metrics.Listen = service.Addr(mport)
+	acfg.Pipelines = pipes
+	if err := acfg.Validate(); err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- agent.Run(ctx, acfg, testLogger(t)) }()
+	return func() {
+		cancel()
+		if err := <-done; err != nil {
+			t.Errorf("agent: %v", err)
+		}
+	}
+}
+
+// readInferences reads inference records from topic (read_committed)
+// and hands each to seen until it returns true or 60 s pass.
+func readInferences(t *testing.T, brokers []string, topic string, seen func(device string, d pipeline.InferenceRecord) bool) {
+	t.Helper()
+	cl, err := kgo.NewClient(kgo.SeedBrokers(brokers...), kgo.ConsumeResetOffset(kgo.NewOffset().AtStart()),
+		kgo.FetchIsolationLevel(kgo.ReadCommitted()), kgo.ConsumeTopics(topic))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cl.Close()
+	for deadline, enough := time.Now().Add(60*time.Second), false; !enough && time.Now().Before(deadline); {
+		fctx, fcancel := context.WithTimeout(context.Background(), 2*time.Second)
+		cl.PollFetches(fctx).EachRecord(func(r *kgo.Record) {
+			var v struct {
+				Device string                   `json:"device"`
+				Data   pipeline.InferenceRecord `json:"data"`
+			}
+			if err := json.Unmarshal(r.Value, &v); err != nil {
+				t.Errorf("%s: %v", r.Topic, err)
+				return
+			}
+			enough = seen(v.Device, v.Data) || enough
+		})
+		fcancel()
+	}
 }
