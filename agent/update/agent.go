@@ -40,7 +40,11 @@ func (m *Manager) stepAgent(ctx context.Context, j *job) {
 			m.transition(ctx, j, state.PhaseSwitching, "")
 			return
 		}
-		if err := m.download(ctx, j); err != nil {
+		done, err := m.download(ctx, j)
+		if !done {
+			return
+		}
+		if err != nil {
 			m.retry(ctx, j, err)
 			return
 		}

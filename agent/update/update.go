@@ -24,6 +24,7 @@ import (
 	"time"
 
 	"github.com/theupdateframework/go-tuf/v2/metadata"
+	"golang.org/x/sync/errgroup"
 
 	"github.com/outpost-edge/outpost/agent/infer"
 	"github.com/outpost-edge/outpost/agent/outbox"
@@ -186,6 +187,18 @@ type Manager struct {
 	failures  map[string]int          // failed tries in a row, by model: the backoff's exponent
 	shadow0   map[string]pipeline.ShadowStats
 	baseline  map[string][5]int64 // health counters at the switch (or restart), by runner
+	fetching  map[string]*fetch   // downloads running in the background, by model
+	bg        errgroup.Group      // the downloads' goroutines
+}
+
+// fetch is one job's download, running beside the machine: a large
+// package on a slow link must not hold up a rollback order or another
+// model's probation.
+type fetch struct {
+	job    *job
+	cancel context.CancelFunc
+	done   chan struct{}
+	err    error // set before done closes
 }
 
 // Recover runs before the pipelines load their models: it finishes a
@@ -242,7 +255,7 @@ func Recover(ctx context.Context, cfg Config, st Store, dirs []string, boot int6
 func New(ctx context.Context, cfg Config, o Options, runners []Runner) (*Manager, error) {
 	m := &Manager{cfg: cfg, o: o, log: o.Log, desired: make(chan state.Desired, 1), current: map[string]state.ModelStatus{},
 		loaded: map[string]*infer.Model{}, until: map[string]time.Time{}, baseline: map[string][5]int64{},
-		shadowTo: map[string]time.Time{}, shadow0: map[string]pipeline.ShadowStats{}, notBefore: map[string]time.Time{}, failures: map[string]int{}}
+		shadowTo: map[string]time.Time{}, shadow0: map[string]pipeline.ShadowStats{}, notBefore: map[string]time.Time{}, failures: map[string]int{}, fetching: map[string]*fetch{}}
 	if m.log == nil {
 		m.log = slog.New(slog.DiscardHandler)
 	}
@@ -353,6 +366,7 @@ func (m *Manager) Run(ctx context.Context) error {
 	for {
 		select {
 		case <-ctx.Done():
+			m.bg.Wait() // ctx ends the downloads
 			for _, l := range m.loaded {
 				l.Close()
 			}
@@ -387,6 +401,7 @@ func (m *Manager) plan(ctx context.Context, d state.Desired) {
 			if j.Phase == state.PhaseProbation || j.Phase == state.PhaseSwitching || j.Phase == state.PhaseRollingBack {
 				continue // finish first: the other slot holds the rollback
 			}
+			m.abandon(name)
 			m.transition(ctx, j, state.PhaseFailed, "superseded by desired version "+fmt.Sprint(d.Version))
 		}
 		if from == want.Version {
@@ -517,7 +532,11 @@ func (m *Manager) step(ctx context.Context, j *job) {
 	}
 	switch j.Phase {
 	case state.PhaseDownloading:
-		if err := m.download(ctx, j); err != nil {
+		done, err := m.download(ctx, j)
+		if !done {
+			return
+		}
+		if err != nil {
 			m.retry(ctx, j, err)
 			return
 		}
@@ -608,15 +627,50 @@ func (m *Manager) verifyFailed(ctx context.Context, j *job, err error) {
 	}
 }
 
-func (m *Manager) download(ctx context.Context, j *job) error {
-	if err := m.o.Fetcher.Refresh(); err != nil {
-		return err
+// download starts j's download in the background, or reports on the one
+// running: done is false while it runs. Refreshing the metadata is part
+// of it, since a mirror may stall there too.
+func (m *Manager) download(ctx context.Context, j *job) (done bool, err error) {
+	if f := m.fetching[j.Model]; f != nil {
+		if f.job != j { // an earlier job's, superseded: it ends first
+			f.cancel()
+		}
+		select {
+		case <-f.done:
+			delete(m.fetching, j.Model)
+			if f.job == j {
+				return true, f.err
+			}
+		default:
+			return false, nil
+		}
 	}
-	tf, _, err := m.signedTarget(j)
-	if err != nil {
-		return err
+	fctx, cancel := context.WithCancel(ctx)
+	f := &fetch{job: j, cancel: cancel, done: make(chan struct{})}
+	m.fetching[j.Model] = f
+	dst := m.staged(j) + ".tar"
+	m.bg.Go(func() error {
+		defer close(f.done)
+		defer cancel()
+		if f.err = m.o.Fetcher.Refresh(); f.err != nil {
+			return nil
+		}
+		var tf *metadata.TargetFiles
+		if tf, _, f.err = m.signedTarget(j); f.err != nil {
+			return nil
+		}
+		f.err = m.o.Fetcher.Download(fctx, tf, dst)
+		return nil // the error is the job's, not the manager's
+	})
+	return false, nil
+}
+
+// abandon stops model's background download, if one runs; its partial
+// file stays for a later job to resume, which starts once it has ended.
+func (m *Manager) abandon(model string) {
+	if f := m.fetching[model]; f != nil {
+		f.cancel()
 	}
-	return m.o.Fetcher.Download(ctx, tf, m.staged(j)+".tar")
 }
 
 // signedTarget is j's target as the signed metadata describes it, checked

@@ -29,6 +29,12 @@ import (
 // features, with golden vectors. badGolden makes the golden output wrong.
 func pkg(t *testing.T, v int64, w float32, badGolden bool) (manifestJSON, model []byte) {
 	t.Helper()
+	return pkgOf(t, "m", v, w, badGolden)
+}
+
+// pkgOf is pkg for a model of another name.
+func pkgOf(t *testing.T, name string, v int64, w float32, badGolden bool) (manifestJSON, model []byte) {
+	t.Helper()
 	model, err := onnx.Logistic([][]float32{{w, w}}, []float32{-1})
 	if err != nil {
 		t.Fatal(err)
@@ -38,7 +44,7 @@ func pkg(t *testing.T, v int64, w float32, badGolden bool) (manifestJSON, model 
 		out = 0.9
 	}
 	m := &manifest.Manifest{
-		Name: "m", Version: v, Task: "anomaly",
+		Name: name, Version: v, Task: "anomaly",
 		Features: []manifest.Feature{{Field: "x", Agg: "mean", Std: 1}, {Field: "x", Agg: "max", Std: 1}},
 		Outputs:  manifest.Outputs{Threshold: 0.5},
 		Golden:   []manifest.Golden{{Input: []float32{0, 0}, Output: []float32{out}, Tolerance: 1e-5}},
@@ -57,6 +63,7 @@ func pkg(t *testing.T, v int64, w float32, badGolden bool) (manifestJSON, model 
 // runner is a pipeline as the manager sees it; its health counters are
 // set by the test.
 type runner struct {
+	name    string // "p" when empty
 	dir     string
 	mu      sync.Mutex
 	model   *infer.Model
@@ -71,7 +78,12 @@ type runner struct {
 	shadowRows, shadowAgree atomic.Int64
 }
 
-func (r *runner) Name() string { return "p" }
+func (r *runner) Name() string {
+	if r.name == "" {
+		return "p"
+	}
+	return r.name
+}
 func (r *runner) ModelConfig() (infer.Config, bool) {
 	return infer.Config{Dir: r.dir, Engine: "go"}, true
 }
@@ -120,6 +132,31 @@ type world struct {
 	db       *store.Store
 	ob       *outbox.Outbox
 	boot     int64
+	// slow, when set, is a part of the paths whose downloads trickle: a byte every
+	// 100 ms, never long enough without one to count as stalled.
+	slow atomic.Value
+}
+
+func (w *world) serve(rw http.ResponseWriter, r *http.Request) {
+	if p, _ := w.slow.Load().(string); p == "" || !strings.Contains(r.URL.Path, p) {
+		http.FileServer(http.Dir(w.repoDir)).ServeHTTP(rw, r)
+		return
+	}
+	data, err := os.ReadFile(filepath.Join(w.repoDir, filepath.FromSlash(r.URL.Path)))
+	if err != nil {
+		http.NotFound(rw, r)
+		return
+	}
+	rw.WriteHeader(http.StatusOK)
+	for _, b := range data {
+		select {
+		case <-r.Context().Done():
+			return
+		case <-time.After(100 * time.Millisecond):
+		}
+		rw.Write([]byte{b})
+		rw.(http.Flusher).Flush()
+	}
 }
 
 func newWorld(t *testing.T) *world {
@@ -136,7 +173,7 @@ func newWorld(t *testing.T) *world {
 	if w.repo, err = tuf.Init(w.repoDir, []ed25519.PrivateKey{rk}, 1, online, nil); err != nil {
 		t.Fatal(err)
 	}
-	w.srv = httptest.NewServer(http.FileServer(http.Dir(w.repoDir)))
+	w.srv = httptest.NewServer(http.HandlerFunc(w.serve))
 	t.Cleanup(w.srv.Close)
 	if w.root, err = w.repo.TrustedRoot(); err != nil {
 		t.Fatal(err)
@@ -180,14 +217,17 @@ func (w *world) open(t *testing.T) {
 
 func (w *world) publish(t *testing.T, v int64, weight float32, badGolden bool) string {
 	t.Helper()
-	mj, model := pkg(t, v, weight, badGolden)
-	m, _ := manifest.Parse(mj)
-	data, _ := manifest.Pack(mj, model)
-	name := tuf.ModelTargetName("m", v)
-	if _, err := w.repo.AddTarget(name, data, tuf.ModelTarget{Model: "m", Version: v, Arch: []string{runtime.GOARCH}, ManifestSHA256: manifest.Digest(mj)}); err != nil {
+	return w.publishOf(t, "m", v, weight, badGolden)
+}
+
+func (w *world) publishOf(t *testing.T, model string, v int64, weight float32, badGolden bool) string {
+	t.Helper()
+	mj, onnxModel := pkgOf(t, model, v, weight, badGolden)
+	data, _ := manifest.Pack(mj, onnxModel)
+	name := tuf.ModelTargetName(model, v)
+	if _, err := w.repo.AddTarget(name, data, tuf.ModelTarget{Model: model, Version: v, Arch: []string{runtime.GOARCH}, ManifestSHA256: manifest.Digest(mj)}); err != nil {
 		t.Fatal(err)
 	}
-	_ = m
 	return name
 }
 
@@ -195,22 +235,40 @@ func (w *world) publish(t *testing.T, v int64, weight float32, badGolden bool) s
 // starts a manager; it returns the runner and a stop function.
 func (w *world) start(t *testing.T, cfg Config, crash func(string)) (*runner, *Manager, func()) {
 	t.Helper()
+	rs, m, stop := w.startRunners(t, cfg, crash, map[string]string{"p": w.modelDir})
+	return rs["p"], m, stop
+}
+
+// startRunners is start with a pipeline per entry of dirs (name to model
+// directory).
+func (w *world) startRunners(t *testing.T, cfg Config, crash func(string), dirs map[string]string) (map[string]*runner, *Manager, func()) {
+	t.Helper()
 	ctx, cancel := context.WithCancel(context.Background())
 	log := slog.New(slog.DiscardHandler)
-	if err := Recover(ctx, cfg, w.ob, []string{w.modelDir}, w.boot, log); err != nil {
+	var all []string
+	for _, name := range sortedKeys(dirs) {
+		all = append(all, dirs[name])
+	}
+	if err := Recover(ctx, cfg, w.ob, all, w.boot, log); err != nil {
 		t.Fatal(err)
 	}
-	r := &runner{dir: w.modelDir}
-	mod, err := infer.LoadSlot(infer.Config{Dir: w.modelDir, Engine: "go"}, infer.Active, log)
-	if err != nil {
-		t.Fatalf("after recovery the active slot does not load: %v", err)
+	rs := map[string]*runner{}
+	var runners []Runner
+	for _, name := range sortedKeys(dirs) {
+		r := &runner{name: name, dir: dirs[name]}
+		mod, err := infer.LoadSlot(infer.Config{Dir: r.dir, Engine: "go"}, infer.Active, log)
+		if err != nil {
+			t.Fatalf("after recovery the active slot of %s does not load: %v", name, err)
+		}
+		r.model, r.initial = mod, mod.Manifest
+		rs[name] = r
+		runners = append(runners, r)
 	}
-	r.model, r.initial = mod, mod.Manifest
 	c, err := tuf.NewClient(w.root, w.srv.URL, filepath.Join(w.dataDir, "tuf"))
 	if err != nil {
 		t.Fatal(err)
 	}
-	m, err := New(ctx, cfg, Options{Store: w.ob, Fetcher: c, Staging: filepath.Join(w.dataDir, "staging"), Boot: w.boot, Log: log, Crash: crash}, []Runner{r})
+	m, err := New(ctx, cfg, Options{Store: w.ob, Fetcher: c, Staging: filepath.Join(w.dataDir, "staging"), Boot: w.boot, Log: log, Crash: crash}, runners)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -218,7 +276,7 @@ func (w *world) start(t *testing.T, cfg Config, crash func(string)) (*runner, *M
 	go func() { defer close(done); m.Run(ctx) }()
 	stop := func() { cancel(); <-done }
 	t.Cleanup(stop)
-	return r, m, stop
+	return rs, m, stop
 }
 
 func desired(version int64, modelVersion int64, target, rollout string) state.Desired {
@@ -228,16 +286,22 @@ func desired(version int64, modelVersion int64, target, rollout string) state.De
 // waitPhase waits until model m's update reaches a terminal phase.
 func waitPhase(t *testing.T, m *Manager) state.Update {
 	t.Helper()
+	return waitPhaseOf(t, m, "m")
+}
+
+// waitPhaseOf waits until model's update reaches a terminal phase.
+func waitPhaseOf(t *testing.T, m *Manager, model string) state.Update {
+	t.Helper()
 	deadline := time.Now().Add(20 * time.Second)
 	for time.Now().Before(deadline) {
 		_, ups, _ := m.Report()
-		if u, ok := ups["m"]; ok && state.Terminal(u.Phase) {
+		if u, ok := ups[model]; ok && state.Terminal(u.Phase) {
 			return u
 		}
 		time.Sleep(20 * time.Millisecond)
 	}
 	_, ups, _ := m.Report()
-	t.Fatalf("no terminal phase within 20s: %+v", ups["m"])
+	t.Fatalf("%s: no terminal phase within 20s: %+v", model, ups[model])
 	return state.Update{}
 }
 

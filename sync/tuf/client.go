@@ -10,6 +10,7 @@ import (
 	"os"
 	"path"
 	"path/filepath"
+	"sync"
 	"time"
 
 	"github.com/theupdateframework/go-tuf/v2/metadata"
@@ -22,8 +23,14 @@ import (
 
 // Client is the agent's side: it trusts the root it was provisioned with
 // and verifies every metadata file and artifact against it.
+// It is safe for concurrent use: the agent downloads one model's target
+// while it verifies another's.
 type Client struct {
-	cfg         *config.UpdaterConfig
+	cfg *config.UpdaterConfig
+	// refreshing serialises refreshes, which write the metadata directory;
+	// mu guards up alone, so a lookup never waits for a slow mirror.
+	refreshing  sync.Mutex
+	mu          sync.Mutex
 	up          *updater.Updater // of the last Refresh: go-tuf updaters refresh once
 	provisioned []byte
 	targetsURL  string
@@ -104,6 +111,8 @@ func withTimeouts(hc *http.Client) *http.Client {
 // It starts from the newest root this device has verified (kept in the
 // metadata directory), or the provisioned one.
 func (c *Client) Refresh() error {
+	c.refreshing.Lock()
+	defer c.refreshing.Unlock()
 	cfg := *c.cfg
 	if root, err := os.ReadFile(filepath.Join(c.cfg.LocalMetadataDir, "root.json")); err == nil {
 		cfg.LocalTrustedRoot = root
@@ -117,19 +126,28 @@ func (c *Client) Refresh() error {
 	if err := up.Refresh(); err != nil {
 		return fmt.Errorf("tuf: refresh: %w", err)
 	}
+	c.mu.Lock()
 	c.up = up
+	c.mu.Unlock()
 	return nil
 }
 
 // Target returns the signed description of a target, as of the last
 // Refresh (made now when there was none yet).
 func (c *Client) Target(name string) (*metadata.TargetFiles, error) {
-	if c.up == nil {
+	c.mu.Lock()
+	missing := c.up == nil
+	c.mu.Unlock()
+	if missing {
 		if err := c.Refresh(); err != nil {
 			return nil, err
 		}
 	}
+	// The updater is not safe for concurrent use; a lookup is local (this
+	// repository has no delegations to fetch).
+	c.mu.Lock()
 	tf, err := c.up.GetTargetInfo(name)
+	c.mu.Unlock()
 	if err != nil {
 		return nil, fmt.Errorf("tuf: target %s: %w", name, err)
 	}
