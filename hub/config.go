@@ -76,7 +76,7 @@ func Defaults() *Config {
 		},
 		Ingest:  ingest.Config{MaxBytes: 8 << 30, MaxAge: 7 * 24 * time.Hour, Replicas: 1, TrimInterval: time.Second},
 		Kafka:   kafka.Config{TopicPrefix: "outpost.", Partitions: 3, Replication: 1},
-		Bridge:  bridge.Config{BatchMessages: 512, Linger: 20 * time.Millisecond, Compression: "lz4", Format: "json"},
+		Bridge:  bridge.Config{BatchMessages: 512, Linger: 20 * time.Millisecond, Compression: "lz4", Format: "json", SharedDecodeBytes: 64 << 20},
 		Devices: DevicesConfig{CertValidity: devca.DefaultValidity},
 		HTTP:    HTTPConfig{Listen: "127.0.0.1:8080"},
 		Updates: updates.Config{TimestampExpiry: 24 * time.Hour, RolloutInterval: time.Second},
@@ -195,6 +195,9 @@ func (c *Config) Validate() error {
 	}
 	if c.Bridge.Linger < time.Millisecond || c.Bridge.Linger > 10*time.Second {
 		errs.Add("bridge.linger", fmt.Sprintf("must be 1ms to 10s, got %s", c.Bridge.Linger))
+	}
+	if c.Bridge.SharedDecodeBytes < 0 || c.Bridge.SharedDecodeBytes > 16<<30 {
+		errs.Add("bridge.shared_decode_bytes", fmt.Sprintf("must be 0 to 17179869184, got %d", c.Bridge.SharedDecodeBytes))
 	}
 	switch c.Bridge.Compression {
 	case "none", "lz4", "zstd":

@@ -42,27 +42,30 @@ import (
 
 // Hub is a running hub.
 type Hub struct {
-	cfg      *Config
-	log      *slog.Logger
-	broker   *broker.Broker
-	kafka    *kafka.Conn
-	nc       *nats.Conn
-	devices  *devices
-	http     *http.Server
-	httpLn   net.Listener
-	acker    *ingest.Acker
-	registry *registry.Registry
-	ca       atomic.Pointer[devca.CA] // set once JetStream is up
-	bridge   *bridge.Bridge
-	leader   atomic.Bool
-	stream   jetstream.Stream
-	models   *modelstore.Store
-	updates  *updates.Service
-	rollouts *rollout.Controller
-	trainer  *trainer.Trainer
-	events   *kafkaSink
-	audit    *console.Audit
-	timeline *console.Timeline
+	cfg     *Config
+	log     *slog.Logger
+	broker  *broker.Broker
+	kafka   *kafka.Conn
+	nc      *nats.Conn
+	devices *devices
+	http    *http.Server
+	httpLn  net.Listener
+	acker   *ingest.Acker
+	// decodings are the payloads the acker decoded, waiting for the
+	// bridge.
+	decodings *envelope.Shared
+	registry  *registry.Registry
+	ca        atomic.Pointer[devca.CA] // set once JetStream is up
+	bridge    *bridge.Bridge
+	leader    atomic.Bool
+	stream    jetstream.Stream
+	models    *modelstore.Store
+	updates   *updates.Service
+	rollouts  *rollout.Controller
+	trainer   *trainer.Trainer
+	events    *kafkaSink
+	audit     *console.Audit
+	timeline  *console.Timeline
 	// timelineW writes the device timeline; nil until the pipeline starts.
 	timelineW atomic.Pointer[timelineWriter]
 	console   *console.Console
@@ -191,10 +194,13 @@ func (h *Hub) startPipeline(ctx context.Context, o Options) error {
 	}
 	// Each payload inflates to at most a few times the largest message.
 	dec := envelope.NewDecoder(int(h.cfg.Broker.MaxPayload) * envelope.InflateFactor)
-	h.acker = ingest.NewAcker(h.nc, dec, h.log)
+	// The acker and the bridge read the same stream: each payload is
+	// decoded once, by the first of them, for both.
+	h.decodings = envelope.NewShared(dec, int(h.cfg.Bridge.SharedDecodeBytes))
+	h.acker = ingest.NewAcker(h.nc, h.decodings, h.log)
 	h.trainer.Decoder = dec
 	h.bridge = bridge.New(h.cfg.Bridge, bridge.Options{
-		Decoder:         dec,
+		Decoder:         h.decodings,
 		Stream:          stream,
 		ClientOpts:      h.kafka.Opts,
 		Kafka:           h.cfg.Kafka,
@@ -327,6 +333,10 @@ type Stats struct {
 	IngestTrimmed    int64  `json:"ingest_trimmed"`
 	IngestOvertook   int64  `json:"ingest_trainer_skipped"`
 	AckerReplayed    int64  `json:"acker_replayed"`
+	// DecodeShared counts payloads the bridge took decoded from the acker;
+	// DecodeEvicted those dropped before it came (it decoded them again).
+	DecodeShared  int64 `json:"decode_shared"`
+	DecodeEvicted int64 `json:"decode_evicted"`
 	// Leader: this hub holds the pipeline lease and runs the bridge.
 	Leader bool `json:"leader"`
 	// StreamReplicas counts the copies of OUTPOST_UP that are current
@@ -353,6 +363,7 @@ func (h *Hub) Stats() Stats {
 	return Stats{
 		IngestFull: st.Full.Load(), IngestFullReason: reason, IngestBytes: st.Bytes.Load(), IngestMessages: st.Messages.Load(),
 		IngestTrimmed: st.Trimmed.Load(), IngestOvertook: st.Overtook.Load(), AckerReplayed: a.Replayed.Load(),
+		DecodeShared: h.decodings.Hits.Load(), DecodeEvicted: h.decodings.Evicted.Load(),
 		TrainerLabelled: tl, TrainerDrifts: td, TrainerReleases: tr, UnmatchedLabels: tu, BadLabels: bad,
 		AckerEnvelopes: a.Envelopes.Load(), AckerGaps: a.Gaps.Load(), Malformed: a.Malformed.Load(),
 		BridgeRecords: b.Records.Load(), BridgeDuplicates: b.Duplicates.Load(), BridgeGaps: b.Gaps.Load(),

@@ -37,6 +37,8 @@ func (h *Hub) metricsHandler() http.Handler {
 	counter("ingest_trimmed_messages_total", "Stream messages removed once Kafka (and the trainer) had them.", func(s Stats) int64 { return s.IngestTrimmed })
 	counter("ingest_trainer_skipped_messages_total", "Stream messages removed before the trainer read them, because the stream was over half full.", func(s Stats) int64 { return s.IngestOvertook })
 	counter("acker_replayed_messages_total", "Stream messages the acker read at start or failover to restore its marks.", func(s Stats) int64 { return s.AckerReplayed })
+	counter("decode_shared_total", "Device payloads the bridge took as the acker had decoded them (decoded once).", func(s Stats) int64 { return s.DecodeShared })
+	counter("decode_evicted_total", "Decoded payloads dropped before the bridge came (bridge.shared_decode_bytes exceeded); the bridge decoded them again.", func(s Stats) int64 { return s.DecodeEvicted })
 	gauge := func(name, help string, read func(Stats) float64) {
 		reg.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{Namespace: "outpost_hub", Name: name, Help: help},
 			func() float64 { return read(h.Stats()) }))

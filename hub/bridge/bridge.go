@@ -37,7 +37,10 @@ import (
 type Config struct {
 	BatchMessages int           `yaml:"batch_messages" usage:"most JetStream messages (envelopes) per Kafka transaction"`
 	Linger        time.Duration `yaml:"linger" usage:"how long a transaction waits to fill its batch"`
-	Compression   string        `yaml:"compression" usage:"Kafka batch compression: none, lz4 or zstd"`
+	// SharedDecodeBytes bounds the decodings the acker keeps for the
+	// bridge; a bridge further behind decodes for itself.
+	SharedDecodeBytes int64  `yaml:"shared_decode_bytes" usage:"decoded envelopes the acker holds for the bridge, in bytes (each payload is decoded once while the bridge is this close behind the acker; 0: each decodes its own)"`
+	Compression       string `yaml:"compression" usage:"Kafka batch compression: none, lz4 or zstd"`
 	// Format of record values. outpost.deadletter stays JSON in either:
 	// it holds what could not be understood.
 	Format         string         `yaml:"format" usage:"record value format: json or avro"`
@@ -54,9 +57,10 @@ type Options struct {
 	// TransactionalID must be stable per hub: it fences a zombie instance.
 	TransactionalID string
 	Log             *slog.Logger
-	// Decoder bounds what a payload may inflate to (nil: the package
-	// default).
-	Decoder *envelope.Decoder
+	// Decoder holds the decodings the bridge shares with the acker (nil:
+	// its own, with the package default bound), so that each payload is
+	// inflated and parsed once, and both judge it the same.
+	Decoder *envelope.Shared
 	// AfterCommit, when set, runs between the Kafka commit and the JetStream
 	// ack. Tests use it to crash the bridge at the worst moment.
 	AfterCommit func() error
@@ -96,7 +100,7 @@ const ConsumerName = "kafka-bridge"
 // New validates the options; Run does the work.
 func New(cfg Config, o Options) *Bridge {
 	if o.Decoder == nil {
-		o.Decoder = envelope.NewDecoder(envelope.DefaultMaxDecoded)
+		o.Decoder = envelope.NewShared(envelope.NewDecoder(envelope.DefaultMaxDecoded), 0)
 	}
 	return &Bridge{cfg: cfg, o: o, log: o.Log.With("component", "bridge"), marks: envelope.Watermarks{},
 		deadLog: rate.Sometimes{First: 10, Interval: 10 * time.Second}, backlogLog: rate.Sometimes{Interval: 30 * time.Second}}
@@ -270,7 +274,7 @@ func (b *Bridge) transfer(ctx context.Context, msgs []jetstream.Msg) error {
 	}
 	var recs []*kgo.Record
 	stale := func(i int) bool { return seqs[i] <= b.lastSeq }
-	dec, ready := decodeAll(b.o.Decoder, msgs, stale)
+	dec, ready := decodeAll(b.o.Decoder, msgs, seqs, stale)
 	for i, m := range msgs {
 		<-ready[i]
 		if stale(i) {
@@ -309,21 +313,24 @@ func (b *Bridge) transfer(ctx context.Context, msgs []jetstream.Msg) error {
 type decoded struct {
 	p      topics.Parsed
 	topErr error
-	e      *envelope.Envelope
-	err    error
+	envelope.Decoded
 }
 
-func decode(dec *envelope.Decoder, subject string, data []byte) decoded {
+// BridgeReader is the bridge's reader number in the decodings it shares
+// with the acker.
+const BridgeReader = 1
+
+func decode(dec *envelope.Shared, seq uint64, subject string, data []byte) decoded {
 	var d decoded
 	if d.p, d.topErr = topics.Parse(strings.ReplaceAll(subject, ".", "/")); d.topErr == nil {
-		d.e, d.err = dec.Decode(data)
+		d.Decoded = dec.Read(BridgeReader, seq, data)
 	}
 	return d
 }
 
 // decodeAll decodes msgs on every core in the background; ready[i] closes
 // when out[i] is set.
-func decodeAll(dec *envelope.Decoder, msgs []jetstream.Msg, skip func(i int) bool) (out []decoded, ready []chan struct{}) {
+func decodeAll(dec *envelope.Shared, msgs []jetstream.Msg, seqs []uint64, skip func(i int) bool) (out []decoded, ready []chan struct{}) {
 	out, ready = make([]decoded, len(msgs)), make([]chan struct{}, len(msgs))
 	for i := range ready {
 		ready[i] = make(chan struct{})
@@ -333,7 +340,7 @@ func decodeAll(dec *envelope.Decoder, msgs []jetstream.Msg, skip func(i int) boo
 		go func() {
 			for i := w; i < len(msgs); i += workers {
 				if !skip(i) {
-					out[i] = decode(dec, msgs[i].Subject(), msgs[i].Data())
+					out[i] = decode(dec, seqs[i], msgs[i].Subject(), msgs[i].Data())
 				}
 				close(ready[i])
 			}
@@ -351,10 +358,10 @@ func (b *Bridge) convert(recs []*kgo.Record, subject string, data []byte, d deco
 	if d.topErr != nil {
 		return dead(subjectDevice(subject), d.topErr.Error())
 	}
-	p, e, err := d.p, d.e, d.err
+	p, e, err := d.p, d.Envelope, d.Err
 	switch {
 	case err != nil:
-		b.acceptBadRecords(data, p, saved, touched, t)
+		b.acceptBadRecords(d, saved, touched, t)
 		return dead(p.Device, err.Error())
 	case e.Device != p.Device:
 		return dead(p.Device, fmt.Sprintf("envelope names device %q, topic names %q", e.Device, p.Device))
@@ -396,9 +403,9 @@ func (b *Bridge) convert(recs []*kgo.Record, subject string, data []byte, d deco
 // its marks past them too, or the device's next batch would look like a
 // gap and never be written. The whole payload goes to the dead-letter
 // topic, so nothing is lost.
-func (b *Bridge) acceptBadRecords(data []byte, p topics.Parsed, saved undo, touched map[string]bool, t *tally) {
-	h, err := b.o.Decoder.DecodeHeader(data)
-	if err != nil || h.Device != p.Device || h.Stream != p.Stream {
+func (b *Bridge) acceptBadRecords(d decoded, saved undo, touched map[string]bool, t *tally) {
+	h, p := d.Header, d.p
+	if d.HeaderErr != nil || h.Device != p.Device || h.Stream != p.Stream {
 		return // the acker refused it too
 	}
 	k := [3]string{h.Device, h.Epoch, h.Stream}

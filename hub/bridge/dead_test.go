@@ -19,7 +19,7 @@ func TestDeadLetterKeepsTheSubjectsDevice(t *testing.T) {
 	} {
 		data := []byte(`{"v":1}`)
 		var tl tally
-		recs := b.convert(nil, subject, data, decode(b.o.Decoder, subject, data), 7, undo{}, map[string]bool{}, &tl)
+		recs := b.convert(nil, subject, data, decode(b.o.Decoder, 7, subject, data), 7, undo{}, map[string]bool{}, &tl)
 		if len(recs) != 1 || tl.dead != 1 {
 			t.Fatalf("%s: %d records, %d dead", subject, len(recs), tl.dead)
 		}

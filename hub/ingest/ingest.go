@@ -75,17 +75,22 @@ type Stats struct {
 // Acker reads the stream in order and acks to devices.
 type Acker struct {
 	nc    *nats.Conn
-	dec   *envelope.Decoder
+	dec   *envelope.Shared
 	log   *slog.Logger
 	marks envelope.Watermarks
 	Stats Stats
 }
 
-// NewAcker builds an acker publishing on nc, decoding with dec (nil: the
-// package default bound).
-func NewAcker(nc *nats.Conn, dec *envelope.Decoder, log *slog.Logger) *Acker {
+// AckerReader is the acker's reader number in the decodings it shares
+// with the bridge (envelope.Shared).
+const AckerReader = 0
+
+// NewAcker builds an acker publishing on nc, reading through dec (nil:
+// its own, with the package default bound), which it shares with the
+// bridge so that each payload is decoded once.
+func NewAcker(nc *nats.Conn, dec *envelope.Shared, log *slog.Logger) *Acker {
 	if dec == nil {
-		dec = envelope.NewDecoder(envelope.DefaultMaxDecoded)
+		dec = envelope.NewShared(envelope.NewDecoder(envelope.DefaultMaxDecoded), 0)
 	}
 	return &Acker{nc: nc, dec: dec, log: log, marks: envelope.Watermarks{}}
 }
@@ -140,13 +145,19 @@ func (a *Acker) Run(ctx context.Context, s jetstream.Stream) error {
 			a.log.Warn("acker: next", "err", err)
 			continue
 		}
+		md, err := m.Metadata()
+		if err != nil {
+			// An ordered consumer's messages always have it.
+			a.log.Warn("acker: metadata", "err", err)
+			continue
+		}
 		if replayTo == 0 {
-			a.handle(m.Subject(), m.Data(), nil)
+			a.handle(md.Sequence.Stream, m.Subject(), m.Data(), nil)
 			continue
 		}
 		a.Stats.Replayed.Add(1)
-		a.handle(m.Subject(), m.Data(), replayed)
-		if md, err := m.Metadata(); err != nil || md.Sequence.Stream >= replayTo || md.NumPending == 0 {
+		a.handle(md.Sequence.Stream, m.Subject(), m.Data(), replayed)
+		if md.Sequence.Stream >= replayTo || md.NumPending == 0 {
 			finishReplay()
 		}
 	}
@@ -154,15 +165,17 @@ func (a *Acker) Run(ctx context.Context, s jetstream.Stream) error {
 
 // handle applies one stored envelope to the marks and acks it, or, during
 // the replay (replayed not nil), notes whom to ack once it is done.
-func (a *Acker) handle(subject string, data []byte, replayed map[[2]string]bool) {
+func (a *Acker) handle(seq uint64, subject string, data []byte, replayed map[[2]string]bool) {
 	p, err := topics.Parse(strings.ReplaceAll(subject, ".", "/"))
 	if err != nil || p.Kind != topics.KindUp {
 		a.Stats.Malformed.Add(1)
 		return
 	}
 	// The header is enough to ack: record times and data are the bridge's
-	// to check, and it dead-letters what fails.
-	e, err := a.dec.DecodeHeader(data)
+	// to check, and it dead-letters what fails. The whole payload is
+	// decoded here all the same, once, for the bridge to take.
+	d := a.dec.Read(AckerReader, seq, data)
+	e, err := d.Header, d.HeaderErr
 	if err != nil || e.Device != p.Device || e.Stream != p.Stream {
 		// The bridge sends it to the dead-letter topic with the reason.
 		a.Stats.Malformed.Add(1)

@@ -7,11 +7,11 @@ package envelope
 import (
 	"bytes"
 	"encoding/json"
-
 	"fmt"
-	gojson "github.com/goccy/go-json"
+	"sync"
 	"time"
 
+	gojson "github.com/goccy/go-json"
 	"github.com/klauspost/compress/zstd"
 )
 
@@ -103,16 +103,30 @@ func NewDecoder(maxDecoded int) *Decoder {
 
 var defaultDecoder = NewDecoder(DefaultMaxDecoded)
 
-// inflate returns payload, decompressed if it is a zstd frame.
-func (d *Decoder) inflate(payload []byte) ([]byte, error) {
+// inflated recycles the buffers payloads inflate into: the parsers copy
+// what they keep, so a storm of bombs reuses a few buffers of the bound
+// instead of leaving one behind per bomb for the collector.
+var inflated = sync.Pool{New: func() any { return new([]byte) }}
+
+// inflate returns payload, decompressed if it is a zstd frame; release
+// hands the buffer back once nothing reads it.
+func (d *Decoder) inflate(payload []byte) (raw []byte, release func(), err error) {
 	if !bytes.HasPrefix(payload, zstdMagic) {
-		return payload, nil
+		return payload, func() {}, nil
 	}
-	raw, err := d.zd.DecodeAll(payload, nil)
+	buf := inflated.Get().(*[]byte)
+	raw, err = d.zd.DecodeAll(payload, (*buf)[:0])
+	release = func() {
+		if cap(raw) > cap(*buf) {
+			*buf = raw[:0]
+		}
+		inflated.Put(buf)
+	}
 	if err != nil {
-		return nil, fmt.Errorf("%w: zstd (at most %d bytes inflated): %w", ErrMalformed, d.max, err)
+		release()
+		return nil, nil, fmt.Errorf("%w: zstd (at most %d bytes inflated): %w", ErrMalformed, d.max, err)
 	}
-	return raw, nil
+	return raw, release, nil
 }
 
 // Encode serialises e, compressing with zstd when compress is set.
@@ -135,10 +149,16 @@ func Decode(payload []byte) (*Envelope, error) { return defaultDecoder.Decode(pa
 
 // Decode parses and validates a payload.
 func (d *Decoder) Decode(payload []byte) (*Envelope, error) {
-	payload, err := d.inflate(payload)
+	payload, release, err := d.inflate(payload)
 	if err != nil {
 		return nil, err
 	}
+	defer release()
+	return decodeRaw(payload)
+}
+
+// decodeRaw parses and validates an inflated payload.
+func decodeRaw(payload []byte) (*Envelope, error) {
 	// goccy's decoder is fast but not hardened: on some malformed input it
 	// takes invalid JSON into a RawMessage ({""}) or panics (a truncated
 	// `{"":8,"":"0","st\`), both found by FuzzDecode. The standard

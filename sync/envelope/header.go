@@ -33,10 +33,16 @@ func DecodeHeader(payload []byte) (Header, error) { return defaultDecoder.Decode
 
 // DecodeHeader is the package's DecodeHeader with this decoder's bound.
 func (d *Decoder) DecodeHeader(payload []byte) (Header, error) {
-	payload, err := d.inflate(payload)
+	payload, release, err := d.inflate(payload)
 	if err != nil {
 		return Header{}, err
 	}
+	defer release()
+	return decodeHeaderRaw(payload)
+}
+
+// decodeHeaderRaw is DecodeHeader of an inflated payload.
+func decodeHeaderRaw(payload []byte) (Header, error) {
 	var w wireHeader
 	if err := unmarshal(payload, &w); err != nil {
 		return Header{}, err

@@ -50,6 +50,12 @@ func TestDevicesToKafka(t *testing.T) {
 	if st.BridgeRecords != int64(len(ids)*perDevice) || st.BridgeDeadLetters != 0 {
 		t.Fatalf("stats = %+v", st)
 	}
+	// Each payload is decoded once: the bridge, a batch behind the acker,
+	// takes the acker's decodings (a few may be read by both at once).
+	if st.DecodeShared < st.AckerEnvelopes*8/10 || st.DecodeEvicted != 0 {
+		t.Errorf("the bridge took %d of %d envelopes decoded by the acker (%d evicted), want nearly all", st.DecodeShared, st.AckerEnvelopes, st.DecodeEvicted)
+	}
+	t.Logf("%d of %d envelopes decoded once for the acker and the bridge", st.DecodeShared, st.AckerEnvelopes)
 	resp, err := http.Get("http://" + h.HTTPAddr() + "/metrics")
 	if err != nil {
 		t.Fatal(err)
@@ -60,6 +66,7 @@ func TestDevicesToKafka(t *testing.T) {
 		"outpost_hub_bridge_records_total " + strconv.Itoa(len(ids)*perDevice),
 		"outpost_hub_auth_accepted_total ",
 		"outpost_hub_bridge_backlog_messages 0",
+		"outpost_hub_decode_shared_total ",
 	} {
 		if !strings.Contains(string(body), want) {
 			t.Errorf("/metrics lacks %q", want)

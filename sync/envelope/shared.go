@@ -1,0 +1,155 @@
+package envelope
+
+import (
+	"bytes"
+	"sync"
+	"sync/atomic"
+)
+
+// Decoded is one payload read once: its header, which the hub's acker
+// acks on, and the whole envelope, which the bridge writes to Kafka.
+// Both come from the same inflated bytes, so the two can never judge one
+// payload differently.
+type Decoded struct {
+	Header    Header
+	HeaderErr error     // the acker refuses the payload
+	Envelope  *Envelope // nil when Err is set
+	Err       error     // the bridge dead-letters the payload
+	size      int       // what it holds in memory, roughly
+}
+
+// Read inflates payload once and parses it: the whole envelope, and, if
+// that fails, its header alone (an envelope with a sound header and a bad
+// record is acked and dead-lettered, not left as a gap).
+func (d *Decoder) Read(payload []byte) Decoded {
+	raw, release, err := d.inflate(payload)
+	if err != nil {
+		return Decoded{HeaderErr: err, Err: err, size: 256}
+	}
+	defer release() // the parsers copy what they keep
+	out := Decoded{size: len(payload) + 2*len(raw)}
+	if out.Envelope, out.Err = decodeRaw(raw); out.Err == nil {
+		out.Header = out.Envelope.Header()
+		return out
+	}
+	out.Header, out.HeaderErr = decodeHeaderRaw(raw)
+	return out
+}
+
+// Shared hands a stored message's decoding from the first of its two
+// readers (the acker and the bridge, which follow the same stream) to the
+// second, so that each payload is inflated and parsed once. It holds at
+// most maxBytes of decodings, dropping the oldest first: a reader far
+// behind the other decodes for itself.
+type Shared struct {
+	dec      *Decoder
+	maxBytes int
+	// Hits counts readings that found the other reader's decoding;
+	// Evicted those dropped before the other reader came.
+	Hits, Evicted atomic.Int64
+
+	mu      sync.Mutex
+	entries map[uint64]*sharedEntry
+	order   []uint64  // insertion order, for eviction
+	pos     [2]uint64 // the highest seq each reader has read
+	bytes   int
+}
+
+type sharedEntry struct {
+	by      int // the reader that decoded it
+	payload []byte
+	ready   chan struct{}
+	d       Decoded
+	size    int // counted in Shared.bytes once ready, if still held
+}
+
+// NewShared shares dec's decodings, holding at most maxBytes.
+func NewShared(dec *Decoder, maxBytes int) *Shared {
+	return &Shared{dec: dec, maxBytes: maxBytes, entries: map[uint64]*sharedEntry{}}
+}
+
+// Decoder is the decoder the readings use.
+func (s *Shared) Decoder() *Decoder { return s.dec }
+
+// Read returns payload's decoding for reader (0 or 1), stored under seq,
+// its stream sequence. The first reader decodes it and keeps it for the
+// other, unless the other has read past seq already; the second takes it.
+// A seq that holds another payload (the stream was recreated) is decoded
+// again, never mixed up.
+func (s *Shared) Read(reader int, seq uint64, payload []byte) Decoded {
+	other := 1 - reader
+	s.mu.Lock()
+	s.pos[reader] = max(s.pos[reader], seq)
+	e, ok := s.entries[seq]
+	if ok && e.by == other {
+		delete(s.entries, seq)
+		s.mu.Unlock()
+		<-e.ready
+		s.mu.Lock()
+		s.bytes -= e.size
+		s.mu.Unlock()
+		if bytes.Equal(e.payload, payload) {
+			s.Hits.Add(1)
+			return e.d
+		}
+		return s.dec.Read(payload)
+	}
+	if ok || s.pos[other] >= seq {
+		// Read twice by this reader (redelivered), or the other has
+		// passed it: nobody will take it.
+		s.mu.Unlock()
+		return s.dec.Read(payload)
+	}
+	e = &sharedEntry{by: reader, payload: payload, ready: make(chan struct{})}
+	s.entries[seq] = e
+	s.order = append(s.order, seq)
+	s.mu.Unlock()
+
+	d := s.dec.Read(payload)
+	s.mu.Lock()
+	e.d = d
+	if s.entries[seq] == e {
+		e.size = len(payload) + d.size
+		s.bytes += e.size
+	}
+	close(e.ready)
+	s.evict()
+	s.mu.Unlock()
+	return d
+}
+
+// evict drops the oldest decodings until the rest fit; s.mu is held.
+func (s *Shared) evict() {
+	for s.bytes > s.maxBytes && len(s.order) > 0 {
+		e, ok := s.entries[s.order[0]]
+		if ok {
+			select {
+			case <-e.ready:
+			default:
+				return // still decoding (not counted yet): the next Read evicts
+			}
+			delete(s.entries, s.order[0])
+			s.bytes -= e.size
+			s.Evicted.Add(1)
+		}
+		s.order = s.order[1:]
+	}
+	if len(s.order) > 2*len(s.entries)+1024 {
+		// Most of order is taken entries: compact it.
+		kept := make([]uint64, 0, len(s.entries))
+		for _, seq := range s.order {
+			if _, ok := s.entries[seq]; ok {
+				kept = append(kept, seq)
+			}
+		}
+		s.order = kept
+	}
+}
+
+// Held is how many decodings wait for their second reader, and their
+// size.
+func (s *Shared) Held() (n, bytes int) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return len(s.entries), s.bytes
+}
