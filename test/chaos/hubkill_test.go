@@ -46,8 +46,31 @@ func (c *clusterHub) stats() (hub.Stats, error) {
 	return s, json.NewDecoder(resp.Body).Decode(&s)
 }
 
-// peakRSS is the hub process's VmHWM in MiB (0 once it is gone).
-func (c *clusterHub) peakRSS() int {
+// start runs the hub binary with conf (and env added to the test's) and
+// waits for its /healthz.
+func (c *clusterHub) start(bin, conf string, env []string) error {
+	var err error
+	c.proc, err = service.Start(context.Background(), service.Spec{
+		Name: c.name, Path: bin, Args: []string{"--config", conf}, Env: env,
+		LogPath: filepath.Join(filepath.Dir(conf), "hub.log"), Timeout: 90 * time.Second,
+		Ready: func(ctx context.Context) error {
+			resp, err := http.Get("http://" + c.http + "/healthz")
+			if err != nil {
+				return err
+			}
+			resp.Body.Close()
+			if resp.StatusCode != http.StatusOK {
+				return fmt.Errorf("healthz: %s", resp.Status)
+			}
+			return nil
+		},
+	})
+	return err
+}
+
+// status reads a field of the hub process's /proc status in MiB (0 once
+// it is gone): VmRSS now, VmHWM at its peak.
+func (c *clusterHub) status(field string) int {
 	f, err := os.Open(fmt.Sprintf("/proc/%d/status", c.proc.PID()))
 	if err != nil {
 		return 0
@@ -55,13 +78,16 @@ func (c *clusterHub) peakRSS() int {
 	defer f.Close()
 	sc := bufio.NewScanner(f)
 	for sc.Scan() {
-		if v, ok := strings.CutPrefix(sc.Text(), "VmHWM:"); ok {
+		if v, ok := strings.CutPrefix(sc.Text(), field+":"); ok {
 			n, _ := strconv.Atoi(strings.TrimSuffix(strings.TrimSpace(v), " kB"))
 			return n >> 10
 		}
 	}
 	return 0
 }
+
+// peakRSS is the hub process's VmHWM in MiB (0 once it is gone).
+func (c *clusterHub) peakRSS() int { return c.status("VmHWM") }
 
 // buildHub compiles outpost-hub into t's temp dir.
 func buildHub(t *testing.T) string {
@@ -136,21 +162,7 @@ log: {level: warn}
 		wg.Add(1)
 		go func(i int, h *clusterHub) {
 			defer wg.Done()
-			h.proc, errs[i] = service.Start(context.Background(), service.Spec{
-				Name: h.name, Path: bin, Args: []string{"--config", conf},
-				LogPath: filepath.Join(dir, "hub.log"), Timeout: 90 * time.Second,
-				Ready: func(ctx context.Context) error {
-					resp, err := http.Get("http://" + h.http + "/healthz")
-					if err != nil {
-						return err
-					}
-					resp.Body.Close()
-					if resp.StatusCode != http.StatusOK {
-						return fmt.Errorf("healthz: %s", resp.Status)
-					}
-					return nil
-				},
-			})
+			errs[i] = h.start(bin, conf, nil)
 		}(i, h)
 	}
 	wg.Wait()
