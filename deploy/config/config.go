@@ -106,13 +106,18 @@ func (l *Loader) EnvName(path string) string {
 // Load applies the file (if path is not empty), the environment and the flags
 // already parsed into the loader, in that order, on top of cfg's defaults.
 func (l *Loader) Load(cfg any, path string, environ []string) error {
+	var errs Errors
 	if path != "" {
 		data, err := os.ReadFile(path)
 		if err != nil {
 			return fmt.Errorf("config: read %s: %w", path, err)
 		}
 		if err := DecodeYAML(data, cfg); err != nil {
-			return fmt.Errorf("config: %s: %w", path, err)
+			// Field errors leave the rest of the file read: go on, so that
+			// one round names every mistake. A syntax error stops here.
+			if !errors.As(err, &errs) {
+				return fmt.Errorf("config: %s: %w", path, err)
+			}
 		}
 	}
 	env := map[string]string{}
@@ -122,7 +127,6 @@ func (l *Loader) Load(cfg any, path string, environ []string) error {
 		}
 	}
 	root := reflect.ValueOf(cfg).Elem()
-	var errs Errors
 	for _, f := range l.fields {
 		if v, ok := env[l.EnvName(f.path)]; ok {
 			if err := setValue(root.FieldByIndex(f.index), v); err != nil {
@@ -141,11 +145,16 @@ func (l *Loader) Load(cfg any, path string, environ []string) error {
 }
 
 // DecodeYAML decodes strictly: an unknown key is an error, so a typo in a
-// field name never silently falls back to a default.
+// field name never silently falls back to a default. Unknown keys and
+// values of the wrong type come back together as Errors, each named by
+// its dotted path; everything else in the file is decoded all the same.
 func DecodeYAML(data []byte, cfg any) error {
 	dec := yaml.NewDecoder(bytes.NewReader(data))
 	dec.KnownFields(true)
 	if err := dec.Decode(cfg); err != nil && !errors.Is(err, io.EOF) {
+		if te, ok := asTypeError(err); ok {
+			return yamlFieldErrors(data, te)
+		}
 		return fmt.Errorf("%w: %w", ErrInvalid, err)
 	}
 	return nil

@@ -104,3 +104,40 @@ func TestPathsAndEnvNames(t *testing.T) {
 		t.Fatalf("env name = %s", got)
 	}
 }
+
+// YAML mistakes are named by their dotted path, all of them at once, and
+// the rest of the file is still read.
+func TestYAMLErrorsNameTheFieldPath(t *testing.T) {
+	cfg, err := load(t, "name: ok\nnet:\n  prot: 8\n  wait: soon\nratio: lots\ntags: [a, [b]]\nlist:\n  - port: 1\n  - port: eighty\n    enabeld: true\n", nil)
+	var es Errors
+	if !errors.As(err, &es) || !errors.Is(err, ErrInvalid) {
+		t.Fatalf("err = %v, want field errors", err)
+	}
+	got := map[string]string{}
+	for _, e := range es {
+		got[e.Path] = e.Reason
+	}
+	want := map[string]string{
+		"net.prot":        "unknown field (line 3)",
+		"net.wait":        "cannot read `soon` (!!str) as time.Duration (line 4)",
+		"ratio":           "cannot read `lots` (!!str) as float64 (line 5)",
+		"tags[1]":         "cannot read !!seq as string (line 6)",
+		"list[1].port":    "cannot read `eighty` (!!str) as int (line 9)",
+		"list[1].enabeld": "unknown field (line 10)",
+	}
+	if !reflect.DeepEqual(got, want) {
+		t.Fatalf("errors:\n%v\nwant:\n%v", es, want)
+	}
+	if cfg.Name != "ok" || len(cfg.List) != 2 || cfg.List[0].Port != 1 {
+		t.Fatalf("the rest of the file was not read: %+v", cfg)
+	}
+}
+
+// Field errors from the file and from the environment come back together.
+func TestFileAndEnvErrorsTogether(t *testing.T) {
+	_, err := load(t, "net:\n  prot: 8\n", []string{"T_NET_PORT=eighty"})
+	var es Errors
+	if !errors.As(err, &es) || len(es) != 2 || es[0].Path != "net.prot" || es[1].Path != "net.port" {
+		t.Fatalf("err = %v, want net.prot then net.port", err)
+	}
+}

@@ -85,8 +85,21 @@ func Main[C Config](spec Spec[C], args []string, environ []string, stdout, stder
 		*cfgPath = lookup(environ, spec.EnvPrefix+"_CONFIG")
 	}
 	err := loader.Load(cfg, *cfgPath, environ)
-	if err == nil {
-		err = cfg.Validate()
+	var fieldErrs config.Errors
+	if err == nil || errors.As(err, &fieldErrs) {
+		// The value checks run on what was read, so one round names every
+		// mistake: a misspelt key and a bad value elsewhere together.
+		if verr := cfg.Validate(); verr != nil {
+			var more config.Errors
+			switch {
+			case errors.As(verr, &more):
+				err = append(fieldErrs, more...)
+			case err == nil:
+				err = verr
+			default:
+				err = errors.Join(err, verr)
+			}
+		}
 	}
 	if err != nil {
 		fmt.Fprintf(stderr, "%s: %v\n", spec.Name, err)

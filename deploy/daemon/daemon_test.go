@@ -49,6 +49,10 @@ func TestMainModes(t *testing.T) {
 	if err := os.WriteFile(bad, []byte("name: \"\"\nlog:\n  level: loud\n"), 0o600); err != nil {
 		t.Fatal(err)
 	}
+	typo := filepath.Join(t.TempDir(), "typo.yaml")
+	if err := os.WriteFile(typo, []byte("name: \"\"\nlog:\n  levle: debug\n  format: [text]\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
 	tests := []struct {
 		name   string
 		args   []string
@@ -62,6 +66,8 @@ func TestMainModes(t *testing.T) {
 		{"check ok", []string{"--check-config"}, nil, ExitOK, "configuration OK", nil},
 		{"check bad file names fields", []string{"--check-config", "--config", bad}, nil, ExitConfig, "",
 			[]string{"name: must not be empty", "log.level: must be debug"}},
+		{"yaml and value errors together", []string{"--check-config", "--config", typo}, nil, ExitConfig, "",
+			[]string{"log.levle: unknown field (line 3)", "log.format: cannot read !!seq as string (line 4)", "name: must not be empty"}},
 		{"config from env", []string{"--check-config"}, []string{"TESTD_CONFIG=" + bad}, ExitConfig, "", []string{"name: must not be empty"}},
 		{"missing file", []string{"--config", "/nonexistent.yaml"}, nil, ExitConfig, "", []string{"/nonexistent.yaml"}},
 		{"unknown flag", []string{"--nope"}, nil, ExitConfig, "", []string{"nope"}},
