@@ -21,6 +21,7 @@ APT_PACKAGES=(
   qemu-user-static
   e2fsprogs
   chromium
+  kcat
 )
 
 log() { printf 'deps: %s\n' "$*" >&2; }
