@@ -2,6 +2,9 @@ package hub
 
 import (
 	"context"
+	"encoding/json"
+	"fmt"
+	"net"
 	"log/slog"
 	"net/http"
 	"testing"
@@ -44,6 +47,43 @@ func TestMalformedPathIDsAre400(t *testing.T) {
 		resp.Body.Close()
 		if resp.StatusCode != c.want {
 			t.Errorf("%s %s: %d, want %d", c.method, c.path, resp.StatusCode, c.want)
+		}
+	}
+}
+
+// The development Kafka listens on kafka.embedded_port, and /v1/stats
+// and /healthz say where, so a demo's consumers need not read the log.
+func TestStatsShowTheEmbeddedKafka(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	port := ln.Addr().(*net.TCPAddr).Port
+	ln.Close()
+	cfg := Defaults()
+	cfg.DataDir = t.TempDir()
+	cfg.Broker.ServerName = "stats-test"
+	cfg.Broker.NATSPort, cfg.Broker.MQTTPort = -1, -1
+	cfg.HTTP.Listen = "127.0.0.1:0"
+	cfg.Kafka.EmbeddedPort = port
+	h, err := Start(context.Background(), cfg, slog.New(slog.DiscardHandler))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer h.Close()
+	want := fmt.Sprintf("127.0.0.1:%d", port)
+	for _, path := range []string{"/v1/stats", "/healthz"} {
+		resp, err := http.Get("http://" + h.HTTPAddr() + path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var body struct {
+			Brokers []string `json:"kafka_brokers"`
+		}
+		err = json.NewDecoder(resp.Body).Decode(&body)
+		resp.Body.Close()
+		if err != nil || len(body.Brokers) != 1 || body.Brokers[0] != want {
+			t.Fatalf("%s: kafka_brokers %v (%v), want [%s]", path, body.Brokers, err, want)
 		}
 	}
 }

@@ -230,6 +230,11 @@ func (c *Config) Validate() error {
 	default:
 		errs.Add("kafka.sasl.mechanism", fmt.Sprintf("must be empty, plain, scram-sha-256 or scram-sha-512, got %q", m))
 	}
+	if p := c.Kafka.EmbeddedPort; p < 0 || p > 65535 {
+		errs.Add("kafka.embedded_port", fmt.Sprintf("must be 0 to 65535, got %d", p))
+	} else if p > 0 && len(c.Kafka.Brokers) > 0 {
+		errs.Add("kafka.embedded_port", "is used only without kafka.brokers (it places the embedded development broker)")
+	}
 	c.Kafka.TLS.Validate("kafka.tls", &errs)
 	if c.Kafka.TLS.On() && len(c.Kafka.Brokers) == 0 {
 		errs.Add("kafka.tls", "needs kafka.brokers (the embedded broker has no TLS)")

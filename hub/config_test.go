@@ -28,6 +28,8 @@ func TestValidateNamesFields(t *testing.T) {
 		{Name: "http", Mutate: func(c *Config) { c.HTTP.Listen = "8080" }, Path: "http.listen"},
 		{Name: "open api needs token", Mutate: func(c *Config) { c.HTTP.Listen = "0.0.0.0:8080" }, Path: "http.admin_token"},
 		{Name: "ingest bytes", Mutate: func(c *Config) { c.Ingest.MaxBytes = 10 }, Path: "ingest.max_bytes"},
+		{Name: "embedded port range", Mutate: func(c *Config) { c.Kafka.EmbeddedPort = 70000 }, Path: "kafka.embedded_port"},
+		{Name: "embedded port with brokers", Mutate: func(c *Config) { c.Kafka.EmbeddedPort = 9092; c.Kafka.Brokers = []string{"k:9092"} }, Path: "kafka.embedded_port"},
 		{Name: "bridge batch", Mutate: func(c *Config) { c.Bridge.BatchMessages = 0 }, Path: "bridge.batch_messages"},
 		{Name: "bridge compression", Mutate: func(c *Config) { c.Bridge.Compression = "gzip" }, Path: "bridge.compression"},
 		{Name: "log", Mutate: func(c *Config) { c.Log.Format = "xml" }, Path: "log.format"},

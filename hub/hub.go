@@ -339,6 +339,10 @@ type Stats struct {
 	DecodeEvicted int64 `json:"decode_evicted"`
 	// Leader: this hub holds the pipeline lease and runs the bridge.
 	Leader bool `json:"leader"`
+	// KafkaBrokers is where the hub writes: the configured brokers, or the
+	// embedded development broker's address (KafkaEmbedded).
+	KafkaBrokers  []string `json:"kafka_brokers"`
+	KafkaEmbedded bool     `json:"kafka_embedded"`
 	// StreamReplicas counts the copies of OUTPOST_UP that are current
 	// (the stream leader included); 0 when unknown. Only /v1/stats fills
 	// it in: it asks JetStream.
@@ -372,7 +376,7 @@ func (h *Hub) Stats() Stats {
 		AuthAccepted: h.registry.Stats.Accepted.Load(), AuthRefused: h.registry.Stats.Refused.Load(),
 		Enrolled: h.registry.Stats.Enrolled.Load(), EnrolRefused: h.registry.Stats.EnrolRefused.Load(),
 		CertRenewed: h.registry.Stats.Renewed.Load(), CertRenewRefused: h.registry.Stats.RenewRefused.Load(),
-		Leader: h.leader.Load(),
+		Leader: h.leader.Load(), KafkaBrokers: h.kafka.Brokers, KafkaEmbedded: h.kafka.Embedded(),
 	}
 }
 
@@ -466,7 +470,7 @@ func (f fleet) PublishDesired(d state.Desired) error {
 func (h *Hub) startHTTP() error {
 	mux := http.NewServeMux()
 	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) {
-		writeJSON(w, http.StatusOK, map[string]any{"status": "ok", "embedded_kafka": h.kafka.Embedded()})
+		writeJSON(w, http.StatusOK, map[string]any{"status": "ok", "embedded_kafka": h.kafka.Embedded(), "kafka_brokers": h.kafka.Brokers})
 	})
 	mux.HandleFunc("GET /v1/devices", h.admin(func(w http.ResponseWriter, _ *http.Request) {
 		writeJSON(w, http.StatusOK, h.deviceViews())

@@ -47,6 +47,7 @@ OUTPOST_AGENT_UPDATES_TRUSTED_ROOT="$data/hub/tuf/1.root.json" \
 agent_pid=$!
 
 echo "demo running: hub MQTT 127.0.0.1:1883, API http://127.0.0.1:8080/v1/devices — Ctrl-C to stop"
+echo "development Kafka 127.0.0.1:9092 (kafka.embedded_port): kcat -C -b 127.0.0.1:9092 -t outpost.windows -X isolation.level=read_committed"
 echo "the simulator's concept drift starts 90 s in; the hub's trainer detects it, retrains \"health\""
 echo "and canaries v2 to the device. Watch: $bin/outpostctl train history health (and train status, rollout status)"
 wait -n "$hub_pid" "$agent_pid" || true

@@ -31,6 +31,9 @@ type Config struct {
 	Replication int      `yaml:"replication" usage:"replication factor of each topic the hub creates"`
 	SASL        SASL     `yaml:"sasl"`
 	TLS         TLS      `yaml:"tls"`
+	// EmbeddedPort fixes the development broker's port, so that a demo's
+	// consumers (kcat, a notebook) know where to connect.
+	EmbeddedPort int `yaml:"embedded_port" usage:"loopback port of the embedded development Kafka when kafka.brokers is empty (0: any free port, shown in the log and /v1/stats)"`
 }
 
 // TLS encrypts the connection to the brokers and, with a client
@@ -133,12 +136,15 @@ func Connect(ctx context.Context, cfg Config, dataDir string, log *slog.Logger) 
 	c := &Conn{Brokers: cfg.Brokers, log: log}
 	if len(cfg.Brokers) == 0 {
 		opts := []kfake.Opt{kfake.NumBrokers(1)}
+		if cfg.EmbeddedPort > 0 {
+			opts = append(opts, kfake.Ports(cfg.EmbeddedPort))
+		}
 		if dataDir != "" {
 			opts = append(opts, kfake.DataDir(dataDir))
 		}
 		cl, err := kfake.NewCluster(opts...)
 		if err != nil {
-			return nil, fmt.Errorf("kafka: start embedded broker: %w", err)
+			return nil, fmt.Errorf("kafka: start embedded broker (kafka.embedded_port %d): %w", cfg.EmbeddedPort, err)
 		}
 		c.embedded = cl
 		c.Brokers = cl.ListenAddrs()

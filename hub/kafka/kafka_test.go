@@ -2,8 +2,11 @@ package kafka
 
 import (
 	"context"
+	"fmt"
 	"log/slog"
+	"net"
 	"os"
+	"strings"
 	"testing"
 	"time"
 
@@ -86,6 +89,30 @@ func TestEmbeddedBroker(t *testing.T) {
 	}
 	if got := topicsOf(t, c, "outpost."); len(got) != len(Streams)+1 {
 		t.Fatalf("topics = %v", got)
+	}
+}
+
+// The development broker listens where kafka.embedded_port says, and a
+// port already taken is an error that names the setting.
+func TestEmbeddedBrokerOnAFixedPort(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	port := ln.Addr().(*net.TCPAddr).Port
+	ln.Close()
+	cfg := Config{TopicPrefix: "outpost.", Partitions: 1, Replication: 1, EmbeddedPort: port}
+	c, err := Connect(context.Background(), cfg, t.TempDir(), slog.New(slog.DiscardHandler))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	if want := fmt.Sprintf("127.0.0.1:%d", port); len(c.Brokers) != 1 || c.Brokers[0] != want {
+		t.Fatalf("brokers = %v, want [%s]", c.Brokers, want)
+	}
+	_, err = Connect(context.Background(), cfg, t.TempDir(), slog.New(slog.DiscardHandler))
+	if err == nil || !strings.Contains(err.Error(), "kafka.embedded_port") {
+		t.Fatalf("a second broker on the same port: %v, want an error naming kafka.embedded_port", err)
 	}
 }
 
