@@ -4,8 +4,8 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
-	"net"
 	"log/slog"
+	"net"
 	"net/http"
 	"testing"
 )
