@@ -13,6 +13,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"net/url"
 	"path/filepath"
 	"strconv"
 	"sync/atomic"
@@ -493,6 +494,19 @@ func (h *Hub) startHTTP() error {
 		h.timelineW.Load().event(req.ID, console.KindEnrolled, fmt.Sprintf("enrolled by %s with labels %s", whoOf(r), labelList(req.Labels)))
 		writeJSON(w, http.StatusCreated, creds)
 	}))
+	mux.HandleFunc("GET /v1/devices/{id}", h.admin(func(w http.ResponseWriter, r *http.Request) {
+		d, err := h.deviceDetail(r.Context(), r.PathValue("id"), r.URL.Query())
+		switch {
+		case errors.Is(err, registry.ErrUnknownDevice):
+			writeError(w, http.StatusNotFound, err)
+		case errors.Is(err, errBadQuery):
+			writeError(w, http.StatusBadRequest, err)
+		case err != nil:
+			writeError(w, http.StatusInternalServerError, err)
+		default:
+			writeJSON(w, http.StatusOK, d)
+		}
+	}))
 	mux.HandleFunc("POST /v1/devices/{id}/revoke", h.admin(func(w http.ResponseWriter, r *http.Request) {
 		if err := h.registry.Revoke(r.Context(), r.PathValue("id"), h.broker.Server()); err != nil {
 			status := http.StatusInternalServerError
@@ -663,6 +677,46 @@ func (h *Hub) deviceViews() []state.Device {
 		}
 	}
 	return out
+}
+
+var errBadQuery = errors.New("bad query")
+
+// deviceDetail is GET /v1/devices/{id}: ?limit= (1 to 1000, default 50)
+// timeline entries from ?offset=, newest first.
+func (h *Hub) deviceDetail(ctx context.Context, id string, q url.Values) (*state.DeviceDetail, error) {
+	limit, offset := 50, 0
+	for name, p := range map[string]*int{"limit": &limit, "offset": &offset} {
+		if v := q.Get(name); v != "" {
+			n, err := strconv.Atoi(v)
+			if err != nil || n < 0 || (name == "limit" && (n < 1 || n > 1000)) {
+				return nil, fmt.Errorf("%w: %s=%q: want a number (limit 1 to 1000, offset 0 or more)", errBadQuery, name, v)
+			}
+			*p = n
+		}
+	}
+	var dev *state.Device
+	for _, d := range h.deviceViews() {
+		if d.ID == id {
+			dev = &d
+			break
+		}
+	}
+	if dev == nil {
+		return nil, fmt.Errorf("%w: %s", registry.ErrUnknownDevice, id)
+	}
+	out := &state.DeviceDetail{Device: *dev, Timeline: []state.TimelineEntry{}}
+	if h.timeline != nil {
+		entries, total, err := h.timeline.Page(ctx, id, offset, limit)
+		if err != nil {
+			return nil, fmt.Errorf("timeline of %s: %w", id, err)
+		}
+		out.TimelineTotal = total
+		for _, e := range entries {
+			out.Timeline = append(out.Timeline, state.TimelineEntry{At: e.At, Kind: e.Kind, Detail: e.Detail,
+				Model: e.Model, Phase: e.Phase, Reason: e.Reason, Rollout: e.Rollout})
+		}
+	}
+	return out, nil
 }
 
 // Rollouts is the rollout controller.

@@ -16,6 +16,7 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"net/url"
 	"regexp"
 	"sort"
 	"strconv"
@@ -87,6 +88,8 @@ type cli struct {
 var commands = []command{
 	{path: "device list", usage: "list enrolled devices with what each runs and its last reported state", read: true, watch: true, define: plain(deviceList),
 		example: "outpostctl device list\noutpostctl device list -o json\noutpostctl device list --watch --hub https://hub.example:8443"},
+	{path: "device show", args: "ID", usage: "show a device: enrolment, what it runs, its last report, and its timeline (update phases, state changes, drift, enrolment)", read: true, watch: true, define: deviceShow,
+		example: "outpostctl device show pump-7\noutpostctl device show pump-7 --limit 200 -o json"},
 	{path: "device add", args: "ID", usage: "enrol a device; prints its credentials as an agent environment file", define: deviceAdd,
 		example: "outpostctl device add pump-7 --label site=lab > pump-7.env"},
 	{path: "device token", usage: "issue a one-time enrolment token to flash with a bundle; prints the token", define: deviceToken,
@@ -486,6 +489,50 @@ func deviceList(ctx context.Context, c *cli, _ []string) error {
 			fmt.Fprintln(tw)
 		}
 	})
+}
+
+func deviceShow(fs *flag.FlagSet) runFunc {
+	limit := fs.Int("limit", 50, "timeline entries to show, newest first (1 to 1000)")
+	return func(ctx context.Context, c *cli, args []string) error {
+		if len(args) != 1 {
+			return fmt.Errorf("%w: device show ID [--limit N]", errUsage)
+		}
+		if *limit < 1 || *limit > 1000 {
+			return fmt.Errorf("%w: --limit %d: want 1 to 1000", errUsage, *limit)
+		}
+		path := fmt.Sprintf("/v1/devices/%s?limit=%d", url.PathEscape(args[0]), *limit)
+		return show(ctx, c, path, nil, func(tw io.Writer, d state.DeviceDetail, wide bool) {
+			dev := d.Device
+			enrol := "active since " + dev.CreatedAt.Format(time.RFC3339)
+			if dev.RevokedAt != nil {
+				enrol = "revoked at " + dev.RevokedAt.Format(time.RFC3339)
+			}
+			fmt.Fprintf(tw, "DEVICE\t%s\nENROLMENT\t%s\nLABELS\t%s\n", dev.ID, enrol, labelString(dev.Labels, "-"))
+			if r := dev.Reported; r != nil {
+				fmt.Fprintf(tw, "STATUS\t%s (reported %s, boot %d)\nAGENT\t%s build %d, %s\n", r.Status, r.ReportedAt.Format(time.RFC3339), r.Boot, r.AgentVersion, r.Build, r.Arch)
+				for _, m := range r.Models {
+					fmt.Fprintf(tw, "PIPELINE\t%s: %s v%d (slot %s)\n", m.Pipeline, m.Model, m.Version, orDash(m.Slot))
+				}
+				if r.Outbox != nil {
+					fmt.Fprintf(tw, "OUTBOX\t%d records\n", r.Outbox.Records)
+				}
+			} else {
+				fmt.Fprintf(tw, "STATUS\tnever reported\n")
+			}
+			fmt.Fprintf(tw, "\nTIMELINE (%d of %d, newest first)\n", len(d.Timeline), d.TimelineTotal)
+			fmt.Fprintln(tw, "AT\tKIND\tDETAIL")
+			for _, e := range d.Timeline {
+				fmt.Fprintf(tw, "%s\t%s\t%s\n", e.At.Format(time.RFC3339), e.Kind, e.Detail)
+			}
+		})
+	}
+}
+
+func orDash(s string) string {
+	if s == "" {
+		return "-"
+	}
+	return s
 }
 
 // labelString writes labels as k=v,k=v in key order, or none when empty.

@@ -67,6 +67,27 @@ type Device struct {
 	Reported *Reported `json:"reported,omitempty"`
 }
 
+// DeviceDetail is GET /v1/devices/{id}: the device as the list shows it,
+// and a page of its timeline, newest first.
+type DeviceDetail struct {
+	Device        Device          `json:"device"`
+	Timeline      []TimelineEntry `json:"timeline"`
+	TimelineTotal int             `json:"timeline_total"`
+}
+
+// TimelineEntry is one step of a device's history the hub keeps: a
+// reported-state change, an update phase, drift, an eviction, enrolment
+// or revocation.
+type TimelineEntry struct {
+	At      time.Time `json:"at"`
+	Kind    string    `json:"kind"`
+	Detail  string    `json:"detail"`
+	Model   string    `json:"model,omitempty"`
+	Phase   string    `json:"phase,omitempty"`
+	Reason  string    `json:"reason,omitempty"`
+	Rollout string    `json:"rollout,omitempty"`
+}
+
 // Credentials are what a device connects to the hub's broker with. The
 // hub keeps only a hash of the password and shows it once, at enrolment.
 type Credentials struct {

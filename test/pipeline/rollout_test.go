@@ -307,6 +307,30 @@ func TestRolloutUpdatesTheFleetAndHaltsOnBadModels(t *testing.T) {
 	t.Logf("rollout of v2:\n%s", out)
 	waitFleet(t, url, ids, 2, agents)
 
+	// What the fleet manager sees of one device: what it runs, and its
+	// timeline with the update's phases (stored by the hub).
+	code, out = outpostctl(t, url, "device", "show", ids[0], "-o", "json")
+	var detail state.DeviceDetail
+	if err := json.Unmarshal([]byte(out), &detail); code != 0 || err != nil {
+		t.Fatalf("device show -o json: exit %d, %v:\n%s", code, err, out)
+	}
+	phases := map[string]bool{}
+	for _, e := range detail.Timeline {
+		if e.Model == "bearing" {
+			phases[e.Phase] = true
+		}
+	}
+	if detail.Device.ID != ids[0] || detail.Device.Reported == nil || !phases[state.PhaseDownloading] || !phases[state.PhaseCommitted] {
+		t.Fatalf("device show %s: %s with %d timeline entries, bearing phases %v, want downloading to committed:\n%s", ids[0], detail.Device.ID, len(detail.Timeline), phases, out)
+	}
+	if code, out = outpostctl(t, url, "device", "show", ids[0]); code != 0 || !strings.Contains(out, "PIPELINE") || !strings.Contains(out, "bearing v2") || !strings.Contains(out, "committed") {
+		t.Fatalf("device show %s: exit %d:\n%s", ids[0], code, out)
+	}
+	t.Logf("device show %s:\n%s", ids[0], out)
+	if code, out = outpostctl(t, url, "device", "show", "no-such-device"); code == 0 || !strings.Contains(out, "404") {
+		t.Fatalf("device show of an unknown device: exit %d:\n%s", code, out)
+	}
+
 	for _, bad := range []struct {
 		version int64
 		why     string
