@@ -97,9 +97,9 @@ func (b *Broker) StoreFaults() []Fault {
 	var out []Fault
 	seen := map[string]bool{}
 	if !b.srv.JetStreamIsClustered() {
-		// In a cluster Healthz checks raft groups, not stores; a replica
-		// that latched a write error steps down to an observer and the
-		// others carry the stream.
+		// In a cluster the raft groups own the streams (not reloaded
+		// here): a replica that latched a write error steps down to an
+		// observer and the others carry the stream.
 		hs := b.srv.Healthz(&server.HealthzOptions{Details: true})
 		for _, e := range hs.Errors {
 			switch e.Type {
@@ -115,16 +115,16 @@ func (b *Broker) StoreFaults() []Fault {
 		if gacc := b.srv.GlobalAccount(); gacc != nil && !gacc.JetStreamEnabled() {
 			out = append(out, Fault{Account: gacc.Name, Err: "JetStream disabled for the account"})
 		}
-	}
-	l := b.latches.list()
-	names := make([]string, 0, len(l))
-	for name := range l {
-		names = append(names, name)
-	}
-	slices.Sort(names)
-	for _, name := range names {
-		if !seen[name] {
-			out = append(out, Fault{Stream: name, Err: "Critical write error: " + l[name]})
+		l := b.latches.list()
+		names := make([]string, 0, len(l))
+		for name := range l {
+			names = append(names, name)
+		}
+		slices.Sort(names)
+		for _, name := range names {
+			if !seen[name] {
+				out = append(out, Fault{Stream: name, Err: "Critical write error: " + l[name]})
+			}
 		}
 	}
 	return out
