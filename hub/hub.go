@@ -76,6 +76,7 @@ type Hub struct {
 	// retention trims OUTPOST_UP while this hub holds the lease.
 	retention   *ingest.Retention
 	streamStats ingest.RetentionStats
+	healer      *storeHealer // reloads a store that latched a write error
 }
 
 // Options are test hooks; a production hub passes none.
@@ -188,6 +189,7 @@ func (h *Hub) startPipeline(ctx context.Context, o Options) error {
 	h.audit.Emit = h.events.EmitAudit
 	runCtx, stop := context.WithCancel(context.Background())
 	h.stop = stop
+	h.startHealer(runCtx)
 	h.startTimeline(runCtx)
 	h.trainer.OnDrift = h.timelineW.Load().drifted
 	if err := h.startUpdates(ctx, runCtx); err != nil {
@@ -248,7 +250,7 @@ func (h *Hub) lead(ctx context.Context) {
 	if h.cfg.Broker.Cluster.Enabled() {
 		supervise(ctx, &g, h.log, "tuf signing", func(ctx context.Context) error { return h.updates.Lead(ctx, h.publishRegistry) })
 	}
-	supervise(ctx, &g, h.log, "acker", func(ctx context.Context) error { return h.acker.Run(ctx, h.stream) })
+	supervise(ctx, &g, h.log, "acker", h.healer.untilHeal(func(ctx context.Context) error { return h.acker.Run(ctx, h.stream) }))
 	supervise(ctx, &g, h.log, "stream retention", h.retention.Run)
 	g.Go(func() error {
 		// The bridge retries Kafka itself; it returns only for a crash the
@@ -338,6 +340,9 @@ type Stats struct {
 	// DecodeEvicted those dropped before it came (it decoded them again).
 	DecodeShared  int64 `json:"decode_shared"`
 	DecodeEvicted int64 `json:"decode_evicted"`
+	// StoreHeals: JetStream stores reloaded in process after a full disk
+	// latched their write error (broker.Healer).
+	StoreHeals int64 `json:"store_heals"`
 	// Leader: this hub holds the pipeline lease and runs the bridge.
 	Leader bool `json:"leader"`
 	// KafkaBrokers is where the hub writes: the configured brokers, or the
@@ -377,7 +382,7 @@ func (h *Hub) Stats() Stats {
 		AuthAccepted: h.registry.Stats.Accepted.Load(), AuthRefused: h.registry.Stats.Refused.Load(),
 		Enrolled: h.registry.Stats.Enrolled.Load(), EnrolRefused: h.registry.Stats.EnrolRefused.Load(),
 		CertRenewed: h.registry.Stats.Renewed.Load(), CertRenewRefused: h.registry.Stats.RenewRefused.Load(),
-		Leader: h.leader.Load(), KafkaBrokers: h.kafka.Brokers, KafkaEmbedded: h.kafka.Embedded(),
+		Leader: h.leader.Load(), KafkaBrokers: h.kafka.Brokers, KafkaEmbedded: h.kafka.Embedded(), StoreHeals: h.storeHeals(),
 	}
 }
 

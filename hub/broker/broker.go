@@ -89,6 +89,8 @@ type Broker struct {
 	srv   *server.Server
 	opts  *server.Options
 	trust *clientTrust
+	// latches are the file stores that logged a critical write error.
+	latches *latches
 }
 
 // clientTrust is what the MQTT listener verifies device certificates
@@ -201,7 +203,8 @@ func Start(ctx context.Context, cfg Config, log *slog.Logger, auth server.Authen
 	if err != nil {
 		return nil, fmt.Errorf("broker: %w", err)
 	}
-	srv.SetLoggerV2(logAdapter{log.With("component", "nats")}, false, false, false)
+	seen := &latches{}
+	srv.SetLoggerV2(logAdapter{l: log.With("component", "nats"), seen: seen}, false, false, false)
 	srv.Start()
 	deadline := 30 * time.Second
 	if d, ok := ctx.Deadline(); ok {
@@ -211,7 +214,7 @@ func Start(ctx context.Context, cfg Config, log *slog.Logger, auth server.Authen
 		srv.Shutdown()
 		return nil, fmt.Errorf("broker: %w within %s", ErrNotReady, deadline)
 	}
-	return &Broker{srv: srv, opts: opts, trust: trust}, nil
+	return &Broker{srv: srv, opts: opts, trust: trust, latches: seen}, nil
 }
 
 // NATSURL is the URL NATS clients (the hub's own components) connect to.

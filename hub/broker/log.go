@@ -8,13 +8,24 @@ import (
 )
 
 // logAdapter routes nats-server's printf logger into the hub's slog logger.
-type logAdapter struct{ l *slog.Logger }
+// Errors also go to seen, which notes the file stores that latched a
+// write error.
+type logAdapter struct {
+	l    *slog.Logger
+	seen *latches
+}
 
 var _ server.Logger = logAdapter{}
 
 func (a logAdapter) Noticef(f string, v ...any) { a.l.Info(fmt.Sprintf(f, v...)) }
 func (a logAdapter) Warnf(f string, v ...any)   { a.l.Warn(fmt.Sprintf(f, v...)) }
 func (a logAdapter) Fatalf(f string, v ...any)  { a.l.Error(fmt.Sprintf(f, v...), "fatal", true) }
-func (a logAdapter) Errorf(f string, v ...any)  { a.l.Error(fmt.Sprintf(f, v...)) }
-func (a logAdapter) Debugf(f string, v ...any)  { a.l.Debug(fmt.Sprintf(f, v...)) }
-func (a logAdapter) Tracef(f string, v ...any)  { a.l.Debug(fmt.Sprintf(f, v...), "trace", true) }
+func (a logAdapter) Errorf(f string, v ...any) {
+	msg := fmt.Sprintf(f, v...)
+	if a.seen != nil {
+		a.seen.observe(msg)
+	}
+	a.l.Error(msg)
+}
+func (a logAdapter) Debugf(f string, v ...any) { a.l.Debug(fmt.Sprintf(f, v...)) }
+func (a logAdapter) Tracef(f string, v ...any) { a.l.Debug(fmt.Sprintf(f, v...), "trace", true) }
