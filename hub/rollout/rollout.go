@@ -25,6 +25,7 @@ import (
 	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
+	"golang.org/x/sync/errgroup"
 
 	"github.com/outpost-edge/outpost/sync/state"
 	"github.com/outpost-edge/outpost/sync/tuf"
@@ -818,14 +819,25 @@ func (c *Controller) revert(ctx context.Context, r *Rollout) (*Rollout, error) {
 	if err != nil {
 		return nil, err
 	}
+	// All at once: each desired state is its own key, and a store that
+	// syncs every write would otherwise take a fleet's worth of fsyncs in
+	// turn before the last device hears of it.
+	g, gctx := errgroup.WithContext(ctx)
+	g.SetLimit(revertParallel)
 	for _, id := range back {
 		d := r.Devices[id]
-		if err := c.setDesired(ctx, id, r.Spec.Model, state.DesiredModel{Version: d.From, Target: tuf.ModelTargetName(r.Spec.Model, d.From), Rollout: r.ID + "/revert"}); err != nil {
-			return nil, err
-		}
+		g.Go(func() error {
+			return c.setDesired(gctx, id, r.Spec.Model, state.DesiredModel{Version: d.From, Target: tuf.ModelTargetName(r.Spec.Model, d.From), Rollout: r.ID + "/revert"})
+		})
+	}
+	if err := g.Wait(); err != nil {
+		return nil, err
 	}
 	return r, nil
 }
+
+// revertParallel bounds the desired-state writes a revert has in flight.
+const revertParallel = 32
 
 // setDesired changes one model of a device's desired state, bumping its
 // version, and publishes it.
