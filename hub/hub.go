@@ -183,6 +183,7 @@ func (h *Hub) startPipeline(ctx context.Context, o Options) error {
 		return err
 	}
 	h.stream, h.js = stream, js
+	h.rollouts.OnState = h.followStage
 	h.trainer = trainer.New(h.cfg.Trainer, trainerRegistry{h}, trainerRegistry{h}, h.registry.Labels, h.log)
 	h.events = &kafkaSink{h: h}
 	h.trainer.Sink = h.events

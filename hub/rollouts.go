@@ -7,8 +7,10 @@ import (
 	"fmt"
 	"net/http"
 	"strconv"
+	"strings"
 	"time"
 
+	"github.com/outpost-edge/outpost/hub/modelstore"
 	"github.com/outpost-edge/outpost/hub/rollout"
 	"github.com/outpost-edge/outpost/sync/tuf"
 )
@@ -142,4 +144,76 @@ func rolloutRespond(w http.ResponseWriter, status int, v any, err error) {
 	default:
 		writeError(w, http.StatusInternalServerError, err)
 	}
+}
+
+// followStage moves a rollout's version through the model registry's
+// stages as the rollout moves: canary while it rolls out, production once
+// it completes (the previous production version is archived), and back
+// when it ends otherwise: a halted or aborted canary is a candidate again;
+// a completed rollout rolled back archives its version and restores the
+// version its devices went back to. Agent builds are not in the registry.
+func (h *Hub) followStage(ctx context.Context, r *rollout.Rollout) {
+	if r.Spec.Model == tuf.AgentModel {
+		return
+	}
+	name, v := r.Spec.Model, r.Spec.Version
+	vs, err := h.models.Versions(ctx, name)
+	if err != nil {
+		h.log.Warn("registry stage not moved with the rollout", "rollout", r.ID, "err", err)
+		return
+	}
+	stage := ""
+	for _, x := range vs {
+		if x.Version == v {
+			stage = x.Stage
+		}
+	}
+	move := func(version int64, to, why string) {
+		if _, err := h.models.Move(ctx, name, version, to, why); err != nil {
+			h.log.Warn("registry stage not moved with the rollout", "rollout", r.ID, "model", name, "version", version, "stage", to, "err", err)
+			return
+		}
+		h.log.Info("registry stage moved with the rollout", "rollout", r.ID, "model", name, "version", version, "stage", to)
+	}
+	switch {
+	case stage == "":
+		// Not in the registry: nothing to move.
+	case r.State == rollout.Running && (stage == modelstore.Candidate || stage == modelstore.Archived):
+		move(v, modelstore.Canary, "rollout "+r.ID+" started")
+	case r.State == rollout.Completed && stage != modelstore.Production:
+		move(v, modelstore.Production, "rollout "+r.ID+" completed")
+	case (r.State == rollout.Halted || r.State == rollout.Aborted || r.State == rollout.RolledBack) && stage == modelstore.Canary:
+		move(v, modelstore.Candidate, "rollout "+r.ID+" "+strings.ReplaceAll(r.State, "_", " "))
+	case r.State == rollout.RolledBack && stage == modelstore.Production:
+		move(v, modelstore.Archived, "rollout "+r.ID+" rolled back")
+		if prev := previousVersion(r); prev > 0 && prev != v && hasStage(vs, prev) {
+			move(prev, modelstore.Production, fmt.Sprintf("rollout %s rolled back: its devices run v%d again", r.ID, prev))
+		}
+	}
+}
+
+// previousVersion is the version most of a rollout's devices ran before
+// it (the newest of equals).
+func previousVersion(r *rollout.Rollout) int64 {
+	n := map[int64]int{}
+	var best int64
+	for _, d := range r.Devices {
+		if d.From == r.Spec.Version {
+			continue
+		}
+		n[d.From]++
+		if n[d.From] > n[best] || (n[d.From] == n[best] && d.From > best) {
+			best = d.From
+		}
+	}
+	return best
+}
+
+func hasStage(vs []modelstore.Version, v int64) bool {
+	for _, x := range vs {
+		if x.Version == v {
+			return true
+		}
+	}
+	return false
 }

@@ -73,8 +73,8 @@ func (r trainerRegistry) Canary(ctx context.Context, model string, version int64
 }
 
 func (h *Hub) trainRoutes(mux *http.ServeMux) {
-	mux.HandleFunc("GET /v1/train", h.admin(func(w http.ResponseWriter, _ *http.Request) {
-		writeJSON(w, http.StatusOK, h.trainer.Status())
+	mux.HandleFunc("GET /v1/train", h.admin(func(w http.ResponseWriter, r *http.Request) {
+		writeJSON(w, http.StatusOK, h.trainStatus(r.Context()))
 	}))
 	mux.HandleFunc("GET /v1/train/{model}/history", h.admin(func(w http.ResponseWriter, r *http.Request) {
 		ev, ok := h.trainer.History(r.PathValue("model"))
@@ -172,4 +172,27 @@ func (k *kafkaSink) close() {
 		k.cl.Flush(context.Background())
 		k.cl.Close()
 	}
+}
+
+// trainStatus is the trainer's status with the registry's word on the
+// stages: production and canary are what the model registry says now
+// (which follows the rollouts), so `train status` and `model list` agree.
+func (h *Hub) trainStatus(ctx context.Context) []trainer.Status {
+	st := h.trainer.Status()
+	if len(st) == 0 {
+		return st
+	}
+	list, err := h.models.List(ctx)
+	if err != nil {
+		h.log.Warn("train status without the registry's stages", "err", err)
+		return st
+	}
+	for i := range st {
+		for _, m := range list {
+			if m.Name == st[i].Model {
+				st[i].Production, st[i].Canary = m.Production, m.Canary
+			}
+		}
+	}
+	return st
 }

@@ -360,3 +360,30 @@ func TestInspectOutputFormats(t *testing.T) {
 		t.Fatalf("-o xml: exit %d", code)
 	}
 }
+
+// TestRolloutRollback: rollout rollback ID posts the rollback and says how
+// many devices were sent back; following the rolled-back rollout then
+// ends in a failure whose message does not repeat the state.
+func TestRolloutRollback(t *testing.T) {
+	isolate(t)
+	back := rollout.Rollout{ID: "r3", Spec: rollout.Spec{Model: "bearing", Version: 3, Waves: []rollout.Wave{{Percent: 100}}}, State: rollout.RolledBack,
+		Reason: "rolled back by admin", Devices: map[string]*rollout.Device{"pump-1": {From: 2, Phase: "committed", Reverted: true}, "pump-2": {From: 2, Phase: "committed", Reverted: true}}}
+	hub := newFakeHub(t, map[string]func() any{
+		"POST /v1/rollouts/r3/rollback": func() any { return back },
+		"GET /v1/rollouts/r3":           func() any { return back },
+	})
+	code, out, errOut := run("--hub", hub.URL, "rollout", "rollback", "r3")
+	if code != 0 || !strings.Contains(out, "rollout r3 is rolled_back: 2 devices sent back") {
+		t.Fatalf("rollout rollback r3: exit %d\n%s%s", code, out, errOut)
+	}
+	if calls := hub.Calls(); len(calls) != 1 || !strings.HasPrefix(calls[0], "POST /v1/rollouts/r3/rollback") {
+		t.Fatalf("calls %v, want one POST /v1/rollouts/r3/rollback", calls)
+	}
+	code, out, errOut = run("--hub", hub.URL, "rollout", "status", "r3", "--watch", "--interval", "10ms")
+	if code != ExitFailure || !strings.Contains(errOut, "rollout r3 rolled_back: by admin") || strings.Contains(errOut, "rolled back") {
+		t.Fatalf("rollout status r3 --watch: exit %d, stderr %q; want %q", code, errOut, "rollout r3 rolled_back: by admin")
+	}
+	if code, _, errOut := run("--hub", hub.URL, "rollout", "rollback"); code != ExitUsage || !strings.Contains(errOut, "rollout rollback ID") {
+		t.Fatalf("rollout rollback without ID: exit %d, %q", code, errOut)
+	}
+}

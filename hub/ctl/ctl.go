@@ -128,6 +128,8 @@ var commands = []command{
 		example: "outpostctl rollout resume r-20260101-1"},
 	{path: "rollout abort", args: "ID", usage: "end a rollout and send its updated devices back", define: plain(rolloutAction("abort")),
 		example: "outpostctl rollout abort r-20260101-1"},
+	{path: "rollout rollback", args: "ID", usage: "send every device the rollout moved back to its previous version now, in one step (no waves, no bake)", define: plain(rolloutRollback),
+		example: "outpostctl rollout rollback r-20260101-1"},
 	{path: "firmware keygen", usage: "offline: make the bundle signing key (bundle.key) and its public half (bundle.pub)", define: firmwareKeygen,
 		example: "outpostctl firmware keygen --dir /media/offline/bundle-keys"},
 	{path: "firmware build", usage: "cross-compile the agent and write a signed device bundle", define: firmwareBuild,

@@ -105,9 +105,12 @@ func wavesString(ws []rollout.Wave) string {
 }
 
 // reason is a rollout's reason without its state repeated in front of it
-// ("aborted: by the operator" for an aborted rollout reads "by the operator").
+// ("aborted: by the operator" for an aborted rollout reads "by the
+// operator", and so does "rolled back by the operator" for a rolled_back
+// one).
 func reason(r *rollout.Rollout) string {
-	return strings.TrimPrefix(r.Reason, r.State+": ")
+	s := strings.TrimPrefix(r.Reason, r.State+": ")
+	return strings.TrimPrefix(s, strings.ReplaceAll(r.State, "_", " ")+" ")
 }
 
 func rolloutList(ctx context.Context, c *cli, _ []string) error {
@@ -232,4 +235,24 @@ func rolloutAction(action string) func(context.Context, *cli, []string) error {
 		_, err := fmt.Fprintf(c.out, "rollout %s is %s\n", r.ID, r.State)
 		return err
 	}
+}
+
+// rolloutRollback sends a rollout's devices back at once and says how many.
+func rolloutRollback(ctx context.Context, c *cli, args []string) error {
+	if len(args) != 1 {
+		return fmt.Errorf("%w: rollout rollback ID", errUsage)
+	}
+	var r rollout.Rollout
+	if err := c.call(ctx, http.MethodPost, "/v1/rollouts/"+url.PathEscape(args[0])+"/rollback", struct{}{}, &r); err != nil {
+		return err
+	}
+	back := 0
+	for _, d := range r.Devices {
+		if d.Reverted {
+			back++
+		}
+	}
+	_, err := fmt.Fprintf(c.out, "rollout %s is %s: %d devices sent back to the versions they ran before %s v%d (outpostctl rollout status %s --watch follows them)\n",
+		r.ID, r.State, back, r.Spec.Model, r.Spec.Version, r.ID)
+	return err
 }

@@ -18,7 +18,14 @@ func trainStatus(ctx context.Context, c *cli, args []string) error {
 	return show(ctx, c, "/v1/train", nil, func(tw io.Writer, list []trainer.Status, _ bool) {
 		fmt.Fprintln(tw, "MODEL\tPIPELINE\tPRODUCTION\tLABELLED\tPROD ACC (RECENT)\tLEARNER ACC (RECENT)\tDRIFTS\tCHECKS\tRELEASES\tUNMATCHED LABELS\tNOTE")
 		for _, s := range list {
-			fmt.Fprintf(tw, "%s\t%s\tv%d\t%d\t%.3f (%.3f)\t%.3f (%.3f)\t%d\t%d\t%d\t%d\t%s\n", s.Model, s.Pipeline, s.Production, s.Labelled,
+			prod := "-"
+			if s.Production > 0 {
+				prod = fmt.Sprintf("v%d", s.Production)
+			}
+			if s.Canary > 0 {
+				prod += fmt.Sprintf(" (canary v%d)", s.Canary)
+			}
+			fmt.Fprintf(tw, "%s\t%s\t%s\t%d\t%.3f (%.3f)\t%.3f (%.3f)\t%d\t%d\t%d\t%d\t%s\n", s.Model, s.Pipeline, prod, s.Labelled,
 				s.ProductionAccuracy, s.RecentProduction, s.LearnerAccuracy, s.RecentLearner, s.Drifts, s.Checks, s.Releases, s.Join.UnmatchedLabels, s.LastError)
 		}
 	})

@@ -25,6 +25,7 @@ import (
 	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
+	"golang.org/x/sync/errgroup"
 
 	"github.com/outpost-edge/outpost/sync/state"
 	"github.com/outpost-edge/outpost/sync/tuf"
@@ -44,8 +45,8 @@ const (
 	Halted    = "halted" // a gate failed: updated devices were sent back
 	Aborted   = "aborted"
 	Completed = "completed"
-	// RolledBack: a completed rollout an operator undid; its devices
-	// were sent back to the versions they had.
+	// RolledBack: a rollout an operator undid, running or completed;
+	// its devices were sent back to the versions they had, all at once.
 	RolledBack = "rolled_back"
 )
 
@@ -269,6 +270,12 @@ type Controller struct {
 	log      *slog.Logger
 	now      func() time.Time
 
+	// OnState, when set, is told of each state a rollout enters
+	// (running at start, completed, halted, aborted, rolled_back) once it
+	// is stored and its devices were sent their versions: the hub's model
+	// registry follows it. Set it before Run.
+	OnState func(ctx context.Context, r *Rollout)
+
 	mu     sync.Mutex
 	latest map[string]int64 // newest desired version per device, as written here or read
 	ended  map[string]bool  // rollouts seen in a final state
@@ -299,7 +306,7 @@ func (c *Controller) Start(ctx context.Context, spec Spec) (*Rollout, error) {
 	}
 	for _, r := range all {
 		if Active(r.State) && r.Spec.Model == spec.Model && maps.Equal(r.Spec.Selector, spec.Selector) {
-			return nil, fmt.Errorf("%w: rollout %s (%s) already moves %s on %v; pause, abort or wait for it", ErrConflict, r.ID, r.State, spec.Model, spec.Selector)
+			return nil, fmt.Errorf("%w: rollout %s (%s) already moves %s on %s; pause, abort or wait for it", ErrConflict, r.ID, r.State, spec.Model, Selector(spec.Selector))
 		}
 	}
 	now := c.now().UTC()
@@ -310,8 +317,28 @@ func (c *Controller) Start(ctx context.Context, spec Spec) (*Rollout, error) {
 	if _, err := c.rollouts.Create(ctx, r.ID, data); err != nil {
 		return nil, fmt.Errorf("rollout: store: %w", err)
 	}
-	c.log.Info("rollout started", "rollout", r.ID, "model", spec.Model, "version", spec.Version, "selector", spec.Selector, "waves", spec.Waves)
+	c.log.Info("rollout started", "rollout", r.ID, "model", spec.Model, "version", spec.Version, "selector", Selector(spec.Selector), "waves", spec.Waves)
+	c.entered(ctx, r)
 	return r, nil
+}
+
+// Selector writes a selector as "k=v,k2=v2" (sorted), or "every device".
+func Selector(sel map[string]string) string {
+	if len(sel) == 0 {
+		return "every device"
+	}
+	parts := make([]string, 0, len(sel))
+	for _, k := range slices.Sorted(maps.Keys(sel)) {
+		parts = append(parts, k+"="+sel[k])
+	}
+	return strings.Join(parts, ",")
+}
+
+// entered tells OnState of the state r is now in.
+func (c *Controller) entered(ctx context.Context, r *Rollout) {
+	if c.OnState != nil {
+		c.OnState(ctx, r)
+	}
 }
 
 // Get reads one rollout.
@@ -417,28 +444,45 @@ func (c *Controller) Abort(ctx context.Context, id, why string) (*Rollout, error
 	if err != nil {
 		return nil, err
 	}
-	return c.revert(ctx, r)
+	if r, err = c.revert(ctx, r); err != nil {
+		return nil, err
+	}
+	c.entered(ctx, r)
+	return r, nil
 }
 
-// Rollback undoes a rollout: an active one is aborted, a completed one
-// becomes rolled_back; either way every device it updated is sent back to
-// the version it had.
+// Rollback undoes a rollout, running, paused, baking or completed: in one
+// step, with no waves and no bake, every device it moved is sent back to
+// the version it ran before (a desired state naming that version's signed
+// target, which the agent verifies through TUF like any update). The
+// rollout ends rolled_back; why says who asked.
 func (c *Controller) Rollback(ctx context.Context, id, why string) (*Rollout, error) {
 	r, err := c.modify(ctx, id, func(r *Rollout) error {
-		switch {
-		case Active(r.State):
-			r.State, r.Reason = Aborted, "rolled back: "+why
-		case r.State == Completed:
-			r.State, r.Reason = RolledBack, "rolled back: "+why
-		default:
+		if !Active(r.State) && r.State != Completed {
 			return fmt.Errorf("%w: rollout %s is %s: nothing to roll back", ErrInvalid, id, r.State)
 		}
+		r.State, r.Reason, r.PausedFrom, r.BakeUntil = RolledBack, "rolled back "+why, "", time.Time{}
 		return nil
 	})
 	if err != nil {
 		return nil, err
 	}
-	return c.revert(ctx, r)
+	if r, err = c.revert(ctx, r); err != nil {
+		return nil, err
+	}
+	c.log.Info("rollout rolled back", "rollout", r.ID, "devices", countReverted(r), "reason", r.Reason)
+	c.entered(ctx, r)
+	return r, nil
+}
+
+func countReverted(r *Rollout) int {
+	n := 0
+	for _, d := range r.Devices {
+		if d.Reverted {
+			n++
+		}
+	}
+	return n
 }
 
 // Run ticks the controller until ctx ends (on the lease holder).
@@ -572,8 +616,9 @@ func waveSize(waves []Wave, w, n int) int {
 func (c *Controller) advance(ctx context.Context, id string, fleet []state.Device, all []*Rollout) error {
 	var assign []string // devices to send the new version
 	var halted bool
+	var was string // the state before this step
 	r, err := c.modify(ctx, id, func(r *Rollout) error {
-		assign, halted = nil, false
+		assign, halted, was = nil, false, r.State
 		if !Active(r.State) {
 			return nil
 		}
@@ -600,42 +645,50 @@ func (c *Controller) advance(ctx context.Context, id string, fleet []state.Devic
 		}
 		el := eligible(r, fleet, all)
 		r.Targeted = len(el) + countNotIn(r.Devices, el)
-		want := waveSize(r.Spec.Waves, r.Wave, r.Targeted)
-		for _, d := range el {
-			if len(r.Devices) >= want {
-				break
-			}
-			if r.Devices[d.ID] != nil {
-				continue
-			}
-			from, _ := runs(d.Reported, r.Spec.Model)
-			r.Devices[d.ID] = &Device{Wave: r.Wave, From: from, Phase: "pending"}
-			if from == r.Spec.Version {
-				r.Devices[d.ID].Phase = state.PhaseCommitted
-			}
-			assign = append(assign, d.ID)
-		}
 		if r.Targeted == 0 {
 			r.State, r.Reason = Halted, "no device matches the selector and runs the model"
 			return nil
 		}
-		done := 0
-		for _, d := range r.Devices {
-			if d.Phase == state.PhaseCommitted {
-				done++
+		// A wave that adds nobody (10% of a small fleet may be the
+		// canary already) has nothing to bake: the next starts at once.
+		for {
+			want := waveSize(r.Spec.Waves, r.Wave, r.Targeted)
+			for _, d := range el {
+				if len(r.Devices) >= want {
+					break
+				}
+				if r.Devices[d.ID] != nil {
+					continue
+				}
+				from, _ := runs(d.Reported, r.Spec.Model)
+				r.Devices[d.ID] = &Device{Wave: r.Wave, From: from, Phase: "pending"}
+				if from == r.Spec.Version {
+					r.Devices[d.ID].Phase = state.PhaseCommitted
+				}
+				assign = append(assign, d.ID)
 			}
-		}
-		switch {
-		case done == len(r.Devices) && len(r.Devices) >= want:
-			if r.Wave == len(r.Spec.Waves)-1 || len(r.Devices) == r.Targeted {
-				r.State = Completed
-				return nil
+			done := 0
+			for _, d := range r.Devices {
+				if d.Phase == state.PhaseCommitted {
+					done++
+				}
 			}
-			r.State, r.BakeUntil = Baking, now.Add(time.Duration(r.Spec.Bake))
-		case now.Sub(r.WaveStarted) > time.Duration(r.Spec.WaveTimeout):
-			r.State, r.Reason, halted = Halted, fmt.Sprintf("wave %d (%s) timed out: %d of %d devices committed", r.Wave+1, r.Spec.Waves[r.Wave], done, len(r.Devices)), true
+			switch {
+			case done == len(r.Devices) && len(r.Devices) >= want:
+				if r.Wave == len(r.Spec.Waves)-1 || len(r.Devices) == r.Targeted {
+					r.State = Completed
+					return nil
+				}
+				if r.Wave > 0 && !waveHas(r.Devices, r.Wave) {
+					r.Wave, r.WaveStarted = r.Wave+1, now
+					continue
+				}
+				r.State, r.BakeUntil = Baking, now.Add(time.Duration(r.Spec.Bake))
+			case now.Sub(r.WaveStarted) > time.Duration(r.Spec.WaveTimeout):
+				r.State, r.Reason, halted = Halted, fmt.Sprintf("wave %d (%s) timed out: %d of %d devices committed", r.Wave+1, r.Spec.Waves[r.Wave], done, len(r.Devices)), true
+			}
+			return nil
 		}
-		return nil
 	})
 	if err != nil {
 		return err
@@ -652,15 +705,31 @@ func (c *Controller) advance(ctx context.Context, id string, fleet []state.Devic
 	if len(assign) > 0 {
 		c.log.Info("rollout wave assigned", "rollout", r.ID, "wave", r.Wave+1, "devices", len(assign), "total", len(r.Devices), "targeted", r.Targeted)
 	}
-	if halted {
-		c.log.Warn("rollout halted; rolling back updated devices", "rollout", r.ID, "reason", r.Reason)
-		_, err = c.revert(ctx, r)
-		return err
+	if r.State == Halted && was != Halted {
+		if halted {
+			c.log.Warn("rollout halted; rolling back updated devices", "rollout", r.ID, "reason", r.Reason)
+			if r, err = c.revert(ctx, r); err != nil {
+				return err
+			}
+		}
+		c.entered(ctx, r)
+		return nil
 	}
-	if r.State == Completed {
+	if r.State == Completed && was != Completed {
 		c.log.Info("rollout completed", "rollout", r.ID, "devices", len(r.Devices))
+		c.entered(ctx, r)
 	}
 	return nil
+}
+
+// waveHas reports whether any device was assigned in wave w.
+func waveHas(devs map[string]*Device, w int) bool {
+	for _, d := range devs {
+		if d.Wave == w {
+			return true
+		}
+	}
+	return false
 }
 
 func countNotIn(devs map[string]*Device, el []state.Device) int {
@@ -750,14 +819,25 @@ func (c *Controller) revert(ctx context.Context, r *Rollout) (*Rollout, error) {
 	if err != nil {
 		return nil, err
 	}
+	// All at once: each desired state is its own key, and a store that
+	// syncs every write would otherwise take a fleet's worth of fsyncs in
+	// turn before the last device hears of it.
+	g, gctx := errgroup.WithContext(ctx)
+	g.SetLimit(revertParallel)
 	for _, id := range back {
 		d := r.Devices[id]
-		if err := c.setDesired(ctx, id, r.Spec.Model, state.DesiredModel{Version: d.From, Target: tuf.ModelTargetName(r.Spec.Model, d.From), Rollout: r.ID + "/revert"}); err != nil {
-			return nil, err
-		}
+		g.Go(func() error {
+			return c.setDesired(gctx, id, r.Spec.Model, state.DesiredModel{Version: d.From, Target: tuf.ModelTargetName(r.Spec.Model, d.From), Rollout: r.ID + "/revert"})
+		})
+	}
+	if err := g.Wait(); err != nil {
+		return nil, err
 	}
 	return r, nil
 }
+
+// revertParallel bounds the desired-state writes a revert has in flight.
+const revertParallel = 32
 
 // setDesired changes one model of a device's desired state, bumping its
 // version, and publishes it.

@@ -62,9 +62,17 @@ type Event struct {
 
 // Status is one model's training state.
 type Status struct {
-	Model              string                  `json:"model"`
-	Pipeline           string                  `json:"pipeline"`
-	Production         int64                   `json:"production"` // the champion version; 0 while the model has none
+	Model    string `json:"model"`
+	Pipeline string `json:"pipeline"`
+	// Production is the registry's production version (0: none yet): the
+	// trainer reads it at start, and the hub's /v1/train answers the
+	// registry's current word, with Canary the version rolling out.
+	Production int64 `json:"production"`
+	Canary     int64 `json:"canary,omitempty"`
+	// Champion is the version the learner is judged against: production
+	// when the trainer started, then its latest release (which is only a
+	// candidate or canary in the registry until a rollout completes).
+	Champion           int64                   `json:"champion"`
 	Labelled           int64                   `json:"labelled"`
 	Skipped            int64                   `json:"skipped"` // windows without the features or label the model needs
 	Drifts             int                     `json:"drifts"`
@@ -214,7 +222,7 @@ func (t *Trainer) loadChampions(ctx context.Context) {
 			r.Margin = m.cfg.Margin
 		}
 		t.mu.Lock()
-		m.man, m.r, m.status.Production, m.status.LastError = man, r, man.Version, ""
+		m.man, m.r, m.status.Production, m.status.Champion, m.status.LastError = man, r, man.Version, man.Version, ""
 		t.mu.Unlock()
 		t.log.Info("learner warm-started from production", "model", man.Name, "version", man.Version, "features", len(man.Features))
 	}
@@ -512,7 +520,7 @@ func (t *Trainer) release(ctx context.Context, m *model) {
 		m.status.LastError = err.Error()
 		t.log.Error("release failed", "model", m.cfg.Model, "err", err)
 	} else {
-		m.man, m.status.Production = man, version
+		m.man, m.status.Champion = man, version
 		t.log.Info("released a retrained model", "model", m.cfg.Model, "version", version, "candidate_accuracy", cand, "production_accuracy", prod, "rollout", ev.Rollout)
 	}
 	m.history = append(m.history, ev)

@@ -57,11 +57,19 @@ func rolloutPackage(b *testing.B, v int64) (dir string, mj, model []byte) {
 // and telemetry every 5 s meanwhile (about 300 records/s for 1,000, each
 // fsync'd by JetStream). The metric is seconds from rollout start to
 // completed.
-func BenchmarkRollout1000(b *testing.B) {
-	n := 1000
-	if s := os.Getenv("OUTPOST_ROLLOUT_AGENTS"); s != "" {
-		n, _ = strconv.Atoi(s)
-	}
+// benchFleet is a hub and n complete agents on v1 of model "fleet".
+type benchFleet struct {
+	hub *hub.Hub
+	// waitVersion returns once every agent reports running v.
+	waitVersion func(v int64, limit time.Duration)
+	agentLog    string // the agents' warnings
+}
+
+// startFleet starts a hub with versions 1..last of model "fleet" pushed
+// and n agents running v1 (see BenchmarkRollout1000), and waits until
+// they all report; everything stops when b ends.
+func startFleet(b *testing.B, n int, last int64) benchFleet {
+	b.Helper()
 	cfg := hub.Defaults()
 	cfg.DataDir = b.TempDir()
 	cfg.Broker.NATSPort, cfg.Broker.MQTTPort = -1, -1
@@ -80,19 +88,20 @@ func BenchmarkRollout1000(b *testing.B) {
 	if err != nil {
 		b.Fatal(err)
 	}
-	defer agentLogFile.Close()
+	b.Cleanup(func() { agentLogFile.Close() })
 	agentLog := slog.New(slog.NewTextHandler(agentLogFile, &slog.HandlerOptions{Level: slog.LevelWarn}))
 	ctx, cancel := context.WithCancel(context.Background())
-	defer cancel()
 	h, err := hub.Start(ctx, cfg, log)
 	if err != nil {
+		cancel()
 		b.Fatal(err)
 	}
-	defer h.Close()
+	b.Cleanup(h.Close)
 	v1dir, _, _ := rolloutPackage(b, 1)
-	for v := int64(1); v <= int64(b.N)+1; v++ {
+	for v := int64(1); v <= last; v++ {
 		_, mj, model := rolloutPackage(b, v)
 		if _, err := h.PushModel(ctx, modelstore.PushRequest{Manifest: mj, Model: model}); err != nil {
+			cancel()
 			b.Fatal(err)
 		}
 	}
@@ -100,12 +109,13 @@ func BenchmarkRollout1000(b *testing.B) {
 	// The fleet.
 	fleetDir, err := os.MkdirTemp(shm(), "outpost-fleet-")
 	if err != nil {
+		cancel()
 		b.Fatal(err)
 	}
-	defer os.RemoveAll(fleetDir)
+	b.Cleanup(func() { os.RemoveAll(fleetDir) })
 	var wg sync.WaitGroup
-	defer wg.Wait()
-	defer cancel()
+	b.Cleanup(wg.Wait)
+	b.Cleanup(cancel) // first: the agents stop, then the hub
 	start := time.Now()
 	for i := range n {
 		id := fmt.Sprintf("dev-%04d", i)
@@ -165,13 +175,27 @@ func BenchmarkRollout1000(b *testing.B) {
 				return
 			}
 			if time.Now().After(deadline) {
+				if data, err := os.ReadFile(agentLogPath); err == nil {
+					b.Logf("agent warnings (last 4 KiB):\n%s", data[max(0, len(data)-4096):])
+				}
 				b.Fatalf("%d of %d agents on v%d after %s", on, n, v, limit)
 			}
-			time.Sleep(100 * time.Millisecond)
+			time.Sleep(20 * time.Millisecond)
 		}
 	}
 	waitVersion(1, 5*time.Minute)
 	b.Logf("%d agents connected and reporting in %s", n, time.Since(start).Round(time.Millisecond))
+	return benchFleet{hub: h, waitVersion: waitVersion, agentLog: agentLogPath}
+}
+
+func BenchmarkRollout1000(b *testing.B) {
+	n := 1000
+	if s := os.Getenv("OUTPOST_ROLLOUT_AGENTS"); s != "" {
+		n, _ = strconv.Atoi(s)
+	}
+	ctx := b.Context()
+	f := startFleet(b, n, int64(b.N)+1)
+	h, waitVersion, agentLogPath := f.hub, f.waitVersion, f.agentLog
 
 	ws, _ := rollout.ParseWaves("1,10%,50%,100%")
 	b.ResetTimer()
@@ -251,4 +275,61 @@ func shm() string {
 		return "/dev/shm"
 	}
 	return os.TempDir()
+}
+
+// BenchmarkRollback100 times `outpostctl rollout rollback` (the
+// controller's Rollback, as the API calls it) from the call until every
+// device runs its previous version again, on 100 complete agents (as in
+// BenchmarkRollout1000; OUTPOST_ROLLBACK_AGENTS changes the number).
+// Each iteration first rolls v2 out to the whole fleet in one wave,
+// untimed, then rolls it back to v1: one desired state per device, each
+// naming v1's signed TUF target, which the agent downloads, verifies,
+// self-tests and switches to. The target is 10 s for 100 devices.
+func BenchmarkRollback100(b *testing.B) {
+	n := 100
+	if s := os.Getenv("OUTPOST_ROLLBACK_AGENTS"); s != "" {
+		n, _ = strconv.Atoi(s)
+	}
+	ctx := b.Context()
+	f := startFleet(b, n, 2)
+	h := f.hub
+	all, _ := rollout.ParseWaves("100%")
+	var total, worst time.Duration
+	b.ResetTimer()
+	for range b.N {
+		b.StopTimer()
+		r, err := h.Rollouts().Start(ctx, rollout.Spec{Model: "fleet", Version: 2, Selector: map[string]string{"fleet": "bench"},
+			Waves: all, Bake: rollout.Duration(time.Millisecond), WaveTimeout: rollout.Duration(2 * time.Minute)})
+		if err != nil {
+			b.Fatal(err)
+		}
+		for rollout.Active(r.State) {
+			time.Sleep(50 * time.Millisecond)
+			if r, err = h.Rollouts().Get(ctx, r.ID); err != nil {
+				b.Fatal(err)
+			}
+		}
+		if r.State != rollout.Completed {
+			b.Fatalf("rollout of v2: %s (%s) %v", r.State, r.Reason, r.Counts())
+		}
+		f.waitVersion(2, time.Minute)
+		b.StartTimer()
+		t0 := time.Now()
+		r, err = h.Rollouts().Rollback(ctx, r.ID, "by the benchmark")
+		if err != nil {
+			b.Fatal(err)
+		}
+		sent := time.Since(t0)
+		f.waitVersion(1, time.Minute)
+		took := time.Since(t0)
+		b.StopTimer()
+		total += took
+		worst = max(worst, took)
+		b.Logf("rollback of %d devices to v1: desired states sent in %s, every device on v1 in %s", len(r.Devices), sent.Round(time.Millisecond), took.Round(time.Millisecond))
+	}
+	b.ReportMetric(total.Seconds()/float64(b.N), "s/rollback")
+	b.ReportMetric(worst.Seconds(), "worst_s")
+	if worst > 10*time.Second {
+		b.Logf("over the 10 s target for %d devices (worst %s)", n, worst.Round(time.Millisecond))
+	}
 }

@@ -47,7 +47,7 @@ func TestCloudLabelsFromKafka(t *testing.T) {
 	}
 	// The trainer starts once the lease holder has loaded the champion.
 	deadline := time.Now().Add(20 * time.Second)
-	for status().Production != 1 {
+	for status().Champion != 1 {
 		if time.Now().After(deadline) {
 			t.Fatalf("trainer never loaded production: %+v", status())
 		}

@@ -36,7 +36,10 @@ type Pair struct {
 
 // Stats count what the join did.
 type Stats struct {
-	Matched, UnmatchedLabels, UnlabelledWindows, Replaced int64
+	Matched           int64 `json:"matched"`
+	UnmatchedLabels   int64 `json:"unmatched_labels"`
+	UnlabelledWindows int64 `json:"unlabelled_windows"`
+	Replaced          int64 `json:"replaced"`
 }
 
 type stream struct{ device, pipeline, key string }
