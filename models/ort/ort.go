@@ -1,3 +1,5 @@
+//go:build cgo
+
 // Package ort runs ONNX models on ONNX Runtime through onnxruntime_go. The
 // runtime is a process-wide shared library loaded once.
 package ort
@@ -14,6 +16,12 @@ import (
 	"github.com/outpost-edge/outpost/models/onnx"
 	"github.com/outpost-edge/outpost/models/onnx/onnxpb"
 )
+
+// haveRuntime: this build links ONNX Runtime (see nocgo.go).
+const haveRuntime = true
+
+// errNoRuntime is nocgo.go's; this build never returns it.
+var errNoRuntime error
 
 var (
 	envMu   sync.Mutex
@@ -68,48 +76,6 @@ type Session struct {
 
 // Outputs is the output width per batch row.
 func (s *Session) Outputs() int { return int(s.outPerItem) }
-
-// Options tune a session.
-type Options struct {
-	// Provider is the execution provider: cpu (default), cuda, tensorrt or
-	// openvino. One the library cannot use falls back to cpu; Session.Provider
-	// and FallbackReason say what happened.
-	Provider string
-	// IntraOpThreads bounds ONNX Runtime's threads per run (0: its default).
-	IntraOpThreads int
-	// Output names the scores output. Empty: the graph's only output, or
-	// its only float output (onnx.ScoresOutput).
-	Output string
-}
-
-// Providers the agent knows how to request.
-var Providers = []string{"cpu", "cuda", "tensorrt", "openvino"}
-
-// EnvLibrary names the variable that points at libonnxruntime.so.1.
-const EnvLibrary = "OUTPOST_ORT_LIB"
-
-// FindLibrary resolves libonnxruntime.so.1: explicit if set, else
-// $OUTPOST_ORT_LIB, lib/ next to the running binary, /usr/lib/outpost and
-// /usr/local/lib.
-func FindLibrary(explicit string) (string, error) {
-	candidates := []string{explicit}
-	if explicit == "" {
-		candidates = []string{os.Getenv(EnvLibrary)}
-		if exe, err := os.Executable(); err == nil {
-			candidates = append(candidates, filepath.Join(filepath.Dir(exe), "lib", "libonnxruntime.so.1"))
-		}
-		candidates = append(candidates, "/usr/lib/outpost/libonnxruntime.so.1", "/usr/local/lib/libonnxruntime.so.1")
-	}
-	for _, c := range candidates {
-		if c == "" {
-			continue
-		}
-		if _, err := os.Stat(c); err == nil {
-			return c, nil
-		}
-	}
-	return "", fmt.Errorf("%w: libonnxruntime.so.1 not found; looked in %v", ErrRuntime, candidates)
-}
 
 // NewSession loads an ONNX model from memory with default options.
 func NewSession(model []byte) (*Session, error) { return NewSessionWith(model, Options{}) }
