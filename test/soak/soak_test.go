@@ -80,6 +80,7 @@ package soak
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
 	"log/slog"
 	"os"
@@ -95,6 +96,7 @@ import (
 	"github.com/Shopify/toxiproxy/v2"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/rs/zerolog"
+	"github.com/twmb/franz-go/pkg/kgo"
 
 	"github.com/outpost-edge/outpost/hub"
 	"github.com/outpost-edge/outpost/test/fleettest"
@@ -231,9 +233,80 @@ func TestSoak(t *testing.T) {
 	if n := s.refused.Load(); n > 0 {
 		t.Errorf("the agents' outboxes refused %d appends: their disks were not full", n)
 	}
-	_, dup := got.Count(want)
+	lost, dup := got.Count(want)
 	s.logResult(t, faults, end, len(want), got.Records, len(dup))
+	if len(lost) > 0 {
+		s.explainLost(t, got, lost)
+	}
 	got.ExactlyOnce(t, want)
+}
+
+// explainLost logs, for a run that lost records, which stretch of each
+// agent's traffic is missing (as seconds into the run: 10 records/s), and
+// how many of the lost records Kafka holds when read read_uncommitted
+// (there, but in a transaction that was aborted or never committed).
+func (s *soak) explainLost(t *testing.T, got fleettest.Delivered, lost []string) {
+	t.Helper()
+	var lines []string
+	devices := 0
+	for i, d := range s.devs {
+		var ranges []string
+		n := int(s.sent[i].Load())
+		for j := 0; j < n; {
+			if got.Labels[fmt.Sprintf("%s-%d", d.ID, j)] > 0 {
+				j++
+				continue
+			}
+			k := j
+			for k < n && got.Labels[fmt.Sprintf("%s-%d", d.ID, k)] == 0 {
+				k++
+			}
+			ranges = append(ranges, fmt.Sprintf("%d–%d (%.1f–%.1f s)", j, k-1, float64(j)/10, float64(k)/10))
+			j = k
+		}
+		if len(ranges) > 0 {
+			devices++
+			if len(lines) < 10 {
+				lines = append(lines, d.ID+": "+strings.Join(ranges, ", "))
+			}
+		}
+	}
+	t.Logf("LOST | %d records of %d agents; the first agents' missing stretches:\n%s", len(lost), devices, strings.Join(lines, "\n"))
+	want := make(map[string]bool, len(lost))
+	for _, l := range lost {
+		want[l] = true
+	}
+	cl, err := kgo.NewClient(kgo.SeedBrokers(s.broker.Addr), kgo.ConsumeTopics(topicPrefix+"windows"),
+		kgo.ConsumeResetOffset(kgo.NewOffset().AtStart()), kgo.FetchIsolationLevel(kgo.ReadUncommitted()))
+	if err != nil {
+		t.Errorf("read_uncommitted reader: %v", err)
+		return
+	}
+	defer cl.Close()
+	found, records := 0, 0
+	for idle := 0; idle < 3; {
+		ctx, cancel := context.WithTimeout(context.Background(), 3*time.Second)
+		fs := cl.PollFetches(ctx)
+		cancel()
+		n := 0
+		fs.EachRecord(func(r *kgo.Record) {
+			n++
+			var v struct {
+				Data struct {
+					Label string `json:"label"`
+				} `json:"data"`
+			}
+			if json.Unmarshal(r.Value, &v) == nil && want[v.Data.Label] {
+				found++
+				delete(want, v.Data.Label)
+			}
+		})
+		records += n
+		if n == 0 {
+			idle++
+		}
+	}
+	t.Logf("LOST | read_uncommitted: %d records in %swindows, %d of the %d lost among them (written, in a transaction not committed)", records, topicPrefix, found, len(lost))
 }
 
 // topicPrefix: the broker is the soak's own.
