@@ -17,7 +17,7 @@ BINARIES := outpost-agent:agent/cmd/outpost-agent outpost-hub:hub/cmd/outpost-hu
 # build the pure-Go kernel.
 SIMD := $(if $(filter amd64,$(shell $(GO) env GOARCH)),GOEXPERIMENT=simd)
 
-.PHONY: all deps build test race fuzz staticcheck check chaos bench cross dist nocgo lint demo clean
+.PHONY: all deps build test race fuzz staticcheck check chaos soak bench cross dist nocgo lint demo clean
 
 all: build
 
@@ -64,6 +64,14 @@ staticcheck:
 CHAOS_SCALE ?= 4
 chaos: deps
 	OUTPOST_CHAOS_SCALE=$(CHAOS_SCALE) $(GO) run ./test/cmd/withservices -- $(GO) test -count=1 -v -timeout 60m ./test/chaos/
+
+## soak: 100 agents at steady load for DURATION (a Go duration in h/m/s) with a fault every
+## few minutes; samples RSS, FDs, goroutines, JetStream and outbox sizes, fails on growth
+## (make test runs it for 90 s with 20 agents)
+DURATION ?= 1h
+SOAK_TIMEOUT = $$(( $$(echo '$(DURATION)' | sed -e 's/h/*3600+/g; s/m/*60+/g; s/s/+/g; s/+$$//') + 1800 ))s
+soak: deps
+	OUTPOST_SOAK_DURATION=$(DURATION) $(GO) run ./test/cmd/withservices -- $(GO) test -count=1 -v -timeout $(SOAK_TIMEOUT) ./test/soak/
 
 ## check: what CI runs after make test: the race detector, fuzzing, staticcheck
 check: race fuzz staticcheck nocgo
