@@ -18,6 +18,7 @@ import (
 	"github.com/outpost-edge/outpost/agent/ingest"
 	"github.com/outpost-edge/outpost/agent/pipeline"
 	"github.com/outpost-edge/outpost/test/kafkatest"
+	"github.com/outpost-edge/outpost/test/schematest"
 	"github.com/outpost-edge/outpost/test/service"
 )
 
@@ -88,6 +89,7 @@ func TestAgentWindowsReachKafka(t *testing.T) {
 	for (len(byTopic["windows"]) < 9 || len(byTopic["late"]) < 1 || len(byTopic["deadletter"]) < 1) && time.Now().Before(deadline) {
 		fctx, fcancel := context.WithTimeout(context.Background(), 2*time.Second)
 		cl.PollFetches(fctx).EachRecord(func(r *kgo.Record) {
+			schematest.Check(t, r.Topic, r.Value) // windows, late and dead records of a real agent
 			var v map[string]any
 			if err := json.Unmarshal(r.Value, &v); err != nil {
 				t.Errorf("%s: %v", r.Topic, err)
