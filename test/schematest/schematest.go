@@ -185,11 +185,43 @@ func Shared(t testing.TB) *Set {
 	return shared
 }
 
+// maxReported is how many violations one test reports in full; the rest
+// are counted, so a schema broken for every record stays readable.
+const maxReported = 5
+
+var (
+	violMu     sync.Mutex
+	violations = map[testing.TB]int{}
+)
+
 // Check fails t (without stopping it) when value, a record read from
-// topic, violates record.schema.json or its stream's data schema.
+// topic, violates record.schema.json or its stream's data schema. The
+// first violations of a test are reported with their paths and the
+// record; the test's total is reported when it ends.
 func Check(t testing.TB, topic string, value []byte) {
 	t.Helper()
-	if err := Shared(t).CheckRecord(value); err != nil {
+	err := Shared(t).CheckRecord(value)
+	if err == nil {
+		return
+	}
+	violMu.Lock()
+	violations[t]++
+	n := violations[t]
+	violMu.Unlock()
+	if n == 1 {
+		t.Cleanup(func() {
+			violMu.Lock()
+			total := violations[t]
+			delete(violations, t)
+			violMu.Unlock()
+			if total > maxReported {
+				t.Errorf("%d records violated the published schemas (the first %d shown)", total, maxReported)
+			}
+		})
+	}
+	if n <= maxReported {
 		t.Errorf("record in %s violates the published schema: %v\n%s", topic, err, value)
+	} else {
+		t.Fail()
 	}
 }

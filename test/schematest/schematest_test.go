@@ -2,6 +2,7 @@ package schematest
 
 import (
 	"encoding/json"
+	"strings"
 	"testing"
 	"time"
 
@@ -55,5 +56,48 @@ func TestWriterStructs(t *testing.T) {
 	data, _ := json.Marshal(cloud)
 	if err := Validate(s.Label, data); err != nil {
 		t.Errorf("cloud label: %v\n%s", err, data)
+	}
+}
+
+// fakeT records what Check reports.
+type fakeT struct {
+	testing.TB
+	errors   []string
+	failed   bool
+	cleanups []func()
+}
+
+func (f *fakeT) Helper() {}
+func (f *fakeT) Errorf(format string, args ...any) {
+	f.errors = append(f.errors, format)
+	f.failed = true
+}
+func (f *fakeT) Fail()             { f.failed = true }
+func (f *fakeT) Cleanup(fn func()) { f.cleanups = append(f.cleanups, fn) }
+
+// TestCheckFails: a record that breaks its data schema fails the test;
+// past maxReported the rest are counted, and the total reported at the end.
+func TestCheckFails(t *testing.T) {
+	Shared(t)
+	good := `{"device":"d","stream":"telemetry","seq":1,"event_time":"2026-11-25T12:00:05Z","data":{"kind":"agent_health","uptime_s":1,"outbox_depth":0,"outbox_bytes":0,"heap_bytes":1,"goroutines":1}}`
+	f := &fakeT{TB: t}
+	Check(f, "outpost.telemetry", []byte(good))
+	if f.failed {
+		t.Fatalf("good record failed: %v", f.errors)
+	}
+	bad := strings.Replace(good, `"goroutines":1`, `"goroutines":"1"`, 1)
+	for range maxReported + 3 {
+		Check(f, "outpost.telemetry", []byte(bad))
+	}
+	if !f.failed || len(f.errors) != maxReported || len(f.cleanups) != 1 {
+		t.Fatalf("failed %v, %d errors, %d cleanups; want %d errors and one cleanup", f.failed, len(f.errors), len(f.cleanups), maxReported)
+	}
+	f.cleanups[0]()
+	if len(f.errors) != maxReported+1 {
+		t.Errorf("no total reported at the end: %v", f.errors)
+	}
+	err := Shared(t).CheckRecord([]byte(bad))
+	if err == nil || !strings.Contains(err.Error(), "'/data/goroutines'") {
+		t.Errorf("error does not name the path: %v", err)
 	}
 }
