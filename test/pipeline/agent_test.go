@@ -18,12 +18,14 @@ import (
 	"github.com/outpost-edge/outpost/agent/ingest"
 	"github.com/outpost-edge/outpost/agent/pipeline"
 	"github.com/outpost-edge/outpost/test/kafkatest"
+	"github.com/outpost-edge/outpost/test/schematest"
 	"github.com/outpost-edge/outpost/test/service"
 )
 
 // TestAgentWindowsReachKafka runs the whole agent (agent.Run) with a
 // tailed-file pipeline against the hub and the real Kafka broker: window
-// results, late events and rejected lines arrive in their topics.
+// results, late events, rejected lines and the agent's own telemetry
+// arrive in their topics.
 func TestAgentWindowsReachKafka(t *testing.T) {
 	brokers := kafkatest.Brokers(t)
 	cfg := hubConfig(t, brokers, t.TempDir())
@@ -53,6 +55,7 @@ func TestAgentWindowsReachKafka(t *testing.T) {
 	acfg.Hub.URL = "tcp://" + h.MQTTAddr()
 	acfg.Hub.Username, acfg.Hub.Password = creds.Username, creds.Password
 	acfg.Uplink.AckTimeout = time.Second
+	acfg.Report.Interval = time.Second // telemetry every second
 	mport, _ := service.FreePort()
 	acfg.Metrics.Listen = service.Addr(mport)
 	acfg.Pipelines = []pipeline.Config{{
@@ -78,16 +81,17 @@ func TestAgentWindowsReachKafka(t *testing.T) {
 	// 20 s of data in 5 s windows: [0,5) [5,10) [10,15) close; [15,20) stays open.
 	cl, err := kgo.NewClient(kgo.SeedBrokers(brokers...), kgo.ConsumeResetOffset(kgo.NewOffset().AtStart()),
 		kgo.FetchIsolationLevel(kgo.ReadCommitted()),
-		kgo.ConsumeTopics(cfg.Kafka.TopicPrefix+"windows", cfg.Kafka.TopicPrefix+"late", cfg.Kafka.TopicPrefix+"deadletter"))
+		kgo.ConsumeTopics(cfg.Kafka.TopicPrefix+"windows", cfg.Kafka.TopicPrefix+"late", cfg.Kafka.TopicPrefix+"deadletter", cfg.Kafka.TopicPrefix+"telemetry"))
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer cl.Close()
 	byTopic := map[string][]map[string]any{}
 	deadline := time.Now().Add(60 * time.Second)
-	for (len(byTopic["windows"]) < 9 || len(byTopic["late"]) < 1 || len(byTopic["deadletter"]) < 1) && time.Now().Before(deadline) {
+	for (len(byTopic["windows"]) < 9 || len(byTopic["late"]) < 1 || len(byTopic["deadletter"]) < 1 || len(byTopic["telemetry"]) < 1) && time.Now().Before(deadline) {
 		fctx, fcancel := context.WithTimeout(context.Background(), 2*time.Second)
 		cl.PollFetches(fctx).EachRecord(func(r *kgo.Record) {
+			schematest.Check(t, r.Topic, r.Value) // windows, late, dead and telemetry records of a real agent
 			var v map[string]any
 			if err := json.Unmarshal(r.Value, &v); err != nil {
 				t.Errorf("%s: %v", r.Topic, err)
@@ -97,8 +101,11 @@ func TestAgentWindowsReachKafka(t *testing.T) {
 		})
 		fcancel()
 	}
-	if len(byTopic["windows"]) != 9 || len(byTopic["late"]) != 1 || len(byTopic["deadletter"]) != 1 {
-		t.Fatalf("windows=%d late=%d dead=%d", len(byTopic["windows"]), len(byTopic["late"]), len(byTopic["deadletter"]))
+	if len(byTopic["windows"]) != 9 || len(byTopic["late"]) != 1 || len(byTopic["deadletter"]) != 1 || len(byTopic["telemetry"]) < 1 {
+		t.Fatalf("windows=%d late=%d dead=%d telemetry=%d", len(byTopic["windows"]), len(byTopic["late"]), len(byTopic["deadletter"]), len(byTopic["telemetry"]))
+	}
+	if kind := byTopic["telemetry"][0]["data"].(map[string]any)["kind"]; kind != "agent_health" {
+		t.Fatalf("telemetry kind = %v", kind)
 	}
 	for _, w := range byTopic["windows"] {
 		data := w["data"].(map[string]any)

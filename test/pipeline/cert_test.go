@@ -292,7 +292,7 @@ func TestCertificateRenewalKeepsStreaming(t *testing.T) {
 	}()
 
 	topic := cfg.Kafka.TopicPrefix + "windows"
-	if recs, _ := readAll(t, cfg.Kafka.Brokers, []string{topic}, 9, 60*time.Second); len(recs) != 9 {
+	if recs, _ := readAgentRecords(t, cfg.Kafka.Brokers, []string{topic}, 9, 60*time.Second); len(recs) != 9 {
 		t.Fatalf("%d windows over mTLS before renewal, want 9", len(recs))
 	}
 	stored := func() *x509.Certificate {
@@ -323,7 +323,7 @@ func TestCertificateRenewalKeepsStreaming(t *testing.T) {
 	writeLines(20, 40) // closes [15,20) .. [30,35): 12 more
 	time.Sleep(time.Second)
 	h = startHub(t, cfg)
-	recs, _ := readAll(t, cfg.Kafka.Brokers, []string{topic}, 21, 90*time.Second)
+	recs, _ := readAgentRecords(t, cfg.Kafka.Brokers, []string{topic}, 21, 90*time.Second)
 	seen := map[uint64]int{}
 	for _, r := range recs {
 		if r.Device != "cert-agent" {

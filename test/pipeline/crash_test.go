@@ -17,6 +17,7 @@ import (
 	"github.com/twmb/franz-go/pkg/kgo"
 
 	"github.com/outpost-edge/outpost/test/kafkatest"
+	"github.com/outpost-edge/outpost/test/schematest"
 	"github.com/outpost-edge/outpost/test/testenv"
 )
 
@@ -127,6 +128,7 @@ pipelines:
 	seen := map[string]int{}
 	total := 0
 	collect := func(r *kgo.Record) {
+		schematest.Check(t, r.Topic, r.Value) // the agent binary's windows
 		var rec struct {
 			Data struct {
 				Key    string

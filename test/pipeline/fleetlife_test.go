@@ -26,6 +26,7 @@ import (
 	"github.com/outpost-edge/outpost/hub"
 	"github.com/outpost-edge/outpost/test/fleettest"
 	"github.com/outpost-edge/outpost/test/kafkatest"
+	"github.com/outpost-edge/outpost/test/schematest"
 )
 
 // TestBoardSwapAndRestore: a board streams, is backed up while records
@@ -293,6 +294,7 @@ func TestWeekOfTrafficThroughASmallStream(t *testing.T) {
 				} `json:"data"`
 			}
 			if json.Unmarshal(r.Value, &v) == nil && v.Device == hub.HubDevice {
+				schematest.Check(t, r.Topic, r.Value) // the hub's own; devices' here are fleettest's
 				kinds[v.Data.Kind] = true
 			}
 		})

@@ -18,6 +18,7 @@ import (
 	"github.com/outpost-edge/outpost/hub"
 	"github.com/outpost-edge/outpost/test/fleettest"
 	"github.com/outpost-edge/outpost/test/kafkatest"
+	"github.com/outpost-edge/outpost/test/schematest"
 )
 
 func TestMain(m *testing.M) { os.Exit(kafkatest.Main(m)) }
@@ -62,9 +63,37 @@ type kafkaRecord struct {
 	Data   json.RawMessage `json:"data"`
 }
 
+// Schema validation of what tests read from Kafka. Every record that a
+// real agent (agent.Run, the built outpost-agent binary, the flashed arm64
+// agent) or the hub itself produced is validated against the published
+// record.schema.json and its stream's data schema (schematest.Check):
+// readAgentRecords (TestCertificateRenewalKeepsStreaming, TestArm64BundleEnrolsAndStreamsUnderQemu,
+// TestSIGTERMLosesNoAcceptedLine), readInferences (inputs_test.go), the readers of
+// TestAgentWindowsReachKafka (agent_test.go), TestAgentSurvivesKill9
+// (crash_test.go), TestDriftIsDetectedAndRetrained (retrain_test.go), and
+// the hub's own _hub events in TestWeekOfTrafficThroughASmallStream
+// (fleetlife_test.go). readAll does not validate data: its callers read
+// what test/fleettest devices wrote straight into an outbox
+// ({"i":..,"v":..}, {"label":..} on any stream), which is no agent's
+// output; TestBadInputIsDeadLetteredAndOthersFlow holds those to the
+// envelope alone.
+
 // readAll consumes topics read_committed until want distinct (device, seq)
-// arrived or the deadline passes, and returns every record it saw.
+// arrived or the deadline passes, and returns every record it saw. It
+// does not validate the records' data (see above).
 func readAll(t *testing.T, brokers []string, topics []string, want int, timeout time.Duration) (recs []kafkaRecord, headers []map[string]string) {
+	t.Helper()
+	return readRecords(t, brokers, topics, want, timeout, false)
+}
+
+// readAgentRecords is readAll for records real agents produced: each one
+// is also validated against the published schemas.
+func readAgentRecords(t *testing.T, brokers []string, topics []string, want int, timeout time.Duration) (recs []kafkaRecord, headers []map[string]string) {
+	t.Helper()
+	return readRecords(t, brokers, topics, want, timeout, true)
+}
+
+func readRecords(t *testing.T, brokers []string, topics []string, want int, timeout time.Duration, check bool) (recs []kafkaRecord, headers []map[string]string) {
 	t.Helper()
 	cl, err := kgo.NewClient(kgo.SeedBrokers(brokers...), kgo.ConsumeTopics(topics...),
 		kgo.ConsumeResetOffset(kgo.NewOffset().AtStart()), kgo.FetchIsolationLevel(kgo.ReadCommitted()))
@@ -86,6 +115,9 @@ func readAll(t *testing.T, brokers []string, topics []string, want int, timeout 
 				t.Errorf("record %s/%d@%d is not JSON: %v", r.Topic, r.Partition, r.Offset, err)
 				return
 			}
+			if check {
+				schematest.Check(t, r.Topic, r.Value)
+			}
 			h := map[string]string{}
 			for _, hd := range r.Headers {
 				h[hd.Key] = string(hd.Value)
@@ -102,6 +134,9 @@ func readAll(t *testing.T, brokers []string, topics []string, want int, timeout 
 	fs.EachRecord(func(r *kgo.Record) {
 		var kr kafkaRecord
 		_ = json.Unmarshal(r.Value, &kr)
+		if check {
+			schematest.Check(t, r.Topic, r.Value)
+		}
 		recs = append(recs, kr)
 		headers = append(headers, map[string]string{})
 	})

@@ -25,6 +25,7 @@ import (
 	"github.com/outpost-edge/outpost/sync/state"
 	"github.com/outpost-edge/outpost/test/fleettest"
 	"github.com/outpost-edge/outpost/test/kafkatest"
+	"github.com/outpost-edge/outpost/test/schematest"
 	"github.com/outpost-edge/outpost/test/service"
 	"github.com/outpost-edge/outpost/test/testenv"
 )
@@ -187,7 +188,8 @@ func runAgent(t *testing.T, h interface{ MQTTAddr() string }, creds state.Creden
 }
 
 // readInferences reads inference records from topic (read_committed)
-// and hands each to seen until it returns true or 60 s pass.
+// and hands each to seen until it returns true or 60 s pass; every
+// record is validated against the published schemas.
 func readInferences(t *testing.T, brokers []string, topic string, seen func(device string, d pipeline.InferenceRecord) bool) {
 	t.Helper()
 	cl, err := kgo.NewClient(kgo.SeedBrokers(brokers...), kgo.ConsumeResetOffset(kgo.NewOffset().AtStart()),
@@ -199,6 +201,7 @@ func readInferences(t *testing.T, brokers []string, topic string, seen func(devi
 	for deadline, enough := time.Now().Add(60*time.Second), false; !enough && time.Now().Before(deadline); {
 		fctx, fcancel := context.WithTimeout(context.Background(), 2*time.Second)
 		cl.PollFetches(fctx).EachRecord(func(r *kgo.Record) {
+			schematest.Check(t, r.Topic, r.Value) // real agents' records
 			var v struct {
 				Device string                   `json:"device"`
 				Data   pipeline.InferenceRecord `json:"data"`

@@ -13,6 +13,7 @@ import (
 	"github.com/outpost-edge/outpost/agent/outbox"
 	"github.com/outpost-edge/outpost/hub/trainer"
 	"github.com/outpost-edge/outpost/test/kafkatest"
+	"github.com/outpost-edge/outpost/test/schematest"
 )
 
 // TestCloudLabelsFromKafka: a device streams windows; a cloud team writes
@@ -76,12 +77,16 @@ func TestCloudLabelsFromKafka(t *testing.T) {
 	}
 	defer cl.Close()
 	topic := cfg.Kafka.TopicPrefix + "labels"
-	for _, v := range []string{
+	for i, v := range []string{
 		fmt.Sprintf(`{"device":"cloud-1","pipeline":"machine","key":"s1","window_start":%q,"label":0}`, start.Format(time.RFC3339)),
 		fmt.Sprintf(`{"device":"cloud-1","pipeline":"machine","key":"s1","event_time":%q,"label":1}`, start.Add(1500*time.Millisecond).Format(time.RFC3339Nano)),
 		fmt.Sprintf(`{"device":"cloud-1","pipeline":"machine","key":"nope","window_start":%q,"label":1}`, start.Format(time.RFC3339)),
 		`this is not a label`,
 	} {
+		// What the trainer takes is what label.schema.json publishes.
+		if err := schematest.Validate(schematest.Shared(t).Label, []byte(v)); (err == nil) != (i < 3) {
+			t.Errorf("label.schema.json on %s: %v", v, err)
+		}
 		if err := cl.ProduceSync(context.Background(), &kgo.Record{Topic: topic, Value: []byte(v)}).FirstErr(); err != nil {
 			t.Fatal(err)
 		}

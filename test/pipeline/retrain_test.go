@@ -19,6 +19,7 @@ import (
 	"github.com/outpost-edge/outpost/models/onnx"
 	"github.com/outpost-edge/outpost/sync/state"
 	"github.com/outpost-edge/outpost/test/kafkatest"
+	"github.com/outpost-edge/outpost/test/schematest"
 	"github.com/outpost-edge/outpost/test/testenv"
 )
 
@@ -205,6 +206,8 @@ pipelines:
 	defer cancel()
 	for !(kinds["trainer_drift/health"] && kinds["trainer_release/health"]) && ctx.Err() == nil {
 		cl.PollFetches(ctx).EachRecord(func(r *kgo.Record) {
+			// The agents' model_update and drift records, the trainer's events.
+			schematest.Check(t, r.Topic, r.Value)
 			var rec struct {
 				Device string `json:"device"`
 				Data   struct {

@@ -223,7 +223,7 @@ pipelines:
 			want[window(i)] += n
 		}
 	}
-	recs, _ := readAll(t, brokers, []string{cfg.Kafka.TopicPrefix + "windows"}, len(want), 90*time.Second)
+	recs, _ := readAgentRecords(t, brokers, []string{cfg.Kafka.TopicPrefix + "windows"}, len(want), 90*time.Second)
 	got := map[string]int{}
 	found := 0
 	for _, r := range recs {
