@@ -40,7 +40,7 @@ func (h *Hub) rolloutRoutes(mux *http.ServeMux) {
 			return
 		}
 		// ?by=LABEL adds the devices' self-test figures per label value.
-		rolloutRespond(w, http.StatusOK, rolloutWithCosts{Rollout: ro, Costs: ro.Costs(h.Devices(), by)}, nil)
+		rolloutRespond(w, http.StatusOK, rolloutWithCosts{Rollout: ro, Costs: rollout.RolloutCosts(ro, h.Devices(), by)}, nil)
 	}))
 	// What a model version costs on each class of device (?by=LABEL),
 	// from every device's self-test of it, in or out of a rollout.

@@ -15,7 +15,7 @@ import (
 	"strings"
 	"time"
 
-	"github.com/outpost-edge/outpost/hub/modelstore"
+	"github.com/outpost-edge/outpost/hub/api"
 	"github.com/outpost-edge/outpost/models/manifest"
 	"github.com/outpost-edge/outpost/models/onnx"
 	"github.com/outpost-edge/outpost/models/ort"
@@ -148,8 +148,8 @@ func modelPush(ctx context.Context, c *cli, args []string) error {
 	if err != nil {
 		return err
 	}
-	var v modelstore.Version
-	if err := c.call(ctx, http.MethodPost, "/v1/models", modelstore.PushRequest{Manifest: mj, Model: model}, &v); err != nil {
+	var v api.ModelVersion
+	if err := c.call(ctx, http.MethodPost, "/v1/models", api.PushRequest{Manifest: mj, Model: model}, &v); err != nil {
 		return err
 	}
 	_, err = fmt.Fprintf(c.out, "registered %s v%d as %s (%d parameters; golden vectors: %s)\n", v.Name, v.Version, v.Stage, v.Parameters, v.Golden)
@@ -157,7 +157,7 @@ func modelPush(ctx context.Context, c *cli, args []string) error {
 }
 
 func modelList(ctx context.Context, c *cli, _ []string) error {
-	return show(ctx, c, "/v1/models", nil, func(tw io.Writer, list []modelstore.Summary, _ bool) {
+	return show(ctx, c, "/v1/models", nil, func(tw io.Writer, list []api.ModelSummary, _ bool) {
 		fmt.Fprintln(tw, "MODEL\tLATEST\tPRODUCTION\tCANARY\tVERSIONS")
 		dash := func(v int64) string {
 			if v == 0 {
@@ -175,7 +175,7 @@ func modelShow(ctx context.Context, c *cli, args []string) error {
 	if len(args) != 1 {
 		return fmt.Errorf("%w: model show NAME", errUsage)
 	}
-	return show(ctx, c, "/v1/models/"+url.PathEscape(args[0]), nil, func(tw io.Writer, vs []modelstore.Version, _ bool) {
+	return show(ctx, c, "/v1/models/"+url.PathEscape(args[0]), nil, func(tw io.Writer, vs []api.ModelVersion, _ bool) {
 		fmt.Fprintln(tw, "VERSION\tPARENT\tSTAGE\tTASK\tPARAMS\tMETRICS\tCREATED\tLAST MOVE")
 		for _, v := range vs {
 			parent := "-"
@@ -225,9 +225,9 @@ func modelArchive(fs *flag.FlagSet) runFunc {
 }
 
 func moveModel(ctx context.Context, c *cli, name, version, stage, why string) error {
-	var v modelstore.Version
+	var v api.ModelVersion
 	path := "/v1/models/" + url.PathEscape(name) + "/versions/" + url.PathEscape(version) + "/stage"
-	if err := c.call(ctx, http.MethodPost, path, modelstore.StageRequest{Stage: stage, Why: why}, &v); err != nil {
+	if err := c.call(ctx, http.MethodPost, path, api.StageRequest{Stage: stage, Why: why}, &v); err != nil {
 		return err
 	}
 	_, err := fmt.Fprintf(c.out, "%s v%d is now %s\n", v.Name, v.Version, v.Stage)

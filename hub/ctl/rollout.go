@@ -14,7 +14,7 @@ import (
 	"text/tabwriter"
 	"time"
 
-	"github.com/outpost-edge/outpost/hub/rollout"
+	"github.com/outpost-edge/outpost/hub/api"
 )
 
 // labelsFlag collects --select k=v.
@@ -51,7 +51,7 @@ func rolloutStart(fs *flag.FlagSet) runFunc {
 			return err
 		}
 		version, _ := strconv.ParseInt(v, 10, 64) // checked by nameVersion
-		ws, err := rollout.ParseWaves(*waves)
+		ws, err := api.ParseWaves(*waves)
 		if err != nil {
 			return fmt.Errorf("%w: --waves: %w", errUsage, err)
 		}
@@ -73,10 +73,10 @@ func rolloutStart(fs *flag.FlagSet) runFunc {
 		case *split > 0 && *shadow == 0:
 			return fmt.Errorf("%w: --split needs --shadow", errUsage)
 		}
-		spec := rollout.Spec{Model: name, Version: version, Selector: sel, Waves: ws, Bake: rollout.Duration(*bake), WaveTimeout: rollout.Duration(*waveTimeout),
-			Gates:  rollout.Gates{MinHealthy: *minHealthy, MaxErrorRate: *maxErr, MaxLatencyFactor: *maxLat, MinInferences: *minInf, MinAgreement: *minAgree},
-			Shadow: rollout.Duration(*shadow), Split: *split}
-		var r rollout.Rollout
+		spec := api.Spec{Model: name, Version: version, Selector: sel, Waves: ws, Bake: api.Duration(*bake), WaveTimeout: api.Duration(*waveTimeout),
+			Gates:  api.Gates{MinHealthy: *minHealthy, MaxErrorRate: *maxErr, MaxLatencyFactor: *maxLat, MinInferences: *minInf, MinAgreement: *minAgree},
+			Shadow: api.Duration(*shadow), Split: *split}
+		var r api.Rollout
 		if err := c.call(ctx, http.MethodPost, "/v1/rollouts", spec, &r); err != nil {
 			return err
 		}
@@ -96,7 +96,7 @@ func selectorString(sel map[string]string) string {
 	return labelString(sel, "")
 }
 
-func wavesString(ws []rollout.Wave) string {
+func wavesString(ws []api.Wave) string {
 	parts := make([]string, len(ws))
 	for i, w := range ws {
 		parts[i] = w.String()
@@ -108,7 +108,7 @@ func wavesString(ws []rollout.Wave) string {
 // ("aborted: by the operator" for an aborted rollout reads "by the
 // operator", and so does "rolled back by the operator" for a rolled_back
 // one).
-func reason(r *rollout.Rollout) string {
+func reason(r *api.Rollout) string {
 	s := strings.TrimPrefix(r.Reason, r.State+": ")
 	return strings.TrimPrefix(s, strings.ReplaceAll(r.State, "_", " ")+" ")
 }
@@ -117,7 +117,7 @@ func rolloutList(ctx context.Context, c *cli, _ []string) error {
 	return show(ctx, c, "/v1/rollouts", nil, rolloutTable)
 }
 
-func rolloutTable(tw io.Writer, list []rollout.Rollout, wide bool) {
+func rolloutTable(tw io.Writer, list []api.Rollout, wide bool) {
 	head := "ROLLOUT\tMODEL\tVERSION\tSTATE\tWAVE\tDEVICES\tREASON"
 	if wide {
 		head += "\tSELECTOR\tWAVES\tCREATED\tUPDATED"
@@ -144,18 +144,18 @@ func rolloutStatus(ctx context.Context, c *cli, args []string) error {
 	if c.watch && (c.format == "table" || c.format == "wide" || c.format == "") {
 		return watchRollout(ctx, c, id)
 	}
-	var end *rollout.Rollout
-	err := show(ctx, c, "/v1/rollouts/"+url.PathEscape(id), func(r rollout.Rollout) bool {
+	var end *api.Rollout
+	err := show(ctx, c, "/v1/rollouts/"+url.PathEscape(id), func(r api.Rollout) bool {
 		end = &r
-		return !rollout.Active(r.State)
-	}, func(w io.Writer, r rollout.Rollout, _ bool) { printRollout(w, &r) })
-	if err == nil && c.watch && end != nil && !rollout.Active(end.State) && end.State != rollout.Completed {
+		return !api.Active(r.State)
+	}, func(w io.Writer, r api.Rollout, _ bool) { printRollout(w, &r) })
+	if err == nil && c.watch && end != nil && !api.Active(end.State) && end.State != api.Completed {
 		return fmt.Errorf("rollout %s %s: %s", id, end.State, reason(end))
 	}
 	return err
 }
 
-func printRollout(w io.Writer, r *rollout.Rollout) {
+func printRollout(w io.Writer, r *api.Rollout) {
 	fmt.Fprintf(w, "rollout %s: %s v%d on %s\nstate %s, wave %d of %d (%s), %d of %d targeted devices assigned\n",
 		r.ID, r.Spec.Model, r.Spec.Version, selectorString(r.Spec.Selector), r.State, r.Wave+1, len(r.Spec.Waves), wavesString(r.Spec.Waves), len(r.Devices), r.Targeted)
 	if r.Reason != "" {
@@ -187,7 +187,7 @@ func printRollout(w io.Writer, r *rollout.Rollout) {
 func watchRollout(ctx context.Context, c *cli, id string) error {
 	last := ""
 	for {
-		var r rollout.Rollout
+		var r api.Rollout
 		if err := c.call(ctx, http.MethodGet, "/v1/rollouts/"+url.PathEscape(id), nil, &r); err != nil {
 			return err
 		}
@@ -209,8 +209,8 @@ func watchRollout(ctx context.Context, c *cli, id string) error {
 			fmt.Fprintf(c.out, "%s %s\n", time.Now().Format("15:04:05"), line)
 			last = line
 		}
-		if !rollout.Active(r.State) {
-			if r.State != rollout.Completed {
+		if !api.Active(r.State) {
+			if r.State != api.Completed {
 				return fmt.Errorf("rollout %s %s: %s", id, r.State, reason(&r))
 			}
 			return nil
@@ -228,7 +228,7 @@ func rolloutAction(action string) func(context.Context, *cli, []string) error {
 		if len(args) != 1 {
 			return fmt.Errorf("%w: rollout %s ID", errUsage, action)
 		}
-		var r rollout.Rollout
+		var r api.Rollout
 		if err := c.call(ctx, http.MethodPost, "/v1/rollouts/"+url.PathEscape(args[0])+"/"+action, struct{}{}, &r); err != nil {
 			return err
 		}
@@ -242,7 +242,7 @@ func rolloutRollback(ctx context.Context, c *cli, args []string) error {
 	if len(args) != 1 {
 		return fmt.Errorf("%w: rollout rollback ID", errUsage)
 	}
-	var r rollout.Rollout
+	var r api.Rollout
 	if err := c.call(ctx, http.MethodPost, "/v1/rollouts/"+url.PathEscape(args[0])+"/rollback", struct{}{}, &r); err != nil {
 		return err
 	}

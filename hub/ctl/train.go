@@ -8,14 +8,14 @@ import (
 	"net/url"
 	"time"
 
-	"github.com/outpost-edge/outpost/hub/trainer"
+	"github.com/outpost-edge/outpost/hub/api"
 )
 
 func trainStatus(ctx context.Context, c *cli, args []string) error {
 	if len(args) != 0 {
 		return fmt.Errorf("%w: train status", errUsage)
 	}
-	return show(ctx, c, "/v1/train", nil, func(tw io.Writer, list []trainer.Status, _ bool) {
+	return show(ctx, c, "/v1/train", nil, func(tw io.Writer, list []api.TrainingStatus, _ bool) {
 		fmt.Fprintln(tw, "MODEL\tPIPELINE\tPRODUCTION\tLABELLED\tPROD ACC (RECENT)\tLEARNER ACC (RECENT)\tDRIFTS\tCHECKS\tRELEASES\tUNMATCHED LABELS\tNOTE")
 		for _, s := range list {
 			prod := "-"
@@ -46,7 +46,7 @@ func trainHistory(ctx context.Context, c *cli, args []string) error {
 	if len(args) != 1 {
 		return fmt.Errorf("%w: train history MODEL", errUsage)
 	}
-	return show(ctx, c, "/v1/train/"+url.PathEscape(args[0])+"/history", nil, func(tw io.Writer, evs []trainer.Event, _ bool) {
+	return show(ctx, c, "/v1/train/"+url.PathEscape(args[0])+"/history", nil, func(tw io.Writer, evs []api.TrainingEvent, _ bool) {
 		fmt.Fprintln(tw, "AT\tEVENT\tVERSION\tPRODUCTION ACC\tCANDIDATE ACC\tROLLOUT\tDETAIL")
 		for _, e := range evs {
 			v := "-"

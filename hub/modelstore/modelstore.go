@@ -18,6 +18,7 @@ import (
 
 	"github.com/nats-io/nats.go/jetstream"
 
+	"github.com/outpost-edge/outpost/hub/api"
 	"github.com/outpost-edge/outpost/models/goengine"
 	"github.com/outpost-edge/outpost/models/manifest"
 	"github.com/outpost-edge/outpost/models/onnx"
@@ -49,45 +50,15 @@ var (
 	ErrConflict = errors.New("model registry conflict")
 )
 
-// Version is one registered model version: what `model list|show` print.
-type Version struct {
-	Name    string             `json:"name"`
-	Version int64              `json:"version"`
-	Parent  int64              `json:"parent,omitempty"`
-	Task    string             `json:"task"`
-	Stage   string             `json:"stage"`
-	Metrics map[string]float64 `json:"metrics,omitempty"`
-	SHA256  string             `json:"sha256"`
-	Size    int                `json:"size"`
-	// Quantization is the manifest's: none, int8-static, int8-dynamic, fp16.
-	Quantization string `json:"quantization,omitempty"`
-	// Golden says which engine reproduced the golden vectors at push, or
-	// why none could.
-	Golden     string     `json:"golden"`
-	Parameters int64      `json:"parameters"`
-	Ops        []string   `json:"ops"`
-	Created    time.Time  `json:"created"`
-	History    []Movement `json:"history"`
-}
-
-// Movement is one stage change.
-type Movement struct {
-	Stage string    `json:"stage"`
-	At    time.Time `json:"at"`
-	Why   string    `json:"why,omitempty"`
-}
-
-// PushRequest is the body of POST /v1/models: a model package.
-type PushRequest struct {
-	Manifest json.RawMessage `json:"manifest"`
-	Model    []byte          `json:"model"` // model.onnx, base64 in JSON
-}
-
-// StageRequest is the body of POST /v1/models/{name}/versions/{version}/stage.
-type StageRequest struct {
-	Stage string `json:"stage"`
-	Why   string `json:"why,omitempty"`
-}
+// The registry's API types live in hub/api (shared with the CLI and the
+// console).
+type (
+	Version      = api.ModelVersion
+	Movement     = api.Movement
+	PushRequest  = api.PushRequest
+	StageRequest = api.StageRequest
+	Summary      = api.ModelSummary
+)
 
 // Store is the registry.
 type Store struct {
@@ -230,15 +201,6 @@ func (s *Store) Versions(ctx context.Context, name string) ([]Version, error) {
 		err = fmt.Errorf("%w: %s", ErrNotFound, name)
 	}
 	return vs, err
-}
-
-// Summary is one model in `model list`.
-type Summary struct {
-	Name       string `json:"name"`
-	Latest     int64  `json:"latest"`
-	Production int64  `json:"production,omitempty"`
-	Canary     int64  `json:"canary,omitempty"`
-	Versions   int    `json:"versions"`
 }
 
 // List summarises every model, sorted by name.

@@ -87,8 +87,8 @@ func Costs(devs []state.Device, model string, version int64, label string) []Cos
 	return out
 }
 
-// Costs are the rollout's own devices' measurements grouped by label.
-func (r *Rollout) Costs(fleet []state.Device, label string) []Cost {
+// RolloutCosts are r's own devices' measurements grouped by label.
+func RolloutCosts(r *Rollout, fleet []state.Device, label string) []Cost {
 	var mine []state.Device
 	for _, d := range fleet {
 		if _, ok := r.Devices[d.ID]; ok {

@@ -91,8 +91,8 @@ func TestSpecRefusesNegativePerfGates(t *testing.T) {
 	for _, g := range []Gates{{MaxLatencyMS: -1}, {MaxRSSMB: -1}} {
 		s := spec("1")
 		s.Gates = g
-		s.defaults()
-		if err := s.validate(); err == nil {
+		s.Defaults()
+		if err := s.Validate(); err == nil {
 			t.Errorf("%+v accepted", g)
 		}
 	}
@@ -128,7 +128,7 @@ func TestCostsByLabel(t *testing.T) {
 	if got := Costs(devs, "m", 3, "hw"); len(got) != 0 {
 		t.Fatalf("another version: %+v", got)
 	}
-	if got := r.Costs(devs, "hw"); len(got) != 2 {
+	if got := RolloutCosts(r, devs, "hw"); len(got) != 2 {
 		t.Fatalf("the rollout's own devices: %+v", got)
 	}
 	if sp := spread([]float64{4, 1, 3, 2}); sp != (Spread{Median: 2.5, Max: 4}) {

@@ -19,7 +19,6 @@ import (
 	"math"
 	"slices"
 	"sort"
-	"strconv"
 	"strings"
 	"sync"
 	"time"
@@ -27,6 +26,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 	"golang.org/x/sync/errgroup"
 
+	"github.com/outpost-edge/outpost/hub/api"
 	"github.com/outpost-edge/outpost/sync/state"
 	"github.com/outpost-edge/outpost/sync/tuf"
 )
@@ -37,219 +37,41 @@ const (
 	DesiredBucket = "OUTPOST_DESIRED"
 )
 
-// Rollout states.
+// The rollout types live in hub/api, which the CLI and the console share
+// without linking the controller; these names keep the package's own.
 const (
-	Running   = "running"
-	Baking    = "baking"
-	Paused    = "paused"
-	Halted    = "halted" // a gate failed: updated devices were sent back
-	Aborted   = "aborted"
-	Completed = "completed"
-	// RolledBack: a rollout an operator undid, running or completed;
-	// its devices were sent back to the versions they had, all at once.
-	RolledBack = "rolled_back"
+	Running    = api.Running
+	Baking     = api.Baking
+	Paused     = api.Paused
+	Halted     = api.Halted
+	Aborted    = api.Aborted
+	Completed  = api.Completed
+	RolledBack = api.RolledBack
 )
 
-// Active reports whether a rollout in this state still moves devices.
-func Active(s string) bool { return s == Running || s == Baking || s == Paused }
+type (
+	Wave     = api.Wave
+	Gates    = api.Gates
+	Spec     = api.Spec
+	Duration = api.Duration
+	Device   = api.Device
+	Rollout  = api.Rollout
+)
 
 var (
 	// ErrInvalid means a rollout request is wrong; the message says how.
-	ErrInvalid = errors.New("rollout: invalid")
+	ErrInvalid = api.ErrRolloutInvalid
 	// ErrConflict means another active rollout covers the same model and labels.
 	ErrConflict = errors.New("rollout: conflict")
 	// ErrNotFound means no such rollout.
 	ErrNotFound = errors.New("rollout: not found")
 )
 
-// Wave is one stage: a number of devices, or a percentage of the targeted
-// fleet (cumulative: 10 then 50 means 10% of devices, then 50% in all).
-type Wave struct {
-	Devices int     `json:"devices,omitempty"`
-	Percent float64 `json:"percent,omitempty"`
-}
-
-func (w Wave) String() string {
-	if w.Devices > 0 {
-		return strconv.Itoa(w.Devices)
-	}
-	return strconv.FormatFloat(w.Percent, 'f', -1, 64) + "%"
-}
+// Active reports whether a rollout in this state still moves devices.
+func Active(s string) bool { return api.Active(s) }
 
 // ParseWaves reads "1,10%,50%,100%".
-func ParseWaves(s string) ([]Wave, error) {
-	var out []Wave
-	for _, part := range strings.Split(s, ",") {
-		part = strings.TrimSpace(part)
-		if p, ok := strings.CutSuffix(part, "%"); ok {
-			f, err := strconv.ParseFloat(p, 64)
-			if err != nil || f <= 0 || f > 100 {
-				return nil, fmt.Errorf("%w: wave %q: a percentage is 0 to 100", ErrInvalid, part)
-			}
-			out = append(out, Wave{Percent: f})
-			continue
-		}
-		n, err := strconv.Atoi(part)
-		if err != nil || n < 1 {
-			return nil, fmt.Errorf("%w: wave %q: a device count or a percentage like 10%%", ErrInvalid, part)
-		}
-		out = append(out, Wave{Devices: n})
-	}
-	return out, nil
-}
-
-// Gates decide whether a wave may be followed by the next.
-type Gates struct {
-	// MinHealthy is the fraction of a wave's devices that must commit.
-	MinHealthy float64 `json:"min_healthy"`
-	// MaxErrorRate and MaxLatencyFactor apply to each device's probation
-	// report: errors per row, and latency as a multiple of the old model's.
-	MaxErrorRate     float64 `json:"max_error_rate"`
-	MaxLatencyFactor float64 `json:"max_latency_factor"`
-	// MinInferences a device must have served in probation to count as
-	// healthy (0: committing is enough).
-	MinInferences int64 `json:"min_inferences"`
-	// MinAgreement is the share of windows on which a candidate in shadow
-	// must agree with the running model (with Spec.Shadow).
-	MinAgreement float64 `json:"min_agreement"`
-	// MaxLatencyMS and MaxRSSMB are the device's budget for the candidate
-	// (0: none): its p99 per call and the growth of the agent's resident
-	// memory from loading it, both measured on the device at self-test.
-	// The device checks them, and MaxLatencyFactor against the running
-	// model's p50, before it switches, and refuses a candidate that does
-	// not fit; the refusal halts the rollout.
-	MaxLatencyMS float64 `json:"max_latency_ms,omitempty"`
-	MaxRSSMB     float64 `json:"max_rss_mb,omitempty"`
-}
-
-// perf is the part of the gates the devices check at self-test.
-func (g Gates) perf() state.PerfGates {
-	return state.PerfGates{MaxLatencyMS: g.MaxLatencyMS, MaxLatencyFactor: g.MaxLatencyFactor, MaxRSSMB: g.MaxRSSMB}
-}
-
-// Spec is what an operator starts.
-type Spec struct {
-	Model    string            `json:"model"`
-	Version  int64             `json:"version"`
-	Selector map[string]string `json:"selector,omitempty"`
-	Waves    []Wave            `json:"waves"`
-	Gates    Gates             `json:"gates"`
-	// Bake is the wait after a wave passes before the next starts.
-	Bake Duration `json:"bake"`
-	// WaveTimeout halts a wave whose devices have not all finished.
-	WaveTimeout Duration `json:"wave_timeout"`
-	// Shadow, when set, has each device run the new version beside the
-	// running one this long before switching (see state.DesiredModel);
-	// Split > 0 lets it serve that share of windows meanwhile.
-	Shadow Duration `json:"shadow,omitempty"`
-	Split  float64  `json:"split,omitempty"`
-}
-
-// Duration is a time.Duration written as "30s" in JSON.
-type Duration time.Duration
-
-// MarshalJSON writes the Go duration string.
-func (d Duration) MarshalJSON() ([]byte, error) { return json.Marshal(time.Duration(d).String()) }
-
-// UnmarshalJSON reads a Go duration string.
-func (d *Duration) UnmarshalJSON(b []byte) error {
-	var s string
-	if err := json.Unmarshal(b, &s); err != nil {
-		return err
-	}
-	v, err := time.ParseDuration(s)
-	if err != nil {
-		return err
-	}
-	*d = Duration(v)
-	return nil
-}
-
-// Defaults fill what a request leaves out: canary of one, then 10%, 50%
-// and 100%; every device healthy; 1% errors; 3× latency; 1 minute bake.
-func (s *Spec) defaults() {
-	if len(s.Waves) == 0 {
-		s.Waves = []Wave{{Devices: 1}, {Percent: 10}, {Percent: 50}, {Percent: 100}}
-	}
-	if s.Gates.MinHealthy == 0 {
-		s.Gates.MinHealthy = 1
-	}
-	if s.Gates.MaxErrorRate == 0 {
-		s.Gates.MaxErrorRate = 0.01
-	}
-	if s.Gates.MaxLatencyFactor == 0 {
-		s.Gates.MaxLatencyFactor = 3
-	}
-	if s.Bake == 0 {
-		s.Bake = Duration(time.Minute)
-	}
-	if s.WaveTimeout == 0 {
-		s.WaveTimeout = Duration(30 * time.Minute)
-	}
-}
-
-func (s *Spec) validate() error {
-	switch {
-	case s.Model == "":
-		return fmt.Errorf("%w: model is required", ErrInvalid)
-	case s.Version < 1:
-		return fmt.Errorf("%w: version is required", ErrInvalid)
-	case s.Gates.MinHealthy < 0 || s.Gates.MinHealthy > 1:
-		return fmt.Errorf("%w: gates.min_healthy is a fraction 0 to 1", ErrInvalid)
-	case s.Gates.MaxLatencyFactor < 1:
-		return fmt.Errorf("%w: gates.max_latency_factor must be at least 1", ErrInvalid)
-	case s.Gates.MaxLatencyMS < 0 || s.Gates.MaxRSSMB < 0:
-		return fmt.Errorf("%w: gates.max_latency_ms and gates.max_rss_mb must not be negative (0: no limit)", ErrInvalid)
-	case s.Bake < 0 || s.WaveTimeout < 0 || s.Shadow < 0:
-		return fmt.Errorf("%w: bake, wave_timeout and shadow must not be negative", ErrInvalid)
-	case s.Split < 0 || s.Split > 1 || s.Gates.MinAgreement < 0 || s.Gates.MinAgreement > 1:
-		return fmt.Errorf("%w: split and gates.min_agreement are fractions 0 to 1", ErrInvalid)
-	case s.Split > 0 && s.Shadow == 0:
-		return fmt.Errorf("%w: split needs a shadow duration", ErrInvalid)
-	}
-	return nil
-}
-
-// Device is one targeted device's progress.
-type Device struct {
-	Wave   int           `json:"wave"`
-	From   int64         `json:"from"`
-	Phase  string        `json:"phase"` // the device's update phase; "pending" until it reports
-	Reason string        `json:"reason,omitempty"`
-	Health state.Health  `json:"health"`
-	Shadow *state.Shadow `json:"shadow,omitempty"`
-	// SelfTest is what the device measured of the candidate before the
-	// switch.
-	SelfTest *state.SelfTest `json:"selftest,omitempty"`
-	// Reverted: sent back to From by a halt or abort.
-	Reverted bool `json:"reverted,omitempty"`
-}
-
-// Rollout is a rollout's whole state, as stored and as the API shows it.
-type Rollout struct {
-	ID          string             `json:"id"`
-	Spec        Spec               `json:"spec"`
-	State       string             `json:"state"`
-	Wave        int                `json:"wave"` // index into Spec.Waves
-	Reason      string             `json:"reason,omitempty"`
-	Targeted    int                `json:"targeted"` // devices the selector matches that run the model
-	Devices     map[string]*Device `json:"devices"`
-	CreatedAt   time.Time          `json:"created_at"`
-	UpdatedAt   time.Time          `json:"updated_at"`
-	WaveStarted time.Time          `json:"wave_started"`
-	BakeUntil   time.Time          `json:"bake_until,omitzero"`
-	// PausedFrom is the state to resume into.
-	PausedFrom string `json:"paused_from,omitempty"`
-}
-
-// Counts tallies device phases.
-func (r *Rollout) Counts() map[string]int {
-	c := map[string]int{}
-	for _, d := range r.Devices {
-		c[d.Phase]++
-	}
-	return c
-}
+func ParseWaves(s string) ([]Wave, error) { return api.ParseWaves(s) }
 
 // Fleet is what the controller reads of the devices.
 type Fleet interface {
@@ -296,8 +118,8 @@ func Open(ctx context.Context, js jetstream.JetStream, replicas int, fleet Fleet
 
 // Start validates spec and stores a new running rollout.
 func (c *Controller) Start(ctx context.Context, spec Spec) (*Rollout, error) {
-	spec.defaults()
-	if err := spec.validate(); err != nil {
+	spec.Defaults()
+	if err := spec.Validate(); err != nil {
 		return nil, err
 	}
 	all, err := c.List(ctx)
@@ -697,7 +519,7 @@ func (c *Controller) advance(ctx context.Context, id string, fleet []state.Devic
 	for _, d := range assign {
 		want := state.DesiredModel{Version: r.Spec.Version, Target: target, Rollout: r.ID,
 			ShadowSeconds: time.Duration(r.Spec.Shadow).Seconds(), Split: r.Spec.Split, MinAgreement: r.Spec.Gates.MinAgreement,
-			PerfGates: r.Spec.Gates.perf()}
+			PerfGates: r.Spec.Gates.Perf()}
 		if err := c.setDesired(ctx, d, r.Spec.Model, want); err != nil {
 			return err
 		}
@@ -772,10 +594,10 @@ func (c *Controller) gate(r *Rollout) string {
 		switch {
 		case d.Phase == state.PhaseFailed || d.Phase == state.PhaseRolledBack || d.Phase == state.PhaseRollingBack:
 			why = d.Phase + ": " + d.Reason
-		case d.SelfTest != nil && d.SelfTest.Check(g.perf()) != "":
+		case d.SelfTest != nil && d.SelfTest.Check(g.Perf()) != "":
 			// The device refuses these itself; an agent that only
 			// reports them is held to them here.
-			why = "self-test: " + d.SelfTest.Check(g.perf())
+			why = "self-test: " + d.SelfTest.Check(g.Perf())
 		case rows > 0 && float64(d.Health.Errors)/float64(rows) > g.MaxErrorRate:
 			why = fmt.Sprintf("error rate %.3f over gates.max_error_rate %g", float64(d.Health.Errors)/float64(rows), g.MaxErrorRate)
 		case d.Health.SlowerThan(g.MaxLatencyFactor):

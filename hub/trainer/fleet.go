@@ -10,19 +10,6 @@ import (
 	"github.com/outpost-edge/outpost/models/drift"
 )
 
-// FleetDrift aggregates the agents' own data-drift records (PSI and KS
-// per feature against each device's reference) over a pipeline: how many
-// devices report, and how many see each feature drift. A fleet-wide drift
-// (at least half the reporting devices, and two or more) is an event.
-type FleetDrift struct {
-	Devices  int            `json:"devices"`          // devices whose latest drift record is recent
-	Drifting int            `json:"drifting"`         // of them, with any feature drifted
-	Features map[string]int `json:"features"`         // drifted feature → devices
-	Since    time.Time      `json:"since,omitzero"`   // when the fleet-wide drift began
-	Active   bool           `json:"active"`           // a fleet-wide drift is on
-	Last     time.Time      `json:"last_at,omitzero"` // newest drift record
-}
-
 // driftReport is a device's latest `drift` record, as far as it matters.
 type driftReport struct {
 	at      time.Time
@@ -111,13 +98,6 @@ type cohort struct {
 	rows  int64
 	ok    int64
 	drift int
-}
-
-// CohortStatus is one cohort's view of production.
-type CohortStatus struct {
-	Rows     int64   `json:"rows"`
-	Accuracy float64 `json:"accuracy"`
-	Drifts   int     `json:"drifts"`
 }
 
 // observeCohort feeds a labelled row's production outcome to its

@@ -21,6 +21,7 @@ import (
 
 	"github.com/nats-io/nats.go/jetstream"
 
+	"github.com/outpost-edge/outpost/hub/api"
 	"github.com/outpost-edge/outpost/hub/trainer/join"
 	"github.com/outpost-edge/outpost/hub/trainer/learn"
 	"github.com/outpost-edge/outpost/models/goengine"
@@ -49,44 +50,13 @@ type Sink interface {
 	Emit(ctx context.Context, model string, e Event)
 }
 
-// Event is one entry of a model's training history.
-type Event struct {
-	At                 time.Time `json:"at"`
-	Kind               string    `json:"kind"` // drift, check, release, kept, failed
-	Detail             string    `json:"detail,omitempty"`
-	Version            int64     `json:"version,omitempty"`
-	Rollout            string    `json:"rollout,omitempty"`
-	ProductionAccuracy float64   `json:"production_accuracy,omitempty"`
-	CandidateAccuracy  float64   `json:"candidate_accuracy,omitempty"`
-}
-
-// Status is one model's training state.
-type Status struct {
-	Model    string `json:"model"`
-	Pipeline string `json:"pipeline"`
-	// Production is the registry's production version (0: none yet): the
-	// trainer reads it at start, and the hub's /v1/train answers the
-	// registry's current word, with Canary the version rolling out.
-	Production int64 `json:"production"`
-	Canary     int64 `json:"canary,omitempty"`
-	// Champion is the version the learner is judged against: production
-	// when the trainer started, then its latest release (which is only a
-	// candidate or canary in the registry until a rollout completes).
-	Champion           int64                   `json:"champion"`
-	Labelled           int64                   `json:"labelled"`
-	Skipped            int64                   `json:"skipped"` // windows without the features or label the model needs
-	Drifts             int                     `json:"drifts"`
-	Checks             int                     `json:"checks"`
-	Releases           int                     `json:"releases"`
-	ProductionAccuracy float64                 `json:"production_accuracy"` // prequential, since the trainer started
-	LearnerAccuracy    float64                 `json:"learner_accuracy"`
-	RecentProduction   float64                 `json:"recent_production_accuracy"` // last 1,000 rows
-	RecentLearner      float64                 `json:"recent_learner_accuracy"`
-	Join               join.Stats              `json:"join"`
-	Fleet              FleetDrift              `json:"fleet_data_drift"`
-	Cohorts            map[string]CohortStatus `json:"cohorts,omitempty"`
-	LastError          string                  `json:"last_error,omitempty"`
-}
+// The trainer's API types live in hub/api (shared with the CLI).
+type (
+	Event        = api.TrainingEvent
+	Status       = api.TrainingStatus
+	FleetDrift   = api.FleetDrift
+	CohortStatus = api.CohortStatus
+)
 
 // Subjects the trainer reads from the ingest stream.
 var Subjects = []string{"outpost.v1.*.up.windows", "outpost.v1.*.up.labels", "outpost.v1.*.up.drift"}

@@ -45,6 +45,30 @@ func TestAgentLinksNoHubDependencies(t *testing.T) {
 	}
 }
 
+// TestCLILinksNoServerPackage keeps outpostctl a client: it shares the
+// API's types (hub/api, sync/state) and links no broker, Kafka client,
+// learner or other hub package, so it builds small and without cgo for an
+// operator's laptop (make nocgo).
+func TestCLILinksNoServerPackage(t *testing.T) {
+	cmd := exec.Command("go", "list", "-deps", "./hub/cmd/outpostctl")
+	cmd.Dir = root(t)
+	out, err := cmd.CombinedOutput()
+	if err != nil {
+		t.Fatalf("go list: %v\n%s", err, out)
+	}
+	allowed := map[string]bool{"hub/api": true, "hub/ctl": true, "hub/cmd/outpostctl": true}
+	for _, pkg := range strings.Fields(string(out)) {
+		for _, banned := range []string{"github.com/nats-io/", "github.com/twmb/franz-go", "gorgonia.org/", "github.com/mattn/go-sqlite3"} {
+			if strings.Contains(pkg, banned) {
+				t.Errorf("outpostctl links %s", pkg)
+			}
+		}
+		if rest, ok := strings.CutPrefix(pkg, "github.com/outpost-edge/outpost/hub/"); ok && !allowed["hub/"+rest] {
+			t.Errorf("outpostctl links the server package %s (its types belong in hub/api)", pkg)
+		}
+	}
+}
+
 // TestLeavesDoNotImportDaemons enforces the one-way import rule.
 func TestLeavesDoNotImportDaemons(t *testing.T) {
 	cmd := exec.Command("go", "list", "-f", `{{.ImportPath}} {{join .Imports " "}}`,

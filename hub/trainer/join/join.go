@@ -8,6 +8,8 @@ package join
 
 import (
 	"time"
+
+	"github.com/outpost-edge/outpost/hub/api"
 )
 
 // Window is one window's features, by device, pipeline and key.
@@ -34,13 +36,8 @@ type Pair struct {
 	Class  int
 }
 
-// Stats count what the join did.
-type Stats struct {
-	Matched           int64 `json:"matched"`
-	UnmatchedLabels   int64 `json:"unmatched_labels"`
-	UnlabelledWindows int64 `json:"unlabelled_windows"`
-	Replaced          int64 `json:"replaced"`
-}
+// Stats are the join's counters (hub/api, shared with the CLI).
+type Stats = api.JoinStats
 
 type stream struct{ device, pipeline, key string }
 
