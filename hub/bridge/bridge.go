@@ -635,6 +635,15 @@ func (b *Bridge) checkStream(ctx context.Context) error {
 	}
 	id := streamIdentity(info)
 	switch {
+	case b.streamID == id && b.lastSeq > info.State.LastSeq:
+		// The same stream, shorter than what Kafka has: its tail is gone
+		// (a store restored from a backup, or writes a power loss took
+		// before they were synced). New messages take those sequences
+		// again; skipping them as committed would lose them. Resume at the
+		// stream's end, deduplicated by (device, epoch, seq).
+		b.log.Warn("bridge: the stream ends before the checkpoint (restored or truncated store); resuming at its end, deduplicated by (device, epoch, seq)",
+			"stream", id, "checkpoint_seq", b.lastSeq, "stream_last_seq", info.State.LastSeq)
+		b.lastSeq = info.State.LastSeq
 	case b.streamID == id:
 	case b.lastSeq == 0:
 	case b.streamID == "" && b.lastSeq <= info.State.LastSeq:
