@@ -116,6 +116,10 @@ type Spec struct {
 	// Split > 0 lets it serve that share of windows meanwhile.
 	Shadow Duration `json:"shadow,omitempty"`
 	Split  float64  `json:"split,omitempty"`
+	// AllowEmpty starts a rollout whose selector matches no device that
+	// runs the model yet: it waits for one (up to the wave timeout)
+	// instead of being refused.
+	AllowEmpty bool `json:"allow_empty,omitempty"`
 }
 
 // Duration is a time.Duration written as "30s" in JSON.
@@ -170,6 +174,8 @@ func (s *Spec) Validate() error {
 		return fmt.Errorf("%w: version is required", ErrRolloutInvalid)
 	case s.Gates.MinHealthy < 0 || s.Gates.MinHealthy > 1:
 		return fmt.Errorf("%w: gates.min_healthy is a fraction 0 to 1", ErrRolloutInvalid)
+	case s.Gates.MaxErrorRate < 0 || s.Gates.MaxErrorRate > 1:
+		return fmt.Errorf("%w: gates.max_error_rate is a fraction 0 to 1, got %g", ErrRolloutInvalid, s.Gates.MaxErrorRate)
 	case s.Gates.MaxLatencyFactor < 1:
 		return fmt.Errorf("%w: gates.max_latency_factor must be at least 1", ErrRolloutInvalid)
 	case s.Gates.MaxLatencyMS < 0 || s.Gates.MaxRSSMB < 0:

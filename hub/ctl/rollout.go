@@ -44,6 +44,7 @@ func rolloutStart(fs *flag.FlagSet) runFunc {
 	shadow := fs.Duration("shadow", 0, "run the new version beside the old one this long on each device before switching")
 	split := fs.Float64("split", 0, "with --shadow: share of windows the new version serves meanwhile, 0 to 1 (0: compare only)")
 	minAgree := fs.Float64("min-agreement", 0, "with --shadow: share of windows on which both versions must agree, 0 to 1")
+	allowEmpty := fs.Bool("allow-empty", false, "start even if the selector matches no device that runs the model yet: wait for one (up to --wave-timeout)")
 	watch := fs.Bool("watch", false, "follow the rollout until it ends")
 	return func(ctx context.Context, c *cli, args []string) error {
 		name, v, err := nameVersion(fs, args, "rollout start MODEL VERSION [--select k=v] [--waves 1,10%,50%,100%] [--bake 1m] [--watch]")
@@ -75,7 +76,7 @@ func rolloutStart(fs *flag.FlagSet) runFunc {
 		}
 		spec := api.Spec{Model: name, Version: version, Selector: sel, Waves: ws, Bake: api.Duration(*bake), WaveTimeout: api.Duration(*waveTimeout),
 			Gates:  api.Gates{MinHealthy: *minHealthy, MaxErrorRate: *maxErr, MaxLatencyFactor: *maxLat, MinInferences: *minInf, MinAgreement: *minAgree},
-			Shadow: api.Duration(*shadow), Split: *split}
+			Shadow: api.Duration(*shadow), Split: *split, AllowEmpty: *allowEmpty}
 		var r api.Rollout
 		if err := c.call(ctx, http.MethodPost, "/v1/rollouts", spec, &r); err != nil {
 			return err

@@ -88,7 +88,7 @@ func TestHubHoldsReportedSelfTestFiguresToTheGates(t *testing.T) {
 }
 
 func TestSpecRefusesNegativePerfGates(t *testing.T) {
-	for _, g := range []Gates{{MaxLatencyMS: -1}, {MaxRSSMB: -1}} {
+	for _, g := range []Gates{{MaxLatencyMS: -1}, {MaxRSSMB: -1}, {MaxErrorRate: 2}, {MaxErrorRate: -0.1}} {
 		s := spec("1")
 		s.Gates = g
 		s.Defaults()

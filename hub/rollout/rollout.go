@@ -131,6 +131,10 @@ func (c *Controller) Start(ctx context.Context, spec Spec) (*Rollout, error) {
 			return nil, fmt.Errorf("%w: rollout %s (%s) already moves %s on %s; pause, abort or wait for it", ErrConflict, r.ID, r.State, spec.Model, Selector(spec.Selector))
 		}
 	}
+	if !spec.AllowEmpty && len(eligible(&Rollout{Spec: spec}, c.fleet.Devices(), all)) == 0 {
+		return nil, fmt.Errorf("%w: the selector (%s) matches no enrolled, reporting device that runs %s and is not in another active rollout of it; allow_empty (--allow-empty) starts it anyway, to wait for one",
+			ErrInvalid, Selector(spec.Selector), spec.Model)
+	}
 	now := c.now().UTC()
 	r := &Rollout{ID: fmt.Sprintf("%s-v%d-%s", spec.Model, spec.Version, now.Format("20060102T150405.000")), Spec: spec, State: Running,
 		Devices: map[string]*Device{}, CreatedAt: now, UpdatedAt: now, WaveStarted: now}
@@ -468,8 +472,15 @@ func (c *Controller) advance(ctx context.Context, id string, fleet []state.Devic
 		el := eligible(r, fleet, all)
 		r.Targeted = len(el) + countNotIn(r.Devices, el)
 		if r.Targeted == 0 {
+			if r.Spec.AllowEmpty && now.Sub(r.WaveStarted) < time.Duration(r.Spec.WaveTimeout) {
+				r.Reason = "waiting for a device that matches the selector and runs the model"
+				return nil
+			}
 			r.State, r.Reason = Halted, "no device matches the selector and runs the model"
 			return nil
+		}
+		if r.Reason == "waiting for a device that matches the selector and runs the model" {
+			r.Reason = ""
 		}
 		// A wave that adds nobody (10% of a small fleet may be the
 		// canary already) has nothing to bake: the next starts at once.
