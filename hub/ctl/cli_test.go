@@ -379,7 +379,7 @@ func TestRolloutRollback(t *testing.T) {
 	if calls := hub.Calls(); len(calls) != 1 || !strings.HasPrefix(calls[0], "POST /v1/rollouts/r3/rollback") {
 		t.Fatalf("calls %v, want one POST /v1/rollouts/r3/rollback", calls)
 	}
-	code, out, errOut = run("--hub", hub.URL, "rollout", "status", "r3", "--watch", "--interval", "10ms")
+	code, _, errOut = run("--hub", hub.URL, "rollout", "status", "r3", "--watch", "--interval", "10ms")
 	if code != ExitFailure || !strings.Contains(errOut, "rollout r3 rolled_back: by admin") || strings.Contains(errOut, "rolled back") {
 		t.Fatalf("rollout status r3 --watch: exit %d, stderr %q; want %q", code, errOut, "rollout r3 rolled_back: by admin")
 	}
