@@ -46,10 +46,9 @@ import (
 	"time"
 
 	"github.com/Shopify/toxiproxy/v2"
-	"github.com/prometheus/client_golang/prometheus"
-	"github.com/rs/zerolog"
 
 	"github.com/outpost-edge/outpost/hub"
+	"github.com/outpost-edge/outpost/test/faulttest"
 	"github.com/outpost-edge/outpost/test/fleettest"
 	"github.com/outpost-edge/outpost/test/kafkatest"
 )
@@ -102,40 +101,6 @@ func hubConfig(t *testing.T, brokers []string, adjust ...func(*hub.Config)) *hub
 }
 
 func logger(t *testing.T) *slog.Logger { return fleettest.Logger(t) }
-
-// link is a toxiproxy proxy on loopback in front of upstream.
-func link(t *testing.T, upstream string) *toxiproxy.Proxy {
-	t.Helper()
-	srv := toxiproxy.NewServer(toxiproxy.NewMetricsContainer(prometheus.NewRegistry()), zerolog.Nop())
-	p := toxiproxy.NewProxy(srv, "mqtt", "127.0.0.1:0", upstream)
-	if err := p.Start(); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(p.Stop)
-	return p
-}
-
-// toxic adds one toxic to both directions of the link; the returned func
-// removes them.
-func toxic(t *testing.T, p *toxiproxy.Proxy, kind, attrs string) func() {
-	t.Helper()
-	var names []string
-	for _, dir := range []string{"upstream", "downstream"} {
-		name := kind + "_" + dir
-		js := fmt.Sprintf(`{"name":%q,"type":%q,"stream":%q,"toxicity":1,"attributes":%s}`, name, kind, dir, attrs)
-		if _, err := p.Toxics.AddToxicJson(strings.NewReader(js)); err != nil {
-			t.Fatalf("toxic %s: %v", name, err)
-		}
-		names = append(names, name)
-	}
-	return func() {
-		for _, n := range names {
-			if err := p.Toxics.RemoveToxic(context.Background(), n); err != nil {
-				t.Errorf("remove toxic %s: %v", n, err)
-			}
-		}
-	}
-}
 
 // result is one scenario's line in the README's reliability table.
 type result struct {
@@ -199,7 +164,7 @@ func run(t *testing.T, devices int, traffic time.Duration, fault func(p *toxipro
 	watchBaseline(t, t.Name(), true)
 	resetPeakRSS()
 	h, cfg := startHub(t)
-	p := link(t, h.MQTTAddr())
+	p := faulttest.Link(t, h.MQTTAddr())
 	var want []string
 	var devs []*fleettest.Device
 	done := make(chan struct{})
@@ -250,7 +215,7 @@ func run(t *testing.T, devices int, traffic time.Duration, fault func(p *toxipro
 // reconnects once the link carries data again.
 func TestHalfOpenLink(t *testing.T) {
 	r := run(t, 3, 25*time.Second*scale(), func(p *toxiproxy.Proxy) {
-		heal := toxic(t, p, "timeout", `{"timeout":0}`)
+		heal := faulttest.Toxic(t, p, "timeout", `{"timeout":0}`)
 		time.Sleep(20 * time.Second * scale())
 		heal()
 	}, 30*time.Second)
@@ -262,7 +227,7 @@ func TestFlappingLink(t *testing.T) {
 	r := run(t, 3, 25*time.Second*scale(), func(p *toxiproxy.Proxy) {
 		end := time.Now().Add(20 * time.Second * scale())
 		for time.Now().Before(end) {
-			heal := toxic(t, p, "reset_peer", `{"timeout":0}`)
+			heal := faulttest.Toxic(t, p, "reset_peer", `{"timeout":0}`)
 			time.Sleep(time.Second)
 			heal()
 			time.Sleep(time.Second)
@@ -276,9 +241,9 @@ func TestFlappingLink(t *testing.T) {
 func TestSlowSlicedLink(t *testing.T) {
 	r := run(t, 3, 20*time.Second*scale(), func(p *toxiproxy.Proxy) {
 		heal := []func(){
-			toxic(t, p, "latency", `{"latency":300,"jitter":100}`),
-			toxic(t, p, "bandwidth", `{"rate":32}`),
-			toxic(t, p, "slicer", `{"average_size":64,"size_variation":32,"delay":1000}`),
+			faulttest.Toxic(t, p, "latency", `{"latency":300,"jitter":100}`),
+			faulttest.Toxic(t, p, "bandwidth", `{"rate":32}`),
+			faulttest.Toxic(t, p, "slicer", `{"average_size":64,"size_variation":32,"delay":1000}`),
 		}
 		time.Sleep(15 * time.Second * scale())
 		for _, h := range heal {

@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
-	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -14,9 +13,9 @@ import (
 	_ "github.com/mattn/go-sqlite3"
 
 	"github.com/outpost-edge/outpost/hub"
+	"github.com/outpost-edge/outpost/test/faulttest"
 	"github.com/outpost-edge/outpost/test/fleettest"
 	"github.com/outpost-edge/outpost/test/kafkatest"
-	"github.com/outpost-edge/outpost/test/service"
 )
 
 // full is how long a filesystem stays full: 10 s in `make test`,
@@ -78,7 +77,7 @@ func TestAgentDiskFull(t *testing.T) {
 	}
 	// Through a link that can hold data back: the hub's acks then arrive
 	// while the disk is full, and the outbox cannot record them.
-	p := link(t, h.MQTTAddr())
+	p := faulttest.Link(t, h.MQTTAddr())
 	d := fleettest.Start(t, dataDir, fleettest.SendConfig, creds, logger(t), "tcp://"+p.Listen)
 	// A second device on an ordinary disk: the first one's trouble must
 	// not touch it.
@@ -100,7 +99,7 @@ func TestAgentDiskFull(t *testing.T) {
 	time.Sleep(2 * time.Second)
 	// Hold the link's data for 1.5 s (no FIN, below the 5 s keepalive):
 	// records wait for their acks when the disk fills.
-	release := toxic(t, p, "timeout", `{"timeout":0}`)
+	release := faulttest.Toxic(t, p, "timeout", `{"timeout":0}`)
 	time.Sleep(1500 * time.Millisecond)
 	checkpointWAL(t, filepath.Join(dataDir, "agent.db"))
 	filler := fillFS(t, dataDir)
@@ -151,71 +150,6 @@ func TestAgentDiskFull(t *testing.T) {
 		refusedWhileFull, errs.Load(), ackErrs, d.AckErrors())
 }
 
-// restartableHub is an in-process hub on a fixed MQTT port that can be
-// stopped and started again on the same data directory: devices dial the
-// same address throughout.
-type restartableHub struct {
-	cfg *hub.Config
-	h   *hub.Hub
-	mu  sync.Mutex
-}
-
-func startRestartable(t *testing.T, cfg *hub.Config) *restartableHub {
-	t.Helper()
-	if cfg.Broker.MQTTPort <= 0 {
-		p, err := service.FreePort()
-		if err != nil {
-			t.Fatal(err)
-		}
-		cfg.Broker.MQTTPort = p
-	}
-	r := &restartableHub{cfg: cfg}
-	r.start(t)
-	t.Cleanup(r.stop)
-	return r
-}
-
-func (r *restartableHub) start(t *testing.T) {
-	t.Helper()
-	h, err := hub.Start(context.Background(), r.cfg, logger(t))
-	if err != nil {
-		t.Fatal(err)
-	}
-	r.mu.Lock()
-	r.h = h
-	r.mu.Unlock()
-}
-
-func (r *restartableHub) stop() {
-	r.mu.Lock()
-	h := r.h
-	r.h = nil
-	r.mu.Unlock()
-	if h != nil {
-		h.Close()
-	}
-}
-
-// Hub is the running hub (nil while stopped).
-func (r *restartableHub) Hub() *hub.Hub {
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	return r.h
-}
-
-// URL is the MQTT URL devices dial, the same across restarts.
-func (r *restartableHub) URL() string { return "tcp://" + service.Addr(r.cfg.Broker.MQTTPort) }
-
-// Restart stops the hub and starts it again on the same data; it returns
-// how long the hub was away.
-func (r *restartableHub) Restart(t *testing.T) time.Duration {
-	t.Helper()
-	start := time.Now()
-	r.stop()
-	r.start(t)
-	return time.Since(start)
-}
-
 // The hub's data directory (the JetStream store) is on a small
 // filesystem that fills up mid-traffic and stays full. Publishes that
 // JetStream cannot store are not acked, so the devices keep the records
@@ -237,7 +171,7 @@ func TestHubDiskFull(t *testing.T) {
 		c.DataDir = storeDir
 		c.Ingest.MaxBytes = 16 << 20
 	})
-	rh := startRestartable(t, cfg)
+	rh := faulttest.StartRestartable(t, cfg)
 	hold := full()
 	const devices = 3
 	n := int((hold + 15*time.Second).Seconds() * 100)

@@ -14,6 +14,7 @@ import (
 
 	"github.com/outpost-edge/outpost/agent"
 	"github.com/outpost-edge/outpost/agent/uplink"
+	"github.com/outpost-edge/outpost/test/faulttest"
 	"github.com/outpost-edge/outpost/test/fleettest"
 	"github.com/outpost-edge/outpost/test/kafkatest"
 )
@@ -38,7 +39,7 @@ func TestFleetReconnectAfterHubRestart(t *testing.T) {
 		maxBurstShare = 0.2
 		minSpread     = time.Second
 	)
-	rh := startRestartable(t, hubConfig(t, kafkatest.Brokers(t)))
+	rh := faulttest.StartRestartable(t, hubConfig(t, kafkatest.Brokers(t)))
 	relay := startCountingRelay(t, strings.TrimPrefix(rh.URL(), "tcp://"))
 	jitter := agent.Defaults().Hub.ReconnectJitter
 	if os.Getenv("OUTPOST_CHAOS_BREAK_JITTER") == "1" {

@@ -100,14 +100,12 @@ import (
 	"time"
 
 	"github.com/Shopify/toxiproxy/v2"
-	"github.com/prometheus/client_golang/prometheus"
-	"github.com/rs/zerolog"
 	"github.com/twmb/franz-go/pkg/kgo"
 
 	"github.com/outpost-edge/outpost/hub"
+	"github.com/outpost-edge/outpost/test/faulttest"
 	"github.com/outpost-edge/outpost/test/fleettest"
 	"github.com/outpost-edge/outpost/test/kafkatest"
-	"github.com/outpost-edge/outpost/test/service"
 )
 
 // The bounds the doc comment states.
@@ -174,7 +172,7 @@ type sample struct {
 type soak struct {
 	cfg     config
 	start   time.Time
-	rh      *restartableHub
+	rh      *faulttest.RestartableHub
 	broker  *kafkatest.Broker
 	links   []*toxiproxy.Proxy
 	devs    []*fleettest.Device
@@ -336,19 +334,19 @@ func (s *soak) startHub(t *testing.T) {
 	cfg := hub.Defaults()
 	cfg.DataDir = t.TempDir()
 	cfg.Broker.ServerName = "soak"
-	cfg.Broker.NATSPort = -1
+	cfg.Broker.NATSPort, cfg.Broker.MQTTPort = -1, 0 // a free MQTT port, kept across restarts
 	cfg.HTTP.Listen = "127.0.0.1:0"
 	cfg.Kafka.Brokers = []string{s.broker.Addr}
 	cfg.Kafka.TopicPrefix = topicPrefix
 	cfg.Kafka.Partitions = 2
-	s.rh = startRestartable(t, cfg)
+	s.rh = faulttest.StartRestartable(t, cfg)
 }
 
 func (s *soak) startFleet(t *testing.T) {
 	t.Helper()
 	upstream := strings.TrimPrefix(s.rh.URL(), "tcp://")
 	for g := 0; g < groups; g++ {
-		s.links = append(s.links, link(t, upstream))
+		s.links = append(s.links, faulttest.Link(t, upstream))
 	}
 	alog := agentLogger(t)
 	start := time.Now()
@@ -464,7 +462,7 @@ var faultKinds = []faultKind{
 		end := time.Now().Add(s.cfg.faultLen)
 		flaps := 0
 		for time.Now().Before(end) {
-			heal := toxic(t, s.links[g], "reset_peer", `{"timeout":0}`)
+			heal := faulttest.Toxic(t, s.links[g], "reset_peer", `{"timeout":0}`)
 			time.Sleep(time.Second)
 			heal()
 			time.Sleep(time.Second)
@@ -489,7 +487,7 @@ var faultKinds = []faultKind{
 	}},
 	{"half-open link", func(t *testing.T, s *soak, n int) string {
 		g := n % groups
-		heal := toxic(t, s.links[g], "timeout", `{"timeout":0}`)
+		heal := faulttest.Toxic(t, s.links[g], "timeout", `{"timeout":0}`)
 		time.Sleep(s.cfg.faultLen)
 		heal()
 		return fmt.Sprintf("group %d's link silent (no FIN) for %s", g, s.cfg.faultLen)
@@ -685,106 +683,6 @@ func (s *soak) logResult(t *testing.T, faults int, end time.Duration, sent, inKa
 	}
 	t.Logf("SOAK-RESULT | %d agents | %d sent | %d in kafka | %d dups | %d faults | rss %.0f → %.0f MiB | fds %d → %d | goroutines %d → %d | peak js %d msgs | peak outbox %d | %s",
 		s.cfg.agents, sent, inKafka, dups, faults, f.rssMiB, l.rssMiB, f.fds, l.fds, f.goroutines, l.goroutines, peakJS, peakOutbox, end.Round(time.Second))
-}
-
-// restartableHub is an in-process hub on a fixed MQTT port that can be
-// closed and started again on the same data directory.
-type restartableHub struct {
-	cfg *hub.Config
-	log *slog.Logger
-	mu  sync.Mutex
-	h   *hub.Hub
-}
-
-func startRestartable(t *testing.T, cfg *hub.Config) *restartableHub {
-	t.Helper()
-	p, err := service.FreePort()
-	if err != nil {
-		t.Fatal(err)
-	}
-	cfg.Broker.MQTTPort = p
-	r := &restartableHub{cfg: cfg, log: fleettest.Logger(t)}
-	if err := r.start(); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(r.stop)
-	return r
-}
-
-func (r *restartableHub) start() error {
-	h, err := hub.Start(context.Background(), r.cfg, r.log)
-	if err != nil {
-		return fmt.Errorf("hub start: %w", err)
-	}
-	r.mu.Lock()
-	r.h = h
-	r.mu.Unlock()
-	return nil
-}
-
-func (r *restartableHub) stop() {
-	r.mu.Lock()
-	h := r.h
-	r.h = nil
-	r.mu.Unlock()
-	if h != nil {
-		h.Close()
-	}
-}
-
-// Hub is the running hub (nil while restarting).
-func (r *restartableHub) Hub() *hub.Hub {
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	return r.h
-}
-
-// URL is the MQTT URL, the same across restarts.
-func (r *restartableHub) URL() string { return "tcp://" + service.Addr(r.cfg.Broker.MQTTPort) }
-
-// Restart closes the hub and starts it again on the same data.
-func (r *restartableHub) Restart(t *testing.T) time.Duration {
-	t.Helper()
-	start := time.Now()
-	r.stop()
-	if err := r.start(); err != nil {
-		t.Fatal(err)
-	}
-	return time.Since(start)
-}
-
-// link is a toxiproxy proxy on loopback in front of upstream.
-func link(t *testing.T, upstream string) *toxiproxy.Proxy {
-	t.Helper()
-	srv := toxiproxy.NewServer(toxiproxy.NewMetricsContainer(prometheus.NewRegistry()), zerolog.Nop())
-	p := toxiproxy.NewProxy(srv, "mqtt", "127.0.0.1:0", upstream)
-	if err := p.Start(); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(p.Stop)
-	return p
-}
-
-// toxic adds one toxic to both directions of p; the returned func
-// removes them.
-func toxic(t *testing.T, p *toxiproxy.Proxy, kind, attrs string) func() {
-	t.Helper()
-	var names []string
-	for _, dir := range []string{"upstream", "downstream"} {
-		name := kind + "_" + dir
-		js := fmt.Sprintf(`{"name":%q,"type":%q,"stream":%q,"toxicity":1,"attributes":%s}`, name, kind, dir, attrs)
-		if _, err := p.Toxics.AddToxicJson(strings.NewReader(js)); err != nil {
-			t.Fatalf("toxic %s: %v", name, err)
-		}
-		names = append(names, name)
-	}
-	return func() {
-		for _, n := range names {
-			if err := p.Toxics.RemoveToxic(context.Background(), n); err != nil {
-				t.Errorf("remove toxic %s: %v", n, err)
-			}
-		}
-	}
 }
 
 // agentLogger writes the agents' errors to t's log: their reconnect
