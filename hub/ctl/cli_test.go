@@ -338,6 +338,28 @@ func TestWatchListUntilInterrupted(t *testing.T) {
 	}
 }
 
+// TestWatchInterruptedMidRequest: an interrupt that lands while a poll is
+// in flight ends the watch as cleanly as one between polls (it used to
+// exit 1 with "context deadline exceeded").
+func TestWatchInterruptedMidRequest(t *testing.T) {
+	isolate(t)
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	var n atomic.Int32
+	hub := newFakeHub(t, map[string]func() any{"GET /v1/devices": func() any {
+		if n.Add(1) == 2 {
+			cancel() // the interrupt arrives while this answer is pending
+			time.Sleep(200 * time.Millisecond)
+		}
+		return twoDevices()
+	}})
+	var out, errb strings.Builder
+	code := Main(ctx, []string{"device", "list", "-w", "--interval", "1ms", "--hub", hub.URL}, &out, &errb)
+	if code != 0 || strings.Count(out.String(), "DEVICE") != 1 || errb.Len() != 0 {
+		t.Fatalf("device list --watch interrupted mid-request: exit %d\n%s%s", code, out.String(), errb.String())
+	}
+}
+
 // TestInspectOutputFormats: model inspect takes -o json|yaml beside --json.
 func TestInspectOutputFormats(t *testing.T) {
 	isolate(t)

@@ -52,6 +52,9 @@ func show[T any](ctx context.Context, c *cli, path string, done func(T) bool, ta
 	for {
 		var v T
 		if err := c.call(ctx, http.MethodGet, path, nil, &v); err != nil {
+			if c.watch && ctx.Err() != nil {
+				return nil // interrupted mid-poll: as clean as between polls
+			}
 			return err
 		}
 		var b bytes.Buffer
