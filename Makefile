@@ -76,8 +76,9 @@ soak: deps
 ## check: what CI runs after make test: the race detector, fuzzing, staticcheck
 check: race fuzz staticcheck nocgo
 
-## bench: Go benchmarks of every package, then the system benchmarks against real services
+## bench: Go benchmarks of every package (quant/ side by side with onnxruntime.quantization, from .cache/venv-bench), then the system benchmarks against real services
 bench: deps
+	@deploy/scripts/deps.sh pybench
 	$(GO) test -run '^$$' -bench . -benchmem $$($(GO) list ./... | grep -v /test/bench)
 	$(GO) run ./test/cmd/withservices -- $(GO) test -run '^$$' -bench 'HubToKafka|Baseline|Agent' -benchtime 400x ./test/bench/
 	$(GO) run ./test/cmd/withservices -- $(GO) test -run '^$$' -bench Rollout1000 -benchtime 1x -timeout 20m ./test/bench/

@@ -1,24 +1,40 @@
 package quant_test
 
 import (
+	"bytes"
+	"context"
+	"encoding/binary"
 	"math/rand/v2"
+	"os"
+	"os/exec"
+	"path/filepath"
 	"testing"
 	"time"
 
 	"github.com/outpost-edge/outpost/models/onnx"
 	"github.com/outpost-edge/outpost/models/ort"
 	"github.com/outpost-edge/outpost/quant"
+	"github.com/outpost-edge/outpost/test/testenv"
 )
+
+// variants are the models BenchmarkFamilies runs side by side.
+var variants = []string{"float", "static", "dynamic", "ort-static", "ort-dynamic"}
 
 // BenchmarkFamilies: the issue's models (16-64-128-64-8 MLP in Gemm and
 // MatMul+Add form, the 1-D and 2-D CNNs), float against our static and
-// dynamic int8 on ONNX Runtime with one thread, at batch 1 and 32, the
-// three run in turn in each iteration so a noisy machine slows all alike.
-// Metrics: µs per batch of each, speedup (float time / int8 time), size
-// ratio, and agreement with float's decisions on 512 held-out rows (the
-// calibration rows are others).
+// dynamic int8 and against onnxruntime.quantization's (quantize_static
+// with a CalibrationDataReader over the same calibration rows, and
+// quantize_dynamic, with the library's defaults), all on ONNX Runtime with
+// one thread at batch 1 and 32, the five run in turn in each iteration so
+// a noisy machine slows all alike. Metrics per variant: µs per batch,
+// speedup (float time / its time), size ratio to float, and agreement
+// with float's decisions on 512 held-out rows (the calibration rows are
+// 256 others); for ours, latency relative to the peer's same mode
+// (vs-ort, below 1 is faster than theirs).
 //
-//	go test -run '^$' -bench Families -benchtime 200x ./quant/
+//	make bench   # or: go test -run '^$' -bench Families -benchtime 200x ./quant/
+//
+// The peer runs from .cache/venv-bench (deploy/scripts/deps.sh pybench).
 func BenchmarkFamilies(b *testing.B) {
 	tr := trace(b)
 	for _, f := range families(b)[1:] { // the skl2onnx MLP is the fusion test's
@@ -32,25 +48,26 @@ func BenchmarkFamilies(b *testing.B) {
 			}
 			models = append(models, q)
 		}
+		models = append(models, peerQuantize(b, f.model, calib)...)
 		info, err := onnx.Inspect(f.model)
 		if err != nil {
 			b.Fatal(err)
 		}
 		var sessions []*ort.Session
-		for _, m := range models {
+		for v, m := range models {
 			s, err := ort.NewSessionWith(m, ort.Options{IntraOpThreads: 1})
 			if err != nil {
-				b.Fatal(err)
+				b.Fatalf("%s %s: %v", f.name, variants[v], err)
 			}
 			defer s.Close()
 			sessions = append(sessions, s)
 		}
 		runAll := func(x []float32) [][]float32 {
 			var outs [][]float32
-			for _, s := range sessions {
+			for v, s := range sessions {
 				y, err := s.RunFeeds([]onnx.Feed{feed(info, x, f.features)})
 				if err != nil {
-					b.Fatal(err)
+					b.Fatalf("%s %s: %v", f.name, variants[v], err)
 				}
 				outs = append(outs, y)
 			}
@@ -81,15 +98,65 @@ func BenchmarkFamilies(b *testing.B) {
 						total[v] += time.Since(t0)
 					}
 				}
-				for v, name := range []string{"float", "static", "dynamic"} {
+				for v, name := range variants {
 					b.ReportMetric(float64(total[v].Microseconds())/float64(b.N), name+"-µs")
-					if v > 0 {
-						b.ReportMetric(float64(total[0])/float64(total[v]), name+"-speedup")
-						b.ReportMetric(float64(len(models[v]))/float64(len(models[0])), name+"-size")
-						b.ReportMetric(agree[v]/float64(len(held)), name+"-agree")
+					if v == 0 {
+						continue
+					}
+					b.ReportMetric(float64(total[0])/float64(total[v]), name+"-speedup")
+					b.ReportMetric(float64(len(models[v]))/float64(len(models[0])), name+"-size")
+					b.ReportMetric(agree[v]/float64(len(held)), name+"-agree")
+					if v <= 2 {
+						b.ReportMetric(float64(total[v])/float64(total[v+2]), name+"-vs-ort")
 					}
 				}
 			})
 		}
 	}
+}
+
+// peerQuantize quantizes model with onnxruntime.quantization on the rows
+// of calib: its static and its dynamic model.
+func peerQuantize(tb testing.TB, model []byte, calib [][]float32) [][]byte {
+	tb.Helper()
+	root, err := testenv.Root()
+	if err != nil {
+		tb.Fatal(err)
+	}
+	cache, err := testenv.Cache()
+	if err != nil {
+		tb.Fatal(err)
+	}
+	python := filepath.Join(cache, "venv-bench", "bin", "python")
+	if _, err := os.Stat(python); err != nil {
+		tb.Fatalf("onnxruntime.quantization's virtualenv is missing (%v): run `make bench`, or deploy/scripts/deps.sh pybench", err)
+	}
+	dir := tb.TempDir()
+	var rows bytes.Buffer
+	for _, r := range calib {
+		binary.Write(&rows, binary.LittleEndian, r) // a bytes.Buffer cannot fail
+	}
+	if err := os.WriteFile(filepath.Join(dir, "float.onnx"), model, 0o644); err != nil {
+		tb.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(dir, "calib.f32"), rows.Bytes(), 0o644); err != nil {
+		tb.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
+	defer cancel()
+	out, err := exec.CommandContext(ctx, python, filepath.Join(root, "quant", "testdata", "peer_quantize.py"),
+		filepath.Join(dir, "float.onnx"), filepath.Join(dir, "calib.f32"), filepath.Join(dir, "peer")).CombinedOutput()
+	if err != nil {
+		tb.Fatalf("onnxruntime.quantization: %v\n%s", err, out)
+	}
+	tb.Logf("peer: %s", bytes.TrimSpace(out))
+	var models [][]byte
+	for _, name := range []string{"static.onnx", "dynamic.onnx"} {
+		m, err := os.ReadFile(filepath.Join(dir, "peer", name))
+		if err != nil {
+			tb.Fatal(err)
+		}
+		models = append(models, m)
+	}
+	return models
 }

@@ -23,8 +23,10 @@ type family struct {
 	features int
 }
 
-// families: a 16-64-128-64-8 MLP in Gemm and in MatMul+Add form (as
-// skl2onnx and PyTorch export it), the 1-D CNN and the 2-D CNN.
+// families: skl2onnx's MLP, a 16-64-128-64-8 MLP in Gemm and in
+// MatMul+Add form (as skl2onnx and PyTorch export it), one-layer 1-D and
+// 2-D CNNs, and the four-layer sensor CNN and five-layer 96×96 image CNN
+// (about 1M parameters) of the tensor-model issue.
 func families(tb testing.TB) []family {
 	tb.Helper()
 	rng := rand.New(rand.NewPCG(16, 8))
@@ -59,6 +61,16 @@ func families(tb testing.TB) []family {
 	if err != nil {
 		tb.Fatal(err)
 	}
+	// The tensor-model issue's sensor and image CNNs, the size of models
+	// devices run.
+	sensor, _, err := onnx.SensorCNN1D(rand.New(rand.NewPCG(3, 200)), false)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	image, _, err := onnx.ImageCNN96(rand.New(rand.NewPCG(3, 96)), false)
+	if err != nil {
+		tb.Fatal(err)
+	}
 	skl, err := os.ReadFile("../models/testdata/skl2onnx/mlp.onnx")
 	if err != nil {
 		tb.Fatal(err)
@@ -75,6 +87,8 @@ func families(tb testing.TB) []family {
 		{"mlp_matmul_add", deep(true), 16},
 		{"cnn1d", c1, 3 * 128},
 		{"cnn2d", c2, 3 * 32 * 32},
+		{"sensor_cnn1d", sensor, 3 * 200},
+		{"image_cnn2d", image, 3 * 96 * 96},
 	}
 }
 
@@ -97,6 +111,16 @@ func ops(tb testing.TB, model []byte) map[string]int {
 	return out
 }
 
+// outputs counts a graph's outputs.
+func outputs(tb testing.TB, model []byte) int {
+	tb.Helper()
+	var m onnxpb.ModelProto
+	if err := proto.Unmarshal(model, &m); err != nil {
+		tb.Fatal(err)
+	}
+	return len(m.GetGraph().GetOutput())
+}
+
 func histogram(c map[string]int) string {
 	var s []string
 	for k, v := range c {
@@ -108,7 +132,8 @@ func histogram(c map[string]int) string {
 
 // TestFusion: ONNX Runtime's optimised graph of each of our int8 models
 // has no float Gemm, MatMul or Conv left: each one runs on an integer
-// kernel.
+// kernel; and a static model's integer path runs unbroken from its input
+// to its outputs, through pools, Flatten and a final Gemm.
 func TestFusion(t *testing.T) {
 	tr := trace(t)
 	for _, f := range families(t) {
@@ -132,6 +157,13 @@ func TestFusion(t *testing.T) {
 			}
 			if integer != want {
 				t.Errorf("%s %s: %d integer kernels for %d Gemm, MatMul and Conv: %s", f.name, mode, integer, want, histogram(got))
+			}
+			// Static: one QuantizeLinear at the input and one
+			// DequantizeLinear per output at most; any other breaks the
+			// integer path (a pool or the last Gemm run in float between).
+			if mode == quant.Static && (got["QuantizeLinear"] > 1 || got["DequantizeLinear"] > outputs(t, opt)) {
+				t.Errorf("%s %s: the integer path is broken: %d QuantizeLinear, %d DequantizeLinear for %d outputs: %s",
+					f.name, mode, got["QuantizeLinear"], got["DequantizeLinear"], outputs(t, opt), histogram(got))
 			}
 			for _, float := range []string{"Gemm", "MatMul", "Conv", "com.microsoft.FusedGemm", "com.microsoft.FusedMatMul", "com.microsoft.FusedConv", "com.microsoft.nchwc.Conv"} {
 				if got[float] > 0 {

@@ -160,13 +160,15 @@ func quantizeStatic(model []byte, g *onnxpb.GraphProto, inits map[string]*onnxpb
 	var targets []string
 	seen := map[string]bool{}
 	add := func(t string) {
-		if !seen[t] && !outputs[t] { // a graph output keeps its float name
+		if !seen[t] {
 			seen[t] = true
 			targets = append(targets, t)
 		}
 	}
 	for _, n := range quantized {
-		add(n.GetInput()[0])
+		if in := n.GetInput()[0]; !outputs[in] {
+			add(in)
+		}
 		// The tail: past a MatMul's bias Add (ORT fuses the pair into
 		// Gemm, then QGemm) and a Relu (its output's zero point).
 		tail := n.GetOutput()[0]
@@ -183,14 +185,40 @@ func quantizeStatic(model []byte, g *onnxpb.GraphProto, inits map[string]*onnxpb
 		if n.GetOpType() == "Gemm" && len(n.GetInput()) > 2 && inits[n.GetInput()[2]] != nil {
 			flattenBias(inits[n.GetInput()[2]], readers)
 		}
-		if r := readers[tail]; len(r) == 1 && r[0].GetOpType() == "Relu" {
+		if r := readers[tail]; len(r) == 1 && r[0].GetOpType() == "Relu" && !outputs[tail] {
 			tail = r[0].GetOutput()[0]
 		}
+		// A graph output too (the logits of a final Gemm, as
+		// onnxruntime.quantization does): ORT leaves a Gemm float when its
+		// output has no QuantizeLinear.
 		add(tail)
+	}
+	// Through the ops ORT runs on int8 between quantized ones: a pool, a
+	// Flatten or Reshape after a quantized tensor is quantized too, so that
+	// no DequantizeLinear stops the integer path. Pass-through ops keep
+	// their input's scale (ORT drops the pair only then); average pools
+	// calibrate their own.
+	same := map[string]string{}
+	for _, n := range g.GetNode() {
+		if len(n.GetInput()) == 0 || len(n.GetOutput()) != 1 || !seen[n.GetInput()[0]] || outputs[n.GetOutput()[0]] || seen[n.GetOutput()[0]] {
+			continue
+		}
+		switch n.GetOpType() {
+		case "MaxPool", "Flatten", "Reshape", "Transpose", "Squeeze", "Unsqueeze":
+			same[n.GetOutput()[0]] = n.GetInput()[0]
+			add(n.GetOutput()[0])
+		case "GlobalAveragePool", "AveragePool":
+			add(n.GetOutput()[0])
+		}
 	}
 	ranges, err := calibrate(model, targets, o)
 	if err != nil {
 		return err
+	}
+	for _, t := range targets { // in graph order: a chain takes its first range
+		if in, ok := same[t]; ok {
+			ranges[t] = ranges[in]
+		}
 	}
 	deqs := map[*onnxpb.NodeProto]*onnxpb.NodeProto{}
 	for _, n := range quantized {
@@ -206,6 +234,20 @@ func quantizeStatic(model []byte, g *onnxpb.GraphProto, inits map[string]*onnxpb
 	after := map[string][]*onnxpb.NodeProto{}
 	for _, t := range targets {
 		pair := quantizeActivation(g, t, ranges[t])
+		if outputs[t] {
+			// The graph output keeps its name, on the DequantizeLinear.
+			float := t + "_float"
+			for _, n := range g.GetNode() {
+				for i, out := range n.GetOutput() {
+					if out == t {
+						n.Output[i] = float
+					}
+				}
+			}
+			pair[0].Input[0], pair[1].Output[0] = float, t
+			after[producer(g, float)] = append(after[producer(g, float)], pair...)
+			continue
+		}
 		for _, r := range readers[t] {
 			for i, in := range r.Input {
 				if in == t {

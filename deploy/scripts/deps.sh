@@ -3,7 +3,7 @@
 # Downloads are cached under .cache/ (git-ignored) and pinned by version and
 # sha256; a second run downloads nothing.
 #
-#   deploy/scripts/deps.sh [apt] [ort] [kafka] [go] [py]   (default: all)
+#   deploy/scripts/deps.sh [apt] [ort] [kafka] [go] [py] [pybench]   (default: all but pybench)
 set -euo pipefail
 
 root=$(cd "$(dirname "$0")/../.." && pwd)
@@ -86,24 +86,38 @@ deps_kafka() {
   log "kafka $KAFKA_VERSION in $dir"
 }
 
-# The conformance suite's exporters (scikit-learn, skl2onnx, onnx) in a
-# virtualenv, every package pinned in test/conformance/requirements.txt.
-# The venv records the requirements it was built from; a changed pin
-# rebuilds it, an unchanged one downloads nothing.
-deps_py() {
-  local venv=$cache/venv-conformance
-  local req=$root/test/conformance/requirements.txt
-  if [ -x "$venv/bin/python" ] && cmp -s "$venv/.requirements" "$req"; then
-    log "python conformance venv present"; return
+# A pinned virtualenv: venv NAME REQUIREMENTS... installs every file's
+# packages with --no-deps into .cache/NAME and runs `pip check`. The venv
+# records the requirements it was built from; a changed pin rebuilds it,
+# an unchanged one downloads nothing.
+venv() {
+  local venv=$cache/$1; shift
+  local want
+  want=$(cat "$@")
+  if [ -x "$venv/bin/python" ] && [ "$(cat "$venv/.requirements" 2>/dev/null)" = "$want" ]; then
+    log "python venv $venv present"; return
   fi
-  command -v python3 >/dev/null || { log "python3 is needed for the conformance suite"; exit 1; }
-  log "creating $venv from $req"
+  command -v python3 >/dev/null || { log "python3 is needed for $venv"; exit 1; }
+  log "creating $venv from $*"
   rm -rf "$venv"
   python3 -m venv "$venv"
-  "$venv/bin/pip" install -q --no-deps -r "$req"
+  local r
+  for r in "$@"; do "$venv/bin/pip" install -q --no-deps -r "$r"; done
   "$venv/bin/pip" check >/dev/null || { "$venv/bin/pip" check; log "pinned python packages are inconsistent"; exit 1; }
-  cp "$req" "$venv/.requirements"
-  log "python conformance venv in $venv"
+  printf '%s' "$want" >"$venv/.requirements"
+  log "python venv in $venv"
+}
+
+# The conformance suite's exporters (scikit-learn, skl2onnx, onnx), every
+# package pinned in test/conformance/requirements.txt.
+deps_py() {
+  venv venv-conformance "$root/test/conformance/requirements.txt"
+}
+
+# The same and onnxruntime.quantization, the peer of the side-by-side
+# quantization benchmark (make bench only).
+deps_pybench() {
+  venv venv-bench "$root/test/conformance/requirements.txt" "$root/quant/testdata/requirements-peer.txt"
 }
 
 deps_go() {
