@@ -143,33 +143,130 @@ func TestFusion(t *testing.T) {
 			if err != nil {
 				t.Fatalf("%s %s: %v", f.name, mode, err)
 			}
-			opt, err := ort.Optimized(q, ort.Options{IntraOpThreads: 1})
+			checkFused(t, f, mode, q)
+		}
+	}
+}
+
+// TestSchemesFuseAndAgree: per-tensor weights, symmetric activations and
+// each calibration method give models that ONNX Runtime fuses as fully as
+// the default, that are built as asked (scalar weight scales; zero
+// points of 0), and that agree with float on held-out rows.
+func TestSchemesFuseAndAgree(t *testing.T) {
+	tr := trace(t)
+	schemes := []struct {
+		name string
+		o    quant.Options
+	}{
+		{"per-tensor", quant.Options{PerTensor: true}},
+		{"symmetric", quant.Options{Symmetric: true}},
+		{"entropy", quant.Options{Calibration: quant.Entropy}},
+		{"percentile", quant.Options{Calibration: quant.Percentile, Percentile: 99.9}},
+		{"mse", quant.Options{Calibration: quant.MSE}},
+	}
+	for _, f := range families(t) {
+		if f.name != "mlp_matmul_add" && f.name != "cnn2d" && f.name != "sensor_cnn1d" {
+			continue
+		}
+		info, err := onnx.Inspect(f.model)
+		if err != nil {
+			t.Fatal(err)
+		}
+		rng := rand.New(rand.NewPCG(5, 6))
+		calib, held := samples(rng, 128, f.features), samples(rng, 256, f.features)
+		float := runFeeds(t, f.model, feed(info, flat(held), f.features))
+		for _, sc := range schemes {
+			o := sc.o
+			o.Mode, o.Samples, o.Tracer = quant.Static, calib, feedTracer(f)(tr)
+			q, err := quant.Quantize(f.model, o)
 			if err != nil {
-				t.Fatalf("%s %s: %v", f.name, mode, err)
+				t.Fatalf("%s %s: %v", f.name, sc.name, err)
 			}
-			got := ops(t, opt)
-			t.Logf("%s %s: %s", f.name, mode, histogram(got))
-			before := ops(t, f.model)
-			want := before["Gemm"] + before["MatMul"] + before["Conv"]
-			integer := 0
-			for _, k := range []string{"com.microsoft.QGemm", "QLinearMatMul", "com.microsoft.MatMulIntegerToFloat", "com.microsoft.DynamicQuantizeMatMul", "QLinearConv", "com.microsoft.QLinearConv", "ConvInteger", "MatMulInteger"} {
-				integer += got[k]
+			checkFused(t, f, sc.name, q)
+			var m onnxpb.ModelProto
+			if err := proto.Unmarshal(q, &m); err != nil {
+				t.Fatal(err)
 			}
-			if integer != want {
-				t.Errorf("%s %s: %d integer kernels for %d Gemm, MatMul and Conv: %s", f.name, mode, integer, want, histogram(got))
-			}
-			// Static: one QuantizeLinear at the input and one
-			// DequantizeLinear per output at most; any other breaks the
-			// integer path (a pool or the last Gemm run in float between).
-			if mode == quant.Static && (got["QuantizeLinear"] > 1 || got["DequantizeLinear"] > outputs(t, opt)) {
-				t.Errorf("%s %s: the integer path is broken: %d QuantizeLinear, %d DequantizeLinear for %d outputs: %s",
-					f.name, mode, got["QuantizeLinear"], got["DequantizeLinear"], outputs(t, opt), histogram(got))
-			}
-			for _, float := range []string{"Gemm", "MatMul", "Conv", "com.microsoft.FusedGemm", "com.microsoft.FusedMatMul", "com.microsoft.FusedConv", "com.microsoft.nchwc.Conv"} {
-				if got[float] > 0 {
-					t.Errorf("%s %s: ONNX Runtime still runs %d float %s: %s", f.name, mode, got[float], float, histogram(got))
+			centred := 0
+			for _, init := range m.GetGraph().GetInitializer() {
+				n := init.GetName()
+				switch {
+				case o.PerTensor && strings.HasSuffix(n, "_scale") && !strings.Contains(n, "_qdq") && len(init.GetDims()) != 0:
+					t.Errorf("%s %s: weight scale %s has dims %v, want a scalar", f.name, sc.name, n, init.GetDims())
+				case o.Symmetric && strings.HasSuffix(n, "_qdq_zp"):
+					// 0, or -128 for a tensor never negative (a Relu's)
+					switch zp := int8(init.GetRawData()[0]); zp {
+					case 0:
+						centred++
+					case -128:
+					default:
+						t.Errorf("%s %s: activation zero point %s is %d, want 0 (or -128 after a Relu)", f.name, sc.name, n, zp)
+					}
 				}
 			}
+			if o.Symmetric && centred == 0 {
+				t.Errorf("%s %s: no activation has zero point 0", f.name, sc.name)
+			}
+			got := runFeeds(t, q, feed(info, flat(held), f.features))
+			width, agree := len(float)/len(held), 0
+			for i := range held {
+				if quant.Decide(got[i*width:(i+1)*width], 0.5) == quant.Decide(float[i*width:(i+1)*width], 0.5) {
+					agree++
+				}
+			}
+			t.Logf("%s %s: agreement with float %d/%d", f.name, sc.name, agree, len(held))
+			if agree < len(held)*9/10 {
+				t.Errorf("%s %s: agrees with float on %d of %d held-out rows", f.name, sc.name, agree, len(held))
+			}
+		}
+	}
+}
+
+// runFeeds runs model once on ONNX Runtime.
+func runFeeds(tb testing.TB, model []byte, in onnx.Feed) []float32 {
+	tb.Helper()
+	s, err := ort.NewSessionWith(model, ort.Options{IntraOpThreads: 1})
+	if err != nil {
+		tb.Fatal(err)
+	}
+	defer s.Close()
+	y, err := s.RunFeeds([]onnx.Feed{in})
+	if err != nil {
+		tb.Fatal(err)
+	}
+	return y
+}
+
+// checkFused holds ORT's optimised graph of q, a quantized f, to integer
+// kernels for every Gemm, MatMul and Conv, and (static) to an unbroken
+// integer path.
+func checkFused(t *testing.T, f family, what string, q []byte) {
+	t.Helper()
+	opt, err := ort.Optimized(q, ort.Options{IntraOpThreads: 1})
+	if err != nil {
+		t.Fatalf("%s %s: %v", f.name, what, err)
+	}
+	got := ops(t, opt)
+	t.Logf("%s %s: %s", f.name, what, histogram(got))
+	before := ops(t, f.model)
+	want := before["Gemm"] + before["MatMul"] + before["Conv"]
+	integer := 0
+	for _, k := range []string{"com.microsoft.QGemm", "QLinearMatMul", "com.microsoft.MatMulIntegerToFloat", "com.microsoft.DynamicQuantizeMatMul", "QLinearConv", "com.microsoft.QLinearConv", "ConvInteger", "MatMulInteger"} {
+		integer += got[k]
+	}
+	if integer != want {
+		t.Errorf("%s %s: %d integer kernels for %d Gemm, MatMul and Conv: %s", f.name, what, integer, want, histogram(got))
+	}
+	// Static: one QuantizeLinear at the input and one DequantizeLinear per
+	// output at most; any other breaks the integer path (a pool or the
+	// last Gemm run in float between).
+	if what != quant.Dynamic && (got["QuantizeLinear"] > 1 || got["DequantizeLinear"] > outputs(t, opt)) {
+		t.Errorf("%s %s: the integer path is broken: %d QuantizeLinear, %d DequantizeLinear for %d outputs: %s",
+			f.name, what, got["QuantizeLinear"], got["DequantizeLinear"], outputs(t, opt), histogram(got))
+	}
+	for _, float := range []string{"Gemm", "MatMul", "Conv", "com.microsoft.FusedGemm", "com.microsoft.FusedMatMul", "com.microsoft.FusedConv", "com.microsoft.nchwc.Conv"} {
+		if got[float] > 0 {
+			t.Errorf("%s %s: ONNX Runtime still runs %d float %s: %s", f.name, what, got[float], float, histogram(got))
 		}
 	}
 }

@@ -97,7 +97,7 @@ func QuantizePackage(inDir, outDir string, po PackageOptions) (*Report, error) {
 	for k, v := range po.Unavailable {
 		rep.Unavailable[k] = v
 	}
-	rep.Mode, rep.Calibration = o.Mode, o.Calibration
+	rep.Mode, rep.Calibration, rep.Scheme = o.Mode, o.Calibration, Scheme(o)
 	if o.Mode != Static {
 		rep.Calibration = ""
 	}

@@ -32,6 +32,7 @@ const (
 	MinMax     = "minmax"
 	Percentile = "percentile"
 	MSE        = "mse"
+	Entropy    = "entropy"
 )
 
 var (
@@ -55,11 +56,40 @@ type Options struct {
 	// (VPMADDUBSW) and saturate with full-range weights and activations,
 	// which showed as errors 8× larger than with 7-bit weights here.
 	FullRange bool
+	// PerTensor gives each weight one scale instead of one per output
+	// channel.
+	PerTensor bool
+	// Symmetric centres each activation's range on zero (zero point 0)
+	// instead of fitting it (asymmetric, the default).
+	Symmetric bool
 	// Tracer computes the named values of the float model on rows of x,
 	// for Static: ort.Trace when ONNX Runtime is available, or the pure-Go
 	// engine's Trace. quant runs no engine of its own, so it quantizes any
 	// graph some engine can run.
 	Tracer Tracer
+}
+
+// Scheme says in words how o quantizes weights and activations.
+func Scheme(o Options) string {
+	if o.Mode == FP16 {
+		return "weights fp16, activations float"
+	}
+	bits, per := "7-bit", "per channel"
+	if o.FullRange {
+		bits = "8-bit"
+	}
+	if o.PerTensor {
+		per = "per tensor"
+	}
+	w := fmt.Sprintf("weights int8 %s %s symmetric", bits, per)
+	if o.Mode == Dynamic {
+		return w + ", activations uint8 per tensor asymmetric at run time"
+	}
+	act := "asymmetric"
+	if o.Symmetric {
+		act = "symmetric"
+	}
+	return w + ", activations int8 per tensor " + act
 }
 
 // Tracer runs the float model on rows of x (features values each) and
@@ -109,7 +139,7 @@ func Quantize(model []byte, o Options) ([]byte, error) {
 	case Static:
 		err = quantizeStatic(model, g, inits, quantized, limit, o)
 	case Dynamic:
-		err = quantizeDynamic(g, inits, quantized, limit)
+		err = quantizeDynamic(g, inits, quantized, limit, o.PerTensor)
 	case FP16:
 		var nodes []*onnxpb.NodeProto
 		for _, n := range g.GetNode() {
@@ -211,9 +241,29 @@ func quantizeStatic(model []byte, g *onnxpb.GraphProto, inits map[string]*onnxpb
 			add(n.GetOutput()[0])
 		}
 	}
-	ranges, err := calibrate(model, targets, o)
+	// What decides (a graph output, or what a Softmax, Sigmoid or ArgMax
+	// reads) keeps its whole range whatever the method: clipping the
+	// largest logits would make them equal and change the decision.
+	decisive := map[string]bool{}
+	for _, t := range targets {
+		decisive[t] = outputs[t]
+		for _, r := range readers[t] {
+			switch r.GetOpType() {
+			case "Softmax", "LogSoftmax", "Sigmoid", "ArgMax":
+				decisive[t] = true
+			}
+		}
+	}
+	ranges, err := calibrate(model, targets, o, decisive)
 	if err != nil {
 		return err
+	}
+	// Symmetric ranges only for tensors of both signs: a Relu's output
+	// keeps zero at the bottom of its range, so that ORT folds the Relu
+	// into the zero point instead of running it in float.
+	nonNegative := map[string]bool{}
+	for _, t := range targets {
+		nonNegative[t] = ranges[t][0] >= 0
 	}
 	for _, t := range targets { // in graph order: a chain takes its first range
 		if in, ok := same[t]; ok {
@@ -223,7 +273,7 @@ func quantizeStatic(model []byte, g *onnxpb.GraphProto, inits map[string]*onnxpb
 	deqs := map[*onnxpb.NodeProto]*onnxpb.NodeProto{}
 	for _, n := range quantized {
 		w, axis, _ := weightOf(n, inits)
-		deq, err := quantizeWeight(g, w, axis, limit)
+		deq, err := quantizeWeight(g, w, axis, limit, o.PerTensor)
 		if err != nil {
 			return err
 		}
@@ -233,7 +283,7 @@ func quantizeStatic(model []byte, g *onnxpb.GraphProto, inits map[string]*onnxpb
 	// The pairs, keyed by the node after which they go ("" : first).
 	after := map[string][]*onnxpb.NodeProto{}
 	for _, t := range targets {
-		pair := quantizeActivation(g, t, ranges[t])
+		pair := quantizeActivation(g, t, ranges[t], o.Symmetric && !nonNegative[t])
 		if outputs[t] {
 			// The graph output keeps its name, on the DequantizeLinear.
 			float := t + "_float"
@@ -337,8 +387,8 @@ func floats(t *onnxpb.TensorProto) []float32 {
 }
 
 // int8Weight quantizes w with one symmetric scale per output channel
-// (axis 0 or 1) to ±limit.
-func int8Weight(w *onnxpb.TensorProto, axis int64, limit float32) ([]byte, []float32, error) {
+// (axis 0 or 1), or one for all (perTensor), to ±limit.
+func int8Weight(w *onnxpb.TensorProto, axis int64, limit float32, perTensor bool) ([]byte, []float32, error) {
 	dims := w.GetDims()
 	total := 1
 	for _, d := range dims {
@@ -350,7 +400,10 @@ func int8Weight(w *onnxpb.TensorProto, axis int64, limit float32) ([]byte, []flo
 	}
 	channels, per := int(dims[0]), total/int(dims[0])
 	ch := func(i int) int { return i / per }
-	if axis == 1 {
+	switch {
+	case perTensor:
+		channels, ch = 1, func(int) int { return 0 }
+	case axis == 1:
 		cols := int(dims[1])
 		channels, ch = cols, func(i int) int { return i % cols }
 	}
@@ -374,22 +427,27 @@ func int8Weight(w *onnxpb.TensorProto, axis int64, limit float32) ([]byte, []flo
 }
 
 // quantizeWeight replaces w by int8 values with one symmetric scale per
-// output channel and returns the DequantizeLinear node that restores it.
-func quantizeWeight(g *onnxpb.GraphProto, w *onnxpb.TensorProto, axis int64, limit float32) (*onnxpb.NodeProto, error) {
-	q, scales, err := int8Weight(w, axis, limit)
+// output channel (or per tensor) and returns the DequantizeLinear node
+// that restores it.
+func quantizeWeight(g *onnxpb.GraphProto, w *onnxpb.TensorProto, axis int64, limit float32, perTensor bool) (*onnxpb.NodeProto, error) {
+	q, scales, err := int8Weight(w, axis, limit, perTensor)
 	if err != nil {
 		return nil, err
 	}
 	channels := len(scales)
 	name := w.GetName()
+	dims := []int64{int64(channels)}
+	attrs := []*onnxpb.AttributeProto{{Name: proto.String("axis"), Type: onnxpb.AttributeProto_INT.Enum(), I: proto.Int64(axis)}}
+	if perTensor {
+		dims, attrs = nil, nil // scalars
+	}
 	g.Initializer = append(g.Initializer,
 		&onnxpb.TensorProto{Name: proto.String(name + "_q"), DataType: proto.Int32(int32(onnxpb.TensorProto_INT8)), Dims: w.GetDims(), RawData: q},
-		&onnxpb.TensorProto{Name: proto.String(name + "_scale"), DataType: proto.Int32(int32(onnxpb.TensorProto_FLOAT)), Dims: []int64{int64(channels)}, FloatData: scales},
-		&onnxpb.TensorProto{Name: proto.String(name + "_zp"), DataType: proto.Int32(int32(onnxpb.TensorProto_INT8)), Dims: []int64{int64(channels)}, RawData: make([]byte, channels)},
+		&onnxpb.TensorProto{Name: proto.String(name + "_scale"), DataType: proto.Int32(int32(onnxpb.TensorProto_FLOAT)), Dims: dims, FloatData: scales},
+		&onnxpb.TensorProto{Name: proto.String(name + "_zp"), DataType: proto.Int32(int32(onnxpb.TensorProto_INT8)), Dims: dims, RawData: make([]byte, channels)},
 	)
 	return &onnxpb.NodeProto{OpType: proto.String("DequantizeLinear"), Name: proto.String(name + "_dequant"),
-		Input: []string{name + "_q", name + "_scale", name + "_zp"}, Output: []string{name + "_dq"},
-		Attribute: []*onnxpb.AttributeProto{{Name: proto.String("axis"), Type: onnxpb.AttributeProto_INT.Enum(), I: proto.Int64(axis)}}}, nil
+		Input: []string{name + "_q", name + "_scale", name + "_zp"}, Output: []string{name + "_dq"}, Attribute: attrs}, nil
 }
 
 // quantizeDynamic is dynamic int8 as ONNX Runtime defines it: each
@@ -399,7 +457,7 @@ func quantizeWeight(g *onnxpb.GraphProto, w *onnxpb.TensorProto, axis int64, lim
 // scaled, and the bias added. ORT fuses the MatMul form into
 // DynamicQuantizeMatMul. A Gemm with alpha or beta other than 1 stays
 // float.
-func quantizeDynamic(g *onnxpb.GraphProto, inits map[string]*onnxpb.TensorProto, quantized []*onnxpb.NodeProto, limit float32) error {
+func quantizeDynamic(g *onnxpb.GraphProto, inits map[string]*onnxpb.TensorProto, quantized []*onnxpb.NodeProto, limit float32, perTensor bool) error {
 	rewrite := map[*onnxpb.NodeProto][]*onnxpb.NodeProto{}
 	dq := map[string]string{} // input tensor → its DynamicQuantizeLinear base, shared by readers
 	for _, n := range quantized {
@@ -416,13 +474,14 @@ func quantizeDynamic(g *onnxpb.GraphProto, inits map[string]*onnxpb.TensorProto,
 		if n.GetOpType() == "Gemm" && (alpha != 1 || beta != 1) {
 			continue
 		}
-		q, scales, err := int8Weight(w, axis, limit)
+		q, scales, err := int8Weight(w, axis, limit, perTensor)
 		if err != nil {
 			return err
 		}
 		name, out := n.GetOutput()[0], n.GetOutput()[0]
 		dims := w.GetDims()
 		scaleDims := []int64{int64(len(scales))}
+		var biasDims []int64
 		if n.GetOpType() == "Gemm" { // [N, K] → [K, N] for MatMulInteger
 			rows, cols := int(dims[0]), int(dims[1])
 			t := make([]byte, len(q))
@@ -439,6 +498,8 @@ func quantizeDynamic(g *onnxpb.GraphProto, inits map[string]*onnxpb.TensorProto,
 				scaleDims[i] = 1
 			}
 			scaleDims[1] = int64(len(scales))
+			biasDims = append([]int64(nil), scaleDims...)
+			biasDims[1] = dims[0]
 		}
 		x := n.GetInput()[0]
 		var nodes []*onnxpb.NodeProto
@@ -478,7 +539,7 @@ func quantizeDynamic(g *onnxpb.GraphProto, inits map[string]*onnxpb.TensorProto,
 				if b == nil {
 					return fmt.Errorf("%w: Conv %s has a bias that is not a constant", ErrModel, name)
 				}
-				g.Initializer = append(g.Initializer, &onnxpb.TensorProto{Name: proto.String(name + "_bias"), DataType: proto.Int32(int32(onnxpb.TensorProto_FLOAT)), Dims: scaleDims, FloatData: floats(b)})
+				g.Initializer = append(g.Initializer, &onnxpb.TensorProto{Name: proto.String(name + "_bias"), DataType: proto.Int32(int32(onnxpb.TensorProto_FLOAT)), Dims: biasDims, FloatData: floats(b)})
 				bias = name + "_bias"
 			}
 			nodes = append(nodes, &onnxpb.NodeProto{OpType: proto.String("Add"), Name: proto.String(name + "_bias_add"), Input: []string{final, bias}, Output: []string{out}})
@@ -498,16 +559,23 @@ func quantizeDynamic(g *onnxpb.GraphProto, inits map[string]*onnxpb.TensorProto,
 }
 
 // quantizeActivation returns a QuantizeLinear/DequantizeLinear pair
-// (int8, asymmetric, per tensor) for tensor x, with the calibrated range.
-// Signed activations with signed weights (S8S8) are what ONNX Runtime
-// recommends on x86-64: U8S8 can saturate in its AVX2 kernels.
-func quantizeActivation(g *onnxpb.GraphProto, x string, r [2]float32) []*onnxpb.NodeProto {
+// (int8, per tensor; asymmetric unless symmetric) for tensor x, with the
+// calibrated range. Signed activations with signed weights (S8S8) are
+// what ONNX Runtime recommends on x86-64: U8S8 can saturate in its AVX2
+// kernels.
+func quantizeActivation(g *onnxpb.GraphProto, x string, r [2]float32, symmetric bool) []*onnxpb.NodeProto {
 	lo, hi := min(r[0], 0), max(r[1], 0) // zero must be exact
 	scale := (hi - lo) / 255
+	if symmetric {
+		scale = max(-lo, hi) / 127
+	}
 	if scale == 0 {
 		scale = 1
 	}
 	zp := int8(max(-128, min(127, math.Round(float64(-128-lo/scale)))))
+	if symmetric {
+		zp = 0
+	}
 	base := x + "_qdq"
 	g.Initializer = append(g.Initializer,
 		&onnxpb.TensorProto{Name: proto.String(base + "_scale"), DataType: proto.Int32(int32(onnxpb.TensorProto_FLOAT)), FloatData: []float32{scale}},
@@ -590,8 +658,8 @@ func dropUnused(g *onnxpb.GraphProto) []*onnxpb.TensorProto {
 }
 
 // calibrate runs the float model on the samples with o.Tracer and returns
-// the range of each target value, by the method.
-func calibrate(model []byte, targets []string, o Options) (map[string][2]float32, error) {
+// the range of each target value, by the method; full ones by min-max.
+func calibrate(model []byte, targets []string, o Options, full map[string]bool) (map[string][2]float32, error) {
 	tracer := o.Tracer
 	features := len(o.Samples[0])
 	var x []float32
@@ -611,6 +679,11 @@ func calibrate(model []byte, targets []string, o Options) (map[string][2]float32
 		if !ok || len(v) == 0 {
 			return nil, fmt.Errorf("%w: calibration produced no values for %s", ErrModel, name)
 		}
+		switch {
+		case full[name]:
+			out[name] = minMax(v)
+			continue
+		}
 		switch o.Calibration {
 		case "", MinMax:
 			out[name] = minMax(v)
@@ -622,11 +695,27 @@ func calibrate(model []byte, targets []string, o Options) (map[string][2]float32
 			out[name] = percentile(v, p)
 		case MSE:
 			out[name] = mseRange(v)
+		case Entropy:
+			out[name] = entropyRange(v)
 		default:
-			return nil, fmt.Errorf("%w: calibration %q (minmax, percentile or mse)", ErrOptions, o.Calibration)
+			return nil, fmt.Errorf("%w: calibration %q (minmax, percentile, mse or entropy)", ErrOptions, o.Calibration)
 		}
 	}
 	return out, nil
+}
+
+// CalibrateRange is the range method picks for values v (percentile at
+// 99.99).
+func CalibrateRange(method string, v []float32) [2]float32 {
+	switch method {
+	case Percentile:
+		return percentile(v, 99.99)
+	case MSE:
+		return mseRange(v)
+	case Entropy:
+		return entropyRange(v)
+	}
+	return minMax(v)
 }
 
 func minMax(v []float32) [2]float32 {
@@ -669,3 +758,80 @@ func mseRange(v []float32) [2]float32 {
 	}
 	return best
 }
+
+// entropyRange clips v's range at the threshold whose 128-level
+// quantization of the histogram of |v| (2048 bins) loses the least
+// information: the smallest KL divergence between the clipped
+// distribution and its quantized copy, as TensorRT's and ONNX Runtime's
+// entropy calibrators choose it.
+func entropyRange(v []float32) [2]float32 {
+	full := minMax(v)
+	amax := max(-full[0], full[1])
+	const bins, levels = 2048, 128
+	if amax == 0 {
+		return full
+	}
+	hist := make([]float64, bins)
+	for _, x := range v {
+		if x != 0 { // zero is exact at any threshold (a Relu's many zeros would pull it down)
+			hist[min(bins-1, int(float64(abs32(x))/float64(amax)*bins))]++
+		}
+	}
+	best, bestKL := bins, math.Inf(1)
+	p := make([]float64, bins)
+	q := make([]float64, bins)
+	for i := levels; i <= bins; i++ {
+		copy(p, hist[:i])
+		for _, c := range hist[i:] {
+			p[i-1] += c // what the threshold clips lands in its last bin
+		}
+		// q: p's first i bins merged into levels, spread back over the bins
+		// that were not empty.
+		for k := range levels {
+			lo, hi := k*i/levels, (k+1)*i/levels
+			var sum, nonzero float64
+			for j := lo; j < hi; j++ {
+				sum += hist[j]
+				if hist[j] > 0 {
+					nonzero++
+				}
+			}
+			for j := lo; j < hi; j++ {
+				q[j] = 0
+				if hist[j] > 0 {
+					q[j] = sum / nonzero
+				}
+			}
+		}
+		if kl := divergence(p[:i], q[:i]); kl < bestKL {
+			best, bestKL = i, kl
+		}
+	}
+	t := (float32(best) + 0.5) / bins * amax
+	return [2]float32{max(full[0], -t), min(full[1], t)}
+}
+
+// divergence is KL(p || q) of two histograms, each normalised; bins where
+// q is empty but p is not get a small q, so one outlier cannot make it
+// infinite.
+func divergence(p, q []float64) float64 {
+	var sp, sq float64
+	for i := range p {
+		sp += p[i]
+		sq += q[i]
+	}
+	if sp == 0 || sq == 0 {
+		return math.Inf(1)
+	}
+	var kl float64
+	for i := range p {
+		if p[i] == 0 {
+			continue
+		}
+		pi, qi := p[i]/sp, max(q[i]/sq, 1e-12)
+		kl += pi * math.Log(pi/qi)
+	}
+	return kl
+}
+
+func abs32(x float32) float32 { return float32(math.Abs(float64(x))) }

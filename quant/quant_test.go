@@ -313,3 +313,29 @@ func TestPackageRefusals(t *testing.T) {
 		}
 	}
 }
+
+// TestEntropyClipsOutliers: entropy calibration cuts a range that one
+// outlier stretched back to where the values are, and keeps a range the
+// values fill.
+func TestEntropyClipsOutliers(t *testing.T) {
+	rng := rand.New(rand.NewPCG(7, 7))
+	gauss := make([]float32, 20000)
+	for i := range gauss {
+		gauss[i] = float32(rng.NormFloat64())
+	}
+	gauss[0] = 1000
+	uniform := make([]float32, 20000)
+	for i := range uniform {
+		uniform[i] = rng.Float32()*2 - 1
+	}
+	got := quant.CalibrateRange(quant.Entropy, gauss)
+	if got[1] > 100 || got[1] < 2 || got[0] > -2 {
+		t.Errorf("normal values with an outlier at 1000: entropy range %v, want it clipped below 100 and wider than ±2", got)
+	}
+	if got := quant.CalibrateRange(quant.Entropy, uniform); got[1] < 0.9 || got[0] > -0.9 {
+		t.Errorf("uniform values in ±1: entropy range %v, want about ±1", got)
+	}
+	if got := quant.CalibrateRange(quant.MinMax, gauss); got[1] != 1000 {
+		t.Errorf("minmax range %v, want it to reach the outlier", got)
+	}
+}

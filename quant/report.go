@@ -19,11 +19,13 @@ var Batches = []int{1, 32}
 
 // Report compares a quantized model with its float original.
 type Report struct {
-	Mode        string  `json:"mode"`
-	Calibration string  `json:"calibration,omitempty"`
-	SizeBefore  int     `json:"size_before"`
-	SizeAfter   int     `json:"size_after"`
-	SizeRatio   float64 `json:"size_ratio"`
+	Mode        string `json:"mode"`
+	Calibration string `json:"calibration,omitempty"`
+	// Scheme says how weights and activations were quantized.
+	Scheme     string  `json:"scheme,omitempty"`
+	SizeBefore int     `json:"size_before"`
+	SizeAfter  int     `json:"size_after"`
+	SizeRatio  float64 `json:"size_ratio"`
 	// CalibrationRows calibrated (static); Rows evaluated. Split says
 	// where the evaluation rows came from.
 	CalibrationRows int     `json:"calibration_rows,omitempty"`
@@ -236,6 +238,9 @@ func (l Latency) Faster() string {
 func (r *Report) String() string {
 	var b strings.Builder
 	fmt.Fprintf(&b, "mode          %s %s\n", r.Mode, r.Calibration)
+	if r.Scheme != "" {
+		fmt.Fprintf(&b, "scheme        %s\n", r.Scheme)
+	}
 	fmt.Fprintf(&b, "size          %d → %d bytes (%.2f×)\n", r.SizeBefore, r.SizeAfter, r.SizeRatio)
 	if r.CalibrationRows > 0 {
 		fmt.Fprintf(&b, "calibration   %d rows\n", r.CalibrationRows)

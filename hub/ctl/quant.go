@@ -22,7 +22,7 @@ import (
 // on request, one that is not faster or too large.
 func quantCmd(fs *flag.FlagSet) runFunc {
 	mode := fs.String("mode", quant.Static, "int8-static, int8-dynamic or fp16")
-	calib := fs.String("calibration", quant.MinMax, "activation ranges for int8-static: minmax, percentile or mse")
+	calib := fs.String("calibration", quant.MinMax, "activation ranges for int8-static: minmax, percentile, mse or entropy (KL divergence)")
 	pct := fs.Float64("percentile", 99.99, "with --calibration percentile")
 	data := fs.String("data", "", "JSON lines of rows ([...] or {\"features\":[...],\"label\":k}) to calibrate on; without --eval-data the last --holdout of them evaluate instead (default: the golden inputs)")
 	evalData := fs.String("eval-data", "", "JSON lines of rows, as --data, to evaluate on")
@@ -33,6 +33,8 @@ func quantCmd(fs *flag.FlagSet) runFunc {
 	maxSize := fs.Float64("max-size-ratio", 0, "refuse a result larger than this share of the float model's size (0: no bound)")
 	version := fs.Int64("version", 0, "version of the quantized package (default: input version + 1)")
 	fullRange := fs.Bool("full-range", false, "8-bit weights instead of 7 (may saturate ONNX Runtime's x86 int8 kernels)")
+	perTensor := fs.Bool("per-tensor", false, "one scale per weight tensor instead of one per output channel")
+	symmetric := fs.Bool("symmetric", false, "int8-static: activation ranges centred on zero (zero point 0) instead of fitted")
 	lib := fs.String("onnxruntime", "", "path of libonnxruntime.so.1 (default: found like the agent finds it)")
 	goOnly := fs.Bool("go-only", false, "evaluate on the pure-Go engine only (no ONNX Runtime)")
 	asJSON := fs.Bool("json", false, "print the report as JSON (same as -o json)")
@@ -73,7 +75,7 @@ func quantCmd(fs *flag.FlagSet) runFunc {
 		if err != nil {
 			return err
 		}
-		po := quant.PackageOptions{Options: quant.Options{Mode: *mode, Calibration: *calib, Percentile: *pct, FullRange: *fullRange},
+		po := quant.PackageOptions{Options: quant.Options{Mode: *mode, Calibration: *calib, Percentile: *pct, FullRange: *fullRange, PerTensor: *perTensor, Symmetric: *symmetric},
 			MaxDrop: *maxDrop, Version: *version, Holdout: *holdout, RequireFaster: *requireFaster, MaxSizeRatio: *maxSize}
 		po.Engines, po.Order, po.Tracer, po.Unavailable = quantEngines(m, info, *lib, *goOnly)
 		if *data != "" {
