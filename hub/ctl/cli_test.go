@@ -16,6 +16,7 @@ import (
 
 	"go.yaml.in/yaml/v3"
 
+	"github.com/outpost-edge/outpost/hub/api"
 	"github.com/outpost-edge/outpost/hub/rollout"
 	"github.com/outpost-edge/outpost/sync/state"
 )
@@ -264,6 +265,32 @@ func TestRolloutSpecChecked(t *testing.T) {
 	}
 	if calls := hub.Calls(); len(calls) != 0 {
 		t.Errorf("a refused spec reached the hub: %v", calls)
+	}
+}
+
+// TestRolloutStartSendsDeviceBudgets: --max-latency-ms and --max-rss-mb
+// reach the hub as the rollout's performance gates, which travel to each
+// device's self-test; a negative budget is refused before the hub is asked.
+func TestRolloutStartSendsDeviceBudgets(t *testing.T) {
+	isolate(t)
+	var got api.Spec
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.Method != http.MethodPost || r.URL.Path != "/v1/rollouts" || json.NewDecoder(r.Body).Decode(&got) != nil {
+			http.Error(w, "unexpected "+r.Method+" "+r.URL.Path, http.StatusBadRequest)
+			return
+		}
+		json.NewEncoder(w).Encode(api.Rollout{ID: "r9", Spec: got})
+	}))
+	defer srv.Close()
+	code, out, errOut := run("--hub", srv.URL, "rollout", "start", "bearing", "4", "--max-latency-ms", "2.5", "--max-rss-mb", "40", "--max-latency-factor", "1.5")
+	if code != 0 || !strings.Contains(out, "rollout r9 started") {
+		t.Fatalf("rollout start with budgets: exit %d\n%s%s", code, out, errOut)
+	}
+	if g := got.Gates; g.MaxLatencyMS != 2.5 || g.MaxRSSMB != 40 || g.MaxLatencyFactor != 1.5 {
+		t.Fatalf("gates sent %+v, want max_latency_ms 2.5, max_rss_mb 40, max_latency_factor 1.5", g)
+	}
+	if code, _, errOut := run("--hub", srv.URL, "rollout", "start", "bearing", "4", "--max-rss-mb", "-1"); code != ExitUsage || !strings.Contains(errOut, "--max-rss-mb") {
+		t.Fatalf("--max-rss-mb -1: exit %d, %s", code, errOut)
 	}
 }
 

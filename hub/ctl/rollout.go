@@ -39,7 +39,9 @@ func rolloutStart(fs *flag.FlagSet) runFunc {
 	waveTimeout := fs.Duration("wave-timeout", 30*time.Minute, "halt a wave that has not finished by then")
 	minHealthy := fs.Float64("min-healthy", 1, "fraction of devices that must commit, 0 to 1")
 	maxErr := fs.Float64("max-error-rate", 0.01, "errors per row a device may see in probation, 0 to 1")
-	maxLat := fs.Float64("max-latency-factor", 3, "latency in probation as a multiple of the previous model's")
+	maxLat := fs.Float64("max-latency-factor", 3, "latency at self-test and in probation as a multiple of the running model's")
+	maxMS := fs.Float64("max-latency-ms", 0, "each device's latency budget: refuse the version at self-test where its p99 per call is over this (0: none; fractions allowed)")
+	maxRSS := fs.Float64("max-rss-mb", 0, "each device's memory budget: refuse the version at self-test where loading it grows the agent's RSS by more (0: none)")
 	minInf := fs.Int64("min-inferences", 0, "inferences a device must serve in probation to count as healthy")
 	shadow := fs.Duration("shadow", 0, "run the new version beside the old one this long on each device before switching")
 	split := fs.Float64("split", 0, "with --shadow: share of windows the new version serves meanwhile, 0 to 1 (0: compare only)")
@@ -67,6 +69,8 @@ func rolloutStart(fs *flag.FlagSet) runFunc {
 		switch {
 		case math.IsNaN(*maxLat) || *maxLat <= 0:
 			return fmt.Errorf("%w: --max-latency-factor must be above 0, got %v", errUsage, *maxLat)
+		case math.IsNaN(*maxMS) || *maxMS < 0 || math.IsNaN(*maxRSS) || *maxRSS < 0:
+			return fmt.Errorf("%w: --max-latency-ms and --max-rss-mb must not be negative", errUsage)
 		case *minInf < 0:
 			return fmt.Errorf("%w: --min-inferences must not be negative, got %d", errUsage, *minInf)
 		case *bake < 0 || *waveTimeout < 0 || *shadow < 0:
@@ -75,7 +79,7 @@ func rolloutStart(fs *flag.FlagSet) runFunc {
 			return fmt.Errorf("%w: --split needs --shadow", errUsage)
 		}
 		spec := api.Spec{Model: name, Version: version, Selector: sel, Waves: ws, Bake: api.Duration(*bake), WaveTimeout: api.Duration(*waveTimeout),
-			Gates:  api.Gates{MinHealthy: *minHealthy, MaxErrorRate: *maxErr, MaxLatencyFactor: *maxLat, MinInferences: *minInf, MinAgreement: *minAgree},
+			Gates:  api.Gates{MinHealthy: *minHealthy, MaxErrorRate: *maxErr, MaxLatencyFactor: *maxLat, MinInferences: *minInf, MinAgreement: *minAgree, MaxLatencyMS: *maxMS, MaxRSSMB: *maxRSS},
 			Shadow: api.Duration(*shadow), Split: *split, AllowEmpty: *allowEmpty}
 		var r api.Rollout
 		if err := c.call(ctx, http.MethodPost, "/v1/rollouts", spec, &r); err != nil {
