@@ -118,6 +118,7 @@ func (p *Pipeline) infer(results []window.Result, frames []frame) map[int]float6
 	if len(rows) == 0 {
 		return nil
 	}
+	p.recent.add(x, len(x)/len(rows))
 	out, took, err := p.model.Infer(x)
 	if p.Stats.InferLatency != nil {
 		p.Stats.InferLatency(took)

@@ -85,6 +85,19 @@ func TestModelScoresWindowsAndFiresActions(t *testing.T) {
 	if p.Stats.Alerts.Load() != 1 || p.Stats.Inferences.Load() != 2 {
 		t.Fatalf("alerts %d inferences %d", p.Stats.Alerts.Load(), p.Stats.Inferences.Load())
 	}
+	// The rows the model was fed stay for an update's self-test to time a
+	// candidate on: each window's features as the model reads them (mean,
+	// and max normalised by its std of 2).
+	rows := map[[2]float32]bool{}
+	for _, r := range p.RecentRows() {
+		if len(r) != 2 {
+			t.Fatalf("recent row %v, want [mean, max/2]", r)
+		}
+		rows[[2]float32{r[0], r[1]}] = true
+	}
+	if len(rows) != 2 || !rows[[2]float32{2, 1.5}] || !rows[[2]float32{9, 5}] {
+		t.Fatalf("recent rows %v, want [2 1.5] and [9 5]", p.RecentRows())
+	}
 }
 
 func TestModelThatFailsItsGoldenVectorsIsRefused(t *testing.T) {

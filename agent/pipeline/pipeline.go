@@ -223,6 +223,7 @@ type Pipeline struct {
 	shadow      *infer.Model
 	split       float64
 	shadowStats shadowCounters
+	recent      recent // the latest rows fed to the model, for self-tests
 	drift       *driftState
 	scratch     features.Scratch // rows of sequence and spectrum inputs
 	acts        *actions

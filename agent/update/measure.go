@@ -60,33 +60,61 @@ func timeCalls(call func() (time.Duration, error)) ([]time.Duration, error) {
 	return ds, nil
 }
 
-// goldenRows is n rows cycling through the model's golden inputs.
-func goldenRows(mod *infer.Model, n int) []float32 {
-	g := mod.Manifest.Golden
+// inputs are what a self-test times a model on: its golden vectors, and
+// the pipeline's recent real rows of the same width (a burst of this
+// device's own windows; none before the pipeline has run, or when the
+// candidate's input differs from the running model's).
+type inputs struct {
+	golden, real [][]float32
+}
+
+func inputsOf(mod *infer.Model, recent [][]float32) inputs {
+	var in inputs
+	for _, g := range mod.Manifest.Golden {
+		in.golden = append(in.golden, g.Input)
+	}
+	if len(in.golden) == 0 {
+		return in
+	}
+	for _, r := range recent {
+		if len(r) == len(in.golden[0]) {
+			in.real = append(in.real, r)
+		}
+	}
+	return in
+}
+
+// batchRows is n rows cycling through the real rows, or through the
+// golden vectors when there are none.
+func (in inputs) batchRows(n int) []float32 {
+	src := in.real
+	if len(src) == 0 {
+		src = in.golden
+	}
 	var x []float32
 	for i := range n {
-		x = append(x, g[i%len(g)].Input...)
+		x = append(x, src[i%len(src)]...)
 	}
 	return x
 }
 
-// measure times mod on its golden vectors at batch 1 (cycling through
-// them) and at batch rows.
-func measure(mod *infer.Model, batch int) (p50, p99, bp50, bp99 float64, calls int, err error) {
-	g := mod.Manifest.Golden
-	if len(g) == 0 {
+// measure times mod at batch 1, cycling through the golden vectors and
+// the real rows, and at batch rows (real rows when there are some).
+func measure(mod *infer.Model, batch int, in inputs) (p50, p99, bp50, bp99 float64, calls int, err error) {
+	if len(in.golden) == 0 {
 		return 0, 0, 0, 0, 0, fmt.Errorf("no golden vectors to time")
 	}
+	all := append(append([][]float32(nil), in.golden...), in.real...)
 	i := 0
 	one, err := timeCalls(func() (time.Duration, error) {
-		_, d, err := mod.Infer(g[i%len(g)].Input)
+		_, d, err := mod.Infer(all[i%len(all)])
 		i++
 		return d, err
 	})
 	if err != nil {
 		return 0, 0, 0, 0, 0, err
 	}
-	x := goldenRows(mod, batch)
+	x := in.batchRows(batch)
 	many, err := timeCalls(func() (time.Duration, error) {
 		_, d, err := mod.Infer(x)
 		return d, err

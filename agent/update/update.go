@@ -115,6 +115,8 @@ type Runner interface {
 	Health() (inferences, errors, nan, calls, nanos int64)
 	SetShadow(ctx context.Context, m *infer.Model, split float64) error
 	ShadowHealth() pipeline.ShadowStats
+	// RecentRows are the last feature rows the running model was fed.
+	RecentRows() [][]float32
 }
 
 // Options are the manager's collaborators.
@@ -820,24 +822,27 @@ func (m *Manager) selfTest(j *job) error {
 // worst latency over the pipelines.
 func (m *Manager) measure(r Runner, mc infer.Config, mod *infer.Model, st *state.SelfTest) error {
 	batch := usualBatch(r, len(mod.Manifest.Golden))
-	p50, p99, bp50, bp99, calls, err := measure(mod, batch)
+	in := inputsOf(mod, r.RecentRows())
+	p50, p99, bp50, bp99, calls, err := measure(mod, batch, in)
 	if err != nil {
 		return err
 	}
 	if p99 >= st.LatencyP99US && bp99 >= st.BatchP99US {
-		st.Calls, st.BatchRows = calls, batch
+		st.Calls, st.BatchRows, st.RealRows = calls, batch, len(in.real)
 	}
 	st.LatencyP50US, st.LatencyP99US = max(st.LatencyP50US, p50), max(st.LatencyP99US, p99)
 	st.BatchP50US, st.BatchP99US = max(st.BatchP50US, bp50), max(st.BatchP99US, bp99)
 	// The running model, in a session of its own (the pipeline's is in
-	// use), on its own golden vectors at the same batch.
+	// use), on its own golden vectors and the same real rows, at the same
+	// batch.
 	active, err := infer.LoadSlot(mc, infer.Active, m.log)
 	if err != nil {
 		m.log.Warn("update: cannot load the running model to time it; no latency factor at self-test", "pipeline", r.Name(), "err", err)
 		return nil
 	}
 	defer active.Close()
-	ap50, _, abp50, _, _, err := measure(active, batch)
+	ain := inputsOf(active, r.RecentRows())
+	ap50, _, abp50, _, _, err := measure(active, batch, ain)
 	if err != nil {
 		m.log.Warn("update: cannot time the running model; no latency factor at self-test", "pipeline", r.Name(), "err", err)
 		return nil

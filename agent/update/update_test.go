@@ -76,6 +76,7 @@ type runner struct {
 	split                   float64
 	shadowed                atomic.Int64
 	shadowRows, shadowAgree atomic.Int64
+	recent                  [][]float32 // what RecentRows returns
 }
 
 func (r *runner) Name() string {
@@ -114,6 +115,11 @@ func (r *runner) SetShadow(_ context.Context, m *infer.Model, split float64) err
 }
 func (r *runner) ShadowHealth() pipeline.ShadowStats {
 	return pipeline.ShadowStats{Rows: r.shadowRows.Load(), Agree: r.shadowAgree.Load()}
+}
+func (r *runner) RecentRows() [][]float32 {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return r.recent
 }
 func (r *runner) version() int64 {
 	r.mu.Lock()
@@ -363,6 +369,33 @@ func TestUpdateInstallsSelfTestsSwitchesAndCommits(t *testing.T) {
 	time.Sleep(300 * time.Millisecond)
 	if r.swaps.Load() != 1 {
 		t.Fatalf("%d swaps, want 1", r.swaps.Load())
+	}
+}
+
+// TestSelfTestTimesRealWindows: the self-test times the candidate on the
+// pipeline's recent rows beside its golden vectors, and says how many it
+// used; rows of another width (another model's input) are left out.
+func TestSelfTestTimesRealWindows(t *testing.T) {
+	w := newWorld(t)
+	target := w.publish(t, 2, 0.7, false)
+	r, m, _ := w.start(t, testConfig(), nil)
+	width := len(r.initial.Golden[0].Input)
+	r.mu.Lock()
+	for i := range 7 {
+		row := make([]float32, width)
+		for k := range row {
+			row[k] = float32(i+k) / 10
+		}
+		r.recent = append(r.recent, row, make([]float32, width+3))
+	}
+	r.mu.Unlock()
+	m.Desire(desired(1, 2, target, "r1"))
+	u := waitPhase(t, m)
+	if u.Phase != state.PhaseCommitted || u.SelfTest == nil {
+		t.Fatalf("update %+v, want committed with a self-test measurement", u)
+	}
+	if u.SelfTest.RealRows != 7 || u.SelfTest.Calls < 50 {
+		t.Fatalf("self-test timed %d real rows in %d calls, want the 7 of the model's width in at least 50", u.SelfTest.RealRows, u.SelfTest.Calls)
 	}
 }
 

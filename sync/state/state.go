@@ -151,7 +151,10 @@ type SelfTest struct {
 	BatchRows    int     `json:"batch_rows"` // the pipeline's usual rows per call
 	BatchP50US   float64 `json:"batch_p50_us"`
 	BatchP99US   float64 `json:"batch_p99_us"`
-	RSSGrowthMB  float64 `json:"rss_growth_mb"`
+	// RealRows are the device's own recent windows timed beside the
+	// golden vectors (0: the pipeline had not run yet).
+	RealRows    int     `json:"real_rows"`
+	RSSGrowthMB float64 `json:"rss_growth_mb"`
 	// The running model, on its own golden vectors (0: not measured).
 	ActiveVersion      int64   `json:"active_version,omitempty"`
 	ActiveLatencyP50US float64 `json:"active_latency_p50_us,omitempty"`
