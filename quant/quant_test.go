@@ -20,8 +20,11 @@ import (
 )
 
 // goTolerance is how far the pure-Go engine may be from ONNX Runtime on a
-// quantized graph (float graphs: 1e-5, models/conformance).
-const goTolerance = 5e-3
+// quantized graph (float graphs: 1e-5, models/conformance): one value on
+// the other side of a rounding tie moves a tensor by one quantization
+// step, and the logits' step under their whole (min-max) range moves a
+// softmax probability by up to about 0.006 here.
+const goTolerance = 1e-2
 
 type runner interface {
 	Run(x []float32, features int) ([]float32, error)
@@ -210,8 +213,8 @@ func BenchmarkQuantizedLatency(b *testing.B) {
 	engines := map[string][2]runner{"ort": {ortSession(b, model), ortSession(b, q)}, "go": {goF, goQ}}
 	for _, name := range []string{"ort", "go"} {
 		pair := engines[name]
-		var tf, tq time.Duration
 		b.Run(name, func(b *testing.B) {
+			var tf, tq time.Duration // per call of this func: b.Run calls it for each N it tries
 			for i := 0; i < b.N; i++ {
 				t0 := time.Now()
 				run(b, pair[0], x, features)

@@ -119,10 +119,16 @@ func (n *node) matmul(a, b tensor) (tensor, error) {
 type qgemm struct {
 	xq     string  // the QuantizeLinear output: int8 values
 	sx, zx float32 // its scale and zero point
-	w      []int32 // int8 values, [out][in]; int32 so the inner loop needs no conversions
-	sw     []float32
-	in     int
-	xs     []int32 // scratch for the shifted activations
+	// w are the int8 weights packed three columns to an int64, kb the
+	// terms of k one block may sum (see qpack).
+	w   []int64
+	kb  int
+	sw  []float32
+	in  int
+	xs  []int64 // scratch for the shifted activations
+	acc []int32 // scratch: one row's sums
+	nz  []int32 // scratch: a row's non-zero activations, where and what
+	nzv []int64
 }
 
 // fuse marks the Gemm and MatMul nodes that can run as qgemm.
@@ -165,16 +171,18 @@ func (e *Engine) fuse(folded map[string]*node) {
 		} else if !n.transB {
 			continue
 		}
-		q := &qgemm{xq: xdq.in[0], sx: sx.data[0], zx: zx, w: make([]int32, len(wq.data)), sw: make([]float32, out), in: in}
+		w := make([]int32, len(wq.data)) // [out][in]
 		for r := 0; r < rows; r++ {
 			for c := 0; c < cols; c++ {
 				o, k := r, c
 				if n.op == "MatMul" {
 					o, k = c, r
 				}
-				q.w[o*in+k] = int32(wq.data[r*cols+c])
+				w[o*in+k] = int32(wq.data[r*cols+c])
 			}
 		}
+		packed, kb := qpack(w, out, in)
+		q := &qgemm{xq: xdq.in[0], sx: sx.data[0], zx: zx, w: packed, kb: kb, sw: make([]float32, out), in: in}
 		for j := range q.sw {
 			if len(ws.data) == 1 {
 				q.sw[j] = ws.data[0]
@@ -234,6 +242,42 @@ func allZero(v []float32) bool {
 	return true
 }
 
+// The int8 kernel, in pure Go without vector instructions: SWAR, three
+// products per 64-bit multiply. Three weight columns share an int64 (lanes
+// of 21 bits: w0 + w1·2^21 + w2·2^42), so x·(w0 + w1·2^21 + w2·2^42) adds
+// x·w0, x·w1 and x·w2 to the three lanes of one accumulator. The lanes
+// stay exact while each sum's magnitude is under 2^20, so k is walked in
+// blocks short enough for the largest weight (65 terms for quant's 7-bit
+// weights and |x − zx| ≤ 255, 32 for full-range ones), and each block's
+// lanes are taken apart into int32 sums. A panel is qPanel columns
+// ([panel][k][8] int64s, zero padded): eight accumulators for 24 outputs,
+// where the float kernel keeps eight for eight. A 64-bit multiply is
+// issued once a cycle and float multiplies and adds twice, so three lanes,
+// not two, are what make it faster than float.
+const (
+	qLanes    = 3
+	qLaneBits = 21
+	qPanel    = 8 * qLanes
+	qLaneMax  = 1<<(qLaneBits-1) - 1 // the largest sum a lane holds
+)
+
+// qpack packs w ([out][in] int8 values) into panels of column triples,
+// and returns how many terms of k a block may sum.
+func qpack(w []int32, out, in int) ([]int64, int) {
+	panels := (out + qPanel - 1) / qPanel
+	dst := make([]int64, panels*in*8)
+	wmax := int32(1)
+	for j := 0; j < out; j++ {
+		pn, acc, lane := j/qPanel, (j%qPanel)/qLanes, j%qLanes
+		for p := 0; p < in; p++ {
+			v := w[j*in+p]
+			wmax = max(wmax, v, -v)
+			dst[(pn*in+p)*8+acc] += int64(v) << (qLaneBits * lane)
+		}
+	}
+	return dst, qLaneMax / (255 * int(wmax))
+}
+
 // run multiplies int8 activations by int8 weights with int32 sums, then
 // scales back to float: y = sx·sw[j]·Σ (xq − zx)·wq[j].
 func (q *qgemm) run(n *node, x tensor, alpha float32) (tensor, error) {
@@ -241,27 +285,129 @@ func (q *qgemm) run(n *node, x tensor, alpha float32) (tensor, error) {
 		return tensor{}, fmt.Errorf("%w: %v for %d inputs", ErrInput, x.shape, q.in)
 	}
 	if cap(q.xs) < len(x.data) {
-		q.xs = make([]int32, len(x.data))
+		q.xs = make([]int64, len(x.data))
 	}
 	xs := q.xs[:len(x.data)]
 	for i, v := range x.data {
-		xs[i] = int32(v) - int32(q.zx)
+		xs[i] = int64(v) - int64(q.zx)
 	}
 	rows, cols, k := x.rows(), len(q.sw), q.in
+	panels := (cols + qPanel - 1) / qPanel
+	if cap(q.acc) < panels*qPanel {
+		q.acc = make([]int32, panels*qPanel)
+	}
+	acc := q.acc[:panels*qPanel]
 	out := tensor{shape: n.dims(0, rows, cols), data: n.buffer(0, rows*cols)}
+	if cap(q.nz) < k {
+		q.nz, q.nzv = make([]int32, k), make([]int64, k)
+	}
 	for i := 0; i < rows; i++ {
+		clear(acc)
 		xr := xs[i*k : (i+1)*k]
-		for j := 0; j < cols; j++ {
-			wr := q.w[j*k : (j+1)*k]
-			wr = wr[:len(xr)] // one bounds check, not one per element
-			var acc int32
-			for p, xv := range xr {
-				acc += xv * wr[p]
+		// Activations at their zero point (a Relu's zeros, often half of
+		// them) add nothing: with enough of them only the others are
+		// multiplied, as the float kernel's sparse path does.
+		nz := 0
+		for p, v := range xr {
+			if v != 0 {
+				q.nz[nz], q.nzv[nz] = int32(p), v
+				nz++
 			}
-			out.data[i*cols+j] = float32(acc) * q.sx * q.sw[j] * alpha
+		}
+		if nz*10 <= k*qDenseShare {
+			for pn := 0; pn < panels; pn++ {
+				base := q.w[pn*k*8 : (pn+1)*k*8]
+				for b0 := 0; b0 < nz; b0 += q.kb {
+					b1 := min(b0+q.kb, nz)
+					qsparse24((*[qPanel]int32)(acc[pn*qPanel:]), q.nzv[b0:b1], q.nz[b0:b1], base)
+				}
+			}
+		} else {
+			for k0 := 0; k0 < k; k0 += q.kb {
+				kc := min(q.kb, k-k0)
+				for pn := 0; pn < panels; pn++ {
+					panel := q.w[(pn*k+k0)*8 : (pn*k+k0+kc)*8]
+					qdot24((*[qPanel]int32)(acc[pn*qPanel:]), xr[k0:k0+kc], panel)
+				}
+			}
+		}
+		scale := q.sx * alpha
+		dst := out.data[i*cols : (i+1)*cols]
+		for j := range dst {
+			dst[j] = float32(acc[j]) * scale * q.sw[j]
 		}
 	}
 	return out, nil
+}
+
+// qDenseShare (in tenths) is the share of non-zero activations up to
+// which run takes the sparse path.
+const qDenseShare = 6
+
+// qsparse24 is qdot24 over the non-zero activations only: vals at the
+// rows idx of panel ([k][8] column triples).
+func qsparse24(acc *[qPanel]int32, vals []int64, idx []int32, panel []int64) {
+	var c0, c1, c2, c3, c4, c5, c6, c7 int64
+	idx = idx[:len(vals)]
+	for t, v := range vals {
+		p := int(idx[t]) * 8
+		b := panel[p : p+8 : p+8]
+		c0 += v * b[0]
+		c1 += v * b[1]
+		c2 += v * b[2]
+		c3 += v * b[3]
+		c4 += v * b[4]
+		c5 += v * b[5]
+		c6 += v * b[6]
+		c7 += v * b[7]
+	}
+	lanes(acc, [8]int64{c0, c1, c2, c3, c4, c5, c6, c7})
+}
+
+// lanes takes eight accumulators apart into acc's 24 sums.
+func lanes(acc *[qPanel]int32, cs [8]int64) {
+	for l, c := range cs {
+		a := acc[qLanes*l : qLanes*l+qLanes : qLanes*l+qLanes]
+		for lane := range qLanes - 1 {
+			lo := c << (64 - qLaneBits) >> (64 - qLaneBits) // the lane, sign-extended
+			a[lane] += int32(lo)
+			c = (c - lo) >> qLaneBits
+		}
+		a[qLanes-1] += int32(c)
+	}
+}
+
+// qdot24 adds Σ_p x[p]·w[p][j] to acc[j] for the 24 columns of one panel
+// block (x shifted activations, panel [p][8] column triples).
+func qdot24(acc *[qPanel]int32, x []int64, panel []int64) {
+	var c0, c1, c2, c3, c4, c5, c6, c7 int64
+	for len(x) >= 2 && len(panel) >= 16 {
+		b := panel[:16:16]
+		v, w := x[0], x[1]
+		c0 += v*b[0] + w*b[8]
+		c1 += v*b[1] + w*b[9]
+		c2 += v*b[2] + w*b[10]
+		c3 += v*b[3] + w*b[11]
+		c4 += v*b[4] + w*b[12]
+		c5 += v*b[5] + w*b[13]
+		c6 += v*b[6] + w*b[14]
+		c7 += v*b[7] + w*b[15]
+		panel = panel[16:]
+		x = x[2:]
+	}
+	if len(x) == 1 && len(panel) >= 8 {
+		b := panel[:8:8]
+		v := x[0]
+		c0 += v * b[0]
+		c1 += v * b[1]
+		c2 += v * b[2]
+		c3 += v * b[3]
+		c4 += v * b[4]
+		c5 += v * b[5]
+		c6 += v * b[6]
+		c7 += v * b[7]
+	}
+	lanes(acc, [8]int64{c0, c1, c2, c3, c4, c5, c6, c7})
 }
 
 // quantOp runs QuantizeLinear (y = saturate(round(x/s) + zp)) or
@@ -291,24 +437,30 @@ func (n *node) quantOp(a tensor, get func(string) (tensor, error)) (tensor, erro
 			return tensor{}, fmt.Errorf("%w: %s has %d scales for axis %d of %v", ErrModel, n.op, len(s.data), n.axis, a.shape)
 		}
 	}
-	channel := func(i int) int { return (i / inner) % mid }
 	out := tensor{shape: a.shape, data: n.buffer(0, len(a.data))}
-	if n.op == "DequantizeLinear" {
-		for i, v := range a.data {
-			c := channel(i)
-			out.data[i] = (v - zp.data[c]) * s.data[c]
-		}
-		return out, nil
-	}
 	lo, hi := float32(0), float32(255)
 	if zp.kind == 'i' {
 		lo, hi = -128, 127
 	}
-	out.kind = zp.kind
-	for i, v := range a.data {
-		c := channel(i)
-		q := float32(math.RoundToEven(float64(v/s.data[c]))) + zp.data[c]
-		out.data[i] = min(max(q, lo), hi)
+	if n.op == "QuantizeLinear" {
+		out.kind = zp.kind
+	}
+	// Runs of inner values share a channel: no division per value.
+	for start := 0; start < len(a.data); start += inner {
+		c := (start / inner) % mid
+		sc, z := s.data[c], zp.data[c]
+		src, dst := a.data[start:start+inner], out.data[start:start+inner]
+		dst = dst[:len(src)]
+		if n.op == "DequantizeLinear" {
+			for i, v := range src {
+				dst[i] = (v - z) * sc
+			}
+			continue
+		}
+		for i, v := range src {
+			q := float32(math.RoundToEven(float64(v/sc))) + z
+			dst[i] = min(max(q, lo), hi)
+		}
 	}
 	return out, nil
 }

@@ -64,9 +64,10 @@
 //     (30 %) of the first value, whichever is larger (Go's heap settles at its GOGC target;
 //     a leak of a few KiB per record or MiB per fault is far beyond);
 //   - open FDs by at most fdMargin (15), goroutines by at most
-//     goroutineMargin (half the agent count, at least 40, and 100 on runs
+//     goroutineMargin (the agent count, at least 40, and 100 on runs
 //     under 5 min: a short run's floor moved by up to +41 after a Kafka
-//     restart on a loaded machine): the
+//     restart on a loaded machine, and an 8-minute run's by +57 with 100
+//     agents while benchmarks ran beside it, nothing leaking): the
 //     per-connection resources of a fleet that has reconnected are the
 //     same, while a leak per reconnect adds one per agent per fault (on
 //     a short run, the end-of-test baseline below, +25 after everything
@@ -644,7 +645,11 @@ func (s *soak) checkGrowth(t *testing.T, warm, end time.Duration) {
 	if fd1 > fd0+fdMargin {
 		t.Errorf("open FDs grew %d → %d (bound +%d)", fd0, fd1, fdMargin)
 	}
-	goroutineMargin := max(40, s.cfg.agents/2)
+	// A leak per reconnect adds one per reconnecting agent, and between
+	// the two quarters every agent reconnects at least once (a hub
+	// restart) and the groups of the link faults again: a leak lifts the
+	// floor by well over one per agent.
+	goroutineMargin := max(40, s.cfg.agents)
 	if s.cfg.duration < 5*time.Minute {
 		// A short run's last quarter is a few samples, soon after its
 		// last fault: its floor says little (+41 seen on a loaded machine

@@ -1,0 +1,52 @@
+package goengine
+
+import (
+	"math/rand/v2"
+	"testing"
+)
+
+// TestQgemmIsExact: the SWAR int8 kernel gives exactly the int32 sums of
+// the plain triple loop, scaled, for shapes that leave panels and the
+// k-unroll part full (odd k, columns not a multiple of 16), full-range
+// weights, activations at both ends of their range, and a k of many
+// blocks; dense rows and a row mostly at the zero point (the sparse path).
+func TestQgemmIsExact(t *testing.T) {
+	rng := rand.New(rand.NewPCG(8, 8))
+	for _, c := range []struct{ rows, in, out int }{{1, 1, 1}, {3, 17, 5}, {2, 64, 16}, {4, 33, 47}, {2, 301, 50}} {
+		w := make([]int32, c.out*c.in)
+		for i := range w {
+			w[i] = int32(rng.IntN(255) - 127)
+		}
+		w[0] = -127
+		packed, kb := qpack(w, c.out, c.in)
+		q := &qgemm{sx: 0.5, zx: -3, w: packed, kb: kb, sw: make([]float32, c.out), in: c.in}
+		for j := range q.sw {
+			q.sw[j] = 0.25 * float32(j+1)
+		}
+		x := tensor{shape: []int{c.rows, c.in}, data: make([]float32, c.rows*c.in)}
+		for i := range x.data {
+			x.data[i] = float32(rng.IntN(256) - 128)
+			if i%c.in < c.in*3/4 && i/c.in == 1 {
+				x.data[i] = -3 // row 1 mostly at the zero point: the sparse path
+			}
+		}
+		x.data[0], x.data[len(x.data)-1] = 127, -128
+		n := &node{}
+		got, err := q.run(n, x, 2)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for i := 0; i < c.rows; i++ {
+			for j := 0; j < c.out; j++ {
+				var sum int32
+				for p := 0; p < c.in; p++ {
+					sum += (int32(x.data[i*c.in+p]) + 3) * w[j*c.in+p]
+				}
+				want := float32(sum) * q.sx * 2 * q.sw[j]
+				if g := got.data[i*c.out+j]; g != want {
+					t.Fatalf("%+v: y[%d][%d] = %v, want %v", c, i, j, g, want)
+				}
+			}
+		}
+	}
+}
