@@ -143,7 +143,7 @@ var commands = []command{
 	{path: "train history", args: "MODEL", usage: "a model's drifts, checks and releases", read: true, define: plain(trainHistory),
 		example: "outpostctl train history bearing\noutpostctl train history bearing -o yaml"},
 	{path: "agent publish", args: "BINARY", usage: "sign an agent build for self-update; roll it out as model outpost-agent", define: agentPublish,
-		example: "outpostctl agent publish dist/outpost-agent-linux-arm64 --build 42 --version 1.4.0"},
+		example: "outpostctl agent publish dist/linux-arm64/outpost-agent --build 42 --version 1.4.0"},
 	{path: "keys init", usage: "offline: make root keys, the hub's online keys and signed root v1", define: keysInit,
 		example: "outpostctl keys init --dir /media/offline/keys --root-keys 3 --threshold 2"},
 	{path: "keys rotate", usage: "offline: build the next root version (unsigned)", define: keysRotate,

@@ -153,21 +153,27 @@ func rolloutStatus(ctx context.Context, c *cli, args []string) error {
 	err := show(ctx, c, "/v1/rollouts/"+url.PathEscape(id), func(r api.Rollout) bool {
 		end = &r
 		return !api.Active(r.State)
-	}, func(w io.Writer, r api.Rollout, _ bool) { printRollout(w, &r) })
+	}, func(w io.Writer, r api.Rollout, wide bool) { printRollout(w, &r, wide) })
 	if err == nil && c.watch && end != nil && !api.Active(end.State) && end.State != api.Completed {
 		return fmt.Errorf("rollout %s %s: %s", id, end.State, reason(end))
 	}
 	return err
 }
 
-func printRollout(w io.Writer, r *api.Rollout) {
+// printRollout shows a rollout and each device's progress; wide adds
+// what each device measured of the candidate at self-test.
+func printRollout(w io.Writer, r *api.Rollout, wide bool) {
 	fmt.Fprintf(w, "rollout %s: %s v%d on %s\nstate %s, wave %d of %d (%s), %d of %d targeted devices assigned\n",
 		r.ID, r.Spec.Model, r.Spec.Version, selectorString(r.Spec.Selector), r.State, r.Wave+1, len(r.Spec.Waves), wavesString(r.Spec.Waves), len(r.Devices), r.Targeted)
 	if r.Reason != "" {
 		fmt.Fprintf(w, "reason: %s\n", r.Reason)
 	}
 	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
-	fmt.Fprintln(tw, "DEVICE\tWAVE\tFROM\tPHASE\tINFERENCES\tERRORS\tLATENCY µs\tSHADOW AGREEMENT\tREASON")
+	head := "DEVICE\tWAVE\tFROM\tPHASE\tINFERENCES\tERRORS\tLATENCY µs\tSHADOW AGREEMENT"
+	if wide {
+		head += "\tSELFTEST P50/P99 µs\tBATCH P99 µs\tRSS +MB\tREAL ROWS"
+	}
+	fmt.Fprintln(tw, head+"\tREASON")
 	ids := make([]string, 0, len(r.Devices))
 	for id := range r.Devices {
 		ids = append(ids, id)
@@ -183,7 +189,19 @@ func printRollout(w io.Writer, r *api.Rollout) {
 		if d.Shadow != nil {
 			agree = fmt.Sprintf("%.3f of %d", d.Shadow.Agreement, d.Shadow.Rows)
 		}
-		fmt.Fprintf(tw, "%s\t%d\tv%d\t%s\t%d\t%d\t%.0f\t%s\t%s\n", id, d.Wave+1, d.From, phase, d.Health.Inferences, d.Health.Errors, d.Health.MeanLatencyUS, agree, d.Reason)
+		latency := "-" // not serving the candidate yet
+		if d.Health.Calls > 0 || d.Health.MeanLatencyUS > 0 {
+			latency = fmt.Sprintf("%.0f", d.Health.MeanLatencyUS)
+		}
+		row := fmt.Sprintf("%s\t%d\tv%d\t%s\t%d\t%d\t%s\t%s", id, d.Wave+1, d.From, phase, d.Health.Inferences, d.Health.Errors, latency, agree)
+		if wide {
+			st := "-\t-\t-\t-"
+			if s := d.SelfTest; s != nil {
+				st = fmt.Sprintf("%.0f/%.0f\t%.0f\t%.1f\t%d", s.LatencyP50US, s.LatencyP99US, s.BatchP99US, s.RSSGrowthMB, s.RealRows)
+			}
+			row += "\t" + st
+		}
+		fmt.Fprintf(tw, "%s\t%s\n", row, d.Reason)
 	}
 	tw.Flush()
 }

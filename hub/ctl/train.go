@@ -53,7 +53,13 @@ func trainHistory(ctx context.Context, c *cli, args []string) error {
 			if e.Version > 0 {
 				v = fmt.Sprintf("v%d", e.Version)
 			}
-			fmt.Fprintf(tw, "%s\t%s\t%s\t%.3f\t%.3f\t%s\t%s\n", e.At.Format(time.RFC3339), e.Kind, v, e.ProductionAccuracy, e.CandidateAccuracy, e.Rollout, e.Detail)
+			acc := func(a float64) string { // absent on events that judged nothing
+				if a == 0 {
+					return "-"
+				}
+				return fmt.Sprintf("%.3f", a)
+			}
+			fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\n", e.At.Format(time.RFC3339), e.Kind, v, acc(e.ProductionAccuracy), acc(e.CandidateAccuracy), orDash(e.Rollout), orDash(e.Detail))
 		}
 	})
 }
