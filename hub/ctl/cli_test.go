@@ -8,6 +8,7 @@ import (
 	"net/http/httptest"
 	"os"
 	"path/filepath"
+	"reflect"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -291,6 +292,63 @@ func TestRolloutStartSendsDeviceBudgets(t *testing.T) {
 	}
 	if code, _, errOut := run("--hub", srv.URL, "rollout", "start", "bearing", "4", "--max-rss-mb", "-1"); code != ExitUsage || !strings.Contains(errOut, "--max-rss-mb") {
 		t.Fatalf("--max-rss-mb -1: exit %d, %s", code, errOut)
+	}
+}
+
+// TestStagedRollback: --staged undoes a completed rollout as a new
+// rollout of the version its devices ran before, with its selector,
+// waves, bake and gates; an active rollout, or devices that came from
+// different versions, are refused with what to do instead.
+func TestStagedRollback(t *testing.T) {
+	isolate(t)
+	done := api.Rollout{ID: "r5", State: api.Completed, Spec: api.Spec{Model: "bearing", Version: 4, Selector: map[string]string{"site": "north"},
+		Waves: []api.Wave{{Devices: 1}, {Percent: 100}}, Bake: api.Duration(10 * time.Minute), Gates: api.Gates{MinHealthy: 1, MaxErrorRate: 0.02, MaxLatencyFactor: 2}},
+		Devices: map[string]*api.Device{"pump-1": {From: 3, Phase: "committed"}, "pump-2": {From: 3, Phase: "committed"}}}
+	active := done
+	active.ID, active.State = "r6", api.Running
+	mixed := done
+	mixed.ID, mixed.Devices = "r7", map[string]*api.Device{"pump-1": {From: 3, Phase: "committed"}, "pump-2": {From: 2, Phase: "committed"}}
+	var mu sync.Mutex
+	var posted []api.Spec
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		switch r.Method + " " + r.URL.Path {
+		case "GET /v1/rollouts/r5":
+			json.NewEncoder(w).Encode(done)
+		case "GET /v1/rollouts/r6":
+			json.NewEncoder(w).Encode(active)
+		case "GET /v1/rollouts/r7":
+			json.NewEncoder(w).Encode(mixed)
+		case "POST /v1/rollouts":
+			var s api.Spec
+			json.NewDecoder(r.Body).Decode(&s)
+			mu.Lock()
+			posted = append(posted, s)
+			mu.Unlock()
+			json.NewEncoder(w).Encode(api.Rollout{ID: "r8", Spec: s, State: api.Running})
+		default:
+			http.Error(w, `{"error":"unexpected"}`, http.StatusNotFound)
+		}
+	}))
+	defer srv.Close()
+	code, out, errOut := run("--hub", srv.URL, "rollout", "rollback", "r5", "--staged")
+	if code != 0 || !strings.Contains(out, "rollout r8 started: bearing v3 back on site=north, waves 1,100%") {
+		t.Fatalf("rollback --staged: exit %d\n%s%s", code, out, errOut)
+	}
+	if len(posted) != 1 {
+		t.Fatalf("%d rollouts started, want 1", len(posted))
+	}
+	want := done.Spec
+	want.Version = 3
+	if got := posted[0]; !reflect.DeepEqual(got, want) {
+		t.Fatalf("staged rollback started %+v, want %+v", got, want)
+	}
+	for id, msg := range map[string]string{"r6": "rollout rollback r6 without --staged", "r7": "v2 (1 devices), v3 (1 devices)"} {
+		if code, _, errOut := run("--hub", srv.URL, "rollout", "rollback", id, "--staged"); code != ExitFailure || !strings.Contains(errOut, msg) {
+			t.Errorf("rollback %s --staged: exit %d, %s (want %q)", id, code, errOut, msg)
+		}
+	}
+	if len(posted) != 1 {
+		t.Errorf("a refused staged rollback started a rollout: %+v", posted[1:])
 	}
 }
 

@@ -260,22 +260,74 @@ func rolloutAction(action string) func(context.Context, *cli, []string) error {
 	}
 }
 
-// rolloutRollback sends a rollout's devices back at once and says how many.
-func rolloutRollback(ctx context.Context, c *cli, args []string) error {
-	if len(args) != 1 {
-		return fmt.Errorf("%w: rollout rollback ID", errUsage)
-	}
-	var r api.Rollout
-	if err := c.call(ctx, http.MethodPost, "/v1/rollouts/"+url.PathEscape(args[0])+"/rollback", struct{}{}, &r); err != nil {
+// rolloutRollback sends a rollout's devices back at once and says how
+// many; with --staged, a completed rollout is undone through its own waves,
+// bakes and gates instead: a new rollout of the version it replaced.
+func rolloutRollback(fs *flag.FlagSet) runFunc {
+	staged := fs.Bool("staged", false, "for a completed rollout: roll the version it replaced out again through the same selector, waves, bake and gates, as a new rollout")
+	return func(ctx context.Context, c *cli, args []string) error {
+		if len(args) != 1 {
+			return fmt.Errorf("%w: rollout rollback ID [--staged]", errUsage)
+		}
+		if *staged {
+			return stagedRollback(ctx, c, args[0])
+		}
+		var r api.Rollout
+		if err := c.call(ctx, http.MethodPost, "/v1/rollouts/"+url.PathEscape(args[0])+"/rollback", struct{}{}, &r); err != nil {
+			return err
+		}
+		back := 0
+		for _, d := range r.Devices {
+			if d.Reverted {
+				back++
+			}
+		}
+		_, err := fmt.Fprintf(c.out, "rollout %s is %s: %d devices sent back to the versions they ran before %s v%d (outpostctl rollout status %s --watch follows them)\n",
+			r.ID, r.State, back, r.Spec.Model, r.Spec.Version, r.ID)
 		return err
 	}
-	back := 0
+}
+
+// stagedRollback starts the rollout that undoes completed rollout id: the
+// version its devices ran before, with its selector, waves, bake and
+// gates. Devices that came from different versions cannot go back as one
+// rollout; an active rollout is rolled back at once or aborted.
+func stagedRollback(ctx context.Context, c *cli, id string) error {
+	var r api.Rollout
+	if err := c.call(ctx, http.MethodGet, "/v1/rollouts/"+url.PathEscape(id), nil, &r); err != nil {
+		return err
+	}
+	if r.State != api.Completed {
+		return fmt.Errorf("rollout %s is %s: --staged undoes a completed rollout (an active one: rollout rollback %s without --staged, or rollout abort %s)", id, r.State, id, id)
+	}
+	from := map[int64]int{}
 	for _, d := range r.Devices {
-		if d.Reverted {
-			back++
+		if d.From > 0 && !d.Reverted {
+			from[d.From]++
 		}
 	}
-	_, err := fmt.Fprintf(c.out, "rollout %s is %s: %d devices sent back to the versions they ran before %s v%d (outpostctl rollout status %s --watch follows them)\n",
-		r.ID, r.State, back, r.Spec.Model, r.Spec.Version, r.ID)
+	if len(from) != 1 {
+		vs := make([]string, 0, len(from))
+		for v, n := range from {
+			vs = append(vs, fmt.Sprintf("v%d (%d devices)", v, n))
+		}
+		sort.Strings(vs)
+		if len(vs) == 0 {
+			return fmt.Errorf("rollout %s moved no device from an earlier version: nothing to roll back", id)
+		}
+		return fmt.Errorf("rollout %s moved devices from %s: one staged rollback cannot send them to one version; rollout rollback %s sends each to its own", id, strings.Join(vs, ", "), id)
+	}
+	var prev int64
+	for v := range from {
+		prev = v
+	}
+	spec := r.Spec
+	spec.Version, spec.AllowEmpty = prev, false
+	var back api.Rollout
+	if err := c.call(ctx, http.MethodPost, "/v1/rollouts", spec, &back); err != nil {
+		return err
+	}
+	_, err := fmt.Fprintf(c.out, "rollout %s started: %s v%d back on %s, waves %s (undoes %s; outpostctl rollout status %s --watch follows it)\n",
+		back.ID, spec.Model, prev, selectorString(spec.Selector), wavesString(spec.Waves), id, back.ID)
 	return err
 }
