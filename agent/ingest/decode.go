@@ -7,11 +7,12 @@ package ingest
 import (
 	"bytes"
 	"encoding/csv"
-	"encoding/json"
 	"fmt"
 	"math"
 	"strconv"
 	"time"
+
+	"github.com/tidwall/gjson"
 )
 
 // Reading is one decoded, validated input: a key, an event time and the
@@ -54,6 +55,25 @@ type Decoder struct {
 	cfg      DecodeConfig
 	source   string
 	colIndex map[string]int
+	// roles maps a JSON key to the values it fills (see role): one pass
+	// over a line's keys finds them all, with no map per line.
+	roles map[string][]int
+}
+
+// Roles of a line's values: the key, time and watermark fields, then
+// each configured field.
+const (
+	roleKey = iota
+	roleTime
+	roleWatermark
+	roleFields
+)
+
+// value is one field of a line: a string (CSV cells, JSON strings), a
+// JSON number's literal, or another JSON value.
+type value struct {
+	kind byte // 's' string, 'n' number, 'x' anything else
+	s    string
 }
 
 // NewDecoder checks cfg.
@@ -67,7 +87,12 @@ func NewDecoder(cfg DecodeConfig, source string) (*Decoder, error) {
 	if len(cfg.Fields) == 0 {
 		return nil, fmt.Errorf("%w: at least one field", ErrConfig)
 	}
-	d := &Decoder{cfg: cfg, source: source}
+	d := &Decoder{cfg: cfg, source: source, roles: map[string][]int{}}
+	for role, name := range append([]string{cfg.KeyField, cfg.TimeField, cfg.WatermarkField}, cfg.Fields...) {
+		if name != "" {
+			d.roles[name] = append(d.roles[name], role)
+		}
+	}
 	if cfg.Format == CSV {
 		if len(cfg.Columns) == 0 {
 			return nil, fmt.Errorf("%w: csv needs columns", ErrConfig)
@@ -91,24 +116,31 @@ func (d *Decoder) Decode(line []byte, now time.Time) (Reading, *Reject) {
 	if len(line) == 0 {
 		return Reading{}, d.reject(line, "empty line")
 	}
-	get, rej := d.fields(line)
-	if rej != nil {
+	var vals [roleFields + 8]value // on the stack for up to 8 fields
+	var ok [roleFields + 8]bool
+	n := roleFields + len(d.cfg.Fields)
+	vs, found := vals[:], ok[:]
+	if n > len(vals) {
+		vs, found = make([]value, n), make([]bool, n)
+	}
+	if rej := d.fields(line, vs[:n], found[:n]); rej != nil {
 		return Reading{}, rej
 	}
+	get := func(role int) (value, bool) { return vs[role], found[role] }
 	r := Reading{Key: d.source, Time: now, Values: make([]float64, len(d.cfg.Fields))}
 	if d.cfg.KeyField != "" {
-		k, ok := get(d.cfg.KeyField)
+		k, ok := get(roleKey)
 		if !ok {
 			return Reading{}, d.reject(line, "missing key field "+d.cfg.KeyField)
 		}
-		s, isStr := k.(string)
-		if !isStr || s == "" {
+		s := k.s
+		if k.kind != 's' || s == "" {
 			return Reading{}, d.reject(line, "key field "+d.cfg.KeyField+" is not a non-empty string")
 		}
 		r.Key = s
 	}
 	if d.cfg.TimeField != "" {
-		v, ok := get(d.cfg.TimeField)
+		v, ok := get(roleTime)
 		if !ok {
 			return Reading{}, d.reject(line, "missing time field "+d.cfg.TimeField)
 		}
@@ -122,7 +154,7 @@ func (d *Decoder) Decode(line []byte, now time.Time) (Reading, *Reject) {
 		r.Time = t
 	}
 	if d.cfg.WatermarkField != "" {
-		if v, ok := get(d.cfg.WatermarkField); ok {
+		if v, ok := get(roleWatermark); ok {
 			t, err := parseTime(v)
 			if err != nil {
 				return Reading{}, d.reject(line, "watermark field: "+err.Error())
@@ -131,7 +163,7 @@ func (d *Decoder) Decode(line []byte, now time.Time) (Reading, *Reject) {
 		}
 	}
 	for i, f := range d.cfg.Fields {
-		v, ok := get(f)
+		v, ok := get(roleFields + i)
 		if !ok {
 			return Reading{}, d.reject(line, "missing field "+f)
 		}
@@ -147,31 +179,48 @@ func (d *Decoder) Decode(line []byte, now time.Time) (Reading, *Reject) {
 	return r, nil
 }
 
-// fields returns a getter over the line's fields.
-func (d *Decoder) fields(line []byte) (func(string) (any, bool), *Reject) {
+// fields fills vals (and found) by role from the line's fields.
+func (d *Decoder) fields(line []byte, vals []value, found []bool) *Reject {
 	if d.cfg.Format == CSV {
 		rec, err := csv.NewReader(bytes.NewReader(line)).Read()
 		if err != nil {
-			return nil, d.reject(line, "csv: "+err.Error())
+			return d.reject(line, "csv: "+err.Error())
 		}
 		if len(rec) != len(d.cfg.Columns) {
-			return nil, d.reject(line, fmt.Sprintf("csv: %d columns, want %d", len(rec), len(d.cfg.Columns)))
+			return d.reject(line, fmt.Sprintf("csv: %d columns, want %d", len(rec), len(d.cfg.Columns)))
 		}
-		return func(name string) (any, bool) {
-			i, ok := d.colIndex[name]
-			if !ok {
-				return nil, false
+		for name, roles := range d.roles {
+			for _, r := range roles {
+				vals[r], found[r] = value{kind: 's', s: rec[d.colIndex[name]]}, true
 			}
-			return rec[i], true
-		}, nil
+		}
+		return nil
 	}
-	var m map[string]any
-	dec := json.NewDecoder(bytes.NewReader(line))
-	dec.UseNumber()
-	if err := dec.Decode(&m); err != nil || m == nil {
-		return nil, d.reject(line, "not a JSON object")
+	// One pass over the object's own keys (gjson: no map, no value for the
+	// keys no role wants), after checking the whole line is one valid
+	// JSON value. A key given twice counts with its last value, as
+	// encoding/json has it.
+	if line[0] != '{' || !gjson.ValidBytes(line) {
+		return d.reject(line, "not a JSON object")
 	}
-	return func(name string) (any, bool) { v, ok := m[name]; return v, ok }, nil
+	gjson.ParseBytes(line).ForEach(func(key, v gjson.Result) bool {
+		roles, ok := d.roles[key.Str]
+		if !ok {
+			return true
+		}
+		x := value{kind: 'x'}
+		switch v.Type {
+		case gjson.String:
+			x = value{kind: 's', s: v.Str}
+		case gjson.Number:
+			x = value{kind: 'n', s: v.Raw}
+		}
+		for _, r := range roles {
+			vals[r], found[r] = x, true
+		}
+		return true
+	})
+	return nil
 }
 
 func (d *Decoder) reject(line []byte, reason string) *Reject {
@@ -182,23 +231,20 @@ func (d *Decoder) reject(line []byte, reason string) *Reject {
 	return &Reject{Reason: reason, Line: append([]byte(nil), line...)}
 }
 
-func number(v any) (float64, error) {
-	switch x := v.(type) {
-	case json.Number:
-		return strconv.ParseFloat(string(x), 64)
-	case string: // csv, or JSON numbers sent as strings
-		return strconv.ParseFloat(x, 64)
-	case bool, nil, map[string]any, []any:
+// number reads a JSON number, or a string holding one (CSV cells, JSON
+// numbers sent as strings).
+func number(v value) (float64, error) {
+	if v.kind == 'x' {
 		return 0, fmt.Errorf("not a number")
 	}
-	return 0, fmt.Errorf("not a number")
+	return strconv.ParseFloat(v.s, 64)
 }
 
 // parseTime accepts RFC 3339 strings, and Unix seconds or milliseconds
 // (a number above 1e11 is taken as milliseconds).
-func parseTime(v any) (time.Time, error) {
-	if s, ok := v.(string); ok {
-		if t, err := time.Parse(time.RFC3339Nano, s); err == nil {
+func parseTime(v value) (time.Time, error) {
+	if v.kind == 's' {
+		if t, err := time.Parse(time.RFC3339Nano, v.s); err == nil {
 			return t, nil
 		}
 	}
