@@ -24,6 +24,7 @@ import (
 	"golang.org/x/sync/errgroup"
 	"golang.org/x/time/rate"
 
+	"github.com/outpost-edge/outpost/hub/api"
 	"github.com/outpost-edge/outpost/hub/bridge"
 	"github.com/outpost-edge/outpost/hub/broker"
 	"github.com/outpost-edge/outpost/hub/console"
@@ -77,6 +78,7 @@ type Hub struct {
 	retention   *ingest.Retention
 	streamStats ingest.RetentionStats
 	healer      *storeHealer // reloads a store that latched a write error
+	routes      *routeTable  // what startHTTP registered
 }
 
 // Options are test hooks; a production hub passes none.
@@ -475,18 +477,16 @@ func (f fleet) PublishDesired(d state.Desired) error {
 }
 
 func (h *Hub) startHTTP() error {
-	mux := http.NewServeMux()
+	mux := newRouteTable()
+	h.routes = mux
 	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) {
-		writeJSON(w, http.StatusOK, map[string]any{"status": "ok", "embedded_kafka": h.kafka.Embedded(), "kafka_brokers": h.kafka.Brokers})
+		writeJSON(w, http.StatusOK, api.HubHealth{Status: "ok", EmbeddedKafka: h.kafka.Embedded(), KafkaBrokers: h.kafka.Brokers})
 	})
 	mux.HandleFunc("GET /v1/devices", h.admin(func(w http.ResponseWriter, _ *http.Request) {
 		writeJSON(w, http.StatusOK, h.deviceViews())
 	}))
 	mux.HandleFunc("POST /v1/devices", h.admin(func(w http.ResponseWriter, r *http.Request) {
-		var req struct {
-			ID     string            `json:"id"`
-			Labels map[string]string `json:"labels"`
-		}
+		var req api.AddDeviceRequest
 		if err := json.NewDecoder(http.MaxBytesReader(w, r.Body, 64<<10)).Decode(&req); err != nil {
 			writeError(w, http.StatusBadRequest, fmt.Errorf("body: %w", err))
 			return
@@ -549,7 +549,7 @@ func (h *Hub) startHTTP() error {
 		return fmt.Errorf("hub: http listen: %w", err)
 	}
 	h.httpLn = ln
-	h.http = &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second}
+	h.http = &http.Server{Handler: mux.mux, ReadHeaderTimeout: 10 * time.Second}
 	serve := func() error { return h.http.Serve(ln) }
 	if t := h.cfg.HTTP.TLS; t.CertFile != "" {
 		// Load now, so a bad certificate stops the start with its reason.
@@ -749,7 +749,7 @@ func (h *Hub) PushModel(ctx context.Context, req modelstore.PushRequest) (*model
 func (h *Hub) Registry() *registry.Registry { return h.registry }
 
 func writeError(w http.ResponseWriter, status int, err error) {
-	writeJSON(w, status, map[string]string{"error": err.Error()})
+	writeJSON(w, status, api.Error{Error: err.Error()})
 }
 
 func writeJSON(w http.ResponseWriter, status int, v any) {
