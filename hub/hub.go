@@ -477,8 +477,12 @@ func (f fleet) PublishDesired(d state.Desired) error {
 }
 
 func (h *Hub) startHTTP() error {
+	if _, err := openAPIDocument(); err != nil {
+		return fmt.Errorf("hub: the API's OpenAPI document: %w", err)
+	}
 	mux := newRouteTable()
 	h.routes = mux
+	mux.HandleFunc("GET /v1/openapi.json", serveOpenAPI)
 	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) {
 		writeJSON(w, http.StatusOK, api.HubHealth{Status: "ok", EmbeddedKafka: h.kafka.Embedded(), KafkaBrokers: h.kafka.Brokers})
 	})
