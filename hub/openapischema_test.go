@@ -30,6 +30,9 @@ type genOuter struct {
 	Blob     []byte `json:"blob,omitempty"`
 }
 
+// hidden is unexported: encoding/json, and so the schema, skip it.
+var _ = genOuter{hidden: 1}
+
 type genSelfEncoding struct{}
 
 func (genSelfEncoding) MarshalJSON() ([]byte, error) { return []byte(`"x"`), nil }
