@@ -10,6 +10,7 @@ import (
 	"strconv"
 
 	"github.com/outpost-edge/outpost/firmware/bundle"
+	"github.com/outpost-edge/outpost/hub/api"
 	"github.com/outpost-edge/outpost/hub/updates"
 	"github.com/outpost-edge/outpost/sync/tuf"
 )
@@ -19,7 +20,7 @@ const maxAgent = 256 << 20
 
 // agentRoutes publish agent builds for self-update; a rollout of model
 // tuf.AgentModel then moves devices between builds.
-func (h *Hub) agentRoutes(mux *http.ServeMux) {
+func (h *Hub) agentRoutes(mux *routeTable) {
 	mux.HandleFunc("POST /v1/agents", h.admin(func(w http.ResponseWriter, r *http.Request) {
 		q := r.URL.Query()
 		build, err := strconv.ParseInt(q.Get("build"), 10, 64)
@@ -56,7 +57,7 @@ func (h *Hub) agentRoutes(mux *http.ServeMux) {
 		case err != nil:
 			writeError(w, http.StatusInternalServerError, err)
 		default:
-			writeJSON(w, http.StatusCreated, map[string]any{"target": name, "build": build, "arch": arch, "agent_version": a.Version})
+			writeJSON(w, http.StatusCreated, api.AgentPublished{Target: name, Build: build, Arch: arch, AgentVersion: a.Version})
 		}
 	}))
 }

@@ -7,7 +7,11 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"net/http/httptest"
+	"strings"
 	"testing"
+
+	"github.com/outpost-edge/outpost/hub/trainer"
 )
 
 // A malformed id in any API path is a 400 with the reason, not a store's
@@ -89,5 +93,16 @@ func TestStatsShowTheEmbeddedKafka(t *testing.T) {
 		if err != nil || len(body.Brokers) != 1 || body.Brokers[0] != want {
 			t.Fatalf("%s: kafka_brokers %v (%v), want [%s]", path, body.Brokers, err, want)
 		}
+	}
+}
+
+// A list answer is [] when empty, never null, as the OpenAPI document
+// says: GET /v1/train of a hub that trains nothing, GET /v1/rollouts
+// before the first.
+func TestEmptyListsAreArrays(t *testing.T) {
+	rec := httptest.NewRecorder()
+	writeJSON(rec, http.StatusOK, []trainer.Status(nil))
+	if got := strings.TrimSpace(rec.Body.String()); got != "[]" {
+		t.Fatalf("nil list written as %s, want []", got)
 	}
 }

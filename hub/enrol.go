@@ -7,6 +7,7 @@ import (
 	"net/http"
 	"time"
 
+	"github.com/outpost-edge/outpost/hub/api"
 	"github.com/outpost-edge/outpost/hub/console"
 	"github.com/outpost-edge/outpost/hub/registry"
 	"github.com/outpost-edge/outpost/sync/state"
@@ -15,13 +16,9 @@ import (
 // enrolRoutes: operators issue one-time tokens (admin); devices spend one
 // to get their credentials. /v1/enrol needs no admin token: the enrolment
 // token is the authorisation, so serve it over HTTPS in production.
-func (h *Hub) enrolRoutes(mux *http.ServeMux) {
+func (h *Hub) enrolRoutes(mux *routeTable) {
 	mux.HandleFunc("POST /v1/enrolment-tokens", h.admin(func(w http.ResponseWriter, r *http.Request) {
-		var req struct {
-			Device string            `json:"device"`
-			Labels map[string]string `json:"labels"`
-			TTL    string            `json:"ttl"`
-		}
+		var req api.TokenRequest
 		if err := json.NewDecoder(http.MaxBytesReader(w, r.Body, 64<<10)).Decode(&req); err != nil {
 			writeError(w, http.StatusBadRequest, fmt.Errorf("body: %w", err))
 			return
@@ -74,7 +71,7 @@ func (h *Hub) enrolRoutes(mux *http.ServeMux) {
 // certificate: the device signs a challenge from this hub (or any hub of
 // its cluster) with the ed25519 key it enrolled with, so a device whose
 // certificate expired while offline, or whose clock is wrong, renews too.
-func (h *Hub) certRoutes(mux *http.ServeMux) {
+func (h *Hub) certRoutes(mux *routeTable) {
 	mux.HandleFunc("GET /v1/certificates/ca", func(w http.ResponseWriter, _ *http.Request) {
 		ca := h.ca.Load()
 		if ca == nil {

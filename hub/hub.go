@@ -15,6 +15,7 @@ import (
 	"net/http"
 	"net/url"
 	"path/filepath"
+	"reflect"
 	"strconv"
 	"sync/atomic"
 	"time"
@@ -24,6 +25,7 @@ import (
 	"golang.org/x/sync/errgroup"
 	"golang.org/x/time/rate"
 
+	"github.com/outpost-edge/outpost/hub/api"
 	"github.com/outpost-edge/outpost/hub/bridge"
 	"github.com/outpost-edge/outpost/hub/broker"
 	"github.com/outpost-edge/outpost/hub/console"
@@ -77,6 +79,7 @@ type Hub struct {
 	retention   *ingest.Retention
 	streamStats ingest.RetentionStats
 	healer      *storeHealer // reloads a store that latched a write error
+	routes      *routeTable  // what startHTTP registered
 }
 
 // Options are test hooks; a production hub passes none.
@@ -475,18 +478,20 @@ func (f fleet) PublishDesired(d state.Desired) error {
 }
 
 func (h *Hub) startHTTP() error {
-	mux := http.NewServeMux()
+	if _, err := openAPIDocument(); err != nil {
+		return fmt.Errorf("hub: the API's OpenAPI document: %w", err)
+	}
+	mux := newRouteTable()
+	h.routes = mux
+	mux.HandleFunc("GET /v1/openapi.json", serveOpenAPI)
 	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) {
-		writeJSON(w, http.StatusOK, map[string]any{"status": "ok", "embedded_kafka": h.kafka.Embedded(), "kafka_brokers": h.kafka.Brokers})
+		writeJSON(w, http.StatusOK, api.HubHealth{Status: "ok", EmbeddedKafka: h.kafka.Embedded(), KafkaBrokers: h.kafka.Brokers})
 	})
 	mux.HandleFunc("GET /v1/devices", h.admin(func(w http.ResponseWriter, _ *http.Request) {
 		writeJSON(w, http.StatusOK, h.deviceViews())
 	}))
 	mux.HandleFunc("POST /v1/devices", h.admin(func(w http.ResponseWriter, r *http.Request) {
-		var req struct {
-			ID     string            `json:"id"`
-			Labels map[string]string `json:"labels"`
-		}
+		var req api.AddDeviceRequest
 		if err := json.NewDecoder(http.MaxBytesReader(w, r.Body, 64<<10)).Decode(&req); err != nil {
 			writeError(w, http.StatusBadRequest, fmt.Errorf("body: %w", err))
 			return
@@ -549,7 +554,7 @@ func (h *Hub) startHTTP() error {
 		return fmt.Errorf("hub: http listen: %w", err)
 	}
 	h.httpLn = ln
-	h.http = &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second}
+	h.http = &http.Server{Handler: mux.mux, ReadHeaderTimeout: 10 * time.Second}
 	serve := func() error { return h.http.Serve(ln) }
 	if t := h.cfg.HTTP.TLS; t.CertFile != "" {
 		// Load now, so a bad certificate stops the start with its reason.
@@ -749,10 +754,15 @@ func (h *Hub) PushModel(ctx context.Context, req modelstore.PushRequest) (*model
 func (h *Hub) Registry() *registry.Registry { return h.registry }
 
 func writeError(w http.ResponseWriter, status int, err error) {
-	writeJSON(w, status, map[string]string{"error": err.Error()})
+	writeJSON(w, status, api.Error{Error: err.Error()})
 }
 
 func writeJSON(w http.ResponseWriter, status int, v any) {
+	// A list answer is [] when empty, never null, as the OpenAPI document
+	// says: a client iterates it without a null check.
+	if rv := reflect.ValueOf(v); rv.Kind() == reflect.Slice && rv.IsNil() {
+		v = []struct{}{}
+	}
 	w.Header().Set("Content-Type", "application/json")
 	w.WriteHeader(status)
 	_ = json.NewEncoder(w).Encode(v)

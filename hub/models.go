@@ -19,7 +19,7 @@ import (
 // maxPackage bounds one pushed package (base64 and JSON included).
 const maxPackage = 256 << 20
 
-func (h *Hub) modelRoutes(mux *http.ServeMux) {
+func (h *Hub) modelRoutes(mux *routeTable) {
 	// The TUF repository is public: every file in it is signed, and
 	// agents verify what they fetch.
 	mux.Handle("GET /tuf/", http.StripPrefix("/tuf", h.updates.Handler()))

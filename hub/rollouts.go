@@ -16,7 +16,7 @@ import (
 )
 
 // rolloutRoutes are the fleet manager's rollout API.
-func (h *Hub) rolloutRoutes(mux *http.ServeMux) {
+func (h *Hub) rolloutRoutes(mux *routeTable) {
 	mux.HandleFunc("POST /v1/rollouts", h.admin(func(w http.ResponseWriter, r *http.Request) {
 		var spec rollout.Spec
 		dec := json.NewDecoder(http.MaxBytesReader(w, r.Body, 64<<10))

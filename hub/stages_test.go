@@ -45,6 +45,15 @@ func stagesHub(t *testing.T) (*Hub, string) {
 
 func pushVersion(t *testing.T, h *Hub, v int64) {
 	t.Helper()
+	if _, err := h.PushModel(context.Background(), modelPackage(t, v)); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// modelPackage is version v of model "m": a logistic model over two
+// features, with its golden vectors.
+func modelPackage(t *testing.T, v int64) modelstore.PushRequest {
+	t.Helper()
 	model, err := onnx.Logistic([][]float32{{0.5, -0.25}}, []float32{float32(v) / 10})
 	if err != nil {
 		t.Fatal(err)
@@ -69,9 +78,7 @@ func pushVersion(t *testing.T, h *Hub, v int64) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if _, err := h.PushModel(context.Background(), modelstore.PushRequest{Manifest: mj, Model: model}); err != nil {
-		t.Fatal(err)
-	}
+	return modelstore.PushRequest{Manifest: mj, Model: model}
 }
 
 func stages(t *testing.T, h *Hub) string {
@@ -87,7 +94,7 @@ func stages(t *testing.T, h *Hub) string {
 	return strings.Join(parts, " ")
 }
 
-func api(t *testing.T, method, url string, body, out any) {
+func apiCall(t *testing.T, method, url string, body, out any) {
 	t.Helper()
 	var rd *bytes.Reader
 	if body != nil {
@@ -153,7 +160,7 @@ func tickUntil(t *testing.T, h *Hub, id, want string, each func(*rollout.Rollout
 func trainStatusOf(t *testing.T, base string) trainer.Status {
 	t.Helper()
 	var st []trainer.Status
-	api(t, "GET", base+"/v1/train", nil, &st)
+	apiCall(t, "GET", base+"/v1/train", nil, &st)
 	if len(st) != 1 {
 		t.Fatalf("/v1/train: %+v, want one model", st)
 	}
@@ -183,7 +190,7 @@ func TestRegistryStagesFollowRollouts(t *testing.T) {
 	report(h, ids, 1, "")
 
 	var r rollout.Rollout
-	api(t, "POST", base+"/v1/rollouts", map[string]any{"model": "m", "version": 2, "waves": []map[string]any{{"devices": 1}, {"percent": 100}}, "bake": "1ms"}, &r)
+	apiCall(t, "POST", base+"/v1/rollouts", map[string]any{"model": "m", "version": 2, "waves": []map[string]any{{"devices": 1}, {"percent": 100}}, "bake": "1ms"}, &r)
 	if got := stages(t, h); got != "v1=production v2=canary v3=candidate" {
 		t.Fatalf("rolling out v2: %s, want v2 canary", got)
 	}
@@ -203,7 +210,7 @@ func TestRegistryStagesFollowRollouts(t *testing.T) {
 		t.Fatalf("train status after v2 completed: production v%d, canary v%d; want v2 and none", st.Production, st.Canary)
 	}
 
-	api(t, "POST", base+"/v1/rollouts/"+r.ID+"/rollback", struct{}{}, &r)
+	apiCall(t, "POST", base+"/v1/rollouts/"+r.ID+"/rollback", struct{}{}, &r)
 	if r.State != rollout.RolledBack || len(r.Devices) != 3 {
 		t.Fatalf("rollback: %s (%s) with %d devices", r.State, r.Reason, len(r.Devices))
 	}
@@ -226,11 +233,11 @@ func TestRegistryStagesFollowRollouts(t *testing.T) {
 	}
 	report(h, ids, 1, "")
 
-	api(t, "POST", base+"/v1/rollouts", map[string]any{"model": "m", "version": 3, "waves": []map[string]any{{"devices": 1}, {"percent": 100}}, "bake": "1h"}, &r)
+	apiCall(t, "POST", base+"/v1/rollouts", map[string]any{"model": "m", "version": 3, "waves": []map[string]any{{"devices": 1}, {"percent": 100}}, "bake": "1h"}, &r)
 	if got := stages(t, h); got != "v1=production v2=archived v3=canary" {
 		t.Fatalf("rolling out v3: %s", got)
 	}
-	api(t, "POST", base+"/v1/rollouts/"+r.ID+"/abort", struct{}{}, &r)
+	apiCall(t, "POST", base+"/v1/rollouts/"+r.ID+"/abort", struct{}{}, &r)
 	if got := stages(t, h); got != "v1=production v2=archived v3=candidate" {
 		t.Fatalf("v3 aborted: %s, want v3 a candidate again", got)
 	}

@@ -72,7 +72,7 @@ func (r trainerRegistry) Canary(ctx context.Context, model string, version int64
 	return ro.ID, nil
 }
 
-func (h *Hub) trainRoutes(mux *http.ServeMux) {
+func (h *Hub) trainRoutes(mux *routeTable) {
 	mux.HandleFunc("GET /v1/train", h.admin(func(w http.ResponseWriter, r *http.Request) {
 		writeJSON(w, http.StatusOK, h.trainStatus(r.Context()))
 	}))

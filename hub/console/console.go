@@ -122,8 +122,15 @@ func New(cfg Config, b Backend, o Options) (*Console, error) {
 	return c, nil
 }
 
+// Mux is where Routes mounts the pages: an *http.ServeMux, or the hub's
+// table of routes.
+type Mux interface {
+	Handle(pattern string, h http.Handler)
+	HandleFunc(pattern string, f func(http.ResponseWriter, *http.Request))
+}
+
 // Routes mounts the console on mux.
-func (c *Console) Routes(mux *http.ServeMux) {
+func (c *Console) Routes(mux Mux) {
 	assets, _ := fs.Sub(assetFS, "assets")
 	mux.Handle("GET /assets/", http.StripPrefix("/assets/", http.FileServerFS(assets)))
 	mux.HandleFunc("GET /login", c.loginPage)

@@ -494,3 +494,28 @@ func TestRolloutRollback(t *testing.T) {
 		t.Fatalf("rollout rollback without ID: exit %d, %q", code, errOut)
 	}
 }
+
+// TestAgentPublishSendsABinary: the build goes up as
+// application/octet-stream, as the hub's OpenAPI document says (it was
+// labelled application/json).
+func TestAgentPublishSendsABinary(t *testing.T) {
+	isolate(t)
+	var media, query string
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		media, query = r.Header.Get("Content-Type"), r.URL.RawQuery
+		w.WriteHeader(http.StatusCreated)
+		json.NewEncoder(w).Encode(api.AgentPublished{Target: "agents/arm64/7", Build: 7, Arch: "arm64"})
+	}))
+	defer srv.Close()
+	bin := filepath.Join(t.TempDir(), "outpost-agent")
+	if err := os.WriteFile(bin, []byte("\x7fELF..."), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	code, out, errOut := run("--hub", srv.URL, "agent", "publish", bin, "--build", "7", "--arch", "arm64")
+	if code != 0 || !strings.Contains(out, "for arm64 as agents/arm64/7") {
+		t.Fatalf("agent publish: exit %d\n%s%s", code, out, errOut)
+	}
+	if media != "application/octet-stream" || !strings.Contains(query, "build=7") {
+		t.Fatalf("sent Content-Type %q, query %q; want application/octet-stream and build=7", media, query)
+	}
+}

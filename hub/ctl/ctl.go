@@ -385,7 +385,11 @@ func (c *cli) call(ctx context.Context, method, path string, in, out any) error 
 	// A hub answering 503 (its cluster electing leaders) is asked again,
 	// as its Retry-After says, for up to half a minute.
 	for deadline := time.Now().Add(30 * time.Second); ; {
-		err := c.once(ctx, method, path, payload, in != nil, out)
+		media := ""
+		if in != nil {
+			media = "application/json"
+		}
+		err := c.once(ctx, method, path, payload, media, out)
 		var busy *errBusy
 		if !errors.As(err, &busy) || time.Now().After(deadline) {
 			return err
@@ -406,13 +410,13 @@ type errBusy struct {
 
 func (e *errBusy) Error() string { return e.err.Error() }
 
-// once sends one request.
-func (c *cli) once(ctx context.Context, method, path string, payload []byte, hasBody bool, out any) error {
+// once sends one request, with payload as a body of media ("": none).
+func (c *cli) once(ctx context.Context, method, path string, payload []byte, media string, out any) error {
 	if c.connErr != nil {
 		return c.connErr
 	}
 	var body io.Reader
-	if hasBody {
+	if media != "" {
 		body = bytes.NewReader(payload)
 	}
 	req, err := http.NewRequestWithContext(ctx, method, c.hub+path, body)
@@ -422,8 +426,8 @@ func (c *cli) once(ctx context.Context, method, path string, payload []byte, has
 	if c.token != "" {
 		req.Header.Set("Authorization", "Bearer "+c.token)
 	}
-	if hasBody {
-		req.Header.Set("Content-Type", "application/json")
+	if media != "" {
+		req.Header.Set("Content-Type", media)
 	}
 	resp, err := c.client.Do(req)
 	if err != nil {

@@ -15,6 +15,7 @@ import (
 	"github.com/outpost-edge/outpost/firmware/build"
 	"github.com/outpost-edge/outpost/firmware/bundle"
 	"github.com/outpost-edge/outpost/firmware/flash"
+	"github.com/outpost-edge/outpost/hub/api"
 	"github.com/outpost-edge/outpost/sync/tuf"
 )
 
@@ -160,11 +161,9 @@ func agentPublish(fs *flag.FlagSet) runFunc {
 			return err
 		}
 		q := fmt.Sprintf("/v1/agents?build=%d&version=%s&arch=%s", *build, url.QueryEscape(*ver), url.QueryEscape(*arch))
-		var out struct {
-			Target string `json:"target"`
-			Arch   string `json:"arch"`
-		}
-		if err := c.once(ctx, "POST", q, data, true, &out); err != nil {
+		// A binary, not JSON, as the hub's OpenAPI document says.
+		var out api.AgentPublished
+		if err := c.once(ctx, "POST", q, data, "application/octet-stream", &out); err != nil {
 			return err
 		}
 		fmt.Fprintf(c.out, "published agent build %d for %s as %s; roll it out with: outpostctl rollout start %s %d\n", *build, out.Arch, out.Target, tuf.AgentModel, *build)
