@@ -92,18 +92,22 @@ cross: deps
 		$(GO) build -trimpath -ldflags '$(LDFLAGS)' -o $(BIN)/linux-armv7/outpost-agent ./agent/cmd/outpost-agent
 
 ## dist: every binary for release into dist/: the agent and hub for linux amd64, arm64 and
-## armv7 (cgo, with the Debian cross compilers), outpostctl without cgo for linux, darwin and
-## windows on amd64 and arm64 (ONNX Runtime commands then say so; --engine go works)
+## armv7 (cgo, with the Debian cross compilers) with ONNX Runtime in lib/ (amd64 and arm64:
+## what `outpostctl firmware build --dist dist` puts in bundles), outpostctl without cgo for
+## linux, darwin and windows on amd64 and arm64 (ONNX Runtime commands then say so; --engine go works)
 DIST     := dist
 CTL_OSES := linux darwin windows
+ORT_DIR  := $(or $(OUTPOST_CACHE),.cache)/onnxruntime/$(shell sed -n 's/^ORT_VERSION=//p' deploy/scripts/deps.sh)
 dist: deps
 	@mkdir -p $(DIST)
 	@for t in amd64: arm64:aarch64-linux-gnu-gcc arm:arm-linux-gnueabihf-gcc; do \
 		arch=$${t%%:*}; cc=$${t#*:}; dir=$(DIST)/linux-$$arch; [ $$arch = arm ] && dir=$(DIST)/linux-armv7; \
+		case $$arch in amd64) ort=linux-x64;; arm64) ort=linux-arm64;; *) ort=;; esac; \
 		mkdir -p $$dir; \
 		for b in outpost-agent:agent/cmd/outpost-agent outpost-hub:hub/cmd/outpost-hub; do \
 			env GOOS=linux GOARCH=$$arch GOARM=7 $${cc:+CC=$$cc} $(GO) build -trimpath -ldflags '$(LDFLAGS)' -o $$dir/$${b%%:*} ./$${b#*:} || exit 1; \
 		done; \
+		if [ -n "$$ort" ]; then mkdir -p $$dir/lib && cp $(ORT_DIR)/$$ort/libonnxruntime.so.1 $$dir/lib/ || exit 1; fi; \
 	done
 	@for os in $(CTL_OSES); do for arch in amd64 arm64; do \
 		ext=; [ $$os = windows ] && ext=.exe; \

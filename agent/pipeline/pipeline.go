@@ -24,6 +24,7 @@ import (
 	"github.com/outpost-edge/outpost/models/features"
 	"github.com/outpost-edge/outpost/models/manifest"
 	"github.com/outpost-edge/outpost/models/ort"
+	"github.com/outpost-edge/outpost/models/validate"
 	"github.com/outpost-edge/outpost/sync/topics"
 )
 
@@ -435,37 +436,30 @@ func (p *Pipeline) Manifest() *manifest.Manifest {
 	return p.model.Manifest
 }
 
-// CheckModel refuses a model that asks for features this pipeline does not
-// compute.
+// CheckModel refuses a model that asks for features this running pipeline
+// does not compute: an update's model, judged by what the pipeline keeps
+// now (raw samples only if it started with them).
 func (p *Pipeline) CheckModel(m *manifest.Manifest) error {
-	ins := m.InputList()
-	if p.cfg.frames() {
-		if len(ins) != 1 || ins[0].Kind != manifest.Image {
-			return fmt.Errorf("pipeline %s: model %s takes %s inputs; a pipeline with an image source needs a model with one image input", p.cfg.Name, m.Name, ins[0].Kind)
-		}
-		return nil
-	}
-	for _, in := range ins {
-		switch in.Kind {
-		case manifest.Aggregates:
-			for _, f := range in.Features {
-				if !slices.Contains(p.cfg.Decode.Fields, f.Field) || !slices.Contains(p.cfg.Aggregations, f.Agg) {
-					return fmt.Errorf("pipeline %s: model %s needs %s.%s, which the pipeline does not aggregate", p.cfg.Name, m.Name, f.Field, f.Agg)
-				}
-			}
-		case manifest.Image:
-			return fmt.Errorf("pipeline %s: model %s takes images; it needs a pipeline with an image source", p.cfg.Name, m.Name)
-		}
-	}
-	for _, f := range m.RawFields() {
-		if !slices.Contains(p.cfg.Decode.Fields, f) {
-			return fmt.Errorf("pipeline %s: model %s needs raw samples of %s, which the pipeline does not decode", p.cfg.Name, m.Name, f)
-		}
-	}
-	if len(m.RawFields()) > 0 && !p.cfg.Window.RawSamples {
-		return fmt.Errorf("pipeline %s: model %s needs raw samples, which this pipeline started without; set window.raw_samples: true", p.cfg.Name, m.Name)
+	if err := p.cfg.computes().Feeds(m); err != nil {
+		return fmt.Errorf("pipeline %s: %w", p.cfg.Name, err)
 	}
 	return nil
+}
+
+// CheckModel refuses a model this pipeline could not start with. It needs
+// no running pipeline: the agent checks its config's model packages with
+// it before it enrols. Raw samples are kept by themselves for a model at
+// start that needs them, as New does.
+func (c Config) CheckModel(m *manifest.Manifest) error {
+	if len(m.RawFields()) > 0 {
+		c.Window.RawSamples = true
+	}
+	return c.computes().Feeds(m)
+}
+
+// computes is what the pipeline computes for a model.
+func (c Config) computes() validate.Pipeline {
+	return validate.Pipeline{Images: c.frames(), Fields: c.Decode.Fields, Aggregations: c.Aggregations, RawSamples: c.Window.RawSamples}
 }
 
 // SwapModel hands m to the running pipeline, which uses it from the next

@@ -187,8 +187,13 @@ func TestSpectrumInputScoresAWindow(t *testing.T) {
 func TestModelNeedingRawSamplesIsChecked(t *testing.T) {
 	p := &Pipeline{cfg: Config{Name: "vib", Decode: ingest.DecodeConfig{Fields: []string{"ax"}}, Aggregations: []string{"mean"}}}
 	seq := &manifest.Manifest{Name: "m", Inputs: []manifest.Input{{Kind: manifest.Sequence, Sequence: &manifest.SequenceSpec{Fields: []string{"ax"}, Steps: 4}}}}
-	if err := p.CheckModel(seq); err == nil || !strings.Contains(err.Error(), "window.raw_samples: true") {
+	if err := p.CheckModel(seq); err == nil || !strings.Contains(err.Error(), "pipeline vib: model m needs raw samples") || !strings.Contains(err.Error(), "window.raw_samples: true") {
 		t.Fatalf("raw samples not kept: %v", err)
+	}
+	// The config's own check is for the model at start, for which raw
+	// samples are kept by themselves.
+	if err := p.cfg.CheckModel(seq); err != nil {
+		t.Fatalf("a model at start: %v", err)
 	}
 	p.cfg.Window.RawSamples = true
 	if err := p.CheckModel(seq); err != nil {

@@ -61,6 +61,25 @@ func prepare(dir string) error {
 	return point(dir, slotA)
 }
 
+// StartPackages are the packages of a pipeline's model dir that the agent
+// may start with: first the one infer.LoadSlot loads (what active names,
+// else dir itself), then slots a/ and b/ where they hold one, which Recover
+// may point active at (a rollback during probation, an interrupted
+// conversion). A start check that took only the first would keep a device
+// from the rollback that gets it running again.
+func StartPackages(dir string) []string {
+	out := []string{dir}
+	if _, err := os.Stat(filepath.Join(dir, infer.Active)); err == nil {
+		out[0] = filepath.Join(dir, infer.Active)
+	}
+	for _, s := range []string{slotA, slotB} {
+		if _, err := os.Stat(filepath.Join(dir, s, manifest.ManifestFile)); err == nil {
+			out = append(out, filepath.Join(dir, s))
+		}
+	}
+	return out
+}
+
 // activeSlot reads which slot active names.
 func activeSlot(dir string) (string, error) {
 	target, err := os.Readlink(filepath.Join(dir, infer.Active))

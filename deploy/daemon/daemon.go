@@ -39,6 +39,11 @@ type Spec[C Config] struct {
 	Summary   string // one line for --help
 	Defaults  func() C
 	Run       func(ctx context.Context, cfg C, log *slog.Logger) error
+	// Check, when set, runs after a passing Validate, at --check-config and
+	// before Run: checks of what the config names on this machine that
+	// Validate leaves out (the agent's model packages), so that a daemon
+	// that could not run refuses before it acts, and the check says so.
+	Check func(cfg C) error
 	// Aliases are extra flag names for config paths, e.g. "kafka-brokers"
 	// for "kafka.brokers".
 	Aliases map[string]string
@@ -100,6 +105,9 @@ func Main[C Config](spec Spec[C], args []string, environ []string, stdout, stder
 				err = errors.Join(err, verr)
 			}
 		}
+	}
+	if err == nil && spec.Check != nil {
+		err = spec.Check(cfg)
 	}
 	if err != nil {
 		fmt.Fprintf(stderr, "%s: %v\n", spec.Name, err)

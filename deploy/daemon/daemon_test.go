@@ -134,3 +134,29 @@ func TestFlagAlias(t *testing.T) {
 		t.Fatalf("alias did not reach the config: code %d, stderr %q", code, errb.String())
 	}
 }
+
+// TestCheckRunsBeforeCheckConfigAndRun: Spec.Check judges what the config
+// names on the machine, at --check-config and before Run, and only once
+// Validate passed.
+func TestCheckRunsBeforeCheckConfigAndRun(t *testing.T) {
+	sp := spec(noRun(t))
+	checked := 0
+	sp.Check = func(c *testConfig) error {
+		checked++
+		return config.Errors{{Path: "name", Reason: "no package named " + c.Name}}
+	}
+	for _, args := range [][]string{{"--check-config"}, {}} {
+		var out, errb bytes.Buffer
+		if code := Main(sp, args, nil, &out, &errb); code != ExitConfig || !strings.Contains(errb.String(), "name: no package named x") {
+			t.Errorf("%v: code %d, stderr %q", args, code, errb.String())
+		}
+	}
+	var out, errb bytes.Buffer
+	if code := Main(sp, []string{"--check-config", "--name="}, nil, &out, &errb); code != ExitConfig || checked != 2 {
+		t.Errorf("an invalid config: code %d, checked %d times, want 2 (not after a failed Validate)", code, checked)
+	}
+	sp.Check = func(*testConfig) error { return nil }
+	if code := Main(sp, []string{"--check-config"}, nil, &out, &errb); code != ExitOK || !strings.Contains(out.String(), "configuration OK") {
+		t.Errorf("a passing check: code %d, stdout %q", code, out.String())
+	}
+}

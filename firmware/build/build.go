@@ -1,7 +1,8 @@
-// Package build makes device bundles: it cross-compiles the agent with cgo
-// and the Debian cross compilers, adds ONNX Runtime for the architecture,
-// a config, the systemd unit, the TUF trusted root and initial models,
-// and signs the lot (firmware/bundle).
+// Package build makes device bundles: it takes the agent from a release
+// (make dist), a prebuilt binary, or cross-compiles it with cgo and the
+// Debian cross compilers; adds ONNX Runtime for the architecture, a config,
+// the systemd unit, the TUF trusted root and initial models, and signs the
+// lot (firmware/bundle).
 package build
 
 import (
@@ -12,16 +13,21 @@ import (
 	_ "embed"
 	"fmt"
 	"io"
+	"maps"
 	"os"
 	"os/exec"
+	"path"
 	"path/filepath"
 	"runtime"
+	"slices"
 	"strings"
 
 	"go.yaml.in/yaml/v3"
 
 	"github.com/outpost-edge/outpost/firmware/bundle"
 	"github.com/outpost-edge/outpost/firmware/files"
+	"github.com/outpost-edge/outpost/models/manifest"
+	"github.com/outpost-edge/outpost/models/validate"
 )
 
 // ORTVersion is the ONNX Runtime that deploy/scripts/deps.sh caches.
@@ -37,9 +43,10 @@ type Spec struct {
 	Version     string // agent version stamped into the binary
 	Build       int64  // agent build number for self-update (default 1)
 
-	Source string // module root to cross-compile from, when Agent is empty
+	Source string // module root to cross-compile from, when Agent and Dist are empty
 	Agent  string // a prebuilt agent binary for Arch
-	ORTDir string // ONNX Runtime libraries (empty: the deps cache, cpu only)
+	Dist   string // make dist's output: the agent is Dist/linux-<Arch>/outpost-agent
+	ORTDir string // ONNX Runtime libraries (empty: Dist's lib/, else the deps cache; cpu only)
 
 	HubURL      string // hub API, for enrolment and updates
 	MQTTURL     string // hub MQTT listener
@@ -47,7 +54,9 @@ type Spec struct {
 	TrustedRoot string // TUF root.json
 	Pipelines   string // YAML file: a list of pipelines for the default config
 	Config      string // a complete agent config, used as is instead
-	Models      []string
+	// Models are initial model package dirs, each installed under its
+	// manifest's name: ModelsDir/<name>/, where a pipeline names it.
+	Models []string
 
 	Key ed25519.PrivateKey
 	Out string
@@ -78,8 +87,43 @@ func Build(ctx context.Context, s Spec) (bundle.Manifest, error) {
 		m.Files = append(m.Files, bundle.File{Path: path, Mode: mode, Source: src})
 	}
 
+	if s.Agent != "" && s.Dist != "" {
+		return bundle.Manifest{}, fmt.Errorf("build: an agent binary and a dist directory: give one")
+	}
+	ortLib, err := ortLibraries(s)
+	if err != nil {
+		return bundle.Manifest{}, err
+	}
+	cfgPath, cfgName := s.Config, s.Config
+	if cfgPath == "" {
+		cfgPath, cfgName = filepath.Join(work, "agent.yaml"), "the default config"
+		data, err := defaultConfig(s, len(ortLib) > 0)
+		if err != nil {
+			return bundle.Manifest{}, err
+		}
+		if err := os.WriteFile(cfgPath, data, 0o644); err != nil {
+			return bundle.Manifest{}, fmt.Errorf("build: %w", err)
+		}
+	}
+	models, err := loadModels(s.Models)
+	if err != nil {
+		return bundle.Manifest{}, err
+	}
+	// Before the agent is compiled: a device whose pipeline cannot load
+	// its model crash-loops after enrolment, its token spent.
+	if err := checkModels(cfgPath, cfgName, models); err != nil {
+		return bundle.Manifest{}, err
+	}
+
 	agent := s.Agent
-	if agent == "" {
+	switch {
+	case agent != "":
+	case s.Dist != "":
+		agent = filepath.Join(s.Dist, "linux-"+s.Arch, "outpost-agent")
+		if _, err := os.Stat(agent); err != nil {
+			return bundle.Manifest{}, fmt.Errorf("build: no agent for %s in %s (make dist writes %s): %w", s.Arch, s.Dist, agent, err)
+		}
+	default:
 		agent = filepath.Join(work, "outpost-agent")
 		logf("cross-compiling outpost-agent %s for %s", s.Version, s.Arch)
 		if err := compile(ctx, s, target.GOARCH, target.GOARM, agent); err != nil {
@@ -90,28 +134,11 @@ func Build(ctx context.Context, s Spec) (bundle.Manifest, error) {
 		return bundle.Manifest{}, err
 	}
 	add(bundle.AgentPath, 0o755, agent)
-
-	ortLib, err := ortLibraries(s)
-	if err != nil {
-		return bundle.Manifest{}, err
-	}
 	for _, lib := range ortLib {
 		add(bundle.LibDir+"/"+filepath.Base(lib), 0o644, lib)
 	}
 	if len(ortLib) == 0 {
 		logf("no ONNX Runtime for %s: pipelines with a model must use engine: go", s.Arch)
-	}
-
-	cfgPath := s.Config
-	if cfgPath == "" {
-		cfgPath = filepath.Join(work, "agent.yaml")
-		data, err := defaultConfig(s, len(ortLib) > 0)
-		if err != nil {
-			return bundle.Manifest{}, err
-		}
-		if err := os.WriteFile(cfgPath, data, 0o644); err != nil {
-			return bundle.Manifest{}, fmt.Errorf("build: %w", err)
-		}
 	}
 	add(bundle.ConfigPath, 0o644, cfgPath)
 	unitPath := filepath.Join(work, "outpost-agent.service")
@@ -126,13 +153,9 @@ func Build(ctx context.Context, s Spec) (bundle.Manifest, error) {
 	if s.HubCA != "" {
 		add(bundle.HubCAPath, 0o644, s.HubCA)
 	}
-	for _, dir := range s.Models {
-		for _, name := range []string{"manifest.json", "model.onnx"} {
-			src := filepath.Join(dir, name)
-			if _, err := os.Stat(src); err != nil {
-				return bundle.Manifest{}, fmt.Errorf("build: model %s: %w", dir, err)
-			}
-			add(bundle.ModelsDir+"/"+filepath.Base(filepath.Clean(dir))+"/"+name, 0o644, src)
+	for _, name := range slices.Sorted(maps.Keys(models)) {
+		for _, file := range []string{manifest.ManifestFile, manifest.ModelFile} {
+			add(bundle.ModelsDir+"/"+name+"/"+file, 0o644, filepath.Join(models[name].dir, file))
 		}
 	}
 
@@ -187,9 +210,10 @@ func checkELF(path, arch string) error {
 }
 
 // ortLibraries picks ONNX Runtime: every shared library in ORTDir, or the
-// CPU build the deps script cached from npm (there is none for armv7).
+// CPU build the deps script cached from npm (there is none for armv7),
+// which make dist copies beside a release's agent.
 func ortLibraries(s Spec) ([]string, error) {
-	dir := s.ORTDir
+	dir, hint := s.ORTDir, "make deps fetches it"
 	if dir == "" {
 		if s.Accelerator != "cpu" {
 			return nil, fmt.Errorf("build: accelerator %s needs --ort-dir with an ONNX Runtime build for it (the npm package is CPU only)", s.Accelerator)
@@ -203,10 +227,17 @@ func ortLibraries(s Spec) ([]string, error) {
 			cache = filepath.Join(s.Source, ".cache")
 		}
 		dir = filepath.Join(cache, "onnxruntime", ORTVersion, "linux-"+npmArch)
+		// A release builds bundles without the deps cache.
+		if lib := filepath.Join(s.Dist, "linux-"+s.Arch, "lib"); s.Dist != "" {
+			if hasORT(lib) {
+				dir = lib
+			}
+			hint = "make dist copies it into " + lib + ", or give --ort-dir"
+		}
 	}
-	libs, _ := filepath.Glob(filepath.Join(dir, "libonnxruntime*.so*"))
+	libs, _ := filepath.Glob(filepath.Join(dir, ortGlob))
 	if len(libs) == 0 {
-		return nil, fmt.Errorf("build: no libonnxruntime*.so* in %s (make deps fetches it)", dir)
+		return nil, fmt.Errorf("build: no %s in %s (%s)", ortGlob, dir, hint)
 	}
 	for _, l := range libs {
 		if err := checkELF(l, s.Arch); err != nil {
@@ -214,6 +245,100 @@ func ortLibraries(s Spec) ([]string, error) {
 		}
 	}
 	return libs, nil
+}
+
+const ortGlob = "libonnxruntime*.so*"
+
+func hasORT(dir string) bool {
+	libs, _ := filepath.Glob(filepath.Join(dir, ortGlob))
+	return len(libs) > 0
+}
+
+// model is an initial model package.
+type model struct {
+	dir      string
+	manifest *manifest.Manifest
+}
+
+// loadModels reads the packages by their manifests' names: the device
+// finds a model under the name its pipelines and the hub's rollouts use,
+// whatever the directory it was built from is called.
+func loadModels(dirs []string) (map[string]model, error) {
+	out := map[string]model{}
+	for _, dir := range dirs {
+		m, _, err := manifest.Load(dir)
+		if err != nil {
+			return nil, fmt.Errorf("build: model %s: %w", dir, err)
+		}
+		if m.Name != path.Base(m.Name) || m.Name == "." || m.Name == ".." || strings.Contains(m.Name, `\`) {
+			return nil, fmt.Errorf("build: model %s: name %q cannot name a directory", dir, m.Name)
+		}
+		if prev, ok := out[m.Name]; ok {
+			return nil, fmt.Errorf("build: models %s and %s are both named %q; a device holds one model of a name", prev.dir, dir, m.Name)
+		}
+		out[m.Name] = model{dir: dir, manifest: m}
+	}
+	return out, nil
+}
+
+// shipped is what the build reads of the agent config it ships: enough
+// for the agent's own model rule (validate.Pipeline), without linking the
+// agent.
+type shipped struct {
+	Pipelines []struct {
+		Source struct {
+			Type string `yaml:"type"`
+		} `yaml:"source"`
+		Decode struct {
+			Fields []string `yaml:"fields"`
+		} `yaml:"decode"`
+		Aggregations []string `yaml:"aggregations"`
+		Model        *struct {
+			Dir string `yaml:"dir"`
+		} `yaml:"model"`
+	} `yaml:"pipelines"`
+}
+
+// checkModels refuses a config whose pipeline names a model the bundle
+// does not install, or one the pipeline does not compute the features of.
+func checkModels(cfgPath, cfgName string, models map[string]model) error {
+	data, err := os.ReadFile(cfgPath)
+	if err != nil {
+		return fmt.Errorf("build: config: %w", err)
+	}
+	var cfg shipped
+	if err := yaml.Unmarshal(data, &cfg); err != nil {
+		return fmt.Errorf("build: config %s: %w", cfgName, err)
+	}
+	for i, p := range cfg.Pipelines {
+		if p.Model == nil {
+			continue
+		}
+		at := fmt.Sprintf("build: %s: pipelines[%d].model", cfgName, i)
+		name, ok := strings.CutPrefix(path.Clean(p.Model.Dir), "/"+bundle.ModelsDir+"/")
+		mod, found := models[name]
+		if !ok || !found {
+			return fmt.Errorf("%s.dir: %s is no model this bundle installs (%s)", at, p.Model.Dir, installed(models))
+		}
+		// A model at start gets the raw samples it needs: the agent keeps
+		// them by itself.
+		pc := validate.Pipeline{Images: p.Source.Type == "image", Fields: p.Decode.Fields, Aggregations: p.Aggregations, RawSamples: true}
+		if err := pc.Feeds(mod.manifest); err != nil {
+			return fmt.Errorf("%s: %w", at, err)
+		}
+	}
+	return nil
+}
+
+func installed(models map[string]model) string {
+	if len(models) == 0 {
+		return "it installs none; add packages with --model"
+	}
+	var dirs []string
+	for _, name := range slices.Sorted(maps.Keys(models)) {
+		dirs = append(dirs, "/"+bundle.ModelsDir+"/"+name)
+	}
+	return "it installs " + strings.Join(dirs, ", ")
 }
 
 // The default config: enrol with the token, send to the hub, take signed

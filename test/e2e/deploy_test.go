@@ -12,6 +12,9 @@ import (
 	"go.yaml.in/yaml/v3"
 
 	"github.com/outpost-edge/outpost/firmware/bundle"
+	"github.com/outpost-edge/outpost/models/manifest"
+	"github.com/outpost-edge/outpost/models/onnx"
+	"github.com/outpost-edge/outpost/test/fleettest"
 	"github.com/outpost-edge/outpost/test/pki"
 	"github.com/outpost-edge/outpost/test/testenv"
 )
@@ -56,15 +59,28 @@ func TestDeployConfigsPassCheckConfig(t *testing.T) {
 		t.Fatalf("only %d example configs", len(examples))
 	}
 	pems := productionPEMs(t, filepath.Join(dir, "etc"))
+	models := exampleModels(t, filepath.Join(dir, "models"), build(t, dir, "deploy/scripts/demomodel", "demomodel"))
 	for _, f := range examples {
 		daemon := "hub"
 		if strings.HasPrefix(filepath.Base(f), "agent") {
 			daemon = "agent"
 		}
 		f = withPEMs(t, f, dir, pems)
+		if daemon == "agent" {
+			f = withModels(t, f, models)
+		}
 		if code, out := checkConfig(t, bins[daemon], f); code != 0 || !strings.Contains(out, "configuration OK") {
 			t.Errorf("%s: outpost-%s --check-config exit %d:\n%s", filepath.Base(f), daemon, code, out)
 		}
+	}
+
+	// The agent's check reads the model packages: the demo's health model
+	// where the pump's sequence CNN belongs is named by its field.
+	misfit := filepath.Join(dir, "misfit.yaml")
+	example, _ := os.ReadFile(filepath.Join(root, "deploy", "examples", "agent.yaml"))
+	os.WriteFile(misfit, []byte(strings.ReplaceAll(string(example), "/var/lib/outpost/models/pump-cnn", models["./data/agent/models/health"])), 0o644)
+	if code, out := checkConfig(t, bins["agent"], withPEMs(t, misfit, dir, pems)); code != 2 || !regexp.MustCompile(`pipelines\[\d+\]\.model: model health needs vibration\.max, which the pipeline does not aggregate`).MatchString(out) {
+		t.Errorf("the health model in the pump's pipeline: exit %d:\n%s", code, out)
 	}
 
 	// The check can fail: a wrong field is named by its path.
@@ -278,4 +294,76 @@ func withPEMs(t *testing.T, conf, dir string, pems map[string]string) string {
 		t.Fatal(err)
 	}
 	return copied
+}
+
+// exampleModels writes, for every model dir the example agent configs
+// name, a package that fits its pipeline, and maps the example's dir to
+// it: the demo's own health model (what demo.sh installs), a 1-D CNN on
+// 2 s of the pump's three axes at 100 Hz, and an image CNN for the gate
+// camera.
+func exampleModels(t *testing.T, dir, demomodel string) map[string]string {
+	t.Helper()
+	out := map[string]string{}
+	health := filepath.Join(dir, "health")
+	if b, err := exec.Command(demomodel, health).CombinedOutput(); err != nil {
+		t.Fatalf("demomodel: %v\n%s", err, b)
+	}
+	out["./data/agent/models/health"] = health
+
+	cnn, err := onnx.CNN1D("wave", 3, 200, 8, 5, 3)
+	if err != nil {
+		t.Fatal(err)
+	}
+	pump := filepath.Join(dir, "pump-cnn")
+	fleettest.WritePackage(t, pump, &manifest.Manifest{Name: "pump-cnn", Version: 1, Task: "anomaly", Outputs: manifest.Outputs{Threshold: 0.5},
+		Inputs: []manifest.Input{{Name: "wave", Kind: manifest.Sequence, Sequence: &manifest.SequenceSpec{Fields: []string{"ax", "ay", "az"}, Steps: 200, Layout: "NCT"}}}}, cnn)
+	out["/var/lib/outpost/models/pump-cnn"] = pump
+
+	img, err := onnx.CNN2D("frame", 32, 8, 2, 11)
+	if err != nil {
+		t.Fatal(err)
+	}
+	gate := filepath.Join(dir, "gate-cnn")
+	fleettest.WritePackage(t, gate, &manifest.Manifest{Name: "gate-cnn", Version: 1, Task: "classification", Outputs: manifest.Outputs{Labels: []string{"closed", "open"}},
+		Inputs: []manifest.Input{{Name: "frame", Kind: manifest.Image, Image: &manifest.ImageSpec{Width: 32, Height: 32, Channels: "RGB"}}}}, img)
+	out["/var/lib/outpost/models/gate-cnn"] = gate
+	return out
+}
+
+// withModels points an example agent config's model dirs at the packages
+// of exampleModels. A dir without one fails the test: a new example model
+// needs a package here that proves it fits.
+func withModels(t *testing.T, conf string, models map[string]string) string {
+	t.Helper()
+	data, err := os.ReadFile(conf)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var cfg struct {
+		Pipelines []struct {
+			Name  string `yaml:"name"`
+			Model *struct {
+				Dir string `yaml:"dir"`
+			} `yaml:"model"`
+		} `yaml:"pipelines"`
+	}
+	if err := yaml.Unmarshal(data, &cfg); err != nil {
+		t.Fatal(err)
+	}
+	text := string(data)
+	for _, p := range cfg.Pipelines {
+		if p.Model == nil {
+			continue
+		}
+		pkg, ok := models[p.Model.Dir]
+		if !ok {
+			t.Errorf("%s: pipeline %s names model dir %s, for which the test has no package", filepath.Base(conf), p.Name, p.Model.Dir)
+			continue
+		}
+		text = strings.ReplaceAll(text, p.Model.Dir, pkg)
+	}
+	if err := os.WriteFile(conf, []byte(text), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	return conf
 }

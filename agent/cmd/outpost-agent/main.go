@@ -8,12 +8,17 @@ import (
 	"github.com/outpost-edge/outpost/deploy/daemon"
 )
 
+// spec is the agent daemon, a variable so that its test runs the same
+// checks in-process.
+var spec = daemon.Spec[*agent.Config]{
+	Name:      "outpost-agent",
+	EnvPrefix: "OUTPOST_AGENT",
+	Summary:   "edge runtime: sensor ingest, event-time windows, inference, durable outbox",
+	Defaults:  agent.Defaults,
+	Run:       agent.Run,
+	Check:     (*agent.Config).CheckModels,
+}
+
 func main() {
-	os.Exit(daemon.Main(daemon.Spec[*agent.Config]{
-		Name:      "outpost-agent",
-		EnvPrefix: "OUTPOST_AGENT",
-		Summary:   "edge runtime: sensor ingest, event-time windows, inference, durable outbox",
-		Defaults:  agent.Defaults,
-		Run:       agent.Run,
-	}, os.Args[1:], os.Environ(), os.Stdout, os.Stderr))
+	os.Exit(daemon.Main(spec, os.Args[1:], os.Environ(), os.Stdout, os.Stderr))
 }
