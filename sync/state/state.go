@@ -175,10 +175,10 @@ func (s SelfTest) Check(g PerfGates) string {
 		}
 		switch {
 		case slower(s.LatencyP50US, s.ActiveLatencyP50US):
-			return fmt.Sprintf("latency p50 %.0f µs at batch 1 is %.1f× the running model's %.0f µs, over max_latency_factor %g",
+			return fmt.Sprintf("latency p50 %.0f µs at batch 1 is %.1f× the running model's %.3g µs, over max_latency_factor %g",
 				s.LatencyP50US, s.LatencyP50US/s.ActiveLatencyP50US, s.ActiveLatencyP50US, g.MaxLatencyFactor)
 		case slower(s.BatchP50US, s.ActiveBatchP50US):
-			return fmt.Sprintf("latency p50 %.0f µs at batch %d is %.1f× the running model's %.0f µs, over max_latency_factor %g",
+			return fmt.Sprintf("latency p50 %.0f µs at batch %d is %.1f× the running model's %.3g µs, over max_latency_factor %g",
 				s.BatchP50US, s.BatchRows, s.BatchP50US/s.ActiveBatchP50US, s.ActiveBatchP50US, g.MaxLatencyFactor)
 		}
 	}
