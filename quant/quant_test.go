@@ -11,9 +11,12 @@ import (
 	"testing"
 	"time"
 
+	"google.golang.org/protobuf/proto"
+
 	"github.com/outpost-edge/outpost/models/goengine"
 	"github.com/outpost-edge/outpost/models/manifest"
 	"github.com/outpost-edge/outpost/models/onnx"
+	"github.com/outpost-edge/outpost/models/onnx/onnxpb"
 	"github.com/outpost-edge/outpost/models/ort"
 	"github.com/outpost-edge/outpost/quant"
 	"github.com/outpost-edge/outpost/test/testenv"
@@ -340,5 +343,54 @@ func TestEntropyClipsOutliers(t *testing.T) {
 	}
 	if got := quant.CalibrateRange(quant.MinMax, gauss); got[1] != 1000 {
 		t.Errorf("minmax range %v, want it to reach the outlier", got)
+	}
+}
+
+// TestOutOfRangeInt8WeightsRunInFloat: an INT8 weight stored as
+// int32_data outside [-128, 127] (nothing checks the range on load) is
+// not run by the SWAR kernel, whose lanes it would overflow (it made the
+// block length 0 and the kernel loop forever): that layer runs in float.
+func TestOutOfRangeInt8WeightsRunInFloat(t *testing.T) {
+	rng := rand.New(rand.NewPCG(9, 9))
+	model := mlp(t, rng, 8, 16, 3, false)
+	q, err := quant.Quantize(model, quant.Options{Mode: quant.Static, Samples: samples(rng, 64, 8), Tracer: trace(t)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var m onnxpb.ModelProto
+	if err := proto.Unmarshal(q, &m); err != nil {
+		t.Fatal(err)
+	}
+	rewritten := ""
+	for _, init := range m.GetGraph().GetInitializer() {
+		if init.GetDataType() == int32(onnxpb.TensorProto_INT8) && len(init.GetDims()) == 2 && rewritten == "" {
+			n := len(init.GetRawData())
+			init.RawData, init.Int32Data = nil, make([]int32, n)
+			for i := range init.Int32Data {
+				init.Int32Data[i] = 5000
+			}
+			rewritten = init.GetName()
+		}
+	}
+	if rewritten == "" {
+		t.Fatal("no int8 weight to rewrite")
+	}
+	bad, err := proto.Marshal(&m)
+	if err != nil {
+		t.Fatal(err)
+	}
+	good, err := goengine.Load(q)
+	if err != nil {
+		t.Fatal(err)
+	}
+	eng, err := goengine.Load(bad)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if eng.Int8Layers() != good.Int8Layers()-1 {
+		t.Fatalf("%d int8 layers with %s out of range, want %d", eng.Int8Layers(), rewritten, good.Int8Layers()-1)
+	}
+	if _, err := eng.Run(flat(samples(rng, 4, 8)), 8); err != nil {
+		t.Fatal(err)
 	}
 }

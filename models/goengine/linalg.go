@@ -181,6 +181,12 @@ func (e *Engine) fuse(folded map[string]*node) {
 				w[o*in+k] = int32(wq.data[r*cols+c])
 			}
 		}
+		// The SWAR lanes are exact for int8 weights and |x − zx| ≤ 255;
+		// values outside (int32_data is not range-checked on load) run on
+		// the float path, which computes them all the same.
+		if zx < -128 || zx > 255 || !int8Values(w) {
+			continue
+		}
 		packed, kb := qpack(w, out, in)
 		q := &qgemm{xq: xdq.in[0], sx: sx.data[0], zx: zx, w: packed, kb: kb, sw: make([]float32, out), in: in}
 		for j := range q.sw {
@@ -260,6 +266,16 @@ const (
 	qPanel    = 8 * qLanes
 	qLaneMax  = 1<<(qLaneBits-1) - 1 // the largest sum a lane holds
 )
+
+// int8Values reports whether every value of w fits in int8.
+func int8Values(w []int32) bool {
+	for _, v := range w {
+		if v < -128 || v > 127 {
+			return false
+		}
+	}
+	return true
+}
 
 // qpack packs w ([out][in] int8 values) into panels of column triples,
 // and returns how many terms of k a block may sum.

@@ -50,3 +50,49 @@ func TestQgemmIsExact(t *testing.T) {
 		}
 	}
 }
+
+// TestQgemmAtTheLaneBound: every product at its largest magnitude, the
+// same sign through a whole block of k, so each lane's sum reaches the
+// bound the block length is chosen for; and the same with alternating
+// signs across columns, so neighbouring lanes carry opposite signs.
+func TestQgemmAtTheLaneBound(t *testing.T) {
+	for _, wmax := range []int32{127, 63} {
+		for _, alternate := range []bool{false, true} {
+			const rows, out = 2, 30
+			in := 3*(qLaneMax/(255*int(wmax))) + 7 // several whole blocks and a part
+			w := make([]int32, out*in)
+			for j := 0; j < out; j++ {
+				for p := 0; p < in; p++ {
+					w[j*in+p] = -wmax
+					if alternate && j%2 == 1 {
+						w[j*in+p] = wmax
+					}
+				}
+			}
+			packed, kb := qpack(w, out, in)
+			if kb*255*int(wmax) > qLaneMax {
+				t.Fatalf("block of %d terms can exceed a lane", kb)
+			}
+			q := &qgemm{sx: 1, zx: 127, w: packed, kb: kb, sw: make([]float32, out), in: in}
+			for j := range q.sw {
+				q.sw[j] = 1
+			}
+			x := tensor{shape: []int{rows, in}, data: make([]float32, rows*in)}
+			for i := range x.data {
+				x.data[i] = -128 // x − zx = −255
+			}
+			got, err := q.run(&node{}, x, 1)
+			if err != nil {
+				t.Fatal(err)
+			}
+			for i := 0; i < rows; i++ {
+				for j := 0; j < out; j++ {
+					want := float32(-255 * int(w[j*in]) * in)
+					if g := got.data[i*out+j]; g != want {
+						t.Fatalf("wmax %d alternate %v: y[%d][%d] = %v, want %v", wmax, alternate, i, j, g, want)
+					}
+				}
+			}
+		}
+	}
+}
