@@ -230,27 +230,42 @@ func quantizeStatic(model []byte, g *onnxpb.GraphProto, inits map[string]*onnxpb
 	// calibrate their own.
 	same := map[string]string{}
 	for _, n := range g.GetNode() {
-		if len(n.GetInput()) == 0 || len(n.GetOutput()) != 1 || !seen[n.GetInput()[0]] || outputs[n.GetOutput()[0]] || seen[n.GetOutput()[0]] {
+		if len(n.GetInput()) == 0 || len(n.GetOutput()) != 1 || !seen[n.GetInput()[0]] || outputs[n.GetOutput()[0]] {
 			continue
 		}
-		switch n.GetOpType() {
-		case "MaxPool", "Flatten", "Reshape", "Transpose", "Squeeze", "Unsqueeze":
-			same[n.GetOutput()[0]] = n.GetInput()[0]
-			add(n.GetOutput()[0])
-		case "GlobalAveragePool", "AveragePool":
-			add(n.GetOutput()[0])
+		out := n.GetOutput()[0]
+		switch {
+		case passThrough(n.GetOpType()):
+			// Also when out is already a target (the input of a later
+			// Conv): its pair must carry the input's scale all the same.
+			same[out] = n.GetInput()[0]
+			add(out)
+		case n.GetOpType() == "GlobalAveragePool" || n.GetOpType() == "AveragePool":
+			add(out)
 		}
 	}
 	// What decides (a graph output, or what a Softmax, Sigmoid or ArgMax
-	// reads) keeps its whole range whatever the method: clipping the
-	// largest logits would make them equal and change the decision.
+	// reads, directly or through pass-through ops) keeps its whole range
+	// whatever the method: clipping the largest logits would make them
+	// equal and change the decision.
 	decisive := map[string]bool{}
-	for _, t := range targets {
-		decisive[t] = outputs[t]
-		for _, r := range readers[t] {
-			switch r.GetOpType() {
-			case "Softmax", "LogSoftmax", "Sigmoid", "ArgMax":
-				decisive[t] = true
+	for changed := true; changed; {
+		changed = false
+		for _, t := range targets {
+			if decisive[t] {
+				continue
+			}
+			d := outputs[t]
+			for _, r := range readers[t] {
+				switch op := r.GetOpType(); {
+				case op == "Softmax" || op == "LogSoftmax" || op == "Sigmoid" || op == "ArgMax":
+					d = true
+				case passThrough(op) && len(r.GetOutput()) > 0 && (outputs[r.GetOutput()[0]] || decisive[r.GetOutput()[0]]):
+					d = true
+				}
+			}
+			if d {
+				decisive[t], changed = true, true
 			}
 		}
 	}
@@ -258,17 +273,20 @@ func quantizeStatic(model []byte, g *onnxpb.GraphProto, inits map[string]*onnxpb
 	if err != nil {
 		return err
 	}
+	// A pass-through chain takes the range of the tensor it starts from.
+	for _, t := range targets {
+		root := t
+		for in, ok := same[root]; ok; in, ok = same[root] {
+			root = in
+		}
+		ranges[t] = ranges[root]
+	}
 	// Symmetric ranges only for tensors of both signs: a Relu's output
 	// keeps zero at the bottom of its range, so that ORT folds the Relu
 	// into the zero point instead of running it in float.
 	nonNegative := map[string]bool{}
 	for _, t := range targets {
 		nonNegative[t] = ranges[t][0] >= 0
-	}
-	for _, t := range targets { // in graph order: a chain takes its first range
-		if in, ok := same[t]; ok {
-			ranges[t] = ranges[in]
-		}
 	}
 	deqs := map[*onnxpb.NodeProto]*onnxpb.NodeProto{}
 	for _, n := range quantized {
@@ -327,6 +345,17 @@ func flattenBias(b *onnxpb.TensorProto, readers map[string][]*onnxpb.NodeProto) 
 	if d := b.GetDims(); len(d) == 2 && d[0] == 1 && len(readers[b.GetName()]) == 1 {
 		b.Dims = []int64{d[1]}
 	}
+}
+
+// passThrough ops move values without changing them: their output
+// quantizes with their input's scale, and ORT runs them on int8 when both
+// sides carry the same pair.
+func passThrough(op string) bool {
+	switch op {
+	case "MaxPool", "Flatten", "Reshape", "Transpose", "Squeeze", "Unsqueeze":
+		return true
+	}
+	return false
 }
 
 // producer is the first output of the node that makes t, or "" for a
@@ -679,6 +708,11 @@ func calibrate(model []byte, targets []string, o Options, full map[string]bool) 
 		if !ok || len(v) == 0 {
 			return nil, fmt.Errorf("%w: calibration produced no values for %s", ErrModel, name)
 		}
+		for _, x := range v {
+			if math.IsNaN(float64(x)) || math.IsInf(float64(x), 0) {
+				return nil, fmt.Errorf("%w: %s is NaN or infinite on the calibration rows", ErrModel, name)
+			}
+		}
 		switch {
 		case full[name]:
 			out[name] = minMax(v)
@@ -768,12 +802,12 @@ func entropyRange(v []float32) [2]float32 {
 	full := minMax(v)
 	amax := max(-full[0], full[1])
 	const bins, levels = 2048, 128
-	if amax == 0 {
+	if amax == 0 || math.IsNaN(float64(amax)) || math.IsInf(float64(amax), 0) {
 		return full
 	}
 	hist := make([]float64, bins)
 	for _, x := range v {
-		if x != 0 { // zero is exact at any threshold (a Relu's many zeros would pull it down)
+		if x != 0 && !math.IsNaN(float64(x)) && !math.IsInf(float64(x), 0) { // zero is exact at any threshold (a Relu's many zeros would pull it down)
 			hist[min(bins-1, int(float64(abs32(x))/float64(amax)*bins))]++
 		}
 	}

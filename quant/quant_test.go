@@ -394,3 +394,80 @@ func TestOutOfRangeInt8WeightsRunInFloat(t *testing.T) {
 		t.Fatal(err)
 	}
 }
+
+// TestPassThroughChainsKeepOneScale: a MaxPool between two Convs
+// quantizes with its input's scale (ORT drops the pair only then), under
+// a clipping calibration too; a Flatten between the last Gemm and the
+// Softmax keeps the logits' whole range; and non-finite calibration
+// values are an error, not a panic.
+func TestPassThroughChainsKeepOneScale(t *testing.T) {
+	rng := rand.New(rand.NewPCG(4, 4))
+	w := func(n int) []float32 {
+		out := make([]float32, n)
+		for i := range out {
+			out[i] = float32(rng.NormFloat64() / 4)
+		}
+		return out
+	}
+	model, err := onnx.NewGraph("pool").
+		Input("x", "N", 2, 16).
+		Initializer("w1", w(4*2*3), 4, 2, 3).Initializer("b1", w(4), 4).
+		Initializer("w2", w(4*4*3), 4, 4, 3).Initializer("b2", w(4), 4).
+		Initializer("fw", w(3*4), 3, 4).Initializer("fb", w(3), 3).
+		Node("Conv", []string{"x", "w1", "b1"}, []string{"c1"}, onnx.Attr{Name: "kernel_shape", Value: []int64{3}}).
+		Node("Relu", []string{"c1"}, []string{"r1"}).
+		Node("MaxPool", []string{"r1"}, []string{"m"}, onnx.Attr{Name: "kernel_shape", Value: []int64{2}}, onnx.Attr{Name: "strides", Value: []int64{2}}).
+		Node("Conv", []string{"m", "w2", "b2"}, []string{"c2"}, onnx.Attr{Name: "kernel_shape", Value: []int64{3}}).
+		Node("Relu", []string{"c2"}, []string{"r2"}).
+		Node("GlobalAveragePool", []string{"r2"}, []string{"p"}).
+		Node("Flatten", []string{"p"}, []string{"f"}).
+		Node("Gemm", []string{"f", "fw", "fb"}, []string{"z"}, onnx.Attr{Name: "transB", Value: int64(1)}).
+		Node("Flatten", []string{"z"}, []string{"zf"}).
+		Node("Softmax", []string{"zf"}, []string{"y"}, onnx.Attr{Name: "axis", Value: int64(1)}).
+		Output("y", "N", 3).
+		Model("outpost")
+	if err != nil {
+		t.Fatal(err)
+	}
+	calib := samples(rng, 256, 32)
+	tr := feedTracer(family{name: "pool", model: model, features: 32})(trace(t))
+	scale := func(q []byte, tensor string) float32 {
+		var m onnxpb.ModelProto
+		if err := proto.Unmarshal(q, &m); err != nil {
+			t.Fatal(err)
+		}
+		for _, init := range m.GetGraph().GetInitializer() {
+			if init.GetName() == tensor+"_qdq_scale" {
+				return init.GetFloatData()[0]
+			}
+		}
+		t.Fatalf("no pair on %s", tensor)
+		return 0
+	}
+	minmax, err := quant.Quantize(model, quant.Options{Mode: quant.Static, Samples: calib, Tracer: tr})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, method := range []string{quant.Percentile, quant.Entropy} {
+		q, err := quant.Quantize(model, quant.Options{Mode: quant.Static, Calibration: method, Percentile: 99, Samples: calib, Tracer: tr})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if a, b := scale(q, "r1"), scale(q, "m"); a != b {
+			t.Errorf("%s: MaxPool's input scale %v, its output's %v: ORT keeps a float pool between", method, a, b)
+		}
+		if a, b := scale(q, "zf"), scale(minmax, "zf"); a != b {
+			t.Errorf("%s: the logits Softmax reads through a Flatten have scale %v, min-max %v: clipped", method, a, b)
+		}
+	}
+	inf := func(model []byte, names []string, x []float32, features int) (map[string][]float32, error) {
+		out := map[string][]float32{}
+		for _, n := range names {
+			out[n] = []float32{1, float32(math.Inf(1))}
+		}
+		return out, nil
+	}
+	if _, err := quant.Quantize(model, quant.Options{Mode: quant.Static, Calibration: quant.Entropy, Samples: calib, Tracer: inf}); !errors.Is(err, quant.ErrModel) {
+		t.Fatalf("infinite calibration values: %v, want ErrModel", err)
+	}
+}
