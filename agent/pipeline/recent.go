@@ -30,8 +30,10 @@ func (r *recent) add(x []float32, width int) {
 	if width != r.width { // another model's rows: start again
 		r.rows, r.next, r.width = nil, 0, width
 	}
-	keep := max(1, min(recentRows, recentBytes/(4*width)))
-	for i := 0; i+width <= len(x); i += width {
+	keep := max(1, min(recentRows, recentBytes/(4*width))) // one row at least, however wide
+	// Only the last keep rows of a large batch can stay: copy those.
+	start := max(0, len(x)/width-keep) * width
+	for i := start; i+width <= len(x); i += width {
 		row := x[i : i+width]
 		if len(r.rows) < keep {
 			r.rows = append(r.rows, append([]float32(nil), row...))

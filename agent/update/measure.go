@@ -84,6 +84,13 @@ func inputsOf(mod *infer.Model, recent [][]float32) inputs {
 	return in
 }
 
+// sameWidth reports whether two models take rows of one width (by their
+// golden vectors).
+func sameWidth(a, b *infer.Model) bool {
+	ga, gb := a.Manifest.Golden, b.Manifest.Golden
+	return len(ga) > 0 && len(gb) > 0 && len(ga[0].Input) == len(gb[0].Input)
+}
+
 // batchRows is n rows cycling through the real rows, or through the
 // golden vectors when there are none.
 func (in inputs) batchRows(n int) []float32 {

@@ -822,7 +822,17 @@ func (m *Manager) selfTest(j *job) error {
 // worst latency over the pipelines.
 func (m *Manager) measure(r Runner, mc infer.Config, mod *infer.Model, st *state.SelfTest) error {
 	batch := usualBatch(r, len(mod.Manifest.Golden))
-	in := inputsOf(mod, r.RecentRows())
+	// One snapshot for both models, and real rows only when both take
+	// them: the factor compares like with like.
+	recent := r.RecentRows()
+	active, aerr := infer.LoadSlot(mc, infer.Active, m.log)
+	if aerr == nil {
+		defer active.Close()
+		if !sameWidth(mod, active) {
+			recent = nil
+		}
+	}
+	in := inputsOf(mod, recent)
 	p50, p99, bp50, bp99, calls, err := measure(mod, batch, in)
 	if err != nil {
 		return err
@@ -835,13 +845,11 @@ func (m *Manager) measure(r Runner, mc infer.Config, mod *infer.Model, st *state
 	// The running model, in a session of its own (the pipeline's is in
 	// use), on its own golden vectors and the same real rows, at the same
 	// batch.
-	active, err := infer.LoadSlot(mc, infer.Active, m.log)
-	if err != nil {
-		m.log.Warn("update: cannot load the running model to time it; no latency factor at self-test", "pipeline", r.Name(), "err", err)
+	if aerr != nil {
+		m.log.Warn("update: cannot load the running model to time it; no latency factor at self-test", "pipeline", r.Name(), "err", aerr)
 		return nil
 	}
-	defer active.Close()
-	ain := inputsOf(active, r.RecentRows())
+	ain := inputsOf(active, recent)
 	ap50, _, abp50, _, _, err := measure(active, batch, ain)
 	if err != nil {
 		m.log.Warn("update: cannot time the running model; no latency factor at self-test", "pipeline", r.Name(), "err", err)
