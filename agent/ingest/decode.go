@@ -7,10 +7,13 @@ package ingest
 import (
 	"bytes"
 	"encoding/csv"
+	"encoding/json"
 	"fmt"
 	"math"
 	"strconv"
+	"strings"
 	"time"
+	"unicode/utf8"
 
 	"github.com/tidwall/gjson"
 )
@@ -196,11 +199,22 @@ func (d *Decoder) fields(line []byte, vals []value, found []bool) *Reject {
 		}
 		return nil
 	}
+	// Lines with very many brackets (hostile nesting: gjson validates
+	// recursively, with no depth limit) go to encoding/json, which stops
+	// at 10,000 levels.
+	if bytes.Count(line, []byte{'{'})+bytes.Count(line, []byte{'['}) > maxBrackets {
+		return d.fieldsStdlib(line, vals, found)
+	}
 	// One pass over the object's own keys (gjson: no map, no value for the
-	// keys no role wants), after checking the whole line is one valid
-	// JSON value. A key given twice counts with its last value, as
-	// encoding/json has it.
-	if line[0] != '{' || !gjson.ValidBytes(line) {
+	// keys no role wants), after checking that the line's first value is
+	// a valid JSON object; what follows it is ignored, as encoding/json's
+	// Decoder does (a sensor writing `{...},` lines of an array). A key
+	// given twice counts with its last value, as encoding/json has it.
+	if line[0] != '{' {
+		return d.reject(line, "not a JSON object")
+	}
+	line = line[:objectEnd(line)]
+	if !gjson.ValidBytes(line) {
 		return d.reject(line, "not a JSON object")
 	}
 	gjson.ParseBytes(line).ForEach(func(key, v gjson.Result) bool {
@@ -211,7 +225,7 @@ func (d *Decoder) fields(line []byte, vals []value, found []bool) *Reject {
 		x := value{kind: 'x'}
 		switch v.Type {
 		case gjson.String:
-			x = value{kind: 's', s: v.Str}
+			x = value{kind: 's', s: validUTF8(v.Str)}
 		case gjson.Number:
 			x = value{kind: 'n', s: v.Raw}
 		}
@@ -220,6 +234,84 @@ func (d *Decoder) fields(line []byte, vals []value, found []bool) *Reject {
 		}
 		return true
 	})
+	return nil
+}
+
+// objectEnd is where the object line starts with ends: after the brace
+// that closes it, strings skipped; the whole line when it never closes
+// (the validator then says why).
+func objectEnd(line []byte) int {
+	depth, inString, escaped := 0, false, false
+	for i, c := range line {
+		switch {
+		case inString:
+			switch {
+			case escaped:
+				escaped = false
+			case c == '\\':
+				escaped = true
+			case c == '"':
+				inString = false
+			}
+		case c == '"':
+			inString = true
+		case c == '{' || c == '[':
+			depth++
+		case c == '}' || c == ']':
+			if depth--; depth == 0 {
+				return i + 1
+			}
+		}
+	}
+	return len(line)
+}
+
+// maxBrackets is how many '{' and '[' a line may hold for the fast path.
+const maxBrackets = 10000
+
+// validUTF8 replaces each byte of invalid UTF-8 with U+FFFD, as
+// encoding/json decodes strings (gjson keeps the bytes).
+func validUTF8(s string) string {
+	if utf8.ValidString(s) {
+		return s
+	}
+	var b strings.Builder
+	for i := 0; i < len(s); {
+		r, size := utf8.DecodeRuneInString(s[i:])
+		if r == utf8.RuneError && size == 1 {
+			b.WriteString("\uFFFD")
+		} else {
+			b.WriteString(s[i : i+size])
+		}
+		i += size
+	}
+	return b.String()
+}
+
+// fieldsStdlib is fields through encoding/json, for lines the fast path
+// leaves alone.
+func (d *Decoder) fieldsStdlib(line []byte, vals []value, found []bool) *Reject {
+	var m map[string]json.RawMessage
+	if err := json.NewDecoder(bytes.NewReader(line)).Decode(&m); err != nil || m == nil {
+		return d.reject(line, "not a JSON object")
+	}
+	for name, roles := range d.roles {
+		raw, ok := m[name]
+		if !ok {
+			continue
+		}
+		x := value{kind: 'x'}
+		var str string
+		switch {
+		case json.Unmarshal(raw, &str) == nil && len(raw) > 0 && raw[0] == '"':
+			x = value{kind: 's', s: str}
+		case len(raw) > 0 && (raw[0] == '-' || raw[0] >= '0' && raw[0] <= '9'):
+			x = value{kind: 'n', s: string(raw)}
+		}
+		for _, r := range roles {
+			vals[r], found[r] = x, true
+		}
+	}
 	return nil
 }
 
