@@ -308,6 +308,10 @@ func TestStagedRollback(t *testing.T) {
 	active.ID, active.State = "r6", api.Running
 	mixed := done
 	mixed.ID, mixed.Devices = "r7", map[string]*api.Device{"pump-1": {From: 3, Phase: "committed"}, "pump-2": {From: 2, Phase: "committed"}}
+	fresh := done
+	fresh.ID, fresh.Devices = "r9", map[string]*api.Device{"pump-1": {From: 3, Phase: "committed"}, "pump-3": {Phase: "committed"}}
+	older := done
+	older.ID, older.Spec.Model = "r10", "health"
 	var mu sync.Mutex
 	var posted []api.Spec
 	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
@@ -318,6 +322,14 @@ func TestStagedRollback(t *testing.T) {
 			json.NewEncoder(w).Encode(active)
 		case "GET /v1/rollouts/r7":
 			json.NewEncoder(w).Encode(mixed)
+		case "GET /v1/rollouts/r9":
+			json.NewEncoder(w).Encode(fresh)
+		case "GET /v1/rollouts/r10":
+			json.NewEncoder(w).Encode(older)
+		case "GET /v1/models/bearing":
+			json.NewEncoder(w).Encode([]api.ModelVersion{{Name: "bearing", Version: 3, Stage: "archived"}, {Name: "bearing", Version: 4, Stage: "production"}})
+		case "GET /v1/models/health":
+			json.NewEncoder(w).Encode([]api.ModelVersion{{Name: "health", Version: 4, Stage: "archived"}, {Name: "health", Version: 5, Stage: "production"}})
 		case "POST /v1/rollouts":
 			var s api.Spec
 			json.NewDecoder(r.Body).Decode(&s)
@@ -342,7 +354,8 @@ func TestStagedRollback(t *testing.T) {
 	if got := posted[0]; !reflect.DeepEqual(got, want) {
 		t.Fatalf("staged rollback started %+v, want %+v", got, want)
 	}
-	for id, msg := range map[string]string{"r6": "rollout rollback r6 without --staged", "r7": "v2 (1 devices), v3 (1 devices)"} {
+	for id, msg := range map[string]string{"r6": "rollout rollback r6 without --staged", "r7": "v2 (1 devices), v3 (1 devices)",
+		"r9": "on 1 devices that ran no version of it before", "r10": "production is v5 now"} {
 		if code, _, errOut := run("--hub", srv.URL, "rollout", "rollback", id, "--staged"); code != ExitFailure || !strings.Contains(errOut, msg) {
 			t.Errorf("rollback %s --staged: exit %d, %s (want %q)", id, code, errOut, msg)
 		}

@@ -69,8 +69,8 @@ func rolloutStart(fs *flag.FlagSet) runFunc {
 		switch {
 		case math.IsNaN(*maxLat) || *maxLat <= 0:
 			return fmt.Errorf("%w: --max-latency-factor must be above 0, got %v", errUsage, *maxLat)
-		case math.IsNaN(*maxMS) || *maxMS < 0 || math.IsNaN(*maxRSS) || *maxRSS < 0:
-			return fmt.Errorf("%w: --max-latency-ms and --max-rss-mb must not be negative", errUsage)
+		case math.IsNaN(*maxMS) || math.IsInf(*maxMS, 0) || *maxMS < 0 || math.IsNaN(*maxRSS) || math.IsInf(*maxRSS, 0) || *maxRSS < 0:
+			return fmt.Errorf("%w: --max-latency-ms and --max-rss-mb must be finite and not negative", errUsage)
 		case *minInf < 0:
 			return fmt.Errorf("%w: --min-inferences must not be negative, got %d", errUsage, *minInf)
 		case *bake < 0 || *waveTimeout < 0 || *shadow < 0:
@@ -300,10 +300,27 @@ func stagedRollback(ctx context.Context, c *cli, id string) error {
 	if r.State != api.Completed {
 		return fmt.Errorf("rollout %s is %s: --staged undoes a completed rollout (an active one: rollout rollback %s without --staged, or rollout abort %s)", id, r.State, id, id)
 	}
-	from := map[int64]int{}
+	from, fresh := map[int64]int{}, 0
 	for _, d := range r.Devices {
-		if d.From > 0 && !d.Reverted {
+		switch {
+		case d.Reverted:
+		case d.From > 0:
 			from[d.From]++
+		default:
+			fresh++
+		}
+	}
+	if fresh > 0 {
+		return fmt.Errorf("rollout %s installed %s on %d devices that ran no version of it before: a staged rollback would give them a version they never ran; rollout rollback %s sends each device back to what it had", id, r.Spec.Model, fresh, id)
+	}
+	// Undoing an older rollout would skip the versions rolled out since.
+	var versions []api.ModelVersion
+	if err := c.call(ctx, http.MethodGet, "/v1/models/"+url.PathEscape(r.Spec.Model), nil, &versions); err != nil {
+		return err
+	}
+	for _, v := range versions {
+		if v.Stage == "production" && v.Version != r.Spec.Version {
+			return fmt.Errorf("rollout %s put %s v%d out, but production is v%d now: undo the later rollout first", id, r.Spec.Model, r.Spec.Version, v.Version)
 		}
 	}
 	if len(from) != 1 {
