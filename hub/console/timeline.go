@@ -2,19 +2,15 @@ package console
 
 import (
 	"context"
-	"crypto/sha256"
-	"encoding/hex"
-	"encoding/json"
-	"errors"
 	"fmt"
 	"maps"
 	"slices"
 	"strings"
 	"time"
 
-	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
+	"github.com/outpost-edge/outpost/hub/journal"
 	"github.com/outpost-edge/outpost/sync/state"
 )
 
@@ -157,14 +153,11 @@ func agentString(s *Snapshot) string {
 	return s.AgentVersion
 }
 
-// Timeline keeps the device timeline in a JetStream stream, replicated
-// like the hub's other stores and kept for retention. Every hub of a
-// cluster may append the same entry: its message id makes JetStream keep
-// one.
-type Timeline struct {
-	js     jetstream.JetStream
-	stream jetstream.Stream
-}
+// Timeline keeps the device timeline in a journal (a JetStream stream
+// with a subject per device), replicated like the hub's other stores and
+// kept for retention. Every hub of a cluster may append the same entry:
+// the journal keeps one.
+type Timeline struct{ j *journal.Journal }
 
 // OpenTimeline creates or opens the timeline stream, applying retention
 // (its max age) to a stream that already exists.
@@ -172,15 +165,12 @@ func OpenTimeline(ctx context.Context, js jetstream.JetStream, replicas int, ret
 	if retention <= 0 {
 		retention = Defaults().TimelineRetention
 	}
-	s, err := js.CreateOrUpdateStream(ctx, jetstream.StreamConfig{
-		Name: TimelineStream, Subjects: []string{TimelineSubjectPrefix + "*"}, Storage: jetstream.FileStorage,
-		Replicas: replicas, MaxAge: retention, MaxMsgsPerSubject: TimelinePerDevice, Discard: jetstream.DiscardOld,
-		Duplicates: min(2*time.Minute, retention),
-	})
+	j, err := journal.Open(ctx, js, journal.Config{Stream: TimelineStream, Prefix: TimelineSubjectPrefix,
+		Replicas: replicas, MaxAge: retention, PerKey: TimelinePerDevice})
 	if err != nil {
-		return nil, fmt.Errorf("console: timeline stream: %w", err)
+		return nil, fmt.Errorf("console: timeline: %w", err)
 	}
-	return &Timeline{js: js, stream: s}, nil
+	return &Timeline{j: j}, nil
 }
 
 // Append stores entries, in order.
@@ -189,14 +179,7 @@ func (t *Timeline) Append(ctx context.Context, entries ...TimelineEntry) error {
 		if e.At.IsZero() {
 			e.At = time.Now().UTC()
 		}
-		data, err := json.Marshal(e)
-		if err != nil {
-			return err
-		}
-		sum := sha256.Sum256(data)
-		msg := &nats.Msg{Subject: TimelineSubjectPrefix + e.Device, Data: data, Header: nats.Header{}}
-		msg.Header.Set(jetstream.MsgIDHeader, hex.EncodeToString(sum[:16]))
-		if _, err := t.js.PublishMsg(ctx, msg); err != nil {
+		if err := t.j.Append(ctx, e.Device, e); err != nil {
 			return fmt.Errorf("console: timeline: %w", err)
 		}
 	}
@@ -205,7 +188,7 @@ func (t *Timeline) Append(ctx context.Context, entries ...TimelineEntry) error {
 
 // Last is the newest state snapshot stored for device (nil if none).
 func (t *Timeline) Last(ctx context.Context, device string) (*Snapshot, error) {
-	entries, _, err := t.read(ctx, device)
+	entries, _, err := journal.Read[TimelineEntry](ctx, t.j, device)
 	if err != nil {
 		return nil, err
 	}
@@ -220,7 +203,7 @@ func (t *Timeline) Last(ctx context.Context, device string) (*Snapshot, error) {
 // Page returns a device's entries newest first: n from offset, and how
 // many there are in all.
 func (t *Timeline) Page(ctx context.Context, device string, offset, n int) ([]TimelineEntry, int, error) {
-	entries, total, err := t.read(ctx, device)
+	entries, total, err := journal.Read[TimelineEntry](ctx, t.j, device)
 	if err != nil {
 		return nil, 0, err
 	}
@@ -234,50 +217,7 @@ func (t *Timeline) Page(ctx context.Context, device string, offset, n int) ([]Ti
 	return entries[offset:min(len(entries), offset+n)], total, nil
 }
 
-// read returns every stored entry of device, oldest first.
-func (t *Timeline) read(ctx context.Context, device string) ([]TimelineEntry, int, error) {
-	subj := TimelineSubjectPrefix + device
-	info, err := t.stream.Info(ctx, jetstream.WithSubjectFilter(subj))
-	if err != nil {
-		return nil, 0, fmt.Errorf("console: timeline: %w", err)
-	}
-	total := int(info.State.Subjects[subj])
-	if total == 0 {
-		return nil, 0, nil
-	}
-	cons, err := t.stream.OrderedConsumer(ctx, jetstream.OrderedConsumerConfig{FilterSubjects: []string{subj}, DeliverPolicy: jetstream.DeliverAllPolicy})
-	if err != nil {
-		return nil, 0, fmt.Errorf("console: timeline: %w", err)
-	}
-	out := make([]TimelineEntry, 0, total)
-	for len(out) < total {
-		batch, err := cons.Fetch(min(500, total-len(out)), jetstream.FetchMaxWait(2*time.Second))
-		if err != nil {
-			return out, total, fmt.Errorf("console: timeline: %w", err)
-		}
-		got := 0
-		for m := range batch.Messages() {
-			got++
-			var e TimelineEntry
-			if json.Unmarshal(m.Data(), &e) == nil {
-				out = append(out, e)
-			}
-		}
-		if err := batch.Error(); err != nil && !errors.Is(err, nats.ErrTimeout) {
-			return out, total, fmt.Errorf("console: timeline: %w", err)
-		}
-		if got == 0 {
-			break // aged out while we read
-		}
-	}
-	return out, total, nil
-}
-
 // Config is the stream's configuration, for tests.
 func (t *Timeline) Config(ctx context.Context) (jetstream.StreamConfig, error) {
-	info, err := t.stream.Info(ctx)
-	if err != nil {
-		return jetstream.StreamConfig{}, err
-	}
-	return info.Config, nil
+	return t.j.StreamConfig(ctx)
 }
