@@ -4,6 +4,7 @@ import (
 	"context"
 	"time"
 
+	"github.com/outpost-edge/outpost/hub/api"
 	"github.com/outpost-edge/outpost/hub/console"
 	"github.com/outpost-edge/outpost/hub/modelstore"
 	"github.com/outpost-edge/outpost/hub/rollout"
@@ -67,4 +68,10 @@ func (b consoleBackend) Pipeline() (uint64, time.Duration) {
 // EmitAudit writes an operator action to outpost.events.
 func (k *kafkaSink) EmitAudit(ctx context.Context, e console.Entry) {
 	k.emit(ctx, "/outpost/hub/audit", "dev.outpost.audit.v1", e.At, map[string]any{"kind": "audit", "audit": e})
+}
+
+func (b consoleBackend) Training(ctx context.Context) []api.TrainingStatus { return b.h.trainStatus(ctx) }
+
+func (b consoleBackend) TrainingHistory(ctx context.Context, model string) ([]api.TrainingEvent, bool, error) {
+	return b.h.trainer.History(ctx, model)
 }

@@ -69,6 +69,7 @@ type Hub struct {
 	events    *kafkaSink
 	audit     *console.Audit
 	timeline  *console.Timeline
+	training  trainingStore
 	// timelineW writes the device timeline; nil until the pipeline starts.
 	timelineW atomic.Pointer[timelineWriter]
 	console   *console.Console
@@ -170,6 +171,9 @@ func (h *Hub) startPipeline(ctx context.Context, o Options) error {
 		if h.timeline, err = console.OpenTimeline(ctx, js, h.cfg.Ingest.Replicas, h.cfg.Console.TimelineRetention); err != nil {
 			return err
 		}
+		if h.training, err = openTrainingStore(ctx, js, h.cfg.Ingest.Replicas); err != nil {
+			return err
+		}
 		if h.rollouts, err = rollout.Open(ctx, js, h.cfg.Ingest.Replicas, fleet{h}, fleet{h}, h.log); err != nil {
 			return err
 		}
@@ -190,6 +194,7 @@ func (h *Hub) startPipeline(ctx context.Context, o Options) error {
 	h.trainer = trainer.New(h.cfg.Trainer, trainerRegistry{h}, trainerRegistry{h}, h.registry.Labels, h.log)
 	h.events = &kafkaSink{h: h}
 	h.trainer.Sink = h.events
+	h.trainer.Store = h.training
 	h.audit.Emit = h.events.EmitAudit
 	runCtx, stop := context.WithCancel(context.Background())
 	h.stop = stop

@@ -167,7 +167,7 @@ func apiOps() []apiOp {
 		{method: "GET", path: "/v1/train", summary: "The trainer's state per model",
 			answers: []apiAnswer{answer[[]api.TrainingStatus](200, "every trained model")}},
 		{method: "GET", path: "/v1/train/{model}/history", summary: "A model's training history",
-			answers: []apiAnswer{answer[[]api.TrainingEvent](200, "oldest first"), {status: 404}}},
+			answers: []apiAnswer{answer[[]api.TrainingEvent](200, "oldest first: kept a year, at most 10,000 events a model"), {status: 404}, {status: 503}}},
 		{method: "POST", path: "/v1/train/{model}/run", summary: "Check the learner against production now",
 			answers: []apiAnswer{{status: 202, description: "the check is queued"}, {status: 404}, {status: 409}}},
 	}

@@ -8,9 +8,11 @@ import (
 	"sync"
 	"time"
 
+	"github.com/nats-io/nats.go/jetstream"
 	"github.com/twmb/franz-go/pkg/kgo"
 
 	"github.com/outpost-edge/outpost/hub/bridge"
+	"github.com/outpost-edge/outpost/hub/journal"
 	"github.com/outpost-edge/outpost/hub/modelstore"
 	"github.com/outpost-edge/outpost/hub/rollout"
 	"github.com/outpost-edge/outpost/hub/trainer"
@@ -72,20 +74,55 @@ func (r trainerRegistry) Canary(ctx context.Context, model string, version int64
 	return ro.ID, nil
 }
 
+// Training history journal: every trainer event, a subject per model,
+// replicated like the hub's other stores, so that the history outlives a
+// restart and a lease moving to another hub.
+const (
+	TrainingStream        = "OUTPOST_TRAINING"
+	TrainingSubjectPrefix = "outpost_hub.training."
+	// trainingPerModel bounds one model's history (the oldest go first).
+	trainingPerModel = 10000
+	trainingMaxAge   = 365 * 24 * time.Hour
+)
+
+// trainingStore keeps the trainer's history in the journal.
+type trainingStore struct{ j *journal.Journal }
+
+func openTrainingStore(ctx context.Context, js jetstream.JetStream, replicas int) (trainingStore, error) {
+	j, err := journal.Open(ctx, js, journal.Config{Stream: TrainingStream, Prefix: TrainingSubjectPrefix,
+		Replicas: replicas, MaxAge: trainingMaxAge, PerKey: trainingPerModel})
+	return trainingStore{j}, err
+}
+
+func (s trainingStore) AppendHistory(ctx context.Context, model string, e trainer.Event) error {
+	return s.j.Append(ctx, model, e)
+}
+
+func (s trainingStore) ReadHistory(ctx context.Context, model string) ([]trainer.Event, error) {
+	evs, _, err := journal.Read[trainer.Event](ctx, s.j, model)
+	return evs, err
+}
+
 func (h *Hub) trainRoutes(mux *routeTable) {
 	mux.HandleFunc("GET /v1/train", h.admin(func(w http.ResponseWriter, r *http.Request) {
 		writeJSON(w, http.StatusOK, h.trainStatus(r.Context()))
 	}))
 	mux.HandleFunc("GET /v1/train/{model}/history", h.admin(func(w http.ResponseWriter, r *http.Request) {
-		ev, ok := h.trainer.History(r.PathValue("model"))
-		if !ok {
+		ev, ok, err := h.trainer.History(r.Context(), r.PathValue("model"))
+		switch {
+		case !ok:
 			writeError(w, http.StatusNotFound, trainer.ErrUnknownModel)
-			return
+		case err != nil:
+			unavailable(w, err)
+		default:
+			if ev == nil {
+				ev = []trainer.Event{}
+			}
+			writeJSON(w, http.StatusOK, ev)
 		}
-		writeJSON(w, http.StatusOK, ev)
 	}))
 	mux.HandleFunc("POST /v1/train/{model}/run", h.admin(func(w http.ResponseWriter, r *http.Request) {
-		err := h.trainer.RunNow(r.PathValue("model"))
+		err := h.trainer.RunNow(r.Context(), r.PathValue("model"))
 		switch {
 		case errors.Is(err, trainer.ErrUnknownModel):
 			writeError(w, http.StatusNotFound, err)

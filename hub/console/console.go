@@ -49,6 +49,7 @@ type Backend interface {
 	// Pipeline is the hub's own backlog: bridge messages not yet in Kafka
 	// and the age of the oldest.
 	Pipeline() (backlog uint64, age time.Duration)
+	TrainingBackend
 }
 
 // RolloutActions are the buttons of a rollout page.
@@ -145,6 +146,8 @@ func (c *Console) Routes(mux Mux) {
 	mux.HandleFunc("POST /rollouts/{id}/{action}", c.page(true, c.rolloutAction))
 	mux.HandleFunc("GET /models", c.page(false, c.models))
 	mux.HandleFunc("GET /models/{name}/compare", c.page(false, c.modelCompare))
+	mux.HandleFunc("GET /training", c.page(false, c.trainingList))
+	mux.HandleFunc("GET /training/{model}", c.page(false, c.training))
 	mux.HandleFunc("GET /audit", c.page(false, c.auditPage))
 }
 

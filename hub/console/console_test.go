@@ -15,6 +15,7 @@ import (
 
 	"golang.org/x/crypto/bcrypt"
 
+	"github.com/outpost-edge/outpost/hub/api"
 	"github.com/outpost-edge/outpost/hub/modelstore"
 	"github.com/outpost-edge/outpost/hub/rollout"
 	"github.com/outpost-edge/outpost/sync/state"
@@ -26,6 +27,18 @@ type fakeBackend struct {
 	devs    []state.Device
 	ro      *rollout.Rollout
 	actions []string
+	history []api.TrainingEvent
+	histErr error
+}
+
+func (f *fakeBackend) Training(context.Context) []api.TrainingStatus {
+	return []api.TrainingStatus{{Model: "bearing", Pipeline: "vibration", Production: 1, Champion: 2, Labelled: 4200, Drifts: 1, Releases: 1}}
+}
+func (f *fakeBackend) TrainingHistory(_ context.Context, model string) ([]api.TrainingEvent, bool, error) {
+	if model != "bearing" {
+		return nil, false, nil
+	}
+	return f.history, true, f.histErr
 }
 
 func (f *fakeBackend) Devices() []state.Device { return f.devs }

@@ -50,6 +50,18 @@ type Sink interface {
 	Emit(ctx context.Context, model string, e Event)
 }
 
+// HistoryStore keeps every model's history durably (the hub: a journal
+// in JetStream, replicated), so that it outlives a restart and answers on
+// every hub of a cluster, not only on the lease holder that trains.
+type HistoryStore interface {
+	AppendHistory(ctx context.Context, model string, e Event) error
+	ReadHistory(ctx context.Context, model string) ([]Event, error)
+}
+
+// historyInMemory bounds the events a trainer keeps in memory, for a
+// hub without a store and for events the store has not taken yet.
+const historyInMemory = 10000
+
 // The trainer's API types live in hub/api (shared with the CLI).
 type (
 	Event        = api.TrainingEvent
@@ -88,6 +100,8 @@ type Trainer struct {
 	log *slog.Logger
 	// Sink, when set, gets every event too.
 	Sink Sink
+	// Store, when set, keeps the history; History reads it.
+	Store HistoryStore
 	// OnDrift, when set, gets every device drift record the trainer reads
 	// (the hub's device timeline keeps their changes).
 	OnDrift func(device, pipeline string, drifted []string)
@@ -100,6 +114,17 @@ type Trainer struct {
 	mu        sync.Mutex
 	models    map[string]*model
 	badLabels int64
+	// unstored are events the store refused (JetStream electing leaders,
+	// or down), in order: retried before the next ones, so none is lost
+	// and the history keeps its order.
+	unstored      []storedEvent
+	storeFailures int64
+	flushMu       sync.Mutex
+}
+
+type storedEvent struct {
+	model string
+	e     Event
 }
 
 // New builds a trainer; Run starts it.
@@ -136,6 +161,7 @@ func (t *Trainer) Run(ctx context.Context, js jetstream.JetStream, stream string
 			// list the registry on every fetch.
 			t.loadChampions(ctx)
 			t.expire()
+			t.flushHistory(ctx)
 		default:
 		}
 		batch, err := cons.Fetch(256, jetstream.FetchMaxWait(time.Second))
@@ -254,7 +280,7 @@ func (t *Trainer) expire() {
 			m.nextRun = now.Add(m.cfg.Schedule)
 			m.r.Check("schedule")
 			e := Event{At: now.UTC(), Kind: "check", Detail: "scheduled (trainer.models[].schedule)"}
-			m.history = append(m.history, e)
+			m.history = appendHistory(m.history, e)
 			evs = append(evs, struct {
 				model string
 				e     Event
@@ -419,24 +445,24 @@ func (t *Trainer) learn(ctx context.Context, m *model, w join.Window, class int)
 	m.status.ProductionAccuracy, m.status.LearnerAccuracy = r.ProductionAccuracy.Accuracy(), r.LearnerAccuracy.Accuracy()
 	m.status.RecentProduction, m.status.RecentLearner = r.ProductionAccuracy.Recent(), r.LearnerAccuracy.Recent()
 	now := time.Now().UTC()
-	before := len(m.history)
+	var fresh []Event
 	if cohortEv != nil {
-		m.history = append(m.history, *cohortEv)
+		fresh = append(fresh, *cohortEv)
 		t.log.Warn("concept drift in a device cohort", "model", m.cfg.Model, "detail", cohortEv.Detail)
 	}
 	if r.Drifts > drifts {
-		m.history = append(m.history, Event{At: now, Kind: "drift", Detail: r.LastDetector + ": production's error rate changed", ProductionAccuracy: r.ProductionAccuracy.Recent()})
+		fresh = append(fresh, Event{At: now, Kind: "drift", Detail: r.LastDetector + ": production's error rate changed", ProductionAccuracy: r.ProductionAccuracy.Recent()})
 		t.log.Warn("concept drift detected", "model", m.cfg.Model, "version", m.status.Production, "detector", r.LastDetector, "recent_accuracy", r.ProductionAccuracy.Recent())
 	}
 	if r.Checks > checks && r.Drifts == drifts {
-		m.history = append(m.history, Event{At: now, Kind: "check", Detail: "new labels (trainer.models[].every)"})
+		fresh = append(fresh, Event{At: now, Kind: "check", Detail: "new labels (trainer.models[].every)"})
 	}
 	released := r.Releases > releases
 	if !released && r.Decisions > decisions {
-		m.history = append(m.history, Event{At: now, Kind: "kept", Detail: "the candidate did not win by the margin",
+		fresh = append(fresh, Event{At: now, Kind: "kept", Detail: "the candidate did not win by the margin",
 			ProductionAccuracy: r.LastProduction, CandidateAccuracy: r.LastCandidate})
 	}
-	fresh := append([]Event(nil), m.history[before:]...)
+	m.history = appendHistory(m.history, fresh...)
 	t.mu.Unlock()
 	t.emit(ctx, m.cfg.Model, fresh...)
 	if released {
@@ -445,11 +471,56 @@ func (t *Trainer) learn(ctx context.Context, m *model, w join.Window, class int)
 }
 
 func (t *Trainer) emit(ctx context.Context, model string, evs ...Event) {
-	if t.Sink == nil {
+	for _, e := range evs {
+		if t.Sink != nil {
+			t.Sink.Emit(ctx, model, e)
+		}
+	}
+	if t.Store == nil {
 		return
 	}
+	t.mu.Lock()
 	for _, e := range evs {
-		t.Sink.Emit(ctx, model, e)
+		t.unstored = append(t.unstored, storedEvent{model, e})
+	}
+	if over := len(t.unstored) - historyInMemory; over > 0 {
+		t.log.Error("training history: the store refused too long; dropping the oldest unstored events", "dropped", over)
+		t.unstored = t.unstored[over:]
+	}
+	t.mu.Unlock()
+	t.flushHistory(ctx)
+}
+
+// flushHistory writes the events the store has not taken yet, oldest
+// first, and stops at the first refusal (the next emit, or Run's tick,
+// tries again).
+func (t *Trainer) flushHistory(ctx context.Context) {
+	if t.Store == nil {
+		return
+	}
+	t.flushMu.Lock() // one writer, so each event is written once and in order
+	defer t.flushMu.Unlock()
+	for {
+		t.mu.Lock()
+		if len(t.unstored) == 0 {
+			t.mu.Unlock()
+			return
+		}
+		next := t.unstored[0]
+		t.mu.Unlock()
+		wctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+		err := t.Store.AppendHistory(wctx, next.model, next.e)
+		cancel()
+		t.mu.Lock()
+		if err != nil {
+			t.storeFailures++
+			n := len(t.unstored)
+			t.mu.Unlock()
+			t.log.Warn("training history: store refused; will retry", "model", next.model, "pending", n, "err", err)
+			return
+		}
+		t.unstored = t.unstored[1:]
+		t.mu.Unlock()
 	}
 }
 
@@ -493,7 +564,7 @@ func (t *Trainer) release(ctx context.Context, m *model) {
 		m.man, m.status.Champion = man, version
 		t.log.Info("released a retrained model", "model", m.cfg.Model, "version", version, "candidate_accuracy", cand, "production_accuracy", prod, "rollout", ev.Rollout)
 	}
-	m.history = append(m.history, ev)
+	m.history = appendHistory(m.history, ev)
 }
 
 // register exports the model, quantizes it if asked, adds golden vectors
@@ -577,33 +648,70 @@ func (t *Trainer) Status() []Status {
 	return out
 }
 
-// History is a model's events, oldest first; ok is false for a model the
-// trainer does not train.
-func (t *Trainer) History(name string) ([]Event, bool) {
+// History is a model's events, oldest first: from the store when there
+// is one (with the events it has not taken yet), else from memory; ok is
+// false for a model the trainer does not train.
+func (t *Trainer) History(ctx context.Context, name string) ([]Event, bool, error) {
 	t.mu.Lock()
-	defer t.mu.Unlock()
 	m, ok := t.models[name]
 	if !ok {
-		return nil, false
+		t.mu.Unlock()
+		return nil, false, nil
 	}
-	return append([]Event(nil), m.history...), true
+	mem := append([]Event(nil), m.history...)
+	var pending []Event
+	for _, u := range t.unstored {
+		if u.model == name {
+			pending = append(pending, u.e)
+		}
+	}
+	t.mu.Unlock()
+	if t.Store == nil {
+		return mem, true, nil
+	}
+	evs, err := t.Store.ReadHistory(ctx, name)
+	if err != nil {
+		return nil, true, fmt.Errorf("trainer: history of %s: %w", name, err)
+	}
+	return append(evs, pending...), true, nil
+}
+
+// HistoryStoreFailures counts the store's refusals (each retried).
+func (t *Trainer) HistoryStoreFailures() int64 {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	return t.storeFailures
 }
 
 // RunNow starts a check of the learner against production on the next
 // labelled rows, as a trigger would.
-func (t *Trainer) RunNow(name string) error {
+func (t *Trainer) RunNow(ctx context.Context, name string) error {
 	t.mu.Lock()
-	defer t.mu.Unlock()
 	m, ok := t.models[name]
 	switch {
 	case !ok:
+		t.mu.Unlock()
 		return fmt.Errorf("trainer: %w: %s", ErrUnknownModel, name)
 	case m.r == nil:
+		t.mu.Unlock()
 		return fmt.Errorf("trainer: %s has no production version to train from yet", name)
 	}
 	m.r.Check("operator")
-	m.history = append(m.history, Event{At: time.Now().UTC(), Kind: "check", Detail: "asked by an operator"})
+	e := Event{At: time.Now().UTC(), Kind: "check", Detail: "asked by an operator"}
+	m.history = appendHistory(m.history, e)
+	t.mu.Unlock()
+	t.emit(ctx, name, e)
 	return nil
+}
+
+// appendHistory adds e to the in-memory history, keeping the newest
+// historyInMemory events (the store, when there is one, keeps them all).
+func appendHistory(h []Event, e ...Event) []Event {
+	h = append(h, e...)
+	if over := len(h) - historyInMemory; over > 0 {
+		h = append(h[:0:0], h[over:]...)
+	}
+	return h
 }
 
 // ErrUnknownModel means the trainer is not configured for that model.

@@ -2,12 +2,14 @@ package trainer
 
 import (
 	"context"
+	"errors"
 	"encoding/json"
 	"fmt"
 	"io"
 	"log/slog"
 	"math/rand/v2"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -120,7 +122,7 @@ func TestLabelsJoinedFromTheLabelsStream(t *testing.T) {
 	if st.Labelled != 6000 || st.Join.Matched != 6000 || st.Join.UnmatchedLabels != 1 {
 		t.Fatalf("status %+v: want 6000 labelled and matched, 1 unmatched label", st)
 	}
-	evs, _ := tr.History("m")
+	evs, _, _ := tr.History(ctx, "m")
 	// The one cohort sees every row, so its detectors may fire first.
 	if st.Drifts+st.Cohorts["north"].Drifts < 1 || st.Releases < 1 || len(reg.versions) < 2 || len(reg.canaries) < 1 {
 		t.Fatalf("status %+v, %d versions, canaries %v, history %+v: want a drift, a release and its canary", st, len(reg.versions), reg.canaries, evs)
@@ -160,7 +162,7 @@ func TestFleetDataDrift(t *testing.T) {
 	if !st.Active || st.Drifting != 2 || st.Features["vibration.max"] != 2 {
 		t.Fatalf("two of three drifting: %+v", st)
 	}
-	evs, _ := tr.History("m")
+	evs, _, _ := tr.History(ctx, "m")
 	if len(evs) != 1 || evs[0].Kind != "fleet_data_drift" {
 		t.Fatalf("history %+v: want one fleet_data_drift", evs)
 	}
@@ -187,5 +189,70 @@ func TestV2ModelIsNotRetrained(t *testing.T) {
 	st := tr.Status()[0]
 	if st.Production != 0 || !strings.Contains(st.LastError, "v2 inputs (sequence)") {
 		t.Fatalf("status %+v: want no production learner and the reason", st)
+	}
+}
+
+// memStore is a history store that refuses while down.
+type memStore struct {
+	mu   sync.Mutex
+	down bool
+	evs  map[string][]Event
+}
+
+func (s *memStore) AppendHistory(_ context.Context, model string, e Event) error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.down {
+		return errors.New("jetstream: no responders")
+	}
+	s.evs[model] = append(s.evs[model], e)
+	return nil
+}
+
+func (s *memStore) ReadHistory(_ context.Context, model string) ([]Event, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return append([]Event(nil), s.evs[model]...), nil
+}
+
+// Events the store refuses are kept and written, in order, once it takes
+// them again; meanwhile History answers them after the stored ones.
+func TestHistoryStoreRefusalsAreRetriedInOrder(t *testing.T) {
+	ctx := context.Background()
+	cfg := Defaults()
+	cfg.Models = []ModelConfig{{Model: "m", Pipeline: "p"}}
+	store := &memStore{evs: map[string][]Event{}}
+	tr := New(cfg, nil, nil, nil, slog.New(slog.DiscardHandler))
+	tr.Store = store
+	at := time.Date(2026, 12, 2, 0, 0, 0, 0, time.UTC)
+	ev := func(i int) Event { return Event{At: at.Add(time.Duration(i) * time.Second), Kind: "check", Detail: fmt.Sprint(i)} }
+	tr.emit(ctx, "m", ev(0))
+	store.mu.Lock()
+	store.down = true
+	store.mu.Unlock()
+	tr.emit(ctx, "m", ev(1), ev(2))
+	details := func() string {
+		evs, ok, err := tr.History(ctx, "m")
+		if !ok || err != nil {
+			t.Fatalf("history: %v %v", ok, err)
+		}
+		var d []string
+		for _, e := range evs {
+			d = append(d, e.Detail)
+		}
+		return strings.Join(d, ",")
+	}
+	if got := details(); got != "0,1,2" || tr.HistoryStoreFailures() == 0 {
+		t.Fatalf("while the store refuses: history %q, %d failures", got, tr.HistoryStoreFailures())
+	}
+	store.mu.Lock()
+	store.down = false
+	store.mu.Unlock()
+	tr.emit(ctx, "m", ev(3))
+	if got, stored := details(), len(store.evs["m"]); got != "0,1,2,3" || stored != 4 {
+		t.Fatalf("after the store came back: history %q, %d stored", got, stored)
+	}
+	if _, ok, _ := tr.History(ctx, "other"); ok {
+		t.Fatal("a model the trainer does not train has a history")
 	}
 }

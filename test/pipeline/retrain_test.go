@@ -71,7 +71,7 @@ func TestDriftIsDetectedAndRetrained(t *testing.T) {
 	cfg.Trainer.Models = []trainer.ModelConfig{{Model: "health", Pipeline: "machine", LabelField: "anomaly.max",
 		LearningRate: 0.05, Holdout: 300, Margin: 0.05, Quantize: "int8-static", Canary: true, Select: map[string]string{"site": "lab"}}}
 	h := startHub(t, cfg)
-	defer h.Close()
+	defer func() { h.Close() }() // the hub restarts below
 	url := "http://" + h.HTTPAddr()
 	if code, out := outpostctl(t, url, "model", "push", healthV1(t)); code != 0 {
 		t.Fatal(out)
@@ -227,4 +227,21 @@ pipelines:
 	_, status := outpostctl(t, url, "train", "status")
 	_, hist := outpostctl(t, url, "train", "history", "health")
 	t.Logf("outpostctl train status:\n%s\noutpostctl train history health:\n%s", status, hist)
+
+	// The history outlives a hub restart: it is stored in JetStream, not
+	// only in the trainer's memory.
+	before := trainHistoryOf(t, url, "health")
+	h.Close()
+	h = startHub(t, cfg)
+	url = "http://" + h.HTTPAddr()
+	after := trainHistoryOf(t, url, "health")
+	if len(after) < len(before) {
+		t.Fatalf("after a restart the history has %d events, before it %d: %+v", len(after), len(before), after)
+	}
+	for i, e := range before {
+		if !after[i].At.Equal(e.At) || after[i].Kind != e.Kind || after[i].Version != e.Version || after[i].CandidateAccuracy != e.CandidateAccuracy {
+			t.Fatalf("event %d before the restart %+v, after %+v", i, e, after[i])
+		}
+	}
+	t.Logf("%d trainer events survived the restart", len(before))
 }
