@@ -36,8 +36,11 @@ build:
 ## test: unit and integration tests against real Kafka, Mosquitto, nats-server and ONNX Runtime,
 ## then the pure-Go engine and its ONNX Runtime agreement again with the AVX2/FMA kernel
 ## (GOEXPERIMENT=simd; ONNX Runtime comes from .cache, no services needed)
+## the console's browser tests save their screenshots here (git-ignored)
+ARTIFACTS ?= $(CURDIR)/artifacts
 test: deps
-	$(GO) run ./test/cmd/withservices -- $(GO) test -count=1 -timeout 25m ./...
+	mkdir -p $(ARTIFACTS)/console
+	OUTPOST_CONSOLE_SCREENSHOTS=$(ARTIFACTS)/console $(GO) run ./test/cmd/withservices -- $(GO) test -count=1 -timeout 25m ./...
 	GOEXPERIMENT=simd $(GO) test -count=1 -timeout 25m ./models/goengine/ ./models/conformance/
 
 ## race: the packages with concurrency under the race detector

@@ -3,15 +3,19 @@ package hub
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"log/slog"
 	"net"
 	"net/http"
 	"net/http/httptest"
+	"net/url"
+	"slices"
 	"strings"
 	"testing"
 
 	"github.com/outpost-edge/outpost/hub/trainer"
+	"github.com/outpost-edge/outpost/sync/state"
 )
 
 // A malformed id in any API path is a 400 with the reason, not a store's
@@ -104,5 +108,29 @@ func TestEmptyListsAreArrays(t *testing.T) {
 	writeJSON(rec, http.StatusOK, []trainer.Status(nil))
 	if got := strings.TrimSpace(rec.Body.String()); got != "[]" {
 		t.Fatalf("nil list written as %s, want []", got)
+	}
+}
+
+// GET /v1/devices pages by id, after the label filter.
+func TestPageDevices(t *testing.T) {
+	var devs []state.Device
+	for i := range 25 {
+		devs = append(devs, state.Device{ID: fmt.Sprintf("d%02d", i), Labels: map[string]string{"site": fmt.Sprint(i % 2)}})
+	}
+	q := func(s string) url.Values { v, _ := url.ParseQuery(s); return v }
+	page, total, err := pageDevices(slices.Clone(devs), q("labels=site%3D1&limit=5&offset=10"))
+	if err != nil || total != 12 || len(page) != 2 || page[0].ID != "d21" || page[1].ID != "d23" {
+		t.Fatalf("odd devices from 10: %v total %d %v", page, total, err)
+	}
+	if page, total, _ = pageDevices(slices.Clone(devs), q("")); len(page) != 25 || total != 25 {
+		t.Fatalf("no paging: %d of %d", len(page), total)
+	}
+	if page, _, _ = pageDevices(slices.Clone(devs), q("offset=30")); page == nil || len(page) != 0 {
+		t.Fatalf("past the end: %v", page)
+	}
+	for _, bad := range []string{"limit=0", "limit=1001", "offset=-1", "limit=x", "labels=site"} {
+		if _, _, err := pageDevices(slices.Clone(devs), q(bad)); !errors.Is(err, errBadQuery) {
+			t.Errorf("%s: %v", bad, err)
+		}
 	}
 }

@@ -492,8 +492,14 @@ func (h *Hub) startHTTP() error {
 	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) {
 		writeJSON(w, http.StatusOK, api.HubHealth{Status: "ok", EmbeddedKafka: h.kafka.Embedded(), KafkaBrokers: h.kafka.Brokers})
 	})
-	mux.HandleFunc("GET /v1/devices", h.admin(func(w http.ResponseWriter, _ *http.Request) {
-		writeJSON(w, http.StatusOK, h.deviceViews())
+	mux.HandleFunc("GET /v1/devices", h.admin(func(w http.ResponseWriter, r *http.Request) {
+		page, total, err := pageDevices(h.deviceViews(), r.URL.Query())
+		if err != nil {
+			writeError(w, http.StatusBadRequest, err)
+			return
+		}
+		w.Header().Set("X-Total-Count", strconv.Itoa(total))
+		writeJSON(w, http.StatusOK, page)
 	}))
 	mux.HandleFunc("POST /v1/devices", h.admin(func(w http.ResponseWriter, r *http.Request) {
 		var req api.AddDeviceRequest
@@ -696,6 +702,44 @@ func (h *Hub) deviceViews() []state.Device {
 }
 
 var errBadQuery = errors.New("bad query")
+
+// pageDevices is GET /v1/devices' page: the devices (sorted by id) whose
+// labels match ?labels= (site=north,line=2), ?limit= of them (1 to 1000;
+// without it, all) from ?offset=, and how many match in all.
+func pageDevices(devs []state.Device, q url.Values) ([]state.Device, int, error) {
+	limit, offset := len(devs), 0
+	for name, p := range map[string]*int{"limit": &limit, "offset": &offset} {
+		if v := q.Get(name); v != "" {
+			n, err := strconv.Atoi(v)
+			if err != nil || n < 0 || (name == "limit" && (n < 1 || n > 1000)) {
+				return nil, 0, fmt.Errorf("%w: %s=%q: want a number (limit 1 to 1000, offset 0 or more)", errBadQuery, name, v)
+			}
+			*p = n
+		}
+	}
+	if sel := q.Get("labels"); sel != "" {
+		want, err := console.ParseSelector(sel)
+		if err != nil {
+			return nil, 0, fmt.Errorf("%w: labels: %w", errBadQuery, err)
+		}
+		kept := devs[:0]
+		for _, d := range devs {
+			match := true
+			for k, v := range want {
+				match = match && d.Labels[k] == v
+			}
+			if match {
+				kept = append(kept, d)
+			}
+		}
+		devs = kept
+	}
+	total := len(devs)
+	if offset >= total {
+		return []state.Device{}, total, nil
+	}
+	return devs[offset:min(total, offset+limit)], total, nil
+}
 
 // deviceDetail is GET /v1/devices/{id}: ?limit= (1 to 1000, default 50)
 // timeline entries from ?offset=, newest first.

@@ -92,8 +92,13 @@ func apiOps() []apiOp {
 		{method: "GET", path: "/v1/stats", summary: "Pipeline counters",
 			answers: []apiAnswer{answer[Stats](200, "the counters")}},
 
-		{method: "GET", path: "/v1/devices", summary: "Devices: enrolments with their last reported state",
-			answers: []apiAnswer{answer[[]state.Device](200, "every device")}},
+		{method: "GET", path: "/v1/devices", summary: "Devices: enrolments with their last reported state, sorted by id",
+			query: []apiParam{
+				{name: "labels", description: "only devices with all these labels: key=value pairs separated by commas", schema: &schema{Type: "string"}},
+				{name: "limit", description: "devices in the page (default: all); the X-Total-Count header says how many match", schema: &schema{Type: "integer", Minimum: bound(1), Maximum: bound(1000)}},
+				{name: "offset", description: "matching devices to skip", schema: &schema{Type: "integer", Minimum: bound(0)}},
+			},
+			answers: []apiAnswer{answer[[]state.Device](200, "the page"), {status: 400}}},
 		{method: "POST", path: "/v1/devices", summary: "Add a device; its broker credentials are shown once",
 			body:    reflect.TypeFor[api.AddDeviceRequest](),
 			answers: []apiAnswer{answer[state.Credentials](201, "added"), {status: 400}}},

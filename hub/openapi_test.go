@@ -313,6 +313,8 @@ func (c *conformance) drive() {
 	c.do(call{method: "POST", path: "/v1/models/m/versions/one/stage", body: api.StageRequest{Stage: "archived"}, bad: true, want: 400})
 	report(h, []string{"d1", "d2", "d3", "e1"}, 1, "")
 	c.do(call{method: "GET", path: "/v1/devices", want: 200})
+	c.do(call{method: "GET", path: "/v1/devices?labels=site%3Dnorth&limit=1&offset=0", want: 200})
+	c.do(call{method: "GET", path: "/v1/devices?limit=5000", bad: true, want: 400})
 	c.do(call{method: "GET", path: "/v1/devices/d1?limit=10&offset=0", want: 200})
 	c.do(call{method: "GET", path: "/v1/devices/nope", want: 404})
 	c.do(call{method: "GET", path: "/v1/devices/d1?limit=0", bad: true, want: 400})

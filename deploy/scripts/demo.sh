@@ -46,8 +46,9 @@ OUTPOST_AGENT_UPDATES_TRUSTED_ROOT="$data/hub/tuf/1.root.json" \
   "$bin/outpost-agent" --config deploy/examples/agent-demo.yaml --data_dir "$data/agent" &
 agent_pid=$!
 
-echo "demo running: hub MQTT 127.0.0.1:1883, API http://127.0.0.1:8080/v1/devices — Ctrl-C to stop"
+echo "demo running: fleet console http://127.0.0.1:8080/ (no login: the demo's API is on loopback without an admin token)"
+echo "hub MQTT 127.0.0.1:1883, API http://127.0.0.1:8080/v1/devices — Ctrl-C to stop"
 echo "development Kafka 127.0.0.1:9092 (kafka.embedded_port): kcat -C -b 127.0.0.1:9092 -t outpost.windows -X isolation.level=read_committed"
 echo "the simulator's concept drift starts 90 s in; the hub's trainer detects it, retrains \"health\""
-echo "and canaries v2 to the device. Watch: $bin/outpostctl train history health (and train status, rollout status)"
+echo "and canaries v2 to the device. Watch it on http://127.0.0.1:8080/training/health, or $bin/outpostctl train history health"
 wait -n "$hub_pid" "$agent_pid" || true

@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"io"
 	"net/http"
 	"os"
 	"path/filepath"
@@ -244,4 +245,16 @@ pipelines:
 		}
 	}
 	t.Logf("%d trainer events survived the restart", len(before))
+	// So does the console's retraining page: the release, and the
+	// champion against the challenger on the chart.
+	resp, err = http.Get(url + "/training/health")
+	if err != nil {
+		t.Fatal(err)
+	}
+	page, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusOK || !strings.Contains(string(page), `href="/rollouts/`+rel.Rollout+`"`) ||
+		!strings.Contains(string(page), `id="accuracy-chart"`) || !strings.Contains(string(page), `class="s1"`) {
+		t.Fatalf("the retraining page after the restart: %d\n%s", resp.StatusCode, page)
+	}
 }
