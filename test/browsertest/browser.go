@@ -116,3 +116,19 @@ func (b *Browser) WaitText(url, sel, want string, within time.Duration) string {
 		}
 	}
 }
+
+// Until polls js in the page until it is true (a navigation in between
+// is fine), failing the test with what after the browser's timeout.
+func (b *Browser) Until(what, js string) {
+	b.t.Helper()
+	for {
+		ok, err := chromedp.Run(b.Ctx, chromedp.Evaluate[bool](js))
+		if err == nil && ok {
+			return
+		}
+		if b.Ctx.Err() != nil {
+			b.t.Fatalf("%s: %s never held", what, js)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+}

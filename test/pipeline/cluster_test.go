@@ -15,6 +15,7 @@ import (
 	"time"
 
 	"github.com/outpost-edge/outpost/hub"
+	"github.com/outpost-edge/outpost/hub/trainer"
 	"github.com/outpost-edge/outpost/sync/state"
 	"github.com/outpost-edge/outpost/sync/tuf"
 	"github.com/outpost-edge/outpost/test/kafkatest"
@@ -79,6 +80,8 @@ broker:
     secret: test-only-route-secret
     lease_ttl: 2s
 ingest: {replicas: 3}
+trainer:
+  models: [{model: bearing, pipeline: health}]
 kafka:
   brokers: [%s]
   topic_prefix: %s
@@ -201,6 +204,30 @@ func TestHubClusterSurvivesLosingTheLeader(t *testing.T) {
 
 	li := waitLeader(t, hubs)
 
+	// History written before the leader dies: a trained model's (the
+	// leader's trainer, asked for a check) and a device's timeline (its
+	// enrolment, below). The hubs that survive must answer both.
+	leaderURL := "http://" + hubs[li].http
+	if code, out := outpostctl(t, leaderURL, "model", "push", bearing(t, 1, "")); code != 0 {
+		t.Fatal(out)
+	}
+	if code, out := outpostctl(t, leaderURL, "model", "promote", "bearing", "1"); code != 0 {
+		t.Fatal(out)
+	}
+	for deadline := time.Now().Add(30 * time.Second); ; time.Sleep(200 * time.Millisecond) {
+		// The trainer loads the production version within a second.
+		resp, err := http.Post(leaderURL+"/v1/train/bearing/run", "application/json", nil)
+		if err == nil {
+			resp.Body.Close()
+			if resp.StatusCode == http.StatusAccepted {
+				break
+			}
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("the leader's trainer did not take a check within 30 s: %v", err)
+		}
+	}
+
 	ids := deviceIDs(6)
 	const perDevice = 1500
 	devs := make([]*device, len(ids))
@@ -254,6 +281,50 @@ func TestHubClusterSurvivesLosingTheLeader(t *testing.T) {
 		t.Errorf("with one hub down, %d current stream replicas, want 2", s.StreamReplicas)
 	}
 	t.Logf("exactly once across the failover: %d records; new leader stats %+v", len(recs), s)
+	for _, h := range hubs {
+		if h.proc == nil {
+			continue
+		}
+		var evs []trainer.Event
+		getOK(t, "http://"+h.http+"/v1/train/bearing/history", &evs)
+		found := false
+		for _, e := range evs {
+			found = found || e.Detail == "asked by an operator"
+		}
+		var detail state.DeviceDetail
+		getOK(t, "http://"+h.http+"/v1/devices/"+ids[0], &detail)
+		enrolled := false
+		for _, e := range detail.Timeline {
+			enrolled = enrolled || e.Kind == "enrolled"
+		}
+		if !found || !enrolled {
+			t.Errorf("%s after the failover: training history %+v, timeline %+v", h.name, evs, detail.Timeline)
+		}
+	}
+}
+
+// getOK decodes a GET's answer into v, asking again for up to 30 s while
+// it is not 200.
+func getOK(t *testing.T, url string, v any) {
+	t.Helper()
+	for deadline := time.Now().Add(30 * time.Second); ; time.Sleep(500 * time.Millisecond) {
+		resp, err := http.Get(url)
+		if err == nil {
+			body, _ := io.ReadAll(resp.Body)
+			resp.Body.Close()
+			if resp.StatusCode == http.StatusOK {
+				if err := json.Unmarshal(body, v); err != nil {
+					t.Fatalf("GET %s: %v", url, err)
+				}
+				return
+			}
+			// 503: the stores of a cluster that just lost a hub elect leaders.
+			err = fmt.Errorf("%s: %s", resp.Status, body)
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("GET %s: %v", url, err)
+		}
+	}
 }
 
 // TestClusterServesOneTUFRepository: three hubs serve one signed
