@@ -320,6 +320,9 @@ type Stats struct {
 	BridgeAborts      int64   `json:"bridge_aborts"`
 	BridgeBacklog     uint64  `json:"bridge_backlog"`
 	BridgeBacklogAgeS float64 `json:"bridge_backlog_age_seconds"`
+	// BridgeTopicRecords are the records committed to each Kafka topic
+	// (without the prefix), dead letters included.
+	BridgeTopicRecords map[string]int64 `json:"bridge_topic_records"`
 	AuthAccepted      int64   `json:"auth_accepted"`
 	AuthRefused       int64   `json:"auth_refused"`
 	Enrolled          int64   `json:"enrolled"`
@@ -382,7 +385,7 @@ func (h *Hub) Stats() Stats {
 		AckerEnvelopes: a.Envelopes.Load(), AckerGaps: a.Gaps.Load(), Malformed: a.Malformed.Load(),
 		BridgeRecords: b.Records.Load(), BridgeDuplicates: b.Duplicates.Load(), BridgeGaps: b.Gaps.Load(),
 		BridgeDeadLetters: b.DeadLetters.Load(), BridgeTxns: b.Transactions.Load(), BridgeAborts: b.Aborts.Load(),
-		BridgeBacklog: b.Backlog.Load(), BridgeBacklogAgeS: time.Duration(b.BacklogAge.Load()).Seconds(),
+		BridgeBacklog: b.Backlog.Load(), BridgeBacklogAgeS: time.Duration(b.BacklogAge.Load()).Seconds(), BridgeTopicRecords: b.TopicRecords(),
 		AuthAccepted: h.registry.Stats.Accepted.Load(), AuthRefused: h.registry.Stats.Refused.Load(),
 		Enrolled: h.registry.Stats.Enrolled.Load(), EnrolRefused: h.registry.Stats.EnrolRefused.Load(),
 		CertRenewed: h.registry.Stats.Renewed.Load(), CertRenewRefused: h.registry.Stats.RenewRefused.Load(),
