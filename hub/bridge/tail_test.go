@@ -59,7 +59,37 @@ func TestTailDeadLetters(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
+	// Kafka writes a transaction's markers after EndTransaction returns;
+	// read_committed sees its records once it has, when every partition's
+	// stable offset has reached its end.
+	settle := func() {
+		t.Helper()
+		for {
+			stable, err := kadm.NewClient(adm).ListCommittedOffsets(ctx, topic)
+			if err != nil {
+				t.Fatal(err)
+			}
+			end, err := kadm.NewClient(adm).ListEndOffsets(ctx, topic)
+			if err != nil {
+				t.Fatal(err)
+			}
+			done := true
+			end.Each(func(o kadm.ListedOffset) {
+				s, _ := stable.Lookup(o.Topic, o.Partition)
+				done = done && s.Offset == o.Offset
+			})
+			if done {
+				return
+			}
+			select {
+			case <-ctx.Done():
+				t.Fatal("the transactions' markers were never written")
+			case <-time.After(50 * time.Millisecond):
+			}
+		}
+	}
 	txn(true, 0, 5, "old")
+	settle()
 	if got, err := bridge.TailDeadLetters(ctx, opts, topic, 20); err != nil || len(got) != 5 || got[0].StreamSeq != 4 || got[4].StreamSeq != 0 {
 		t.Fatalf("5 dead letters: %d, %v", len(got), err)
 	}
@@ -76,6 +106,7 @@ func TestTailDeadLetters(t *testing.T) {
 	if err := p.EndTransaction(ctx, kgo.TryCommit); err != nil {
 		t.Fatal(err)
 	}
+	settle()
 	got, err := bridge.TailDeadLetters(ctx, opts, topic, 20)
 	if err != nil {
 		t.Fatal(err)
