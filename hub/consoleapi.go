@@ -5,6 +5,7 @@ import (
 	"time"
 
 	"github.com/outpost-edge/outpost/hub/api"
+	"github.com/outpost-edge/outpost/hub/bridge"
 	"github.com/outpost-edge/outpost/hub/console"
 	"github.com/outpost-edge/outpost/hub/modelstore"
 	"github.com/outpost-edge/outpost/hub/rollout"
@@ -63,6 +64,35 @@ func (b consoleBackend) ModelVersions(ctx context.Context, name string) ([]model
 func (b consoleBackend) Pipeline() (uint64, time.Duration) {
 	st := &b.h.bridge.Stats
 	return st.Backlog.Load(), time.Duration(st.BacklogAge.Load())
+}
+
+func (b consoleBackend) StreamCounters() console.StreamCounters {
+	st, ss := &b.h.bridge.Stats, &b.h.streamStats
+	return console.StreamCounters{
+		TopicRecords: st.TopicRecords(), Transactions: st.Transactions.Load(), Aborts: st.Aborts.Load(), DeadLetters: st.DeadLetters.Load(),
+		Backlog: st.Backlog.Load(), BacklogAge: time.Duration(st.BacklogAge.Load()),
+		IngestBytes: ss.Bytes.Load(), IngestMessages: ss.Messages.Load(),
+	}
+}
+
+// DeadLetters reads the tail of the dead-letter topic from Kafka, so any
+// hub of a cluster lists the same, before and after a restart.
+func (b consoleBackend) DeadLetters(ctx context.Context, n int) ([]console.DeadLetter, error) {
+	dls, err := bridge.TailDeadLetters(ctx, b.h.kafka.Opts, b.h.cfg.Kafka.TopicPrefix+"deadletter", n)
+	out := make([]console.DeadLetter, len(dls))
+	for i, d := range dls {
+		out[i] = console.DeadLetter{Time: d.Time, Device: d.Device, Subject: d.Subject, Reason: d.Reason, PayloadSize: d.PayloadSize}
+	}
+	return out, err
+}
+
+func (b consoleBackend) PipelineLease(ctx context.Context) (holder, self string, err error) {
+	self = b.h.cfg.Broker.ServerName
+	if b.h.lease == nil {
+		return "", self, nil
+	}
+	holder, err = b.h.lease.Holder(ctx)
+	return holder, self, err
 }
 
 // EmitAudit writes an operator action to outpost.events.

@@ -79,8 +79,10 @@ type Hub struct {
 	// retention trims OUTPOST_UP while this hub holds the lease.
 	retention   *ingest.Retention
 	streamStats ingest.RetentionStats
-	healer      *storeHealer // reloads a store that latched a write error
-	routes      *routeTable  // what startHTTP registered
+	lease       *lease.Lease     // the pipeline lease
+	sampler     *console.Sampler // the streams page's readings
+	healer      *storeHealer     // reloads a store that latched a write error
+	routes      *routeTable      // what startHTTP registered
 }
 
 // Options are test hooks; a production hub passes none.
@@ -189,7 +191,7 @@ func (h *Hub) startPipeline(ctx context.Context, o Options) error {
 	if err != nil {
 		return err
 	}
-	h.stream, h.js = stream, js
+	h.stream, h.js, h.lease = stream, js, ls
 	h.rollouts.OnState = h.followStage
 	h.trainer = trainer.New(h.cfg.Trainer, trainerRegistry{h}, trainerRegistry{h}, h.registry.Labels, h.log)
 	h.events = &kafkaSink{h: h}
@@ -227,6 +229,12 @@ func (h *Hub) startPipeline(ctx context.Context, o Options) error {
 	h.group.Go(func() error {
 		ls.Run(runCtx, h.lead)
 		return nil
+	})
+	// Every hub reads its own counters: a hub without the lease charts
+	// zeros and says who holds it.
+	h.sampler = console.NewSampler(console.SampleEvery, console.SampleWindow)
+	supervise(runCtx, &h.group, h.log, "stream sampler", func(ctx context.Context) error {
+		return h.sampler.Run(ctx, consoleBackend{h})
 	})
 	return nil
 }
@@ -325,17 +333,20 @@ type Stats struct {
 	BridgeAborts      int64   `json:"bridge_aborts"`
 	BridgeBacklog     uint64  `json:"bridge_backlog"`
 	BridgeBacklogAgeS float64 `json:"bridge_backlog_age_seconds"`
-	AuthAccepted      int64   `json:"auth_accepted"`
-	AuthRefused       int64   `json:"auth_refused"`
-	Enrolled          int64   `json:"enrolled"`
-	EnrolRefused      int64   `json:"enrol_refused"`
-	CertRenewed       int64   `json:"cert_renewed"`
-	CertRenewRefused  int64   `json:"cert_renew_refused"`
-	TrainerLabelled   int64   `json:"trainer_labelled"`
-	TrainerDrifts     int64   `json:"trainer_drifts"`
-	TrainerReleases   int64   `json:"trainer_releases"`
-	UnmatchedLabels   int64   `json:"unmatched_labels"`
-	BadLabels         int64   `json:"bad_labels"`
+	// BridgeTopicRecords are the records committed to each Kafka topic
+	// (without the prefix), dead letters included.
+	BridgeTopicRecords map[string]int64 `json:"bridge_topic_records"`
+	AuthAccepted       int64            `json:"auth_accepted"`
+	AuthRefused        int64            `json:"auth_refused"`
+	Enrolled           int64            `json:"enrolled"`
+	EnrolRefused       int64            `json:"enrol_refused"`
+	CertRenewed        int64            `json:"cert_renewed"`
+	CertRenewRefused   int64            `json:"cert_renew_refused"`
+	TrainerLabelled    int64            `json:"trainer_labelled"`
+	TrainerDrifts      int64            `json:"trainer_drifts"`
+	TrainerReleases    int64            `json:"trainer_releases"`
+	UnmatchedLabels    int64            `json:"unmatched_labels"`
+	BadLabels          int64            `json:"bad_labels"`
 	// IngestFull: OUTPOST_UP is at ingest.FullShare of max_bytes, and
 	// IngestFullReason says what holds its messages.
 	IngestFull       bool   `json:"ingest_full"`
@@ -387,7 +398,7 @@ func (h *Hub) Stats() Stats {
 		AckerEnvelopes: a.Envelopes.Load(), AckerGaps: a.Gaps.Load(), Malformed: a.Malformed.Load(),
 		BridgeRecords: b.Records.Load(), BridgeDuplicates: b.Duplicates.Load(), BridgeGaps: b.Gaps.Load(),
 		BridgeDeadLetters: b.DeadLetters.Load(), BridgeTxns: b.Transactions.Load(), BridgeAborts: b.Aborts.Load(),
-		BridgeBacklog: b.Backlog.Load(), BridgeBacklogAgeS: time.Duration(b.BacklogAge.Load()).Seconds(),
+		BridgeBacklog: b.Backlog.Load(), BridgeBacklogAgeS: time.Duration(b.BacklogAge.Load()).Seconds(), BridgeTopicRecords: b.TopicRecords(),
 		AuthAccepted: h.registry.Stats.Accepted.Load(), AuthRefused: h.registry.Stats.Refused.Load(),
 		Enrolled: h.registry.Stats.Enrolled.Load(), EnrolRefused: h.registry.Stats.EnrolRefused.Load(),
 		CertRenewed: h.registry.Stats.Renewed.Load(), CertRenewRefused: h.registry.Stats.RenewRefused.Load(),
@@ -549,7 +560,7 @@ func (h *Hub) startHTTP() error {
 	mux.Handle("GET /metrics", h.metricsHandler())
 	var err error
 	h.console, err = console.New(h.cfg.Console, consoleBackend{h}, console.Options{
-		AdminToken: h.cfg.HTTP.AdminToken, TLS: h.cfg.HTTP.TLS.CertFile != "", Audit: h.audit, Log: h.log,
+		AdminToken: h.cfg.HTTP.AdminToken, TLS: h.cfg.HTTP.TLS.CertFile != "", Audit: h.audit, Log: h.log, Sampler: h.sampler,
 	})
 	if err != nil {
 		return err

@@ -21,6 +21,7 @@ import (
 	"runtime"
 	"strconv"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -77,6 +78,29 @@ type Stats struct {
 	// Kafka (0: none yet, or not known since this run started): everything
 	// at or below it may leave the stream.
 	Committed atomic.Uint64
+	// perTopic counts the records of committed batches by topic.
+	perTopic topicTotals
+}
+
+// topicTotals are records per Kafka topic (without the prefix), added
+// once per committed batch.
+type topicTotals struct {
+	mu sync.Mutex
+	m  map[string]int64
+}
+
+// TopicRecords is a snapshot of the records committed to each Kafka topic
+// (without the configured prefix: windows, events, deadletter...). Dead
+// letters are records of the deadletter topic, so the counts sum to
+// Records plus DeadLetters.
+func (s *Stats) TopicRecords() map[string]int64 {
+	s.perTopic.mu.Lock()
+	defer s.perTopic.mu.Unlock()
+	out := make(map[string]int64, len(s.perTopic.m))
+	for k, v := range s.perTopic.m {
+		out[k] = v
+	}
+	return out
 }
 
 // Bridge is one running copy loop.
@@ -240,13 +264,47 @@ type undo map[[3]string]uint64
 
 // tally counts one batch; it reaches Stats only if the batch commits, so
 // counters never include records a retry writes again.
-type tally struct{ records, duplicates, gaps, dead int64 }
+type tally struct {
+	records, duplicates, gaps, dead int64
+	topics                          topicCounts
+}
+
+// topicCounts are one batch's records by topic: a batch touches a few
+// topics, so a slice searched in order costs less than a map.
+type topicCounts []topicCount
+
+type topicCount struct {
+	topic string
+	n     int64
+}
+
+func (tc *topicCounts) add(topic string, n int64) {
+	for i := range *tc {
+		if (*tc)[i].topic == topic {
+			(*tc)[i].n += n
+			return
+		}
+	}
+	*tc = append(*tc, topicCount{topic, n})
+}
 
 func (b *Bridge) count(t tally) {
 	b.Stats.Records.Add(t.records)
 	b.Stats.Duplicates.Add(t.duplicates)
 	b.Stats.Gaps.Add(t.gaps)
 	b.Stats.DeadLetters.Add(t.dead)
+	if len(t.topics) == 0 {
+		return
+	}
+	pt := &b.Stats.perTopic
+	pt.mu.Lock()
+	defer pt.mu.Unlock()
+	if pt.m == nil {
+		pt.m = map[string]int64{}
+	}
+	for _, c := range t.topics {
+		pt.m[c.topic] += c.n
+	}
 }
 
 func (b *Bridge) transfer(ctx context.Context, msgs []jetstream.Msg) error {
@@ -353,6 +411,7 @@ func decodeAll(dec *envelope.Shared, msgs []jetstream.Msg, seqs []uint64, skip f
 func (b *Bridge) convert(recs []*kgo.Record, subject string, data []byte, d decoded, sseq uint64, saved undo, touched map[string]bool, t *tally) []*kgo.Record {
 	dead := func(device, reason string) []*kgo.Record {
 		t.dead++
+		t.topics.add(deadTopic, 1)
 		return append(recs, b.deadLetter(subject, device, data, sseq, reason))
 	}
 	if d.topErr != nil {
@@ -382,17 +441,24 @@ func (b *Bridge) convert(recs []*kgo.Record, subject string, data []byte, d deco
 		return recs
 	}
 	touched[e.Device] = true
-	topic := b.o.Kafka.TopicPrefix + TopicFor(e.Stream)
+	name := TopicFor(e.Stream)
+	topic := b.o.Kafka.TopicPrefix + name
 	src := NewSource(e.Device, e.Epoch, e.Stream)
+	var written int64
 	for _, r := range fresh {
 		rec, err := b.enc.Record(topic, src, r)
 		if err != nil {
 			t.dead++
+			t.topics.add(deadTopic, 1)
 			recs = append(recs, b.deadLetter(subject, e.Device, r.Data, sseq, err.Error()))
 			continue
 		}
 		recs = append(recs, rec)
-		t.records++
+		written++
+	}
+	t.records += written
+	if written > 0 {
+		t.topics.add(name, written)
 	}
 	return recs
 }
@@ -445,6 +511,9 @@ type DeadLetter struct {
 	Time        time.Time `json:"time"`
 }
 
+// deadTopic is the dead-letter topic without the prefix.
+const deadTopic = "deadletter"
+
 // maxDeadPayload bounds what a dead letter carries of the bad payload.
 const maxDeadPayload = 64 << 10
 
@@ -463,7 +532,7 @@ func (b *Bridge) deadLetter(subject, device string, data []byte, sseq uint64, re
 		PayloadB64: base64.StdEncoding.EncodeToString(keep), PayloadSize: len(data), Time: now})
 	id := "hub:" + strconv.FormatUint(sseq, 10)
 	return &kgo.Record{
-		Topic: b.o.Kafka.TopicPrefix + "deadletter",
+		Topic: b.o.Kafka.TopicPrefix + deadTopic,
 		Key:   []byte(device),
 		Value: v,
 		Headers: []kgo.RecordHeader{

@@ -50,6 +50,14 @@ type Backend interface {
 	// and the age of the oldest.
 	Pipeline() (backlog uint64, age time.Duration)
 	TrainingBackend
+	// StreamCounters reads this hub's pipeline counters (the streams
+	// page's sampler reads it every 5 s).
+	StreamCounters() StreamCounters
+	// DeadLetters are the latest n dead letters in Kafka, newest first.
+	DeadLetters(ctx context.Context, n int) ([]DeadLetter, error)
+	// PipelineLease names the hub holding the pipeline lease (""
+	// when none does) and this hub.
+	PipelineLease(ctx context.Context) (holder, self string, err error)
 }
 
 // RolloutActions are the buttons of a rollout page.
@@ -64,6 +72,7 @@ type Console struct {
 	audit      *Audit
 	log        *slog.Logger
 	sessions   *sessions
+	sampler    *Sampler
 	tmpl       map[string]*template.Template
 	now        func() time.Time
 }
@@ -74,12 +83,14 @@ type Options struct {
 	TLS        bool // cookies are Secure
 	Audit      *Audit
 	Log        *slog.Logger
-	Now        func() time.Time // tests
+	// Sampler holds the readings the streams page charts (nil: none).
+	Sampler *Sampler
+	Now     func() time.Time // tests
 }
 
 // New builds the console.
 func New(cfg Config, b Backend, o Options) (*Console, error) {
-	c := &Console{cfg: cfg, adminToken: o.AdminToken, tls: o.TLS, b: b, audit: o.Audit, log: o.Log,
+	c := &Console{cfg: cfg, adminToken: o.AdminToken, tls: o.TLS, b: b, audit: o.Audit, log: o.Log, sampler: o.Sampler,
 		sessions: &sessions{m: map[string]*Session{}, ttl: cfg.SessionTTL}, tmpl: map[string]*template.Template{}, now: o.Now}
 	if c.now == nil {
 		c.now = time.Now
@@ -148,6 +159,8 @@ func (c *Console) Routes(mux Mux) {
 	mux.HandleFunc("GET /models/{name}/compare", c.page(false, c.modelCompare))
 	mux.HandleFunc("GET /training", c.page(false, c.trainingList))
 	mux.HandleFunc("GET /training/{model}", c.page(false, c.training))
+	mux.HandleFunc("GET /streams", c.page(false, c.streams))
+	mux.HandleFunc("GET /streams/charts", c.fragment(c.streamCharts))
 	mux.HandleFunc("GET /audit", c.page(false, c.auditPage))
 }
 
@@ -157,9 +170,7 @@ type handler func(w http.ResponseWriter, r *http.Request, s *Session)
 // POST, and for operate the operator role.
 func (c *Console) page(operate bool, h handler) http.HandlerFunc {
 	return func(w http.ResponseWriter, r *http.Request) {
-		w.Header().Set("Content-Security-Policy", "default-src 'self'; frame-ancestors 'none'; form-action 'self'")
-		w.Header().Set("X-Frame-Options", "DENY")
-		w.Header().Set("Cache-Control", "no-store")
+		secureHeaders(w)
 		s := c.SessionOf(r)
 		if s == nil {
 			if r.Method == http.MethodGet {
@@ -182,6 +193,27 @@ func (c *Console) page(operate bool, h handler) http.HandlerFunc {
 		}
 		h(w, r, s)
 	}
+}
+
+// fragment serves a part of a page that a page's script fetches: without
+// a session it is a 401, not a redirect to the login page (which the
+// script would swap in).
+func (c *Console) fragment(h handler) http.HandlerFunc {
+	return func(w http.ResponseWriter, r *http.Request) {
+		secureHeaders(w)
+		s := c.SessionOf(r)
+		if s == nil {
+			http.Error(w, "log in first", http.StatusUnauthorized)
+			return
+		}
+		h(w, r, s)
+	}
+}
+
+func secureHeaders(w http.ResponseWriter) {
+	w.Header().Set("Content-Security-Policy", "default-src 'self'; frame-ancestors 'none'; form-action 'self'")
+	w.Header().Set("X-Frame-Options", "DENY")
+	w.Header().Set("Cache-Control", "no-store")
 }
 
 // view is what every template gets.

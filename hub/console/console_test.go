@@ -29,6 +29,12 @@ type fakeBackend struct {
 	actions []string
 	history []api.TrainingEvent
 	histErr error
+	// The streams page: the counters, the dead letters or the error
+	// reading them, and the lease's holder.
+	counters StreamCounters
+	dead     []DeadLetter
+	deadErr  error
+	holder   string
 }
 
 func (f *fakeBackend) Training(context.Context) []api.TrainingStatus {
@@ -63,6 +69,13 @@ func (f *fakeBackend) ModelVersions(context.Context, string) ([]modelstore.Versi
 		{Name: "bearing", Version: 2, Parent: 1, Stage: "candidate", Size: 4096}}, nil
 }
 func (f *fakeBackend) Pipeline() (uint64, time.Duration) { return 7, time.Second }
+func (f *fakeBackend) StreamCounters() StreamCounters    { return f.counters }
+func (f *fakeBackend) DeadLetters(_ context.Context, n int) ([]DeadLetter, error) {
+	return f.dead[:min(n, len(f.dead))], f.deadErr
+}
+func (f *fakeBackend) PipelineLease(context.Context) (string, string, error) {
+	return f.holder, "hub-a", nil
+}
 func (f *fakeBackend) StartRollout(_ context.Context, spec rollout.Spec, who string) (*rollout.Rollout, error) {
 	f.actions = append(f.actions, who+" start "+spec.Model)
 	return f.ro, nil

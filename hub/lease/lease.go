@@ -73,6 +73,19 @@ func (l *Lease) Run(ctx context.Context, job func(context.Context)) {
 	}
 }
 
+// Holder is the hub holding the lease now ("" when none does): a hub
+// that does not hold it can say where the job runs.
+func (l *Lease) Holder(ctx context.Context) (string, error) {
+	e, err := l.kv.Get(ctx, l.key)
+	if errors.Is(err, jetstream.ErrKeyNotFound) {
+		return "", nil
+	}
+	if err != nil {
+		return "", fmt.Errorf("lease: read %s: %w", l.key, err)
+	}
+	return string(e.Value()), nil
+}
+
 // acquire takes the lease if it is free, or if this holder's previous
 // incarnation (a crash and restart under the same server name) still has it.
 func (l *Lease) acquire(ctx context.Context) (uint64, bool) {

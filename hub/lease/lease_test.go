@@ -118,3 +118,26 @@ func TestCrashedHolderExpires(t *testing.T) {
 		t.Errorf("job started %d times, want 1", n)
 	}
 }
+
+// Holder names the hub whose key is in the bucket, for a hub that does not
+// hold the lease itself: nobody before anyone takes it.
+func TestHolderNamesTheHolder(t *testing.T) {
+	js := natstest.JetStream(t)
+	l, err := lease.Open(context.Background(), js, "pipeline", "hub-b", 30*time.Second, 1, slog.New(slog.DiscardHandler))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if h, err := l.Holder(context.Background()); err != nil || h != "" {
+		t.Fatalf("free lease: holder %q, %v", h, err)
+	}
+	kv, err := js.KeyValue(context.Background(), lease.Bucket)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := kv.Create(context.Background(), "pipeline", []byte("hub-a")); err != nil {
+		t.Fatal(err)
+	}
+	if h, err := l.Holder(context.Background()); err != nil || h != "hub-a" {
+		t.Fatalf("held lease: holder %q, %v, want hub-a", h, err)
+	}
+}

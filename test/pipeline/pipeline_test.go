@@ -50,6 +50,14 @@ func TestDevicesToKafka(t *testing.T) {
 	if st.BridgeRecords != int64(len(ids)*perDevice) || st.BridgeDeadLetters != 0 {
 		t.Fatalf("stats = %+v", st)
 	}
+	// Per topic, the same records: all of them windows.
+	var sum int64
+	for _, n := range st.BridgeTopicRecords {
+		sum += n
+	}
+	if sum != st.BridgeRecords+st.BridgeDeadLetters || st.BridgeTopicRecords["windows"] != st.BridgeRecords {
+		t.Errorf("records per topic %v, want %d windows in all", st.BridgeTopicRecords, st.BridgeRecords)
+	}
 	// Each payload is decoded once: the bridge, a batch behind the acker,
 	// takes the acker's decodings (a few may be read by both at once).
 	if st.DecodeShared < st.AckerEnvelopes*8/10 || st.DecodeEvicted != 0 {
