@@ -100,7 +100,9 @@ func (k *kafkaSink) EmitAudit(ctx context.Context, e console.Entry) {
 	k.emit(ctx, "/outpost/hub/audit", "dev.outpost.audit.v1", e.At, map[string]any{"kind": "audit", "audit": e})
 }
 
-func (b consoleBackend) Training(ctx context.Context) []api.TrainingStatus { return b.h.trainStatus(ctx) }
+func (b consoleBackend) Training(ctx context.Context) []api.TrainingStatus {
+	return b.h.trainStatus(ctx)
+}
 
 func (b consoleBackend) TrainingHistory(ctx context.Context, model string) ([]api.TrainingEvent, bool, error) {
 	return b.h.trainer.History(ctx, model)

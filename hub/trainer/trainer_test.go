@@ -2,8 +2,8 @@ package trainer
 
 import (
 	"context"
-	"errors"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"log/slog"
@@ -225,7 +225,9 @@ func TestHistoryStoreRefusalsAreRetriedInOrder(t *testing.T) {
 	tr := New(cfg, nil, nil, nil, slog.New(slog.DiscardHandler))
 	tr.Store = store
 	at := time.Date(2026, 12, 2, 0, 0, 0, 0, time.UTC)
-	ev := func(i int) Event { return Event{At: at.Add(time.Duration(i) * time.Second), Kind: "check", Detail: fmt.Sprint(i)} }
+	ev := func(i int) Event {
+		return Event{At: at.Add(time.Duration(i) * time.Second), Kind: "check", Detail: fmt.Sprint(i)}
+	}
 	tr.emit(ctx, "m", ev(0))
 	store.mu.Lock()
 	store.down = true
