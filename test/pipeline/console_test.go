@@ -15,12 +15,14 @@ import (
 	"time"
 
 	"github.com/chromedp/chromedp"
+	"github.com/nats-io/nats.go"
 	"golang.org/x/crypto/bcrypt"
 
 	"github.com/outpost-edge/outpost/hub/console"
 	"github.com/outpost-edge/outpost/hub/modelstore"
 	"github.com/outpost-edge/outpost/models/manifest"
 	"github.com/outpost-edge/outpost/sync/state"
+	"github.com/outpost-edge/outpost/sync/topics"
 	"github.com/outpost-edge/outpost/test/browsertest"
 	"github.com/outpost-edge/outpost/test/kafkatest"
 )
@@ -33,8 +35,9 @@ import (
 // versions, starts a rollout from the form after its preview, pauses and
 // resumes it and watches it complete, reads a device's timeline with the
 // update's phases, then sees a rollout of a model that outputs NaN halt
-// at its canary on the failing gate. A viewer finds no buttons, and the
-// API refuses the viewer the same action.
+// at its canary on the failing gate, and the streams page's live charts
+// and a dead letter. A viewer finds no buttons, and the API refuses the
+// viewer the same action.
 func TestConsoleDrivesARealFleet(t *testing.T) {
 	const token = "console-fleet-test-token"
 	cfg := hubConfig(t, kafkatest.Brokers(t), t.TempDir())
@@ -249,7 +252,29 @@ func TestConsoleDrivesARealFleet(t *testing.T) {
 	if !strings.Contains(failing, "min_healthy") || !strings.Contains(b.Text("main"), "non-finite") {
 		t.Errorf("halted rollout: failing gates %q, page %q", failing, b.Text("main"))
 	}
-	// 7. A viewer: no buttons, and the API refuses the same action.
+	// 7. Streams: this hub holds the lease; the agents' windows flow into
+	// Kafka on the live charts (refreshed without a reload), and a
+	// payload that is not an envelope is a dead letter, read from Kafka.
+	nc, err := nats.Connect(h.NATSURL(), nats.UserInfo(h.Registry().Internal()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer nc.Close()
+	if err := nc.Publish(topics.Subject(topics.Up("lab-2", "windows")), []byte("not an envelope")); err != nil {
+		t.Fatal(err)
+	}
+	b.Run("streams", chromedp.Navigate(base+"/streams"), chromedp.WaitVisible(chromedp.CSS("#stream-live")))
+	if l := b.Text("#lease"); !strings.Contains(l, "This hub") {
+		t.Errorf("lease: %q", l)
+	}
+	first := b.Text("#sampled-at")
+	b.Until("a live refresh of the charts", fmt.Sprintf(`document.querySelector("#sampled-at").innerText !== %q && document.querySelector("#n-topic-windows") !== null`, first))
+	if w := b.Text("#n-topic-windows"); !strings.Contains(w, "windows") {
+		t.Errorf("windows row: %q", w)
+	}
+	b.WaitText(base+"/streams", "#dead-letters", "lab-2", 30*time.Second)
+	b.Run("streams shot", b.Shot("streams"))
+	// 8. A viewer: no buttons, and the API refuses the same action.
 	b.Run("log in as a viewer",
 		chromedp.Click(chromedp.CSS(".who button")),
 		chromedp.WaitVisible(chromedp.CSS("#user-login")),
