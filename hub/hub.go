@@ -70,6 +70,7 @@ type Hub struct {
 	audit     *console.Audit
 	timeline  *console.Timeline
 	training  trainingStore
+	sessions  *console.KVSessions
 	// timelineW writes the device timeline; nil until the pipeline starts.
 	timelineW atomic.Pointer[timelineWriter]
 	console   *console.Console
@@ -174,6 +175,9 @@ func (h *Hub) startPipeline(ctx context.Context, o Options) error {
 			return err
 		}
 		if h.training, err = openTrainingStore(ctx, js, h.cfg.Ingest.Replicas); err != nil {
+			return err
+		}
+		if h.sessions, err = console.OpenSessions(ctx, js, h.cfg.Ingest.Replicas, h.cfg.Console.SessionTTL); err != nil {
 			return err
 		}
 		if h.rollouts, err = rollout.Open(ctx, js, h.cfg.Ingest.Replicas, fleet{h}, fleet{h}, h.log); err != nil {
@@ -561,6 +565,7 @@ func (h *Hub) startHTTP() error {
 	var err error
 	h.console, err = console.New(h.cfg.Console, consoleBackend{h}, console.Options{
 		AdminToken: h.cfg.HTTP.AdminToken, TLS: h.cfg.HTTP.TLS.CertFile != "", Audit: h.audit, Log: h.log, Sampler: h.sampler,
+		Sessions: h.sessions,
 	})
 	if err != nil {
 		return err

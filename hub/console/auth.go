@@ -1,11 +1,16 @@
 package console
 
 import (
+	"context"
 	"crypto/rand"
+	"crypto/sha256"
 	"crypto/subtle"
 	"encoding/base64"
+	"encoding/hex"
+	"encoding/json"
 	"errors"
 	"fmt"
+	"log/slog"
 	"net/http"
 	"strings"
 	"sync"
@@ -85,10 +90,14 @@ func (c Config) Validate(prefix string, errs *config.Errors) {
 
 // Session is one login.
 type Session struct {
-	User    string
-	Role    string
-	CSRF    string // sent back with every POST
-	Expires time.Time
+	User    string    `json:"user"`
+	Role    string    `json:"role"`
+	CSRF    string    `json:"csrf"` // sent back with every POST
+	Expires time.Time `json:"expires"`
+	// Grant fingerprints what the login was checked against (the admin
+	// token, or the user's password hash and role): a session ends when
+	// the token rotates, or the user's password, role or account goes.
+	Grant string `json:"grant"`
 }
 
 // CanOperate reports whether the session may act.
@@ -101,12 +110,38 @@ const CookieName = "outpost_session"
 // session cookie (forms carry it as the csrf field).
 const CSRFHeader = "X-CSRF-Token"
 
-// sessions are kept in memory: a hub restart logs everyone out, and in a
-// cluster a login is valid on the hub that made it.
+// SessionStore keeps logins where every hub of a cluster reads them and
+// a restart does not lose them (the hub: a replicated JetStream key-value
+// bucket whose entries expire with console.session_ttl). Keys are hashes
+// of the cookies, so the store never holds a cookie that would log in.
+type SessionStore interface {
+	Put(ctx context.Context, key string, value []byte) error
+	Get(ctx context.Context, key string) ([]byte, error) // ErrNoSession when absent
+	Delete(ctx context.Context, key string) error
+}
+
+// ErrNoSession is a SessionStore's answer for a key it does not hold.
+var ErrNoSession = errors.New("no such session")
+
+// sessionFresh is how long a hub trusts the session it read from the
+// store before reading it again: a logout on another hub ends the
+// session here within it, and a store that cannot answer for a moment
+// (a cluster electing leaders) does not log anyone out.
+const sessionFresh = 10 * time.Second
+
+// sessions are the logins: in memory, and in the store when there is one.
 type sessions struct {
-	mu  sync.Mutex
-	m   map[string]*Session
-	ttl time.Duration
+	mu    sync.Mutex
+	m     map[string]*cached // by cookie
+	ttl   time.Duration
+	store SessionStore
+	log   *slog.Logger
+	now   func() time.Time
+}
+
+type cached struct {
+	s    *Session
+	read time.Time // when it came from the store (zero: never stored)
 }
 
 func randomToken() string {
@@ -115,39 +150,87 @@ func randomToken() string {
 	return base64.RawURLEncoding.EncodeToString(b)
 }
 
-func (s *sessions) create(user, role string) (id string, sess *Session) {
+// storeKey is what the store holds a session under.
+func storeKey(id string) string {
+	sum := sha256.Sum256([]byte(id))
+	return hex.EncodeToString(sum[:])
+}
+
+func (s *sessions) create(ctx context.Context, user, role, grant string) (string, *Session, error) {
+	now := s.now()
+	id := randomToken()
+	sess := &Session{User: user, Role: role, CSRF: randomToken(), Expires: now.Add(s.ttl), Grant: grant}
+	if s.store != nil {
+		data, _ := json.Marshal(sess) // plain struct, cannot fail
+		if err := s.store.Put(ctx, storeKey(id), data); err != nil {
+			return "", nil, fmt.Errorf("console: store the session: %w", err)
+		}
+	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	now := time.Now()
 	for k, v := range s.m { // drop the expired
-		if now.After(v.Expires) {
+		if now.After(v.s.Expires) {
 			delete(s.m, k)
 		}
 	}
-	id = randomToken()
-	sess = &Session{User: user, Role: role, CSRF: randomToken(), Expires: now.Add(s.ttl)}
-	s.m[id] = sess
-	return id, sess
+	s.m[id] = &cached{s: sess, read: now}
+	return id, sess, nil
 }
 
-func (s *sessions) get(id string) *Session {
+func (s *sessions) get(ctx context.Context, id string) *Session {
+	now := s.now()
 	s.mu.Lock()
-	defer s.mu.Unlock()
-	sess, ok := s.m[id]
-	if !ok {
+	c, ok := s.m[id]
+	s.mu.Unlock()
+	if ok && now.After(c.s.Expires) {
+		s.forget(id)
 		return nil
 	}
-	if time.Now().After(sess.Expires) {
-		delete(s.m, id)
+	if s.store == nil || (ok && now.Sub(c.read) < sessionFresh) {
+		if !ok {
+			return nil
+		}
+		return c.s
+	}
+	data, err := s.store.Get(ctx, storeKey(id))
+	switch {
+	case errors.Is(err, ErrNoSession): // logged out, expired, or never made
+		s.forget(id)
+		return nil
+	case err != nil:
+		if ok { // keep the login through a store's bad moment
+			s.log.Warn("console: the session store cannot answer; trusting the session read before", "err", err)
+			return c.s
+		}
+		s.log.Warn("console: the session store cannot answer", "err", err)
 		return nil
 	}
-	return sess
+	var sess Session
+	if err := json.Unmarshal(data, &sess); err != nil || now.After(sess.Expires) {
+		s.forget(id)
+		return nil
+	}
+	s.mu.Lock()
+	s.m[id] = &cached{s: &sess, read: now}
+	s.mu.Unlock()
+	return &sess
 }
 
-func (s *sessions) drop(id string) {
+func (s *sessions) forget(id string) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	delete(s.m, id)
+}
+
+func (s *sessions) drop(ctx context.Context, id string) error {
+	s.forget(id)
+	if s.store == nil {
+		return nil
+	}
+	if err := s.store.Delete(ctx, storeKey(id)); err != nil && !errors.Is(err, ErrNoSession) {
+		return fmt.Errorf("console: end the session: %w", err)
+	}
+	return nil
 }
 
 // ErrLogin is a wrong name, password or token.
@@ -157,35 +240,62 @@ var ErrLogin = errors.New("wrong user name, password or token")
 var dummyHash, _ = bcrypt.GenerateFromPassword([]byte("not a password"), bcrypt.MinCost)
 
 // check returns the role of a login: the admin token (no user name), or
-// a user's name and password.
-func (c *Console) check(user, secret string) (name, role string, err error) {
+// a user's name and password; grant fingerprints what it was checked
+// against.
+func (c *Console) check(user, secret string) (name, role, grant string, err error) {
 	if user == "" || user == AdminUser {
 		// Without an admin token the hub's API is open (loopback only,
 		// by config validation), and so is the console.
 		if c.adminToken == "" || subtle.ConstantTimeCompare([]byte(secret), []byte(c.adminToken)) == 1 {
-			return AdminUser, Operator, nil
+			return AdminUser, Operator, c.grant(AdminUser), nil
 		}
-		return "", "", ErrLogin
+		return "", "", "", ErrLogin
 	}
 	for _, u := range c.cfg.Users {
 		if u.Name == user {
 			if bcrypt.CompareHashAndPassword([]byte(u.PasswordHash), []byte(secret)) != nil {
-				return "", "", ErrLogin
+				return "", "", "", ErrLogin
 			}
-			return u.Name, u.Role, nil
+			return u.Name, u.Role, c.grant(u.Name), nil
 		}
 	}
 	_ = bcrypt.CompareHashAndPassword(dummyHash, []byte(secret))
-	return "", "", ErrLogin
+	return "", "", "", ErrLogin
 }
 
-// SessionOf returns the request's console session, or nil.
+// grant is the fingerprint of what user logs in with now ("" for a user
+// that no longer exists).
+func (c *Console) grant(user string) string {
+	var what string
+	if user == AdminUser {
+		what = "admin\x00" + c.adminToken
+	} else {
+		for _, u := range c.cfg.Users {
+			if u.Name == user {
+				what = "user\x00" + u.Name + "\x00" + u.Role + "\x00" + u.PasswordHash
+			}
+		}
+		if what == "" {
+			return ""
+		}
+	}
+	sum := sha256.Sum256([]byte(what))
+	return hex.EncodeToString(sum[:16])
+}
+
+// SessionOf returns the request's console session, or nil: none, expired,
+// logged out (on any hub), or made with a token, password or role that
+// has changed since.
 func (c *Console) SessionOf(r *http.Request) *Session {
 	ck, err := r.Cookie(CookieName)
 	if err != nil || ck.Value == "" {
 		return nil
 	}
-	return c.sessions.get(ck.Value)
+	s := c.sessions.get(r.Context(), ck.Value)
+	if s == nil || s.Grant == "" || subtle.ConstantTimeCompare([]byte(s.Grant), []byte(c.grant(s.User))) != 1 {
+		return nil
+	}
+	return s
 }
 
 // CheckCSRF compares the form field or header with the session's token.

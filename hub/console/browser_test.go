@@ -93,7 +93,8 @@ func api(t *testing.T, method, url string, body any, hdr map[string]string) (int
 // devices with their model versions, open a device, open a rollout and
 // pause it, refuse a forged cross-origin POST, and as a viewer find no
 // buttons and have the console and the API refuse the action. The pause
-// is in the audit log page and in outpost.events.
+// is in the audit log page and in outpost.events. A login outlives a hub
+// restart.
 func TestConsoleInChromium(t *testing.T) {
 	chromium, err := exec.LookPath("chromium")
 	if err != nil {
@@ -119,7 +120,7 @@ func TestConsoleInChromium(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer h.Close()
+	defer func() { h.Close() }() // restarted below
 	base := "http://" + h.HTTPAddr()
 	bearer := map[string]string{"Authorization": "Bearer " + adminToken}
 
@@ -424,5 +425,16 @@ func TestConsoleInChromium(t *testing.T) {
 	}
 	if !found {
 		t.Error("no audit event for the pause in outpost.events")
+	}
+
+	// 7. The viewer's login outlives a hub restart: sessions are kept in
+	// JetStream. (A cookie is the host's, whatever the port.)
+	h.Close()
+	if h, err = hub.Start(context.Background(), cfg, fleettest.Logger(t)); err != nil {
+		t.Fatal(err)
+	}
+	run("after a restart", chromedp.Navigate("http://"+h.HTTPAddr()+"/rollouts/"+ro.ID), chromedp.WaitVisible(chromedp.CSS("#rollout-state")))
+	if who := text("#whoami"); !strings.Contains(who, "vic") || !strings.Contains(who, "viewer") {
+		t.Errorf("after a restart the console shows %q", who)
 	}
 }

@@ -85,19 +85,23 @@ type Options struct {
 	Log        *slog.Logger
 	// Sampler holds the readings the streams page charts (nil: none).
 	Sampler *Sampler
-	Now     func() time.Time // tests
+	// Sessions keeps the logins across restarts and hubs (nil: in this
+	// hub's memory only).
+	Sessions SessionStore
+	Now      func() time.Time // tests
 }
 
 // New builds the console.
 func New(cfg Config, b Backend, o Options) (*Console, error) {
 	c := &Console{cfg: cfg, adminToken: o.AdminToken, tls: o.TLS, b: b, audit: o.Audit, log: o.Log, sampler: o.Sampler,
-		sessions: &sessions{m: map[string]*Session{}, ttl: cfg.SessionTTL}, tmpl: map[string]*template.Template{}, now: o.Now}
+		sessions: &sessions{m: map[string]*cached{}, ttl: cfg.SessionTTL, store: o.Sessions}, tmpl: map[string]*template.Template{}, now: o.Now}
 	if c.now == nil {
 		c.now = time.Now
 	}
 	if c.log == nil {
 		c.log = slog.New(slog.DiscardHandler)
 	}
+	c.sessions.now, c.sessions.log = c.now, c.log
 	if c.sessions.ttl == 0 {
 		c.sessions.ttl = Defaults().SessionTTL
 	}
@@ -257,13 +261,18 @@ func (c *Console) login(w http.ResponseWriter, r *http.Request) {
 	if user == "" {
 		secret = r.PostFormValue("token")
 	}
-	name, role, err := c.check(user, secret)
+	name, role, grant, err := c.check(user, secret)
 	if err != nil {
 		c.log.Warn("console login refused", "user", user, "remote", r.RemoteAddr)
 		c.render(w, http.StatusUnauthorized, "login", view{Title: "Log in", Error: err.Error(), Data: safeNext(r.PostFormValue("next"))})
 		return
 	}
-	id, _ := c.sessions.create(name, role)
+	id, _, err := c.sessions.create(r.Context(), name, role, grant)
+	if err != nil {
+		c.log.Error("console login: the session could not be stored", "user", name, "err", err)
+		c.render(w, http.StatusServiceUnavailable, "login", view{Title: "Log in", Error: "the hub's stores are not ready (a cluster electing leaders?): try again in a moment", Data: safeNext(r.PostFormValue("next"))})
+		return
+	}
 	c.setCookie(w, id, int(c.sessions.ttl.Seconds()))
 	c.log.Info("console login", "user", name, "role", role)
 	http.Redirect(w, r, safeNext(r.PostFormValue("next")), http.StatusSeeOther)
@@ -271,7 +280,10 @@ func (c *Console) login(w http.ResponseWriter, r *http.Request) {
 
 func (c *Console) logout(w http.ResponseWriter, r *http.Request, _ *Session) {
 	if ck, err := r.Cookie(CookieName); err == nil {
-		c.sessions.drop(ck.Value)
+		if err := c.sessions.drop(r.Context(), ck.Value); err != nil {
+			c.fail(w, r, nil, http.StatusServiceUnavailable, fmt.Errorf("%w: try again in a moment", err))
+			return
+		}
 	}
 	c.setCookie(w, "", -1)
 	http.Redirect(w, r, "/login", http.StatusSeeOther)
