@@ -54,8 +54,15 @@ func (j *Journal) Append(ctx context.Context, key string, v any) error {
 	if err != nil {
 		return fmt.Errorf("journal %s: %w", j.cfg.Stream, err)
 	}
-	sum := sha256.Sum256(data)
-	msg := &nats.Msg{Subject: j.cfg.Prefix + key, Data: data, Header: nats.Header{}}
+	// The id is the entry's hash under its subject: the same entry of two
+	// keys is two entries.
+	subj := j.cfg.Prefix + key
+	h := sha256.New()
+	h.Write([]byte(subj))
+	h.Write([]byte{0})
+	h.Write(data)
+	sum := h.Sum(nil)
+	msg := &nats.Msg{Subject: subj, Data: data, Header: nats.Header{}}
 	msg.Header.Set(jetstream.MsgIDHeader, hex.EncodeToString(sum[:16]))
 	if _, err := j.js.PublishMsg(ctx, msg); err != nil {
 		return fmt.Errorf("journal %s: %w", j.cfg.Stream, err)
