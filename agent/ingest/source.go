@@ -16,6 +16,8 @@ import (
 
 	mqtt "github.com/eclipse/paho.mqtt.golang"
 	"golang.org/x/sync/errgroup"
+
+	"github.com/outpost-edge/outpost/agent/mqttnet"
 )
 
 // Line is one raw input line and when it arrived.
@@ -507,6 +509,7 @@ func subscribe(ctx context.Context, c MQTTConfig, out chan<- Line, log *slog.Log
 				log.Warn("ingest: subscribe", "topic", c.Topic, "err", tok.Error())
 			}
 		})
+	mqttnet.Use(opts, c.URL) // fewer system calls per message
 	cl := mqtt.NewClient(opts)
 	// A persistent session's unacknowledged messages arrive right after
 	// CONNACK, before OnConnect has subscribed; without a route in place

@@ -1,0 +1,150 @@
+// Package mqttnet gives the agent's MQTT clients a connection that spends
+// fewer system calls per message. paho writes every packet with its own
+// write(2) (a PUBACK per message, after each commit) and reads every
+// packet with two read(2)s; at one reading per message that is most of
+// the agent's system time. Conn reads through a buffer and coalesces the
+// writes that arrive while one is on its way into the next write.
+package mqttnet
+
+import (
+	"bufio"
+	"errors"
+	"net"
+	"net/url"
+	"sync"
+	"time"
+
+	mqtt "github.com/eclipse/paho.mqtt.golang"
+)
+
+// maxPending bounds the bytes waiting for the wire; a writer past it
+// waits, so a stuck peer cannot grow the buffer without bound.
+const maxPending = 1 << 20
+
+// Conn is a net.Conn whose reads are buffered and whose writes are
+// coalesced by one flusher goroutine, which Close stops. A write that
+// fails closes the connection (paho then reconnects) and is returned by
+// the next Write.
+type Conn struct {
+	net.Conn
+	r *bufio.Reader
+
+	mu      sync.Mutex
+	cond    *sync.Cond // pending drained, or the flusher ended
+	pending []byte
+	spare   []byte // the buffer the flusher last wrote, reused
+	writing bool   // the flusher is in a write
+	err     error  // the first write error, or net.ErrClosed after Close
+	wake    chan struct{}
+	done    chan struct{}
+
+	closeOnce sync.Once
+}
+
+// Wrap starts c's flusher.
+func Wrap(c net.Conn) *Conn {
+	w := &Conn{Conn: c, r: bufio.NewReaderSize(c, 64<<10), wake: make(chan struct{}, 1), done: make(chan struct{})}
+	w.cond = sync.NewCond(&w.mu)
+	go w.flush()
+	return w
+}
+
+func (c *Conn) Read(p []byte) (int, error) { return c.r.Read(p) }
+
+// Write queues p for the flusher; it returns once p is queued.
+func (c *Conn) Write(p []byte) (int, error) {
+	c.mu.Lock()
+	for c.err == nil && len(c.pending) > 0 && len(c.pending)+len(p) > maxPending {
+		c.cond.Wait()
+	}
+	if c.err != nil {
+		err := c.err
+		c.mu.Unlock()
+		return 0, err
+	}
+	c.pending = append(c.pending, p...)
+	c.mu.Unlock()
+	select {
+	case c.wake <- struct{}{}:
+	default: // already woken: p goes out with what is queued
+	}
+	return len(p), nil
+}
+
+func (c *Conn) flush() {
+	defer close(c.done)
+	for range c.wake {
+		for {
+			c.mu.Lock()
+			if len(c.pending) == 0 || (c.err != nil && !errors.Is(c.err, net.ErrClosed)) {
+				c.cond.Broadcast()
+				c.mu.Unlock()
+				break
+			}
+			buf := c.pending
+			c.pending = c.spare[:0]
+			c.writing = true
+			c.mu.Unlock()
+			_, err := c.Conn.Write(buf)
+			c.mu.Lock()
+			c.writing = false
+			c.spare = buf
+			if err != nil {
+				if c.err == nil || errors.Is(c.err, net.ErrClosed) {
+					c.err = err
+				}
+				c.pending = nil
+				c.cond.Broadcast()
+				c.mu.Unlock()
+				_ = c.Conn.Close() // paho's reader sees it and reconnects
+				break
+			}
+			c.cond.Broadcast()
+			c.mu.Unlock()
+		}
+	}
+}
+
+// Close writes what is queued (paho's DISCONNECT, the last PUBACKs),
+// giving it a second, then closes the connection and stops the flusher.
+func (c *Conn) Close() error {
+	var err error
+	c.closeOnce.Do(func() {
+		c.mu.Lock()
+		if c.err == nil {
+			c.err = net.ErrClosed
+		}
+		c.mu.Unlock()
+		_ = c.Conn.SetWriteDeadline(time.Now().Add(time.Second)) // a stuck peer fails the write
+		select {
+		case c.wake <- struct{}{}:
+		default:
+		}
+		c.mu.Lock()
+		for (len(c.pending) > 0 || c.writing) && errors.Is(c.err, net.ErrClosed) {
+			c.cond.Wait()
+		}
+		c.mu.Unlock()
+		err = c.Conn.Close()
+		close(c.wake)
+		<-c.done
+	})
+	return err
+}
+
+// Use makes the client dial broker through a Conn when it is a tcp:// or
+// mqtt:// URL; TLS and websocket brokers keep paho's own dialling.
+func Use(o *mqtt.ClientOptions, broker string) {
+	u, err := url.Parse(broker)
+	if err != nil || (u.Scheme != "tcp" && u.Scheme != "mqtt") {
+		return
+	}
+	o.SetCustomOpenConnectionFn(func(uri *url.URL, o mqtt.ClientOptions) (net.Conn, error) {
+		d := net.Dialer{Timeout: o.ConnectTimeout}
+		c, err := d.Dial("tcp", uri.Host)
+		if err != nil {
+			return nil, err
+		}
+		return Wrap(c), nil
+	})
+}

@@ -1,0 +1,88 @@
+package mqttnet
+
+import (
+	"bytes"
+	"errors"
+	"io"
+	"net"
+	"sync"
+	"testing"
+	"time"
+)
+
+// countingConn records each write(2) the flusher makes.
+type countingConn struct {
+	net.Conn
+	mu     sync.Mutex
+	writes int
+	slow   chan struct{} // closed: writes go through
+}
+
+func (c *countingConn) Write(p []byte) (int, error) {
+	<-c.slow
+	c.mu.Lock()
+	c.writes++
+	c.mu.Unlock()
+	return c.Conn.Write(p)
+}
+
+// Writes made while one is on the wire leave together, in order, and
+// Close sends what is queued before closing.
+func TestWritesCoalesceInOrder(t *testing.T) {
+	a, b := net.Pipe()
+	cc := &countingConn{Conn: a, slow: make(chan struct{})}
+	c := Wrap(cc)
+	got := make(chan []byte)
+	go func() { all, _ := io.ReadAll(b); got <- all }()
+	var want bytes.Buffer
+	for i := range 100 {
+		p := []byte{byte(i), byte(i >> 8), 0x40, 0x02}
+		want.Write(p)
+		if n, err := c.Write(p); n != len(p) || err != nil {
+			t.Fatalf("write %d: %d %v", i, n, err)
+		}
+	}
+	close(cc.slow) // the first write was held: the other 99 are queued behind it
+	if err := c.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if all := <-got; !bytes.Equal(all, want.Bytes()) {
+		t.Fatalf("the peer read %d bytes, want %d in order", len(all), want.Len())
+	}
+	if cc.writes > 2 {
+		t.Fatalf("%d writes for 100 packets queued behind one", cc.writes)
+	}
+	if _, err := c.Write([]byte{1}); !errors.Is(err, net.ErrClosed) {
+		t.Fatalf("write after close: %v", err)
+	}
+}
+
+// A failed write closes the connection, and the next Write returns it.
+func TestWriteErrorIsReturned(t *testing.T) {
+	a, b := net.Pipe()
+	c := Wrap(a)
+	b.Close()
+	_, _ = c.Write([]byte("x"))
+	var err error
+	for end := time.Now().Add(5 * time.Second); err == nil && time.Now().Before(end); time.Sleep(time.Millisecond) {
+		_, err = c.Write([]byte("y"))
+	}
+	if err == nil {
+		t.Fatalf("writes to a closed peer: %v", err)
+	}
+	_ = c.Close()
+}
+
+// Reads are buffered: many small packets come out of one read.
+func TestReadsAreBuffered(t *testing.T) {
+	a, b := net.Pipe()
+	c := Wrap(a)
+	defer c.Close()
+	go func() { _, _ = b.Write([]byte("abcdef")) }()
+	p := make([]byte, 2)
+	for _, want := range []string{"ab", "cd", "ef"} {
+		if _, err := io.ReadFull(c, p); err != nil || string(p) != want {
+			t.Fatalf("read %q %v, want %q", p, err, want)
+		}
+	}
+}
