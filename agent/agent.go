@@ -125,6 +125,7 @@ type agent struct {
 	mgr       *update.Manager  // nil with updates off
 	certs     *devcert.Renewer // nil without an enrolled certificate
 	reportNow chan struct{}    // report soon: a (re)connect, update progress
+	rates     healthRates      // the counters of an earlier report, for rates
 }
 
 // newAgent builds the uplink and its sender; nothing runs yet.
@@ -137,6 +138,9 @@ func newAgent(cfg *Config, ob *outbox.Outbox, boot int64, certs *devcert.Renewer
 		Status:       state.StatusRunning,
 		StartedAt:    time.Now().UTC(),
 	}}
+	// Half an interval at least: the rates of a report that follows
+	// another closely are still taken over a span worth a rate.
+	a.rates = healthRates{at: time.Now(), minSpan: cfg.Report.Interval / 2}
 	var getCert func(*tls.CertificateRequestInfo) (*tls.Certificate, error)
 	if certs != nil {
 		getCert = certs.GetClientCertificate
@@ -308,7 +312,8 @@ func (a *agent) desired(payload []byte) {
 func (a *agent) report(ctx context.Context, status string) {
 	r := a.rep
 	r.Status = status
-	r.ReportedAt = time.Now().UTC()
+	now := time.Now() // with its monotonic reading, for the rates
+	r.ReportedAt = now.UTC()
 	if a.mgr != nil {
 		r.Models, r.Updates, r.DesiredVersion = a.mgr.Report()
 	} else {
@@ -316,6 +321,16 @@ func (a *agent) report(ctx context.Context, status string) {
 	}
 	if n, b, err := a.ob.Depth(ctx); err == nil {
 		r.Outbox = &state.Outbox{Records: n, Bytes: b}
+	}
+	srcs := make([]healthSource, len(a.pipes))
+	for i, p := range a.pipes {
+		srcs[i] = p
+	}
+	r.Pipelines = a.rates.pipelineHealth(now, srcs, r.Models)
+	r.Uplink = &state.Uplink{Connected: a.up.Connected(), Broker: a.up.Broker(), Reconnects: a.up.Reconnects(), AckErrors: a.sender.AckErrors()}
+	if at := a.sender.LastAck(); !at.IsZero() {
+		at = at.UTC()
+		r.Uplink.LastAckAt = &at
 	}
 	payload, _ := json.Marshal(r) // plain struct, cannot fail
 	if err := a.up.Publish(ctx, topics.Reported(a.cfg.Device.ID), 1, true, payload); err != nil {

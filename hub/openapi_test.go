@@ -329,11 +329,16 @@ func (c *conformance) drive() {
 	if err := h.rollouts.Tick(ctx); err != nil {
 		t.Fatal(err)
 	}
+	at := time.Now().UTC()
 	for _, d := range []string{"d1", "d2", "d3", "e1"} {
 		h.devices.put(state.Reported{Device: d, Status: state.StatusRunning, Arch: "amd64", ReportedAt: time.Now().UTC(),
 			Models: []state.ModelStatus{{Pipeline: "p", Model: "m", Version: 1}},
 			Updates: map[string]state.Update{"m": {Model: "m", From: 1, To: 2, Rollout: ro.ID, Phase: state.PhaseSelfTest, At: time.Now().UTC(),
-				SelfTest: &state.SelfTest{Calls: 20, LatencyP50US: 120, LatencyP99US: 300, BatchRows: 8, BatchP50US: 400, BatchP99US: 700, RSSGrowthMB: 1.5}}}})
+				SelfTest: &state.SelfTest{Calls: 20, LatencyP50US: 120, LatencyP99US: 300, BatchRows: 8, BatchP50US: 400, BatchP99US: 700, RSSGrowthMB: 1.5}}},
+			// The live health an agent reports beside its models.
+			Pipelines: []state.PipelineHealth{{Pipeline: "p", Model: "m", Version: 1, Events: 100, Windows: 10, Inferences: 10, Calls: 3,
+				RateSeconds: 30, InferencesPerSec: 0.3, EventsPerSec: 3.3, LatencyCalls: 3, LatencyP50US: 80, LatencyP99US: 95, RowsPerCall: 3.3}},
+			Uplink: &state.Uplink{Connected: true, Broker: "tcp://127.0.0.1:1883", LastAckAt: &at}})
 	}
 	c.do(call{method: "GET", path: "/v1/rollouts", want: 200})
 	ro = decode[rollout.Rollout](t, c.do(call{method: "GET", path: "/v1/rollouts/" + ro.ID, want: 200}))

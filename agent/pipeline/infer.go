@@ -125,6 +125,7 @@ func (p *Pipeline) infer(results []window.Result, frames []frame) map[int]float6
 	}
 	p.Stats.InferCalls.Add(1)
 	p.Stats.InferNanos.Add(int64(took))
+	p.calls.add(took, len(rows))
 	if err != nil {
 		p.Stats.InferErrors.Add(int64(len(rows)))
 		p.log.Error("inference failed", "model", m.Name, "rows", len(rows), "err", err)

@@ -225,6 +225,7 @@ type Pipeline struct {
 	split       float64
 	shadowStats shadowCounters
 	recent      recent // the latest rows fed to the model, for self-tests
+	calls       calls  // the latest model calls, for the reported latency
 	drift       *driftState
 	scratch     features.Scratch // rows of sequence and spectrum inputs
 	acts        *actions

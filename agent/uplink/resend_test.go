@@ -90,6 +90,9 @@ func TestStalledStreamIsResentWhileOthersAreAcked(t *testing.T) {
 		if n := pub.batches("windows", windows[0]); n != 1 {
 			t.Fatalf("windows sent %d times, want 1", n)
 		}
+		if at := s.LastAck(); !at.IsZero() {
+			t.Fatalf("last ack at %v before any ack", at)
+		}
 		// For 30 s, the hub acks every events batch within 2 s and never
 		// the windows one.
 		for i := 0; i < 15; i++ {
@@ -101,6 +104,20 @@ func TestStalledStreamIsResentWhileOthersAreAcked(t *testing.T) {
 		}
 		if n := pub.batches("windows", windows[0]); n < 2 {
 			t.Fatalf("windows sent %d times in 30 s with a 10 s ack timeout: the stalled stream was never resent", n)
+		}
+		// The last ack that moved a stream is the time it arrived (the
+		// bubble's clock does not move while the sender applies it).
+		lastAck := time.Now()
+		if at := s.LastAck(); !at.Equal(lastAck) {
+			t.Fatalf("last ack at %v, want %v", at, lastAck)
+		}
+		time.Sleep(time.Second)
+		// An ack the sender already had (the hub's acks are cumulative)
+		// moves nothing.
+		s.OnAck("", ackPayload(ob.Epoch(), map[string]uint64{"events": 1}))
+		synctest.Wait()
+		if at := s.LastAck(); !at.Equal(lastAck) {
+			t.Fatalf("an ack that moved nothing set the last ack to %v, want %v", at, lastAck)
 		}
 		// Acks name their epoch: one for another epoch deletes nothing.
 		s.OnAck("", ackPayload("0000other", map[string]uint64{"windows": windows[4]}))

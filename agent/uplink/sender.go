@@ -52,6 +52,16 @@ type Sender struct {
 	progress map[string]time.Time  // per stream: last ack that moved it, or last rewind
 
 	ackErrors atomic.Int64
+	lastAck   atomic.Int64 // unix nanoseconds of the last ack that moved a stream; 0: none
+}
+
+// LastAck is when a hub ack last moved any stream forward; zero: none
+// since the sender started. Safe from any goroutine.
+func (s *Sender) LastAck() time.Time {
+	if n := s.lastAck.Load(); n != 0 {
+		return time.Unix(0, n)
+	}
+	return time.Time{}
 }
 
 // AckErrors counts acks the outbox could not record (a full disk, an I/O
@@ -179,7 +189,9 @@ func (s *Sender) applyAck(ctx context.Context, a ack) error {
 			return fmt.Errorf("uplink: %w", err)
 		}
 		s.floor[k] = seq
-		s.progress[stream] = s.now()
+		now := s.now()
+		s.progress[stream] = now
+		s.lastAck.Store(now.UnixNano())
 	}
 	return nil
 }

@@ -48,6 +48,8 @@ type Client struct {
 	c      mqtt.Client
 	log    *slog.Logger
 	broker atomic.Value // string: the broker URL of the current connection
+	// connects counts connections made, the first and every reconnect.
+	connects atomic.Int64
 }
 
 // Options for New.
@@ -112,6 +114,7 @@ func New(cfg Config, o Options, log *slog.Logger) (*Client, error) {
 			log.Warn("uplink connection lost", "err", err)
 		}).
 		SetOnConnectHandler(func(c mqtt.Client) {
+			u.connects.Add(1)
 			log.Info("uplink connected", "broker", u.broker.Load())
 			for topic, sub := range o.Subscriptions {
 				go subscribe(c, topic, sub, log)
@@ -174,6 +177,16 @@ func (u *Client) Publish(ctx context.Context, topic string, qos byte, retained b
 
 // Connected reports whether the connection is up right now.
 func (u *Client) Connected() bool { return u.c.IsConnectionOpen() }
+
+// Broker is the URL (password redacted) of the broker of the current or
+// last connection attempt; "" before the first.
+func (u *Client) Broker() string {
+	b, _ := u.broker.Load().(string)
+	return b
+}
+
+// Reconnects counts the connections made after the first.
+func (u *Client) Reconnects() int64 { return max(0, u.connects.Load()-1) }
 
 // Close disconnects, giving in-flight work a moment to finish.
 func (u *Client) Close() { u.c.Disconnect(250) }

@@ -115,6 +115,8 @@ func New(cfg Config, b Backend, o Options) (*Console, error) {
 		"labels": labelString,
 		"bytes":  byteString,
 		"rate":   func(n, d int64) string { return rate(n, d) },
+		"micros": micros,
+		"perSec": perSec,
 		"can":    func(s *Session) bool { return s.CanOperate() },
 		"int64":  func(i int) int64 { return int64(i) },
 		"add1":   func(i int) int { return i + 1 },

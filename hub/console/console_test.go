@@ -313,3 +313,53 @@ func TestSafeNext(t *testing.T) {
 		}
 	}
 }
+
+// The device page's Health card shows each pipeline's live figures and
+// the uplink, and says so when the agent reports neither.
+func TestDevicePageHealth(t *testing.T) {
+	devs := fleet(3)
+	ack := now.Add(-4 * time.Second)
+	r := devs[1].Reported
+	r.Outbox = &state.Outbox{Records: 12, Bytes: 3072}
+	r.Pipelines = []state.PipelineHealth{
+		{Pipeline: "vibration", Model: "bearing", Version: 2, Events: 90000, Windows: 3000, Inferences: 2990, InferErrors: 10, NaN: 3, Late: 4, Rejected: 5, Calls: 750,
+			RateSeconds: 30, InferencesPerSec: 12.5, EventsPerSec: 300, LatencyCalls: 256, LatencyP50US: 4.25, LatencyP99US: 15300, RowsPerCall: 4},
+		{Pipeline: "raw", Events: 7},
+	}
+	r.Uplink = &state.Uplink{Connected: true, Broker: "ssl://hub.example:8883", Reconnects: 2, LastAckAt: &ack, AckErrors: 1}
+	srv, _ := newTestConsole(t, &fakeBackend{devs: devs, ro: &rollout.Rollout{ID: "r1"}})
+	viewer := client(t, srv.URL, url.Values{"user": {"vic"}, "password": {viewerPass}})
+
+	code, body := get(t, viewer, srv.URL+"/devices/dev-00001")
+	if code != http.StatusOK {
+		t.Fatalf("device page: %d", code)
+	}
+	row := regexp.MustCompile(`(?s)<tr id="health-vibration">.*?</tr>`).FindString(body)
+	for _, want := range []string{"bearing v2", "12.5/s", "300/s", "0.33%", "0.10%", "4.2 µs / 15.3 ms", "(256 calls)", "4.0", "90000 events", "2990 inferences", "4 late", "5 rejected"} {
+		if !strings.Contains(row, want) {
+			t.Errorf("vibration row lacks %q:\n%s", want, row)
+		}
+	}
+	// A pipeline without a model, and with no call yet: dashes.
+	if row := regexp.MustCompile(`(?s)<tr id="health-raw">.*?</tr>`).FindString(body); !strings.Contains(row, "<td>—</td>") || strings.Contains(row, "µs") {
+		t.Errorf("raw row:\n%s", row)
+	}
+	uplink := regexp.MustCompile(`(?s)<p id="uplink">.*?</p>`).FindString(body)
+	for _, want := range []string{"connected to <code>ssl://hub.example:8883</code>", "last ack 4s ago", "1 ack errors", "2 reconnects", "outbox 12 records, 3.0 KiB"} {
+		if !strings.Contains(uplink, want) {
+			t.Errorf("uplink line lacks %q:\n%s", want, uplink)
+		}
+	}
+
+	// An older agent: no live health, and the card says why.
+	_, body = get(t, viewer, srv.URL+"/devices/dev-00002")
+	card := regexp.MustCompile(`(?s)<section class="card" id="health">.*?</section>`).FindString(body)
+	if !strings.Contains(card, "not reported by this agent version (0.9.0)") || strings.Contains(card, `id="health-`) || strings.Contains(card, `id="uplink"`) {
+		t.Errorf("health card of an agent that reports none:\n%s", card)
+	}
+	// A device that never reported.
+	_, body = get(t, viewer, srv.URL+"/devices/dev-00000")
+	if card := regexp.MustCompile(`(?s)<section class="card" id="health">.*?</section>`).FindString(body); !strings.Contains(card, "has not reported yet") {
+		t.Errorf("health card of a device that never reported:\n%s", card)
+	}
+}

@@ -62,3 +62,25 @@ func rate(n, d int64) string {
 	}
 	return fmt.Sprintf("%.2f%%", 100*float64(n)/float64(d))
 }
+
+// micros formats a latency in µs: fractions below 10 µs, ms from 10 ms.
+func micros(us float64) string {
+	switch {
+	case us >= 10000:
+		return fmt.Sprintf("%.1f ms", us/1000)
+	case us < 10:
+		return fmt.Sprintf("%.1f µs", us)
+	}
+	return fmt.Sprintf("%.0f µs", us)
+}
+
+// perSec formats a rate with the digits it needs.
+func perSec(f float64) string {
+	switch {
+	case f >= 100:
+		return fmt.Sprintf("%.0f/s", f)
+	case f >= 10:
+		return fmt.Sprintf("%.1f/s", f)
+	}
+	return fmt.Sprintf("%.2f/s", f)
+}

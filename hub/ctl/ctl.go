@@ -88,7 +88,7 @@ type cli struct {
 var commands = []command{
 	{path: "device list", usage: "list enrolled devices with what each runs and its last reported state", read: true, watch: true, define: plain(deviceList),
 		example: "outpostctl device list\noutpostctl device list -o json\noutpostctl device list --watch --hub https://hub.example:8443"},
-	{path: "device show", args: "ID", usage: "show a device: enrolment, what it runs, its last report, and its timeline (update phases, state changes, drift, enrolment)", read: true, watch: true, define: deviceShow,
+	{path: "device show", args: "ID", usage: "show a device: enrolment, what it runs, its last report with each pipeline's live health and the uplink (-o wide: rows per call and totals), and its timeline (update phases, state changes, drift, enrolment)", read: true, watch: true, define: deviceShow,
 		example: "outpostctl device show pump-7\noutpostctl device show pump-7 --limit 200 -o json"},
 	{path: "device add", args: "ID", usage: "enrol a device; prints its credentials as an agent environment file", define: deviceAdd,
 		example: "outpostctl device add pump-7 --label site=lab > pump-7.env"},
@@ -522,6 +522,7 @@ func deviceShow(fs *flag.FlagSet) runFunc {
 				if r.Outbox != nil {
 					fmt.Fprintf(tw, "OUTBOX\t%d records\n", r.Outbox.Records)
 				}
+				writeHealth(tw, r, wide)
 			} else {
 				fmt.Fprintf(tw, "STATUS\tnever reported\n")
 			}
@@ -532,6 +533,56 @@ func deviceShow(fs *flag.FlagSet) runFunc {
 			}
 		})
 	}
+}
+
+// writeHealth writes a reported state's live health: a line per
+// pipeline (wide: with rows per call and the totals) and the uplink.
+func writeHealth(tw io.Writer, r *state.Reported, wide bool) {
+	if r.Pipelines == nil && r.Uplink == nil {
+		fmt.Fprintf(tw, "HEALTH\tnot reported by this agent version\n")
+		return
+	}
+	for _, h := range r.Pipelines {
+		rates := "rates not yet measured"
+		if h.RateSeconds > 0 {
+			rates = fmt.Sprintf("%.2f inferences/s, %.2f events/s", h.InferencesPerSec, h.EventsPerSec)
+		}
+		latency := "no model call yet"
+		if h.LatencyCalls > 0 {
+			latency = fmt.Sprintf("latency p50/p99 %.1f/%.1f µs", h.LatencyP50US, h.LatencyP99US)
+		}
+		line := fmt.Sprintf("%s: %s, errors %s, NaN %s, %s", h.Pipeline, rates, percentOf(h.InferErrors, h.Rows()), percentOf(h.NaN, h.Rows()), latency)
+		if wide {
+			if h.LatencyCalls > 0 {
+				line += fmt.Sprintf(" over %d calls of %.1f rows", h.LatencyCalls, h.RowsPerCall)
+			}
+			line += fmt.Sprintf("; since start %d events, %d windows, %d inferences, %d errors, %d NaN, %d late, %d rejected",
+				h.Events, h.Windows, h.Inferences, h.InferErrors, h.NaN, h.Late, h.Rejected)
+		}
+		fmt.Fprintf(tw, "HEALTH\t%s\n", line)
+	}
+	if u := r.Uplink; u != nil {
+		conn := "disconnected"
+		if u.Connected {
+			conn = "connected"
+		}
+		if u.Broker != "" {
+			conn += " to " + u.Broker
+		}
+		ack := "never"
+		if u.LastAckAt != nil {
+			ack = u.LastAckAt.Format(time.RFC3339)
+		}
+		fmt.Fprintf(tw, "UPLINK\t%s, last ack %s, %d ack errors, %d reconnects\n", conn, ack, u.AckErrors, u.Reconnects)
+	}
+}
+
+// percentOf is n of d as a percentage, or "-" without rows.
+func percentOf(n, d int64) string {
+	if d <= 0 {
+		return "-"
+	}
+	return fmt.Sprintf("%.2f%%", 100*float64(n)/float64(d))
 }
 
 func orDash(s string) string {

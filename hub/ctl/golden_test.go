@@ -21,13 +21,17 @@ import (
 // The hub's answers the golden outputs are made from: typed values, so a
 // change of an API type changes them (and the golden files say how).
 var (
-	goldenAt = time.Date(2026, 11, 30, 8, 15, 0, 0, time.UTC)
-	goldenST = &state.SelfTest{Calls: 50, LatencyP50US: 210, LatencyP99US: 390, BatchRows: 8, BatchP50US: 640, BatchP99US: 910,
+	goldenAt  = time.Date(2026, 11, 30, 8, 15, 0, 0, time.UTC)
+	goldenAck = goldenAt.Add(-4 * time.Second)
+	goldenST  = &state.SelfTest{Calls: 50, LatencyP50US: 210, LatencyP99US: 390, BatchRows: 8, BatchP50US: 640, BatchP99US: 910,
 		RealRows: 12, RSSGrowthMB: 3.5, ActiveVersion: 2, ActiveLatencyP50US: 190, ActiveBatchP50US: 600}
 	goldenDevices = []state.Device{
 		{ID: "pump-1", Labels: map[string]string{"site": "north", "hw": "rpi4"}, CreatedAt: goldenAt.Add(-time.Hour), Reported: &state.Reported{Device: "pump-1", AgentVersion: "1.4.0", Arch: "arm64",
 			Boot: 3, Status: "running", StartedAt: goldenAt.Add(-time.Hour), ReportedAt: goldenAt, DesiredVersion: 7, Build: 42,
-			Models: []state.ModelStatus{{Pipeline: "vibration", Model: "bearing", Version: 3, Slot: "b"}}}},
+			Models: []state.ModelStatus{{Pipeline: "vibration", Model: "bearing", Version: 3, Slot: "b"}},
+			Pipelines: []state.PipelineHealth{{Pipeline: "vibration", Model: "bearing", Version: 3, Events: 90000, Windows: 3000, Inferences: 2990, InferErrors: 10, NaN: 3,
+				Late: 4, Rejected: 5, Calls: 750, RateSeconds: 30, InferencesPerSec: 12.5, EventsPerSec: 300, LatencyCalls: 256, LatencyP50US: 204.5, LatencyP99US: 388, RowsPerCall: 4}},
+			Uplink: &state.Uplink{Connected: true, Broker: "ssl://hub.example:8883", Reconnects: 2, LastAckAt: &goldenAck, AckErrors: 1}}},
 		{ID: "pump-2", Labels: map[string]string{"site": "south"}, CreatedAt: goldenAt.Add(-30 * time.Minute)},
 	}
 	goldenRollout = api.Rollout{ID: "r-20261130-1", State: api.Running, Wave: 1, Targeted: 3, CreatedAt: goldenAt.Add(-10 * time.Minute),
@@ -99,6 +103,7 @@ var goldenCommands = []struct {
 	{"device_list", []string{"device", "list"}, "GET /v1/devices"},
 	{"device_list_wide", []string{"device", "list", "-o", "wide"}, ""},
 	{"device_show", []string{"device", "show", "pump-1"}, "GET /v1/devices/pump-1"},
+	{"device_show_wide", []string{"device", "show", "pump-1", "-o", "wide"}, ""},
 	{"device_add", []string{"device", "add", "pump-7", "--label", "site=lab"}, ""},
 	{"device_token", []string{"device", "token", "--device", "pump-8", "--label", "site=lab", "--ttl", "48h"}, ""},
 	{"device_token_json", []string{"device", "token", "--device", "pump-8", "--json"}, ""},

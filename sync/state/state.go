@@ -28,6 +28,58 @@ type Reported struct {
 	// each model, by model name.
 	Models  []ModelStatus     `json:"models,omitempty"`
 	Updates map[string]Update `json:"updates,omitempty"`
+	// Pipelines is each pipeline's live health, and Uplink the
+	// connection to the hub, when the agent reported; older agents send
+	// neither.
+	Pipelines []PipelineHealth `json:"pipelines,omitempty"`
+	Uplink    *Uplink          `json:"uplink,omitempty"`
+}
+
+// PipelineHealth is one pipeline's work as the agent reported it: counters
+// since the agent started, rates since the previous report, and the
+// latency of its recent model calls.
+type PipelineHealth struct {
+	Pipeline string `json:"pipeline"`
+	Model    string `json:"model,omitempty"`   // the model it runs, if any
+	Version  int64  `json:"version,omitempty"` // of that model
+	// Counters since the agent started.
+	Events      int64 `json:"events"`       // input events accepted
+	Rejected    int64 `json:"rejected"`     // input refused (malformed, out of range)
+	Late        int64 `json:"late"`         // events behind the watermark
+	Windows     int64 `json:"windows"`      // window results emitted
+	Inferences  int64 `json:"inferences"`   // rows scored
+	InferErrors int64 `json:"infer_errors"` // rows not scored: no feature vector, a failed call, a non-finite score
+	NaN         int64 `json:"nan"`          // rows whose scores held a NaN or an infinity (also in infer_errors)
+	Calls       int64 `json:"calls"`        // model calls (micro-batches)
+	// Rates over the RateSeconds before the report (the previous report,
+	// or the agent's start).
+	RateSeconds      float64 `json:"rate_seconds"`
+	InferencesPerSec float64 `json:"inferences_per_sec"`
+	EventsPerSec     float64 `json:"events_per_sec"`
+	// LatencyCalls recent model calls (at most 256) give the latency
+	// percentiles and the mean rows per call; 0: no call yet.
+	LatencyCalls int     `json:"latency_calls"`
+	LatencyP50US float64 `json:"latency_p50_us"`
+	LatencyP99US float64 `json:"latency_p99_us"`
+	RowsPerCall  float64 `json:"rows_per_call"`
+}
+
+// Rows are the rows the pipeline tried to score: the denominator of its
+// error and NaN rates, as for an update's health.
+func (h PipelineHealth) Rows() int64 { return h.Inferences + h.InferErrors }
+
+// Uplink is the agent's connection to the hub when it reported.
+type Uplink struct {
+	Connected bool   `json:"connected"`        // the MQTT connection was open
+	Broker    string `json:"broker,omitempty"` // the URL of the hub it connects to (password redacted)
+	// Reconnects counts connections made after the first since the agent
+	// started.
+	Reconnects int64 `json:"reconnects"`
+	// LastAckAt is when an ack of the hub last moved any stream forward;
+	// absent: none since the agent started.
+	LastAckAt *time.Time `json:"last_ack_at,omitempty"`
+	// AckErrors counts hub acks the outbox could not record.
+	AckErrors int64 `json:"ack_errors"`
 }
 
 // Agent status values.

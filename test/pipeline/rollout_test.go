@@ -254,6 +254,31 @@ func waitFleet(t *testing.T, url string, ids []string, v int64, agents []*superv
 	t.Fatalf("devices not all on bearing v%d within 60s: %+v", v, devices(t, url))
 }
 
+// waitHealth waits up to 30 s for a report of device id whose pipelines
+// show windows scored with timed calls (p50 > 0, p99 ≥ p50, rows per
+// call ≥ 1) and whose uplink is connected, with an ack from the hub in the
+// minute before the report.
+func waitHealth(t *testing.T, url, id string) {
+	t.Helper()
+	var r *state.Reported
+	for deadline := time.Now().Add(30 * time.Second); time.Now().Before(deadline); time.Sleep(200 * time.Millisecond) {
+		r = devices(t, url)[id].Reported
+		if r == nil || len(r.Pipelines) == 0 || r.Uplink == nil {
+			continue
+		}
+		p, u := r.Pipelines[0], r.Uplink
+		if p.Model == "bearing" && p.Inferences > 0 && p.Events > 0 && p.LatencyCalls > 0 && p.LatencyP50US > 0 && p.LatencyP99US >= p.LatencyP50US && p.RowsPerCall >= 1 &&
+			u.Connected && strings.HasPrefix(u.Broker, "tcp://") && u.LastAckAt != nil && r.ReportedAt.Sub(*u.LastAckAt) < time.Minute {
+			t.Logf("%s reports %+v, uplink %+v", id, p, *u)
+			return
+		}
+	}
+	if r != nil {
+		t.Fatalf("%s: no report with live health within 30 s; last pipelines %+v, uplink %+v", id, r.Pipelines, r.Uplink)
+	}
+	t.Fatalf("%s: never reported", id)
+}
+
 func getRollout(t *testing.T, url, id string) rollout.Rollout {
 	t.Helper()
 	resp, err := http.Get(url + "/v1/rollouts/" + id)
@@ -323,7 +348,11 @@ func TestRolloutUpdatesTheFleetAndHaltsOnBadModels(t *testing.T) {
 	if detail.Device.ID != ids[0] || detail.Device.Reported == nil || !phases[state.PhaseDownloading] || !phases[state.PhaseCommitted] {
 		t.Fatalf("device show %s: %s with %d timeline entries, bearing phases %v, want downloading to committed:\n%s", ids[0], detail.Device.ID, len(detail.Timeline), phases, out)
 	}
-	if code, out = outpostctl(t, url, "device", "show", ids[0]); code != 0 || !strings.Contains(out, "PIPELINE") || !strings.Contains(out, "bearing v2") || !strings.Contains(out, "committed") {
+	// Its live health: the pipeline has scored windows, with call
+	// latencies, and the uplink is up with the hub acking.
+	waitHealth(t, url, ids[0])
+	if code, out = outpostctl(t, url, "device", "show", ids[0]); code != 0 || !strings.Contains(out, "PIPELINE") || !strings.Contains(out, "bearing v2") || !strings.Contains(out, "committed") ||
+		!strings.Contains(out, "latency p50/p99") || !strings.Contains(out, "connected to tcp://") {
 		t.Fatalf("device show %s: exit %d:\n%s", ids[0], code, out)
 	}
 	t.Logf("device show %s:\n%s", ids[0], out)
