@@ -320,7 +320,7 @@ func (a *agent) report(ctx context.Context, status string) {
 		r.Models = runningModels(a.pipes)
 	}
 	if n, b, err := a.ob.Depth(ctx); err == nil {
-		r.Outbox = &state.Outbox{Records: n, Bytes: b}
+		r.Outbox = &state.Outbox{Records: n, Bytes: b, EvictedRecords: a.ob.Stats.EvictedRecords.Load(), EvictedBytes: a.ob.Stats.EvictedBytes.Load()}
 	}
 	srcs := make([]healthSource, len(a.pipes))
 	for i, p := range a.pipes {

@@ -57,11 +57,15 @@ type Snapshot struct {
 	Build        int64             `json:"build,omitempty"`
 	Models       map[string]string `json:"models,omitempty"`  // pipeline → "model vN slot"
 	Updates      map[string]string `json:"updates,omitempty"` // model → "from>to phase rollout reason"
+	Evicted      int64             `json:"evicted,omitempty"` // records the outbox evicted this boot
 }
 
 // SnapshotOf takes the timeline's view of a report.
 func SnapshotOf(r state.Reported) *Snapshot {
 	s := &Snapshot{Status: r.Status, Boot: r.Boot, AgentVersion: r.AgentVersion, Build: r.Build, Models: map[string]string{}, Updates: map[string]string{}}
+	if r.Outbox != nil {
+		s.Evicted = r.Outbox.EvictedRecords
+	}
 	for _, m := range r.Models {
 		s.Models[m.Pipeline] = fmt.Sprintf("%s v%d %s", m.Model, m.Version, m.Slot)
 	}
@@ -124,6 +128,18 @@ func Transitions(prev *Snapshot, r state.Reported) []TimelineEntry {
 	var out []TimelineEntry
 	if len(changes) > 0 {
 		out = append(out, TimelineEntry{At: at, Device: r.Device, Kind: KindReported, Detail: strings.Join(changes, "; ")})
+	}
+	// The eviction counter starts again at every boot.
+	since := int64(0)
+	if prev != nil && prev.Boot == next.Boot {
+		since = prev.Evicted
+	}
+	if n := next.Evicted - since; n > 0 {
+		d := fmt.Sprintf("outbox evicted %d records to stay within its byte budget (%d this boot", n, next.Evicted)
+		if r.Outbox != nil && r.Outbox.EvictedBytes > 0 {
+			d += ", " + byteString(r.Outbox.EvictedBytes)
+		}
+		out = append(out, TimelineEntry{At: at, Device: r.Device, Kind: KindEviction, Detail: d + ")"})
 	}
 	for _, name := range slices.Sorted(maps.Keys(r.Updates)) {
 		u := r.Updates[name]

@@ -132,4 +132,24 @@ func TestTimelineTransitions(t *testing.T) {
 		next[1].Kind != console.KindUpdate || next[1].Reason != "golden mismatch" || next[1].State == nil {
 		t.Fatalf("restart and update: %+v", next)
 	}
+	// The outbox evicts: one entry per report that saw it grow; the
+	// counter starts again with the next boot.
+	s2 := console.SnapshotOf(r)
+	r.Outbox = &state.Outbox{Records: 10, EvictedRecords: 40, EvictedBytes: 4096}
+	ev := console.Transitions(s2, r)
+	if len(ev) != 1 || ev[0].Kind != console.KindEviction || !strings.Contains(ev[0].Detail, "evicted 40 records") || !strings.Contains(ev[0].Detail, "4.0 KiB") {
+		t.Fatalf("eviction: %+v", ev)
+	}
+	s3 := console.SnapshotOf(r)
+	if again := console.Transitions(s3, r); len(again) != 0 {
+		t.Fatalf("the same eviction count again: %+v", again)
+	}
+	r.Outbox.EvictedRecords = 55
+	if more := console.Transitions(s3, r); len(more) != 1 || !strings.Contains(more[0].Detail, "evicted 15 records") || !strings.Contains(more[0].Detail, "(55 this boot") {
+		t.Fatalf("more evictions: %+v", more)
+	}
+	r.Boot, r.Outbox.EvictedRecords = 3, 5
+	if reboot := console.Transitions(s3, r); len(reboot) != 2 || reboot[1].Kind != console.KindEviction || !strings.Contains(reboot[1].Detail, "evicted 5 records") {
+		t.Fatalf("evictions after a reboot: %+v", reboot)
+	}
 }

@@ -104,6 +104,11 @@ func DecodeReported(data []byte) (Reported, error) {
 type Outbox struct {
 	Records int64 `json:"records"`
 	Bytes   int64 `json:"bytes"`
+	// EvictedRecords and EvictedBytes are what the outbox's byte budget
+	// dropped since the agent started (the oldest records of the
+	// lowest-priority streams first).
+	EvictedRecords int64 `json:"evicted_records,omitempty"`
+	EvictedBytes   int64 `json:"evicted_bytes,omitempty"`
 }
 
 // Device is a device's enrolment as the hub API shows it.
