@@ -93,8 +93,8 @@ func api(t *testing.T, method, url string, body any, hdr map[string]string) (int
 // devices with their model versions, open a device, open a rollout and
 // pause it, refuse a forged cross-origin POST, and as a viewer find no
 // buttons and have the console and the API refuse the action. The pause
-// is in the audit log page and in outpost.events. A login outlives a hub
-// restart.
+// is in the audit log page and in outpost.events. A login and the device
+// timeline outlive a hub restart.
 func TestConsoleInChromium(t *testing.T) {
 	chromium, err := exec.LookPath("chromium")
 	if err != nil {
@@ -436,5 +436,10 @@ func TestConsoleInChromium(t *testing.T) {
 	run("after a restart", chromedp.Navigate("http://"+h.HTTPAddr()+"/rollouts/"+ro.ID), chromedp.WaitVisible(chromedp.CSS("#rollout-state")))
 	if who := text("#whoami"); !strings.Contains(who, "vic") || !strings.Contains(who, "viewer") {
 		t.Errorf("after a restart the console shows %q", who)
+	}
+	// So does the device timeline, stored in JetStream.
+	run("timeline after a restart", chromedp.Navigate("http://"+h.HTTPAddr()+"/devices/pump-2"), chromedp.WaitVisible(chromedp.CSS("#timeline")))
+	if tl := text("#timeline"); !strings.Contains(tl, "test: disk full") || !strings.Contains(tl, "enrolled by admin") {
+		t.Errorf("the timeline after a restart: %q", tl)
 	}
 }
