@@ -35,6 +35,8 @@ type Conn struct {
 	spare   []byte // the buffer the flusher last wrote, reused
 	writing bool   // the flusher is in a write
 	err     error  // the first write error, or net.ErrClosed after Close
+	werr    error  // the write error, which reads return too
+	stopped bool   // wake is closed
 	wake    chan struct{}
 	done    chan struct{}
 
@@ -49,7 +51,31 @@ func Wrap(c net.Conn) *Conn {
 	return w
 }
 
-func (c *Conn) Read(p []byte) (int, error) { return c.r.Read(p) }
+// Read reads through the buffer; after a failed write it returns that
+// error, so paho's reader reports the lost connection and reconnects.
+func (c *Conn) Read(p []byte) (int, error) {
+	n, err := c.r.Read(p)
+	if err != nil {
+		c.mu.Lock()
+		if c.werr != nil {
+			err = c.werr
+		}
+		c.mu.Unlock()
+	}
+	return n, err
+}
+
+// signal wakes the flusher; c.mu is held, so it never races Close's
+// close of the channel.
+func (c *Conn) signal() {
+	if c.stopped {
+		return
+	}
+	select {
+	case c.wake <- struct{}{}:
+	default: // already woken: what is queued goes out with the next write
+	}
+}
 
 // Write queues p for the flusher; it returns once p is queued.
 func (c *Conn) Write(p []byte) (int, error) {
@@ -63,11 +89,8 @@ func (c *Conn) Write(p []byte) (int, error) {
 		return 0, err
 	}
 	c.pending = append(c.pending, p...)
+	c.signal()
 	c.mu.Unlock()
-	select {
-	case c.wake <- struct{}{}:
-	default: // already woken: p goes out with what is queued
-	}
 	return len(p), nil
 }
 
@@ -93,10 +116,14 @@ func (c *Conn) flush() {
 				if c.err == nil || errors.Is(c.err, net.ErrClosed) {
 					c.err = err
 				}
+				c.werr = err
 				c.pending = nil
 				c.cond.Broadcast()
 				c.mu.Unlock()
-				_ = c.Conn.Close() // paho's reader sees it and reconnects
+				// Wake paho's reader with an error it reports (a closed
+				// socket would read as a deliberate close), so it
+				// reconnects at once.
+				_ = c.Conn.SetReadDeadline(time.Now())
 				break
 			}
 			c.cond.Broadcast()
@@ -116,17 +143,15 @@ func (c *Conn) Close() error {
 		}
 		c.mu.Unlock()
 		_ = c.Conn.SetWriteDeadline(time.Now().Add(time.Second)) // a stuck peer fails the write
-		select {
-		case c.wake <- struct{}{}:
-		default:
-		}
 		c.mu.Lock()
+		c.signal()
 		for (len(c.pending) > 0 || c.writing) && errors.Is(c.err, net.ErrClosed) {
 			c.cond.Wait()
 		}
+		c.stopped = true
+		close(c.wake)
 		c.mu.Unlock()
 		err = c.Conn.Close()
-		close(c.wake)
 		<-c.done
 	})
 	return err

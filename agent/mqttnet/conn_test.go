@@ -86,3 +86,49 @@ func TestReadsAreBuffered(t *testing.T) {
 		}
 	}
 }
+
+// Writers racing Close never panic, and every write either is queued
+// before Close drains or gets net.ErrClosed.
+func TestWriteRacesClose(t *testing.T) {
+	for range 1000 {
+		a, b := net.Pipe()
+		go func() { _, _ = io.Copy(io.Discard, b) }()
+		c := Wrap(a)
+		var wg sync.WaitGroup
+		for range 16 {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				for range 50 {
+					if _, err := c.Write([]byte("pingreq")); err != nil {
+						if !errors.Is(err, net.ErrClosed) {
+							t.Errorf("write: %v", err)
+						}
+						return
+					}
+				}
+			}()
+		}
+		_ = c.Close()
+		wg.Wait()
+		b.Close()
+	}
+}
+
+// A failed write is what the reader gets next (paho then reconnects),
+// not a silent end of input.
+func TestWriteErrorReachesTheReader(t *testing.T) {
+	a, b := net.Pipe()
+	c := Wrap(a)
+	defer c.Close()
+	b.Close()
+	for end := time.Now().Add(5 * time.Second); time.Now().Before(end); time.Sleep(time.Millisecond) {
+		if _, err := c.Write([]byte("puback")); err != nil {
+			break
+		}
+	}
+	_, err := c.Read(make([]byte, 1))
+	if err == nil || errors.Is(err, io.EOF) || errors.Is(err, net.ErrClosed) {
+		t.Fatalf("read after a failed write: %v, want the write's error", err)
+	}
+}

@@ -8,6 +8,7 @@ package journal
 import (
 	"context"
 	"crypto/sha256"
+	"encoding/base64"
 	"encoding/hex"
 	"encoding/json"
 	"errors"
@@ -56,7 +57,7 @@ func (j *Journal) Append(ctx context.Context, key string, v any) error {
 	}
 	// The id is the entry's hash under its subject: the same entry of two
 	// keys is two entries.
-	subj := j.cfg.Prefix + key
+	subj := j.subject(key)
 	h := sha256.New()
 	h.Write([]byte(subj))
 	h.Write([]byte{0})
@@ -70,10 +71,22 @@ func (j *Journal) Append(ctx context.Context, key string, v any) error {
 	return nil
 }
 
+// subject is key's subject: the key itself when it is one subject token
+// of letters, digits, '-' and '_' (every device id), else "=" and its
+// base64url form (a model name may hold a '.', which would split it).
+func (j *Journal) subject(key string) string {
+	for _, r := range key {
+		if !(r == '-' || r == '_' || (r >= 'a' && r <= 'z') || (r >= 'A' && r <= 'Z') || (r >= '0' && r <= '9')) {
+			return j.cfg.Prefix + "=" + base64.RawURLEncoding.EncodeToString([]byte(key))
+		}
+	}
+	return j.cfg.Prefix + key
+}
+
 // Read returns key's entries, oldest first, each JSON-decoded with
 // into T (an entry that does not decode is left out), and how many are stored.
 func Read[T any](ctx context.Context, j *Journal, key string) ([]T, int, error) {
-	subj := j.cfg.Prefix + key
+	subj := j.subject(key)
 	info, err := j.stream.Info(ctx, jetstream.WithSubjectFilter(subj))
 	if err != nil {
 		return nil, 0, fmt.Errorf("journal %s: %w", j.cfg.Stream, err)

@@ -47,6 +47,16 @@ func TestJournal(t *testing.T) {
 	if err != nil || total != 3 || len(b) != 2 || b[0].N != 1 || b[1].N != 2 {
 		t.Fatalf("key b: %v of %d, %v", b, total, err)
 	}
+	// A key that is not one subject token (a model name with a dot, a
+	// wildcard) is its own key all the same.
+	for _, k := range []string{"health.v2", "*", "a.b.c", ">"} {
+		if err := j.Append(ctx, k, entry{7}); err != nil {
+			t.Fatalf("append under %q: %v", k, err)
+		}
+		if got, n, err := journal.Read[entry](ctx, j, k); err != nil || n != 1 || len(got) != 1 || got[0].N != 7 {
+			t.Fatalf("key %q: %v of %d, %v", k, got, n, err)
+		}
+	}
 	if none, total, err := journal.Read[entry](ctx, j, "c"); err != nil || total != 0 || len(none) != 0 {
 		t.Fatalf("key c: %v %d %v", none, total, err)
 	}
