@@ -77,7 +77,7 @@ func (w *timelineWriter) reported(r state.Reported) {
 			}
 		}
 		entries := console.Transitions(prev, r)
-		w.snaps[r.Device] = console.SnapshotOf(r)
+		w.snaps[r.Device] = console.NextSnapshot(prev, r)
 		w.append(ctx, entries...)
 	})
 }

@@ -137,6 +137,9 @@ type sessions struct {
 	store SessionStore
 	log   *slog.Logger
 	now   func() time.Time
+	// downUntil: the store failed; until then a cached session is
+	// trusted without asking it again.
+	downUntil time.Time
 }
 
 type cached struct {
@@ -192,7 +195,20 @@ func (s *sessions) get(ctx context.Context, id string) *Session {
 		}
 		return c.s
 	}
-	data, err := s.store.Get(ctx, storeKey(id))
+	s.mu.Lock()
+	down := now.Before(s.downUntil)
+	s.mu.Unlock()
+	if down && ok { // the store failed a moment ago: no wait on every request
+		return c.s
+	}
+	gctx, cancel := context.WithTimeout(ctx, time.Second)
+	data, err := s.store.Get(gctx, storeKey(id))
+	cancel()
+	if err != nil && !errors.Is(err, ErrNoSession) {
+		s.mu.Lock()
+		s.downUntil = now.Add(5 * time.Second)
+		s.mu.Unlock()
+	}
 	switch {
 	case errors.Is(err, ErrNoSession): // logged out, expired, or never made
 		s.forget(id)
@@ -211,6 +227,11 @@ func (s *sessions) get(ctx context.Context, id string) *Session {
 		return nil
 	}
 	s.mu.Lock()
+	for k, v := range s.m { // every 10 s per session at most: drop the expired
+		if now.After(v.s.Expires) {
+			delete(s.m, k)
+		}
+	}
 	s.m[id] = &cached{s: &sess, read: now}
 	s.mu.Unlock()
 	return &sess

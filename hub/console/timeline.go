@@ -75,6 +75,17 @@ func SnapshotOf(r state.Reported) *Snapshot {
 	return s
 }
 
+// NextSnapshot is the snapshot a report moves prev to: SnapshotOf, but
+// a report without its outbox (the agent could not read it) keeps the
+// eviction count known for this boot.
+func NextSnapshot(prev *Snapshot, r state.Reported) *Snapshot {
+	next := SnapshotOf(r)
+	if r.Outbox == nil && prev != nil && prev.Boot == next.Boot {
+		next.Evicted = prev.Evicted
+	}
+	return next
+}
+
 func updateKey(u state.Update) string {
 	return fmt.Sprintf("%d>%d %s %s %s", u.From, u.To, u.Phase, u.Rollout, u.Reason)
 }
@@ -82,7 +93,7 @@ func updateKey(u state.Update) string {
 // Transitions are the timeline entries a report makes after prev (nil:
 // nothing known of the device, so the report itself is the transition).
 func Transitions(prev *Snapshot, r state.Reported) []TimelineEntry {
-	next := SnapshotOf(r)
+	next := NextSnapshot(prev, r)
 	at := r.ReportedAt
 	if at.IsZero() {
 		at = time.Now().UTC()

@@ -144,6 +144,18 @@ func TestTimelineTransitions(t *testing.T) {
 	if again := console.Transitions(s3, r); len(again) != 0 {
 		t.Fatalf("the same eviction count again: %+v", again)
 	}
+	// A report without its outbox (the agent could not read it) is no
+	// news; the next one with it counts from what was known.
+	saved := r.Outbox
+	r.Outbox = nil
+	if none := console.Transitions(s3, r); len(none) != 0 {
+		t.Fatalf("a report without its outbox: %+v", none)
+	}
+	if kept := console.NextSnapshot(s3, r); kept.Evicted != 40 {
+		t.Fatalf("a report without its outbox forgot the evictions: %d", kept.Evicted)
+	}
+	s3 = console.NextSnapshot(s3, r)
+	r.Outbox = saved
 	r.Outbox.EvictedRecords = 55
 	if more := console.Transitions(s3, r); len(more) != 1 || !strings.Contains(more[0].Detail, "evicted 15 records") || !strings.Contains(more[0].Detail, "(55 this boot") {
 		t.Fatalf("more evictions: %+v", more)

@@ -153,6 +153,11 @@ func (t *Trainer) Run(ctx context.Context, js jetstream.JetStream, stream string
 	}
 	tick := time.NewTicker(time.Second)
 	defer tick.Stop()
+	defer func() { // what the last second made, before the lease goes
+		fctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 3*time.Second)
+		defer cancel()
+		t.flushHistory(fctx)
+	}()
 	t.loadChampions(ctx)
 	for ctx.Err() == nil {
 		select {
@@ -488,12 +493,13 @@ func (t *Trainer) emit(ctx context.Context, model string, evs ...Event) {
 		t.unstored = t.unstored[over:]
 	}
 	t.mu.Unlock()
-	t.flushHistory(ctx)
+	// Written by Run's loop within a second (flushHistory), never on the
+	// path that learns or answers an operator: a store electing leaders
+	// must not stall either.
 }
 
 // flushHistory writes the events the store has not taken yet, oldest
-// first, and stops at the first refusal (the next emit, or Run's tick,
-// tries again).
+// first, and stops at the first refusal (Run's next tick tries again).
 func (t *Trainer) flushHistory(ctx context.Context) {
 	if t.Store == nil {
 		return
@@ -659,17 +665,23 @@ func (t *Trainer) History(ctx context.Context, name string) ([]Event, bool, erro
 		return nil, false, nil
 	}
 	mem := append([]Event(nil), m.history...)
+	t.mu.Unlock()
+	if t.Store == nil {
+		return mem, true, nil
+	}
+	// No flush between reading the store and the queue: an event would
+	// be in both, or in neither.
+	t.flushMu.Lock()
+	defer t.flushMu.Unlock()
+	evs, err := t.Store.ReadHistory(ctx, name)
 	var pending []Event
+	t.mu.Lock()
 	for _, u := range t.unstored {
 		if u.model == name {
 			pending = append(pending, u.e)
 		}
 	}
 	t.mu.Unlock()
-	if t.Store == nil {
-		return mem, true, nil
-	}
-	evs, err := t.Store.ReadHistory(ctx, name)
 	if err != nil {
 		return nil, true, fmt.Errorf("trainer: history of %s: %w", name, err)
 	}

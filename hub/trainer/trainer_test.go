@@ -229,10 +229,12 @@ func TestHistoryStoreRefusalsAreRetriedInOrder(t *testing.T) {
 		return Event{At: at.Add(time.Duration(i) * time.Second), Kind: "check", Detail: fmt.Sprint(i)}
 	}
 	tr.emit(ctx, "m", ev(0))
+	tr.flushHistory(ctx) // Run's tick
 	store.mu.Lock()
 	store.down = true
 	store.mu.Unlock()
 	tr.emit(ctx, "m", ev(1), ev(2))
+	tr.flushHistory(ctx)
 	details := func() string {
 		evs, ok, err := tr.History(ctx, "m")
 		if !ok || err != nil {
@@ -251,6 +253,10 @@ func TestHistoryStoreRefusalsAreRetriedInOrder(t *testing.T) {
 	store.down = false
 	store.mu.Unlock()
 	tr.emit(ctx, "m", ev(3))
+	if got := details(); got != "0,1,2,3" {
+		t.Fatalf("before the tick: history %q", got)
+	}
+	tr.flushHistory(ctx)
 	if got, stored := details(), len(store.evs["m"]); got != "0,1,2,3" || stored != 4 {
 		t.Fatalf("after the store came back: history %q, %d stored", got, stored)
 	}

@@ -203,6 +203,9 @@ func TestConsoleDrivesARealFleet(t *testing.T) {
 		chromedp.SetValue(chromedp.CSS("#f-selector"), "site=lab"),
 		chromedp.SetValue(chromedp.CSS("#f-waves"), "1,100%"),
 		chromedp.SetValue(chromedp.CSS("#f-bake"), "3s"),
+		// The same model's cost: a busy machine's latency noise must not
+		// halt it (the latency gate has tests of its own).
+		chromedp.SetValue(chromedp.CSS("#f-max-latency-factor"), "1000"),
 		chromedp.Click(chromedp.CSS("#btn-preview")),
 		chromedp.WaitVisible(chromedp.CSS("#preview")),
 		b.Shot("rollout-form-preview"))
@@ -232,10 +235,16 @@ func TestConsoleDrivesARealFleet(t *testing.T) {
 	}
 	// 5. A device's timeline holds the update's phases.
 	tl := b.WaitText(base+"/devices/lab-1", "#timeline", "bearing v1 → v2: committed", 30*time.Second)
-	for _, phase := range []string{"downloading"} { // the phases between may pass between two reports
-		if !strings.Contains(tl, "v1 → v2: "+phase) {
-			t.Errorf("timeline lacks %s: %q", phase, tl)
+	// Which phases between two reports shows varies; committed and at
+	// least one before it are there.
+	phases := 0
+	for _, phase := range []string{"downloading", "verifying", "installing", "selftest", "switching", "probation", "committed"} {
+		if strings.Contains(tl, "v1 → v2: "+phase) {
+			phases++
 		}
+	}
+	if phases < 2 {
+		t.Errorf("the timeline shows %d phases of the update: %q", phases, tl)
 	}
 	b.Run("timeline", b.Shot("device-timeline"))
 	// 6. A model that outputs NaN halts at the canary, on its gate.

@@ -6,6 +6,8 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"net/http/cookiejar"
+	neturl "net/url"
 	"os"
 	"path/filepath"
 	"strings"
@@ -247,8 +249,15 @@ pipelines:
 	t.Logf("%d trainer events survived the restart", len(before))
 	// So does the console's retraining page: the release, and the
 	// champion against the challenger on the chart.
-	resp, err = http.Get(url + "/training/health")
-	if err != nil {
+	// The console needs a login even on a hub without an admin token
+	// (any token logs in as operator there).
+	jar, _ := cookiejar.New(nil)
+	browser := &http.Client{Jar: jar}
+	if resp, err = browser.PostForm(url+"/login", neturl.Values{"token": {""}}); err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp, err = browser.Get(url + "/training/health"); err != nil {
 		t.Fatal(err)
 	}
 	page, _ := io.ReadAll(resp.Body)
