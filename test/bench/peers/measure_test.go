@@ -184,6 +184,7 @@ type generated struct {
 	start, stop time.Time // first publish, last publish
 	lastTS      time.Time // event time of the last reading
 	errors      int64     // publishes the broker did not acknowledge
+	firstErr    error     // the first of them
 }
 
 // generate publishes rate readings per second for d, one JSON reading per
@@ -193,14 +194,17 @@ type generated struct {
 func generate(ctx context.Context, c mqtt.Client, rate int, d time.Duration, keys int) (generated, error) {
 	total := int64(float64(rate) * d.Seconds())
 	acks := make(chan mqtt.Token, 1<<16)
-	var errs atomic.Int64
+	var errs int64
+	var firstErr error
 	var wg sync.WaitGroup
 	wg.Add(1)
 	go func() {
 		defer wg.Done()
 		for tok := range acks {
 			if tok.Wait(); tok.Error() != nil {
-				errs.Add(1)
+				if errs++; firstErr == nil {
+					firstErr = tok.Error()
+				}
 			}
 		}
 	}()
@@ -229,7 +233,7 @@ func generate(ctx context.Context, c mqtt.Client, rate int, d time.Duration, key
 	g.stop, g.n = time.Now(), i
 	close(acks)
 	wg.Wait()
-	g.errors = errs.Load()
+	g.errors, g.firstErr = errs, firstErr
 	return g, ctx.Err()
 }
 
