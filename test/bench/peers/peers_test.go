@@ -136,6 +136,7 @@ func TestPeers(t *testing.T) {
 	ctx := context.Background()
 	t.Logf("eKuiper %s (rule options %s), agent max_unacked %d, Mosquitto max_inflight_messages %d, %d keys, %s per rate, systems on CPU %s, harness on CPUs %s",
 		cfg.version, cmp.Or(cfg.options, "{}"), cfg.maxUnacked, cfg.inflight, cfg.keys, cfg.duration, cfg.cpu, affinity())
+	load0 := loadavg()
 	var rows []row
 	for _, rate := range cfg.rates {
 		for _, sys := range cfg.systems {
@@ -147,13 +148,22 @@ func TestPeers(t *testing.T) {
 			rows = append(rows, r)
 		}
 	}
-	table := report(cfg, rows)
+	table := report(cfg, rows) + fmt.Sprintf("\nLoad average (1, 5, 15 min) at the start: %s; at the end: %s (other work on the machine shares its cores).\n", load0, loadavg())
 	fmt.Println(table)
 	if cfg.report != "" {
 		if err := os.WriteFile(cfg.report, []byte(table), 0o644); err != nil {
 			t.Fatal(err)
 		}
 	}
+}
+
+// loadavg is the first three fields of /proc/loadavg.
+func loadavg() string {
+	data, err := os.ReadFile("/proc/loadavg")
+	if f := strings.Fields(string(data)); err == nil && len(f) >= 3 {
+		return strings.Join(f[:3], " ")
+	}
+	return "?"
 }
 
 // affinity is the harness's CPU list, as the kernel reports it.
