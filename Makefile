@@ -17,7 +17,7 @@ BINARIES := outpost-agent:agent/cmd/outpost-agent outpost-hub:hub/cmd/outpost-hu
 # build the pure-Go kernel.
 SIMD := $(if $(filter amd64,$(shell $(GO) env GOARCH)),GOEXPERIMENT=simd)
 
-.PHONY: all deps build test race fuzz staticcheck check chaos soak bench cross dist nocgo lint demo clean
+.PHONY: all deps build test race fuzz staticcheck check chaos soak bench bench-peers cross dist nocgo lint demo clean
 
 all: build
 
@@ -85,6 +85,24 @@ bench: deps
 	$(GO) test -run '^$$' -bench . -benchmem $$($(GO) list ./... | grep -v /test/bench)
 	$(GO) run ./test/cmd/withservices -- $(GO) test -run '^$$' -bench 'HubToKafka|Baseline|Agent' -benchtime 400x ./test/bench/
 	$(GO) run ./test/cmd/withservices -- $(GO) test -run '^$$' -bench Rollout1000 -benchtime 1x -timeout 20m ./test/bench/
+
+## bench-peers: the agent's MQTT ingest side by side with eKuiper (issue 19): eKuiper built from
+## lf-edge/ekuiper at EKUIPER_VERSION with -tags core into .cache/ekuiper/ (EKUIPER_SRC=<checkout>
+## builds a local checkout instead of cloning), each system pinned to core PEERS_CPU, the generator,
+## Mosquitto and the hub to PEERS_AUX_CPUS; PEERS_RATES (msg/s, comma-separated), PEERS_DURATION
+## (per rate) and the other PEERS_* of test/bench/peers choose the steps; the table goes to
+## stdout and $(ARTIFACTS)/peers.md
+EKUIPER_VERSION := $(shell sed -n 's/^EKUIPER_VERSION=//p' deploy/scripts/deps.sh)
+EKUIPER_DIR     := $(abspath $(or $(OUTPOST_CACHE),.cache)/ekuiper/$(EKUIPER_VERSION))
+PEERS_CPU      ?= 0
+PEERS_AUX_CPUS ?= 1
+bench-peers: deps build
+	@deploy/scripts/deps.sh ekuiper
+	$(GO) test -c -tags peers -o $(BIN)/peers.test ./test/bench/peers/
+	@mkdir -p $(ARTIFACTS)
+	PEERS_CPU=$(PEERS_CPU) PEERS_EKUIPER_DIR=$(EKUIPER_DIR) PEERS_EKUIPER_VERSION=$(EKUIPER_VERSION) \
+		PEERS_BIN=$(CURDIR)/$(BIN) PEERS_REPORT=$(ARTIFACTS)/peers.md \
+		taskset -c $(PEERS_AUX_CPUS) $(BIN)/peers.test -test.run '^TestPeers$$' -test.v -test.timeout 60m
 
 ## cross: the agent for linux/arm64 and linux/arm (armv7), with cgo
 cross: deps

@@ -3,7 +3,7 @@
 # Downloads are cached under .cache/ (git-ignored) and pinned by version and
 # sha256; a second run downloads nothing.
 #
-#   deploy/scripts/deps.sh [apt] [ort] [kafka] [go] [py] [pybench]   (default: all but pybench)
+#   deploy/scripts/deps.sh [apt] [ort] [kafka] [go] [py] [pybench] [ekuiper]   (default: all but pybench and ekuiper)
 set -euo pipefail
 
 root=$(cd "$(dirname "$0")/../.." && pwd)
@@ -13,6 +13,9 @@ mkdir -p "$cache"
 # --- pins -------------------------------------------------------------------
 ORT_VERSION=1.24.3
 ORT_TGZ_SHA256=aa1bb5fa261ea68de05dd53efbba210cd7adf2d2850f4c3a201054c74cc78040
+# eKuiper, the peer of `make bench-peers`: this tag, checked against its commit.
+EKUIPER_VERSION=v2.4.0
+EKUIPER_COMMIT=36c985bfcb36dee4f089d391e38360de72e4ab3c
 KAFKA_VERSION=$(sed -n 's:.*<kafka.version>\(.*\)</kafka.version>.*:\1:p' "$root/deploy/kafka/pom.xml")
 APT_PACKAGES=(
   mosquitto
@@ -118,6 +121,46 @@ deps_py() {
 # quantization benchmark (make bench only).
 deps_pybench() {
   venv venv-bench "$root/test/conformance/requirements.txt" "$root/quant/testdata/requirements-peer.txt"
+}
+
+# eKuiper for the side-by-side benchmark (make bench-peers only): kuiperd
+# built with -tags core into .cache/ekuiper/VERSION, with its etc/. The
+# source is EKUIPER_SRC (a local checkout) when set, else a shallow clone of
+# the pinned tag into .cache/ekuiper/VERSION/src. Nothing of it is committed
+# or vendored. eKuiper's go.mod requires sqlflow.org/gohive for its SQL
+# extension, which -tags core does not build, and proxy.golang.org refuses
+# that module (403): the build replaces it with an empty module through a
+# copy of go.mod (-modfile), leaving the checkout untouched.
+deps_ekuiper() {
+  local dir=$cache/ekuiper/$EKUIPER_VERSION
+  local src=${EKUIPER_SRC:-$dir/src}
+  if [ -z "${EKUIPER_SRC:-}" ] && [ ! -d "$src/.git" ]; then
+    log "cloning lf-edge/ekuiper $EKUIPER_VERSION into $src"
+    rm -rf "$src"
+    git clone -q --depth 1 --branch "$EKUIPER_VERSION" https://github.com/lf-edge/ekuiper "$src"
+  fi
+  local commit
+  commit=$(git -C "$src" rev-parse HEAD)
+  if [ "$commit" != "$EKUIPER_COMMIT" ]; then
+    [ -n "${EKUIPER_SRC:-}" ] || { log "$src is at $commit, not $EKUIPER_VERSION ($EKUIPER_COMMIT)"; exit 1; }
+    log "warning: EKUIPER_SRC is at $commit, not the pinned $EKUIPER_VERSION ($EKUIPER_COMMIT)"
+  fi
+  if [ -x "$dir/kuiperd" ] && [ -d "$dir/etc" ] && [ "$(cat "$dir/.built" 2>/dev/null)" = "$commit" ]; then
+    log "ekuiper $EKUIPER_VERSION present"; return
+  fi
+  log "building ekuiper $EKUIPER_VERSION ($commit) with -tags core"
+  mkdir -p "$dir/mod/gohive"
+  printf 'module sqlflow.org/gohive\n\ngo 1.21\n' >"$dir/mod/gohive/go.mod"
+  cp "$src/go.mod" "$dir/mod/go.mod"
+  cp "$src/go.sum" "$dir/mod/go.sum"
+  go mod edit -modfile="$dir/mod/go.mod" -replace sqlflow.org/gohive="$dir/mod/gohive"
+  (cd "$src" && GOWORK=off CGO_ENABLED=1 go build -modfile="$dir/mod/go.mod" -tags core -trimpath \
+    -ldflags "-s -w -X github.com/lf-edge/ekuiper/v2/cmd.Version=${EKUIPER_VERSION#v} -X github.com/lf-edge/ekuiper/v2/cmd.LoadFileType=relative" \
+    -o "$dir/kuiperd" ./cmd/kuiperd)
+  rm -rf "$dir/etc"
+  cp -r "$src/etc" "$dir/etc"
+  printf '%s' "$commit" >"$dir/.built"
+  log "ekuiper $EKUIPER_VERSION in $dir"
 }
 
 deps_go() {
