@@ -52,7 +52,7 @@ func (c *clusterHub) start(bin, conf string, env []string) error {
 	var err error
 	c.proc, err = service.Start(context.Background(), service.Spec{
 		Name: c.name, Path: bin, Args: []string{"--config", conf}, Env: env,
-		LogPath: filepath.Join(filepath.Dir(conf), "hub.log"), Timeout: 90 * time.Second,
+		LogPath: filepath.Join(filepath.Dir(conf), "hub.log"), Timeout: 180 * time.Second, // a loaded machine forms the JetStream cluster slowly
 		Ready: func(ctx context.Context) error {
 			resp, err := http.Get("http://" + c.http + "/healthz")
 			if err != nil {

@@ -98,7 +98,7 @@ log: {level: info}
 			// Each hub waits for its peers before it reports healthy.
 			h.proc, errs[i] = service.Start(context.Background(), service.Spec{
 				Name: h.name, Path: bin, Args: []string{"--config", conf},
-				LogPath: filepath.Join(dir, "hub.log"), Timeout: 90 * time.Second,
+				LogPath: filepath.Join(dir, "hub.log"), Timeout: 180 * time.Second, // a loaded machine forms the JetStream cluster slowly
 				Ready: func(ctx context.Context) error {
 					resp, err := http.Get("http://" + h.http + "/healthz")
 					if err != nil {
