@@ -78,7 +78,7 @@ func (b consoleBackend) StreamCounters() console.StreamCounters {
 // DeadLetters reads the tail of the dead-letter topic from Kafka, so any
 // hub of a cluster lists the same, before and after a restart.
 func (b consoleBackend) DeadLetters(ctx context.Context, n int) ([]console.DeadLetter, error) {
-	dls, err := bridge.TailDeadLetters(ctx, b.h.kafka.Opts, b.h.cfg.Kafka.TopicPrefix+"deadletter", n)
+	dls, err := bridge.TailDeadLetters(ctx, b.h.kafka.Client, b.h.kafka.Opts, b.h.cfg.Kafka.TopicPrefix+"deadletter", n)
 	out := make([]console.DeadLetter, len(dls))
 	for i, d := range dls {
 		out[i] = console.DeadLetter{Time: d.Time, Device: d.Device, Subject: d.Subject, Reason: d.Reason, PayloadSize: d.PayloadSize}

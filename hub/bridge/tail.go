@@ -13,18 +13,15 @@ import (
 // TailDeadLetters reads the latest n committed dead letters of topic
 // across its partitions, newest first. It reads from Kafka, not from this
 // process, so every hub of a cluster answers the same, and after a
-// restart. A record that is not a DeadLetter is skipped.
+// restart. A record that is not a DeadLetter is skipped. cl (the hub's
+// long-lived client) lists the offsets; a consumer made from opts for this
+// call reads the partitions it assigns itself.
 //
 // Each partition is read from 2n offsets before its last stable offset:
 // every transaction leaves a commit marker that takes an offset, so that
 // holds n dead letters even if each came in its own transaction (fewer if
 // aborted transactions sit among them).
-func TailDeadLetters(ctx context.Context, opts []kgo.Opt, topic string, n int) ([]DeadLetter, error) {
-	cl, err := kgo.NewClient(opts...)
-	if err != nil {
-		return nil, fmt.Errorf("bridge: dead letters: %w", err)
-	}
-	defer cl.Close()
+func TailDeadLetters(ctx context.Context, cl *kgo.Client, opts []kgo.Opt, topic string, n int) ([]DeadLetter, error) {
 	adm := kadm.NewClient(cl)
 	starts, err := adm.ListStartOffsets(ctx, topic)
 	if err == nil {

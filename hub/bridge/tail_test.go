@@ -33,7 +33,7 @@ func TestTailDeadLetters(t *testing.T) {
 	if _, err := kadm.NewClient(adm).CreateTopic(ctx, 3, 1, nil, topic); err != nil {
 		t.Fatal(err)
 	}
-	if got, err := bridge.TailDeadLetters(ctx, opts, topic, 20); err != nil || len(got) != 0 {
+	if got, err := bridge.TailDeadLetters(ctx, adm, opts, topic, 20); err != nil || len(got) != 0 {
 		t.Fatalf("empty topic: %v, %v", got, err)
 	}
 	p, err := kgo.NewClient(append(opts, kgo.TransactionalID(topic), kgo.DefaultProduceTopic(topic))...)
@@ -90,7 +90,7 @@ func TestTailDeadLetters(t *testing.T) {
 	}
 	txn(true, 0, 5, "old")
 	settle()
-	if got, err := bridge.TailDeadLetters(ctx, opts, topic, 20); err != nil || len(got) != 5 || got[0].StreamSeq != 4 || got[4].StreamSeq != 0 {
+	if got, err := bridge.TailDeadLetters(ctx, adm, opts, topic, 20); err != nil || len(got) != 5 || got[0].StreamSeq != 4 || got[4].StreamSeq != 0 {
 		t.Fatalf("5 dead letters: %d, %v", len(got), err)
 	}
 	for i := 5; i < 30; i++ { // one transaction each: a marker after every record
@@ -107,7 +107,7 @@ func TestTailDeadLetters(t *testing.T) {
 		t.Fatal(err)
 	}
 	settle()
-	got, err := bridge.TailDeadLetters(ctx, opts, topic, 20)
+	got, err := bridge.TailDeadLetters(ctx, adm, opts, topic, 20)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -122,7 +122,13 @@ func TestTailDeadLetters(t *testing.T) {
 	// Kafka out of reach: an error, within the caller's deadline.
 	short, cancel2 := context.WithTimeout(ctx, time.Second)
 	defer cancel2()
-	if _, err := bridge.TailDeadLetters(short, []kgo.Opt{kgo.SeedBrokers("127.0.0.1:1")}, topic, 20); err == nil {
+	nowhere := []kgo.Opt{kgo.SeedBrokers("127.0.0.1:1")}
+	off, err := kgo.NewClient(nowhere...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer off.Close()
+	if _, err := bridge.TailDeadLetters(short, off, nowhere, topic, 20); err == nil {
 		t.Fatal("no error without Kafka")
 	}
 }
