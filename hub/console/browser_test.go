@@ -9,7 +9,6 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -28,6 +27,7 @@ import (
 	"github.com/outpost-edge/outpost/models/onnx"
 	"github.com/outpost-edge/outpost/sync/state"
 	"github.com/outpost-edge/outpost/sync/topics"
+	"github.com/outpost-edge/outpost/test/browsertest"
 	"github.com/outpost-edge/outpost/test/fleettest"
 	"github.com/outpost-edge/outpost/test/kafkatest"
 )
@@ -96,10 +96,6 @@ func api(t *testing.T, method, url string, body any, hdr map[string]string) (int
 // is in the audit log page and in outpost.events. A login and the device
 // timeline outlive a hub restart.
 func TestConsoleInChromium(t *testing.T) {
-	chromium, err := exec.LookPath("chromium")
-	if err != nil {
-		t.Fatalf("chromium is not installed (deploy/scripts/deps.sh apt installs it): %v", err)
-	}
 	brokers := kafkatest.Brokers(t)
 	cfg := hub.Defaults()
 	cfg.DataDir = t.TempDir()
@@ -169,57 +165,9 @@ func TestConsoleInChromium(t *testing.T) {
 	}))
 	defer evil.Close()
 
-	alloc, cancel := chromedp.NewExecAllocator(context.Background(),
-		chromedp.ExecPath(chromium), chromedp.Headless, chromedp.NoSandbox, chromedp.DisableGPU, chromedp.NoFirstRun, chromedp.NoDefaultBrowserCheck,
-		chromedp.Flag("proxy-server", "direct://"), chromedp.Flag("host-resolver-rules", "MAP * ~NOTFOUND, EXCLUDE 127.0.0.1"),
-		chromedp.UserDataDir(t.TempDir()), chromedp.WindowSize(1400, 1000))
-	defer cancel()
-	ctx, cancel := chromedp.NewContext(alloc)
-	defer cancel()
-	if err := chromedp.Do(ctx); err != nil { // starts the browser: no timeout on this one
-		t.Fatalf("start chromium: %v", err)
-	}
-	ctx, cancel = context.WithTimeout(ctx, 90*time.Second)
-	defer cancel()
-	shots := os.Getenv("OUTPOST_CONSOLE_SCREENSHOTS") // a directory, for artifacts
-	shot := func(name string) chromedp.Action[chromedp.Void] {
-		return chromedp.Func(func(ctx context.Context, tg *chromedp.Target) error {
-			if shots == "" {
-				return nil
-			}
-			png, err := chromedp.FullScreenshot(100)(ctx, tg)
-			if err != nil {
-				return err
-			}
-			return os.WriteFile(filepath.Join(shots, "console-"+name+".png"), png, 0o644)
-		})
-	}
-	run := func(what string, actions ...chromedp.Action[chromedp.Void]) {
-		t.Helper()
-		if err := chromedp.Do(ctx, actions...); err != nil {
-			dctx, dcancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
-			defer dcancel()
-			where, _ := chromedp.Run(dctx, chromedp.Location())
-			body, _ := chromedp.Run(dctx, chromedp.Evaluate[string](`document.body ? document.body.innerText : ""`))
-			t.Fatalf("%s: %v (page %s: %.500q)", what, err, where, body)
-		}
-	}
-	text := func(sel string) string {
-		t.Helper()
-		s, err := chromedp.Run(ctx, chromedp.Text(chromedp.CSS(sel)))
-		if err != nil {
-			t.Fatalf("read %s: %v", sel, err)
-		}
-		return strings.TrimSpace(s)
-	}
-	eval := func(js string) int {
-		t.Helper()
-		n, err := chromedp.Run(ctx, chromedp.Evaluate[int](js, chromedp.EvalAwaitPromise))
-		if err != nil {
-			t.Fatalf("evaluate %s: %v", js, err)
-		}
-		return n
-	}
+	b := browsertest.Start(t, 90*time.Second)
+	ctx, shot, run, text := b.Ctx, b.Shot, b.Run, b.Text
+	eval := func(js string) int { t.Helper(); return browsertest.Eval[int](b, js) }
 	// fetchStatus POSTs from the page (its cookies) and returns the status.
 	fetchStatus := func(url, body string, hdr map[string]string) int {
 		t.Helper()
@@ -297,10 +245,7 @@ func TestConsoleInChromium(t *testing.T) {
 		t.Errorf("gates: %q", g)
 	}
 	run("pause",
-		chromedp.Func(func(ctx context.Context, tg *chromedp.Target) error {
-			_, err := chromedp.Evaluate[bool](`(window.confirm = () => true, true)`)(ctx, tg)
-			return err
-		}),
+		browsertest.Confirm(),
 		chromedp.Click(chromedp.CSS("#btn-pause")),
 		chromedp.WaitVisible(chromedp.CSS("#flash")),
 		shot("rollout"))
@@ -339,10 +284,6 @@ func TestConsoleInChromium(t *testing.T) {
 		t.Errorf("audit page: %q", a)
 	}
 	// 5b. Start a rollout from the form, after a preview of its devices.
-	confirmAll := chromedp.Func(func(ctx context.Context, tg *chromedp.Target) error {
-		_, err := chromedp.Evaluate[bool](`(window.confirm = () => true, true)`)(ctx, tg)
-		return err
-	})
 	run("rollout form preview",
 		chromedp.Navigate(base+"/rollouts"),
 		chromedp.Click(chromedp.CSS("#new-rollout")),
@@ -356,7 +297,7 @@ func TestConsoleInChromium(t *testing.T) {
 	if n := text("#preview-count"); n == "0" || n == "" || strings.Contains(pv, "pump-2") {
 		t.Errorf("preview: %q devices: %q", n, pv)
 	}
-	run("start from the form", confirmAll, chromedp.Click(chromedp.CSS("#btn-start")), chromedp.WaitVisible(chromedp.CSS("#flash")))
+	run("start from the form", browsertest.Confirm(), chromedp.Click(chromedp.CSS("#btn-start")), chromedp.WaitVisible(chromedp.CSS("#flash")))
 	formID, err := chromedp.Run(ctx, chromedp.Evaluate[string](`location.pathname.split("/").pop()`))
 	if err != nil || formID == ro.ID || !strings.HasPrefix(formID, "bearing-v2-") {
 		t.Fatalf("started from the form: %q %v", formID, err)
