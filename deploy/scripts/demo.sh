@@ -46,7 +46,7 @@ OUTPOST_AGENT_UPDATES_TRUSTED_ROOT="$data/hub/tuf/1.root.json" \
   "$bin/outpost-agent" --config deploy/examples/agent-demo.yaml --data_dir "$data/agent" &
 agent_pid=$!
 
-echo "demo running: fleet console http://127.0.0.1:8080/ (no login: the demo's API is on loopback without an admin token)"
+echo "demo running: fleet console http://127.0.0.1:8080/ (the demo sets no admin token: \"Log in as operator\" with the token left empty)"
 echo "hub MQTT 127.0.0.1:1883, API http://127.0.0.1:8080/v1/devices — Ctrl-C to stop"
 echo "development Kafka 127.0.0.1:9092 (kafka.embedded_port): kcat -C -b 127.0.0.1:9092 -t outpost.windows -X isolation.level=read_committed"
 echo "the simulator's concept drift starts 90 s in; the hub's trainer detects it, retrains \"health\""
