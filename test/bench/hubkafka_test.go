@@ -131,6 +131,7 @@ func hubToKafka(b *testing.B, syncAlways bool) {
 
 	b.SetBytes(int64(len(payloads[0])))
 	b.ResetTimer()
+	stopProfile := profileTimed(b)
 	cpu0, start := cpuTime(), time.Now()
 	toks := publish(warmup, len(payloads))
 	for _, t := range toks {
@@ -146,6 +147,7 @@ func hubToKafka(b *testing.B, syncAlways bool) {
 	}
 	elapsed, cpu := time.Since(start), cpuTime()-cpu0
 	b.StopTimer()
+	stopProfile()
 
 	if got := endOffsets(b, brokers, topic); got != want+0 && got < want {
 		b.Fatalf("kafka holds %d records, want %d", got, want)
@@ -176,6 +178,7 @@ func BenchmarkKafkaProducerBaseline(b *testing.B) {
 	value := []byte(`{"device":"bench-1","stream":"windows","seq":123456,"event_time":"` + et + `","data":` + sampleRecordData + `}`)
 	want := int64(b.N * recordsPerBatch)
 	b.ResetTimer()
+	stopProfile := profileTimed(b)
 	cpu0, start := cpuTime(), time.Now()
 	var failed error
 	for i := int64(0); i < want; i++ {
@@ -191,6 +194,7 @@ func BenchmarkKafkaProducerBaseline(b *testing.B) {
 	}
 	elapsed, cpu := time.Since(start), cpuTime()-cpu0
 	b.StopTimer()
+	stopProfile()
 	if failed != nil {
 		b.Fatal(failed)
 	}
