@@ -27,6 +27,7 @@ import (
 
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/twmb/franz-go/pkg/kgo"
+	"golang.org/x/sync/errgroup"
 	"golang.org/x/time/rate"
 
 	"github.com/outpost-edge/outpost/hub/kafka"
@@ -36,8 +37,11 @@ import (
 
 // Config is the bridge section of the hub config.
 type Config struct {
-	BatchMessages int           `yaml:"batch_messages" usage:"most JetStream messages (envelopes) per Kafka transaction"`
-	Linger        time.Duration `yaml:"linger" usage:"how long a transaction waits to fill its batch"`
+	BatchMessages int `yaml:"batch_messages" usage:"most JetStream messages (envelopes) per Kafka transaction"`
+	// BatchBytes bounds a batch by size too: the bridge holds two (one
+	// committing, the next decoding).
+	BatchBytes int           `yaml:"batch_bytes" usage:"most bytes of JetStream messages per Kafka transaction (at least twice broker.max_payload)"`
+	Linger     time.Duration `yaml:"linger" usage:"how long a transaction waits to fill its batch"`
 	// SharedDecodeBytes bounds the decodings the acker keeps for the
 	// bridge; a bridge further behind decodes for itself.
 	SharedDecodeBytes int64  `yaml:"shared_decode_bytes" usage:"decoded envelopes the acker holds for the bridge, in bytes (each payload is decoded once while the bridge is this close behind the acker; 0: each decodes its own)"`
@@ -192,27 +196,80 @@ func (b *Bridge) runOnce(ctx context.Context) error {
 	}
 	b.Stats.Committed.Store(b.lastSeq)
 	b.log.Info("bridge running", "checkpoint_seq", b.lastSeq, "stream", b.streamID, "devices", len(b.marks))
-	for ctx.Err() == nil {
-		batch, err := cons.Fetch(b.cfg.BatchMessages, jetstream.FetchMaxWait(b.cfg.Linger))
-		if err != nil {
-			return fmt.Errorf("bridge: fetch: %w", err)
+	// One batch is fetched and decoded while the one before it is
+	// produced and committed: a commit waits on Kafka (the flush and
+	// EndTxn round trips), and the next batch needs no bridge state
+	// until it is converted. At most two batches are held.
+	g, gctx := errgroup.WithContext(ctx)
+	next := make(chan *fetched)
+	g.Go(func() error {
+		defer close(next)
+		for gctx.Err() == nil {
+			f, err := b.fetch(cons)
+			if err != nil {
+				return err
+			}
+			if f == nil {
+				continue
+			}
+			select {
+			case next <- f:
+			case <-gctx.Done():
+			}
 		}
-		var msgs []jetstream.Msg
-		for m := range batch.Messages() {
-			msgs = append(msgs, m)
+		return nil
+	})
+	g.Go(func() error {
+		for f := range next {
+			if err := b.transfer(gctx, f); err != nil {
+				return err
+			}
+			b.observeBacklog(f.msgs)
 		}
-		if err := batch.Error(); err != nil && !errors.Is(err, jetstream.ErrNoMessages) && !errors.Is(err, context.DeadlineExceeded) && len(msgs) == 0 {
-			return fmt.Errorf("bridge: fetch: %w", err)
-		}
-		if len(msgs) == 0 {
-			continue
-		}
-		if err := b.transfer(ctx, msgs); err != nil {
-			return err
-		}
-		b.observeBacklog(msgs)
+		return nil
+	})
+	return g.Wait()
+}
+
+// fetched is one batch read from JetStream, decoding in the background.
+type fetched struct {
+	msgs  []jetstream.Msg
+	seqs  []uint64
+	dec   []decoded
+	ready []chan struct{}
+}
+
+// fetch reads the next batch, bounded by bridge.batch_messages and
+// bridge.batch_bytes, and starts decoding it; nil when none came within
+// the linger.
+func (b *Bridge) fetch(cons jetstream.Consumer) (*fetched, error) {
+	batch, err := cons.Fetch(b.cfg.BatchMessages, jetstream.FetchMaxBytes(b.cfg.BatchBytes), jetstream.FetchMaxWait(b.cfg.Linger))
+	if err != nil {
+		return nil, fmt.Errorf("bridge: fetch: %w", err)
 	}
-	return nil
+	f := &fetched{}
+	for m := range batch.Messages() {
+		f.msgs = append(f.msgs, m)
+	}
+	if err := batch.Error(); err != nil && !errors.Is(err, jetstream.ErrNoMessages) && !errors.Is(err, context.DeadlineExceeded) && len(f.msgs) == 0 {
+		return nil, fmt.Errorf("bridge: fetch: %w", err)
+	}
+	if len(f.msgs) == 0 {
+		return nil, nil
+	}
+	f.seqs = make([]uint64, len(f.msgs))
+	for i, m := range f.msgs {
+		md, err := m.Metadata()
+		if err != nil {
+			return nil, fmt.Errorf("bridge: metadata: %w", err)
+		}
+		f.seqs[i] = md.Sequence.Stream
+	}
+	// Committed trails lastSeq by at most the batch in flight: a message
+	// it calls stale is stale, and transfer checks again with lastSeq.
+	committed := b.Stats.Committed.Load()
+	f.dec, f.ready = decodeAll(b.o.Decoder, f.msgs, f.seqs, func(i int) bool { return f.seqs[i] <= committed })
+	return f, nil
 }
 
 // observeBacklog records how far behind JetStream the bridge is, and says
@@ -307,18 +364,11 @@ func (b *Bridge) count(t tally) {
 	}
 }
 
-func (b *Bridge) transfer(ctx context.Context, msgs []jetstream.Msg) error {
+func (b *Bridge) transfer(ctx context.Context, f *fetched) error {
 	var t tally
 	saved := undo{}
 	touched := map[string]bool{}
-	seqs := make([]uint64, len(msgs))
-	for i, m := range msgs {
-		md, err := m.Metadata()
-		if err != nil {
-			return fmt.Errorf("bridge: metadata: %w", err)
-		}
-		seqs[i] = md.Sequence.Stream
-	}
+	msgs, seqs := f.msgs, f.seqs
 	last := seqs[len(seqs)-1]
 	if last <= b.lastSeq {
 		// Committed before a crash, redelivered since.
@@ -331,14 +381,17 @@ func (b *Bridge) transfer(ctx context.Context, msgs []jetstream.Msg) error {
 		return err
 	}
 	var recs []*kgo.Record
-	stale := func(i int) bool { return seqs[i] <= b.lastSeq }
-	dec, ready := decodeAll(b.o.Decoder, msgs, seqs, stale)
 	for i, m := range msgs {
-		<-ready[i]
-		if stale(i) {
+		<-f.ready[i]
+		if seqs[i] <= b.lastSeq {
 			continue
 		}
-		recs = b.convert(recs[:0], m.Subject(), m.Data(), dec[i], seqs[i], saved, touched, &t)
+		d := f.dec[i]
+		if d.Envelope == nil && d.Err == nil && d.topErr == nil {
+			// The fetcher took it for stale, with an older checkpoint.
+			d = decode(b.o.Decoder, seqs[i], m.Subject(), m.Data())
+		}
+		recs = b.convert(recs[:0], m.Subject(), m.Data(), d, seqs[i], saved, touched, &t)
 		tx.produce(recs...)
 	}
 	tx.produce(b.checkpoint(last, touched)...)
@@ -444,18 +497,17 @@ func (b *Bridge) convert(recs []*kgo.Record, subject string, data []byte, d deco
 	name := TopicFor(e.Stream)
 	topic := b.o.Kafka.TopicPrefix + name
 	src := NewSource(e.Device, e.Epoch, e.Stream)
-	var written int64
-	for _, r := range fresh {
-		rec, err := b.enc.Record(topic, src, r)
-		if err != nil {
-			t.dead++
-			t.topics.add(deadTopic, 1)
-			recs = append(recs, b.deadLetter(subject, e.Device, r.Data, sseq, err.Error()))
-			continue
-		}
-		recs = append(recs, rec)
-		written++
+	n := len(recs)
+	var refused []*kgo.Record // refused by the encoder (an Avro schema)
+	recs = b.enc.Records(recs, topic, src, fresh, func(r envelope.Record, err error) {
+		refused = append(refused, b.deadLetter(subject, e.Device, r.Data, sseq, err.Error()))
+	})
+	written := int64(len(recs) - n)
+	t.dead += int64(len(refused))
+	if len(refused) > 0 {
+		t.topics.add(deadTopic, int64(len(refused)))
 	}
+	recs = append(recs, refused...)
 	t.records += written
 	if written > 0 {
 		t.topics.add(name, written)
