@@ -192,6 +192,13 @@ func BenchmarkDecodeHeader(b *testing.B) {
 	benchDecode(b, func(p []byte) error { _, err := DecodeHeader(p); return err })
 }
 
+// BenchmarkDecodeRead is the hub's path: one Read gives the header and the
+// envelope.
+func BenchmarkDecodeRead(b *testing.B) {
+	d := NewDecoder(DefaultMaxDecoded)
+	benchDecode(b, func(p []byte) error { return d.Read(p).Err })
+}
+
 // A replaced board starts its seqs again under a new epoch: none of its
 // records is a duplicate of its predecessor's, and the old epoch keeps
 // deduplicating the old board's resends.
