@@ -43,6 +43,8 @@ type parser struct {
 	// written is how many of recs this payload has written: a records
 	// array decodes into those as they are, into the rest zeroed.
 	written int
+	// cur is the record being decoded, -1 outside records, for errors.
+	cur int
 	// recErr is a record's bad event_time: the envelope is malformed, the
 	// header may still be sound.
 	recErr error
@@ -67,7 +69,7 @@ var parsers = sync.Pool{New: func() any { return new(parser) }}
 // schema's types: neither the header nor the envelope is sound.
 func parse(b []byte, full bool) (*parser, error) {
 	p := parsers.Get().(*parser)
-	*p = parser{b: b, full: full, recs: p.recs[:0], tmp: p.tmp[:0]}
+	*p = parser{b: b, full: full, recs: p.recs[:0], tmp: p.tmp[:0], cur: -1}
 	return p, p.top()
 }
 
@@ -80,6 +82,9 @@ func (p *parser) release() {
 }
 
 func (p *parser) errorf(format string, args ...any) error {
+	if p.cur >= 0 {
+		return fmt.Errorf("%w: record %d: offset %d: %s", ErrMalformed, p.cur, p.i, fmt.Sprintf(format, args...))
+	}
 	return fmt.Errorf("%w: offset %d: %s", ErrMalformed, p.i, fmt.Sprintf(format, args...))
 }
 
@@ -114,17 +119,17 @@ func (p *parser) top() error {
 	err := p.object(1, func(key []byte) error {
 		switch {
 		case eqFold(key, "v"):
-			return p.int(&p.v)
+			return p.int(&p.v, "v")
 		case eqFold(key, "device"):
-			return p.string(&p.device)
+			return p.string(&p.device, "device")
 		case eqFold(key, "epoch"):
-			return p.string(&p.epoch)
+			return p.string(&p.epoch, "epoch")
 		case eqFold(key, "stream"):
-			return p.string(&p.stream)
+			return p.string(&p.stream, "stream")
 		case eqFold(key, "floor"):
-			return p.uint(&p.floor)
+			return p.uint(&p.floor, "floor")
 		case eqFold(key, "prev"):
-			return p.uint(&p.prev)
+			return p.uint(&p.prev, "prev")
 		case eqFold(key, "records"):
 			return p.records()
 		}
@@ -213,9 +218,11 @@ func (p *parser) records() error {
 			} else {
 				spare = rec{}
 			}
+			p.cur = n
 			if err := p.record(n, r); err != nil {
 				return err
 			}
+			p.cur = -1
 			n++
 			p.ws()
 			if p.peek() == ',' {
@@ -245,15 +252,12 @@ func (p *parser) record(i int, r *rec) error {
 		return p.literal("null") // leaves r as it is
 	case '{':
 	default:
-		return p.errorf("record %d is not an object", i)
+		return p.errorf("not an object")
 	}
 	return p.object(3, func(key []byte) error {
 		switch {
 		case eqFold(key, "seq"):
-			if err := p.uint(&r.seq); err != nil {
-				return fmt.Errorf("record %d: seq: %w", i, err)
-			}
-			return nil
+			return p.uint(&r.seq, "seq")
 		case p.full && eqFold(key, "event_time"):
 			return p.eventTime(i, r)
 		case p.full && eqFold(key, "data"):
@@ -288,11 +292,11 @@ func (p *parser) eventTime(i int, r *rec) error {
 
 // int decodes an integer into an int, as encoding/json does: null leaves
 // it, anything but an integer in range is an error.
-func (p *parser) int(v *int) error {
+func (p *parser) int(v *int, name string) error {
 	if c := p.peek(); c == 'n' {
 		return p.literal("null")
 	} else if c != '-' && (c < '0' || c > '9') {
-		return p.errorf("not a number")
+		return p.errorf("%s is not a number", name)
 	}
 	at := p.i
 	isInt, err := p.number()
@@ -314,16 +318,16 @@ func (p *parser) int(v *int) error {
 		*v = int(-int64(u))
 		return nil
 	}
-	return p.errorf("%s is not an int", p.b[at:p.i])
+	return p.errorf("%s %s is not an int", name, p.b[at:p.i])
 }
 
 // uint decodes an integer into a uint64, as encoding/json does: null
 // leaves it, anything but an integer in range is an error.
-func (p *parser) uint(v *uint64) error {
+func (p *parser) uint(v *uint64, name string) error {
 	if c := p.peek(); c == 'n' {
 		return p.literal("null")
 	} else if c != '-' && (c < '0' || c > '9') {
-		return p.errorf("not a number")
+		return p.errorf("%s is not a number", name)
 	}
 	at := p.i
 	isInt, err := p.number()
@@ -334,7 +338,7 @@ func (p *parser) uint(v *uint64) error {
 		*v = u
 		return nil
 	}
-	return p.errorf("%s is not a uint64", p.b[at:p.i])
+	return p.errorf("%s %s is not a uint64", name, p.b[at:p.i])
 }
 
 // parseUint parses decimal digits (no sign), false on anything else or
@@ -412,13 +416,13 @@ func (p *parser) literal(lit string) error {
 
 // string decodes a string into *s: null leaves it, anything else but a
 // string is an error.
-func (p *parser) string(s *string) error {
+func (p *parser) string(s *string, name string) error {
 	switch p.peek() {
 	case 'n':
 		return p.literal("null")
 	case '"':
 	default:
-		return p.errorf("not a string")
+		return p.errorf("%s is not a string", name)
 	}
 	at, to, plain, err := p.str()
 	if err != nil {
