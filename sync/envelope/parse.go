@@ -458,15 +458,17 @@ func (p *parser) str() (at, to int, plain bool, err error) {
 	b := p.b
 	i := p.i + 1 // "
 	at, plain = i, true
-	for i < len(b) {
-		c := b[i]
-		switch {
+	for {
+		for i < len(b) && plainByte[b[i]] {
+			i++
+		}
+		if i >= len(b) {
+			break
+		}
+		switch c := b[i]; {
 		case c == '"':
 			p.i = i + 1
 			return at, i, plain, nil
-		case c < ' ':
-			p.i = i
-			return 0, 0, false, p.errorf("control character in a string")
 		case c == '\\':
 			plain = false
 			i++
@@ -486,18 +488,28 @@ func (p *parser) str() (at, to int, plain bool, err error) {
 				p.i = i
 				return 0, 0, false, p.errorf("bad escape in a string")
 			}
-		case c >= utf8.RuneSelf:
+		case c < ' ':
+			p.i = i
+			return 0, 0, false, p.errorf("control character in a string")
+		default:
 			// The grammar takes any byte; unquote replaces invalid
 			// UTF-8, as encoding/json does.
 			plain = false
-			i++
-		default:
 			i++
 		}
 	}
 	p.i = len(b)
 	return 0, 0, false, p.errorf("unterminated string")
 }
+
+// plainByte is true for the bytes a string holds as they are: ASCII but
+// for control characters, " and \.
+var plainByte = func() (t [256]bool) {
+	for c := ' '; c < utf8.RuneSelf; c++ {
+		t[c] = c != '"' && c != '\\'
+	}
+	return t
+}()
 
 // hex4 is the value of four hex digits, -1 if they are not.
 func hex4(s []byte) rune {
