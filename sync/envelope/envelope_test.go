@@ -321,9 +321,8 @@ func TestZstdBombIsBounded(t *testing.T) {
 	}
 }
 
-// The validator in front of goccy's decoder accepts exactly what the
-// standard library's does: goccy must never see what encoding/json would
-// refuse.
+// The validator Validate checks records' data with accepts exactly what
+// the standard library's does.
 func FuzzValidJSONAgreesWithStdlib(f *testing.F) {
 	for _, s := range []string{`{"a":1}`, `[1,2,{"b":"c"}]`, `{"":8,"":"0","st\`, `{""}`, `"\u00zz"`, `1e5`, `-0.1`,
 		"{\"a\":\"\x01\"}", "\"\xff\"", `[1,]`, `{"a":1,}`, ` true `, `nul`, `01`, `1.`, `.1`, `"\ud800"`, "\"\x16\\b\""} {
