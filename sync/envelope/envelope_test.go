@@ -192,6 +192,13 @@ func BenchmarkDecodeHeader(b *testing.B) {
 	benchDecode(b, func(p []byte) error { _, err := DecodeHeader(p); return err })
 }
 
+// BenchmarkDecodeRead is the hub's path: one Read gives the header and the
+// envelope.
+func BenchmarkDecodeRead(b *testing.B) {
+	d := NewDecoder(DefaultMaxDecoded)
+	benchDecode(b, func(p []byte) error { return d.Read(p).Err })
+}
+
 // A replaced board starts its seqs again under a new epoch: none of its
 // records is a duplicate of its predecessor's, and the old epoch keeps
 // deduplicating the old board's resends.
@@ -314,9 +321,8 @@ func TestZstdBombIsBounded(t *testing.T) {
 	}
 }
 
-// The validator in front of goccy's decoder accepts exactly what the
-// standard library's does: goccy must never see what encoding/json would
-// refuse.
+// The validator Validate checks records' data with accepts exactly what
+// the standard library's does.
 func FuzzValidJSONAgreesWithStdlib(f *testing.F) {
 	for _, s := range []string{`{"a":1}`, `[1,2,{"b":"c"}]`, `{"":8,"":"0","st\`, `{""}`, `"\u00zz"`, `1e5`, `-0.1`,
 		"{\"a\":\"\x01\"}", "\"\xff\"", `[1,]`, `{"a":1,}`, ` true `, `nul`, `01`, `1.`, `.1`, `"\ud800"`, "\"\x16\\b\""} {

@@ -18,21 +18,24 @@ type Decoded struct {
 	size      int       // what it holds in memory, roughly
 }
 
-// Read inflates payload once and parses it: the whole envelope, and, if
-// that fails, its header alone (an envelope with a sound header and a bad
-// record is acked and dead-lettered, not left as a gap).
+// Read inflates payload once and parses it once, for both the header and
+// the whole envelope: an envelope with a sound header and a bad record is
+// acked and dead-lettered, not left as a gap.
 func (d *Decoder) Read(payload []byte) Decoded {
 	raw, release, err := d.inflate(payload)
 	if err != nil {
 		return Decoded{HeaderErr: err, Err: err, size: 256}
 	}
-	defer release() // the parsers copy what they keep
+	defer release() // the parser copies what it keeps
 	out := Decoded{size: len(payload) + 2*len(raw)}
-	if out.Envelope, out.Err = decodeRaw(raw); out.Err == nil {
-		out.Header = out.Envelope.Header()
+	p, err := parse(raw, true)
+	defer p.release()
+	if err != nil {
+		out.HeaderErr, out.Err = err, err
 		return out
 	}
-	out.Header, out.HeaderErr = decodeHeaderRaw(raw)
+	out.Header, out.HeaderErr = p.header()
+	out.Envelope, out.Err = p.envelope()
 	return out
 }
 
