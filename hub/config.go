@@ -76,7 +76,7 @@ func Defaults() *Config {
 		},
 		Ingest:  ingest.Config{MaxBytes: 8 << 30, MaxAge: 7 * 24 * time.Hour, Replicas: 1, TrimInterval: time.Second},
 		Kafka:   kafka.Config{TopicPrefix: "outpost.", Partitions: 3, Replication: 1},
-		Bridge:  bridge.Config{BatchMessages: 512, BatchBytes: 16 << 20, Linger: 20 * time.Millisecond, Compression: "lz4", Format: "json", SharedDecodeBytes: 64 << 20},
+		Bridge:  bridge.Config{BatchMessages: 512, Linger: 20 * time.Millisecond, Compression: "lz4", Format: "json", SharedDecodeBytes: 64 << 20},
 		Devices: DevicesConfig{CertValidity: devca.DefaultValidity},
 		HTTP:    HTTPConfig{Listen: "127.0.0.1:8080"},
 		Updates: updates.Config{TimestampExpiry: 24 * time.Hour, RolloutInterval: time.Second},
@@ -192,10 +192,6 @@ func (c *Config) Validate() error {
 	}
 	if c.Bridge.BatchMessages < 1 || c.Bridge.BatchMessages > 10000 {
 		errs.Add("bridge.batch_messages", fmt.Sprintf("must be 1 to 10000, got %d", c.Bridge.BatchMessages))
-	}
-	// A fetch bounded below one stored message would never return it.
-	if min := 2 * int(c.Broker.MaxPayload); c.Bridge.BatchBytes < min || c.Bridge.BatchBytes > 1<<30 {
-		errs.Add("bridge.batch_bytes", fmt.Sprintf("must be twice broker.max_payload (%d) to 1073741824, got %d", min, c.Bridge.BatchBytes))
 	}
 	if c.Bridge.Linger < time.Millisecond || c.Bridge.Linger > 10*time.Second {
 		errs.Add("bridge.linger", fmt.Sprintf("must be 1ms to 10s, got %s", c.Bridge.Linger))

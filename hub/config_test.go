@@ -31,7 +31,6 @@ func TestValidateNamesFields(t *testing.T) {
 		{Name: "embedded port range", Mutate: func(c *Config) { c.Kafka.EmbeddedPort = 70000 }, Path: "kafka.embedded_port"},
 		{Name: "embedded port with brokers", Mutate: func(c *Config) { c.Kafka.EmbeddedPort = 9092; c.Kafka.Brokers = []string{"k:9092"} }, Path: "kafka.embedded_port"},
 		{Name: "bridge batch", Mutate: func(c *Config) { c.Bridge.BatchMessages = 0 }, Path: "bridge.batch_messages"},
-		{Name: "bridge batch bytes below two payloads", Mutate: func(c *Config) { c.Bridge.BatchBytes = int(c.Broker.MaxPayload) }, Path: "bridge.batch_bytes"},
 		{Name: "bridge compression", Mutate: func(c *Config) { c.Bridge.Compression = "gzip" }, Path: "bridge.compression"},
 		{Name: "log", Mutate: func(c *Config) { c.Log.Format = "xml" }, Path: "log.format"},
 		{Name: "replicas need a cluster", Mutate: func(c *Config) { c.Ingest.Replicas = 3 }, Path: "ingest.replicas"},
