@@ -36,6 +36,9 @@ type Outbox struct {
 	budget int64 // bytes of record data the outbox may hold; 0: unbounded
 	mu     sync.Mutex
 	bytes  int64 // record data held now, kept in step with every commit
+	// logged is each delta checkpoint's log and key rows, in bytes (see
+	// delta.go), counted at its first commit; under mu.
+	logged map[string]logSize
 	Stats  Stats
 }
 
@@ -77,7 +80,13 @@ CREATE TABLE IF NOT EXISTS checkpoint_keys (
 	key   TEXT NOT NULL,
 	state BLOB NOT NULL,
 	PRIMARY KEY (name, key)
-) WITHOUT ROWID;`
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS checkpoint_deltas (
+	id   INTEGER PRIMARY KEY,
+	name TEXT NOT NULL,
+	data BLOB NOT NULL
+);
+CREATE INDEX IF NOT EXISTS checkpoint_deltas_name ON checkpoint_deltas(name, id);`
 
 // migrate brings a database from before epochs up to date: its rows and
 // floors belong to epoch "".
@@ -143,7 +152,7 @@ func New(ctx context.Context, db *sql.DB, budget int64) (*Outbox, error) {
 	if err := tx.Commit(); err != nil {
 		return nil, fmt.Errorf("outbox: migrate: %w", err)
 	}
-	o := &Outbox{db: db, epoch: epoch, notify: make(chan struct{}, 1), budget: budget}
+	o := &Outbox{db: db, epoch: epoch, notify: make(chan struct{}, 1), budget: budget, logged: map[string]logSize{}}
 	if _, b, err := o.Depth(ctx); err != nil {
 		return nil, err
 	} else {
@@ -184,87 +193,6 @@ func (o *Outbox) AppendCheckpoint(ctx context.Context, items []Item, name string
 type KeyState struct {
 	Key   string
 	State []byte
-}
-
-// CheckpointDelta is a checkpoint written as what changed: the named
-// checkpoint row (State) is replaced, and only the listed key rows are
-// upserted or deleted. Full first drops every key row of the name.
-type CheckpointDelta struct {
-	Name  string
-	State []byte
-	Full  bool
-	Keys  []KeyState
-}
-
-// AppendCheckpointDelta stores items and, in the same transaction, a delta
-// checkpoint: its cost is O(changed keys), whatever the number held.
-func (o *Outbox) AppendCheckpointDelta(ctx context.Context, items []Item, cp CheckpointDelta) ([]uint64, error) {
-	return o.appendTx(ctx, items, func(tx *sql.Tx) error {
-		if _, err := tx.ExecContext(ctx, `INSERT INTO checkpoints(name, state) VALUES(?, ?)
-			ON CONFLICT(name) DO UPDATE SET state = excluded.state`, cp.Name, cp.State); err != nil {
-			return fmt.Errorf("outbox: checkpoint %s: %w", cp.Name, err)
-		}
-		if cp.Full {
-			if _, err := tx.ExecContext(ctx, `DELETE FROM checkpoint_keys WHERE name = ?`, cp.Name); err != nil {
-				return fmt.Errorf("outbox: checkpoint %s: %w", cp.Name, err)
-			}
-		}
-		if len(cp.Keys) == 0 {
-			return nil
-		}
-		up, err := tx.PrepareContext(ctx, `INSERT INTO checkpoint_keys(name, key, state) VALUES(?, ?, ?)
-			ON CONFLICT(name, key) DO UPDATE SET state = excluded.state`)
-		if err != nil {
-			return fmt.Errorf("outbox: checkpoint %s: %w", cp.Name, err)
-		}
-		defer up.Close()
-		var del *sql.Stmt
-		for _, k := range cp.Keys {
-			if k.State != nil {
-				if _, err := up.ExecContext(ctx, cp.Name, k.Key, k.State); err != nil {
-					return fmt.Errorf("outbox: checkpoint %s key %q: %w", cp.Name, k.Key, err)
-				}
-				continue
-			}
-			if cp.Full {
-				continue // gone already
-			}
-			if del == nil {
-				if del, err = tx.PrepareContext(ctx, `DELETE FROM checkpoint_keys WHERE name = ? AND key = ?`); err != nil {
-					return fmt.Errorf("outbox: checkpoint %s: %w", cp.Name, err)
-				}
-				defer del.Close()
-			}
-			if _, err := del.ExecContext(ctx, cp.Name, k.Key); err != nil {
-				return fmt.Errorf("outbox: checkpoint %s key %q: %w", cp.Name, k.Key, err)
-			}
-		}
-		return nil
-	})
-}
-
-// CheckpointKeys returns every key row of the named delta checkpoint.
-func (o *Outbox) CheckpointKeys(ctx context.Context, name string) ([]KeyState, error) {
-	rows, err := o.db.QueryContext(ctx, `SELECT key, state FROM checkpoint_keys WHERE name = ?`, name)
-	if err != nil {
-		return nil, fmt.Errorf("outbox: checkpoint %s keys: %w", name, err)
-	}
-	defer rows.Close()
-	var out []KeyState
-	for rows.Next() {
-		var k KeyState
-		if err := rows.Scan(&k.Key, &k.State); err != nil {
-			return nil, fmt.Errorf("outbox: checkpoint %s keys: %w", name, err)
-		}
-		if k.State == nil {
-			k.State = []byte{}
-		}
-		out = append(out, k)
-	}
-	if err := rows.Err(); err != nil {
-		return nil, fmt.Errorf("outbox: checkpoint %s keys: %w", name, err)
-	}
-	return out, nil
 }
 
 // appendTx stores items and runs checkpoint, if any, in the same
