@@ -368,10 +368,18 @@ func (b *Bridge) transfer(ctx context.Context, f *fetched) error {
 	saved := undo{}
 	touched := map[string]bool{}
 	msgs, seqs := f.msgs, f.seqs
-	last := seqs[len(seqs)-1]
+	// A redelivery (after AckWait) can come after newer messages in a
+	// batch: the highest seq, not the last message, is what commits.
+	top := 0
+	for i, s := range seqs {
+		if s > seqs[top] {
+			top = i
+		}
+	}
+	last := seqs[top]
 	if last <= b.lastSeq {
 		// Committed before a crash, redelivered since.
-		return msgs[len(msgs)-1].Ack()
+		return msgs[top].Ack()
 	}
 	// Records are produced as each message is converted, so Kafka is
 	// already writing while the rest of the batch is decoded.
@@ -411,7 +419,7 @@ func (b *Bridge) transfer(ctx context.Context, f *fetched) error {
 		}
 	}
 	// AckAll: the last message acks the whole batch.
-	if err := msgs[len(msgs)-1].Ack(); err != nil {
+	if err := msgs[top].Ack(); err != nil {
 		// Harmless: redelivered messages sit at or below lastSeq.
 		b.log.Warn("bridge: jetstream ack", "err", err)
 	}
