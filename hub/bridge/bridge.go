@@ -196,29 +196,41 @@ func (b *Bridge) runOnce(ctx context.Context) error {
 	// One batch is fetched and decoded while the one before it is
 	// produced and committed: a commit waits on Kafka (the flush and
 	// EndTxn round trips), and the next batch needs no bridge state
-	// until it is converted. At most two batches are held.
-	g, gctx := errgroup.WithContext(ctx)
+	// until it is converted. At most two batches are held. A failed
+	// fetch travels to the transfer loop like a batch, so it neither
+	// cancels the commit in hand nor replaces its outcome.
+	fetchCtx, stopFetching := context.WithCancel(ctx)
+	defer stopFetching()
+	var g errgroup.Group
 	next := make(chan *fetched)
 	g.Go(func() error {
 		defer close(next)
-		for gctx.Err() == nil {
+		for fetchCtx.Err() == nil {
 			f, err := b.fetch(cons)
 			if err != nil {
-				return err
+				f = &fetched{err: err}
 			}
 			if f == nil {
 				continue
 			}
 			select {
 			case next <- f:
-			case <-gctx.Done():
+			case <-fetchCtx.Done():
+				return nil
+			}
+			if err != nil {
+				return nil
 			}
 		}
 		return nil
 	})
 	g.Go(func() error {
+		defer stopFetching()
 		for f := range next {
-			if err := b.transfer(gctx, f); err != nil {
+			if f.err != nil {
+				return f.err
+			}
+			if err := b.transfer(ctx, f); err != nil {
 				return err
 			}
 			b.observeBacklog(f.msgs)
@@ -230,6 +242,7 @@ func (b *Bridge) runOnce(ctx context.Context) error {
 
 // fetched is one batch read from JetStream, decoding in the background.
 type fetched struct {
+	err   error // the fetch failed: no batch
 	msgs  []jetstream.Msg
 	seqs  []uint64
 	dec   []decoded
