@@ -119,7 +119,8 @@ type Bridge struct {
 	Stats      Stats
 }
 
-// ConsumerName is the durable JetStream consumer the bridge reads.
+// ConsumerName begins the name of the durable JetStream consumer each run
+// of the bridge reads.
 const ConsumerName = "kafka-bridge"
 
 // New validates the options; Run does the work.
@@ -170,26 +171,9 @@ func (b *Bridge) runOnce(ctx context.Context) error {
 	if err := b.checkStream(ctx); err != nil {
 		return err
 	}
-	// The checkpoint, not the consumer's ack state, says where to resume:
-	// after a failed transaction the consumer has delivered (and AckAll may
-	// since have covered) messages that never reached Kafka. So the consumer
-	// is recreated at the checkpoint on every (re)start.
-	if err := b.o.Stream.DeleteConsumer(ctx, ConsumerName); err != nil && !errors.Is(err, jetstream.ErrConsumerNotFound) {
-		return fmt.Errorf("bridge: reset consumer: %w", err)
-	}
-	cc := jetstream.ConsumerConfig{
-		Durable:       ConsumerName,
-		AckPolicy:     jetstream.AckAllPolicy,
-		AckWait:       2 * time.Minute,
-		MaxAckPending: -1,
-		DeliverPolicy: jetstream.DeliverAllPolicy,
-	}
-	if b.lastSeq > 0 {
-		cc.DeliverPolicy, cc.OptStartSeq = jetstream.DeliverByStartSequencePolicy, b.lastSeq+1
-	}
-	cons, err := b.o.Stream.CreateConsumer(ctx, cc)
+	cons, err := b.openConsumer(ctx)
 	if err != nil {
-		return fmt.Errorf("bridge: consumer: %w", err)
+		return err
 	}
 	b.Stats.Committed.Store(b.lastSeq)
 	b.log.Info("bridge running", "checkpoint_seq", b.lastSeq, "stream", b.streamID, "devices", len(b.marks))
@@ -238,6 +222,50 @@ func (b *Bridge) runOnce(ctx context.Context) error {
 		return nil
 	})
 	return g.Wait()
+}
+
+// openConsumer replaces every consumer an earlier run left with a new
+// one, named for this run, that starts after the checkpoint. The
+// checkpoint, not a consumer's ack state, says where to resume: after a
+// failed transaction the consumer has delivered (and AckAll may since have
+// covered) messages that never reached Kafka. The name is this run's
+// alone: a bridge that lost its lease while frozen and fetches once more
+// before it finds itself fenced must find its consumer gone, not pull
+// from its successor's, where the messages it took would wait out AckWait
+// while the successor's AckAll of a later message covered them.
+func (b *Bridge) openConsumer(ctx context.Context) (jetstream.Consumer, error) {
+	names := b.o.Stream.ConsumerNames(ctx)
+	var old []string
+	for n := range names.Name() {
+		if n == ConsumerName || strings.HasPrefix(n, ConsumerName+"-") {
+			old = append(old, n)
+		}
+	}
+	if err := names.Err(); err != nil {
+		return nil, fmt.Errorf("bridge: list consumers: %w", err)
+	}
+	for _, n := range old {
+		if err := b.o.Stream.DeleteConsumer(ctx, n); err != nil && !errors.Is(err, jetstream.ErrConsumerNotFound) {
+			return nil, fmt.Errorf("bridge: reset consumer %s: %w", n, err)
+		}
+	}
+	cc := jetstream.ConsumerConfig{
+		Durable:       ConsumerName + "-" + strconv.FormatInt(time.Now().UnixNano(), 36),
+		AckPolicy:     jetstream.AckAllPolicy,
+		AckWait:       2 * time.Minute,
+		MaxAckPending: -1,
+		DeliverPolicy: jetstream.DeliverAllPolicy,
+		// A crashed hub's consumer goes away by itself.
+		InactiveThreshold: 10 * time.Minute,
+	}
+	if b.lastSeq > 0 {
+		cc.DeliverPolicy, cc.OptStartSeq = jetstream.DeliverByStartSequencePolicy, b.lastSeq+1
+	}
+	cons, err := b.o.Stream.CreateConsumer(ctx, cc)
+	if err != nil {
+		return nil, fmt.Errorf("bridge: consumer: %w", err)
+	}
+	return cons, nil
 }
 
 // fetched is one batch read from JetStream, decoding in the background.

@@ -158,8 +158,10 @@ func TestFetchErrorWaitsForTheCommitInHand(t *testing.T) {
 			once.Do(func() {
 				// The fetcher's next pull finds no consumer, and fails
 				// while this batch is still in hand.
-				if err := st.DeleteConsumer(ctx, ConsumerName); err != nil {
-					t.Error(err)
+				for n := range st.ConsumerNames(ctx).Name() {
+					if err := st.DeleteConsumer(ctx, n); err != nil {
+						t.Error(err)
+					}
 				}
 				time.Sleep(500 * time.Millisecond)
 				err = crash
@@ -172,5 +174,45 @@ func TestFetchErrorWaitsForTheCommitInHand(t *testing.T) {
 	}
 	if got := b.Stats.Records.Load(); got != 2 {
 		t.Fatalf("%d records committed, want 2", got)
+	}
+}
+
+// A bridge that lost its lease while frozen fetches once more when it
+// thaws, before its commit finds it fenced. Its successor has replaced the
+// consumer by then; the old bridge's fetch must take nothing from the new
+// one. (With one consumer name for every run, it pulled from its
+// successor's consumer, and the messages it took waited out AckWait while
+// the successor's AckAll of a later message covered them: lost, in
+// TestAckerFailoverResumesEveryStream.)
+func TestAFencedBridgeTakesNothingFromItsSuccessor(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	js := natstest.JetStream(t)
+	st, err := js.CreateStream(ctx, jetstream.StreamConfig{Name: "OUTPOST_UP", Subjects: []string{"outpost.v1.*.up.*"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	bridge := func() *Bridge {
+		return New(Config{BatchMessages: 10, Linger: 100 * time.Millisecond}, Options{Log: slog.New(slog.DiscardHandler), Stream: st})
+	}
+	frozen, err := bridge().openConsumer(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	successor, err := bridge().openConsumer(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i := uint64(1); i <= 3; i++ {
+		if _, err := js.Publish(ctx, "outpost.v1.pump-7.up.windows", windowsEnvelope(t, "pump-7", 2*(i-1), 2*i-1, 2*i)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if f, err := bridge().fetch(frozen); err == nil && f != nil {
+		t.Fatalf("the fenced bridge's consumer delivered %d messages of its successor's", len(f.msgs))
+	}
+	f, err := bridge().fetch(successor)
+	if err != nil || f == nil || len(f.msgs) != 3 {
+		t.Fatalf("the successor fetched %v (%v), want all 3 messages", f, err)
 	}
 }
