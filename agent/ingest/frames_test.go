@@ -142,7 +142,7 @@ func TestFramesRedeliveredAfterRestart(t *testing.T) {
 	drop(t, dir, "cam1/002.png", pngFrame("2"), old)
 	drop(t, dir, "cam1/003.png", pngFrame("3"), old)
 	c := SourceConfig{Type: "image", Image: ImageConfig{Dir: dir, Poll: 5 * time.Millisecond}}
-	run, err := Open(c, 0, slog.New(slog.DiscardHandler))
+	run, err := Open(c, 0, slog.New(slog.DiscardHandler), nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -355,7 +355,7 @@ func postFrame(t *testing.T, addr, query string, body []byte) *http.Response {
 func TestFramesPOST(t *testing.T) {
 	port, _ := service.FreePort()
 	addr := service.Addr(port)
-	run, err := Open(SourceConfig{Type: "image", Image: ImageConfig{Listen: addr, Key: "door", MaxBytes: 100}}, 0, slog.New(slog.DiscardHandler))
+	run, err := Open(SourceConfig{Type: "image", Image: ImageConfig{Listen: addr, Key: "door", MaxBytes: 100}}, 0, slog.New(slog.DiscardHandler), nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -471,7 +471,7 @@ func TestImageSourceValidation(t *testing.T) {
 		if fmt.Sprint(paths) != "[pipelines[0].source."+tt.path+"]" {
 			t.Errorf("%+v: errors at %v, want %s", tt.c, paths, tt.path)
 		}
-		if _, err := Open(SourceConfig{Type: "image", Image: tt.c}, 0, slog.New(slog.DiscardHandler)); !errors.Is(err, ErrConfig) {
+		if _, err := Open(SourceConfig{Type: "image", Image: tt.c}, 0, slog.New(slog.DiscardHandler), nil); !errors.Is(err, ErrConfig) {
 			t.Errorf("%+v opened: %v", tt.c, err)
 		}
 	}

@@ -10,13 +10,14 @@ import (
 	mqtt "github.com/eclipse/paho.mqtt.golang"
 
 	"github.com/outpost-edge/outpost/test/mqtttest"
+	"github.com/outpost-edge/outpost/test/natstest"
 )
 
 // runMQTT starts the MQTT source; stop disconnects it like an agent that
 // dies before committing.
 func runMQTT(t *testing.T, c SourceConfig) (out chan Line, stop func()) {
 	t.Helper()
-	run, err := Open(c, 0, slog.New(slog.DiscardHandler))
+	run, err := Open(c, 0, slog.New(slog.DiscardHandler), nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -45,8 +46,14 @@ func next(t *testing.T, out <-chan Line) Line {
 // not acknowledged when the agent goes away come back on the next start
 // (same client id, persistent session); acknowledged ones do not.
 func TestMQTTSourceRedeliversWhatWasNotAcked(t *testing.T) {
+	for _, proto := range []string{"", "3.1.1"} {
+		t.Run("protocol="+proto, func(t *testing.T) { testRedelivery(t, proto) })
+	}
+}
+
+func testRedelivery(t *testing.T, proto string) {
 	b := mqtttest.New(t)
-	cfg := SourceConfig{Type: "mqtt", MQTT: MQTTConfig{URL: b.URL, Topic: "sensors/#", ClientID: "ack-test"}}
+	cfg := SourceConfig{Type: "mqtt", MQTT: MQTTConfig{URL: b.URL, Topic: "sensors/#", ClientID: "ack-test", Protocol: proto}}
 	pub := mqtt.NewClient(mqtt.NewClientOptions().AddBroker(b.URL).SetClientID("ack-test-pub"))
 	if tok := pub.Connect(); !tok.WaitTimeout(10*time.Second) || tok.Error() != nil {
 		t.Fatal(tok.Error())
@@ -116,6 +123,116 @@ func TestMQTTSourceRedeliversWhatWasNotAcked(t *testing.T) {
 			if l.Ack != nil {
 				l.Ack()
 			}
+		}
+	}
+}
+
+// publisher connects a 3.1.1 publisher to url.
+func publisher(t *testing.T, url string) func(topic, payload string) {
+	t.Helper()
+	pub := mqtt.NewClient(mqtt.NewClientOptions().AddBroker(url).SetClientID(fmt.Sprintf("pub-%d", time.Now().UnixNano())))
+	if tok := pub.Connect(); !tok.WaitTimeout(10*time.Second) || tok.Error() != nil {
+		t.Fatal(tok.Error())
+	}
+	t.Cleanup(func() { pub.Disconnect(100) })
+	return func(topic, payload string) {
+		t.Helper()
+		if tok := pub.Publish(topic, 1, false, payload); !tok.WaitTimeout(10*time.Second) || tok.Error() != nil {
+			t.Fatal(tok.Error())
+		}
+	}
+}
+
+// Against a Mosquitto at its default in-flight limit (20), the source
+// asks over MQTT 5 for a window of 500 (Receive Maximum), receives that
+// many messages before acknowledging any, and tells the pipeline so.
+// Over 3.1.1 the broker stops at 20: the window stays at 16.
+func TestMQTTFiveWindowAgainstADefaultMosquitto(t *testing.T) {
+	b, err := mqtttest.StartWith(context.Background(), t.TempDir(), mqtttest.Defaults)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(b.Stop)
+	publish := publisher(t, b.URL)
+	for _, c := range []struct {
+		proto              string
+		window, deliverMax int
+	}{{"", DefaultWindow5, DefaultWindow5}, {"3.1.1", DefaultWindow311, 20}} {
+		t.Run("protocol="+c.proto, func(t *testing.T) {
+			cfg := SourceConfig{Type: "mqtt", MQTT: MQTTConfig{URL: b.URL, Topic: "w/" + c.proto + "/#", ClientID: "window-" + c.proto, Protocol: c.proto}}
+			window := make(chan int, 10)
+			run, err := Open(cfg, 0, slog.New(slog.DiscardHandler), func(n int) { window <- n })
+			if err != nil {
+				t.Fatal(err)
+			}
+			ctx, cancel := context.WithCancel(context.Background())
+			out := make(chan Line, 2000)
+			done := make(chan struct{})
+			go func() { defer close(done); _ = run(ctx, out) }()
+			defer func() { cancel(); <-done }()
+			select {
+			case n := <-window:
+				if n != c.window {
+					t.Fatalf("window %d, want %d", n, c.window)
+				}
+			case <-time.After(15 * time.Second):
+				t.Fatal("no connection within 15s")
+			}
+			time.Sleep(300 * time.Millisecond) // the subscription is in place
+			for i := range 600 {
+				publish("w/"+c.proto+"/s", fmt.Sprint(i))
+			}
+			// Nothing is acknowledged: the broker delivers its window, then stops.
+			got := 0
+			for got < c.deliverMax {
+				next(t, out)
+				got++
+			}
+			select {
+			case l := <-out:
+				t.Fatalf("message %q beyond the window of %d unacknowledged", l.Data, c.deliverMax)
+			case <-time.After(500 * time.Millisecond):
+			}
+		})
+	}
+}
+
+// A broker that speaks only MQTT 3.1.1 (the hub's embedded NATS) refuses
+// the MQTT 5 CONNECT; the source falls back and reads over 3.1.1 with the
+// 3.1.1 window.
+func TestMQTTFallsBackToThreeOneOne(t *testing.T) {
+	nb := natstest.New(t)
+	url := "tcp://" + nb.MQTTAddr()
+	cfg := SourceConfig{Type: "mqtt", MQTT: MQTTConfig{URL: url, Topic: "sensors/#", ClientID: "fallback"}}
+	window := make(chan int, 10)
+	run, err := Open(cfg, 0, slog.New(slog.DiscardHandler), func(n int) { window <- n })
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	out := make(chan Line, 100)
+	done := make(chan struct{})
+	go func() { defer close(done); _ = run(ctx, out) }()
+	defer func() { cancel(); <-done }()
+	select {
+	case n := <-window:
+		if n != DefaultWindow311 {
+			t.Fatalf("window %d, want %d", n, DefaultWindow311)
+		}
+	case <-time.After(20 * time.Second):
+		t.Fatal("no connection within 20s")
+	}
+	publish := publisher(t, url)
+	for i := 0; ; i++ {
+		publish("sensors/a", fmt.Sprintf("probe %d", i))
+		select {
+		case l := <-out:
+			l.Ack()
+			return
+		case <-time.After(300 * time.Millisecond):
+		}
+		if i > 50 {
+			t.Fatal("nothing read over the fallback")
 		}
 	}
 }

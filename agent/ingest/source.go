@@ -69,9 +69,13 @@ type MQTTConfig struct {
 	// subscription and queues QoS 1 readings while the agent is away.
 	ClientID string `yaml:"client_id"` // default: outpost-<pipeline>
 	// MaxUnacked is how many messages the pipeline holds unacknowledged
-	// before it commits: above the broker's in-flight limit the broker
-	// stops delivering and input waits for the 50 ms commit tick.
-	MaxUnacked int `yaml:"max_unacked"` // default 16
+	// before it commits (see Window). Over MQTT 5 the broker is told
+	// (Receive Maximum); over 3.1.1, above the broker's in-flight limit the
+	// broker stops delivering and input waits for the 50 ms commit tick.
+	MaxUnacked int `yaml:"max_unacked"` // default 500 over MQTT 5, 16 over 3.1.1
+	// Protocol is "5", "3.1.1", or empty: MQTT 5, falling back to 3.1.1
+	// for a broker that refuses it.
+	Protocol string `yaml:"protocol"`
 }
 
 // maxLine bounds one input line; longer lines are rejected, not buffered.
@@ -105,7 +109,12 @@ func (c SourceConfig) Validate(path string, bad func(path, reason string)) {
 			field("mqtt.url", "must not be empty")
 		}
 		if c.MQTT.MaxUnacked < 0 || c.MQTT.MaxUnacked > 65535 {
-			field("mqtt.max_unacked", fmt.Sprintf("must be 0 (default 16) to 65535, got %d", c.MQTT.MaxUnacked))
+			field("mqtt.max_unacked", fmt.Sprintf("must be 0 (default %d over MQTT 5, %d over 3.1.1) to 65535, got %d", DefaultWindow5, DefaultWindow311, c.MQTT.MaxUnacked))
+		}
+		switch c.MQTT.Protocol {
+		case "", "5", "3.1.1":
+		default:
+			field("mqtt.protocol", fmt.Sprintf("must be 5, 3.1.1 or empty (5, falling back to 3.1.1), got %q", c.MQTT.Protocol))
 		}
 		if c.MQTT.Topic == "" {
 			field("mqtt.topic", "must not be empty")
@@ -118,8 +127,11 @@ func (c SourceConfig) Validate(path string, bad func(path, reason string)) {
 }
 
 // Open builds the configured source. resume is the Offset of the last line
-// already processed (0: none); sources without positions ignore it.
-func Open(c SourceConfig, resume int64, log *slog.Logger) (func(ctx context.Context, out chan<- Line) error, error) {
+// already processed (0: none); sources without positions ignore it. The
+// MQTT source calls window, when a connection comes up, with the number of
+// messages the broker may deliver unacknowledged: the pipeline commits at
+// least that often, or input waits for its commit tick.
+func Open(c SourceConfig, resume int64, log *slog.Logger, window func(int)) (func(ctx context.Context, out chan<- Line) error, error) {
 	switch c.Type {
 	case "simulator":
 		sim, err := NewSimulator(c.Simulator)
@@ -134,7 +146,7 @@ func Open(c SourceConfig, resume int64, log *slog.Logger) (func(ctx context.Cont
 	case "http":
 		return func(ctx context.Context, out chan<- Line) error { return serveHTTP(ctx, c.HTTP, out, log) }, nil
 	case "mqtt":
-		return func(ctx context.Context, out chan<- Line) error { return subscribe(ctx, c.MQTT, out, log) }, nil
+		return func(ctx context.Context, out chan<- Line) error { return subscribe(ctx, c.MQTT, out, log, window) }, nil
 	case "image":
 		frames, err := OpenFrames(c.Image, log)
 		if err != nil {
@@ -491,7 +503,29 @@ func unavailable(w http.ResponseWriter, err error) {
 // subscribe reads sensor messages from a local MQTT broker; a payload may
 // hold several lines. Messages are acknowledged (PUBACK) only when the
 // pipeline has committed them (Line.Ack): at least once, never lost.
-func subscribe(ctx context.Context, c MQTTConfig, out chan<- Line, log *slog.Logger) error {
+// MQTT 5 comes first: its Receive Maximum lets the pipeline commit a
+// window of hundreds of messages against a broker at its defaults, where
+// 3.1.1 is held to the broker's in-flight limit (Mosquitto: 20).
+func subscribe(ctx context.Context, c MQTTConfig, out chan<- Line, log *slog.Logger, window func(int)) error {
+	if window == nil {
+		window = func(int) {}
+	}
+	switch c.Protocol {
+	case "5":
+		return subscribe5(ctx, c, out, log, window, false)
+	case "3.1.1":
+		return subscribe311(ctx, c, out, log, window)
+	}
+	err := subscribe5(ctx, c, out, log, window, true)
+	if !errors.Is(err, errNoMQTT5) {
+		return err
+	}
+	log.Info("ingest: the broker refused MQTT 5; using MQTT 3.1.1", "url", c.URL, "max_unacked", c.Window(false), "err", err)
+	return subscribe311(ctx, c, out, log, window)
+}
+
+// subscribe311 is subscribe over MQTT 3.1.1.
+func subscribe311(ctx context.Context, c MQTTConfig, out chan<- Line, log *slog.Logger, window func(int)) error {
 	handler := func(_ mqtt.Client, m mqtt.Message) {
 		// Blocking here applies backpressure to the local broker (QoS 1).
 		if err := payloadLinesAck(ctx, m.Payload(), out, m.Ack); err != nil {
@@ -504,6 +538,7 @@ func subscribe(ctx context.Context, c MQTTConfig, out chan<- Line, log *slog.Log
 		SetUsername(c.Username).SetPassword(c.Password).SetAutoReconnect(true).SetConnectRetry(true).
 		SetConnectRetryInterval(time.Second).
 		SetOnConnectHandler(func(cl mqtt.Client) {
+			window(c.Window(false))
 			// Resubscribe on every connect: clean sessions lose subscriptions.
 			if tok := cl.Subscribe(c.Topic, 1, handler); tok.Wait() && tok.Error() != nil {
 				log.Warn("ingest: subscribe", "topic", c.Topic, "err", tok.Error())

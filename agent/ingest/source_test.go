@@ -40,7 +40,7 @@ func start(t *testing.T, c SourceConfig) chan Line {
 
 func startAt(t *testing.T, c SourceConfig, resume int64) chan Line {
 	t.Helper()
-	run, err := Open(c, resume, slog.New(slog.DiscardHandler))
+	run, err := Open(c, resume, slog.New(slog.DiscardHandler), nil)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -217,8 +217,9 @@ type Pipeline struct {
 	source func(context.Context, chan<- ingest.Line) error
 	items  []outbox.Item
 	acks   []func() // source messages to acknowledge after the next flush
-	// maxUnacked is how many acks wait before a flush is forced.
-	maxUnacked  int
+	// maxUnacked is how many acks wait before a flush is forced: the
+	// source's window, set when it connects.
+	maxUnacked  atomic.Int64
 	model       *infer.Model
 	swaps       chan swap // model updates, applied between batches
 	shadow      *infer.Model
@@ -276,14 +277,11 @@ func New(ctx context.Context, cfg Config, ob Store, log *slog.Logger) (*Pipeline
 	if err := p.resume(ctx); err != nil {
 		return nil, err
 	}
-	p.maxUnacked = cfg.Source.MQTT.MaxUnacked
-	if p.maxUnacked == 0 {
-		p.maxUnacked = defaultMaxUnacked
-	}
+	p.maxUnacked.Store(int64(cfg.Source.MQTT.Window(false)))
 	if cfg.Source.MQTT.ClientID == "" {
 		cfg.Source.MQTT.ClientID = "outpost-" + cfg.Name
 	}
-	if p.source, err = ingest.Open(cfg.Source, p.offset, log); err != nil {
+	if p.source, err = ingest.Open(cfg.Source, p.offset, log, func(n int) { p.maxUnacked.Store(int64(n)) }); err != nil {
 		return nil, err
 	}
 	return p, nil
@@ -338,10 +336,6 @@ func (p *Pipeline) restoreWindow(ctx context.Context, cp checkpoint) error {
 const (
 	flushEvery = 50 * time.Millisecond
 	flushItems = 1000
-	// defaultMaxUnacked bounds the source messages held unacknowledged:
-	// brokers stop delivering at their in-flight limit (Mosquitto: 20 by
-	// default).
-	defaultMaxUnacked = 16
 )
 
 // Run processes until ctx ends or the source finishes. When ctx ends it
@@ -371,7 +365,7 @@ func (p *Pipeline) Run(ctx context.Context) error {
 		select {
 		case l := <-in:
 			results = p.handle(l, results[:0])
-			if len(p.items) >= flushItems || (len(p.acks) > 0 && len(p.acks) >= p.maxUnacked) {
+			if len(p.items) >= flushItems || (len(p.acks) > 0 && int64(len(p.acks)) >= p.maxUnacked.Load()) {
 				stalled = !p.tryFlush(wctx)
 			}
 		case err := <-srcDone:

@@ -21,8 +21,24 @@ type Broker struct {
 	Addr, URL string
 }
 
-// Start runs mosquitto with its config, log and persistence under dir.
-func Start(ctx context.Context, dir string) (*Broker, error) {
+// Limits is how a test's Mosquitto bounds each client.
+type Limits int
+
+const (
+	// Raised: queues of a million messages and 1,000 in flight, for
+	// load tests.
+	Raised Limits = iota
+	// Defaults: Mosquitto's own (1,000 queued, 20 in flight), as a
+	// broker installed and left alone.
+	Defaults
+)
+
+// Start runs mosquitto with its config, log and persistence under dir,
+// with raised limits.
+func Start(ctx context.Context, dir string) (*Broker, error) { return StartWith(ctx, dir, Raised) }
+
+// StartWith is Start with the given limits.
+func StartWith(ctx context.Context, dir string, lim Limits) (*Broker, error) {
 	bin, err := testenv.Binary("mosquitto")
 	if err != nil {
 		return nil, err
@@ -39,9 +55,10 @@ log_dest stdout
 log_type error
 log_type warning
 log_type notice
-max_queued_messages 1000000
-max_inflight_messages 1000
 `, port, dir)
+	if lim == Raised {
+		conf += "max_queued_messages 1000000\nmax_inflight_messages 1000\n"
+	}
 	confPath := filepath.Join(dir, "mosquitto.conf")
 	if err := os.WriteFile(confPath, []byte(conf), 0o644); err != nil {
 		return nil, err

@@ -1,0 +1,154 @@
+package ingest
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"math"
+	"net"
+	"net/url"
+	"sync/atomic"
+	"time"
+
+	"github.com/eclipse/paho.golang/autopaho"
+	"github.com/eclipse/paho.golang/paho"
+	"golang.org/x/sync/errgroup"
+
+	"github.com/outpost-edge/outpost/agent/mqttnet"
+)
+
+// The window is how many messages the broker may deliver before the agent
+// acknowledges: the pipeline commits every window's worth. MQTT 3.1.1 has
+// no way to ask for one, so it stays under Mosquitto's default
+// max_inflight_messages (20); MQTT 5 sends it to the broker as Receive
+// Maximum, which Mosquitto honours in place of its own limit.
+const (
+	DefaultWindow311 = 16
+	DefaultWindow5   = 500
+)
+
+// Window is the window for a connection of the given protocol:
+// max_unacked when it is set.
+func (c MQTTConfig) Window(mqtt5 bool) int {
+	switch {
+	case c.MaxUnacked > 0:
+		return c.MaxUnacked
+	case mqtt5:
+		return DefaultWindow5
+	}
+	return DefaultWindow311
+}
+
+// errNoMQTT5 means the broker took the connection but not an MQTT 5
+// CONNECT: it speaks 3.1.1 only (NATS, older brokers).
+var errNoMQTT5 = errors.New("the broker does not speak MQTT 5")
+
+// ackInterval is how often paho sends the acknowledgements of committed
+// messages, in order. A commit's acks wait at most this long, against a
+// commit every window of messages.
+const ackInterval = 2 * time.Millisecond
+
+// subscribe5 reads sensor messages over MQTT 5 with a persistent session
+// (it never expires, as a 3.1.1 clean_session=false one) and acknowledges
+// each only when the pipeline has committed it. With fallback, it returns
+// errNoMQTT5 when the broker refuses MQTT 5 before any connection came up.
+func subscribe5(ctx context.Context, c MQTTConfig, out chan<- Line, log *slog.Logger, window func(int), fallback bool) error {
+	u, err := url.Parse(c.URL)
+	if err != nil {
+		return fmt.Errorf("ingest: mqtt.url: %w", err)
+	}
+	recvMax := uint16(c.Window(true))
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	g, gctx := errgroup.WithContext(ctx)
+	var (
+		up      atomic.Bool  // a connection has come up: no fallback any more
+		dialed  atomic.Bool  // the last attempt reached the broker
+		refused atomic.Value // errNoMQTT5, wrapped with what the broker said
+	)
+	handler := func(pr paho.PublishReceived) (bool, error) {
+		p, cl := pr.Packet, pr.Client
+		ack := func() { _ = cl.Ack(p) } // fails only for a connection since lost: the broker redelivers
+		// Blocking here applies backpressure to the local broker (QoS 1).
+		if err := payloadLinesAck(ctx, p.Payload, out, ack); err != nil {
+			log.Warn("ingest: mqtt payload", "topic", p.Topic, "err", err)
+			ack() // unreadable as lines: nothing to keep (counted by the decoder when partly read)
+		}
+		return true, nil
+	}
+	cfg := autopaho.ClientConfig{
+		ServerUrls:            []*url.URL{u},
+		KeepAlive:             30,
+		SessionExpiryInterval: math.MaxUint32, // never expires
+		ReconnectBackoff:      autopaho.NewExponentialBackoff(100*time.Millisecond, 30*time.Second, time.Second, 2),
+		ConnectTimeout:        10 * time.Second,
+		ConnectUsername:       c.Username,
+		ConnectPassword:       []byte(c.Password),
+		ConnectPacketBuilder: func(cp *paho.Connect, _ *url.URL) (*paho.Connect, error) {
+			if cp.Properties == nil {
+				cp.Properties = &paho.ConnectProperties{}
+			}
+			cp.Properties.ReceiveMaximum = &recvMax
+			dialed.Store(false)
+			return cp, nil
+		},
+		OnConnectionUp: func(cm *autopaho.ConnectionManager, _ *paho.Connack) {
+			up.Store(true)
+			window(int(recvMax))
+			// Subscribe on every connect: the session may be new. It must
+			// not block this callback.
+			g.Go(func() error {
+				sub := &paho.Subscribe{Subscriptions: []paho.SubscribeOptions{{Topic: c.Topic, QoS: 1}}}
+				if _, err := cm.Subscribe(gctx, sub); err != nil && gctx.Err() == nil {
+					log.Warn("ingest: subscribe", "topic", c.Topic, "err", err)
+				}
+				return nil
+			})
+		},
+		OnConnectError: func(err error) {
+			var ce *autopaho.ConnackError
+			// 0x84: unsupported protocol version; a 3.1.1 broker's "1,
+			// unacceptable protocol version" reads as reason code 1.
+			noV5 := errors.As(err, &ce) && (ce.ReasonCode == 0x84 || ce.ReasonCode == 0x01)
+			if fallback && !up.Load() && (noV5 || (dialed.Load() && !errors.As(err, &ce))) {
+				refused.CompareAndSwap(nil, fmt.Errorf("%w: %v", errNoMQTT5, err))
+				cancel()
+				return
+			}
+			log.Warn("ingest: mqtt connect", "url", c.URL, "err", err)
+		},
+		ClientConfig: paho.ClientConfig{
+			ClientID:                   c.ClientID,
+			EnableManualAcknowledgment: true,
+			SendAcksInterval:           ackInterval,
+			OnPublishReceived:          []func(paho.PublishReceived) (bool, error){handler},
+		},
+	}
+	if u.Scheme == "tcp" || u.Scheme == "mqtt" {
+		cfg.AttemptConnection = func(ctx context.Context, _ autopaho.ClientConfig, u *url.URL) (net.Conn, error) {
+			var d net.Dialer
+			conn, err := d.DialContext(ctx, "tcp", u.Host)
+			if err != nil {
+				return nil, err
+			}
+			dialed.Store(true)
+			return mqttnet.Wrap(conn), nil // fewer system calls per message; writes are locked
+		}
+	}
+	cm, err := autopaho.NewConnection(ctx, cfg)
+	if err != nil {
+		return fmt.Errorf("ingest: mqtt: %w", err)
+	}
+	<-ctx.Done()
+	// Time for the acks of committed messages to leave.
+	time.Sleep(2 * ackInterval)
+	dctx, dcancel := context.WithTimeout(context.WithoutCancel(ctx), time.Second)
+	defer dcancel()
+	_ = cm.Disconnect(dctx)
+	_ = g.Wait()
+	if err, _ := refused.Load().(error); err != nil {
+		return err
+	}
+	return nil
+}
