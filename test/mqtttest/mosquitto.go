@@ -31,6 +31,9 @@ const (
 	// Defaults: Mosquitto's own (1,000 queued, 20 in flight), as a
 	// broker installed and left alone.
 	Defaults
+	// DefaultInflight: Mosquitto's own in-flight limit (20) with queues
+	// raised, so that a load test's burst is held, not dropped.
+	DefaultInflight
 )
 
 // Start runs mosquitto with its config, log and persistence under dir,
@@ -56,8 +59,11 @@ log_type error
 log_type warning
 log_type notice
 `, port, dir)
-	if lim == Raised {
+	switch lim {
+	case Raised:
 		conf += "max_queued_messages 1000000\nmax_inflight_messages 1000\n"
+	case DefaultInflight:
+		conf += "max_queued_messages 1000000\n"
 	}
 	confPath := filepath.Join(dir, "mosquitto.conf")
 	if err := os.WriteFile(confPath, []byte(conf), 0o644); err != nil {
@@ -81,7 +87,13 @@ log_type notice
 // New starts a Mosquitto for one test and stops it when the test ends.
 func New(tb testing.TB) *Broker {
 	tb.Helper()
-	b, err := Start(context.Background(), tb.TempDir())
+	return NewWith(tb, Raised)
+}
+
+// NewWith is New with the given limits.
+func NewWith(tb testing.TB, lim Limits) *Broker {
+	tb.Helper()
+	b, err := StartWith(context.Background(), tb.TempDir(), lim)
 	if err != nil {
 		tb.Fatal(err)
 	}
