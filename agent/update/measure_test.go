@@ -1,6 +1,8 @@
 package update
 
 import (
+	"context"
+	"log/slog"
 	"math/rand/v2"
 	"os"
 	"path/filepath"
@@ -187,6 +189,52 @@ func TestSelfTestRefusesACandidateOverTheBudget(t *testing.T) {
 		t.Fatalf("the refused candidate was switched to: %d swaps", r.swaps.Load())
 	}
 	t.Logf("refused: %s", u.Reason)
+}
+
+// onMessage is a slog handler that calls f on each record with message msg.
+type onMessage struct {
+	slog.Handler
+	msg string
+	f   func()
+}
+
+func (h onMessage) Enabled(context.Context, slog.Level) bool { return true }
+
+func (h onMessage) Handle(ctx context.Context, r slog.Record) error {
+	if r.Message == h.msg {
+		h.f()
+	}
+	return nil
+}
+
+// A refused measurement is reported together with the refusal: a report
+// of phase selftest carrying it let the hub halt and revert the rollout
+// on it while the agent was still refusing, so the rollout's record kept
+// the canary at selftest, and the revert could supersede the refusal.
+// The handler reports at the instant between measuring and refusing.
+func TestSelfTestMeasurementIsReportedWithItsOutcome(t *testing.T) {
+	w := newWorld(t)
+	target := w.publishWide(t, 2)
+	var m *Manager
+	var between []state.Update
+	w.log = slog.New(onMessage{Handler: slog.DiscardHandler, msg: "update: candidate measured", f: func() {
+		_, ups, _ := m.Report()
+		between = append(between, ups["m"])
+	}})
+	_, m, _ = w.start(t, testConfig(), nil)
+	m.Desire(gated(1, 2, target, state.PerfGates{MaxLatencyMS: 0.001, MaxLatencyFactor: 1000}))
+	u := waitPhase(t, m)
+	if u.Phase != state.PhaseFailed || u.SelfTest == nil {
+		t.Fatalf("update %+v, want failed with its measurement", u)
+	}
+	if len(between) == 0 {
+		t.Fatal("the manager never logged its measurement")
+	}
+	for _, b := range between {
+		if b.Phase == state.PhaseSelfTest && b.SelfTest != nil {
+			t.Fatalf("reported at phase %s with the measurement %+v before the outcome", b.Phase, *b.SelfTest)
+		}
+	}
 }
 
 func TestSelfTestRefusesACandidateFarSlowerThanTheRunningModel(t *testing.T) {

@@ -449,8 +449,19 @@ func (m *Manager) snapshot() doc {
 
 // transition stores j's new phase (with its event) and reports it.
 func (m *Manager) transition(ctx context.Context, j *job, phase, reason string) {
+	m.transitionMeasured(ctx, j, phase, reason, nil)
+}
+
+// transitionMeasured is transition that also records the self-test's
+// measurement, when st is set, in the same step: a report never carries
+// a measurement without the outcome it led to, so the hub cannot act on
+// it (halt, revert) while the agent is still deciding.
+func (m *Manager) transitionMeasured(ctx context.Context, j *job, phase, reason string, st *state.SelfTest) {
 	m.mu.Lock()
 	j.Phase, j.Reason, j.At = phase, reason, time.Now().UTC()
+	if st != nil {
+		j.SelfTest = st
+	}
 	m.mu.Unlock()
 	for {
 		err := save(ctx, m.o.Store, m.snapshot(), j)
@@ -557,18 +568,19 @@ func (m *Manager) step(ctx context.Context, j *job) {
 		}
 		m.transition(ctx, j, state.PhaseSelfTest, "")
 	case state.PhaseSelfTest:
-		if err := m.selfTest(j); err != nil {
-			m.transition(ctx, j, state.PhaseFailed, err.Error())
+		st, err := m.selfTest(j)
+		if err != nil {
+			m.transitionMeasured(ctx, j, state.PhaseFailed, err.Error(), st)
 			return
 		}
 		if j.ShadowSeconds > 0 {
-			m.transition(ctx, j, state.PhaseShadow, "")
+			m.transitionMeasured(ctx, j, state.PhaseShadow, "", st)
 			return
 		}
 		m.mu.Lock()
 		j.SwitchBoot = m.o.Boot
 		m.mu.Unlock()
-		m.transition(ctx, j, state.PhaseSwitching, "")
+		m.transitionMeasured(ctx, j, state.PhaseSwitching, "", st)
 	case state.PhaseShadow:
 		m.shadow(ctx, j)
 	case state.PhaseSwitching:
@@ -773,14 +785,15 @@ func (m *Manager) install(j *job) error {
 // memory from loading it, and the running model's latency the same way)
 // and refuses it when it does not fit the rollout's gates. The loaded
 // models wait for the switch.
-func (m *Manager) selfTest(j *job) error {
+func (m *Manager) selfTest(j *job) (*state.SelfTest, error) {
 	var st state.SelfTest
 	var loaded []*infer.Model
-	fail := func(err error) error {
+	var measured *state.SelfTest // set once the measurement is complete
+	fail := func(err error) (*state.SelfTest, error) {
 		for _, mod := range loaded {
 			mod.Close()
 		}
-		return err
+		return measured, err
 	}
 	for _, r := range m.runnersOf(j.Model) {
 		mc, _ := r.ModelConfig()
@@ -801,9 +814,7 @@ func (m *Manager) selfTest(j *job) error {
 			return fail(fmt.Errorf("self-test: measure: %w", err))
 		}
 	}
-	m.mu.Lock()
-	j.SelfTest = &st
-	m.mu.Unlock()
+	measured = &st
 	m.log.Info("update: candidate measured", "model", j.Model, "to", j.To, "p50_us", st.LatencyP50US, "p99_us", st.LatencyP99US,
 		"batch", st.BatchRows, "batch_p99_us", st.BatchP99US, "rss_growth_mb", st.RSSGrowthMB, "active_p50_us", st.ActiveLatencyP50US)
 	if why := st.Check(m.selfTestGates(j)); why != "" {
@@ -815,7 +826,7 @@ func (m *Manager) selfTest(j *job) error {
 		}
 		m.loaded[r.Name()] = loaded[i]
 	}
-	return nil
+	return &st, nil
 }
 
 // measure adds r's candidate mod, and the model r runs now, to st: the

@@ -141,6 +141,8 @@ type world struct {
 	// slow, when set, is a part of the paths whose downloads trickle: a byte every
 	// 100 ms, never long enough without one to count as stalled.
 	slow atomic.Value
+	// log, when set, is the manager's logger.
+	log *slog.Logger
 }
 
 func (w *world) serve(rw http.ResponseWriter, r *http.Request) {
@@ -251,6 +253,9 @@ func (w *world) startRunners(t *testing.T, cfg Config, crash func(string), dirs 
 	t.Helper()
 	ctx, cancel := context.WithCancel(context.Background())
 	log := slog.New(slog.DiscardHandler)
+	if w.log != nil {
+		log = w.log
+	}
 	var all []string
 	for _, name := range sortedKeys(dirs) {
 		all = append(all, dirs[name])
