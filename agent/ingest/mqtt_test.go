@@ -144,9 +144,10 @@ func publisher(t *testing.T, url string) func(topic, payload string) {
 }
 
 // Against a Mosquitto at its default in-flight limit (20), the source
-// asks over MQTT 5 for a window of 500 (Receive Maximum), receives that
-// many messages before acknowledging any, and tells the pipeline so.
-// Over 3.1.1 the broker stops at 20: the window stays at 16.
+// asks over MQTT 5 for a window of 2000 (Receive Maximum), receives that
+// many messages before acknowledging any, and tells the pipeline to
+// commit at half of it (acks leave on a ticker). Over 3.1.1 the broker
+// stops at 20, and the pipeline commits every 16.
 func TestMQTTFiveWindowAgainstADefaultMosquitto(t *testing.T) {
 	b, err := mqtttest.StartWith(context.Background(), t.TempDir(), mqtttest.Defaults)
 	if err != nil {
@@ -157,7 +158,7 @@ func TestMQTTFiveWindowAgainstADefaultMosquitto(t *testing.T) {
 	for _, c := range []struct {
 		proto              string
 		window, deliverMax int
-	}{{"", DefaultWindow5, DefaultWindow5}, {"3.1.1", DefaultWindow311, 20}} {
+	}{{"", DefaultWindow5 / 2, DefaultWindow5}, {"3.1.1", DefaultWindow311, 20}} {
 		t.Run("protocol="+c.proto, func(t *testing.T) {
 			cfg := SourceConfig{Type: "mqtt", MQTT: MQTTConfig{URL: b.URL, Topic: "w/" + c.proto + "/#", ClientID: "window-" + c.proto, Protocol: c.proto}}
 			window := make(chan int, 10)
@@ -166,7 +167,7 @@ func TestMQTTFiveWindowAgainstADefaultMosquitto(t *testing.T) {
 				t.Fatal(err)
 			}
 			ctx, cancel := context.WithCancel(context.Background())
-			out := make(chan Line, 2000)
+			out := make(chan Line, c.deliverMax+200)
 			done := make(chan struct{})
 			go func() { defer close(done); _ = run(ctx, out) }()
 			defer func() { cancel(); <-done }()
@@ -179,7 +180,7 @@ func TestMQTTFiveWindowAgainstADefaultMosquitto(t *testing.T) {
 				t.Fatal("no connection within 15s")
 			}
 			time.Sleep(300 * time.Millisecond) // the subscription is in place
-			for i := range 600 {
+			for i := range c.deliverMax + 100 {
 				publish("w/"+c.proto+"/s", fmt.Sprint(i))
 			}
 			// Nothing is acknowledged: the broker delivers its window, then stops.

@@ -129,8 +129,10 @@ func (c SourceConfig) Validate(path string, bad func(path, reason string)) {
 // Open builds the configured source. resume is the Offset of the last line
 // already processed (0: none); sources without positions ignore it. The
 // MQTT source calls window, when a connection comes up, with the number of
-// messages the broker may deliver unacknowledged: the pipeline commits at
-// least that often, or input waits for its commit tick.
+// acknowledgements that may wait for a commit: the pipeline commits at
+// least that often, or input waits for its commit tick. That is the
+// window the broker was given over MQTT 3.1.1 (acks leave at once), half
+// of it over MQTT 5 (acks leave on a ticker; see ackInterval).
 func Open(c SourceConfig, resume int64, log *slog.Logger, window func(int)) (func(ctx context.Context, out chan<- Line) error, error) {
 	switch c.Type {
 	case "simulator":
