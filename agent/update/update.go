@@ -788,37 +788,35 @@ func (m *Manager) install(j *job) error {
 func (m *Manager) selfTest(j *job) (*state.SelfTest, error) {
 	var st state.SelfTest
 	var loaded []*infer.Model
-	var measured *state.SelfTest // set once the measurement is complete
-	fail := func(err error) (*state.SelfTest, error) {
+	fail := func(err error) error {
 		for _, mod := range loaded {
 			mod.Close()
 		}
-		return measured, err
+		return err
 	}
 	for _, r := range m.runnersOf(j.Model) {
 		mc, _ := r.ModelConfig()
 		before := residentBytes()
 		mod, err := infer.LoadSlot(mc, j.ToSlot[mc.Dir], m.log)
 		if err != nil {
-			return fail(fmt.Errorf("self-test: %w", err))
+			return nil, fail(fmt.Errorf("self-test: %w", err))
 		}
 		loaded = append(loaded, mod)
 		st.RSSGrowthMB += growthMB(before, residentBytes())
 		if mod.Manifest.Name != j.Model || mod.Manifest.Version != j.To {
-			return fail(fmt.Errorf("self-test: slot holds %s version %d", mod.Manifest.Name, mod.Manifest.Version))
+			return nil, fail(fmt.Errorf("self-test: slot holds %s version %d", mod.Manifest.Name, mod.Manifest.Version))
 		}
 		if err := r.CheckModel(mod.Manifest); err != nil {
-			return fail(fmt.Errorf("self-test: %w", err))
+			return nil, fail(fmt.Errorf("self-test: %w", err))
 		}
 		if err := m.measure(r, mc, mod, &st); err != nil {
-			return fail(fmt.Errorf("self-test: measure: %w", err))
+			return nil, fail(fmt.Errorf("self-test: measure: %w", err))
 		}
 	}
-	measured = &st
 	m.log.Info("update: candidate measured", "model", j.Model, "to", j.To, "p50_us", st.LatencyP50US, "p99_us", st.LatencyP99US,
 		"batch", st.BatchRows, "batch_p99_us", st.BatchP99US, "rss_growth_mb", st.RSSGrowthMB, "active_p50_us", st.ActiveLatencyP50US)
 	if why := st.Check(m.selfTestGates(j)); why != "" {
-		return fail(fmt.Errorf("self-test: does not fit this device: %s", why))
+		return &st, fail(fmt.Errorf("self-test: does not fit this device: %s", why))
 	}
 	for i, r := range m.runnersOf(j.Model) {
 		if old := m.loaded[r.Name()]; old != nil {
