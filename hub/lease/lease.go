@@ -127,9 +127,27 @@ func (l *Lease) hold(ctx context.Context, rev uint64) uint64 {
 		if ctx.Err() != nil {
 			return rev
 		}
+		if errors.Is(err, jetstream.ErrKeyExists) {
+			// Either another hub took the key, or an earlier refresh of
+			// ours landed after its deadline (a busy store answers late)
+			// and moved the revision on: the key says which.
+			rctx, cancel := context.WithTimeout(ctx, l.ttl/4)
+			e, gerr := l.kv.Get(rctx, l.key)
+			cancel()
+			switch {
+			case gerr == nil && string(e.Value()) == l.holder && time.Since(e.Created()) < l.ttl/2:
+				l.log.Info("lease: an earlier refresh landed after its deadline; still held", "since_it", time.Since(e.Created()).Round(time.Millisecond))
+				rev, last = e.Revision(), e.Created()
+				continue
+			case gerr == nil || errors.Is(gerr, jetstream.ErrKeyNotFound):
+				l.log.Warn("lease: refresh refused: the key is no longer ours", "err", err)
+				return 0
+			}
+			err = fmt.Errorf("%w (reading the key: %w)", err, gerr)
+		}
 		l.log.Warn("lease: refresh failed", "err", err, "since_last", time.Since(last).Round(time.Millisecond))
-		if errors.Is(err, jetstream.ErrKeyExists) || time.Since(last) > l.ttl/2 {
-			return 0 // taken by another hub, or we cannot prove we still hold it
+		if time.Since(last) > l.ttl/2 {
+			return 0 // we cannot prove we still hold it
 		}
 	}
 }

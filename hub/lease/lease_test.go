@@ -141,3 +141,52 @@ func TestHolderNamesTheHolder(t *testing.T) {
 		t.Fatalf("held lease: holder %q, %v, want hub-a", h, err)
 	}
 }
+
+// lostReplyJS hands out a lease bucket whose next refresh, once armed,
+// reaches the server and is applied, but whose reply is lost: the holder
+// sees a timeout, as it does when a busy JetStream (fsync on every write)
+// answers after the refresh's deadline.
+type lostReplyJS struct {
+	jetstream.JetStream
+	kv *lostReplyKV
+}
+
+type lostReplyKV struct {
+	jetstream.KeyValue
+	armed, lost atomic.Bool
+}
+
+func (j *lostReplyJS) CreateOrUpdateKeyValue(ctx context.Context, cfg jetstream.KeyValueConfig) (jetstream.KeyValue, error) {
+	kv, err := j.JetStream.CreateOrUpdateKeyValue(ctx, cfg)
+	if err != nil {
+		return nil, err
+	}
+	j.kv = &lostReplyKV{KeyValue: kv}
+	return j.kv, nil
+}
+
+func (kv *lostReplyKV) Update(ctx context.Context, key string, value []byte, rev uint64) (uint64, error) {
+	next, err := kv.KeyValue.Update(ctx, key, value, rev)
+	if err == nil && kv.armed.CompareAndSwap(true, false) {
+		kv.lost.Store(true)
+		return 0, context.DeadlineExceeded
+	}
+	return next, err
+}
+
+// A refresh that landed although its reply was lost is still this hub's:
+// the next refresh, made against the revision before it, must not count
+// as the lease taken by another hub and stop the bridge and the acker.
+func TestRefreshWhoseReplyWasLostKeepsTheLease(t *testing.T) {
+	js := &lostReplyJS{JetStream: natstest.JetStream(t)}
+	const ttl = 2 * time.Second // refreshes every 500 ms
+	a := contend(t, js, "hub-a", ttl)
+	waitFor(t, "hub-a leads", 5*time.Second, a.running.Load)
+	js.kv.armed.Store(true)
+	waitFor(t, "a refresh's reply is lost", 5*time.Second, js.kv.lost.Load)
+	// Three more refreshes: the one after the lost reply, and two more.
+	time.Sleep(3 * ttl / 4)
+	if n := a.starts.Load(); n != 1 || !a.running.Load() {
+		t.Fatalf("job started %d times, running %v: the lease was dropped after a refresh whose reply was lost", n, a.running.Load())
+	}
+}
