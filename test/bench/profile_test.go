@@ -11,7 +11,7 @@ import (
 
 // profileEnv names a folder: when set, each system benchmark writes a CPU
 // profile of its timed section, and an allocation profile taken at its end,
-// to DIR/<benchmark>.cpu and DIR/<benchmark>.alloc (`make bench-profile`).
+// to DIR/<benchmark>.cpu and DIR/<benchmark>.alloc (README, Performance).
 // `go test -cpuprofile` would also profile the set-up (encoding payloads,
 // starting the hub), which here costs as much as what is measured.
 const profileEnv = "OUTPOST_BENCH_PROFILE"
