@@ -72,7 +72,9 @@ func Defaults() *Config {
 			MQTTPort:   1883,
 			SyncAlways: true,
 			MaxPayload: 1 << 20,
-			Cluster:    broker.Cluster{Port: 6222, LeaseTTL: 6 * time.Second},
+			// nats-server's own default.
+			StreamBuffer: 128 << 20,
+			Cluster:      broker.Cluster{Port: 6222, LeaseTTL: 6 * time.Second},
 		},
 		Ingest:  ingest.Config{MaxBytes: 8 << 30, MaxAge: 7 * 24 * time.Hour, Replicas: 1, TrimInterval: time.Second},
 		Kafka:   kafka.Config{TopicPrefix: "outpost.", Partitions: 3, Replication: 1},
@@ -154,6 +156,9 @@ func (c *Config) Validate() error {
 	c.validateCluster(&errs)
 	if c.Broker.MaxPayload < 1024 || c.Broker.MaxPayload > 64<<20 {
 		errs.Add("broker.max_payload", fmt.Sprintf("must be between 1024 and 67108864 bytes, got %d", c.Broker.MaxPayload))
+	}
+	if b := c.Broker.StreamBuffer; b < int64(c.Broker.MaxPayload) || b > 16<<30 {
+		errs.Add("broker.stream_buffer", fmt.Sprintf("must be at least broker.max_payload (%d) and at most 17179869184 bytes, got %d", c.Broker.MaxPayload, b))
 	}
 	for i, b := range c.Kafka.Brokers {
 		if _, port, err := net.SplitHostPort(b); err != nil || port == "" {

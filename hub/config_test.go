@@ -55,6 +55,7 @@ func TestValidateNamesFields(t *testing.T) {
 		}, Path: "console.users[0].password_hash"},
 		{Name: "console ttl", Mutate: func(c *Config) { c.Console.SessionTTL = time.Second }, Path: "console.session_ttl"},
 		{Name: "lease ttl", Mutate: func(c *Config) { c.Broker.Cluster.LeaseTTL = time.Millisecond }, Path: "broker.cluster.lease_ttl"},
+		{Name: "stream buffer below a batch", Mutate: func(c *Config) { c.Broker.StreamBuffer = 1000 }, Path: "broker.stream_buffer"},
 	})
 }
 

@@ -367,6 +367,10 @@ type Stats struct {
 	// StoreHeals: JetStream stores reloaded in process after a full disk
 	// latched their write error (broker.Healer).
 	StoreHeals int64 `json:"store_heals"`
+	// IngestOverflows: seconds in which JetStream dropped device batches
+	// because a stream's ingest queue (broker.stream_buffer) was full; the
+	// acker asks those devices to resend.
+	IngestOverflows int64 `json:"ingest_overflows"`
 	// Leader: this hub holds the pipeline lease and runs the bridge.
 	Leader bool `json:"leader"`
 	// KafkaBrokers is where the hub writes: the configured brokers, or the
@@ -407,6 +411,7 @@ func (h *Hub) Stats() Stats {
 		Enrolled: h.registry.Stats.Enrolled.Load(), EnrolRefused: h.registry.Stats.EnrolRefused.Load(),
 		CertRenewed: h.registry.Stats.Renewed.Load(), CertRenewRefused: h.registry.Stats.RenewRefused.Load(),
 		Leader: h.leader.Load(), KafkaBrokers: h.kafka.Brokers, KafkaEmbedded: h.kafka.Embedded(), StoreHeals: h.storeHeals(),
+		IngestOverflows: h.broker.IngestOverflows(),
 	}
 }
 

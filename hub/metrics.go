@@ -37,6 +37,7 @@ func (h *Hub) metricsHandler() http.Handler {
 	counter("ingest_trimmed_messages_total", "Stream messages removed once Kafka (and the trainer) had them.", func(s Stats) int64 { return s.IngestTrimmed })
 	counter("ingest_trainer_skipped_messages_total", "Stream messages removed before the trainer read them, because the stream was over half full.", func(s Stats) int64 { return s.IngestOvertook })
 	counter("store_heals_total", "JetStream stores reloaded in process because a full disk had latched their write error (logged by the store healer).", func(s Stats) int64 { return s.StoreHeals })
+	counter("ingest_overflows_total", "Seconds in which JetStream dropped device batches because a stream's ingest queue (broker.stream_buffer) was full; the acker asked those devices to resend.", func(s Stats) int64 { return s.IngestOverflows })
 	counter("acker_replayed_messages_total", "Stream messages the acker read at start or failover to restore its marks.", func(s Stats) int64 { return s.AckerReplayed })
 	counter("decode_shared_total", "Device payloads the bridge took as the acker had decoded them (decoded once).", func(s Stats) int64 { return s.DecodeShared })
 	counter("decode_evicted_total", "Decoded payloads dropped before the bridge came (bridge.shared_decode_bytes exceeded); the bridge decoded them again.", func(s Stats) int64 { return s.DecodeEvicted })

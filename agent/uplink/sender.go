@@ -46,10 +46,11 @@ type Sender struct {
 	acks      chan ack
 	reconnect chan struct{}
 
-	floor    map[outbox.Key]uint64 // acked by the hub
-	sent     map[string]uint64     // per stream: highest seq published since its last rewind
-	sentE    map[outbox.Key]uint64 // per epoch and stream: the same, the next envelope's Prev
-	progress map[string]time.Time  // per stream: last ack that moved it, or last rewind
+	floor    map[outbox.Key]uint64     // acked by the hub
+	sent     map[string]uint64         // per stream: highest seq published since its last rewind
+	sentE    map[outbox.Key]uint64     // per epoch and stream: the same, the next envelope's Prev
+	progress map[string]time.Time      // per stream: last ack that moved it, or last rewind
+	rewound  map[outbox.Key]rewindMark // per epoch and stream: the last rewind
 
 	ackErrors atomic.Int64
 	lastAck   atomic.Int64 // unix nanoseconds of the last ack that moved a stream; 0: none
@@ -77,10 +78,21 @@ func (s *Sender) ackFailed(err error) {
 	}
 }
 
-// ack is one ack message: one epoch's marks by stream.
+// rewindMark is where a stream stood when it was last rewound. Batches in
+// flight then reach the hub after the rewind and may be named as gaps
+// too; the rewind already resends them.
+type rewindMark struct {
+	sent, floor uint64 // sentE and the floor then
+	at          time.Time
+}
+
+// ack is one ack message: one epoch's marks by stream, and the streams
+// whose latest batch the hub could not join to what it holds (by the
+// batch's Prev).
 type ack struct {
 	epoch string
 	marks map[string]uint64
+	gaps  map[string]uint64
 }
 
 // NewSender builds a sender; wire OnAck and OnConnect to the MQTT client.
@@ -95,13 +107,14 @@ func (s *Sender) OnAck(_ string, payload []byte) {
 	var a struct {
 		Epoch string            `json:"epoch"`
 		Acks  map[string]uint64 `json:"acks"`
+		Gaps  map[string]uint64 `json:"gaps"`
 	}
 	if err := json.Unmarshal(payload, &a); err != nil {
 		s.log.Warn("ignoring malformed ack", "err", err)
 		return
 	}
 	select {
-	case s.acks <- ack{epoch: a.Epoch, marks: a.Acks}:
+	case s.acks <- ack{epoch: a.Epoch, marks: a.Acks, gaps: a.Gaps}:
 	default:
 	}
 }
@@ -122,6 +135,7 @@ func (s *Sender) Run(ctx context.Context) error {
 		return err
 	}
 	s.floor, s.sent, s.sentE, s.progress = floors, map[string]uint64{}, map[outbox.Key]uint64{}, map[string]time.Time{}
+	s.rewound = map[outbox.Key]rewindMark{}
 	s.rewind()
 	tick := time.NewTicker(max(s.cfg.AckTimeout/4, 10*time.Millisecond))
 	defer tick.Stop()
@@ -193,14 +207,41 @@ func (s *Sender) applyAck(ctx context.Context, a ack) error {
 		s.progress[stream] = now
 		s.lastAck.Store(now.UnixNano())
 	}
+	for stream, prev := range a.gaps {
+		k := outbox.Key{Epoch: a.epoch, Stream: stream}
+		if prev <= s.floor[k] || s.sentE[k] <= s.floor[k] {
+			continue // acked since, or nothing resent yet
+		}
+		if !s.gapIsNew(k, prev) {
+			continue
+		}
+		s.log.Info("the hub is missing records it was sent; resending the stream from its floor", "stream", stream, "floor", s.floor[k], "missing_to", prev)
+		s.rewindStream(stream)
+	}
 	return nil
+}
+
+// gapIsNew tells a gap the hub names (its batch followed prev, and the
+// hub lacks what lies between prev and the floor) from one the last
+// rewind already resends: the batches then in flight arrive after it and
+// are named as gaps too. A gap is new when its batch began past what was
+// in flight then; when the hub has joined resent batches since (the floor
+// moved: over one connection every batch sent before the rewind came
+// before them); or a fifth of the ack timeout after the rewind (a resent
+// batch lost in its turn).
+func (s *Sender) gapIsNew(k outbox.Key, prev uint64) bool {
+	r, ok := s.rewound[k]
+	return !ok || prev >= r.sent || s.floor[k] > r.floor || s.now().Sub(r.at) >= s.cfg.AckTimeout/5
 }
 
 // rewind makes every stream start again from its floor.
 func (s *Sender) rewind() {
+	now := s.now()
+	for k, v := range s.sentE {
+		s.rewound[k] = rewindMark{sent: v, floor: s.floor[k], at: now}
+	}
 	clear(s.sent)
 	clear(s.sentE)
-	now := s.now()
 	for k := range s.progress {
 		s.progress[k] = now
 	}
@@ -210,12 +251,14 @@ func (s *Sender) rewind() {
 // above it is sent again, and the hub drops what it already has.
 func (s *Sender) rewindStream(stream string) {
 	delete(s.sent, stream)
-	for k := range s.sentE {
+	now := s.now()
+	for k, v := range s.sentE {
 		if k.Stream == stream {
+			s.rewound[k] = rewindMark{sent: v, floor: s.floor[k], at: now}
 			delete(s.sentE, k)
 		}
 	}
-	s.progress[stream] = s.now()
+	s.progress[stream] = now
 }
 
 // inflight approximates the records of stream sent but not yet acked (seq

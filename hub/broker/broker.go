@@ -29,10 +29,17 @@ type Config struct {
 	// SyncAlways fsyncs every JetStream write before it is acknowledged.
 	// Without it JetStream syncs every two minutes, and a power loss can
 	// lose records the hub already acked to a device.
-	SyncAlways bool      `yaml:"sync_always" usage:"fsync each JetStream write before acking (safe; slower)"`
-	MaxPayload int32     `yaml:"max_payload" usage:"largest message in bytes the broker accepts"`
-	TLS        TLSConfig `yaml:"tls"`
-	Cluster    Cluster   `yaml:"cluster"`
+	SyncAlways bool  `yaml:"sync_always" usage:"fsync each JetStream write before acking (safe; slower)"`
+	MaxPayload int32 `yaml:"max_payload" usage:"largest message in bytes the broker accepts"`
+	// StreamBuffer is JetStream's in-memory queue ahead of each stream's
+	// store. A device's MQTT PUBACK does not wait for OUTPOST_UP, so when
+	// devices publish faster than the store writes (a fleet flushing its
+	// outboxes after an outage, fsync on every write) the queue fills and
+	// JetStream drops what comes next; the acker then tells those devices
+	// to resend (Ack.Gaps).
+	StreamBuffer int64     `yaml:"stream_buffer" usage:"bytes of device batches JetStream queues in memory ahead of each stream's store; past it new batches are dropped, counted (ingest_overflows) and resent by their devices at the acker's word"`
+	TLS          TLSConfig `yaml:"tls"`
+	Cluster      Cluster   `yaml:"cluster"`
 	// Replicas of the streams nats-server keeps for MQTT sessions and
 	// QoS 1 messages; the hub sets it to ingest.replicas. Left to itself,
 	// nats-server sizes them by the peers it knows when the first device
@@ -90,7 +97,8 @@ type Broker struct {
 	opts  *server.Options
 	trust *clientTrust
 	// latches are the file stores that logged a critical write error.
-	latches *latches
+	latches   *latches
+	overflows *atomic.Int64
 }
 
 // clientTrust is what the MQTT listener verifies device certificates
@@ -163,7 +171,10 @@ func Start(ctx context.Context, cfg Config, log *slog.Logger, auth server.Authen
 		SyncAlways: cfg.SyncAlways,
 		MaxPayload: cfg.MaxPayload,
 		NoSigs:     true, // the hub owns signal handling
-		MQTT:       server.MQTTOpts{Host: cfg.Host, Port: cfg.MQTTPort, StreamReplicas: cfg.MQTTReplicas},
+		// One queued message may exceed the bound (nats-server checks it
+		// before queueing): keep room for at least one whole batch.
+		StreamMaxBufferedSize: max(cfg.StreamBuffer, int64(cfg.MaxPayload)),
+		MQTT:                  server.MQTTOpts{Host: cfg.Host, Port: cfg.MQTTPort, StreamReplicas: cfg.MQTTReplicas},
 	}
 	if auth != nil {
 		opts.CustomClientAuthentication = auth
@@ -203,8 +214,8 @@ func Start(ctx context.Context, cfg Config, log *slog.Logger, auth server.Authen
 	if err != nil {
 		return nil, fmt.Errorf("broker: %w", err)
 	}
-	seen := &latches{}
-	srv.SetLoggerV2(logAdapter{l: log.With("component", "nats"), seen: seen}, false, false, false)
+	seen, overflows := &latches{}, &atomic.Int64{}
+	srv.SetLoggerV2(logAdapter{l: log.With("component", "nats"), seen: seen, overflows: overflows}, false, false, false)
 	srv.Start()
 	deadline := 30 * time.Second
 	if d, ok := ctx.Deadline(); ok {
@@ -214,8 +225,14 @@ func Start(ctx context.Context, cfg Config, log *slog.Logger, auth server.Authen
 		srv.Shutdown()
 		return nil, fmt.Errorf("broker: %w within %s", ErrNotReady, deadline)
 	}
-	return &Broker{srv: srv, opts: opts, trust: trust, latches: seen}, nil
+	return &Broker{srv: srv, opts: opts, trust: trust, latches: seen, overflows: overflows}, nil
 }
+
+// IngestOverflows counts the times a stream's ingest queue (StreamBuffer)
+// was full and JetStream dropped device batches. nats-server logs the
+// drops at most once a second, so this counts seconds with drops, not
+// batches.
+func (b *Broker) IngestOverflows() int64 { return b.overflows.Load() }
 
 // NATSURL is the URL NATS clients (the hub's own components) connect to.
 func (b *Broker) NATSURL() string { return b.srv.ClientURL() }

@@ -63,6 +63,12 @@ func EnsureStream(ctx context.Context, js jetstream.JetStream, cfg Config) (jets
 type Ack struct {
 	Epoch string            `json:"epoch,omitempty"`
 	Acks  map[string]uint64 `json:"acks"`
+	// Gaps names a stream whose latest batch did not join what the hub
+	// holds: it follows Prev, and the hub has only up to Acks[stream].
+	// What lies between was lost on its way in (dropped by a full ingest
+	// queue, or by a connection that broke), so the device resends that
+	// stream from its floor now rather than after its ack timeout.
+	Gaps map[string]uint64 `json:"gaps,omitempty"`
 }
 
 // Stats are the acker's counters.
@@ -184,6 +190,9 @@ func (a *Acker) handle(seq uint64, subject string, data []byte, replayed map[[2]
 	a.Stats.Envelopes.Add(1)
 	if _, ok := a.marks.AcceptHeader(e); !ok {
 		a.Stats.Gaps.Add(1)
+		if replayed == nil {
+			a.sendGap(e.Device, e.Epoch, e.Stream, e.Prev)
+		}
 		return
 	}
 	a.Stats.Records.Add(int64(e.Records))
@@ -195,8 +204,17 @@ func (a *Acker) handle(seq uint64, subject string, data []byte, replayed map[[2]
 }
 
 func (a *Acker) send(device, epoch string) {
-	ack := Ack{Epoch: epoch, Acks: a.marks.Streams(device, epoch)}
-	payload, _ := json.Marshal(ack) // map of strings to ints: cannot fail
+	a.publish(device, Ack{Epoch: epoch, Acks: a.marks.Streams(device, epoch)})
+}
+
+// sendGap acks device's marks and names stream's gap: its batch after
+// prev came, the ones before it did not.
+func (a *Acker) sendGap(device, epoch, stream string, prev uint64) {
+	a.publish(device, Ack{Epoch: epoch, Acks: a.marks.Streams(device, epoch), Gaps: map[string]uint64{stream: prev}})
+}
+
+func (a *Acker) publish(device string, ack Ack) {
+	payload, _ := json.Marshal(ack) // maps of strings to ints: cannot fail
 	if err := a.nc.Publish(topics.Subject(topics.Ack(device)), payload); err != nil {
 		a.log.Warn("acker: publish ack", "device", device, "err", err)
 	}

@@ -23,6 +23,7 @@ import (
 
 	"github.com/twmb/franz-go/pkg/kgo"
 
+	"github.com/outpost-edge/outpost/agent/uplink"
 	"github.com/outpost-edge/outpost/hub"
 	"github.com/outpost-edge/outpost/test/fleettest"
 	"github.com/outpost-edge/outpost/test/kafkatest"
@@ -401,4 +402,59 @@ func TestAckerFailoverResumesEveryStream(t *testing.T) {
 			t.Logf("%s: leader=%v acker_gaps=%d acker_replayed=%d", hubs[i].name, s.Leader, s.AckerGaps, s.AckerReplayed)
 		}
 	}
+}
+
+// A fleet flushing its outboxes at once (after an outage) into a hub whose
+// store cannot keep up: the MQTT PUBACK does not wait for OUTPOST_UP, so
+// JetStream drops what its ingest queue (broker.stream_buffer, here four
+// batches) cannot hold. The acker names each gap when the next batch comes,
+// and the devices resend at once: everything arrives, exactly once, long
+// before the devices' ack timeout (30 s here) could have resent it.
+func TestBatchesDroppedOnTheWayInAreResentAtOnce(t *testing.T) {
+	brokers := kafkatest.Brokers(t)
+	cfg := hubConfig(t, brokers, t.TempDir())
+	cfg.Broker.SyncAlways = true
+	cfg.Broker.MaxPayload = 64 << 10
+	cfg.Broker.StreamBuffer = 4 * int64(cfg.Broker.MaxPayload)
+	h := startHub(t, cfg)
+	defer h.Close()
+	url := "tcp://" + h.MQTTAddr()
+	sc := uplink.SendConfig{BatchRecords: 200, BatchBytes: 48 << 10, MaxInflight: 1000, AckTimeout: 30 * time.Second}
+
+	const devices, perDevice, pad = 6, 3000, 200
+	var want []string
+	var devs []*device
+	for i := 0; i < devices; i++ {
+		id := fmt.Sprintf("flush-%d", i)
+		creds, err := h.Registry().Add(context.Background(), id, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		devs = append(devs, startDeviceWith(t, t.TempDir(), sc, creds, url))
+	}
+	var wg sync.WaitGroup
+	for _, d := range devs {
+		ls := fleettest.Labels(d.ID, perDevice)
+		tail := fleettest.Labels(d.ID+"-tail", 10)
+		want = append(append(want, ls...), tail...)
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			d.ProduceLabels(t, "windows", ls, perDevice, pad, 0)
+			// A last batch once the burst has been stored: a lost batch
+			// with nothing after it is found only by the ack timeout.
+			time.Sleep(3 * time.Second)
+			d.ProduceLabels(t, "windows", tail, len(tail), pad, 0)
+		}()
+	}
+	wg.Wait()
+	for _, d := range devs {
+		d.WaitDrained(t, 25*time.Second)
+	}
+	s := h.Stats()
+	if s.IngestOverflows == 0 || s.AckerGaps == 0 {
+		t.Fatalf("no batch was dropped on its way in (overflows %d, acker gaps %d): the test did not exercise the resend", s.IngestOverflows, s.AckerGaps)
+	}
+	fleettest.ReadLabels(t, brokers, []string{cfg.Kafka.TopicPrefix + "windows"}, len(want), 60*time.Second).ExactlyOnce(t, want)
+	t.Logf("%d records from %d devices; %d seconds with batches dropped, %d gaps named by the acker", len(want), devices, s.IngestOverflows, s.AckerGaps)
 }
