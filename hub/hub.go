@@ -326,17 +326,20 @@ func (h *Hub) Leader() bool { return h.leader.Load() }
 
 // Stats is a snapshot of the pipeline counters.
 type Stats struct {
-	AckerEnvelopes    int64   `json:"acker_envelopes"`
-	AckerGaps         int64   `json:"acker_gaps"`
-	Malformed         int64   `json:"malformed"`
-	BridgeRecords     int64   `json:"bridge_records"`
-	BridgeDuplicates  int64   `json:"bridge_duplicates"`
-	BridgeGaps        int64   `json:"bridge_gaps"`
-	BridgeDeadLetters int64   `json:"bridge_dead_letters"`
-	BridgeTxns        int64   `json:"bridge_transactions"`
-	BridgeAborts      int64   `json:"bridge_aborts"`
-	BridgeBacklog     uint64  `json:"bridge_backlog"`
-	BridgeBacklogAgeS float64 `json:"bridge_backlog_age_seconds"`
+	AckerEnvelopes    int64 `json:"acker_envelopes"`
+	AckerGaps         int64 `json:"acker_gaps"`
+	Malformed         int64 `json:"malformed"`
+	BridgeRecords     int64 `json:"bridge_records"`
+	BridgeDuplicates  int64 `json:"bridge_duplicates"`
+	BridgeGaps        int64 `json:"bridge_gaps"`
+	BridgeDeadLetters int64 `json:"bridge_dead_letters"`
+	BridgeTxns        int64 `json:"bridge_transactions"`
+	BridgeAborts      int64 `json:"bridge_aborts"`
+	// BridgeDeliveryGaps counts deliveries from JetStream that skipped
+	// messages; the bridge read again from its checkpoint each time.
+	BridgeDeliveryGaps int64   `json:"bridge_delivery_gaps"`
+	BridgeBacklog      uint64  `json:"bridge_backlog"`
+	BridgeBacklogAgeS  float64 `json:"bridge_backlog_age_seconds"`
 	// BridgeTopicRecords are the records committed to each Kafka topic
 	// (without the prefix), dead letters included.
 	BridgeTopicRecords map[string]int64 `json:"bridge_topic_records"`
@@ -406,7 +409,8 @@ func (h *Hub) Stats() Stats {
 		AckerEnvelopes: a.Envelopes.Load(), AckerGaps: a.Gaps.Load(), Malformed: a.Malformed.Load(),
 		BridgeRecords: b.Records.Load(), BridgeDuplicates: b.Duplicates.Load(), BridgeGaps: b.Gaps.Load(),
 		BridgeDeadLetters: b.DeadLetters.Load(), BridgeTxns: b.Transactions.Load(), BridgeAborts: b.Aborts.Load(),
-		BridgeBacklog: b.Backlog.Load(), BridgeBacklogAgeS: time.Duration(b.BacklogAge.Load()).Seconds(), BridgeTopicRecords: b.TopicRecords(),
+		BridgeDeliveryGaps: b.DeliveryGaps.Load(),
+		BridgeBacklog:      b.Backlog.Load(), BridgeBacklogAgeS: time.Duration(b.BacklogAge.Load()).Seconds(), BridgeTopicRecords: b.TopicRecords(),
 		AuthAccepted: h.registry.Stats.Accepted.Load(), AuthRefused: h.registry.Stats.Refused.Load(),
 		Enrolled: h.registry.Stats.Enrolled.Load(), EnrolRefused: h.registry.Stats.EnrolRefused.Load(),
 		CertRenewed: h.registry.Stats.Renewed.Load(), CertRenewRefused: h.registry.Stats.RenewRefused.Load(),

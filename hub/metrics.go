@@ -25,6 +25,7 @@ func (h *Hub) metricsHandler() http.Handler {
 	counter("bridge_dead_letters_total", "Payloads written to the dead-letter topic.", func(s Stats) int64 { return s.BridgeDeadLetters })
 	counter("bridge_transactions_total", "Kafka transactions committed.", func(s Stats) int64 { return s.BridgeTxns })
 	counter("bridge_aborts_total", "Kafka transactions aborted (retried).", func(s Stats) int64 { return s.BridgeAborts })
+	counter("bridge_delivery_gaps_total", "JetStream deliveries to the bridge that skipped messages (read again from the checkpoint).", func(s Stats) int64 { return s.BridgeDeliveryGaps })
 	counter("auth_accepted_total", "Broker connections authenticated.", func(s Stats) int64 { return s.AuthAccepted })
 	counter("auth_refused_total", "Broker connections refused (unknown, revoked, wrong secret).", func(s Stats) int64 { return s.AuthRefused })
 	counter("trainer_labelled_rows_total", "Labelled windows the trainer learned from (this lease).", func(s Stats) int64 { return s.TrainerLabelled })

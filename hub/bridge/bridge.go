@@ -71,6 +71,10 @@ type Options struct {
 // Stats are the bridge's counters.
 type Stats struct {
 	Transactions, Records, Duplicates, Gaps, DeadLetters, Aborts atomic.Int64
+	// DeliveryGaps counts the times JetStream's deliveries to the bridge
+	// skipped messages, lost on the way, and it read again from its
+	// checkpoint.
+	DeliveryGaps atomic.Int64
 	// Backlog is the number of stream messages not yet bridged; BacklogAge
 	// how long the oldest of them has waited.
 	Backlog    atomic.Uint64
@@ -115,8 +119,12 @@ type Bridge struct {
 	streamID   string // the stream lastSeq counts in (see streamIdentity)
 	deadLog    rate.Sometimes
 	backlogLog rate.Sometimes
-	enc        *Encoder
-	Stats      Stats
+	gapLog     rate.Sometimes
+	// delivered is the consumer sequence of the last message fetched
+	// from the current consumer (0: none yet).
+	delivered uint64
+	enc       *Encoder
+	Stats     Stats
 }
 
 // ConsumerName begins the name of the durable JetStream consumer each run
@@ -129,7 +137,8 @@ func New(cfg Config, o Options) *Bridge {
 		o.Decoder = envelope.NewShared(envelope.NewDecoder(envelope.DefaultMaxDecoded), 0)
 	}
 	return &Bridge{cfg: cfg, o: o, log: o.Log.With("component", "bridge"), marks: envelope.Watermarks{},
-		deadLog: rate.Sometimes{First: 10, Interval: 10 * time.Second}, backlogLog: rate.Sometimes{Interval: 30 * time.Second}}
+		deadLog: rate.Sometimes{First: 10, Interval: 10 * time.Second}, backlogLog: rate.Sometimes{Interval: 30 * time.Second},
+		gapLog: rate.Sometimes{First: 3, Interval: 10 * time.Second}}
 }
 
 // Run loads the checkpoint and copies until ctx ends. Kafka failures are
@@ -156,6 +165,10 @@ func (b *Bridge) Run(ctx context.Context) error {
 
 var errCrash = errors.New("bridge: crash injected after commit")
 
+// errDeliveryGap: the consumer delivered messages that did not reach the
+// bridge.
+var errDeliveryGap = errors.New("bridge: deliveries missing")
+
 func (b *Bridge) runOnce(ctx context.Context) error {
 	if err := b.connect(); err != nil {
 		return err
@@ -171,12 +184,28 @@ func (b *Bridge) runOnce(ctx context.Context) error {
 	if err := b.checkStream(ctx); err != nil {
 		return err
 	}
+	b.Stats.Committed.Store(b.lastSeq)
+	b.log.Info("bridge running", "checkpoint_seq", b.lastSeq, "stream", b.streamID, "devices", len(b.marks))
+	for {
+		err := b.follow(ctx)
+		if !errors.Is(err, errDeliveryGap) {
+			return err
+		}
+		b.Stats.DeliveryGaps.Add(1)
+		b.gapLog.Do(func() {
+			b.log.Warn("bridge: messages lost between JetStream and the bridge; reading again from the checkpoint", "err", err, "checkpoint_seq", b.lastSeq)
+		})
+	}
+}
+
+// follow reads the stream from the checkpoint through a new consumer and
+// transfers it until ctx ends or an error, errDeliveryGap included.
+func (b *Bridge) follow(ctx context.Context) error {
 	cons, err := b.openConsumer(ctx)
 	if err != nil {
 		return err
 	}
-	b.Stats.Committed.Store(b.lastSeq)
-	b.log.Info("bridge running", "checkpoint_seq", b.lastSeq, "stream", b.streamID, "devices", len(b.marks))
+	b.delivered = 0
 	// One batch is fetched and decoded while the one before it is
 	// produced and committed: a commit waits on Kafka (the flush and
 	// EndTxn round trips), and the next batch needs no bridge state
@@ -303,6 +332,16 @@ func (b *Bridge) fetch(cons jetstream.Consumer) (*fetched, error) {
 		if err != nil {
 			return nil, fmt.Errorf("bridge: metadata: %w", err)
 		}
+		// Every delivery, redeliveries included, takes the consumer's
+		// next sequence. One that skips means JetStream sent messages
+		// that never arrived (the server cut a slow connection, or a
+		// pull ended before its messages came); acking past them (AckAll)
+		// would lose them. The batch is dropped and the stream read again
+		// from the checkpoint.
+		if md.Sequence.Consumer != b.delivered+1 {
+			return nil, fmt.Errorf("%w: consumer delivery %d came after %d (stream seq %d)", errDeliveryGap, md.Sequence.Consumer, b.delivered, md.Sequence.Stream)
+		}
+		b.delivered = md.Sequence.Consumer
 		f.seqs[i] = md.Sequence.Stream
 	}
 	// Committed trails lastSeq by at most the batch in flight: a message

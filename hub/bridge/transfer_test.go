@@ -52,6 +52,17 @@ func windowsEnvelope(t *testing.T, device string, prev, first, last uint64) []by
 	return data
 }
 
+// upStream is OUTPOST_UP on a fresh embedded JetStream.
+func upStream(t *testing.T, ctx context.Context) (jetstream.JetStream, jetstream.Stream) {
+	t.Helper()
+	js := natstest.JetStream(t)
+	st, err := js.CreateStream(ctx, jetstream.StreamConfig{Name: "OUTPOST_UP", Subjects: []string{"outpost.v1.*.up.*"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return js, st
+}
+
 // realKafka creates a prefix's topics on the test broker and returns the
 // kafka config for them.
 func realKafka(t *testing.T, ctx context.Context) (kafka.Config, *kafka.Conn) {
@@ -141,11 +152,7 @@ func TestFetchErrorWaitsForTheCommitInHand(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
 	kcfg, conn := realKafka(t, ctx)
-	js := natstest.JetStream(t)
-	st, err := js.CreateStream(ctx, jetstream.StreamConfig{Name: "OUTPOST_UP", Subjects: []string{"outpost.v1.*.up.*"}})
-	if err != nil {
-		t.Fatal(err)
-	}
+	js, st := upStream(t, ctx)
 	if _, err := js.Publish(ctx, "outpost.v1.pump-7.up.windows", windowsEnvelope(t, "pump-7", 0, 1, 2)); err != nil {
 		t.Fatal(err)
 	}
@@ -187,11 +194,7 @@ func TestFetchErrorWaitsForTheCommitInHand(t *testing.T) {
 func TestAFencedBridgeTakesNothingFromItsSuccessor(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
-	js := natstest.JetStream(t)
-	st, err := js.CreateStream(ctx, jetstream.StreamConfig{Name: "OUTPOST_UP", Subjects: []string{"outpost.v1.*.up.*"}})
-	if err != nil {
-		t.Fatal(err)
-	}
+	js, st := upStream(t, ctx)
 	bridge := func() *Bridge {
 		return New(Config{BatchMessages: 10, Linger: 100 * time.Millisecond}, Options{Log: slog.New(slog.DiscardHandler), Stream: st})
 	}
