@@ -390,9 +390,13 @@ type Stats struct {
 	IngestOvertook   int64  `json:"ingest_trainer_skipped"`
 	AckerReplayed    int64  `json:"acker_replayed"`
 	// DecodeShared counts payloads the bridge took decoded from the acker;
-	// DecodeEvicted those dropped before it came (it decoded them again).
-	DecodeShared  int64 `json:"decode_shared"`
-	DecodeEvicted int64 `json:"decode_evicted"`
+	// DecodeEvicted those dropped before it came (it decoded them again);
+	// DecodeUnshared those read while bridge.shared_decode_bytes of
+	// decodings already waited (the acker parsed the header alone, the
+	// bridge decodes them itself).
+	DecodeShared   int64 `json:"decode_shared"`
+	DecodeEvicted  int64 `json:"decode_evicted"`
+	DecodeUnshared int64 `json:"decode_unshared"`
 	// StoreHeals: JetStream stores reloaded in process after a full disk
 	// latched their write error (broker.Healer).
 	StoreHeals int64 `json:"store_heals"`
@@ -431,6 +435,7 @@ func (h *Hub) Stats() Stats {
 		IngestFull: st.Full.Load(), IngestFullReason: reason, IngestBytes: st.Bytes.Load(), IngestMessages: st.Messages.Load(),
 		IngestTrimmed: st.Trimmed.Load(), IngestOvertook: st.Overtook.Load(), AckerReplayed: a.Replayed.Load(),
 		DecodeShared: h.decodings.Hits.Load(), DecodeEvicted: h.decodings.Evicted.Load(),
+		DecodeUnshared:  h.decodings.Full.Load(),
 		TrainerLabelled: tl, TrainerDrifts: td, TrainerReleases: tr, UnmatchedLabels: tu, BadLabels: bad,
 		AckerEnvelopes: a.Envelopes.Load(), AckerGaps: a.Gaps.Load(), Malformed: a.Malformed.Load(),
 		BridgeRecords: b.Records.Load(), BridgeDuplicates: b.Duplicates.Load(), BridgeGaps: b.Gaps.Load(),

@@ -42,6 +42,7 @@ func (h *Hub) metricsHandler() http.Handler {
 	counter("acker_replayed_messages_total", "Stream messages the acker read at start or failover to restore its marks.", func(s Stats) int64 { return s.AckerReplayed })
 	counter("decode_shared_total", "Device payloads the bridge took as the acker had decoded them (decoded once).", func(s Stats) int64 { return s.DecodeShared })
 	counter("decode_evicted_total", "Decoded payloads dropped before the bridge came (bridge.shared_decode_bytes exceeded); the bridge decoded them again.", func(s Stats) int64 { return s.DecodeEvicted })
+	counter("decode_unshared_total", "Device payloads read while bridge.shared_decode_bytes of decodings waited for the bridge: the acker parsed the header alone, the bridge decodes them itself.", func(s Stats) int64 { return s.DecodeUnshared })
 	gauge := func(name, help string, read func(Stats) float64) {
 		reg.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{Namespace: "outpost_hub", Name: name, Help: help},
 			func() float64 { return read(h.Stats()) }))

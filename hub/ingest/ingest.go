@@ -179,9 +179,9 @@ func (a *Acker) handle(seq uint64, subject string, data []byte, replayed map[[2]
 	}
 	// The header is enough to ack: record times and data are the bridge's
 	// to check, and it dead-letters what fails. The whole payload is
-	// decoded here all the same, once, for the bridge to take.
-	d := a.dec.Read(AckerReader, seq, data)
-	e, err := d.Header, d.HeaderErr
+	// decoded here all the same, once, for the bridge to take, unless the
+	// bridge is so far behind that it would find it dropped.
+	e, err := a.dec.ReadHeader(AckerReader, seq, data)
 	if err != nil || e.Device != p.Device || e.Stream != p.Stream {
 		// The bridge sends it to the dead-letter topic with the reason.
 		a.Stats.Malformed.Add(1)

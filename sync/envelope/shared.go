@@ -42,20 +42,26 @@ func (d *Decoder) Read(payload []byte) Decoded {
 // Shared hands a stored message's decoding from the first of its two
 // readers (the acker and the bridge, which follow the same stream) to the
 // second, so that each payload is inflated and parsed once. It holds at
-// most maxBytes of decodings, dropping the oldest first: a reader far
-// behind the other decodes for itself.
+// most maxBytes of decodings. Once that much waits, the first reader keeps
+// nothing more until the second has taken some: the oldest decodings are
+// the ones the late reader reaches first, and a reader that needs only the
+// header (ReadHeader) then parses only that, instead of a whole decoding
+// that would be dropped unread.
 type Shared struct {
 	dec      *Decoder
 	maxBytes int
 	// Hits counts readings that found the other reader's decoding;
-	// Evicted those dropped before the other reader came.
-	Hits, Evicted atomic.Int64
+	// Evicted those dropped before the other reader came (a decoding
+	// larger than what was left); Full the readings that kept nothing
+	// because maxBytes already waited.
+	Hits, Evicted, Full atomic.Int64
 
 	mu      sync.Mutex
 	entries map[uint64]*sharedEntry
 	order   []uint64  // insertion order, for eviction
 	pos     [2]uint64 // the highest seq each reader has read
 	bytes   int
+	last    int // the size of the last decoding kept
 }
 
 type sharedEntry struct {
@@ -76,10 +82,29 @@ func (s *Shared) Decoder() *Decoder { return s.dec }
 
 // Read returns payload's decoding for reader (0 or 1), stored under seq,
 // its stream sequence. The first reader decodes it and keeps it for the
-// other, unless the other has read past seq already; the second takes it.
-// A seq that holds another payload (the stream was recreated) is decoded
-// again, never mixed up.
+// other, unless the other has read past seq already or maxBytes of
+// decodings wait; the second takes it. A seq that holds another payload
+// (the stream was recreated) is decoded again, never mixed up.
 func (s *Shared) Read(reader int, seq uint64, payload []byte) Decoded {
+	if d, ok := s.take(reader, seq, payload); ok {
+		return d
+	}
+	return s.dec.Read(payload)
+}
+
+// ReadHeader is Read for a reader that needs only the header: where it
+// keeps nothing for the other reader, it parses the header alone
+// (DecodeHeader, which judges a header as Read does).
+func (s *Shared) ReadHeader(reader int, seq uint64, payload []byte) (Header, error) {
+	if d, ok := s.take(reader, seq, payload); ok {
+		return d.Header, d.HeaderErr
+	}
+	return s.dec.DecodeHeader(payload)
+}
+
+// take returns the other reader's decoding of seq, or the one this reader
+// makes and keeps for the other; false when it keeps none.
+func (s *Shared) take(reader int, seq uint64, payload []byte) (Decoded, bool) {
 	other := 1 - reader
 	s.mu.Lock()
 	s.pos[reader] = max(s.pos[reader], seq)
@@ -93,15 +118,21 @@ func (s *Shared) Read(reader int, seq uint64, payload []byte) Decoded {
 		s.mu.Unlock()
 		if bytes.Equal(e.payload, payload) {
 			s.Hits.Add(1)
-			return e.d
+			return e.d, true
 		}
-		return s.dec.Read(payload)
+		return Decoded{}, false
 	}
 	if ok || s.pos[other] >= seq {
 		// Read twice by this reader (redelivered), or the other has
 		// passed it: nobody will take it.
 		s.mu.Unlock()
-		return s.dec.Read(payload)
+		return Decoded{}, false
+	}
+	// Full: the next decoding, as large as the last, would not fit.
+	if s.maxBytes <= 0 || s.bytes+s.last > s.maxBytes {
+		s.mu.Unlock()
+		s.Full.Add(1)
+		return Decoded{}, false
 	}
 	e = &sharedEntry{by: reader, payload: payload, ready: make(chan struct{})}
 	s.entries[seq] = e
@@ -111,14 +142,15 @@ func (s *Shared) Read(reader int, seq uint64, payload []byte) Decoded {
 	d := s.dec.Read(payload)
 	s.mu.Lock()
 	e.d = d
+	s.last = len(payload) + d.size
 	if s.entries[seq] == e {
-		e.size = len(payload) + d.size
+		e.size = s.last
 		s.bytes += e.size
 	}
 	close(e.ready)
 	s.evict()
 	s.mu.Unlock()
-	return d
+	return d, true
 }
 
 // evict drops the oldest decodings until the rest fit; s.mu is held.

@@ -102,8 +102,12 @@ func TestSharedChecksThePayload(t *testing.T) {
 	}
 }
 
-// A reader far ahead of the other leaves at most maxBytes behind it, the
-// oldest dropped first; the late reader decodes those itself.
+// A reader far ahead of the other leaves at most maxBytes behind it: the
+// oldest, which the late reader comes to first. Past that it keeps
+// nothing, and the late reader decodes the rest itself. (Dropping the
+// oldest for the newest, as before, threw away decodings faster than the
+// late reader could take any: in BenchmarkHubToKafka's 2000-message burst
+// 1,808 of 2,020 were decoded twice.)
 func TestSharedIsBounded(t *testing.T) {
 	const max = 64 << 10
 	s := NewShared(NewDecoder(1<<20), max)
@@ -113,24 +117,59 @@ func TestSharedIsBounded(t *testing.T) {
 		e.Device = fmt.Sprintf("d%d", i)
 		ps = append(ps, mustEncode(t, e, true))
 		s.Read(0, uint64(i+1), ps[i])
-		if _, b := s.Held(); b > max+4<<10 {
+		if _, b := s.Held(); b > max {
 			t.Fatalf("after %d readings %d bytes held, bound %d", i+1, b, max)
 		}
 	}
-	if s.Evicted.Load() == 0 {
-		t.Fatal("nothing evicted")
+	if s.Full.Load() == 0 {
+		t.Fatal("the bound never kept a decoding out")
 	}
 	for i, p := range ps {
 		got := s.Read(1, uint64(i+1), p)
 		if got.Err != nil || got.Envelope.Device != fmt.Sprintf("d%d", i) {
 			t.Fatalf("seq %d: %+v (%v)", i+1, got.Envelope, got.Err)
 		}
+		if i == 0 && s.Hits.Load() != 1 {
+			t.Fatal("the oldest decoding was not kept for the late reader")
+		}
 	}
 	if n, _ := s.Held(); n != 0 {
 		t.Fatalf("%d decodings held after both readers passed", n)
 	}
-	if s.Hits.Load() == 0 || s.Hits.Load()+s.Evicted.Load() != 200 {
-		t.Fatalf("hits %d + evicted %d, want 200", s.Hits.Load(), s.Evicted.Load())
+	if s.Hits.Load() == 0 || s.Evicted.Load() != 0 || s.Hits.Load()+s.Full.Load() != 200 {
+		t.Fatalf("hits %d, evicted %d, full %d; want hits and full to make 200, none evicted", s.Hits.Load(), s.Evicted.Load(), s.Full.Load())
+	}
+}
+
+// ReadHeader gives the header that DecodeHeader and Read give, whether it
+// takes the other reader's decoding, keeps one for it, or, with the bound
+// reached, parses the header alone and keeps nothing.
+func TestReadHeaderAgreesWithRead(t *testing.T) {
+	d := NewDecoder(1 << 20)
+	good := mustEncode(t, sample(), true)
+	bad := []byte(`{"v":1,"device":"d","epoch":"e1","stream":"s","prev":4,"records":[{"seq":4,"event_time":"2026-01-01T00:00:00Z","data":{}}]}`)
+	for name, max := range map[string]int{"room": 1 << 20, "full": 0} {
+		s := NewShared(d, max)
+		for i, p := range [][]byte{good, bad} {
+			want, werr := d.DecodeHeader(p)
+			h, err := s.ReadHeader(0, uint64(i+1), p)
+			if h != want || (err == nil) != (werr == nil) {
+				t.Errorf("%s, payload %d: ReadHeader %+v (%v), DecodeHeader %+v (%v)", name, i, h, err, want, werr)
+			}
+			r := s.Read(1, uint64(i+1), p)
+			if r.Header != want || (r.HeaderErr == nil) != (werr == nil) {
+				t.Errorf("%s, payload %d: the other reader's header %+v (%v), want %+v (%v)", name, i, r.Header, r.HeaderErr, want, werr)
+			}
+		}
+		if n, _ := s.Held(); n != 0 {
+			t.Errorf("%s: %d decodings held", name, n)
+		}
+		if name == "full" && (s.Full.Load() != 2 || s.Hits.Load() != 0) {
+			t.Errorf("full: %d readings kept nothing and %d hit, want 2 (the first reader's) and 0", s.Full.Load(), s.Hits.Load())
+		}
+		if name == "room" && s.Hits.Load() != 2 {
+			t.Errorf("room: %d hits, want 2", s.Hits.Load())
+		}
 	}
 }
 

@@ -175,6 +175,12 @@ func hubToKafka(b *testing.B, syncAlways bool) {
 	// Fetches that lost messages between JetStream and the bridge, each
 	// read again from the checkpoint (their cost is in the rate).
 	b.ReportMetric(float64(h.Stats().BridgeDeliveryGaps), "delivery-gaps")
+	// How the acker's decodings reached the bridge: taken (decoded once),
+	// evicted (decoded twice) or never kept (the acker parsed headers only).
+	st := h.Stats()
+	msgs := float64(b.N + warmup)
+	b.ReportMetric(float64(st.DecodeShared)/msgs, "shared/msg")
+	b.ReportMetric(float64(st.DecodeEvicted)/msgs, "evicted/msg")
 }
 
 // BenchmarkKafkaProducerBaseline: a bare franz-go producer writing the
