@@ -171,13 +171,13 @@ func hubToKafka(b *testing.B, syncAlways bool) {
 	timed := float64(b.N * recordsPerBatch)
 	b.ReportMetric(timed/elapsed.Seconds(), "records/s")
 	b.ReportMetric(float64(cpu.Nanoseconds())/timed, "cpu-ns/record")
-	b.ReportMetric(timed/float64(h.Stats().BridgeTxns-txn0), "records/txn")
+	st := h.Stats()
+	b.ReportMetric(timed/float64(st.BridgeTxns-txn0), "records/txn")
 	// Fetches that lost messages between JetStream and the bridge, each
 	// read again from the checkpoint (their cost is in the rate).
-	b.ReportMetric(float64(h.Stats().BridgeDeliveryGaps), "delivery-gaps")
+	b.ReportMetric(float64(st.BridgeDeliveryGaps), "delivery-gaps")
 	// How the acker's decodings reached the bridge: taken (decoded once),
 	// evicted (decoded twice) or never kept (the acker parsed headers only).
-	st := h.Stats()
 	msgs := float64(b.N + warmup)
 	b.ReportMetric(float64(st.DecodeShared)/msgs, "shared/msg")
 	b.ReportMetric(float64(st.DecodeEvicted)/msgs, "evicted/msg")
