@@ -78,7 +78,7 @@ func Defaults() *Config {
 		},
 		Ingest:  ingest.Config{MaxBytes: 8 << 30, MaxAge: 7 * 24 * time.Hour, Replicas: 1, TrimInterval: time.Second},
 		Kafka:   kafka.Config{TopicPrefix: "outpost.", Partitions: 3, Replication: 1},
-		Bridge:  bridge.Config{BatchMessages: 512, Linger: 20 * time.Millisecond, Compression: "lz4", Format: "json", SharedDecodeBytes: 64 << 20},
+		Bridge:  bridge.Config{BatchMessages: 512, Linger: 20 * time.Millisecond, Compression: "lz4", Format: "json", SharedDecodeBytes: 64 << 20, FeedBytes: 64 << 20},
 		Devices: DevicesConfig{CertValidity: devca.DefaultValidity},
 		HTTP:    HTTPConfig{Listen: "127.0.0.1:8080"},
 		Updates: updates.Config{TimestampExpiry: 24 * time.Hour, RolloutInterval: time.Second},
@@ -203,6 +203,9 @@ func (c *Config) Validate() error {
 	}
 	if c.Bridge.SharedDecodeBytes < 0 || c.Bridge.SharedDecodeBytes > 16<<30 {
 		errs.Add("bridge.shared_decode_bytes", fmt.Sprintf("must be 0 to 17179869184, got %d", c.Bridge.SharedDecodeBytes))
+	}
+	if c.Bridge.FeedBytes < 0 || c.Bridge.FeedBytes > 16<<30 {
+		errs.Add("bridge.feed_bytes", fmt.Sprintf("must be 0 to 17179869184, got %d", c.Bridge.FeedBytes))
 	}
 	switch c.Bridge.Compression {
 	case "none", "lz4", "zstd":

@@ -242,9 +242,17 @@ func (h *Hub) startPipeline(ctx context.Context, o Options) error {
 	// decoded once, by the first of them, for both.
 	h.decodings = envelope.NewShared(dec, int(h.cfg.Bridge.SharedDecodeBytes))
 	h.acker = ingest.NewAcker(h.ackNC, h.decodings, h.log)
+	// The bridge reads what the acker received while it keeps up: one
+	// delivery of each message, not two.
+	var feed *bridge.Feed
+	if h.cfg.Bridge.FeedBytes > 0 {
+		feed = bridge.NewFeed(int(h.cfg.Bridge.FeedBytes))
+		h.acker.OnStored = feed.Put
+	}
 	h.trainer.Decoder = dec
 	h.bridge = bridge.New(h.cfg.Bridge, bridge.Options{
 		Decoder:         h.decodings,
+		Feed:            feed,
 		Stream:          stream,
 		ClientOpts:      h.kafka.Opts,
 		Kafka:           h.cfg.Kafka,
@@ -363,9 +371,17 @@ type Stats struct {
 	BridgeAborts      int64 `json:"bridge_aborts"`
 	// BridgeDeliveryGaps counts deliveries from JetStream that skipped
 	// messages; the bridge read again from its checkpoint each time.
-	BridgeDeliveryGaps int64   `json:"bridge_delivery_gaps"`
-	BridgeBacklog      uint64  `json:"bridge_backlog"`
-	BridgeBacklogAgeS  float64 `json:"bridge_backlog_age_seconds"`
+	BridgeDeliveryGaps int64 `json:"bridge_delivery_gaps"`
+	// BridgeFromFeed and BridgeFromStream count the messages the bridge
+	// took as the acker had received them and those it read through a
+	// consumer of its own; BridgeFallbacks the times it left the first
+	// for the second (behind by more than bridge.feed_bytes, or the acker
+	// restarted).
+	BridgeFromFeed    int64   `json:"bridge_from_feed"`
+	BridgeFromStream  int64   `json:"bridge_from_stream"`
+	BridgeFallbacks   int64   `json:"bridge_fallbacks"`
+	BridgeBacklog     uint64  `json:"bridge_backlog"`
+	BridgeBacklogAgeS float64 `json:"bridge_backlog_age_seconds"`
 	// BridgeTopicRecords are the records committed to each Kafka topic
 	// (without the prefix), dead letters included.
 	BridgeTopicRecords map[string]int64 `json:"bridge_topic_records"`
@@ -441,7 +457,8 @@ func (h *Hub) Stats() Stats {
 		BridgeRecords: b.Records.Load(), BridgeDuplicates: b.Duplicates.Load(), BridgeGaps: b.Gaps.Load(),
 		BridgeDeadLetters: b.DeadLetters.Load(), BridgeTxns: b.Transactions.Load(), BridgeAborts: b.Aborts.Load(),
 		BridgeDeliveryGaps: b.DeliveryGaps.Load(),
-		BridgeBacklog:      b.Backlog.Load(), BridgeBacklogAgeS: time.Duration(b.BacklogAge.Load()).Seconds(), BridgeTopicRecords: b.TopicRecords(),
+		BridgeFromFeed:     b.FromFeed.Load(), BridgeFromStream: b.FromStream.Load(), BridgeFallbacks: b.Fallbacks.Load(),
+		BridgeBacklog: b.Backlog.Load(), BridgeBacklogAgeS: time.Duration(b.BacklogAge.Load()).Seconds(), BridgeTopicRecords: b.TopicRecords(),
 		AuthAccepted: h.registry.Stats.Accepted.Load(), AuthRefused: h.registry.Stats.Refused.Load(),
 		Enrolled: h.registry.Stats.Enrolled.Load(), EnrolRefused: h.registry.Stats.EnrolRefused.Load(),
 		CertRenewed: h.registry.Stats.Renewed.Load(), CertRenewRefused: h.registry.Stats.RenewRefused.Load(),

@@ -19,6 +19,7 @@ import (
 	"fmt"
 	"log/slog"
 	"runtime"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -41,8 +42,11 @@ type Config struct {
 	Linger        time.Duration `yaml:"linger" usage:"how long a transaction waits to fill its batch"`
 	// SharedDecodeBytes bounds the decodings the acker keeps for the
 	// bridge; a bridge further behind decodes for itself.
-	SharedDecodeBytes int64  `yaml:"shared_decode_bytes" usage:"decoded envelopes the acker holds for the bridge, in bytes (each payload is decoded once while the bridge is this close behind the acker; 0: each decodes its own)"`
-	Compression       string `yaml:"compression" usage:"Kafka batch compression: none, lz4 or zstd"`
+	SharedDecodeBytes int64 `yaml:"shared_decode_bytes" usage:"decoded envelopes the acker holds for the bridge, in bytes (each payload is decoded once while the bridge is this close behind the acker; 0: each decodes its own)"`
+	// FeedBytes bounds the stored messages the acker holds for the
+	// bridge (Feed); a bridge further behind reads the stream itself.
+	FeedBytes   int64  `yaml:"feed_bytes" usage:"stream messages the acker holds for the bridge, in bytes (the bridge reads them without a JetStream delivery of its own while it is this close behind the acker; 0: it always reads its own)"`
+	Compression string `yaml:"compression" usage:"Kafka batch compression: none, lz4 or zstd"`
 	// Format of record values. outpost.deadletter stays JSON in either:
 	// it holds what could not be understood.
 	Format         string         `yaml:"format" usage:"record value format: json or avro"`
@@ -63,6 +67,9 @@ type Options struct {
 	// its own, with the package default bound), so that each payload is
 	// inflated and parsed once, and both judge it the same.
 	Decoder *envelope.Shared
+	// Feed, when set, holds what the acker received, for the bridge to
+	// read without a delivery of its own while it keeps up (see Feed).
+	Feed *Feed
 	// AfterCommit, when set, runs between the Kafka commit and the JetStream
 	// ack. Tests use it to crash the bridge at the worst moment.
 	AfterCommit func() error
@@ -75,6 +82,10 @@ type Stats struct {
 	// skipped messages, lost on the way, and it read again from its
 	// checkpoint.
 	DeliveryGaps atomic.Int64
+	// FromFeed and FromStream count the messages the bridge read from the
+	// feed and through a consumer of its own; Fallbacks the times it went
+	// from the first to the second.
+	FromFeed, FromStream, Fallbacks atomic.Int64
 	// Backlog is the number of stream messages not yet bridged; BacklogAge
 	// how long the oldest of them has waited.
 	Backlog    atomic.Uint64
@@ -198,14 +209,9 @@ func (b *Bridge) runOnce(ctx context.Context) error {
 	}
 }
 
-// follow reads the stream from the checkpoint through a new consumer and
-// transfers it until ctx ends or an error, errDeliveryGap included.
+// follow reads the stream from the checkpoint and transfers it until ctx
+// ends or an error, errDeliveryGap included.
 func (b *Bridge) follow(ctx context.Context) error {
-	cons, err := b.openConsumer(ctx)
-	if err != nil {
-		return err
-	}
-	b.delivered = 0
 	// One batch is fetched and decoded while the one before it is
 	// produced and committed: a commit waits on Kafka (the flush and
 	// EndTxn round trips), and the next batch needs no bridge state
@@ -218,8 +224,10 @@ func (b *Bridge) follow(ctx context.Context) error {
 	next := make(chan *fetched)
 	g.Go(func() error {
 		defer close(next)
+		r := &reader{b: b, pos: b.lastSeq}
+		defer r.close()
 		for fetchCtx.Err() == nil {
-			f, err := b.fetch(cons)
+			f, err := r.next(fetchCtx)
 			if err != nil {
 				f = &fetched{err: err}
 			}
@@ -246,11 +254,113 @@ func (b *Bridge) follow(ctx context.Context) error {
 			if err := b.transfer(ctx, f); err != nil {
 				return err
 			}
-			b.observeBacklog(f.msgs)
+			b.observeBacklog(f)
 		}
 		return nil
 	})
 	return g.Wait()
+}
+
+// feedStallCheck is how long the bridge waits on a feed that brings
+// nothing before it asks the stream whether the acker has stalled.
+const feedStallCheck = time.Second
+
+// reader reads the batches after pos: from the feed while pos lies on its
+// chain, else through a consumer of the bridge's own, which it drops as
+// soon as the feed holds what follows.
+type reader struct {
+	b    *Bridge
+	pos  uint64             // the last sequence read
+	cons jetstream.Consumer // nil while reading the feed
+	idle time.Duration      // how long the feed has brought nothing
+}
+
+func (r *reader) next(ctx context.Context) (*fetched, error) {
+	b, feed := r.b, r.b.o.Feed
+	if r.cons == nil && feed != nil {
+		f, err := r.fromFeed(ctx)
+		if f != nil || err != nil || r.cons == nil {
+			return f, err
+		}
+	}
+	if r.cons == nil {
+		cons, err := b.openConsumer(ctx, r.pos)
+		if err != nil {
+			return nil, err
+		}
+		r.cons, b.delivered = cons, 0
+	}
+	f, err := b.fetch(r.cons)
+	if f == nil || err != nil {
+		return f, err
+	}
+	b.Stats.FromStream.Add(int64(len(f.items)))
+	for _, it := range f.items {
+		r.pos = max(r.pos, it.Seq)
+	}
+	if feed != nil && feed.Covers(r.pos) {
+		// Caught up: the feed holds the rest. (The batch's ack, after its
+		// commit, then finds no consumer: nothing can redeliver it.)
+		r.close()
+	}
+	return f, nil
+}
+
+// fromFeed takes the next batch from the feed (nil: none yet). When the
+// feed does not hold what follows pos, or the stream holds more than the
+// feed has brought for a while, it opens a consumer from pos instead.
+func (r *reader) fromFeed(ctx context.Context) (*fetched, error) {
+	b, feed := r.b, r.b.o.Feed
+	items, ok := feed.Take(ctx, r.pos, b.cfg.BatchMessages, b.cfg.Linger)
+	if ok && len(items) > 0 {
+		r.idle = 0
+		r.pos = items[len(items)-1].Seq
+		b.Stats.FromFeed.Add(int64(len(items)))
+		f := &fetched{items: items}
+		f.seqs = make([]uint64, len(items))
+		for i := range items {
+			f.seqs[i] = items[i].Seq
+		}
+		b.decodeBatch(f)
+		return f, nil
+	}
+	if ok {
+		if r.idle += b.cfg.Linger; r.idle < feedStallCheck || ctx.Err() != nil {
+			return nil, nil
+		}
+		// Nothing for a while: an idle fleet, or an acker that stopped
+		// reading. Only the stream knows which.
+		r.idle = 0
+		info, err := b.o.Stream.Info(ctx)
+		if err != nil {
+			return nil, fmt.Errorf("bridge: stream info: %w", err)
+		}
+		if info.State.LastSeq <= r.pos || feed.Tail() > r.pos {
+			return nil, nil
+		}
+	}
+	b.Stats.Fallbacks.Add(1)
+	cons, err := b.openConsumer(ctx, r.pos)
+	if err != nil {
+		return nil, err
+	}
+	r.cons, b.delivered = cons, 0
+	return nil, nil
+}
+
+// close deletes the reader's consumer, if it has one.
+func (r *reader) close() {
+	if r.cons == nil {
+		return
+	}
+	name := r.cons.CachedInfo().Name
+	r.cons = nil
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	if err := r.b.o.Stream.DeleteConsumer(ctx, name); err != nil && !errors.Is(err, jetstream.ErrConsumerNotFound) {
+		// It goes by itself once inactive.
+		r.b.log.Debug("bridge: delete consumer", "consumer", name, "err", err)
+	}
 }
 
 // openConsumer replaces every consumer an earlier run left with a new
@@ -262,7 +372,7 @@ func (b *Bridge) follow(ctx context.Context) error {
 // before it finds itself fenced must find its consumer gone, not pull
 // from its successor's, where the messages it took would wait out AckWait
 // while the successor's AckAll of a later message covered them.
-func (b *Bridge) openConsumer(ctx context.Context) (jetstream.Consumer, error) {
+func (b *Bridge) openConsumer(ctx context.Context, after uint64) (jetstream.Consumer, error) {
 	names := b.o.Stream.ConsumerNames(ctx)
 	var old []string
 	for n := range names.Name() {
@@ -287,8 +397,8 @@ func (b *Bridge) openConsumer(ctx context.Context) (jetstream.Consumer, error) {
 		// A crashed hub's consumer goes away by itself.
 		InactiveThreshold: 10 * time.Minute,
 	}
-	if b.lastSeq > 0 {
-		cc.DeliverPolicy, cc.OptStartSeq = jetstream.DeliverByStartSequencePolicy, b.lastSeq+1
+	if after > 0 {
+		cc.DeliverPolicy, cc.OptStartSeq = jetstream.DeliverByStartSequencePolicy, after+1
 	}
 	cons, err := b.o.Stream.CreateConsumer(ctx, cc)
 	if err != nil {
@@ -300,10 +410,29 @@ func (b *Bridge) openConsumer(ctx context.Context) (jetstream.Consumer, error) {
 // fetched is one batch read from JetStream, decoding in the background.
 type fetched struct {
 	err   error // the fetch failed: no batch
-	msgs  []jetstream.Msg
+	items []Stored
 	seqs  []uint64
+	// top is the delivery of the highest sequence, whose ack (AckAll)
+	// acks the batch; nil for a batch from the feed.
+	top   jetstream.Msg
 	dec   []decoded
 	ready []chan struct{}
+}
+
+// ack acks the batch to its consumer, if it came from one.
+func (f *fetched) ack() error {
+	if f.top == nil {
+		return nil
+	}
+	return f.top.Ack()
+}
+
+// decodeBatch starts decoding f. Committed trails lastSeq by at most the
+// batch in flight: a message it calls stale is stale, and transfer checks
+// again with lastSeq.
+func (b *Bridge) decodeBatch(f *fetched) {
+	committed := b.Stats.Committed.Load()
+	f.dec, f.ready = decodeAll(b.o.Decoder, f.items, func(i int) bool { return f.seqs[i] <= committed })
 }
 
 // fetch reads the next batch of at most bridge.batch_messages and starts
@@ -316,18 +445,18 @@ func (b *Bridge) fetch(cons jetstream.Consumer) (*fetched, error) {
 	if err != nil {
 		return nil, fmt.Errorf("bridge: fetch: %w", err)
 	}
-	f := &fetched{}
+	var msgs []jetstream.Msg
 	for m := range batch.Messages() {
-		f.msgs = append(f.msgs, m)
+		msgs = append(msgs, m)
 	}
-	if err := batch.Error(); err != nil && !errors.Is(err, jetstream.ErrNoMessages) && !errors.Is(err, context.DeadlineExceeded) && len(f.msgs) == 0 {
+	if err := batch.Error(); err != nil && !errors.Is(err, jetstream.ErrNoMessages) && !errors.Is(err, context.DeadlineExceeded) && len(msgs) == 0 {
 		return nil, fmt.Errorf("bridge: fetch: %w", err)
 	}
-	if len(f.msgs) == 0 {
+	if len(msgs) == 0 {
 		return nil, nil
 	}
-	f.seqs = make([]uint64, len(f.msgs))
-	for i, m := range f.msgs {
+	mds := make([]*jetstream.MsgMetadata, len(msgs))
+	for i, m := range msgs {
 		md, err := m.Metadata()
 		if err != nil {
 			return nil, fmt.Errorf("bridge: metadata: %w", err)
@@ -342,28 +471,40 @@ func (b *Bridge) fetch(cons jetstream.Consumer) (*fetched, error) {
 			return nil, fmt.Errorf("%w: consumer delivery %d came after %d (stream seq %d)", errDeliveryGap, md.Sequence.Consumer, b.delivered, md.Sequence.Stream)
 		}
 		b.delivered = md.Sequence.Consumer
-		f.seqs[i] = md.Sequence.Stream
+		mds[i] = md
 	}
-	// Committed trails lastSeq by at most the batch in flight: a message
-	// it calls stale is stale, and transfer checks again with lastSeq.
-	committed := b.Stats.Committed.Load()
-	f.dec, f.ready = decodeAll(b.o.Decoder, f.msgs, f.seqs, func(i int) bool { return f.seqs[i] <= committed })
+	f := fetchedOf(msgs, mds)
+	b.decodeBatch(f)
 	return f, nil
+}
+
+// fetchedOf is the batch of msgs, delivered with mds.
+func fetchedOf(msgs []jetstream.Msg, mds []*jetstream.MsgMetadata) *fetched {
+	f := &fetched{items: make([]Stored, len(msgs)), seqs: make([]uint64, len(msgs))}
+	top := 0
+	for i, m := range msgs {
+		md := mds[i]
+		f.seqs[i] = md.Sequence.Stream
+		f.items[i] = Stored{Seq: md.Sequence.Stream, Subject: m.Subject(), Data: m.Data(), Time: md.Timestamp, Pending: md.NumPending}
+		// A redelivery (after AckWait) can come after newer messages in
+		// a batch: the highest seq, not the last message, is what acks.
+		if f.top == nil || f.seqs[i] > f.seqs[top] {
+			f.top, top = m, i
+		}
+	}
+	return f
 }
 
 // observeBacklog records how far behind JetStream the bridge is, and says
 // so in the log every 30 s while it is behind.
-func (b *Bridge) observeBacklog(msgs []jetstream.Msg) {
-	last, err := msgs[len(msgs)-1].Metadata()
-	if err != nil {
-		return
-	}
-	b.Stats.Backlog.Store(last.NumPending)
+func (b *Bridge) observeBacklog(f *fetched) {
+	last := f.items[len(f.items)-1]
+	b.Stats.Backlog.Store(last.Pending)
 	var age time.Duration
-	if last.NumPending > 0 {
-		age = time.Since(last.Timestamp)
+	if last.Pending > 0 {
+		age = time.Since(last.Time)
 		b.backlogLog.Do(func() {
-			b.log.Warn("bridge behind", "backlog_messages", last.NumPending, "age", age.Round(time.Millisecond))
+			b.log.Warn("bridge behind", "backlog_messages", last.Pending, "age", age.Round(time.Millisecond))
 		})
 	}
 	b.Stats.BacklogAge.Store(int64(age))
@@ -447,19 +588,13 @@ func (b *Bridge) transfer(ctx context.Context, f *fetched) error {
 	var t tally
 	saved := undo{}
 	touched := map[string]bool{}
-	msgs, seqs := f.msgs, f.seqs
+	seqs := f.seqs
 	// A redelivery (after AckWait) can come after newer messages in a
 	// batch: the highest seq, not the last message, is what commits.
-	top := 0
-	for i, s := range seqs {
-		if s > seqs[top] {
-			top = i
-		}
-	}
-	last := seqs[top]
+	last := slices.Max(seqs)
 	if last <= b.lastSeq {
 		// Committed before a crash, redelivered since.
-		return msgs[top].Ack()
+		return f.ack()
 	}
 	// Records are produced as each message is converted, so Kafka is
 	// already writing while the rest of the batch is decoded.
@@ -468,7 +603,7 @@ func (b *Bridge) transfer(ctx context.Context, f *fetched) error {
 		return err
 	}
 	var recs []*kgo.Record
-	for i, m := range msgs {
+	for i, m := range f.items {
 		<-f.ready[i]
 		if seqs[i] <= b.lastSeq {
 			continue
@@ -476,9 +611,9 @@ func (b *Bridge) transfer(ctx context.Context, f *fetched) error {
 		d := f.dec[i]
 		if d.Envelope == nil && d.Err == nil && d.topErr == nil {
 			// The fetcher took it for stale, with an older checkpoint.
-			d = decode(b.o.Decoder, seqs[i], m.Subject(), m.Data())
+			d = decode(b.o.Decoder, seqs[i], m.Subject, m.Data)
 		}
-		recs = b.convert(recs[:0], m.Subject(), m.Data(), d, seqs[i], saved, touched, &t)
+		recs = b.convert(recs[:0], m.Subject, m.Data, d, seqs[i], saved, touched, &t)
 		tx.produce(recs...)
 	}
 	tx.produce(b.checkpoint(last, touched)...)
@@ -499,7 +634,7 @@ func (b *Bridge) transfer(ctx context.Context, f *fetched) error {
 		}
 	}
 	// AckAll: the last message acks the whole batch.
-	if err := msgs[top].Ack(); err != nil {
+	if err := f.ack(); err != nil {
 		// Harmless: redelivered messages sit at or below lastSeq.
 		b.log.Warn("bridge: jetstream ack", "err", err)
 	}
@@ -528,7 +663,7 @@ func decode(dec *envelope.Shared, seq uint64, subject string, data []byte) decod
 
 // decodeAll decodes msgs on every core in the background; ready[i] closes
 // when out[i] is set.
-func decodeAll(dec *envelope.Shared, msgs []jetstream.Msg, seqs []uint64, skip func(i int) bool) (out []decoded, ready []chan struct{}) {
+func decodeAll(dec *envelope.Shared, msgs []Stored, skip func(i int) bool) (out []decoded, ready []chan struct{}) {
 	out, ready = make([]decoded, len(msgs)), make([]chan struct{}, len(msgs))
 	for i := range ready {
 		ready[i] = make(chan struct{})
@@ -538,7 +673,7 @@ func decodeAll(dec *envelope.Shared, msgs []jetstream.Msg, seqs []uint64, skip f
 		go func() {
 			for i := w; i < len(msgs); i += workers {
 				if !skip(i) {
-					out[i] = decode(dec, seqs[i], msgs[i].Subject(), msgs[i].Data())
+					out[i] = decode(dec, msgs[i].Seq, msgs[i].Subject, msgs[i].Data)
 				}
 				close(ready[i])
 			}

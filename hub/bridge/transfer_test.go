@@ -124,14 +124,17 @@ func TestBatchEndingInARedeliveryCommitsItsNewerMessages(t *testing.T) {
 	b.Stats.Committed.Store(10)
 	const subject = "outpost.v1.pump-7.up.windows"
 	var acks []uint64
-	f := &fetched{}
+	var msgs []jetstream.Msg
+	var mds []*jetstream.MsgMetadata
 	for _, m := range []struct {
 		seq, prev, first, last uint64
 	}{{11, 0, 1, 2}, {12, 2, 3, 4}, {5, 0, 1, 2}} {
-		f.msgs = append(f.msgs, storedMsg{subject: subject, data: windowsEnvelope(t, "pump-7", m.prev, m.first, m.last), seq: m.seq, acks: &acks})
-		f.seqs = append(f.seqs, m.seq)
+		sm := storedMsg{subject: subject, data: windowsEnvelope(t, "pump-7", m.prev, m.first, m.last), seq: m.seq, acks: &acks}
+		md, _ := sm.Metadata()
+		msgs, mds = append(msgs, sm), append(mds, md)
 	}
-	f.dec, f.ready = decodeAll(b.o.Decoder, f.msgs, f.seqs, func(i int) bool { return f.seqs[i] <= 10 })
+	f := fetchedOf(msgs, mds)
+	b.decodeBatch(f)
 	if err := b.transfer(ctx, f); err != nil {
 		t.Fatal(err)
 	}
@@ -198,11 +201,11 @@ func TestAFencedBridgeTakesNothingFromItsSuccessor(t *testing.T) {
 	bridge := func() *Bridge {
 		return New(Config{BatchMessages: 10, Linger: 100 * time.Millisecond}, Options{Log: slog.New(slog.DiscardHandler), Stream: st})
 	}
-	frozen, err := bridge().openConsumer(ctx)
+	frozen, err := bridge().openConsumer(ctx, 0)
 	if err != nil {
 		t.Fatal(err)
 	}
-	successor, err := bridge().openConsumer(ctx)
+	successor, err := bridge().openConsumer(ctx, 0)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -212,10 +215,10 @@ func TestAFencedBridgeTakesNothingFromItsSuccessor(t *testing.T) {
 		}
 	}
 	if f, err := bridge().fetch(frozen); err == nil && f != nil {
-		t.Fatalf("the fenced bridge's consumer delivered %d messages of its successor's", len(f.msgs))
+		t.Fatalf("the fenced bridge's consumer delivered %d messages of its successor's", len(f.items))
 	}
 	f, err := bridge().fetch(successor)
-	if err != nil || f == nil || len(f.msgs) != 3 {
+	if err != nil || f == nil || len(f.items) != 3 {
 		t.Fatalf("the successor fetched %v (%v), want all 3 messages", f, err)
 	}
 }

@@ -84,7 +84,11 @@ type Acker struct {
 	dec   *envelope.Shared
 	log   *slog.Logger
 	marks envelope.Watermarks
-	Stats Stats
+	// OnStored, when set, receives every message the acker reads, in
+	// stream order, with the stream sequence of the one before it (0 for
+	// the first of a run): the bridge's feed (bridge.Feed).
+	OnStored func(prev uint64, m jetstream.Msg, md *jetstream.MsgMetadata)
+	Stats    Stats
 }
 
 // AckerReader is the acker's reader number in the decodings it shares
@@ -142,6 +146,9 @@ func (a *Acker) Run(ctx context.Context, s jetstream.Stream) error {
 	if replayTo == 0 {
 		finishReplay()
 	}
+	// An ordered consumer delivers the stream without gaps: after a
+	// reset it starts again after the last message it delivered.
+	var prev uint64
 	for {
 		m, err := it.Next()
 		if err != nil {
@@ -159,13 +166,18 @@ func (a *Acker) Run(ctx context.Context, s jetstream.Stream) error {
 		}
 		if replayTo == 0 {
 			a.handle(md.Sequence.Stream, m.Subject(), m.Data(), nil)
-			continue
+		} else {
+			a.Stats.Replayed.Add(1)
+			a.handle(md.Sequence.Stream, m.Subject(), m.Data(), replayed)
+			if md.Sequence.Stream >= replayTo || md.NumPending == 0 {
+				finishReplay()
+			}
 		}
-		a.Stats.Replayed.Add(1)
-		a.handle(md.Sequence.Stream, m.Subject(), m.Data(), replayed)
-		if md.Sequence.Stream >= replayTo || md.NumPending == 0 {
-			finishReplay()
+		// After handle: its decoding waits for the bridge.
+		if a.OnStored != nil {
+			a.OnStored(prev, m, md)
 		}
+		prev = md.Sequence.Stream
 	}
 }
 

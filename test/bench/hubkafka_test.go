@@ -181,6 +181,9 @@ func hubToKafka(b *testing.B, syncAlways bool) {
 	msgs := float64(b.N + warmup)
 	b.ReportMetric(float64(st.DecodeShared)/msgs, "shared/msg")
 	b.ReportMetric(float64(st.DecodeEvicted)/msgs, "evicted/msg")
+	// Messages the bridge took as the acker received them (one JetStream
+	// delivery for both) rather than through a consumer of its own.
+	b.ReportMetric(float64(st.BridgeFromFeed)/msgs, "feed/msg")
 }
 
 // BenchmarkKafkaProducerBaseline: a bare franz-go producer writing the
