@@ -58,6 +58,7 @@ type Hub struct {
 	http    *http.Server
 	httpLn  net.Listener
 	acker   *ingest.Acker
+	feed    *bridge.Feed // what the acker received, for the bridge (nil: off)
 	// decodings are the payloads the acker decoded, waiting for the
 	// bridge.
 	decodings *envelope.Shared
@@ -244,15 +245,14 @@ func (h *Hub) startPipeline(ctx context.Context, o Options) error {
 	h.acker = ingest.NewAcker(h.ackNC, h.decodings, h.log)
 	// The bridge reads what the acker received while it keeps up: one
 	// delivery of each message, not two.
-	var feed *bridge.Feed
 	if h.cfg.Bridge.FeedBytes > 0 {
-		feed = bridge.NewFeed(int(h.cfg.Bridge.FeedBytes))
-		h.acker.OnStored = feed.Put
+		h.feed = bridge.NewFeed(int(h.cfg.Bridge.FeedBytes))
+		h.acker.OnStored = h.feed.Put
 	}
 	h.trainer.Decoder = dec
 	h.bridge = bridge.New(h.cfg.Bridge, bridge.Options{
 		Decoder:         h.decodings,
-		Feed:            feed,
+		Feed:            h.feed,
 		Stream:          stream,
 		ClientOpts:      h.kafka.Opts,
 		Kafka:           h.cfg.Kafka,
@@ -285,6 +285,9 @@ func (h *Hub) startPipeline(ctx context.Context, o Options) error {
 func (h *Hub) lead(ctx context.Context) {
 	h.leader.Store(true)
 	defer h.leader.Store(false)
+	if h.feed != nil {
+		h.feed.Reset()
+	}
 	var g errgroup.Group
 	supervise(ctx, &g, h.log, "rollout controller", func(ctx context.Context) error {
 		h.rollouts.Run(ctx, h.cfg.Updates.RolloutInterval)

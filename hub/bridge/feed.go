@@ -60,9 +60,7 @@ func (f *Feed) Put(prev uint64, m jetstream.Msg, md *jetstream.MsgMetadata) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	if prev != f.tail || s.Seq <= prev {
-		clear(f.items)
-		f.items, f.head, f.bytes = f.items[:0], 0, 0
-		f.start, f.tail = prev, prev
+		f.reset(prev)
 		if s.Seq <= prev {
 			return
 		}
@@ -85,6 +83,20 @@ func (f *Feed) Put(prev uint64, m jetstream.Msg, md *jetstream.MsgMetadata) {
 	}
 	close(f.wake)
 	f.wake = make(chan struct{})
+}
+
+// Reset empties the feed: what a reader received before (an earlier
+// lease, in which the stream may have been made again) serves no one.
+func (f *Feed) Reset() {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.reset(0)
+}
+
+func (f *Feed) reset(prev uint64) {
+	clear(f.items)
+	f.items, f.head, f.bytes = f.items[:0], 0, 0
+	f.start, f.tail = prev, prev
 }
 
 func size(s Stored) int { return len(s.Subject) + len(s.Data) + storedOverhead }

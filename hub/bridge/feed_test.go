@@ -86,6 +86,12 @@ func TestFeedStartsAgainWhenTheAckerDoes(t *testing.T) {
 	if _, ok := f.Take(context.Background(), 4, 10, time.Millisecond); ok {
 		t.Fatal("served a chain that went backwards")
 	}
+	// A new lease starts from nothing.
+	put(f, 6, 7, 8)
+	f.Reset()
+	if _, ok := f.Take(context.Background(), 7, 10, time.Millisecond); ok {
+		t.Fatal("served what an earlier lease's acker received")
+	}
 }
 
 func TestFeedTakeWaitsForAFullBatch(t *testing.T) {
