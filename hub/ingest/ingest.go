@@ -164,6 +164,13 @@ func (a *Acker) Run(ctx context.Context, s jetstream.Stream) error {
 			a.log.Warn("acker: metadata", "err", err)
 			continue
 		}
+		// First: a bridge waiting on the feed decodes the message on
+		// another core while the acker reaches it, and the acker takes
+		// that decoding (envelope.Shared).
+		if a.OnStored != nil {
+			a.OnStored(prev, m, md)
+		}
+		prev = md.Sequence.Stream
 		if replayTo == 0 {
 			a.handle(md.Sequence.Stream, m.Subject(), m.Data(), nil)
 		} else {
@@ -173,11 +180,6 @@ func (a *Acker) Run(ctx context.Context, s jetstream.Stream) error {
 				finishReplay()
 			}
 		}
-		// After handle: its decoding waits for the bridge.
-		if a.OnStored != nil {
-			a.OnStored(prev, m, md)
-		}
-		prev = md.Sequence.Stream
 	}
 }
 
