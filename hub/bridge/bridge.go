@@ -155,8 +155,9 @@ func New(cfg Config, o Options) *Bridge {
 // Run loads the checkpoint and copies until ctx ends. Kafka failures are
 // retried with backoff; meanwhile JetStream holds the backlog.
 func (b *Bridge) Run(ctx context.Context) error {
-	backoff := time.Second
+	var backoff time.Duration
 	for {
+		txns := b.Stats.Transactions.Load()
 		err := b.runOnce(ctx)
 		if ctx.Err() != nil {
 			return nil
@@ -164,14 +165,25 @@ func (b *Bridge) Run(ctx context.Context) error {
 		if errors.Is(err, errCrash) {
 			return err
 		}
+		backoff = nextBackoff(backoff, b.Stats.Transactions.Load() > txns)
 		b.log.Warn("bridge restarting after error", "err", err, "in", backoff)
 		select {
 		case <-ctx.Done():
 			return nil
 		case <-time.After(backoff):
 		}
-		backoff = min(backoff*2, 30*time.Second)
 	}
+}
+
+// nextBackoff is the wait before the next run after one that failed:
+// doubling from 1 s to 30 s while runs fail without committing, and 1 s
+// again after a run that committed (a new outage, days after the last,
+// is retried at once, not after the last one's 30 s).
+func nextBackoff(last time.Duration, committed bool) time.Duration {
+	if last == 0 || committed {
+		return time.Second
+	}
+	return min(2*last, 30*time.Second)
 }
 
 var errCrash = errors.New("bridge: crash injected after commit")
