@@ -131,6 +131,7 @@ type Bridge struct {
 	deadLog    rate.Sometimes
 	backlogLog rate.Sometimes
 	gapLog     rate.Sometimes
+	feedLog    rate.Sometimes
 	// delivered is the consumer sequence of the last message fetched
 	// from the current consumer (0: none yet).
 	delivered uint64
@@ -149,7 +150,7 @@ func New(cfg Config, o Options) *Bridge {
 	}
 	return &Bridge{cfg: cfg, o: o, log: o.Log.With("component", "bridge"), marks: envelope.Watermarks{},
 		deadLog: rate.Sometimes{First: 10, Interval: 10 * time.Second}, backlogLog: rate.Sometimes{Interval: 30 * time.Second},
-		gapLog: rate.Sometimes{First: 3, Interval: 10 * time.Second}}
+		gapLog: rate.Sometimes{First: 3, Interval: 10 * time.Second}, feedLog: rate.Sometimes{First: 3, Interval: time.Minute}}
 }
 
 // Run loads the checkpoint and copies until ctx ends. Kafka failures are
@@ -285,6 +286,9 @@ type reader struct {
 	pos  uint64             // the last sequence read
 	cons jetstream.Consumer // nil while reading the feed
 	idle time.Duration      // how long the feed has brought nothing
+	// behind is the stream's last sequence when it held more than the
+	// feed had brought for feedStallCheck (0: not seen).
+	behind uint64
 }
 
 func (r *reader) next(ctx context.Context) (*fetched, error) {
@@ -325,7 +329,7 @@ func (r *reader) fromFeed(ctx context.Context) (*fetched, error) {
 	b, feed := r.b, r.b.o.Feed
 	items, ok := feed.Take(ctx, r.pos, b.cfg.BatchMessages, b.cfg.Linger)
 	if ok && len(items) > 0 {
-		r.idle = 0
+		r.idle, r.behind = 0, 0
 		r.pos = items[len(items)-1].Seq
 		b.Stats.FromFeed.Add(int64(len(items)))
 		f := &fetched{items: items}
@@ -336,7 +340,10 @@ func (r *reader) fromFeed(ctx context.Context) (*fetched, error) {
 		b.decodeBatch(f)
 		return f, nil
 	}
-	if ok {
+	if ctx.Err() != nil {
+		return nil, nil
+	}
+	if ok && r.behind == 0 {
 		if r.idle += b.cfg.Linger; r.idle < feedStallCheck || ctx.Err() != nil {
 			return nil, nil
 		}
@@ -345,12 +352,25 @@ func (r *reader) fromFeed(ctx context.Context) (*fetched, error) {
 		r.idle = 0
 		info, err := b.o.Stream.Info(ctx)
 		if err != nil {
-			return nil, fmt.Errorf("bridge: stream info: %w", err)
-		}
-		if info.State.LastSeq <= r.pos || feed.Tail() > r.pos {
+			// Asked again at the next check; meanwhile the feed serves.
+			b.log.Debug("bridge: stream info", "err", err)
 			return nil, nil
 		}
+		if info.State.LastSeq > r.pos && feed.Tail() <= r.pos {
+			// The stream holds more. The acker gets one more linger to
+			// receive it: it may have been stored just now.
+			r.behind = info.State.LastSeq
+		}
+		return nil, nil
 	}
+	reason := "the feed does not hold what follows the bridge (further behind than bridge.feed_bytes, or the acker restarted)"
+	if ok {
+		reason = "the stream holds more than the acker has received for a second"
+	}
+	b.feedLog.Do(func() {
+		b.log.Info("bridge: reading the stream through a consumer of its own", "after_seq", r.pos, "reason", reason)
+	})
+	r.behind = 0
 	b.Stats.Fallbacks.Add(1)
 	cons, err := b.openConsumer(ctx, r.pos)
 	if err != nil {
