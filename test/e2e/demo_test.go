@@ -75,6 +75,7 @@ func startEnv(t *testing.T, env []string, bin string, args ...string) (*exec.Cmd
 	cmd := exec.Command(bin, args...)
 	cmd.Env = append(os.Environ(), env...)
 	cmd.Stdout, cmd.Stderr = f, f
+	service.DiesWithTest(cmd)
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
 	}

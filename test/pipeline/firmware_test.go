@@ -118,6 +118,7 @@ func TestArm64BundleEnrolsAndStreamsUnderQemu(t *testing.T) {
 	agentCmd := flashedAgent(t, root)
 	var agentLog bytes.Buffer
 	agentCmd.Stdout, agentCmd.Stderr = &agentLog, &agentLog
+	service.DiesWithTest(agentCmd)
 	if err := agentCmd.Start(); err != nil {
 		t.Fatal(err)
 	}

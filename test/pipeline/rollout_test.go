@@ -23,6 +23,7 @@ import (
 	"github.com/outpost-edge/outpost/models/onnx"
 	"github.com/outpost-edge/outpost/sync/state"
 	"github.com/outpost-edge/outpost/test/kafkatest"
+	"github.com/outpost-edge/outpost/test/service"
 	"github.com/outpost-edge/outpost/test/testenv"
 )
 
@@ -105,6 +106,7 @@ func superviseAgent(t *testing.T, bin, id, conf string, env []string) *supervise
 			cmd.Env = append(os.Environ(), env...)
 			logf, _ := os.OpenFile(filepath.Join(s.dir, "agent.log"), os.O_CREATE|os.O_APPEND|os.O_WRONLY, 0o644)
 			cmd.Stdout, cmd.Stderr = logf, logf
+			service.DiesWithTest(cmd)
 			err := cmd.Start()
 			s.cmd = cmd
 			s.starts++

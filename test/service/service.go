@@ -177,3 +177,13 @@ var (
 	// ErrNotReady means the server did not answer in time.
 	ErrNotReady = errors.New("not ready")
 )
+
+// DiesWithTest makes cmd's process be killed when the test binary dies: a
+// test timeout panics without running cleanups, and an agent it started
+// kept running (and taking CPU) into the tests after it.
+func DiesWithTest(cmd *exec.Cmd) {
+	if cmd.SysProcAttr == nil {
+		cmd.SysProcAttr = &syscall.SysProcAttr{}
+	}
+	cmd.SysProcAttr.Pdeathsig = syscall.SIGKILL
+}
