@@ -378,8 +378,8 @@ type Stats struct {
 	// BridgeFromFeed and BridgeFromStream count the messages the bridge
 	// took as the acker had received them and those it read through a
 	// consumer of its own; BridgeFallbacks the times it left the first
-	// for the second (behind by more than bridge.feed_bytes, or the acker
-	// restarted).
+	// for the second (behind by more than bridge.feed_bytes, the acker
+	// restarted, or it stalled).
 	BridgeFromFeed    int64   `json:"bridge_from_feed"`
 	BridgeFromStream  int64   `json:"bridge_from_stream"`
 	BridgeFallbacks   int64   `json:"bridge_fallbacks"`

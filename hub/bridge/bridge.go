@@ -19,7 +19,6 @@ import (
 	"fmt"
 	"log/slog"
 	"runtime"
-	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -333,10 +332,6 @@ func (r *reader) fromFeed(ctx context.Context) (*fetched, error) {
 		r.pos = items[len(items)-1].Seq
 		b.Stats.FromFeed.Add(int64(len(items)))
 		f := &fetched{items: items}
-		f.seqs = make([]uint64, len(items))
-		for i := range items {
-			f.seqs[i] = items[i].Seq
-		}
 		b.decodeBatch(f)
 		return f, nil
 	}
@@ -344,7 +339,7 @@ func (r *reader) fromFeed(ctx context.Context) (*fetched, error) {
 		return nil, nil
 	}
 	if ok && r.behind == 0 {
-		if r.idle += b.cfg.Linger; r.idle < feedStallCheck || ctx.Err() != nil {
+		if r.idle += b.cfg.Linger; r.idle < feedStallCheck {
 			return nil, nil
 		}
 		// Nothing for a while: an idle fleet, or an acker that stopped
@@ -443,7 +438,6 @@ func (b *Bridge) openConsumer(ctx context.Context, after uint64) (jetstream.Cons
 type fetched struct {
 	err   error // the fetch failed: no batch
 	items []Stored
-	seqs  []uint64
 	// top is the delivery of the highest sequence, whose ack (AckAll)
 	// acks the batch; nil for a batch from the feed.
 	top   jetstream.Msg
@@ -464,7 +458,7 @@ func (f *fetched) ack() error {
 // again with lastSeq.
 func (b *Bridge) decodeBatch(f *fetched) {
 	committed := b.Stats.Committed.Load()
-	f.dec, f.ready = decodeAll(b.o.Decoder, f.items, func(i int) bool { return f.seqs[i] <= committed })
+	f.dec, f.ready = decodeAll(b.o.Decoder, f.items, func(i int) bool { return f.items[i].Seq <= committed })
 }
 
 // fetch reads the next batch of at most bridge.batch_messages and starts
@@ -512,15 +506,13 @@ func (b *Bridge) fetch(cons jetstream.Consumer) (*fetched, error) {
 
 // fetchedOf is the batch of msgs, delivered with mds.
 func fetchedOf(msgs []jetstream.Msg, mds []*jetstream.MsgMetadata) *fetched {
-	f := &fetched{items: make([]Stored, len(msgs)), seqs: make([]uint64, len(msgs))}
+	f := &fetched{items: make([]Stored, len(msgs))}
 	top := 0
 	for i, m := range msgs {
-		md := mds[i]
-		f.seqs[i] = md.Sequence.Stream
-		f.items[i] = Stored{Seq: md.Sequence.Stream, Subject: m.Subject(), Data: m.Data(), Time: md.Timestamp, Pending: md.NumPending}
+		f.items[i] = storedOf(m, mds[i])
 		// A redelivery (after AckWait) can come after newer messages in
 		// a batch: the highest seq, not the last message, is what acks.
-		if f.top == nil || f.seqs[i] > f.seqs[top] {
+		if f.top == nil || f.items[i].Seq > f.items[top].Seq {
 			f.top, top = m, i
 		}
 	}
@@ -620,10 +612,12 @@ func (b *Bridge) transfer(ctx context.Context, f *fetched) error {
 	var t tally
 	saved := undo{}
 	touched := map[string]bool{}
-	seqs := f.seqs
 	// A redelivery (after AckWait) can come after newer messages in a
 	// batch: the highest seq, not the last message, is what commits.
-	last := slices.Max(seqs)
+	var last uint64
+	for _, m := range f.items {
+		last = max(last, m.Seq)
+	}
 	if last <= b.lastSeq {
 		// Committed before a crash, redelivered since.
 		return f.ack()
@@ -637,15 +631,15 @@ func (b *Bridge) transfer(ctx context.Context, f *fetched) error {
 	var recs []*kgo.Record
 	for i, m := range f.items {
 		<-f.ready[i]
-		if seqs[i] <= b.lastSeq {
+		if m.Seq <= b.lastSeq {
 			continue
 		}
 		d := f.dec[i]
 		if d.Envelope == nil && d.Err == nil && d.topErr == nil {
 			// The fetcher took it for stale, with an older checkpoint.
-			d = decode(b.o.Decoder, seqs[i], m.Subject, m.Data)
+			d = decode(b.o.Decoder, m.Seq, m.Subject, m.Data)
 		}
-		recs = b.convert(recs[:0], m.Subject, m.Data, d, seqs[i], saved, touched, &t)
+		recs = b.convert(recs[:0], m.Subject, m.Data, d, m.Seq, saved, touched, &t)
 		tx.produce(recs...)
 	}
 	tx.produce(b.checkpoint(last, touched)...)

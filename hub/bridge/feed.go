@@ -21,13 +21,18 @@ type Stored struct {
 	Pending uint64
 }
 
+// storedOf is m, delivered with md.
+func storedOf(m jetstream.Msg, md *jetstream.MsgMetadata) Stored {
+	return Stored{Seq: md.Sequence.Stream, Subject: m.Subject(), Data: m.Data(), Time: md.Timestamp, Pending: md.NumPending}
+}
+
 // storedOverhead is what a held message costs beyond its subject and data.
 const storedOverhead = 96
 
 // Feed hands the bridge the stream's messages as the acker received them,
 // so that each message crosses from the server to the hub once, not once
-// per reader (BenchmarkHubToKafka: the second delivery was a fifth of the
-// hub's CPU, copies and syscalls). It holds one chain: messages that one
+// per reader (BenchmarkHubToKafka: 14% less CPU per record, median of
+// six interleaved pairs). It holds one chain: messages that one
 // ordered consumer delivered, each the stream's next after the one before
 // it, bounded by bytes (the oldest go first). The bridge takes from it
 // while its position lies on the chain, and reads a consumer of its own
@@ -56,7 +61,7 @@ func NewFeed(maxBytes int) *Feed {
 // stream's first message). A message that does not follow the chain's
 // last starts a new chain.
 func (f *Feed) Put(prev uint64, m jetstream.Msg, md *jetstream.MsgMetadata) {
-	s := Stored{Seq: md.Sequence.Stream, Subject: m.Subject(), Data: m.Data(), Time: md.Timestamp, Pending: md.NumPending}
+	s := storedOf(m, md)
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	if prev != f.tail || s.Seq <= prev {

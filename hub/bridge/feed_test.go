@@ -11,6 +11,7 @@ import (
 	"github.com/twmb/franz-go/pkg/kgo"
 
 	"github.com/outpost-edge/outpost/hub/ingest"
+	"github.com/outpost-edge/outpost/hub/kafka"
 )
 
 // put feeds f the messages of seqs, each following the one before it,
@@ -147,10 +148,12 @@ func bridgeConsumers(t *testing.T, ctx context.Context, st jetstream.Stream) []s
 	return out
 }
 
-// runBridge runs b until the test's end; wait blocks until b has
-// committed through seq.
-func runBridge(t *testing.T, ctx context.Context, b *Bridge) (wait func(seq uint64)) {
+// runFeedBridge runs a bridge of 4-message batches reading feed until
+// the test's end; wait blocks until it has committed through seq.
+func runFeedBridge(t *testing.T, ctx context.Context, kcfg kafka.Config, conn *kafka.Conn, st jetstream.Stream, feed *Feed) (b *Bridge, wait func(seq uint64)) {
 	t.Helper()
+	b = New(Config{BatchMessages: 4, Linger: 20 * time.Millisecond}, Options{Log: slog.New(slog.DiscardHandler), Stream: st, Feed: feed,
+		ClientOpts: conn.Opts, Kafka: kcfg, TransactionalID: kcfg.TopicPrefix + "bridge"})
 	runCtx, stop := context.WithCancel(ctx)
 	done := make(chan error, 1)
 	go func() { done <- b.Run(runCtx) }()
@@ -160,7 +163,7 @@ func runBridge(t *testing.T, ctx context.Context, b *Bridge) (wait func(seq uint
 			t.Error(err)
 		}
 	})
-	return func(seq uint64) {
+	return b, func(seq uint64) {
 		for b.Stats.Committed.Load() < seq {
 			if ctx.Err() != nil {
 				t.Fatalf("committed through %d, want %d", b.Stats.Committed.Load(), seq)
@@ -179,9 +182,7 @@ func TestBridgeReadsWhatTheAckerReceived(t *testing.T) {
 	js, st := upStream(t, ctx)
 	feed := NewFeed(1 << 20)
 	runAcker(t, js, st, feed)
-	b := New(Config{BatchMessages: 4, Linger: 20 * time.Millisecond}, Options{Log: slog.New(slog.DiscardHandler), Stream: st, Feed: feed,
-		ClientOpts: conn.Opts, Kafka: kcfg, TransactionalID: kcfg.TopicPrefix + "bridge"})
-	wait := runBridge(t, ctx, b)
+	b, wait := runFeedBridge(t, ctx, kcfg, conn, st, feed)
 	publishWindows(t, ctx, js, 0, 20)
 	wait(20)
 	if recs := committedRecords(t, ctx, conn, kcfg.TopicPrefix+"windows", 40); len(recs) != 40 {
@@ -210,9 +211,7 @@ func TestBridgeBehindTheFeedCatchesUpThroughTheStream(t *testing.T) {
 	for feed.Tail() < 12 && ctx.Err() == nil {
 		time.Sleep(10 * time.Millisecond)
 	}
-	b := New(Config{BatchMessages: 4, Linger: 20 * time.Millisecond}, Options{Log: slog.New(slog.DiscardHandler), Stream: st, Feed: feed,
-		ClientOpts: conn.Opts, Kafka: kcfg, TransactionalID: kcfg.TopicPrefix + "bridge"})
-	wait := runBridge(t, ctx, b)
+	b, wait := runFeedBridge(t, ctx, kcfg, conn, st, feed)
 	wait(12)
 	publishWindows(t, ctx, js, 12, 2) // what the feed holds
 	wait(14)
@@ -239,9 +238,7 @@ func TestBridgeLeavesAFeedThatStalled(t *testing.T) {
 	defer cancel()
 	kcfg, conn := realKafka(t, ctx)
 	js, st := upStream(t, ctx)
-	b := New(Config{BatchMessages: 4, Linger: 20 * time.Millisecond}, Options{Log: slog.New(slog.DiscardHandler), Stream: st, Feed: NewFeed(1 << 20),
-		ClientOpts: conn.Opts, Kafka: kcfg, TransactionalID: kcfg.TopicPrefix + "bridge"})
-	wait := runBridge(t, ctx, b)
+	b, wait := runFeedBridge(t, ctx, kcfg, conn, st, NewFeed(1<<20))
 	publishWindows(t, ctx, js, 0, 5)
 	wait(5)
 	if recs := committedRecords(t, ctx, conn, kcfg.TopicPrefix+"windows", 10); len(recs) != 10 {
