@@ -8,6 +8,7 @@ import (
 	"math"
 	"net"
 	"net/url"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -45,14 +46,17 @@ func (c MQTTConfig) Window(mqtt5 bool) int {
 var errNoMQTT5 = errors.New("the broker does not speak MQTT 5")
 
 // ackInterval is how often paho sends the acknowledgements of committed
-// messages, in order, for a connection with the given window. The broker
-// holds at most a window unacknowledged, so acks every T cap the rate at
-// window/T: 10 µs per message of window keeps that cap at 100k msg/s, over
-// what one core ingests, while a quiet stream wakes the process at most
-// 50 times a second, not 500. (With a 2 ms ticker the wakeups, and the Go
-// runtime's monitor polling every 20 µs while they lasted, were a third
-// of the agent's CPU at 5k msg/s; side by side against eKuiper, 5k msg/s
-// cost 29-33 CPU-µs per event with the 20 ms ticker against 41-48.)
+// messages, in order, for a connection with the given window: for the
+// brokers paho dials itself (TLS, websockets). Over plain TCP the PUBLISH
+// packets bypass paho (mqttnet.WrapTap) and each commit's PUBACKs leave
+// at once. The broker holds at most a window unacknowledged, so acks
+// every T cap the rate at window/T: 10 µs per message of window keeps
+// that cap at 100k msg/s, over what one core ingests, while a quiet
+// stream wakes the process at most 50 times a second, not 500. (With a
+// 2 ms ticker the wakeups, and the Go runtime's monitor polling every
+// 20 µs while they lasted, were a third of the agent's CPU at 5k msg/s;
+// side by side against eKuiper, 5k msg/s cost 29-33 CPU-µs per event
+// with the 20 ms ticker against 41-48.)
 func ackInterval(window int) time.Duration {
 	return min(max(time.Duration(window)*10*time.Microsecond, 2*time.Millisecond), 20*time.Millisecond)
 }
@@ -147,7 +151,11 @@ func subscribe5(ctx context.Context, c MQTTConfig, out chan<- Line, log *slog.Lo
 				return nil, err
 			}
 			dialed.Store(true)
-			return mqttnet.Wrap(conn), nil // fewer system calls per message; writes are locked
+			// PUBLISH packets go from the connection's buffer straight to
+			// the pipeline; paho keeps the session (mqttnet.WrapTap).
+			in := &tapped{out: out, log: log}
+			in.acks.conn = mqttnet.WrapTap(ctx, conn, in.publish)
+			return in.acks.conn, nil
 		}
 	}
 	cm, err := autopaho.NewConnection(ctx, cfg)
@@ -165,4 +173,89 @@ func subscribe5(ctx context.Context, c MQTTConfig, out chan<- Line, log *slog.Lo
 		return err
 	}
 	return nil
+}
+
+// tapped takes one connection's PUBLISH packets from mqttnet's tap to the
+// pipeline: each payload copied once, into a shared slab, and its PUBACK
+// sent once the pipeline has committed it.
+type tapped struct {
+	out  chan<- Line
+	log  *slog.Logger
+	acks pubacks
+	slab []byte // payloads are carved from it; a full slab is left to the GC
+}
+
+// slabSize holds a few hundred typical readings per allocation.
+const slabSize = 64 << 10
+
+func (t *tapped) publish(ctx context.Context, p mqttnet.Publish) {
+	ack := func() {}
+	if p.QoS > 0 {
+		seq := t.acks.received(p.ID)
+		ack = func() { t.acks.ack(seq) }
+	}
+	n := len(p.Payload)
+	if cap(t.slab)-len(t.slab) < n {
+		t.slab = make([]byte, 0, max(slabSize, n))
+	}
+	at := len(t.slab)
+	t.slab = append(t.slab, p.Payload...)
+	data := t.slab[at:len(t.slab):len(t.slab)]
+	// Blocking here applies backpressure to the local broker (QoS 1).
+	if err := payloadLinesAck(ctx, data, t.out, ack); err != nil {
+		t.log.Warn("ingest: mqtt payload", "topic", string(p.Topic), "err", err)
+		ack() // unreadable as lines: nothing to keep (counted by the decoder when partly read)
+	}
+}
+
+// pubacks sends one connection's PUBACKs in the order its PUBLISH packets
+// arrived, as MQTT requires (4.6.0-2), each once its message is acked: a
+// message acked early (unreadable, nothing to commit) waits for those
+// before it. Acks for a connection since lost are written to nothing; the
+// broker redelivers those messages on the next.
+type pubacks struct {
+	conn *mqttnet.Conn
+	mu   sync.Mutex
+	next uint64 // the sequence number of q[0]
+	q    []pendingAck
+	buf  []byte
+}
+
+type pendingAck struct {
+	id   uint16
+	done bool
+}
+
+// received notes a PUBLISH awaiting its ack and returns its sequence number.
+func (a *pubacks) received(id uint16) uint64 {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	a.q = append(a.q, pendingAck{id: id})
+	return a.next + uint64(len(a.q)-1)
+}
+
+// ack marks message seq acked and sends every PUBACK now in order.
+func (a *pubacks) ack(seq uint64) {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	i := seq - a.next
+	if seq < a.next || i >= uint64(len(a.q)) {
+		return // sent already
+	}
+	a.q[i].done = true
+	n := 0
+	for n < len(a.q) && a.q[n].done {
+		n++
+	}
+	if n == 0 {
+		return
+	}
+	a.buf = a.buf[:0]
+	for _, p := range a.q[:n] {
+		a.buf = mqttnet.PubAck(a.buf, p.id)
+	}
+	a.q, a.next = a.q[n:], a.next+uint64(n)
+	// Under a.mu, so that two ackers cannot reorder their PUBACKs. A
+	// failed write means the connection is gone: its messages come again.
+	_ = a.conn.WritePacket(a.buf)
 }

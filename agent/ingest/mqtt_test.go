@@ -146,7 +146,7 @@ func publisher(t *testing.T, url string) func(topic, payload string) {
 // Against a Mosquitto at its default in-flight limit (20), the source
 // asks over MQTT 5 for a window of 2000 (Receive Maximum), receives that
 // many messages before acknowledging any, and tells the pipeline to
-// commit at half of it (acks leave on a ticker). Over 3.1.1 the broker
+// commit at half of it. Over 3.1.1 the broker
 // stops at 20, and the pipeline commits every 16.
 func TestMQTTFiveWindowAgainstADefaultMosquitto(t *testing.T) {
 	b, err := mqtttest.StartWith(context.Background(), t.TempDir(), mqtttest.Defaults)

@@ -132,7 +132,8 @@ func (c SourceConfig) Validate(path string, bad func(path, reason string)) {
 // acknowledgements that may wait for a commit: the pipeline commits at
 // least that often, or input waits for its commit tick. That is the
 // window the broker was given over MQTT 3.1.1 (acks leave at once), half
-// of it over MQTT 5 (acks leave on a ticker; see ackInterval).
+// of it over MQTT 5 (so that the broker sends the other half while one
+// commits; see ackInterval).
 func Open(c SourceConfig, resume int64, log *slog.Logger, window func(int)) (func(ctx context.Context, out chan<- Line) error, error) {
 	switch c.Type {
 	case "simulator":

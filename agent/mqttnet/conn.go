@@ -4,10 +4,16 @@
 // packet with two read(2)s; at one reading per message that is most of
 // the agent's system time. Conn reads through a buffer and coalesces the
 // writes that arrive while one is on its way into the next write.
+//
+// WrapTap also takes MQTT 5 PUBLISH packets off the stream before paho
+// sees them (tap.go): paho.golang allocates about 2.4 KB for every packet
+// it reads, which at one reading per message was most of the agent's
+// garbage.
 package mqttnet
 
 import (
 	"bufio"
+	"context"
 	"errors"
 	"net"
 	"net/url"
@@ -29,6 +35,17 @@ type Conn struct {
 	net.Conn
 	r *bufio.Reader
 
+	// pkt is held across the writes of one packet: paho.golang writes a
+	// packet's fixed header and body with separate Writes, and locks a
+	// connection that is a sync.Locker around them, so that a PINGREQ
+	// from its pinger never lands inside a PUBACK.
+	pkt sync.Mutex
+
+	tap    func(context.Context, Publish) // nil: every packet goes to paho
+	tapCtx context.Context                // ends when Close starts
+	untap  context.CancelFunc
+	pass   int // bytes of the current packet still to hand to paho
+
 	mu      sync.Mutex
 	cond    *sync.Cond // pending drained, or the flusher ended
 	pending []byte
@@ -45,24 +62,57 @@ type Conn struct {
 
 // Wrap starts c's flusher.
 func Wrap(c net.Conn) *Conn {
-	w := &Conn{Conn: c, r: bufio.NewReaderSize(c, 64<<10), wake: make(chan struct{}, 1), done: make(chan struct{})}
+	w := &Conn{Conn: c, r: bufio.NewReaderSize(c, readBuffer), wake: make(chan struct{}, 1), done: make(chan struct{})}
 	w.cond = sync.NewCond(&w.mu)
 	go w.flush()
 	return w
 }
 
+const readBuffer = 64 << 10
+
+// Lock and Unlock make Conn a sync.Locker: paho holds it while it writes
+// one packet, and WritePacket takes it too.
+func (c *Conn) Lock()   { c.pkt.Lock() }
+func (c *Conn) Unlock() { c.pkt.Unlock() }
+
+// WritePacket queues whole packets, never inside one that paho is writing.
+func (c *Conn) WritePacket(b []byte) error {
+	c.pkt.Lock()
+	defer c.pkt.Unlock()
+	_, err := c.Write(b)
+	return err
+}
+
 // Read reads through the buffer; after a failed write it returns that
 // error, so paho's reader reports the lost connection and reconnects.
+// With a tap, it hands paho only the packets the tap does not take.
 func (c *Conn) Read(p []byte) (int, error) {
-	n, err := c.r.Read(p)
-	if err != nil {
-		c.mu.Lock()
-		if c.werr != nil {
-			err = c.werr
+	if c.tap != nil {
+		if c.pass == 0 {
+			if err := c.untapped(); err != nil {
+				return 0, c.readErr(err)
+			}
 		}
-		c.mu.Unlock()
+		p = p[:min(len(p), c.pass)]
+	}
+	n, err := c.r.Read(p)
+	if c.tap != nil {
+		c.pass -= n
+	}
+	if err != nil {
+		err = c.readErr(err)
 	}
 	return n, err
+}
+
+// readErr is the write error, when one ended the connection.
+func (c *Conn) readErr(err error) error {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.werr != nil {
+		return c.werr
+	}
+	return err
 }
 
 // signal wakes the flusher; c.mu is held, so it never races Close's
@@ -137,6 +187,9 @@ func (c *Conn) flush() {
 func (c *Conn) Close() error {
 	var err error
 	c.closeOnce.Do(func() {
+		if c.untap != nil {
+			c.untap() // a tap blocked on a full pipeline lets go
+		}
 		c.mu.Lock()
 		if c.err == nil {
 			c.err = net.ErrClosed
