@@ -47,10 +47,8 @@ var errLength = errors.New("mqttnet: malformed remaining length")
 // stops at the next packet for paho, setting c.pass to its length.
 func (c *Conn) untapped() error {
 	for {
-		h, err := c.r.Peek(2)
-		if err != nil {
-			return err
-		}
+		var h []byte
+		var err error
 		// The remaining length: a variable byte integer of at most 4 bytes.
 		rem, hl := 0, 0
 		for i, shift := 1, 0; ; i, shift = i+1, shift+7 {
