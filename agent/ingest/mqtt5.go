@@ -47,7 +47,7 @@ var errNoMQTT5 = errors.New("the broker does not speak MQTT 5")
 
 // ackInterval is how often paho sends the acknowledgements of committed
 // messages, in order, for a connection with the given window: for the
-// brokers paho dials itself (TLS, websockets). Over plain TCP the PUBLISH
+// brokers paho dials itself (websockets). Over TCP and TLS the PUBLISH
 // packets bypass paho (mqttnet.WrapTap) and each commit's PUBACKs leave
 // at once. The broker holds at most a window unacknowledged, so acks
 // every T cap the rate at window/T: 10 µs per message of window keeps
@@ -143,10 +143,13 @@ func subscribe5(ctx context.Context, c MQTTConfig, out chan<- Line, log *slog.Lo
 			OnPublishReceived:          []func(paho.PublishReceived) (bool, error){handler},
 		},
 	}
-	if u.Scheme == "tcp" || u.Scheme == "mqtt" {
+	if mqttnet.Dialable(u) {
+		tc, err := c.TLS.Build()
+		if err != nil {
+			return fmt.Errorf("ingest: mqtt.tls: %w", err)
+		}
 		cfg.AttemptConnection = func(ctx context.Context, _ autopaho.ClientConfig, u *url.URL) (net.Conn, error) {
-			var d net.Dialer
-			conn, err := d.DialContext(ctx, "tcp", u.Host)
+			conn, err := mqttnet.Dial(ctx, u, tc)
 			if err != nil {
 				return nil, err
 			}
@@ -157,6 +160,10 @@ func subscribe5(ctx context.Context, c MQTTConfig, out chan<- Line, log *slog.Lo
 			in.acks.conn = mqttnet.WrapTap(ctx, conn, in.publish)
 			return in.acks.conn, nil
 		}
+	} else if tc, err := c.TLS.Build(); err != nil {
+		return fmt.Errorf("ingest: mqtt.tls: %w", err)
+	} else {
+		cfg.TlsCfg = tc // wss://
 	}
 	cm, err := autopaho.NewConnection(ctx, cfg)
 	if err != nil {

@@ -4,13 +4,16 @@ import (
 	"context"
 	"fmt"
 	"log/slog"
+	"strings"
 	"testing"
 	"time"
 
 	mqtt "github.com/eclipse/paho.mqtt.golang"
 
+	"github.com/outpost-edge/outpost/deploy/config"
 	"github.com/outpost-edge/outpost/test/mqtttest"
 	"github.com/outpost-edge/outpost/test/natstest"
+	"github.com/outpost-edge/outpost/test/pki"
 )
 
 // runMQTT starts the MQTT source; stop disconnects it like an agent that
@@ -47,14 +50,52 @@ func next(t *testing.T, out <-chan Line) Line {
 // (same client id, persistent session); acknowledged ones do not.
 func TestMQTTSourceRedeliversWhatWasNotAcked(t *testing.T) {
 	for _, proto := range []string{"", "3.1.1"} {
-		t.Run("protocol="+proto, func(t *testing.T) { testRedelivery(t, proto) })
+		t.Run("protocol="+proto, func(t *testing.T) { testRedelivery(t, proto, mqtttest.New(t).URL, config.ClientTLS{}) })
 	}
 }
 
-func testRedelivery(t *testing.T, proto string) {
-	b := mqtttest.New(t)
-	cfg := SourceConfig{Type: "mqtt", MQTT: MQTTConfig{URL: b.URL, Topic: "sensors/#", ClientID: "ack-test", Protocol: proto}}
-	pub := mqtt.NewClient(mqtt.NewClientOptions().AddBroker(b.URL).SetClientID("ack-test-pub"))
+// The same over TLS, against a Mosquitto that asks every client for a
+// certificate signed by the test CA (mTLS): the agent verifies the broker
+// with tls.ca_file and presents tls.cert_file.
+func TestMQTTSourceOverTLS(t *testing.T) {
+	b, tc := tlsBroker(t)
+	for _, proto := range []string{"", "3.1.1"} {
+		t.Run("protocol="+proto, func(t *testing.T) { testRedelivery(t, proto, b.URL, tc) })
+	}
+}
+
+// tlsBroker starts a Mosquitto on ssl:// that requires client
+// certificates, and returns the TLS settings of a client it accepts.
+func tlsBroker(t *testing.T) (*mqtttest.Broker, config.ClientTLS) {
+	t.Helper()
+	ca, err := pki.New(t.TempDir())
+	if err != nil {
+		t.Fatal(err)
+	}
+	srvCert, srvKey, err := ca.Issue("mosquitto", true)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cert, key, err := ca.Issue("agent", false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, err := mqtttest.StartTLS(context.Background(), t.TempDir(), mqtttest.Raised,
+		mqtttest.TLS{CAFile: ca.CAFile, CertFile: srvCert, KeyFile: srvKey, RequireCertificate: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(b.Stop)
+	return b, config.ClientTLS{CAFile: ca.CAFile, CertFile: cert, KeyFile: key}
+}
+
+func testRedelivery(t *testing.T, proto, url string, tc config.ClientTLS) {
+	cfg := SourceConfig{Type: "mqtt", MQTT: MQTTConfig{URL: url, Topic: "sensors/#", ClientID: "ack-test", Protocol: proto, TLS: tc}}
+	ptc, err := tc.Build()
+	if err != nil {
+		t.Fatal(err)
+	}
+	pub := mqtt.NewClient(mqtt.NewClientOptions().AddBroker(url).SetClientID("ack-test-pub").SetTLSConfig(ptc))
 	if tok := pub.Connect(); !tok.WaitTimeout(10*time.Second) || tok.Error() != nil {
 		t.Fatal(tok.Error())
 	}
@@ -236,4 +277,51 @@ func TestMQTTFallsBackToThreeOneOne(t *testing.T) {
 			t.Fatal("nothing read over the fallback")
 		}
 	}
+}
+
+// A broker whose certificate the agent cannot verify is refused over
+// either protocol, and the log says why while the source keeps retrying.
+func TestMQTTSourceRefusesABrokerItCannotVerify(t *testing.T) {
+	b, tc := tlsBroker(t)
+	other, err := pki.New(t.TempDir())
+	if err != nil {
+		t.Fatal(err)
+	}
+	tc.CAFile = other.CAFile // a CA that did not sign the broker's certificate
+	for _, proto := range []string{"5", "3.1.1"} {
+		t.Run("protocol="+proto, func(t *testing.T) {
+			logs := make(chan string, 100)
+			log := slog.New(slog.NewTextHandler(chanWriter(logs), nil))
+			cfg := SourceConfig{Type: "mqtt", MQTT: MQTTConfig{URL: b.URL, Topic: "s/#", ClientID: "unverified-" + proto, Protocol: proto, TLS: tc}}
+			run, err := Open(cfg, 0, log, func(int) { t.Error("connected to a broker it cannot verify") })
+			if err != nil {
+				t.Fatal(err)
+			}
+			ctx, cancel := context.WithCancel(context.Background())
+			done := make(chan struct{})
+			go func() { defer close(done); _ = run(ctx, make(chan Line, 1)) }()
+			defer func() { cancel(); <-done }()
+			for deadline := time.After(15 * time.Second); ; {
+				select {
+				case l := <-logs:
+					if strings.Contains(l, "ingest: mqtt connect") && strings.Contains(l, "certificate signed by unknown authority") {
+						return
+					}
+				case <-deadline:
+					t.Fatal("no log of the refused certificate within 15s")
+				}
+			}
+		})
+	}
+}
+
+// chanWriter sends each log line to a channel, dropping lines when full.
+type chanWriter chan<- string
+
+func (w chanWriter) Write(p []byte) (int, error) {
+	select {
+	case w <- string(p):
+	default:
+	}
+	return len(p), nil
 }

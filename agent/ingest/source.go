@@ -10,14 +10,17 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"net/url"
 	"os"
 	"sync"
 	"time"
 
 	mqtt "github.com/eclipse/paho.mqtt.golang"
 	"golang.org/x/sync/errgroup"
+	"golang.org/x/time/rate"
 
 	"github.com/outpost-edge/outpost/agent/mqttnet"
+	"github.com/outpost-edge/outpost/deploy/config"
 )
 
 // Line is one raw input line and when it arrived.
@@ -76,6 +79,10 @@ type MQTTConfig struct {
 	// Protocol is "5", "3.1.1", or empty: MQTT 5, falling back to 3.1.1
 	// for a broker that refuses it.
 	Protocol string `yaml:"protocol"`
+	// TLS verifies an ssl://, tls:// or mqtts:// broker against ca_file
+	// (default: the system roots) and presents cert_file when the broker
+	// asks for a client certificate.
+	TLS config.ClientTLS `yaml:"tls"`
 }
 
 // maxLine bounds one input line; longer lines are rejected, not buffered.
@@ -105,9 +112,7 @@ func (c SourceConfig) Validate(path string, bad func(path, reason string)) {
 			field("http.commit_timeout", "must not be negative")
 		}
 	case "mqtt":
-		if c.MQTT.URL == "" {
-			field("mqtt.url", "must not be empty")
-		}
+		c.MQTT.validate(field)
 		if c.MQTT.MaxUnacked < 0 || c.MQTT.MaxUnacked > 65535 {
 			field("mqtt.max_unacked", fmt.Sprintf("must be 0 (default %d over MQTT 5, %d over 3.1.1) to 65535, got %d", DefaultWindow5, DefaultWindow311, c.MQTT.MaxUnacked))
 		}
@@ -123,6 +128,25 @@ func (c SourceConfig) Validate(path string, bad func(path, reason string)) {
 		c.Image.validate(field)
 	default:
 		field("type", fmt.Sprintf("must be simulator, stdin, file, http, mqtt or image, got %q", c.Type))
+	}
+}
+
+func (c MQTTConfig) validate(field func(f, why string)) {
+	u, err := url.Parse(c.URL)
+	switch {
+	case c.URL == "":
+		field("mqtt.url", "must not be empty")
+	case err != nil:
+		field("mqtt.url", err.Error())
+	case !mqttnet.Dialable(u) && u.Scheme != "ws" && u.Scheme != "wss":
+		field("mqtt.url", fmt.Sprintf("scheme must be tcp, mqtt, ssl, tls, mqtts, ws or wss, got %q", u.Scheme))
+	case c.TLS.On() && !mqttnet.Secure(u) && u.Scheme != "wss":
+		field("mqtt.tls", fmt.Sprintf("is set but %s:// is not TLS: use ssl:// or mqtts://", u.Scheme))
+	}
+	var errs config.Errors
+	c.TLS.Validate("mqtt.tls", &errs)
+	for _, e := range errs {
+		field(e.Path, e.Reason)
 	}
 }
 
@@ -547,6 +571,21 @@ func subscribe311(ctx context.Context, c MQTTConfig, out chan<- Line, log *slog.
 				log.Warn("ingest: subscribe", "topic", c.Topic, "err", tok.Error())
 			}
 		})
+	tc, err := c.TLS.Build()
+	if err != nil {
+		return fmt.Errorf("ingest: mqtt.tls: %w", err)
+	}
+	if tc != nil {
+		opts.SetTLSConfig(tc)
+	}
+	// paho retries a failed connect in silence: say why (a refused
+	// certificate, a wrong password), once and then every 30 s while it lasts.
+	failLog := rate.Sometimes{First: 1, Interval: 30 * time.Second}
+	opts.SetConnectionNotificationHandler(func(_ mqtt.Client, n mqtt.ConnectionNotification) {
+		if f, ok := n.(mqtt.ConnectionNotificationFailed); ok {
+			failLog.Do(func() { log.Warn("ingest: mqtt connect", "url", c.URL, "err", f.Reason) })
+		}
+	})
 	mqttnet.Use(opts, c.URL) // fewer system calls per message
 	cl := mqtt.NewClient(opts)
 	// A persistent session's unacknowledged messages arrive right after

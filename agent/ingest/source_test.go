@@ -15,6 +15,7 @@ import (
 	"testing/synctest"
 	"time"
 
+	"github.com/outpost-edge/outpost/deploy/config"
 	"github.com/outpost-edge/outpost/test/service"
 )
 
@@ -300,5 +301,32 @@ func TestTailResumesAfterOffset(t *testing.T) {
 	resumed := startAt(t, SourceConfig{Type: "file", File: FileConfig{Path: path}}, offsets[0])
 	if got := collect(t, resumed, 2); got[0] != "two" || got[1] != "three" {
 		t.Fatalf("resumed with %q", got)
+	}
+}
+
+// Each wrong MQTT URL or TLS setting is named by its path.
+func TestMQTTSourceValidation(t *testing.T) {
+	missing := filepath.Join(t.TempDir(), "nope.pem")
+	for _, c := range []struct {
+		mqtt MQTTConfig
+		want string // the path of the one error
+	}{
+		{MQTTConfig{URL: "http://broker:1883", Topic: "s/#"}, "mqtt.url"},
+		{MQTTConfig{URL: "tcp://broker:1883", Topic: "s/#", TLS: config.ClientTLS{CAFile: missing}}, "mqtt.tls"},
+		{MQTTConfig{URL: "ssl://broker:8883", Topic: "s/#", TLS: config.ClientTLS{CAFile: missing}}, "mqtt.tls.ca_file"},
+		{MQTTConfig{URL: "mqtts://broker:8883", Topic: "s/#", TLS: config.ClientTLS{CertFile: missing}}, "mqtt.tls"},
+	} {
+		var paths []string
+		SourceConfig{Type: "mqtt", MQTT: c.mqtt}.Validate("pipelines[0].source", func(p, _ string) { paths = append(paths, p) })
+		if want := "pipelines[0].source." + c.want; len(paths) == 0 || paths[0] != want {
+			t.Errorf("%+v: errors at %v, want first %s", c.mqtt, paths, want)
+		}
+	}
+	for _, u := range []string{"tcp://b:1883", "mqtt://b:1883", "ssl://b:8883", "tls://b:8883", "mqtts://b:8883", "ws://b:8080/mqtt", "wss://b:8443/mqtt"} {
+		var paths []string
+		SourceConfig{Type: "mqtt", MQTT: MQTTConfig{URL: u, Topic: "s/#"}}.Validate("p", func(p, _ string) { paths = append(paths, p) })
+		if len(paths) > 0 {
+			t.Errorf("%s refused at %v", u, paths)
+		}
 	}
 }

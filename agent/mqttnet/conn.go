@@ -14,6 +14,7 @@ package mqttnet
 import (
 	"bufio"
 	"context"
+	"crypto/tls"
 	"errors"
 	"net"
 	"net/url"
@@ -210,16 +211,47 @@ func (c *Conn) Close() error {
 	return err
 }
 
-// Use makes the client dial broker through a Conn when it is a tcp:// or
-// mqtt:// URL; TLS and websocket brokers keep paho's own dialling.
+// Dialable reports whether Dial connects to u: plain TCP (tcp://,
+// mqtt://) and TLS over TCP (ssl://, tls://, mqtts://). Websocket brokers
+// stay with the client's own dialling.
+func Dialable(u *url.URL) bool {
+	switch u.Scheme {
+	case "tcp", "mqtt", "ssl", "tls", "mqtts":
+		return true
+	}
+	return false
+}
+
+// Secure reports whether u names a TLS broker.
+func Secure(u *url.URL) bool { return u.Scheme == "ssl" || u.Scheme == "tls" || u.Scheme == "mqtts" }
+
+// Dial connects to the broker at u, over TLS with tc for a Secure URL (nil
+// tc: the system roots; an empty ServerName is the URL's host). A TLS
+// connection returns after its handshake, so that a wrong certificate
+// fails the dial, with the reason, rather than the first read.
+func Dial(ctx context.Context, u *url.URL, tc *tls.Config) (net.Conn, error) {
+	if !Secure(u) {
+		var d net.Dialer
+		return d.DialContext(ctx, "tcp", u.Host)
+	}
+	d := tls.Dialer{Config: tc}
+	return d.DialContext(ctx, "tcp", u.Host)
+}
+
+// Use makes the client dial broker through a Conn when Dialable: over TLS
+// with the options' TLSConfig. Websocket brokers keep paho's own dialling.
 func Use(o *mqtt.ClientOptions, broker string) {
 	u, err := url.Parse(broker)
-	if err != nil || (u.Scheme != "tcp" && u.Scheme != "mqtt") {
+	if err != nil || !Dialable(u) {
 		return
 	}
 	o.SetCustomOpenConnectionFn(func(uri *url.URL, o mqtt.ClientOptions) (net.Conn, error) {
-		d := net.Dialer{Timeout: o.ConnectTimeout}
-		c, err := d.Dial("tcp", uri.Host)
+		ctx, cancel := context.Background(), context.CancelFunc(func() {})
+		if o.ConnectTimeout > 0 { // 0: no timeout, as paho reads it
+			ctx, cancel = context.WithTimeout(ctx, o.ConnectTimeout)
+		}
+		defer cancel()
+		c, err := Dial(ctx, uri, o.TLSConfig)
 		if err != nil {
 			return nil, err
 		}

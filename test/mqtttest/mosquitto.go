@@ -42,6 +42,20 @@ func Start(ctx context.Context, dir string) (*Broker, error) { return StartWith(
 
 // StartWith is Start with the given limits.
 func StartWith(ctx context.Context, dir string, lim Limits) (*Broker, error) {
+	return StartTLS(ctx, dir, lim, TLS{})
+}
+
+// TLS is a listener's certificate (its files PEM); with CertFile empty the
+// listener is plain TCP. RequireCertificate asks every client for one
+// signed by CAFile (mTLS).
+type TLS struct {
+	CAFile, CertFile, KeyFile string
+	RequireCertificate        bool
+}
+
+// StartTLS is StartWith on a TLS listener when t.CertFile is set; URL is
+// then ssl://127.0.0.1:port.
+func StartTLS(ctx context.Context, dir string, lim Limits, t TLS) (*Broker, error) {
 	bin, err := testenv.Binary("mosquitto")
 	if err != nil {
 		return nil, err
@@ -59,6 +73,16 @@ log_type error
 log_type warning
 log_type notice
 `, port, dir)
+	scheme := "tcp://"
+	if t.CertFile != "" {
+		scheme = "ssl://"
+		// Started as root, Mosquitto drops to its own user before it reads
+		// the certificates, which a test writes 0600 into its own 0700
+		// temp dir; "user root" keeps it as the test's user (a non-root
+		// Mosquitto ignores it).
+		conf += "user root\n"
+		conf += fmt.Sprintf("cafile %s\ncertfile %s\nkeyfile %s\nrequire_certificate %t\n", t.CAFile, t.CertFile, t.KeyFile, t.RequireCertificate)
+	}
 	switch lim {
 	case Raised:
 		conf += "max_queued_messages 1000000\nmax_inflight_messages 1000\n"
@@ -81,7 +105,7 @@ log_type notice
 	if err != nil {
 		return nil, err
 	}
-	return &Broker{Process: p, Addr: addr, URL: "tcp://" + addr}, nil
+	return &Broker{Process: p, Addr: addr, URL: scheme + addr}, nil
 }
 
 // New starts a Mosquitto for one test and stops it when the test ends.
