@@ -2,6 +2,7 @@ package hub
 
 import (
 	"net/http"
+	"regexp"
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
@@ -12,7 +13,12 @@ import (
 // are read from the same atomics /v1/stats shows, at scrape time.
 func (h *Hub) metricsHandler() http.Handler {
 	reg := prometheus.NewRegistry()
-	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	// go_gc_heap_live_bytes too: the heap the last collection found live.
+	// Heap in use also counts garbage not yet collected, which at low
+	// traffic lingers for up to the runtime's forced collection (2 min).
+	live := collectors.GoRuntimeMetricsRule{Matcher: regexp.MustCompile(`^/gc/heap/live:bytes$`)}
+	reg.MustRegister(collectors.NewGoCollector(collectors.WithGoCollectorRuntimeMetrics(live)),
+		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	counter := func(name, help string, read func(Stats) int64) {
 		reg.MustRegister(prometheus.NewCounterFunc(prometheus.CounterOpts{Namespace: "outpost_hub", Name: name, Help: help},
 			func() float64 { return float64(read(h.Stats())) }))
