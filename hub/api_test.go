@@ -12,7 +12,9 @@ import (
 	"net/url"
 	"slices"
 	"strings"
+	"syscall"
 	"testing"
+	"time"
 
 	"github.com/outpost-edge/outpost/hub/trainer"
 	"github.com/outpost-edge/outpost/sync/state"
@@ -132,5 +134,43 @@ func TestPageDevices(t *testing.T) {
 		if _, _, err := pageDevices(slices.Clone(devs), q(bad)); !errors.Is(err, errBadQuery) {
 			t.Errorf("%s: %v", bad, err)
 		}
+	}
+}
+
+// A hub whose HTTP port another process holds says so at once. It used to
+// bind that port last, after waiting for its cluster's quorum: a member
+// started before its peers sat for as long as they took (21 s in CI) and
+// then stopped, and in that time the port it was given had been taken.
+func TestTakenHTTPPortStopsTheStartAtOnce(t *testing.T) {
+	taken, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer taken.Close()
+	absent, err := net.Listen("tcp", "127.0.0.1:0") // the peers' route ports: closed, nobody answers
+	if err != nil {
+		t.Fatal(err)
+	}
+	peer := absent.Addr().String()
+	absent.Close()
+	cfg := Defaults()
+	cfg.DataDir = t.TempDir()
+	cfg.Broker.ServerName = "taken-port-test"
+	cfg.Broker.NATSPort, cfg.Broker.MQTTPort = -1, -1
+	cfg.Broker.Cluster.Name = "taken"
+	cfg.Broker.Cluster.Secret = "test-only-route-secret"
+	cfg.Broker.Cluster.Port = -1
+	cfg.Broker.Cluster.Routes = []string{peer, peer}
+	cfg.Ingest.Replicas = 3
+	cfg.HTTP.Listen = taken.Addr().String()
+	ctx, cancel := context.WithTimeout(context.Background(), 15*time.Second)
+	defer cancel()
+	h, err := Start(ctx, cfg, slog.New(slog.DiscardHandler))
+	if err == nil {
+		h.Close()
+		t.Fatal("the hub started on a port another process holds")
+	}
+	if !errors.Is(err, syscall.EADDRINUSE) || ctx.Err() != nil {
+		t.Fatalf("want the taken port's error before the cluster wait, got %v (context: %v)", err, ctx.Err())
 	}
 }

@@ -114,6 +114,12 @@ func Start(ctx context.Context, cfg *Config, log *slog.Logger, opts ...Options) 
 			started.Close()
 		}
 	}()
+	// The HTTP port is bound first, like the broker's, so that a port
+	// another process holds stops the start at once with its reason, not
+	// after the wait for a cluster's quorum (in which it may be taken).
+	if h.httpLn, err = net.Listen("tcp", cfg.HTTP.Listen); err != nil {
+		return nil, fmt.Errorf("hub: http listen: %w", err)
+	}
 	bcfg := cfg.Broker
 	bcfg.StoreDir = cfg.StoreDir()
 	bcfg.MQTTReplicas = cfg.Ingest.Replicas
@@ -636,11 +642,7 @@ func (h *Hub) startHTTP() error {
 		s.StreamReplicas = h.streamReplicas()
 		writeJSON(w, http.StatusOK, s)
 	}))
-	ln, err := net.Listen("tcp", h.cfg.HTTP.Listen)
-	if err != nil {
-		return fmt.Errorf("hub: http listen: %w", err)
-	}
-	h.httpLn = ln
+	ln := h.httpLn
 	h.http = &http.Server{Handler: mux.mux, ReadHeaderTimeout: 10 * time.Second}
 	serve := func() error { return h.http.Serve(ln) }
 	if t := h.cfg.HTTP.TLS; t.CertFile != "" {
@@ -905,6 +907,9 @@ func (h *Hub) Close() {
 		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 		_ = h.http.Shutdown(ctx)
 		cancel()
+	}
+	if h.httpLn != nil {
+		_ = h.httpLn.Close() // a start that failed before serving left it open
 	}
 	if h.stop != nil {
 		h.stop()
