@@ -26,8 +26,17 @@ const Bucket = "OUTPOST_TUF"
 // written to the served directory.
 const devPrefix = ".dev-keys/"
 
+// objects is what the mirror uses of the bucket.
+type objects interface {
+	GetInfo(ctx context.Context, name string, opts ...jetstream.GetObjectInfoOpt) (*jetstream.ObjectInfo, error)
+	Put(ctx context.Context, meta jetstream.ObjectMeta, r io.Reader) (*jetstream.ObjectInfo, error)
+	GetFile(ctx context.Context, name, file string, opts ...jetstream.GetObjectOpt) error
+	List(ctx context.Context, opts ...jetstream.ListObjectsOpt) ([]*jetstream.ObjectInfo, error)
+	Watch(ctx context.Context, opts ...jetstream.WatchOpt) (jetstream.ObjectWatcher, error)
+}
+
 type mirror struct {
-	obs     jetstream.ObjectStore
+	obs     objects
 	dir     string // the served repository
 	devKeys string // where development keys go
 	log     *slog.Logger
@@ -101,7 +110,19 @@ func (m *mirror) uploadTree(ctx context.Context) error {
 	})
 }
 
-// fetch writes object info into its local place, unless it is there.
+// errStale: the object this hub read is not the version the bucket
+// announced. An object store allows direct gets, which any replica may
+// answer, so a follower that has not caught up serves the version before.
+var errStale = errors.New("this hub's replica is behind the announced version")
+
+// fetchTimeout bounds one download: without a deadline nats.go gives a
+// whole object 5 s, too little for an agent binary on a slow link.
+func fetchTimeout(size uint64) time.Duration {
+	return 30*time.Second + time.Duration(size>>20)*time.Second
+}
+
+// fetch writes object info into its local place, unless it is there. It
+// keeps only the bytes whose digest info announces.
 func (m *mirror) fetch(ctx context.Context, info *jetstream.ObjectInfo) error {
 	path, ok := m.local(info.Name)
 	if !ok || info.Deleted || digest(path) == info.Digest {
@@ -111,15 +132,16 @@ func (m *mirror) fetch(ctx context.Context, info *jetstream.ObjectInfo) error {
 		return fmt.Errorf("updates: mirror: %w", err)
 	}
 	tmp := filepath.Join(filepath.Dir(path), "."+filepath.Base(path)+".tmp")
-	f, err := os.OpenFile(tmp, os.O_WRONLY|os.O_CREATE|os.O_TRUNC, 0o600)
-	if err != nil {
-		return fmt.Errorf("updates: mirror: %w", err)
-	}
+	ctx, cancel := context.WithTimeout(ctx, fetchTimeout(info.Size))
+	defer cancel()
 	if err := m.obs.GetFile(ctx, info.Name, tmp); err != nil {
-		f.Close()
+		os.Remove(tmp)
 		return fmt.Errorf("updates: mirror %s: %w", info.Name, err)
 	}
-	f.Close()
+	if digest(tmp) != info.Digest {
+		os.Remove(tmp)
+		return fmt.Errorf("updates: mirror %s: %w", info.Name, errStale)
+	}
 	if !strings.HasPrefix(info.Name, devPrefix) {
 		os.Chmod(tmp, 0o644)
 	}
@@ -149,6 +171,14 @@ func (m *mirror) pull(ctx context.Context) error {
 
 // follow keeps the local copy current until ctx ends.
 func (m *mirror) follow(ctx context.Context) {
+	// A change can be announced before this hub's replica serves it: the
+	// object is not found, or its version before is. Each such miss is
+	// kept, with the version announced, and fetched again until it lands
+	// or a newer change replaces it; otherwise the file would stay old
+	// here until the next change, and devices that saw the new one on
+	// another hub would refuse this one's.
+	missed := map[string]*jetstream.ObjectInfo{}
+	var retry <-chan time.Time
 	for ctx.Err() == nil {
 		w, err := m.obs.Watch(ctx)
 		if err != nil {
@@ -161,10 +191,6 @@ func (m *mirror) follow(ctx context.Context) {
 			continue
 		}
 		stop := context.AfterFunc(ctx, func() { w.Stop() }) // the watcher outlives its ctx otherwise
-		// A change can be announced before this hub's replica of the
-		// bucket serves its content ("object not found"): such a miss is
-		// retried by a full pull, or the file would stay missing here.
-		var retry <-chan time.Time
 	watch:
 		for {
 			select {
@@ -175,16 +201,26 @@ func (m *mirror) follow(ctx context.Context) {
 				if info == nil {
 					continue // the initial values are in
 				}
+				delete(missed, info.Name)
 				if err := m.fetch(ctx, info); err != nil && ctx.Err() == nil {
-					m.log.Warn("tuf mirror: fetch failed; pulling again shortly", "object", info.Name, "err", err)
+					m.log.Warn("tuf mirror: fetch failed; fetching again shortly", "object", info.Name, "err", err)
+					missed[info.Name] = info
 					if retry == nil {
 						retry = time.After(250 * time.Millisecond)
 					}
 				}
 			case <-retry:
 				retry = nil
-				if err := m.pull(ctx); err != nil && ctx.Err() == nil {
-					m.log.Warn("tuf mirror: pull failed; retrying", "err", err)
+				for name, info := range missed {
+					if err := m.fetch(ctx, info); err != nil {
+						if ctx.Err() == nil {
+							m.log.Warn("tuf mirror: fetch failed again; retrying", "object", name, "err", err)
+						}
+						continue
+					}
+					delete(missed, name)
+				}
+				if len(missed) > 0 {
 					retry = time.After(time.Second)
 				}
 			}
