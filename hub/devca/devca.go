@@ -87,6 +87,24 @@ func Open(ctx context.Context, js jetstream.JetStream, replicas int, cfg Config,
 	if err != nil {
 		return nil, fmt.Errorf("devca: bucket: %w", err)
 	}
+	return shared(ctx, kv, o, log)
+}
+
+// caKV is what shared uses of the CA's bucket.
+type caKV interface {
+	Get(ctx context.Context, key string) (jetstream.KeyValueEntry, error)
+	Create(ctx context.Context, key string, value []byte, opts ...jetstream.KVCreateOpt) (uint64, error)
+}
+
+// sharedWait bounds how long a hub waits for its replica of the bucket to
+// show a CA that another hub stored.
+const sharedWait = 10 * time.Second
+
+// shared reads the cluster's generated CA, storing a new one if the bucket
+// has none. A KV bucket allows direct gets, which any replica answers: one
+// that lags says "not found" for a CA another hub has stored, so after a
+// refused create this hub asks again until its replica has it.
+func shared(ctx context.Context, kv caKV, o Options, log *slog.Logger) (*CA, error) {
 	type stored struct {
 		Cert string `json:"cert"`
 		Key  string `json:"key"`
@@ -103,7 +121,17 @@ func Open(ctx context.Context, js jetstream.JetStream, replicas int, cfg Config,
 		} else if !errors.Is(cerr, jetstream.ErrKeyExists) {
 			return nil, fmt.Errorf("devca: store CA: %w", cerr)
 		}
-		e, err = kv.Get(ctx, caKey) // ours, or the one another hub stored first
+		deadline := time.After(sharedWait)
+		// Ours, or the one another hub stored first.
+		for e, err = kv.Get(ctx, caKey); errors.Is(err, jetstream.ErrKeyNotFound); e, err = kv.Get(ctx, caKey) {
+			select {
+			case <-ctx.Done():
+				return nil, fmt.Errorf("devca: read CA: %w", ctx.Err())
+			case <-deadline:
+				return nil, fmt.Errorf("devca: read CA: another hub stored it, and this hub's replica of %s still lacks it after %s: %w", Bucket, sharedWait, err)
+			case <-time.After(100 * time.Millisecond):
+			}
+		}
 	}
 	if err != nil {
 		return nil, fmt.Errorf("devca: read CA: %w", err)
