@@ -131,7 +131,14 @@ func (m *mirror) fetch(ctx context.Context, info *jetstream.ObjectInfo) error {
 	if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
 		return fmt.Errorf("updates: mirror: %w", err)
 	}
-	tmp := filepath.Join(filepath.Dir(path), "."+filepath.Base(path)+".tmp")
+	// A name of its own: the leader's pull and its follower may fetch
+	// the same object at once.
+	f, err := os.CreateTemp(filepath.Dir(path), "."+filepath.Base(path)+".*.tmp")
+	if err != nil {
+		return fmt.Errorf("updates: mirror: %w", err)
+	}
+	tmp := f.Name()
+	f.Close()
 	ctx, cancel := context.WithTimeout(ctx, fetchTimeout(info.Size))
 	defer cancel()
 	if err := m.obs.GetFile(ctx, info.Name, tmp); err != nil {
