@@ -116,13 +116,16 @@ func shared(ctx context.Context, kv caKV, o Options, log *slog.Logger) (*CA, err
 			return nil, gerr
 		}
 		data, _ := json.Marshal(stored{Cert: string(certPEM), Key: string(keyPEM)})
-		if _, cerr := kv.Create(ctx, caKey, data); cerr == nil {
+		_, cerr := kv.Create(ctx, caKey, data)
+		if cerr == nil {
 			log.Info("generated the devices' CA; it is kept in JetStream", "bucket", Bucket)
-		} else if !errors.Is(cerr, jetstream.ErrKeyExists) {
+			return Parse(certPEM, keyPEM, o)
+		}
+		if !errors.Is(cerr, jetstream.ErrKeyExists) {
 			return nil, fmt.Errorf("devca: store CA: %w", cerr)
 		}
 		deadline := time.After(sharedWait)
-		// Ours, or the one another hub stored first.
+		// The one another hub stored first.
 		for e, err = kv.Get(ctx, caKey); errors.Is(err, jetstream.ErrKeyNotFound); e, err = kv.Get(ctx, caKey) {
 			select {
 			case <-ctx.Done():
