@@ -4,6 +4,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"math/rand/v2"
 	"runtime"
 	"strings"
 	"testing"
@@ -333,4 +334,42 @@ func FuzzValidJSONAgreesWithStdlib(f *testing.F) {
 			t.Fatalf("validJSON %v, encoding/json %v on %q", got, want, b)
 		}
 	})
+}
+
+// windowEnvelope is a batch as an agent's uplink sends it: 500 window
+// results of different sensors, each with its own figures.
+func windowEnvelope() *Envelope {
+	rng := rand.New(rand.NewPCG(19, 7))
+	t0 := time.Date(2026, 12, 1, 12, 0, 0, 0, time.UTC)
+	e := &Envelope{V: Version, Device: "bench-1", Epoch: "a1", Stream: "windows"}
+	for i := 1; i <= 500; i++ {
+		mean, spread := 15+15*rng.Float64(), 0.2+2*rng.Float64()
+		data := fmt.Appendf(nil, `{"key":"sensor-%03d","window":"%s/PT10S","count":%d,"mean":%.3f,"min":%.2f,"max":%.2f,"std":%.3f}`,
+			i, t0.Format(time.RFC3339), 90+rng.IntN(21), mean, mean-spread, mean+spread, spread/3)
+		e.Records = append(e.Records, Record{Seq: uint64(i), EventTime: t0.Add(10 * time.Second), Data: data})
+	}
+	return e
+}
+
+// BenchmarkEncode: what an agent spends on a batch, plain and with
+// uplink.compress (zstd at its fastest level), and the bytes it sends.
+func BenchmarkEncode(b *testing.B) {
+	e := windowEnvelope()
+	plain, err := Encode(e, false)
+	if err != nil {
+		b.Fatal(err)
+	}
+	for _, compress := range []bool{false, true} {
+		b.Run(fmt.Sprintf("compress=%t", compress), func(b *testing.B) {
+			var out []byte
+			for b.Loop() {
+				if out, err = Encode(e, compress); err != nil {
+					b.Fatal(err)
+				}
+			}
+			b.ReportMetric(float64(b.Elapsed().Nanoseconds())/float64(b.N*len(e.Records)), "ns/record")
+			b.ReportMetric(float64(len(out))/float64(len(e.Records)), "bytes/record")
+			b.ReportMetric(float64(len(plain))/float64(len(out)), "ratio")
+		})
+	}
 }

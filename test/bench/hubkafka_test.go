@@ -7,6 +7,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"log/slog"
+	"math/rand/v2"
 	"os"
 	"strconv"
 	"syscall"
@@ -35,10 +36,30 @@ func TestMain(m *testing.M) {
 }
 
 const (
-	devices          = 10
-	recordsPerBatch  = 500
-	sampleRecordData = `{"key":"sensor-17","window":"2026-11-25T12:00:00Z/PT10S","count":100,"mean":21.375,"min":20.1,"max":22.9,"std":0.61}`
+	devices         = 10
+	recordsPerBatch = 500
+	// windowKeys is how many sensors each device windows: a window's
+	// records cycle through them, as an agent's 10 s windows close.
+	windowKeys = 1000
 )
+
+// windowRecords are the records both benchmarks send: an agent's window
+// results, each sensor's own figures (what a fleet sends compresses far
+// less than one record repeated, for zstd on the uplink and lz4 in Kafka).
+// Record i closes window i/windowKeys of sensor i%windowKeys.
+func windowRecords(n int, t0 time.Time) (data [][]byte, eventTimes []time.Time) {
+	rng := rand.New(rand.NewPCG(19, 7))
+	data, eventTimes = make([][]byte, n), make([]time.Time, n)
+	for i := range data {
+		start := t0.Add(time.Duration(i/windowKeys) * 10 * time.Second)
+		mean := 15 + 15*rng.Float64()
+		spread := 0.2 + 2*rng.Float64()
+		data[i] = fmt.Appendf(nil, `{"key":"sensor-%03d","window":"%s/PT10S","count":%d,"mean":%.3f,"min":%.2f,"max":%.2f,"std":%.3f}`,
+			i%windowKeys, start.Format(time.RFC3339), 90+rng.IntN(21), mean, mean-spread, mean+spread, spread/3)
+		eventTimes[i] = start.Add(10 * time.Second)
+	}
+	return data, eventTimes
+}
 
 func cpuTime() time.Duration {
 	var ru syscall.Rusage
@@ -55,11 +76,13 @@ func cpuTime() time.Duration {
 // than the disk's fsync rate.
 func BenchmarkHubToKafka(b *testing.B) {
 	for _, sync := range []bool{true, false} {
-		b.Run(fmt.Sprintf("sync_always=%t", sync), func(b *testing.B) { hubToKafka(b, sync) })
+		for _, z := range []bool{false, true} {
+			b.Run(fmt.Sprintf("sync_always=%t/compress=%t", sync, z), func(b *testing.B) { hubToKafka(b, sync, z) })
+		}
 	}
 }
 
-func hubToKafka(b *testing.B, syncAlways bool) {
+func hubToKafka(b *testing.B, syncAlways, compress bool) {
 	brokers := kafkatest.Brokers(b)
 	cfg := hub.Defaults()
 	cfg.DataDir = b.TempDir()
@@ -102,15 +125,17 @@ func hubToKafka(b *testing.B, syncAlways bool) {
 	const warmup = 20
 	payloads := make([][]byte, b.N+warmup)
 	next := make([]uint64, devices)
-	t0 := time.Now().UTC()
+	t0 := time.Now().UTC().Truncate(10 * time.Second)
+	recData, recTimes := windowRecords(len(payloads)*recordsPerBatch, t0)
 	for i := range payloads {
 		d := i % devices
 		e := &envelope.Envelope{V: envelope.Version, Device: "bench-" + strconv.Itoa(d), Stream: "windows", Prev: next[d]}
 		for j := 0; j < recordsPerBatch; j++ {
 			next[d]++
-			e.Records = append(e.Records, envelope.Record{Seq: next[d], EventTime: t0, Data: json.RawMessage(sampleRecordData)})
+			k := i*recordsPerBatch + j
+			e.Records = append(e.Records, envelope.Record{Seq: next[d], EventTime: recTimes[k], Data: json.RawMessage(recData[k])})
 		}
-		if payloads[i], err = envelope.Encode(e, false); err != nil {
+		if payloads[i], err = envelope.Encode(e, compress); err != nil {
 			b.Fatal(err)
 		}
 	}
@@ -214,24 +239,31 @@ func producerBaseline(b *testing.B, cloudEvents bool) {
 	if _, err := kadm.NewClient(cl).CreateTopic(context.Background(), 3, 1, nil, topic); err != nil {
 		b.Fatal(err)
 	}
-	et := time.Now().UTC().Format(time.RFC3339Nano)
-	value := []byte(`{"device":"bench-1","stream":"windows","seq":123456,"event_time":"` + et + `","data":` + sampleRecordData + `}`)
-	var headers []kgo.RecordHeader
-	if cloudEvents {
-		headers = []kgo.RecordHeader{
-			{Key: "ce_specversion", Value: []byte("1.0")}, {Key: "ce_id", Value: []byte("bench-1:123456")},
-			{Key: "ce_source", Value: []byte("/outpost/devices/bench-1")}, {Key: "ce_type", Value: []byte("dev.outpost.windows.v1")},
-			{Key: "ce_time", Value: []byte(et)}, {Key: "content-type", Value: []byte("application/json")},
-		}
-	}
+	// The records the bridge would write for the hub benchmark's
+	// envelopes, built before the clock starts as those are encoded.
 	want := int64(b.N * recordsPerBatch)
+	recData, recTimes := windowRecords(int(want), time.Now().UTC().Truncate(10*time.Second))
+	recs := make([]*kgo.Record, want)
+	for i := range recs {
+		device, seq := "bench-"+strconv.Itoa(i%devices), strconv.Itoa(i/devices+1)
+		et := recTimes[i].Format(time.RFC3339Nano)
+		r := &kgo.Record{Key: []byte(device),
+			Value: []byte(`{"device":"` + device + `","stream":"windows","seq":` + seq + `,"event_time":"` + et + `","data":` + string(recData[i]) + `}`)}
+		if cloudEvents {
+			r.Headers = []kgo.RecordHeader{
+				{Key: "ce_specversion", Value: []byte("1.0")}, {Key: "ce_id", Value: []byte(device + ":" + seq)},
+				{Key: "ce_source", Value: []byte("/outpost/devices/" + device)}, {Key: "ce_type", Value: []byte("dev.outpost.windows.v1")},
+				{Key: "ce_time", Value: []byte(et)}, {Key: "content-type", Value: []byte("application/json")},
+			}
+		}
+		recs[i] = r
+	}
 	b.ResetTimer()
 	stopProfile := profileTimed(b)
 	cpu0, start := cpuTime(), time.Now()
 	var failed error
-	for i := int64(0); i < want; i++ {
-		key := []byte("bench-" + strconv.Itoa(int(i%devices)))
-		cl.Produce(context.Background(), &kgo.Record{Key: key, Value: value, Headers: headers}, func(_ *kgo.Record, err error) {
+	for _, r := range recs {
+		cl.Produce(context.Background(), r, func(_ *kgo.Record, err error) {
 			if err != nil && failed == nil {
 				failed = err
 			}
