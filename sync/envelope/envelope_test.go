@@ -373,3 +373,30 @@ func BenchmarkEncode(b *testing.B) {
 		})
 	}
 }
+
+// TestCompressionHoldsLittleMemory: an agent that compresses its uplink
+// keeps the encoder for its lifetime, so what the encoder holds after a
+// batch is resident for good. zstd's defaults held 17 MiB.
+func TestCompressionHoldsLittleMemory(t *testing.T) {
+	plain, err := json.Marshal(windowEnvelope())
+	if err != nil {
+		t.Fatal(err)
+	}
+	var before, after runtime.MemStats
+	runtime.GC()
+	runtime.ReadMemStats(&before)
+	enc := newEncoder()
+	out := enc.EncodeAll(plain, nil)
+	runtime.GC()
+	runtime.ReadMemStats(&after)
+	runtime.KeepAlive(enc)
+	if grew := int64(after.HeapAlloc) - int64(before.HeapAlloc); grew > 4<<20 {
+		t.Fatalf("the encoder holds %.1f MiB after one batch, want at most 4", float64(grew)/(1<<20))
+	}
+	if ratio := float64(len(plain)) / float64(len(out)); ratio < 4 {
+		t.Fatalf("a batch of window records compressed %.1fx, want at least 4x", ratio)
+	}
+	if got, err := Decode(out); err != nil || len(got.Records) != 500 {
+		t.Fatalf("decode the compressed batch: %v", err)
+	}
+}
