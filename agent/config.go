@@ -87,7 +87,7 @@ func Defaults() *Config {
 			ConnectTimeout:  10 * time.Second,
 			ReconnectJitter: 2 * time.Second,
 		},
-		Uplink:  uplink.SendConfig{BatchRecords: 500, BatchBytes: 512 << 10, MaxInflight: 5000, AckTimeout: 10 * time.Second},
+		Uplink:  uplink.SendConfig{BatchRecords: 500, BatchBytes: 512 << 10, MaxInflight: 5000, AckTimeout: 10 * time.Second, Compress: true},
 		Report:  ReportConfig{Interval: 30 * time.Second},
 		Metrics: MetricsConfig{Listen: "127.0.0.1:9464"},
 		Updates: update.Defaults(),

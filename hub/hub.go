@@ -369,7 +369,10 @@ func (h *Hub) Leader() bool { return h.leader.Load() }
 
 // Stats is a snapshot of the pipeline counters.
 type Stats struct {
-	AckerEnvelopes    int64 `json:"acker_envelopes"`
+	AckerEnvelopes int64 `json:"acker_envelopes"`
+	// AckerCompressed: of AckerEnvelopes, those that came zstd-compressed
+	// (the agent's uplink.compress).
+	AckerCompressed   int64 `json:"acker_compressed"`
 	AckerGaps         int64 `json:"acker_gaps"`
 	Malformed         int64 `json:"malformed"`
 	BridgeRecords     int64 `json:"bridge_records"`
@@ -462,7 +465,7 @@ func (h *Hub) Stats() Stats {
 		DecodeShared: h.decodings.Hits.Load(), DecodeEvicted: h.decodings.Evicted.Load(),
 		DecodeUnshared:  h.decodings.Full.Load(),
 		TrainerLabelled: tl, TrainerDrifts: td, TrainerReleases: tr, UnmatchedLabels: tu, BadLabels: bad,
-		AckerEnvelopes: a.Envelopes.Load(), AckerGaps: a.Gaps.Load(), Malformed: a.Malformed.Load(),
+		AckerEnvelopes: a.Envelopes.Load(), AckerCompressed: a.Compressed.Load(), AckerGaps: a.Gaps.Load(), Malformed: a.Malformed.Load(),
 		BridgeRecords: b.Records.Load(), BridgeDuplicates: b.Duplicates.Load(), BridgeGaps: b.Gaps.Load(),
 		BridgeDeadLetters: b.DeadLetters.Load(), BridgeTxns: b.Transactions.Load(), BridgeAborts: b.Aborts.Load(),
 		BridgeDeliveryGaps: b.DeliveryGaps.Load(),

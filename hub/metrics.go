@@ -24,6 +24,7 @@ func (h *Hub) metricsHandler() http.Handler {
 			func() float64 { return float64(read(h.Stats())) }))
 	}
 	counter("acked_envelopes_total", "Device batches acknowledged as stored.", func(s Stats) int64 { return s.AckerEnvelopes })
+	counter("acked_compressed_envelopes_total", "Of the acknowledged batches, those that came zstd-compressed.", func(s Stats) int64 { return s.AckerCompressed })
 	counter("ack_gaps_total", "Device batches not acknowledged because an earlier batch was missing.", func(s Stats) int64 { return s.AckerGaps })
 	counter("malformed_payloads_total", "Device payloads that were not valid envelopes for their topic.", func(s Stats) int64 { return s.Malformed })
 	counter("bridge_records_total", "Records committed to Kafka.", func(s Stats) int64 { return s.BridgeRecords })

@@ -74,6 +74,8 @@ type Ack struct {
 // Stats are the acker's counters.
 type Stats struct {
 	Envelopes, Records, Gaps, Malformed atomic.Int64
+	// Compressed counts the envelopes of Envelopes that came zstd-framed.
+	Compressed atomic.Int64
 	// Replayed counts the messages read at start to restore the marks.
 	Replayed atomic.Int64
 }
@@ -202,6 +204,9 @@ func (a *Acker) handle(seq uint64, subject string, data []byte, replayed map[[2]
 		return
 	}
 	a.Stats.Envelopes.Add(1)
+	if envelope.Compressed(data) {
+		a.Stats.Compressed.Add(1)
+	}
 	if _, ok := a.marks.AcceptHeader(e); !ok {
 		a.Stats.Gaps.Add(1)
 		if replayed == nil {

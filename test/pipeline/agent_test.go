@@ -104,6 +104,11 @@ func TestAgentWindowsReachKafka(t *testing.T) {
 	if len(byTopic["windows"]) != 9 || len(byTopic["late"]) != 1 || len(byTopic["deadletter"]) != 1 || len(byTopic["telemetry"]) < 1 {
 		t.Fatalf("windows=%d late=%d dead=%d telemetry=%d", len(byTopic["windows"]), len(byTopic["late"]), len(byTopic["deadletter"]), len(byTopic["telemetry"]))
 	}
+	// The default uplink compresses every batch (uplink.compress), and the
+	// hub counts what came compressed.
+	if st := h.Stats(); st.AckerEnvelopes == 0 || st.AckerCompressed != st.AckerEnvelopes {
+		t.Fatalf("hub acked %d envelopes, %d of them compressed: want all", st.AckerEnvelopes, st.AckerCompressed)
+	}
 	if kind := byTopic["telemetry"][0]["data"].(map[string]any)["kind"]; kind != "agent_health" {
 		t.Fatalf("telemetry kind = %v", kind)
 	}
