@@ -51,12 +51,7 @@ race: deps
 ## fuzz: every fuzz target for FUZZTIME each (native Go fuzzing)
 FUZZTIME ?= 30s
 fuzz:
-	@for f in $$(git grep -l '^func Fuzz' -- '*_test.go'); do \
-		for t in $$(grep -o '^func Fuzz[A-Za-z0-9_]*' $$f | sed 's/func //'); do \
-			echo "fuzz: $$t in ./$$(dirname $$f) for $(FUZZTIME)"; \
-			$(GO) test -run '^$$' -fuzz "^$$t$$" -fuzztime $(FUZZTIME) ./$$(dirname $$f) || exit 1; \
-		done; \
-	done
+	@GO=$(GO) deploy/scripts/fuzz.sh $(FUZZTIME)
 
 ## staticcheck: honnef.co staticcheck, pinned
 STATICCHECK := honnef.co/go/tools/cmd/staticcheck@v0.8.2
