@@ -19,12 +19,12 @@ for f in $(git grep -l '^func Fuzz' -- '*_test.go'); do
     echo "fuzz: $t in $dir for $fuzztime"
     corpus=$dir/testdata/fuzz/$t
     before=$(git status --porcelain --untracked-files=all -- "$corpus")
-    "$go" test -run '^$' -fuzz "^$t\$" -fuzztime "$fuzztime" "$dir" 2>&1 | tee "$log"
+    $go test -run '^$' -fuzz "^$t\$" -fuzztime "$fuzztime" "$dir" 2>&1 | tee "$log"
     [ "${PIPESTATUS[0]}" -eq 0 ] && continue
     if grep -qx '    context deadline exceeded' "$log" && ! grep -q 'Failing input written' "$log" &&
       [ "$(git status --porcelain --untracked-files=all -- "$corpus")" = "$before" ]; then
       echo "fuzz: $t: the coordinator stopped on its own deadline with no failing input (golang/go#75804); replaying the corpus"
-      "$go" test -count=1 -run "^$t\$" "$dir" || exit 1
+      $go test -count=1 -run "^$t\$" "$dir" || exit 1
       continue
     fi
     exit 1

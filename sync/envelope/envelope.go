@@ -1,7 +1,7 @@
 // Package envelope is the wire format of everything a device sends upstream:
-// one batch of records of one stream per MQTT message. JSON by default,
-// optionally zstd-compressed (detected by the zstd frame magic, because MQTT
-// 3.1.1 has no message headers).
+// one batch of records of one stream per MQTT message: JSON, zstd-compressed
+// unless the agent's uplink.compress is off (detected by the zstd frame
+// magic, because MQTT 3.1.1 has no message headers).
 package envelope
 
 import (
