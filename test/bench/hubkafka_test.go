@@ -233,7 +233,6 @@ func producerBaseline(b *testing.B, cloudEvents bool) {
 	cl, err := kgo.NewClient(kgo.SeedBrokers(brokers...), kgo.DefaultProduceTopic(topic),
 		kgo.ProducerBatchCompression(kgo.Lz4Compression()), kgo.ProducerBatchMaxBytes(1<<20), kgo.MaxBufferedRecords(1<<20),
 		kgo.ProducerLinger(0)) // as the bridge's
-
 	if err != nil {
 		b.Fatal(err)
 	}
