@@ -62,6 +62,17 @@ func TestOpsAgreeWithONNXRuntime(t *testing.T) {
 			Node("Abs", []string{"x"}, []string{"a"}).Node("Neg", []string{"x"}, []string{"n"}).
 			Node("Concat", []string{"a", "x", "n"}, []string{"y"}, A{Name: "axis", Value: int64(1)}),
 			nil, 18},
+		{"Pad: uneven pads on a 3-D view, a constant value", onnx.NewGraph("g").Input("x", "N", 6).
+			Initializer("v", []float32{-7}).
+			Node("Reshape", []string{"x", "s"}, []string{"r"}).
+			Node("Pad", []string{"r", "p", "v"}, []string{"q"}).
+			Node("Flatten", []string{"q"}, []string{"y"}),
+			map[string][]int64{"s": {-1, 2, 3}, "p": {0, 1, 2, 0, 2, 1}}, 5 * 6},
+		{"Pad: negative pads crop", onnx.NewGraph("g").Input("x", "N", 6).
+			Node("Reshape", []string{"x", "s"}, []string{"r"}).
+			Node("Pad", []string{"r", "p"}, []string{"q"}).
+			Node("Flatten", []string{"q"}, []string{"y"}),
+			map[string][]int64{"s": {-1, 2, 3}, "p": {0, -1, 1, 0, 0, -2}}, 2},
 		{"Gather", onnx.NewGraph("g").Input("x", "N", 6).
 			Node("Gather", []string{"x", "i"}, []string{"y"}, A{Name: "axis", Value: int64(1)}),
 			map[string][]int64{"i": {4, 0, -1}}, 3},

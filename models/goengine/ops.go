@@ -16,7 +16,7 @@ var supported = map[string]map[string]bool{
 	"": set("Gemm", "MatMul", "Add", "Sub", "Mul", "Div", "Pow", "Max", "Min",
 		"Relu", "LeakyRelu", "Tanh", "Sigmoid", "Abs", "Neg", "Exp", "Log", "Sqrt", "Clip",
 		"Softmax", "LogSoftmax", "Identity", "Cast", "Constant", "Shape",
-		"Reshape", "Flatten", "Squeeze", "Unsqueeze", "Transpose", "Concat", "Gather",
+		"Reshape", "Flatten", "Squeeze", "Unsqueeze", "Transpose", "Concat", "Gather", "Pad",
 		"ReduceSum", "ReduceMean", "ReduceMax", "ReduceMin", "ArgMax", "ArgMin",
 		"QuantizeLinear", "DequantizeLinear",
 		"Conv", "MaxPool", "AveragePool", "GlobalAveragePool", "GlobalMaxPool", "BatchNormalization",
@@ -264,6 +264,8 @@ func (e *Engine) evalNode(n *node, get func(string) (tensor, error)) ([]tensor, 
 		return one(squeeze(a, axes, n.op == "Unsqueeze"))
 	case "Transpose":
 		return one(n.transpose(a))
+	case "Pad":
+		return one(n.pad(a, get))
 	case "Concat":
 		return one(n.concat(get))
 	case "Gather":
@@ -696,6 +698,89 @@ func (n *node) transpose(a tensor) (tensor, error) {
 				break
 			}
 			off -= steps[d] * shape[d]
+			idx[d] = 0
+		}
+	}
+	return out, nil
+}
+
+// pad is Pad in constant mode: pads (an input from opset 11, with an
+// optional constant_value; an attribute before) add values at the begin
+// and end of each dimension, or remove them where negative.
+func (n *node) pad(a tensor, get func(string) (tensor, error)) (tensor, error) {
+	if m := string(n.attrs["mode"].GetS()); m != "" && m != "constant" {
+		return tensor{}, fmt.Errorf("%w: Pad mode %q (the engine pads with a constant)", ErrModel, m)
+	}
+	r := len(a.shape)
+	var pads []int
+	value := n.attrs["value"].GetF()
+	if n.opset >= 11 {
+		if len(n.in) < 2 || n.in[1] == "" {
+			return tensor{}, fmt.Errorf("%w: Pad needs its pads input", ErrModel)
+		}
+		p, err := get(n.in[1])
+		if err != nil {
+			return tensor{}, err
+		}
+		pads = p.ints()
+		if len(n.in) > 2 && n.in[2] != "" {
+			v, err := get(n.in[2])
+			if err != nil {
+				return tensor{}, err
+			}
+			if len(v.data) != 1 {
+				return tensor{}, fmt.Errorf("%w: Pad constant_value of %d values", ErrInput, len(v.data))
+			}
+			value = v.data[0]
+		}
+		if len(n.in) > 3 && n.in[3] != "" {
+			return tensor{}, fmt.Errorf("%w: Pad with axes (the engine takes pads for every dimension)", ErrModel)
+		}
+	} else {
+		for _, v := range n.attrs["pads"].GetInts() {
+			pads = append(pads, int(v))
+		}
+	}
+	if len(pads) != 2*r {
+		return tensor{}, fmt.Errorf("%w: Pad of %d pads for rank %d", ErrInput, len(pads), r)
+	}
+	if r == 0 {
+		return a, nil
+	}
+	shape := make([]int, r)
+	for d := range r {
+		shape[d] = a.shape[d] + pads[d] + pads[r+d]
+		if shape[d] < 0 {
+			return tensor{}, fmt.Errorf("%w: Pad %v removes more than %v holds", ErrInput, pads, a.shape)
+		}
+	}
+	if !bounded(shape) {
+		return tensor{}, fmt.Errorf("%w: Pad to %v", ErrInput, shape)
+	}
+	out := tensor{shape: shape, data: n.buffer(0, size(shape)), kind: a.kind}
+	for i := range out.data {
+		out.data[i] = value
+	}
+	// Copy row by row along the last dimension, skipping rows outside.
+	last := r - 1
+	lo, hi := max(0, -pads[last]), min(a.shape[last], shape[last]-pads[last])
+	idx := make([]int, r)
+	for row := 0; row < size(a.shape[:last]) && lo < hi; row++ {
+		off, inside := 0, true
+		for d := range last {
+			o := idx[d] + pads[d]
+			inside = inside && o >= 0 && o < shape[d]
+			off = off*shape[d] + o
+		}
+		if inside {
+			src := row * a.shape[last]
+			dst := off*shape[last] + pads[last]
+			copy(out.data[dst+lo:dst+hi], a.data[src+lo:src+hi])
+		}
+		for d := last - 1; d >= 0; d-- {
+			if idx[d]++; idx[d] < a.shape[d] {
+				break
+			}
 			idx[d] = 0
 		}
 	}
