@@ -86,6 +86,9 @@ func TestDynamicConvsLowered(t *testing.T) {
 			t.Errorf("%s: %d ConvInteger, %d Gather, %d Conv; want %d, %d, %d: %v", c.name,
 				info.Ops["ConvInteger"], info.Ops["Gather"], info.Ops["Conv"], c.integer, c.lowered, c.floatCnv, info.Ops)
 		}
+		if left := quant.FloatOps(q); len(left) != c.floatCnv || (c.floatCnv > 0 && left[0] != "Conv c0 (3 input channels: int8 would be slower)") {
+			t.Errorf("%s: FloatOps %q", c.name, left)
+		}
 		const rows = 64
 		x := flat(samples(rng, rows, int(features)))
 		in := onnx.Feed{Name: "x", Shape: append([]int64{rows}, c.shape...), Data: x}
@@ -112,5 +115,92 @@ func TestDynamicConvsLowered(t *testing.T) {
 		if goErr > goTolerance {
 			t.Errorf("%s: the pure-Go engine differs from ONNX Runtime by %.3g", c.name, goErr)
 		}
+	}
+}
+
+// TestGemmWithoutTransB: a Gemm whose weights are [in, out] (transB 0,
+// as hand-written and some exported graphs have it) is quantized both
+// ways, runs on ONNX Runtime's integer kernels, and agrees with float;
+// nothing is left float, so the report names nothing.
+func TestGemmWithoutTransB(t *testing.T) {
+	tr := trace(t)
+	rng := rand.New(rand.NewPCG(3, 4))
+	w := func(n, fan int) []float32 {
+		v := make([]float32, n)
+		for i := range v {
+			v[i] = float32(rng.NormFloat64() / math.Sqrt(float64(fan)))
+		}
+		return v
+	}
+	model, err := onnx.NewGraph("gemm").Input("x", "N", 16).
+		Initializer("w0", w(16*64, 16), 16, 64).Initializer("b0", w(64, 1), 64).
+		Node("Gemm", []string{"x", "w0", "b0"}, []string{"h"}).
+		Node("Relu", []string{"h"}, []string{"r"}).
+		Initializer("w1", w(64*8, 64), 64, 8).Initializer("b1", w(8, 1), 8).
+		Node("Gemm", []string{"r", "w1", "b1"}, []string{"y"}, onnx.Attr{Name: "transB", Value: int64(0)}).
+		Output("y", "N", 8).Model("test")
+	if err != nil {
+		t.Fatal(err)
+	}
+	f := family{"gemm_no_transb", model, 16}
+	calib, held := samples(rng, 128, 16), samples(rng, 256, 16)
+	info, err := onnx.Inspect(model)
+	if err != nil {
+		t.Fatal(err)
+	}
+	float := runFeeds(t, model, feed(info, flat(held), 16))
+	for _, mode := range []string{quant.Static, quant.Dynamic} {
+		q, err := quant.Quantize(model, quant.Options{Mode: mode, Samples: calib, Tracer: feedTracer(f)(tr)})
+		if err != nil {
+			t.Fatalf("%s: %v", mode, err)
+		}
+		checkFused(t, f, mode, q)
+		if left := quant.FloatOps(q); len(left) != 0 {
+			t.Errorf("%s: float ops left: %v", mode, left)
+		}
+		got := runFeeds(t, q, feed(info, flat(held), 16))
+		eng, err := goengine.Load(q)
+		if err != nil {
+			t.Fatalf("%s: pure-Go engine: %v", mode, err)
+		}
+		if want := map[string]int{quant.Static: 2}[mode]; eng.Int8Layers() != want {
+			t.Errorf("%s: the pure-Go engine runs %d layers in int8, want %d", mode, eng.Int8Layers(), want)
+		}
+		gotGo, err := eng.Run(flat(held), 16)
+		if err != nil {
+			t.Fatalf("%s: pure-Go engine: %v", mode, err)
+		}
+		// One output landing on the other side of a rounding tie differs
+		// by one step of the output's quantization, a few in all.
+		lo, hi := float[0], float[0]
+		for _, v := range float {
+			lo, hi = min(lo, v), max(hi, v)
+		}
+		tol, off := max(goTolerance, 1.01*float64(hi-lo)/255), 0
+		for i := range got {
+			d := math.Abs(float64(got[i] - gotGo[i]))
+			if d > 1e-4 {
+				off++
+			}
+			if d > tol {
+				t.Fatalf("%s: the pure-Go engine differs from ONNX Runtime by %.3g (one output step %.3g)", mode, d, tol)
+			}
+		}
+		t.Logf("%s: %d of %d outputs differ between the engines by up to one step", mode, off, len(got))
+		if off > len(got)/100 {
+			t.Errorf("%s: %d of %d outputs differ between the engines", mode, off, len(got))
+		}
+		agree := 0
+		for i := range held {
+			if argmax(got[i*8:(i+1)*8]) == argmax(float[i*8:(i+1)*8]) {
+				agree++
+			}
+		}
+		if agree < len(held)*9/10 {
+			t.Errorf("%s: agrees with float on %d of %d rows", mode, agree, len(held))
+		}
+	}
+	if left := quant.FloatOps(model); len(left) != 2 {
+		t.Errorf("the float model's float ops: %v, want both Gemms", left)
 	}
 }

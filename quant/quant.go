@@ -98,8 +98,9 @@ func Scheme(o Options) string {
 // returns the named values, intermediate tensors included, flattened.
 type Tracer func(model []byte, names []string, x []float32, features int) (map[string][]float32, error)
 
-// Quantize rewrites model. Gemm (transB) and MatMul nodes whose weights
-// are initializers are quantized; everything else stays float.
+// Quantize rewrites model. Gemm (without transA), MatMul and Conv nodes
+// whose weights are initializers are quantized; everything else stays
+// float (FloatOps names what did).
 func Quantize(model []byte, o Options) ([]byte, error) {
 	var m onnxpb.ModelProto
 	if err := proto.Unmarshal(model, &m); err != nil {
@@ -374,8 +375,9 @@ func producer(g *onnxpb.GraphProto, t string) string {
 }
 
 // weightOf returns the float weight initializer of a Gemm (with transB,
-// weights [out, in], channels on axis 0), MatMul (weights [in, out],
-// channels on axis 1) or Conv (weights [out, in, kernel...], axis 0).
+// weights [out, in], channels on axis 0; without, [in, out] and axis 1),
+// MatMul (weights [in, out], channels on axis 1) or Conv (weights [out,
+// in, kernel...], axis 0).
 func weightOf(n *onnxpb.NodeProto, inits map[string]*onnxpb.TensorProto) (*onnxpb.TensorProto, int64, bool) {
 	if len(n.GetInput()) < 2 {
 		return nil, 0, false
@@ -393,15 +395,17 @@ func weightOf(n *onnxpb.NodeProto, inits map[string]*onnxpb.TensorProto) (*onnxp
 	switch n.GetOpType() {
 	case "MatMul":
 		return w, 1, true
-	case "Gemm":
+	case "Gemm": // weights [N, K] with transB, else [K, N] as MatMul's
+		axis := int64(1)
 		for _, a := range n.GetAttribute() {
 			if a.GetName() == "transA" && a.GetI() != 0 {
 				return nil, 0, false
 			}
 			if a.GetName() == "transB" && a.GetI() == 1 {
-				return w, 0, true
+				axis = 0
 			}
 		}
+		return w, axis, true
 	}
 	return nil, 0, false
 }
@@ -534,7 +538,7 @@ func quantizeDynamic(g *onnxpb.GraphProto, inits map[string]*onnxpb.TensorProto,
 		name := n.GetOutput()[0]
 		dims := w.GetDims()
 		scaleDims := []int64{int64(len(scales))}
-		if n.GetOpType() == "Gemm" { // [N, K] → [K, N] for MatMulInteger
+		if n.GetOpType() == "Gemm" && axis == 0 { // [N, K] → [K, N] for MatMulInteger
 			q, dims = transposeBytes(q, int(dims[0]), int(dims[1])), []int64{dims[1], dims[0]}
 		}
 		if n.GetOpType() == "Conv" { // scales [1, M, 1, ...] against [N, M, spatial...]
@@ -577,6 +581,36 @@ func quantizeDynamic(g *onnxpb.GraphProto, inits map[string]*onnxpb.TensorProto,
 	}
 	g.Node = nodes
 	return nil
+}
+
+// FloatOps names the Gemm, MatMul and Conv nodes of a quantized model
+// whose weights are still float, with the reason where quant knows it.
+// An unreadable model has none.
+func FloatOps(model []byte) []string {
+	var m onnxpb.ModelProto
+	if proto.Unmarshal(model, &m) != nil {
+		return nil
+	}
+	inits := map[string]*onnxpb.TensorProto{}
+	for _, t := range m.GetGraph().GetInitializer() {
+		inits[t.GetName()] = t
+	}
+	var out []string
+	for _, n := range m.GetGraph().GetNode() {
+		w, _, ok := weightOf(n, inits)
+		if !ok {
+			continue
+		}
+		why := ""
+		switch {
+		case n.GetOpType() == "Conv" && w.GetDims()[1] < minDynamicChannels:
+			why = fmt.Sprintf(" (%d input channels: int8 would be slower)", w.GetDims()[1])
+		case n.GetOpType() == "Gemm":
+			why = " (alpha or beta other than 1)"
+		}
+		out = append(out, fmt.Sprintf("%s %s%s", n.GetOpType(), n.GetOutput()[0], why))
+	}
+	return out
 }
 
 // minDynamicChannels is the fewest input channels (per group) of a Conv

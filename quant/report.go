@@ -47,6 +47,9 @@ type Report struct {
 	Engine      string            `json:"engine"`
 	Unavailable map[string]string `json:"unavailable,omitempty"`
 	Warnings    []string          `json:"warnings,omitempty"`
+	// FloatOps names the Gemm, MatMul and Conv nodes that stayed float,
+	// and why.
+	FloatOps []string `json:"float_ops,omitempty"`
 	// Written is the package directory written, empty when refused.
 	Written string `json:"written,omitempty"`
 }
@@ -129,6 +132,7 @@ func Evaluate(float, quantized []byte, rows [][]float32, labels []int, threshold
 	if rep.Engine == "" {
 		return nil, fmt.Errorf("%w: no engine loads both models: %v", ErrModel, rep.Unavailable)
 	}
+	rep.FloatOps = FloatOps(quantized)
 	if rep.SizeRatio > 1 {
 		rep.Warnings = append(rep.Warnings, fmt.Sprintf("the quantized model is larger than the float one (%.2f×): its scales and QDQ nodes outweigh the weights saved", rep.SizeRatio))
 	}
@@ -262,6 +266,9 @@ func (r *Report) String() string {
 	}
 	for _, n := range sortedKeys(r.Unavailable) {
 		fmt.Fprintf(&b, "unavailable %-8s %s\n", n, r.Unavailable[n])
+	}
+	for _, op := range r.FloatOps {
+		fmt.Fprintf(&b, "stays float   %s\n", op)
 	}
 	for _, w := range r.Warnings {
 		fmt.Fprintf(&b, "warning       %s\n", w)

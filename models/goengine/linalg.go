@@ -162,20 +162,19 @@ func (e *Engine) fuse(folded map[string]*node) {
 			}
 			zx = z.data[0]
 		}
-		// Weights as [out][in]: Gemm with transB has them so; MatMul's are
-		// [in][out].
+		// Weights as [out][in]: Gemm with transB has them so; MatMul's,
+		// and Gemm's without transB, are [in][out].
 		rows, cols := wq.shape[0], wq.shape[1]
 		out, in := rows, cols
-		if n.op == "MatMul" {
+		inOut := n.op == "MatMul" || !n.transB
+		if inOut {
 			out, in = cols, rows
-		} else if !n.transB {
-			continue
 		}
 		w := make([]int32, len(wq.data)) // [out][in]
 		for r := 0; r < rows; r++ {
 			for c := 0; c < cols; c++ {
 				o, k := r, c
-				if n.op == "MatMul" {
+				if inOut {
 					o, k = c, r
 				}
 				w[o*in+k] = int32(wq.data[r*cols+c])
