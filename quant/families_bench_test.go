@@ -11,6 +11,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/outpost-edge/outpost/models/goengine"
 	"github.com/outpost-edge/outpost/models/onnx"
 	"github.com/outpost-edge/outpost/models/ort"
 	"github.com/outpost-edge/outpost/quant"
@@ -159,4 +160,58 @@ func peerQuantize(tb testing.TB, model []byte, calib [][]float32) [][]byte {
 		models = append(models, m)
 	}
 	return models
+}
+
+// BenchmarkGoEngineFamilies: the same models on the pure-Go engine at
+// batch 1, float against our static and dynamic int8, run in turn in
+// each iteration. Metrics: µs per run, and speedup over float.
+//
+//	go test -run '^$' -bench GoEngineFamilies -benchtime 20x ./quant/
+func BenchmarkGoEngineFamilies(b *testing.B) {
+	tr := trace(b)
+	for _, f := range families(b)[1:] {
+		rng := rand.New(rand.NewPCG(4, 2))
+		calib := samples(rng, 64, f.features)
+		models := [][]byte{f.model}
+		for _, mode := range []string{quant.Static, quant.Dynamic} {
+			q, err := quant.Quantize(f.model, quant.Options{Mode: mode, Samples: calib, Tracer: feedTracer(f)(tr)})
+			if err != nil {
+				b.Fatal(err)
+			}
+			models = append(models, q)
+		}
+		info, err := onnx.Inspect(f.model)
+		if err != nil {
+			b.Fatal(err)
+		}
+		var engines []*goengine.Engine
+		for _, m := range models {
+			e, err := goengine.Load(m)
+			if err != nil {
+				b.Fatalf("%s: %v", f.name, err)
+			}
+			engines = append(engines, e)
+		}
+		in := []onnx.Feed{feed(info, flat(samples(rng, 1, f.features)), f.features)}
+		names := variants[:3]
+		b.Run(f.name, func(b *testing.B) {
+			total := make([]time.Duration, len(engines))
+			for i := 0; i < b.N; i++ {
+				for k := range engines {
+					v := (i + k) % len(engines)
+					t0 := time.Now()
+					if _, err := engines[v].RunFeeds(in); err != nil {
+						b.Fatal(err)
+					}
+					total[v] += time.Since(t0)
+				}
+			}
+			for v, name := range names {
+				b.ReportMetric(float64(total[v].Microseconds())/float64(b.N), name+"-µs")
+				if v > 0 {
+					b.ReportMetric(float64(total[0])/float64(total[v]), name+"-speedup")
+				}
+			}
+		})
+	}
 }

@@ -34,6 +34,7 @@ func TestDynamicConvsLowered(t *testing.T) {
 		integer  int // ConvInteger left in the quantized graph
 		lowered  int // Gathers (windows)
 		floatCnv int // Convs left float
+		products int // on the pure-Go engine's int8 kernel: lowered Convs and the Gemm
 	}{
 		{"2-D strides, dilations, uneven pads, pointwise, SAME_UPPER, groups", []int64{8, 13, 11}, func(g *onnx.Graph) *onnx.Graph {
 			return g.Initializer("w0", w(16*8*9, 72), 16, 8, 3, 3).Initializer("b0", w(16, 1), 16).
@@ -49,7 +50,7 @@ func TestDynamicConvsLowered(t *testing.T) {
 				Node("Flatten", []string{"p"}, []string{"f"}).
 				Initializer("fw", w(4*8, 8), 4, 8).
 				Node("Gemm", []string{"f", "fw"}, []string{"y"}, A{Name: "transB", Value: int64(1)})
-		}, 1, 2, 0},
+		}, 1, 2, 0, 4},
 		{"1-D stride 3, dilation 2, pads, MaxPool, 3-channel first layer", []int64{3, 50}, func(g *onnx.Graph) *onnx.Graph {
 			return g.Initializer("w0", w(8*3*5, 15), 8, 3, 5).
 				Node("Conv", []string{"x", "w0"}, []string{"c0"}, A{Name: "pads", Value: []int64{2, 2}}).
@@ -62,7 +63,7 @@ func TestDynamicConvsLowered(t *testing.T) {
 				Node("Flatten", []string{"c2"}, []string{"f"}).
 				Initializer("fw", w(5*12*6, 72), 5, 12*6).
 				Node("Gemm", []string{"f", "fw"}, []string{"y"}, A{Name: "transB", Value: int64(1)})
-		}, 0, 2, 1},
+		}, 0, 2, 1, 3},
 	}
 	for _, c := range cases {
 		dims := []onnx.Dim{"N"}
@@ -97,6 +98,9 @@ func TestDynamicConvsLowered(t *testing.T) {
 		eng, err := goengine.Load(q)
 		if err != nil {
 			t.Fatalf("%s: pure-Go engine: %v", c.name, err)
+		}
+		if eng.Int8Layers() != c.products {
+			t.Errorf("%s: the pure-Go engine runs %d products on its int8 kernel, want %d", c.name, eng.Int8Layers(), c.products)
 		}
 		gotGo, err := eng.RunFeeds([]onnx.Feed{in})
 		if err != nil {
@@ -163,8 +167,8 @@ func TestGemmWithoutTransB(t *testing.T) {
 		if err != nil {
 			t.Fatalf("%s: pure-Go engine: %v", mode, err)
 		}
-		if want := map[string]int{quant.Static: 2}[mode]; eng.Int8Layers() != want {
-			t.Errorf("%s: the pure-Go engine runs %d layers in int8, want %d", mode, eng.Int8Layers(), want)
+		if eng.Int8Layers() != 2 {
+			t.Errorf("%s: the pure-Go engine runs %d layers in int8, want 2", mode, eng.Int8Layers())
 		}
 		gotGo, err := eng.Run(flat(held), 16)
 		if err != nil {

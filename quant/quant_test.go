@@ -146,7 +146,7 @@ func TestModesAgreeWithFloat(t *testing.T) {
 				t.Fatal(err)
 			}
 			gotGo := run(t, eng, x, features)
-			if want := map[string]int{quant.Static: 3}[o.Mode]; eng.Int8Layers() != want {
+			if want := map[string]int{quant.Static: 3, quant.Dynamic: 3}[o.Mode]; eng.Int8Layers() != want {
 				t.Errorf("%s: the pure-Go engine runs %d layers in int8, want %d", o.Mode, eng.Int8Layers(), want)
 			}
 			var maxErr, goErr float64

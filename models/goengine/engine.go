@@ -34,6 +34,7 @@ type node struct {
 	keepdims       bool
 	to             onnxpb.TensorProto_DataType // Cast
 	q              *qgemm
+	qi             *qgemm // MatMulInteger on constant int8 weights
 	ml             mlOp
 	// bufs are the node's output buffers, shapes their shapes and outs
 	// the result slice: grown once and reused per run.
@@ -445,12 +446,13 @@ func (e *Engine) Outputs() int { return e.width }
 // Close releases nothing; it is here to match the ONNX Runtime session.
 func (e *Engine) Close() error { return nil }
 
-// Int8Layers counts the Gemm and MatMul nodes that run in integer
-// arithmetic (statically quantized, as quant writes them).
+// Int8Layers counts the products that run on the packed int8 kernel: Gemm
+// and MatMul nodes statically quantized as quant writes them, and
+// MatMulInteger on constant int8 weights (dynamic).
 func (e *Engine) Int8Layers() int {
 	n := 0
 	for _, nd := range e.nodes {
-		if nd.q != nil {
+		if nd.q != nil || nd.qi != nil {
 			n++
 		}
 	}

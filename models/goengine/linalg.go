@@ -125,6 +125,7 @@ type qgemm struct {
 	kb  int
 	sw  []float32
 	in  int
+	out int     // columns
 	xs  []int64 // scratch for the shifted activations
 	acc []int32 // scratch: one row's sums
 	nz  []int32 // scratch: a row's non-zero activations, where and what
@@ -187,7 +188,7 @@ func (e *Engine) fuse(folded map[string]*node) {
 			continue
 		}
 		packed, kb := qpack(w, out, in)
-		q := &qgemm{xq: xdq.in[0], sx: sx.data[0], zx: zx, w: packed, kb: kb, sw: make([]float32, out), in: in}
+		q := &qgemm{xq: xdq.in[0], sx: sx.data[0], zx: zx, w: packed, kb: kb, sw: make([]float32, out), in: in, out: out}
 		for j := range q.sw {
 			if len(ws.data) == 1 {
 				q.sw[j] = ws.data[0]
@@ -201,6 +202,35 @@ func (e *Engine) fuse(folded map[string]*node) {
 		if q != nil {
 			n.q = q
 		}
+	}
+	// MatMulInteger with constant int8 weights, zero points 0 (dynamic
+	// quantization as quant writes it, Convs lowered to it included): the
+	// same kernel, the activations' zero point read per run.
+	for _, n := range e.nodes {
+		if n.op != "MatMulInteger" || len(n.in) < 2 {
+			continue
+		}
+		b, ok := e.consts[n.in[1]]
+		if !ok || b.kind != 'i' || len(b.shape) != 2 {
+			continue
+		}
+		if len(n.in) > 3 && n.in[3] != "" {
+			if z, ok := e.consts[n.in[3]]; !ok || !allZero(z.data) {
+				continue
+			}
+		}
+		k, cols := b.shape[0], b.shape[1]
+		w := make([]int32, len(b.data)) // [out][in]
+		for p := 0; p < k; p++ {
+			for j := 0; j < cols; j++ {
+				w[j*k+p] = int32(b.data[p*cols+j])
+			}
+		}
+		if !int8Values(w) {
+			continue
+		}
+		packed, kb := qpack(w, cols, k)
+		n.qi = &qgemm{w: packed, kb: kb, in: k, out: cols}
 	}
 	for _, n := range e.nodes {
 		if (n.op == "Gemm" || n.op == "MatMul") && n.q == nil && len(n.in) > 1 {
@@ -306,46 +336,11 @@ func (q *qgemm) run(n *node, x tensor, alpha float32) (tensor, error) {
 	for i, v := range x.data {
 		xs[i] = int64(v) - int64(q.zx)
 	}
-	rows, cols, k := x.rows(), len(q.sw), q.in
-	panels := (cols + qPanel - 1) / qPanel
-	if cap(q.acc) < panels*qPanel {
-		q.acc = make([]int32, panels*qPanel)
-	}
-	acc := q.acc[:panels*qPanel]
+	rows, cols, k := x.rows(), q.out, q.in
+	acc := q.scratch()
 	out := tensor{shape: n.dims(0, rows, cols), data: n.buffer(0, rows*cols)}
-	if cap(q.nz) < k {
-		q.nz, q.nzv = make([]int32, k), make([]int64, k)
-	}
 	for i := 0; i < rows; i++ {
-		clear(acc)
-		xr := xs[i*k : (i+1)*k]
-		// Activations at their zero point (a Relu's zeros, often half of
-		// them) add nothing: with enough of them only the others are
-		// multiplied, as the float kernel's sparse path does.
-		nz := 0
-		for p, v := range xr {
-			if v != 0 {
-				q.nz[nz], q.nzv[nz] = int32(p), v
-				nz++
-			}
-		}
-		if nz*10 <= k*qDenseShare {
-			for pn := 0; pn < panels; pn++ {
-				base := q.w[pn*k*8 : (pn+1)*k*8]
-				for b0 := 0; b0 < nz; b0 += q.kb {
-					b1 := min(b0+q.kb, nz)
-					qsparse24((*[qPanel]int32)(acc[pn*qPanel:]), q.nzv[b0:b1], q.nz[b0:b1], base)
-				}
-			}
-		} else {
-			for k0 := 0; k0 < k; k0 += q.kb {
-				kc := min(q.kb, k-k0)
-				for pn := 0; pn < panels; pn++ {
-					panel := q.w[(pn*k+k0)*8 : (pn*k+k0+kc)*8]
-					qdot24((*[qPanel]int32)(acc[pn*qPanel:]), xr[k0:k0+kc], panel)
-				}
-			}
-		}
+		q.sums(xs[i*k:(i+1)*k], acc)
 		scale := q.sx * alpha
 		dst := out.data[i*cols : (i+1)*cols]
 		for j := range dst {
@@ -353,6 +348,74 @@ func (q *qgemm) run(n *node, x tensor, alpha float32) (tensor, error) {
 		}
 	}
 	return out, nil
+}
+
+// scratch sizes q's scratch for a run and returns one row's sums.
+func (q *qgemm) scratch() []int32 {
+	panels := (q.out + qPanel - 1) / qPanel
+	if cap(q.acc) < panels*qPanel {
+		q.acc = make([]int32, panels*qPanel)
+	}
+	if cap(q.nz) < q.in {
+		q.nz, q.nzv = make([]int32, q.in), make([]int64, q.in)
+	}
+	return q.acc[:panels*qPanel]
+}
+
+// sums computes one row's int32 sums Σ xr·wq[j] into acc, from
+// activations xr already shifted by their zero point.
+func (q *qgemm) sums(xr []int64, acc []int32) {
+	clear(acc)
+	k, panels := q.in, (q.out+qPanel-1)/qPanel
+	// Activations at their zero point (a Relu's zeros, often half of
+	// them) add nothing: with enough of them only the others are
+	// multiplied, as the float kernel's sparse path does.
+	nz := 0
+	for p, v := range xr {
+		if v != 0 {
+			q.nz[nz], q.nzv[nz] = int32(p), v
+			nz++
+		}
+	}
+	if nz*10 <= k*qDenseShare {
+		for pn := 0; pn < panels; pn++ {
+			base := q.w[pn*k*8 : (pn+1)*k*8]
+			for b0 := 0; b0 < nz; b0 += q.kb {
+				b1 := min(b0+q.kb, nz)
+				qsparse24((*[qPanel]int32)(acc[pn*qPanel:]), q.nzv[b0:b1], q.nz[b0:b1], base)
+			}
+		}
+		return
+	}
+	for k0 := 0; k0 < k; k0 += q.kb {
+		kc := min(q.kb, k-k0)
+		for pn := 0; pn < panels; pn++ {
+			panel := q.w[(pn*k+k0)*8 : (pn*k+k0+kc)*8]
+			qdot24((*[qPanel]int32)(acc[pn*qPanel:]), xr[k0:k0+kc], panel)
+		}
+	}
+}
+
+// integer is MatMulInteger on q's weights: a [M, K] of 8-bit values less
+// their zero point za (one for all), summed in int32.
+func (q *qgemm) integer(n *node, a tensor, za float32) tensor {
+	if cap(q.xs) < len(a.data) {
+		q.xs = make([]int64, len(a.data))
+	}
+	xs := q.xs[:len(a.data)]
+	for i, v := range a.data {
+		xs[i] = int64(v) - int64(za)
+	}
+	rows, cols, k := a.shape[0], q.out, q.in
+	acc := q.scratch()
+	out := tensor{shape: n.dims(0, rows, cols), data: n.buffer(0, rows*cols), kind: 'l'}
+	for i := 0; i < rows; i++ {
+		q.sums(xs[i*k:(i+1)*k], acc)
+		for j, v := range acc[:cols] {
+			out.data[i*cols+j] = float32(v)
+		}
+	}
+	return out
 }
 
 // qDenseShare (in tenths) is the share of non-zero activations up to
@@ -573,6 +636,14 @@ func (n *node) matMulInteger(a tensor, get func(string) (tensor, error)) (tensor
 	zb, err := zeroPoint(n, get, 3, b.cols())
 	if err != nil {
 		return tensor{}, err
+	}
+	// The packed kernel's lanes are exact for |a − za| ≤ 255: 8-bit
+	// values and a zero point in their range.
+	if q := n.qi; q != nil && len(a.shape) == 2 && a.shape[1] == q.in && (a.kind == 'u' || a.kind == 'i') && len(za) <= 1 {
+		z := pick(za, 0, 0)
+		if z >= -128 && z <= 255 {
+			return q.integer(n, a, z), nil
+		}
 	}
 	return n.integerProduct(a, b, za, zb)
 }

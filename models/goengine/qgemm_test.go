@@ -19,7 +19,7 @@ func TestQgemmIsExact(t *testing.T) {
 		}
 		w[0] = -127
 		packed, kb := qpack(w, c.out, c.in)
-		q := &qgemm{sx: 0.5, zx: -3, w: packed, kb: kb, sw: make([]float32, c.out), in: c.in}
+		q := &qgemm{sx: 0.5, zx: -3, w: packed, kb: kb, sw: make([]float32, c.out), in: c.in, out: c.out}
 		for j := range q.sw {
 			q.sw[j] = 0.25 * float32(j+1)
 		}
@@ -73,7 +73,7 @@ func TestQgemmAtTheLaneBound(t *testing.T) {
 			if kb*255*int(wmax) > qLaneMax {
 				t.Fatalf("block of %d terms can exceed a lane", kb)
 			}
-			q := &qgemm{sx: 1, zx: 127, w: packed, kb: kb, sw: make([]float32, out), in: in}
+			q := &qgemm{sx: 1, zx: 127, w: packed, kb: kb, sw: make([]float32, out), in: in, out: out}
 			for j := range q.sw {
 				q.sw[j] = 1
 			}
@@ -92,6 +92,56 @@ func TestQgemmAtTheLaneBound(t *testing.T) {
 						t.Fatalf("wmax %d alternate %v: y[%d][%d] = %v, want %v", wmax, alternate, i, j, g, want)
 					}
 				}
+			}
+		}
+	}
+}
+
+// TestMatMulIntegerPackedIsExact: MatMulInteger on constant int8 weights
+// through the packed kernel gives the plain loop's int32 sums, for uint8
+// and int8 activations at the ends of their range, zero points at both
+// ends, rows mostly at the zero point (the sparse path) and weights at
+// ±127.
+func TestMatMulIntegerPackedIsExact(t *testing.T) {
+	rng := rand.New(rand.NewPCG(5, 6))
+	for _, c := range []struct {
+		rows, k, cols int
+		kind          byte
+		za            float32
+	}{{1, 1, 1, 'u', 0}, {3, 17, 5, 'u', 255}, {4, 300, 47, 'u', 131}, {2, 901, 20, 'i', -128}, {3, 64, 33, 'i', 127}} {
+		lo, hi := 0, 255
+		if c.kind == 'i' {
+			lo, hi = -128, 127
+		}
+		b := tensor{shape: []int{c.k, c.cols}, data: make([]float32, c.k*c.cols), kind: 'i'}
+		for i := range b.data {
+			b.data[i] = float32(rng.IntN(255) - 127)
+		}
+		b.data[0], b.data[len(b.data)-1] = -127, 127
+		w := make([]int32, len(b.data))
+		for p := 0; p < c.k; p++ {
+			for j := 0; j < c.cols; j++ {
+				w[j*c.k+p] = int32(b.data[p*c.cols+j])
+			}
+		}
+		packed, kb := qpack(w, c.cols, c.k)
+		q := &qgemm{w: packed, kb: kb, in: c.k, out: c.cols}
+		a := tensor{shape: []int{c.rows, c.k}, data: make([]float32, c.rows*c.k), kind: c.kind}
+		for i := range a.data {
+			a.data[i] = float32(lo + rng.IntN(hi-lo+1))
+			if i/c.k == 1 && i%c.k < c.k*3/4 {
+				a.data[i] = c.za
+			}
+		}
+		a.data[0], a.data[len(a.data)-1] = float32(lo), float32(hi)
+		got := q.integer(&node{}, a, c.za)
+		want, err := (&node{op: "MatMulInteger"}).integerProduct(a, b, []float32{c.za}, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for i := range want.data {
+			if got.data[i] != want.data[i] {
+				t.Fatalf("%+v: sum %d = %v, want %v", c, i, got.data[i], want.data[i])
 			}
 		}
 	}
