@@ -208,3 +208,71 @@ func TestGemmWithoutTransB(t *testing.T) {
 		t.Errorf("the float model's float ops: %v, want both Gemms", left)
 	}
 }
+
+// TestPureGoEngineRunsInt8Products: on every model family, static and
+// dynamic int8, the pure-Go engine runs each quantized Gemm, MatMul and
+// Conv on its int8 kernel and gives what ONNX Runtime gives: the same
+// decisions, and the same outputs but for a few within one step of the
+// output's quantization (a rounding tie landing the other way; after a
+// Softmax, one step of a logit moves a probability by up to 0.1).
+func TestPureGoEngineRunsInt8Products(t *testing.T) {
+	tr := trace(t)
+	for _, f := range families(t) {
+		before := ops(t, f.model)
+		rng := rand.New(rand.NewPCG(8, 1))
+		calib, held := samples(rng, 64, f.features), samples(rng, 64, f.features)
+		info, err := onnx.Inspect(f.model)
+		if err != nil {
+			t.Fatal(err)
+		}
+		in := feed(info, flat(held), f.features)
+		float := runFeeds(t, f.model, in)
+		lo, hi := float[0], float[0]
+		for _, v := range float {
+			lo, hi = min(lo, v), max(hi, v)
+		}
+		for _, mode := range []string{quant.Static, quant.Dynamic} {
+			q, err := quant.Quantize(f.model, quant.Options{Mode: mode, Samples: calib, Tracer: feedTracer(f)(tr)})
+			if err != nil {
+				t.Fatalf("%s %s: %v", f.name, mode, err)
+			}
+			eng, err := goengine.Load(q)
+			if err != nil {
+				t.Fatalf("%s %s: %v", f.name, mode, err)
+			}
+			want := before["Gemm"] + before["MatMul"] + before["Conv"]
+			if mode == quant.Dynamic {
+				want -= narrowConvs(t, f.model)
+			}
+			if eng.Int8Layers() != want {
+				t.Errorf("%s %s: the pure-Go engine runs %d products on its int8 kernel, want %d", f.name, mode, eng.Int8Layers(), want)
+			}
+			got := runFeeds(t, q, in)
+			gotGo, err := eng.RunFeeds([]onnx.Feed{in})
+			if err != nil {
+				t.Fatalf("%s %s: %v", f.name, mode, err)
+			}
+			tol, off, worst := max(goTolerance, 1.01*float64(hi-lo)/255), 0, 0.0
+			if before["Softmax"] > 0 {
+				tol = 0.1
+			}
+			for i := range got {
+				d := math.Abs(float64(got[i] - gotGo[i]))
+				worst = max(worst, d)
+				if d > 1e-4 {
+					off++
+				}
+			}
+			width, same := len(got)/len(held), 0
+			for i := range held {
+				if quant.Decide(got[i*width:(i+1)*width], 0.5) == quant.Decide(gotGo[i*width:(i+1)*width], 0.5) {
+					same++
+				}
+			}
+			t.Logf("%s %s: %d of %d outputs differ, by up to %.3g (bound %.3g); %d of %d decisions the same", f.name, mode, off, len(got), worst, tol, same, len(held))
+			if worst > tol || off > max(2, len(got)/30) || same < len(held)*97/100 {
+				t.Errorf("%s %s: the pure-Go engine differs from ONNX Runtime on %d of %d outputs, by up to %.3g, and %d of %d decisions", f.name, mode, off, len(got), worst, len(held)-same, len(held))
+			}
+		}
+	}
+}

@@ -101,6 +101,9 @@ func (n *node) conv(x tensor, get func(string) (tensor, error)) (tensor, error) 
 	if err != nil {
 		return tensor{}, err
 	}
+	if n.q != nil {
+		return n.qconv(w, get)
+	}
 	if len(x.shape) < 3 || len(w.shape) != len(x.shape) {
 		return tensor{}, fmt.Errorf("%w: Conv of %v by %v", ErrInput, x.shape, w.shape)
 	}
@@ -192,6 +195,90 @@ func (n *node) conv(x tensor, get func(string) (tensor, error)) (tensor, error) 
 }
 
 // pool runs MaxPool and AveragePool over each channel's plane.
+// qconv is a statically quantized Conv (fuse found the QDQ pattern) in
+// integer arithmetic: each output position's window of the int8 input,
+// shifted by its zero point (the padding is the zero point: a float 0),
+// as one row of C·kH·kW values, times the packed int8 weights, summed in
+// int32 and scaled back to float, plus the bias. w is the folded float
+// weight, for its shape.
+func (n *node) qconv(w tensor, get func(string) (tensor, error)) (tensor, error) {
+	q := n.q
+	x, err := get(q.xq)
+	if err != nil {
+		return tensor{}, err
+	}
+	if len(x.shape) < 3 || len(w.shape) != len(x.shape) || x.shape[1] != w.shape[1] || w.shape[0] != q.out {
+		return tensor{}, fmt.Errorf("%w: Conv of %v by %v", ErrInput, x.shape, w.shape)
+	}
+	g, err := n.geometry(x.shape[2:], w.shape[2:], false)
+	if err != nil {
+		return tensor{}, err
+	}
+	batch, c, m := x.shape[0], x.shape[1], q.out
+	var bias []float32
+	if len(n.in) > 2 && n.in[2] != "" {
+		b, err := get(n.in[2])
+		if err != nil {
+			return tensor{}, err
+		}
+		if len(b.data) != m {
+			return tensor{}, fmt.Errorf("%w: Conv bias of %d for %d outputs", ErrInput, len(b.data), m)
+		}
+		bias = b.data
+	}
+	k, p := q.in, g.outH*g.outW
+	shape := append(n.dims(0, batch, m), x.shape[2:]...)
+	shape[2] = g.outH
+	if len(x.shape) == 4 {
+		shape[3] = g.outW
+	} else {
+		shape[2] = g.outW
+	}
+	n.shapes[0] = shape
+	out := tensor{shape: shape, data: n.buffer(0, batch*m*p)}
+	if cap(q.xs) < p*k {
+		q.xs = make([]int64, p*k)
+	}
+	rows := q.xs[:p*k]
+	acc := q.scratch()
+	inPlane := g.inH * g.inW
+	zx := int64(q.zx)
+	for b := range batch {
+		// rows[(oh, ow), (ci, kh, kw)] = x[b, ci, ih, iw] − zx, 0 in the padding.
+		for ci := range c {
+			plane := x.data[(b*c+ci)*inPlane : (b*c+ci+1)*inPlane]
+			for kh := range g.kH {
+				for kw := range g.kW {
+					kk := (ci*g.kH+kh)*g.kW + kw
+					for oh := range g.outH {
+						ih := oh*g.strH - g.padT + kh*g.dilH
+						for ow := range g.outW {
+							iw := ow*g.strW - g.padL + kw*g.dilW
+							v := int64(0)
+							if ih >= 0 && ih < g.inH && iw >= 0 && iw < g.inW {
+								v = int64(plane[ih*g.inW+iw]) - zx
+							}
+							rows[(oh*g.outW+ow)*k+kk] = v
+						}
+					}
+				}
+			}
+		}
+		dst := out.data[b*m*p : (b+1)*m*p]
+		for pos := range p {
+			q.sums(rows[pos*k:(pos+1)*k], acc)
+			for f := range m {
+				v := float32(acc[f]) * q.sx * q.sw[f]
+				if bias != nil {
+					v += bias[f]
+				}
+				dst[f*p+pos] = v
+			}
+		}
+	}
+	return out, nil
+}
+
 func (n *node) pool(x tensor) (tensor, error) {
 	if len(x.shape) < 3 {
 		return tensor{}, fmt.Errorf("%w: %s of %v", ErrInput, n.op, x.shape)

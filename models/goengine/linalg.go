@@ -139,7 +139,11 @@ func (e *Engine) fuse(folded map[string]*node) {
 		producer[n.out[0]] = n
 	}
 	for _, n := range e.nodes {
-		if (n.op != "Gemm" && n.op != "MatMul") || len(n.in) < 2 || n.transA {
+		conv := n.op == "Conv"
+		if (n.op != "Gemm" && n.op != "MatMul" && !conv) || len(n.in) < 2 || n.transA {
+			continue
+		}
+		if g, ok := n.attrs["group"]; conv && ok && g.GetI() != 1 {
 			continue
 		}
 		wdq, ok := folded[n.in[1]]
@@ -152,7 +156,10 @@ func (e *Engine) fuse(folded map[string]*node) {
 		}
 		wq, ws := e.consts[wdq.in[0]], e.consts[wdq.in[1]]
 		sx := e.consts[xdq.in[1]]
-		if wq.kind != 'i' || len(wq.shape) != 2 || len(sx.data) != 1 || len(wdq.in) < 3 || !allZero(e.consts[wdq.in[2]].data) {
+		if wq.kind != 'i' || len(sx.data) != 1 || len(wdq.in) < 3 || !allZero(e.consts[wdq.in[2]].data) {
+			continue
+		}
+		if (conv && (len(wq.shape) < 3 || len(wq.shape) > 4)) || (!conv && len(wq.shape) != 2) {
 			continue
 		}
 		zx := float32(0)
@@ -165,9 +172,11 @@ func (e *Engine) fuse(folded map[string]*node) {
 		}
 		// Weights as [out][in]: Gemm with transB has them so; MatMul's,
 		// and Gemm's without transB, are [in][out].
-		rows, cols := wq.shape[0], wq.shape[1]
+		// A Conv's [M, C, (kH,) kW] are [out][in] with in = C·kH·kW, the
+		// order of its windows' rows.
+		rows, cols := wq.shape[0], size(wq.shape[1:])
 		out, in := rows, cols
-		inOut := n.op == "MatMul" || !n.transB
+		inOut := !conv && (n.op == "MatMul" || !n.transB)
 		if inOut {
 			out, in = cols, rows
 		}
