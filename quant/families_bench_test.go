@@ -166,7 +166,7 @@ func peerQuantize(tb testing.TB, model []byte, calib [][]float32) [][]byte {
 // batch 1, float against our static and dynamic int8, run in turn in
 // each iteration. Metrics: µs per run, and speedup over float.
 //
-//	go test -run '^$' -bench GoEngineFamilies -benchtime 20x ./quant/
+//	go test -run '^$' -bench GoEngineFamilies -benchtime 2s ./quant/
 func BenchmarkGoEngineFamilies(b *testing.B) {
 	tr := trace(b)
 	for _, f := range families(b)[1:] {

@@ -143,7 +143,7 @@ func TestFusion(t *testing.T) {
 			if err != nil {
 				t.Fatalf("%s %s: %v", f.name, mode, err)
 			}
-			checkFused(t, f, mode, q)
+			checkFused(t, f, mode, q, narrowConvs(t, f.model))
 		}
 	}
 }
@@ -177,12 +177,14 @@ func TestSchemesFuseAndAgree(t *testing.T) {
 		float := runFeeds(t, f.model, feed(info, flat(held), f.features))
 		for _, sc := range schemes {
 			o := sc.o
-			o.Mode, o.Samples, o.Tracer = quant.Static, calib, feedTracer(f)(tr)
+			// Every Conv, the 3-channel first layers too, so that each
+			// scheme is held on convs.
+			o.Mode, o.Samples, o.Tracer, o.AllConvs = quant.Static, calib, feedTracer(f)(tr), true
 			q, err := quant.Quantize(f.model, o)
 			if err != nil {
 				t.Fatalf("%s %s: %v", f.name, sc.name, err)
 			}
-			checkFused(t, f, sc.name, q)
+			checkFused(t, f, sc.name, q, 0)
 			var m onnxpb.ModelProto
 			if err := proto.Unmarshal(q, &m); err != nil {
 				t.Fatal(err)
@@ -238,9 +240,9 @@ func runFeeds(tb testing.TB, model []byte, in onnx.Feed) []float32 {
 }
 
 // checkFused holds ORT's optimised graph of q, a quantized f, to integer
-// kernels for every Gemm, MatMul and Conv, and (static) to an unbroken
-// integer path.
-func checkFused(t *testing.T, f family, what string, q []byte) {
+// kernels for every Gemm, MatMul and Conv but floatConvs Convs left float,
+// and (static) to an unbroken integer path.
+func checkFused(t *testing.T, f family, what string, q []byte, floatConvs int) {
 	t.Helper()
 	opt, err := ort.Optimized(q, ort.Options{IntraOpThreads: 1})
 	if err != nil {
@@ -251,14 +253,11 @@ func checkFused(t *testing.T, f family, what string, q []byte) {
 	before := ops(t, f.model)
 	want := before["Gemm"] + before["MatMul"] + before["Conv"]
 	kernels := []string{"com.microsoft.QGemm", "QLinearMatMul", "com.microsoft.MatMulIntegerToFloat", "com.microsoft.DynamicQuantizeMatMul", "QLinearConv", "com.microsoft.QLinearConv", "ConvInteger", "MatMulInteger"}
-	floatConvs := 0
+	want -= floatConvs
 	if what == quant.Dynamic {
 		// Every product runs fused (ConvInteger and a bare MatMulInteger
-		// run unfused, slower than float); a Conv over fewer than 8 input
-		// channels stays float.
+		// run unfused, slower than float).
 		kernels = []string{"com.microsoft.DynamicQuantizeMatMul", "com.microsoft.MatMulIntegerToFloat"}
-		floatConvs = narrowConvs(t, f.model)
-		want -= floatConvs
 	}
 	integer := 0
 	for _, k := range kernels {
@@ -290,7 +289,7 @@ func checkFused(t *testing.T, f family, what string, q []byte) {
 }
 
 // narrowConvs counts the Convs of model over fewer than 8 input channels,
-// which dynamic int8 leaves float.
+// which int8 leaves float unless AllConvs.
 func narrowConvs(tb testing.TB, model []byte) int {
 	tb.Helper()
 	var m onnxpb.ModelProto

@@ -87,8 +87,21 @@ func TestDynamicConvsLowered(t *testing.T) {
 			t.Errorf("%s: %d ConvInteger, %d Gather, %d Conv; want %d, %d, %d: %v", c.name,
 				info.Ops["ConvInteger"], info.Ops["Gather"], info.Ops["Conv"], c.integer, c.lowered, c.floatCnv, info.Ops)
 		}
-		if left := quant.FloatOps(q); len(left) != c.floatCnv || (c.floatCnv > 0 && left[0] != "Conv c0 (3 input channels: int8 would be slower)") {
+		if left := quant.FloatOps(q); len(left) != c.floatCnv || (c.floatCnv > 0 && left[0] != "Conv c0 (3 input channels: int8 would be slower; --all-convs quantizes it)") {
 			t.Errorf("%s: FloatOps %q", c.name, left)
+		}
+		if c.floatCnv > 0 { // AllConvs quantizes the narrow one too
+			all, err := quant.Quantize(model, quant.Options{Mode: quant.Dynamic, AllConvs: true})
+			if err != nil {
+				t.Fatalf("%s: %v", c.name, err)
+			}
+			ai, err := onnx.Inspect(all)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if ai.Ops["Conv"] != 0 || ai.Ops["Gather"] != c.lowered+c.floatCnv || len(quant.FloatOps(all)) != 0 {
+				t.Errorf("%s: with AllConvs %d Conv and %d Gather left, float ops %v", c.name, ai.Ops["Conv"], ai.Ops["Gather"], quant.FloatOps(all))
+			}
 		}
 		const rows = 64
 		x := flat(samples(rng, rows, int(features)))
@@ -158,7 +171,7 @@ func TestGemmWithoutTransB(t *testing.T) {
 		if err != nil {
 			t.Fatalf("%s: %v", mode, err)
 		}
-		checkFused(t, f, mode, q)
+		checkFused(t, f, mode, q, 0)
 		if left := quant.FloatOps(q); len(left) != 0 {
 			t.Errorf("%s: float ops left: %v", mode, left)
 		}
@@ -240,10 +253,7 @@ func TestPureGoEngineRunsInt8Products(t *testing.T) {
 			if err != nil {
 				t.Fatalf("%s %s: %v", f.name, mode, err)
 			}
-			want := before["Gemm"] + before["MatMul"] + before["Conv"]
-			if mode == quant.Dynamic {
-				want -= narrowConvs(t, f.model)
-			}
+			want := before["Gemm"] + before["MatMul"] + before["Conv"] - narrowConvs(t, f.model)
 			if eng.Int8Layers() != want {
 				t.Errorf("%s %s: the pure-Go engine runs %d products on its int8 kernel, want %d", f.name, mode, eng.Int8Layers(), want)
 			}

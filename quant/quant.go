@@ -64,6 +64,10 @@ type Options struct {
 	// Symmetric centres each activation's range on zero (zero point 0)
 	// instead of fitting it (asymmetric, the default).
 	Symmetric bool
+	// AllConvs quantizes Convs over fewer than 8 input channels too,
+	// which stay float by default (int8 is slower there on CPU), for
+	// accelerators that take int8 graphs only.
+	AllConvs bool
 	// Tracer computes the named values of the float model on rows of x,
 	// for Static: ort.Trace when ONNX Runtime is available, or the pure-Go
 	// engine's Trace. quant runs no engine of its own, so it quantizes any
@@ -130,7 +134,10 @@ func Quantize(model []byte, o Options) ([]byte, error) {
 	}
 	var quantized []*onnxpb.NodeProto
 	for _, n := range g.GetNode() {
-		if _, _, ok := weightOf(n, inits); ok {
+		if w, _, ok := weightOf(n, inits); ok {
+			if n.GetOpType() == "Conv" && w.GetDims()[1] < minConvChannels && !o.AllConvs && o.Mode != FP16 {
+				continue
+			}
 			quantized = append(quantized, n)
 		}
 	}
@@ -516,9 +523,6 @@ func quantizeDynamic(g *onnxpb.GraphProto, inits map[string]*onnxpb.TensorProto,
 			bias = n.GetInput()[2]
 		}
 		if n.GetOpType() == "Conv" {
-			if w.GetDims()[1] < minDynamicChannels {
-				continue
-			}
 			if bias != "" && inits[bias] == nil {
 				return fmt.Errorf("%w: Conv %s has a bias that is not a constant", ErrModel, n.GetOutput()[0])
 			}
@@ -603,8 +607,8 @@ func FloatOps(model []byte) []string {
 		}
 		why := ""
 		switch {
-		case n.GetOpType() == "Conv" && w.GetDims()[1] < minDynamicChannels:
-			why = fmt.Sprintf(" (%d input channels: int8 would be slower)", w.GetDims()[1])
+		case n.GetOpType() == "Conv" && w.GetDims()[1] < minConvChannels:
+			why = fmt.Sprintf(" (%d input channels: int8 would be slower; --all-convs quantizes it)", w.GetDims()[1])
 		case n.GetOpType() == "Gemm":
 			why = " (alpha or beta other than 1)"
 		}
@@ -613,13 +617,15 @@ func FloatOps(model []byte) []string {
 	return out
 }
 
-// minDynamicChannels is the fewest input channels (per group) of a Conv
-// that dynamic int8 quantizes. Below it, a first layer on raw RGB or
-// 3-axis samples, the windows hold so few values each that gathering them
-// costs more than the integer product saves: on the 96×96 image CNN the
-// 3-channel layer took 226 µs as int8 against 49 µs as float (ONNX
-// Runtime, one thread, batch 1), and it stays float.
-const minDynamicChannels = 8
+// minConvChannels is the fewest input channels (per group) of a Conv
+// that int8 quantizes unless Options.AllConvs. Below it, a first layer on
+// raw RGB or 3-axis samples, each window holds so few values that the
+// integer product saves less than its overhead costs: on the 96×96 image
+// CNN (ONNX Runtime, one thread, batch 1) the 3-channel layer took 76 µs
+// as a static QLinearConv and 226 µs as a dynamic gathered product,
+// against 49 µs float. Leaving it float made the one-layer 3-channel CNNs
+// 0.90-0.96× float in static int8 instead of 0.37-0.87×.
+const minConvChannels = 8
 
 // dynamicQuantize quantizes x at run time into base_q, base_scale and
 // base_zp.

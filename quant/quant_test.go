@@ -444,12 +444,12 @@ func TestPassThroughChainsKeepOneScale(t *testing.T) {
 		t.Fatalf("no pair on %s", tensor)
 		return 0
 	}
-	minmax, err := quant.Quantize(model, quant.Options{Mode: quant.Static, Samples: calib, Tracer: tr})
+	minmax, err := quant.Quantize(model, quant.Options{Mode: quant.Static, AllConvs: true, Samples: calib, Tracer: tr})
 	if err != nil {
 		t.Fatal(err)
 	}
 	for _, method := range []string{quant.Percentile, quant.Entropy} {
-		q, err := quant.Quantize(model, quant.Options{Mode: quant.Static, Calibration: method, Percentile: 99, Samples: calib, Tracer: tr})
+		q, err := quant.Quantize(model, quant.Options{Mode: quant.Static, AllConvs: true, Calibration: method, Percentile: 99, Samples: calib, Tracer: tr})
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -467,7 +467,7 @@ func TestPassThroughChainsKeepOneScale(t *testing.T) {
 		}
 		return out, nil
 	}
-	if _, err := quant.Quantize(model, quant.Options{Mode: quant.Static, Calibration: quant.Entropy, Samples: calib, Tracer: inf}); !errors.Is(err, quant.ErrModel) {
+	if _, err := quant.Quantize(model, quant.Options{Mode: quant.Static, AllConvs: true, Calibration: quant.Entropy, Samples: calib, Tracer: inf}); !errors.Is(err, quant.ErrModel) {
 		t.Fatalf("infinite calibration values: %v, want ErrModel", err)
 	}
 }

@@ -35,6 +35,7 @@ func quantCmd(fs *flag.FlagSet) runFunc {
 	fullRange := fs.Bool("full-range", false, "8-bit weights instead of 7 (may saturate ONNX Runtime's x86 int8 kernels)")
 	perTensor := fs.Bool("per-tensor", false, "one scale per weight tensor instead of one per output channel")
 	symmetric := fs.Bool("symmetric", false, "int8-static: activation ranges centred on zero (zero point 0) instead of fitted")
+	allConvs := fs.Bool("all-convs", false, "quantize Convs over fewer than 8 input channels too (they stay float by default: int8 is slower there on CPU), for accelerators that take int8 graphs only")
 	lib := fs.String("onnxruntime", "", "path of libonnxruntime.so.1 (default: found like the agent finds it)")
 	goOnly := fs.Bool("go-only", false, "evaluate on the pure-Go engine only (no ONNX Runtime)")
 	asJSON := fs.Bool("json", false, "print the report as JSON (same as -o json)")
@@ -75,7 +76,7 @@ func quantCmd(fs *flag.FlagSet) runFunc {
 		if err != nil {
 			return err
 		}
-		po := quant.PackageOptions{Options: quant.Options{Mode: *mode, Calibration: *calib, Percentile: *pct, FullRange: *fullRange, PerTensor: *perTensor, Symmetric: *symmetric},
+		po := quant.PackageOptions{Options: quant.Options{Mode: *mode, Calibration: *calib, Percentile: *pct, FullRange: *fullRange, PerTensor: *perTensor, Symmetric: *symmetric, AllConvs: *allConvs},
 			MaxDrop: *maxDrop, Version: *version, Holdout: *holdout, RequireFaster: *requireFaster, MaxSizeRatio: *maxSize}
 		po.Engines, po.Order, po.Tracer, po.Unavailable = quantEngines(m, info, *lib, *goOnly)
 		if *data != "" {
