@@ -286,3 +286,40 @@ func TestPureGoEngineRunsInt8Products(t *testing.T) {
 		}
 	}
 }
+
+// TestDepthwiseConvsAreQuantized: a depthwise Conv (one channel per
+// group) is not a narrow first layer: both modes quantize it, and the
+// report leaves nothing float.
+func TestDepthwiseConvsAreQuantized(t *testing.T) {
+	tr := trace(t)
+	rng := rand.New(rand.NewPCG(6, 6))
+	w := func(n int) []float32 {
+		v := make([]float32, n)
+		for i := range v {
+			v[i] = float32(rng.NormFloat64() / 3)
+		}
+		return v
+	}
+	model, err := onnx.NewGraph("depthwise").Input("x", "N", 16, 8, 8).
+		Initializer("w0", w(16*9), 16, 1, 3, 3).
+		Node("Conv", []string{"x", "w0"}, []string{"c0"}, onnx.Attr{Name: "group", Value: int64(16)}, onnx.Attr{Name: "pads", Value: []int64{1, 1, 1, 1}}).
+		Node("Relu", []string{"c0"}, []string{"r0"}).
+		Node("GlobalAveragePool", []string{"r0"}, []string{"p"}).
+		Node("Flatten", []string{"p"}, []string{"f"}).
+		Initializer("fw", w(4*16), 4, 16).
+		Node("Gemm", []string{"f", "fw"}, []string{"y"}, onnx.Attr{Name: "transB", Value: int64(1)}).
+		Output("y", "N", 4).Model("test")
+	if err != nil {
+		t.Fatal(err)
+	}
+	f := family{"depthwise", model, 16 * 64}
+	for _, mode := range []string{quant.Static, quant.Dynamic} {
+		q, err := quant.Quantize(model, quant.Options{Mode: mode, Samples: samples(rng, 32, f.features), Tracer: feedTracer(f)(tr)})
+		if err != nil {
+			t.Fatalf("%s: %v", mode, err)
+		}
+		if left := quant.FloatOps(q); len(left) != 0 {
+			t.Errorf("%s: left float: %v", mode, left)
+		}
+	}
+}

@@ -135,7 +135,7 @@ func Quantize(model []byte, o Options) ([]byte, error) {
 	var quantized []*onnxpb.NodeProto
 	for _, n := range g.GetNode() {
 		if w, _, ok := weightOf(n, inits); ok {
-			if n.GetOpType() == "Conv" && w.GetDims()[1] < minConvChannels && !o.AllConvs && o.Mode != FP16 {
+			if narrowConv(n, w) && !o.AllConvs && o.Mode != FP16 {
 				continue
 			}
 			quantized = append(quantized, n)
@@ -607,7 +607,7 @@ func FloatOps(model []byte) []string {
 		}
 		why := ""
 		switch {
-		case n.GetOpType() == "Conv" && w.GetDims()[1] < minConvChannels:
+		case narrowConv(n, w):
 			why = fmt.Sprintf(" (%d input channels: int8 would be slower; --all-convs quantizes it)", w.GetDims()[1])
 		case n.GetOpType() == "Gemm":
 			why = " (alpha or beta other than 1)"
@@ -626,6 +626,22 @@ func FloatOps(model []byte) []string {
 // against 49 µs float. Leaving it float made the one-layer 3-channel CNNs
 // 0.90-0.96× float in static int8 instead of 0.37-0.87×.
 const minConvChannels = 8
+
+// narrowConv says whether n is an ungrouped Conv over fewer than
+// minConvChannels input channels. Grouped and depthwise Convs (one
+// channel per group) are not: they sit between wide layers, and leaving
+// them float would break the integer path.
+func narrowConv(n *onnxpb.NodeProto, w *onnxpb.TensorProto) bool {
+	if n.GetOpType() != "Conv" {
+		return false
+	}
+	for _, a := range n.GetAttribute() {
+		if a.GetName() == "group" && a.GetI() != 1 {
+			return false
+		}
+	}
+	return w.GetDims()[1] < minConvChannels
+}
 
 // dynamicQuantize quantizes x at run time into base_q, base_scale and
 // base_zp.
@@ -707,16 +723,17 @@ func im2col(g *onnxpb.GraphProto, n *onnxpb.NodeProto, in []int64, w, b *onnxpb.
 	filters, channels := wd[0], wd[1]
 	outDims, positions := []int64{}, int64(1)
 	for d := range rank {
-		o := (geo.padded[d]-geo.dilations[d]*(kernel[d]-1)-1)/geo.strides[d] + 1
-		if o < 1 {
-			return nil, false, nil
+		span := geo.padded[d] - geo.dilations[d]*(kernel[d]-1) - 1
+		if span < 0 {
+			return nil, false, nil // a kernel past the input: left to ConvInteger, which says so
 		}
+		o := span/geo.strides[d] + 1
 		outDims = append(outDims, o)
 		positions *= o
 	}
 	taps := product(kernel)
-	if positions*taps > 1<<24 {
-		return nil, false, nil // indices past what int32 and the pure-Go engine's floats hold exactly
+	if positions*taps > 1<<24 || product(geo.padded) > 1<<24 {
+		return nil, false, nil // indices past what the pure-Go engine's float32 values hold exactly
 	}
 	// Weights [F, C, taps] → [taps × C, F]: row t·C + c is tap t of channel c.
 	src := floats(w)

@@ -109,7 +109,9 @@ func shapeOf(n *onnxpb.NodeProto, shapes map[string][]int64, inits map[string]*o
 		for d := range rank {
 			span := p.padded[d] - p.dilations[d]*(kernel[d]-1) - 1
 			o := span/p.strides[d] + 1
-			if ceil != 0 && span%p.strides[d] != 0 {
+			// ceil_mode: one more window, unless it would start in the
+			// end padding (ONNX ignores those).
+			if ceil != 0 && span%p.strides[d] != 0 && (o)*p.strides[d] < in[2+d]+p.begin[d] {
 				o++
 			}
 			if span < 0 {

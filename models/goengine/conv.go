@@ -194,7 +194,6 @@ func (n *node) conv(x tensor, get func(string) (tensor, error)) (tensor, error) 
 	return out, nil
 }
 
-// pool runs MaxPool and AveragePool over each channel's plane.
 // qconv is a statically quantized Conv (fuse found the QDQ pattern) in
 // integer arithmetic: each output position's window of the int8 input,
 // shifted by its zero point (the padding is the zero point: a float 0),
@@ -279,6 +278,7 @@ func (n *node) qconv(w tensor, get func(string) (tensor, error)) (tensor, error)
 	return out, nil
 }
 
+// pool runs MaxPool and AveragePool over each channel's plane.
 func (n *node) pool(x tensor) (tensor, error) {
 	if len(x.shape) < 3 {
 		return tensor{}, fmt.Errorf("%w: %s of %v", ErrInput, n.op, x.shape)

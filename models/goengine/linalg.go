@@ -650,7 +650,7 @@ func (n *node) matMulInteger(a tensor, get func(string) (tensor, error)) (tensor
 	// values and a zero point in their range.
 	if q := n.qi; q != nil && len(a.shape) == 2 && a.shape[1] == q.in && (a.kind == 'u' || a.kind == 'i') && len(za) <= 1 {
 		z := pick(za, 0, 0)
-		if z >= -128 && z <= 255 {
+		if (a.kind == 'u' && z >= 0 && z <= 255) || (a.kind == 'i' && z >= -128 && z <= 127) {
 			return q.integer(n, a, z), nil
 		}
 	}
