@@ -119,28 +119,14 @@ func (n *node) conv(x tensor, get func(string) (tensor, error)) (tensor, error) 
 	if err != nil {
 		return tensor{}, err
 	}
-	var bias []float32
-	if len(n.in) > 2 && n.in[2] != "" {
-		b, err := get(n.in[2])
-		if err != nil {
-			return tensor{}, err
-		}
-		if len(b.data) != m {
-			return tensor{}, fmt.Errorf("%w: Conv bias of %d for %d outputs", ErrInput, len(b.data), m)
-		}
-		bias = b.data
+	bias, err := n.bias(get, 2, m)
+	if err != nil {
+		return tensor{}, err
 	}
 	cg, mg := c/groups, m/groups
 	k := cg * g.kH * g.kW
 	p := g.outH * g.outW
-	shape := append(n.dims(0, batch, m), x.shape[2:]...)
-	shape[2] = g.outH
-	if len(x.shape) == 4 {
-		shape[3] = g.outW
-	} else {
-		shape[2] = g.outW
-	}
-	n.shapes[0] = shape
+	shape := n.convShape(x.shape, m, g)
 	out := tensor{shape: shape, data: n.buffer(0, batch*m*p)}
 	col := n.buffer(1, k*p)
 	colp := n.buffer(2, packedLen(k, p))
@@ -194,6 +180,35 @@ func (n *node) conv(x tensor, get func(string) (tensor, error)) (tensor, error) 
 	return out, nil
 }
 
+// bias reads input i, a Conv's bias of m values, or nil when absent.
+func (n *node) bias(get func(string) (tensor, error), i, m int) ([]float32, error) {
+	if len(n.in) <= i || n.in[i] == "" {
+		return nil, nil
+	}
+	b, err := get(n.in[i])
+	if err != nil {
+		return nil, err
+	}
+	if len(b.data) != m {
+		return nil, fmt.Errorf("%w: %s bias of %d for %d outputs", ErrInput, n.op, len(b.data), m)
+	}
+	return b.data, nil
+}
+
+// convShape is the output shape of a Conv of input shape in to m
+// channels over window g, kept as the node's output shape.
+func (n *node) convShape(in []int, m int, g window) []int {
+	shape := append(n.dims(0, in[0], m), in[2:]...)
+	shape[2] = g.outH
+	if len(in) == 4 {
+		shape[3] = g.outW
+	} else {
+		shape[2] = g.outW
+	}
+	n.shapes[0] = shape
+	return shape
+}
+
 // qconv is a statically quantized Conv (fuse found the QDQ pattern) in
 // integer arithmetic: each output position's window of the int8 input,
 // shifted by its zero point (the padding is the zero point: a float 0),
@@ -214,26 +229,12 @@ func (n *node) qconv(w tensor, get func(string) (tensor, error)) (tensor, error)
 		return tensor{}, err
 	}
 	batch, c, m := x.shape[0], x.shape[1], q.out
-	var bias []float32
-	if len(n.in) > 2 && n.in[2] != "" {
-		b, err := get(n.in[2])
-		if err != nil {
-			return tensor{}, err
-		}
-		if len(b.data) != m {
-			return tensor{}, fmt.Errorf("%w: Conv bias of %d for %d outputs", ErrInput, len(b.data), m)
-		}
-		bias = b.data
+	bias, err := n.bias(get, 2, m)
+	if err != nil {
+		return tensor{}, err
 	}
 	k, p := q.in, g.outH*g.outW
-	shape := append(n.dims(0, batch, m), x.shape[2:]...)
-	shape[2] = g.outH
-	if len(x.shape) == 4 {
-		shape[3] = g.outW
-	} else {
-		shape[2] = g.outW
-	}
-	n.shapes[0] = shape
+	shape := n.convShape(x.shape, m, g)
 	out := tensor{shape: shape, data: n.buffer(0, batch*m*p)}
 	if cap(q.xs) < p*k {
 		q.xs = make([]int64, p*k)

@@ -37,14 +37,7 @@ func (n *node) integerConv(x, w tensor, xz, wz []float32, emit func(b, oc int, a
 	cg, mg := c/groups, m/groups
 	k := cg * g.kH * g.kW
 	p := g.outH * g.outW
-	shape := append(n.dims(0, batch, m), x.shape[2:]...)
-	shape[2] = g.outH
-	if len(x.shape) == 4 {
-		shape[3] = g.outW
-	} else {
-		shape[2] = g.outW
-	}
-	n.shapes[0] = shape
+	shape := n.convShape(x.shape, m, g)
 	scratch := n.ints32(k*p + p)
 	col, acc := scratch[:k*p], scratch[k*p:]
 	x0 := int32(pick(xz, 0, 0))
@@ -158,16 +151,9 @@ func (n *node) qlinearConv(x tensor, get func(string) (tensor, error)) (tensor, 
 	if len(ws.data) != 1 && len(ws.data) != m || len(wz.data) != 1 && len(wz.data) != m {
 		return tensor{}, fmt.Errorf("%w: QLinearConv w scale of %d and zero point of %d values for %d outputs", ErrInput, len(ws.data), len(wz.data), m)
 	}
-	var bias []float32
-	if len(n.in) > 8 && n.in[8] != "" {
-		b, err := get(n.in[8])
-		if err != nil {
-			return tensor{}, err
-		}
-		if len(b.data) != m {
-			return tensor{}, fmt.Errorf("%w: QLinearConv bias of %d for %d outputs", ErrInput, len(b.data), m)
-		}
-		bias = b.data
+	bias, err := n.bias(get, 8, m)
+	if err != nil {
+		return tensor{}, err
 	}
 	lo, hi := float32(0), float32(255)
 	if yz.kind == 'i' {
