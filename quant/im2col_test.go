@@ -225,9 +225,11 @@ func TestGemmWithoutTransB(t *testing.T) {
 // TestPureGoEngineRunsInt8Products: on every model family, static and
 // dynamic int8, the pure-Go engine runs each quantized Gemm, MatMul and
 // Conv on its int8 kernel and gives what ONNX Runtime gives: the same
-// decisions, and the same outputs but for a few within one step of the
-// output's quantization (a rounding tie landing the other way; after a
-// Softmax, one step of a logit moves a probability by up to 0.1).
+// decisions, and the same outputs but for at most 1% within one step of
+// the output's quantization (a rounding tie landing the other way; after
+// a Softmax, one step of a logit moves a probability by up to 0.1). With
+// biases added in float, not in the int32 sums as ORT does, the MatMul+Add
+// MLP differed on 4% of its outputs.
 func TestPureGoEngineRunsInt8Products(t *testing.T) {
 	tr := trace(t)
 	for _, f := range families(t) {
@@ -280,7 +282,7 @@ func TestPureGoEngineRunsInt8Products(t *testing.T) {
 				}
 			}
 			t.Logf("%s %s: %d of %d outputs differ, by up to %.3g (bound %.3g); %d of %d decisions the same", f.name, mode, off, len(got), worst, tol, same, len(held))
-			if worst > tol || off > max(2, len(got)/30) || same < len(held)*97/100 {
+			if worst > tol || off > max(2, len(got)/100) || same < len(held)*97/100 {
 				t.Errorf("%s %s: the pure-Go engine differs from ONNX Runtime on %d of %d outputs, by up to %.3g, and %d of %d decisions", f.name, mode, off, len(got), worst, len(held)-same, len(held))
 			}
 		}

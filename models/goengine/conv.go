@@ -268,6 +268,10 @@ func (n *node) qconv(w tensor, get func(string) (tensor, error)) (tensor, error)
 		for pos := range p {
 			q.sums(rows[pos*k:(pos+1)*k], acc)
 			for f := range m {
+				if q.bias != nil {
+					dst[f*p+pos] = float32(acc[f]+q.bias[f]) * q.sx * q.sw[f]
+					continue
+				}
 				v := float32(acc[f]) * q.sx * q.sw[f]
 				if bias != nil {
 					v += bias[f]

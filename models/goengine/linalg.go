@@ -34,7 +34,7 @@ func (n *node) gemm(a tensor, get func(string) (tensor, error)) (tensor, error) 
 			return tensor{}, err
 		}
 	}
-	if n.op == "Gemm" && len(n.in) > 2 && n.in[2] != "" {
+	if n.op == "Gemm" && len(n.in) > 2 && n.in[2] != "" && (n.q == nil || n.q.bias == nil) {
 		c, err := get(n.in[2])
 		if err != nil {
 			return tensor{}, err
@@ -121,15 +121,19 @@ type qgemm struct {
 	sx, zx float32 // its scale and zero point
 	// w are the int8 weights packed three columns to an int64, kb the
 	// terms of k one block may sum (see qpack).
-	w   []int64
-	kb  int
-	sw  []float32
-	in  int
-	out int     // columns
-	xs  []int64 // scratch for the shifted activations
-	acc []int32 // scratch: one row's sums
-	nz  []int32 // scratch: a row's non-zero activations, where and what
-	nzv []int64
+	w  []int64
+	kb int
+	sw []float32
+	// bias is a constant bias in the sums' units (round(b / (sx·sw))),
+	// added in int32 as ONNX Runtime's QGemm and QLinearConv do, so that
+	// both engines round alike; nil: the bias is added in float.
+	bias []int32
+	in   int
+	out  int     // columns
+	xs   []int64 // scratch for the shifted activations
+	acc  []int32 // scratch: one row's sums
+	nz   []int32 // scratch: a row's non-zero activations, where and what
+	nzv  []int64
 }
 
 // fuse marks the Gemm and MatMul nodes that can run as qgemm.
@@ -208,8 +212,39 @@ func (e *Engine) fuse(folded map[string]*node) {
 				break
 			}
 		}
-		if q != nil {
-			n.q = q
+		if q == nil {
+			continue
+		}
+		if c, ok := e.consts[optional(n.in, 2)]; ok && (conv || (n.alpha == 1 && n.beta == 1)) {
+			q.bias = intBias(c, q)
+		}
+		n.q = q
+	}
+	// A MatMul whose one reader adds a constant bias is one QGemm in ONNX
+	// Runtime (MatMulAddFusion): the bias joins the sums, and the Add
+	// passes the result on.
+	readers := map[string][]*node{}
+	for _, n := range e.nodes {
+		for _, in := range n.in {
+			readers[in] = append(readers[in], n)
+		}
+	}
+	for _, n := range e.nodes {
+		if n.op != "MatMul" || n.q == nil || n.out[0] == e.output || n.out[0] == e.label || len(readers[n.out[0]]) != 1 {
+			continue
+		}
+		add := readers[n.out[0]][0]
+		if add.op != "Add" || len(add.in) != 2 || add.in[0] == add.in[1] {
+			continue
+		}
+		other := add.in[1]
+		if other == n.out[0] {
+			other = add.in[0]
+		}
+		if c, ok := e.consts[other]; ok {
+			if n.q.bias = intBias(c, n.q); n.q.bias != nil {
+				add.op, add.in = "Identity", []string{n.out[0]}
+			}
 		}
 	}
 	// MatMulInteger with constant int8 weights, zero points 0 (dynamic
@@ -352,11 +387,34 @@ func (q *qgemm) run(n *node, x tensor, alpha float32) (tensor, error) {
 		q.sums(xs[i*k:(i+1)*k], acc)
 		scale := q.sx * alpha
 		dst := out.data[i*cols : (i+1)*cols]
+		if q.bias != nil {
+			for j := range dst {
+				acc[j] += q.bias[j]
+			}
+		}
 		for j := range dst {
 			dst[j] = float32(acc[j]) * scale * q.sw[j]
 		}
 	}
 	return out, nil
+}
+
+// intBias quantizes a constant bias c, one value per output, to int32 in
+// q's units, or returns nil where it stays float: integers, another
+// shape, or values past int32.
+func intBias(c tensor, q *qgemm) []int32 {
+	if c.kind != 0 || len(c.data) != q.out || len(c.shape) == 0 || size(c.shape) != c.shape[len(c.shape)-1] {
+		return nil
+	}
+	bias := make([]int32, q.out)
+	for j, v := range c.data {
+		b := math.RoundToEven(float64(v) / (float64(q.sx) * float64(q.sw[j])))
+		if math.IsNaN(b) || math.Abs(b) > math.MaxInt32/2 {
+			return nil
+		}
+		bias[j] = int32(b)
+	}
+	return bias
 }
 
 // scratch sizes q's scratch for a run and returns one row's sums.
@@ -888,4 +946,12 @@ func gather8(acc *[panelW]float32, vals []float32, idx []int32, panel []float32)
 		c7 += v * b[7]
 	}
 	acc[0], acc[1], acc[2], acc[3], acc[4], acc[5], acc[6], acc[7] = c0, c1, c2, c3, c4, c5, c6, c7
+}
+
+// optional is input i of in, or "" where the node has none.
+func optional(in []string, i int) string {
+	if i < len(in) {
+		return in[i]
+	}
+	return ""
 }
