@@ -159,6 +159,7 @@ func TestSchemesFuseAndAgree(t *testing.T) {
 		o    quant.Options
 	}{
 		{"per-tensor", quant.Options{PerTensor: true}},
+		{"per-channel", quant.Options{PerChannel: true}},
 		{"symmetric", quant.Options{Symmetric: true}},
 		{"entropy", quant.Options{Calibration: quant.Entropy}},
 		{"percentile", quant.Options{Calibration: quant.Percentile, Percentile: 99.9}},

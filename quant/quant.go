@@ -58,9 +58,11 @@ type Options struct {
 	// (VPMADDUBSW) and saturate with full-range weights and activations,
 	// which showed as errors 8× larger than with 7-bit weights here.
 	FullRange bool
-	// PerTensor gives each weight one scale instead of one per output
-	// channel.
-	PerTensor bool
+	// PerTensor gives every weight one scale, PerChannel one per output
+	// channel. By default Convs are per channel and Gemm and MatMul per
+	// tensor, unless that would cost a weight more than one bit (see
+	// perTensorFor).
+	PerTensor, PerChannel bool
 	// Symmetric centres each activation's range on zero (zero point 0)
 	// instead of fitting it (asymmetric, the default).
 	Symmetric bool
@@ -80,12 +82,15 @@ func Scheme(o Options) string {
 	if o.Mode == FP16 {
 		return "weights fp16, activations float"
 	}
-	bits, per := "7-bit", "per channel"
+	bits, per := "7-bit", "per channel on Conv, per tensor on Gemm and MatMul (per channel where that would lose more than a bit)"
 	if o.FullRange {
 		bits = "8-bit"
 	}
-	if o.PerTensor {
+	switch {
+	case o.PerTensor:
 		per = "per tensor"
+	case o.PerChannel:
+		per = "per channel"
 	}
 	w := fmt.Sprintf("weights int8 %s %s symmetric", bits, per)
 	if o.Mode == Dynamic {
@@ -128,6 +133,9 @@ func Quantize(model []byte, o Options) ([]byte, error) {
 	default:
 		return nil, fmt.Errorf("%w: mode %q (int8-static, int8-dynamic or fp16)", ErrOptions, o.Mode)
 	}
+	if o.PerTensor && o.PerChannel {
+		return nil, fmt.Errorf("%w: per tensor and per channel both asked for; choose one", ErrOptions)
+	}
 	limit := float32(63)
 	if o.FullRange {
 		limit = 127
@@ -149,7 +157,7 @@ func Quantize(model []byte, o Options) ([]byte, error) {
 	case Static:
 		err = quantizeStatic(model, g, inits, quantized, limit, o)
 	case Dynamic:
-		err = quantizeDynamic(g, inits, quantized, limit, o.PerTensor)
+		err = quantizeDynamic(g, inits, quantized, limit, o)
 	case FP16:
 		var nodes []*onnxpb.NodeProto
 		for _, n := range g.GetNode() {
@@ -301,7 +309,11 @@ func quantizeStatic(model []byte, g *onnxpb.GraphProto, inits map[string]*onnxpb
 	deqs := map[*onnxpb.NodeProto]*onnxpb.NodeProto{}
 	for _, n := range quantized {
 		w, axis, _ := weightOf(n, inits)
-		deq, err := quantizeWeight(g, w, axis, limit, o.PerTensor)
+		perTensor, err := perTensorFor(n, w, axis, limit, o)
+		if err != nil {
+			return err
+		}
+		deq, err := quantizeWeight(g, w, axis, limit, perTensor)
 		if err != nil {
 			return err
 		}
@@ -431,23 +443,9 @@ func floats(t *onnxpb.TensorProto) []float32 {
 // int8Weight quantizes w with one symmetric scale per output channel
 // (axis 0 or 1), or one for all (perTensor), to ±limit.
 func int8Weight(w *onnxpb.TensorProto, axis int64, limit float32, perTensor bool) ([]byte, []float32, error) {
-	dims := w.GetDims()
-	total := 1
-	for _, d := range dims {
-		total *= int(d)
-	}
-	data := floats(w)
-	if len(data) != total {
-		return nil, nil, fmt.Errorf("%w: weight %s has %d values for %v", ErrModel, w.GetName(), len(data), dims)
-	}
-	channels, per := int(dims[0]), total/int(dims[0])
-	ch := func(i int) int { return i / per }
-	switch {
-	case perTensor:
-		channels, ch = 1, func(int) int { return 0 }
-	case axis == 1:
-		cols := int(dims[1])
-		channels, ch = cols, func(i int) int { return i % cols }
+	data, channels, ch, err := weightChannels(w, axis, perTensor)
+	if err != nil {
+		return nil, nil, err
 	}
 	amax := make([]float32, channels)
 	for i, v := range data {
@@ -466,6 +464,63 @@ func int8Weight(w *onnxpb.TensorProto, axis int64, limit float32, perTensor bool
 		q[i] = byte(int8(max(-float64(limit), min(float64(limit), x))))
 	}
 	return q, scales, nil
+}
+
+// weightChannels returns w's values, how many scales it gets, and which
+// scale each value takes.
+func weightChannels(w *onnxpb.TensorProto, axis int64, perTensor bool) ([]float32, int, func(int) int, error) {
+	dims := w.GetDims()
+	total := 1
+	for _, d := range dims {
+		total *= int(d)
+	}
+	data := floats(w)
+	if len(data) != total || total == 0 {
+		return nil, 0, nil, fmt.Errorf("%w: weight %s has %d values for %v", ErrModel, w.GetName(), len(data), dims)
+	}
+	channels, per := int(dims[0]), total/int(dims[0])
+	ch := func(i int) int { return i / per }
+	switch {
+	case perTensor:
+		channels, ch = 1, func(int) int { return 0 }
+	case axis == 1:
+		cols := int(dims[1])
+		channels, ch = cols, func(i int) int { return i % cols }
+	}
+	return data, channels, ch, nil
+}
+
+// perTensorFor says whether n's weight w gets one scale. Unless o forces
+// a choice, a Conv's weights are per channel (a folded batch norm gives
+// its channels ranges far apart) and a Gemm's or MatMul's per tensor, as
+// TFLite's int8 spec and onnxruntime.quantization do: ONNX Runtime's
+// QGemm requantizes per-channel outputs more slowly, 3-13% a run at
+// batch 1 (BenchmarkWeightGranularity). A Gemm or MatMul stays per channel
+// when one scale would lose it more than a bit: a squared error over 4×
+// the per-channel one.
+func perTensorFor(n *onnxpb.NodeProto, w *onnxpb.TensorProto, axis int64, limit float32, o Options) (bool, error) {
+	switch {
+	case o.PerTensor:
+		return true, nil
+	case o.PerChannel || n.GetOpType() == "Conv":
+		return false, nil
+	}
+	var errs [2]float64
+	for k, perTensor := range []bool{false, true} {
+		q, scales, err := int8Weight(w, axis, limit, perTensor)
+		if err != nil {
+			return false, err
+		}
+		data, _, ch, err := weightChannels(w, axis, perTensor)
+		if err != nil {
+			return false, err
+		}
+		for i, v := range data {
+			d := float64(v) - float64(int8(q[i]))*float64(scales[ch(i)])
+			errs[k] += d * d
+		}
+	}
+	return errs[1] <= 4*errs[0], nil
 }
 
 // quantizeWeight replaces w by int8 values with one symmetric scale per
@@ -500,7 +555,7 @@ func quantizeWeight(g *onnxpb.GraphProto, w *onnxpb.TensorProto, axis int64, lim
 // whose input shape is fixed is lowered to that MatMul (im2col, below);
 // any other stays a ConvInteger, which ORT runs unfused and several times
 // slower than float. A Gemm with alpha or beta other than 1 stays float.
-func quantizeDynamic(g *onnxpb.GraphProto, inits map[string]*onnxpb.TensorProto, quantized []*onnxpb.NodeProto, limit float32, perTensor bool) error {
+func quantizeDynamic(g *onnxpb.GraphProto, inits map[string]*onnxpb.TensorProto, quantized []*onnxpb.NodeProto, limit float32, o Options) error {
 	shapes := staticShapes(g, inits)
 	rewrite := map[*onnxpb.NodeProto][]*onnxpb.NodeProto{}
 	dq := map[string]string{} // input tensor → its DynamicQuantizeLinear base, shared by readers
@@ -521,6 +576,10 @@ func quantizeDynamic(g *onnxpb.GraphProto, inits map[string]*onnxpb.TensorProto,
 		bias := ""
 		if len(n.GetInput()) > 2 && n.GetInput()[2] != "" {
 			bias = n.GetInput()[2]
+		}
+		perTensor, err := perTensorFor(n, w, axis, limit, o)
+		if err != nil {
+			return err
 		}
 		if n.GetOpType() == "Conv" {
 			if bias != "" && inits[bias] == nil {

@@ -33,7 +33,8 @@ func quantCmd(fs *flag.FlagSet) runFunc {
 	maxSize := fs.Float64("max-size-ratio", 0, "refuse a result larger than this share of the float model's size (0: no bound)")
 	version := fs.Int64("version", 0, "version of the quantized package (default: input version + 1)")
 	fullRange := fs.Bool("full-range", false, "8-bit weights instead of 7 (may saturate ONNX Runtime's x86 int8 kernels)")
-	perTensor := fs.Bool("per-tensor", false, "one scale per weight tensor instead of one per output channel")
+	perTensor := fs.Bool("per-tensor", false, "one scale per weight tensor, Convs too")
+	perChannel := fs.Bool("per-channel", false, "one scale per output channel, Gemm and MatMul too (by default they take one per tensor unless it would lose more than a bit)")
 	symmetric := fs.Bool("symmetric", false, "int8-static: activation ranges centred on zero (zero point 0) instead of fitted")
 	allConvs := fs.Bool("all-convs", false, "quantize Convs over fewer than 8 input channels too (they stay float by default: int8 is slower there on CPU), for accelerators that take int8 graphs only")
 	lib := fs.String("onnxruntime", "", "path of libonnxruntime.so.1 (default: found like the agent finds it)")
@@ -76,7 +77,7 @@ func quantCmd(fs *flag.FlagSet) runFunc {
 		if err != nil {
 			return err
 		}
-		po := quant.PackageOptions{Options: quant.Options{Mode: *mode, Calibration: *calib, Percentile: *pct, FullRange: *fullRange, PerTensor: *perTensor, Symmetric: *symmetric, AllConvs: *allConvs},
+		po := quant.PackageOptions{Options: quant.Options{Mode: *mode, Calibration: *calib, Percentile: *pct, FullRange: *fullRange, PerTensor: *perTensor, PerChannel: *perChannel, Symmetric: *symmetric, AllConvs: *allConvs},
 			MaxDrop: *maxDrop, Version: *version, Holdout: *holdout, RequireFaster: *requireFaster, MaxSizeRatio: *maxSize}
 		po.Engines, po.Order, po.Tracer, po.Unavailable = quantEngines(m, info, *lib, *goOnly)
 		if *data != "" {
