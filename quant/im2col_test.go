@@ -255,7 +255,7 @@ func TestPureGoEngineRunsInt8Products(t *testing.T) {
 			if err != nil {
 				t.Fatalf("%s %s: %v", f.name, mode, err)
 			}
-			want := before["Gemm"] + before["MatMul"] + before["Conv"] - narrowConvs(t, f.model)
+			want := before["Gemm"] + before["MatMul"] + before["Conv"] - floatConvs(f.name, mode)
 			if eng.Int8Layers() != want {
 				t.Errorf("%s %s: the pure-Go engine runs %d products on its int8 kernel, want %d", f.name, mode, eng.Int8Layers(), want)
 			}

@@ -36,7 +36,7 @@ func quantCmd(fs *flag.FlagSet) runFunc {
 	perTensor := fs.Bool("per-tensor", false, "one scale per weight tensor, Convs too")
 	perChannel := fs.Bool("per-channel", false, "one scale per output channel, Gemm and MatMul too (by default they take one per tensor unless it would lose more than a bit)")
 	symmetric := fs.Bool("symmetric", false, "int8-static: activation ranges centred on zero (zero point 0) instead of fitted")
-	allConvs := fs.Bool("all-convs", false, "quantize Convs over fewer than 8 input channels too (they stay float by default: int8 is slower there on CPU), for accelerators that take int8 graphs only")
+	allConvs := fs.Bool("all-convs", false, "quantize Convs over fewer than 8 input channels too (they stay float by default, int8 being slower there on CPU, but for a 1-D one that feeds a quantized Conv in int8-static), for accelerators that take int8 graphs only")
 	lib := fs.String("onnxruntime", "", "path of libonnxruntime.so.1 (default: found like the agent finds it)")
 	goOnly := fs.Bool("go-only", false, "evaluate on the pure-Go engine only (no ONNX Runtime)")
 	asJSON := fs.Bool("json", false, "print the report as JSON (same as -o json)")
