@@ -495,7 +495,7 @@ func weightChannels(w *onnxpb.TensorProto, axis int64, perTensor bool) ([]float3
 // a choice, a Conv's weights are per channel (a folded batch norm gives
 // its channels ranges far apart) and a Gemm's or MatMul's per tensor, as
 // TFLite's int8 spec and onnxruntime.quantization do: ONNX Runtime's
-// QGemm requantizes per-channel outputs more slowly, 3-13% a run at
+// QGemm requantizes per-channel outputs more slowly, 6-15% a run at
 // batch 1 (BenchmarkWeightGranularity). A Gemm or MatMul stays per channel
 // when one scale would lose it more than a bit: a squared error over 4×
 // the per-channel one.
