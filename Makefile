@@ -34,14 +34,14 @@ build:
 	done
 
 ## test: unit and integration tests against real Kafka, Mosquitto, nats-server and ONNX Runtime,
-## then the pure-Go engine and its ONNX Runtime agreement again with the AVX2/FMA kernel
+## then the pure-Go engine and its ONNX Runtime agreement (float and int8) again with the AVX2 kernels
 ## (GOEXPERIMENT=simd; ONNX Runtime comes from .cache, no services needed)
 ## the console's browser tests save their screenshots here (git-ignored)
 ARTIFACTS ?= $(CURDIR)/artifacts
 test: deps
 	mkdir -p $(ARTIFACTS)/console
 	OUTPOST_CONSOLE_SCREENSHOTS=$(ARTIFACTS)/console $(GO) run ./test/cmd/withservices -- $(GO) test -count=1 -timeout 25m ./...
-	GOEXPERIMENT=simd $(GO) test -count=1 -timeout 25m ./models/goengine/ ./models/conformance/
+	GOEXPERIMENT=simd $(GO) test -count=1 -timeout 25m ./models/goengine/ ./models/conformance/ ./quant/
 
 ## race: the packages with concurrency under the race detector
 RACE_PKGS := ./agent/... ./hub/... ./sync/...

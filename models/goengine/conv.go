@@ -265,19 +265,23 @@ func (n *node) qconv(w tensor, get func(string) (tensor, error)) (tensor, error)
 			}
 		}
 		dst := out.data[b*m*p : (b+1)*m*p]
-		for pos := range p {
-			q.sums(rows[pos*k:(pos+1)*k], acc)
-			for f := range m {
-				if q.bias != nil {
-					dst[f*p+pos] = float32(acc[f]+q.bias[f]) * q.sx * q.sw[f]
-					continue
+		for pos := 0; pos < p; {
+			r := q.block(rows, pos, p, acc)
+			for t := range r {
+				sums := acc[t*len(acc) : (t+1)*len(acc)]
+				for f := range m {
+					if q.bias != nil {
+						dst[f*p+pos+t] = float32(sums[f]+q.bias[f]) * q.sx * q.sw[f]
+						continue
+					}
+					v := float32(sums[f]) * q.sx * q.sw[f]
+					if bias != nil {
+						v += bias[f]
+					}
+					dst[f*p+pos+t] = v
 				}
-				v := float32(acc[f]) * q.sx * q.sw[f]
-				if bias != nil {
-					v += bias[f]
-				}
-				dst[f*p+pos] = v
 			}
+			pos += r
 		}
 	}
 	return out, nil

@@ -3,6 +3,7 @@ package goengine
 import (
 	"fmt"
 	"math"
+	"slices"
 )
 
 // gemm runs Gemm (alpha·A·B + beta·C, C broadcast) and MatMul (A may
@@ -134,6 +135,11 @@ type qgemm struct {
 	acc  []int32 // scratch: one row's sums
 	nz   []int32 // scratch: a row's non-zero activations, where and what
 	nzv  []int64
+	// w16 are the weights for qsums16 where the build has it (see
+	// vectorize), nil elsewhere; pv and pi are its scratch: a row's
+	// non-zero activation pairs, what and where.
+	w16    []int16
+	pv, pi []int32
 }
 
 // fuse marks the Gemm and MatMul nodes that can run as qgemm.
@@ -202,6 +208,7 @@ func (e *Engine) fuse(folded map[string]*node) {
 		}
 		packed, kb := qpack(w, out, in)
 		q := &qgemm{xq: xdq.in[0], sx: sx.data[0], zx: zx, w: packed, kb: kb, sw: make([]float32, out), in: in, out: out}
+		q.vectorize(w)
 		for j := range q.sw {
 			if len(ws.data) == 1 {
 				q.sw[j] = ws.data[0]
@@ -275,6 +282,7 @@ func (e *Engine) fuse(folded map[string]*node) {
 		}
 		packed, kb := qpack(w, cols, k)
 		n.qi = &qgemm{w: packed, kb: kb, in: k, out: cols}
+		n.qi.vectorize(w)
 	}
 	for _, n := range e.nodes {
 		if (n.op == "Gemm" || n.op == "MatMul") && n.q == nil && len(n.in) > 1 {
@@ -283,6 +291,38 @@ func (e *Engine) fuse(folded map[string]*node) {
 			}
 		}
 	}
+	e.dropIntegerDequantize()
+}
+
+// dropIntegerDequantize removes each activation's DequantizeLinear that
+// only fused int8 products read (they read its int8 input): run, its float
+// output would be made and never used. A trace of the model then lacks
+// those values.
+func (e *Engine) dropIntegerDequantize() {
+	readers := map[string][]*node{}
+	for _, n := range e.nodes {
+		for _, in := range n.in {
+			readers[in] = append(readers[in], n)
+		}
+	}
+	kept := e.nodes[:0]
+	for _, n := range e.nodes {
+		r := readers[n.out[0]]
+		unused := n.op == "DequantizeLinear" && len(r) > 0 && n.out[0] != e.output && n.out[0] != e.label
+		for _, m := range r {
+			if m.q == nil || m.q.xq != n.in[0] || slices.Index(m.in, n.out[0]) != 0 || slices.Contains(m.in[1:], n.out[0]) {
+				unused = false
+			}
+		}
+		if !unused {
+			kept = append(kept, n)
+			continue
+		}
+		for _, m := range r {
+			m.in[0] = n.in[0] // evalNode still fetches input 0; the products read only q.xq
+		}
+	}
+	e.nodes = kept
 }
 
 // Buffers of a Gemm or MatMul node beside its output (0), transposed A
@@ -350,6 +390,43 @@ func int8Values(w []int32) bool {
 	return true
 }
 
+// qsums16 is the vector int8 kernel where the build and the CPU have one
+// (AVX2, linalg_simd_amd64.go; nil elsewhere): it writes one row's sums
+// into acc, from the row's non-zero activation pairs (two int16s in each
+// int32 of pv) at pair indices pi, against w16 panels of kp pairs. With
+// the float kernel in AVX2 too, the SWAR lanes were 2.3× slower than it
+// (BenchmarkQuantizedLatency); one VPMADDWD makes 16 products where an
+// FMA makes 8.
+var qsums16 func(acc []int32, pv, pi []int32, w16 []int16, kp, panels int)
+
+// qsums16x4 is qsums16 for four rows at once, dense: pv holds each pair
+// of the four rows in turn ([kp][4]), and row t's sums go to acc[t·ld:].
+// Each weight vector loaded then meets four rows, as the float kernel's
+// 4×16 blocks do.
+var qsums16x4 func(acc []int32, ld int, pv []int32, w16 []int16, kp, panels int)
+
+// q16Panel is the columns of one int16 panel: one vector of 8 int32 sums.
+const q16Panel = 8
+
+// vectorize lays w ([out][in] int8 values) out for qsums16 when there is
+// one: [panel][k/2][8 columns][2] int16, k and the columns zero padded.
+// The int32 sums stay exact: |x − zx| ≤ 383 and |w| ≤ 128 give under
+// 2^31 for k up to 2^14 (a longer k keeps the SWAR kernel).
+func (q *qgemm) vectorize(w []int32) {
+	if qsums16 == nil || q.in > 1<<14 {
+		return
+	}
+	kp, panels := (q.in+1)/2, (q.out+q16Panel-1)/q16Panel
+	w16 := make([]int16, panels*kp*2*q16Panel)
+	for j := 0; j < q.out; j++ {
+		pn, c := j/q16Panel, j%q16Panel
+		for p := 0; p < q.in; p++ {
+			w16[(pn*kp+p/2)*2*q16Panel+2*c+p%2] = int16(w[j*q.in+p])
+		}
+	}
+	q.w16 = w16
+}
+
 // qpack packs w ([out][in] int8 values) into panels of column triples,
 // and returns how many terms of k a block may sum.
 func qpack(w []int32, out, in int) ([]int64, int) {
@@ -373,28 +450,42 @@ func (q *qgemm) run(n *node, x tensor, alpha float32) (tensor, error) {
 	if x.cols() != q.in || len(x.shape) != 2 {
 		return tensor{}, fmt.Errorf("%w: %v for %d inputs", ErrInput, x.shape, q.in)
 	}
-	if cap(q.xs) < len(x.data) {
-		q.xs = make([]int64, len(x.data))
-	}
-	xs := q.xs[:len(x.data)]
-	for i, v := range x.data {
-		xs[i] = int64(v) - int64(q.zx)
-	}
-	rows, cols, k := x.rows(), q.out, q.in
+	rows, cols := x.rows(), q.out
 	acc := q.scratch()
+	var xs []int64
+	if q.w16 == nil { // the SWAR kernel reads shifted int64s; the vector one packs pairs from x
+		if cap(q.xs) < len(x.data) {
+			q.xs = make([]int64, len(x.data))
+		}
+		xs = q.xs[:len(x.data)]
+		for i, v := range x.data {
+			xs[i] = int64(v) - int64(q.zx)
+		}
+	}
 	out := tensor{shape: n.dims(0, rows, cols), data: n.buffer(0, rows*cols)}
-	for i := 0; i < rows; i++ {
-		q.sums(xs[i*k:(i+1)*k], acc)
-		scale := q.sx * alpha
-		dst := out.data[i*cols : (i+1)*cols]
-		if q.bias != nil {
+	scale := q.sx * alpha
+	for i := 0; i < rows; {
+		var r int
+		if xs == nil {
+			r = q.blockFloat(x.data, i, rows, acc)
+		} else {
+			r = q.block(xs, i, rows, acc)
+		}
+		for t := range r {
+			sums := acc[t*len(acc) : t*len(acc)+cols]
+			dst := out.data[(i+t)*cols : (i+t+1)*cols]
+			if b := q.bias; b != nil {
+				b = b[:len(dst)]
+				for j := range dst {
+					dst[j] = float32(sums[j]+b[j]) * scale * q.sw[j]
+				}
+				continue
+			}
 			for j := range dst {
-				acc[j] += q.bias[j]
+				dst[j] = float32(sums[j]) * scale * q.sw[j]
 			}
 		}
-		for j := range dst {
-			dst[j] = float32(acc[j]) * scale * q.sw[j]
-		}
+		i += r
 	}
 	return out, nil
 }
@@ -420,18 +511,97 @@ func intBias(c tensor, q *qgemm) []int32 {
 // scratch sizes q's scratch for a run and returns one row's sums.
 func (q *qgemm) scratch() []int32 {
 	panels := (q.out + qPanel - 1) / qPanel
-	if cap(q.acc) < panels*qPanel {
-		q.acc = make([]int32, panels*qPanel)
+	if cap(q.acc) < 4*panels*qPanel {
+		q.acc = make([]int32, 4*panels*qPanel) // four rows for qsums16x4
 	}
 	if cap(q.nz) < q.in {
 		q.nz, q.nzv = make([]int32, q.in), make([]int64, q.in)
+		q.pv, q.pi = make([]int32, 4*((q.in+1)/2)), make([]int32, (q.in+1)/2)
 	}
 	return q.acc[:panels*qPanel]
+}
+
+// block computes the int32 sums of rows i.. of xs (rows of q.in shifted
+// activations) into acc, len(acc) apart (one row's scratch), and says
+// how many rows it took: four on the vector kernel while four are left,
+// else one.
+func (q *qgemm) block(xs []int64, i, rows int, acc []int32) int {
+	k := q.in
+	if q.w16 == nil || qsums16x4 == nil || i+4 > rows {
+		q.sums(xs[i*k:(i+1)*k], acc)
+		return 1
+	}
+	kp := (k + 1) / 2
+	pv := q.pv[:4*kp]
+	for t := range 4 {
+		xr := xs[(i+t)*k : (i+t+1)*k]
+		for p := range kp {
+			lo, hi := xr[2*p], int64(0)
+			if 2*p+1 < k {
+				hi = xr[2*p+1]
+			}
+			pv[4*p+t] = int32(uint32(uint16(int16(lo))) | uint32(uint16(int16(hi)))<<16)
+		}
+	}
+	qsums16x4(acc[:cap(acc)], len(acc), pv, q.w16, kp, (q.out+q16Panel-1)/q16Panel)
+	return 4
+}
+
+// blockFloat is block on the vector kernel for rows of int8 values held as
+// float32 (a QuantizeLinear's output), their zero point q.zx taken off as
+// the pairs are packed.
+func (q *qgemm) blockFloat(x []float32, i, rows int, acc []int32) int {
+	k, kp, zx := q.in, (q.in+1)/2, int32(q.zx)
+	pair := func(xr []float32, p int) int32 {
+		lo, hi := int32(xr[2*p])-zx, int32(0)
+		if 2*p+1 < k {
+			hi = int32(xr[2*p+1]) - zx
+		}
+		return int32(uint32(uint16(int16(lo))) | uint32(uint16(int16(hi)))<<16)
+	}
+	panels := (q.out + q16Panel - 1) / q16Panel
+	if qsums16x4 == nil || i+4 > rows {
+		xr, nz := x[i*k:(i+1)*k], 0
+		for p := range kp {
+			if v := pair(xr, p); v != 0 {
+				q.pv[nz], q.pi[nz] = v, int32(p)
+				nz++
+			}
+		}
+		qsums16(acc, q.pv[:nz], q.pi[:nz], q.w16, kp, panels)
+		return 1
+	}
+	pv := q.pv[:4*kp]
+	for t := range 4 {
+		xr := x[(i+t)*k : (i+t+1)*k]
+		for p := range kp {
+			pv[4*p+t] = pair(xr, p)
+		}
+	}
+	qsums16x4(acc[:cap(acc)], len(acc), pv, q.w16, kp, panels)
+	return 4
 }
 
 // sums computes one row's int32 sums Σ xr·wq[j] into acc, from
 // activations xr already shifted by their zero point.
 func (q *qgemm) sums(xr []int64, acc []int32) {
+	if q.w16 != nil {
+		// Pairs of activations, both at their zero point (a Relu's
+		// zeros) skipped: the kernel walks only the others.
+		nz := 0
+		for p := 0; p < len(xr); p += 2 {
+			lo, hi := xr[p], int64(0)
+			if p+1 < len(xr) {
+				hi = xr[p+1]
+			}
+			if lo != 0 || hi != 0 {
+				q.pv[nz], q.pi[nz] = int32(uint32(uint16(int16(lo)))|uint32(uint16(int16(hi)))<<16), int32(p/2)
+				nz++
+			}
+		}
+		qsums16(acc, q.pv[:nz], q.pi[:nz], q.w16, (q.in+1)/2, (q.out+q16Panel-1)/q16Panel)
+		return
+	}
 	clear(acc)
 	k, panels := q.in, (q.out+qPanel-1)/qPanel
 	// Activations at their zero point (a Relu's zeros, often half of
@@ -473,14 +643,17 @@ func (q *qgemm) integer(n *node, a tensor, za float32) tensor {
 	for i, v := range a.data {
 		xs[i] = int64(v) - int64(za)
 	}
-	rows, cols, k := a.shape[0], q.out, q.in
+	rows, cols := a.shape[0], q.out
 	acc := q.scratch()
 	out := tensor{shape: n.dims(0, rows, cols), data: n.buffer(0, rows*cols), kind: 'l'}
-	for i := 0; i < rows; i++ {
-		q.sums(xs[i*k:(i+1)*k], acc)
-		for j, v := range acc[:cols] {
-			out.data[i*cols+j] = float32(v)
+	for i := 0; i < rows; {
+		r := q.block(xs, i, rows, acc)
+		for t := range r {
+			for j, v := range acc[t*len(acc) : t*len(acc)+cols] {
+				out.data[(i+t)*cols+j] = float32(v)
+			}
 		}
+		i += r
 	}
 	return out
 }

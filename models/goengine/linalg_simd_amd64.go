@@ -21,7 +21,44 @@ func init() {
 		// share of zeros than in pure Go.
 		kernels = append(kernels, kernel{name: "avx2", dense: sgemmAVX2, sparse: sgemmSparseAVX2, sparseAt: 5})
 		kern = kernels[len(kernels)-1]
+		qsums16, qsums16x4 = qsums16AVX2, qsums16x4AVX2
 	}
+}
+
+// qsums16AVX2 is qsums16 with VPMADDWD: each activation pair, broadcast to
+// eight int32s (sixteen int16s), meets one panel row of eight columns'
+// weight pairs and adds eight pair sums. Four panels run at once, so each
+// broadcast feeds four multiplies.
+func qsums16AVX2(acc []int32, pv, pi []int32, w16 []int16, kp, panels int) {
+	const row = 2 * q16Panel
+	stride := kp * row
+	pn := 0
+	for ; pn+4 <= panels; pn += 4 {
+		w0, w1, w2, w3 := w16[pn*stride:(pn+1)*stride], w16[(pn+1)*stride:(pn+2)*stride], w16[(pn+2)*stride:(pn+3)*stride], w16[(pn+3)*stride:(pn+4)*stride]
+		var s0, s1, s2, s3 archsimd.Int32x8
+		for i, v := range pv {
+			o := int(pi[i]) * row
+			x := archsimd.BroadcastInt32x8(v).AsInt16x16()
+			s0 = s0.Add(archsimd.LoadInt16x16((*[row]int16)(w0[o:])).DotProductPairs(x))
+			s1 = s1.Add(archsimd.LoadInt16x16((*[row]int16)(w1[o:])).DotProductPairs(x))
+			s2 = s2.Add(archsimd.LoadInt16x16((*[row]int16)(w2[o:])).DotProductPairs(x))
+			s3 = s3.Add(archsimd.LoadInt16x16((*[row]int16)(w3[o:])).DotProductPairs(x))
+		}
+		s0.Store((*[q16Panel]int32)(acc[pn*q16Panel:]))
+		s1.Store((*[q16Panel]int32)(acc[(pn+1)*q16Panel:]))
+		s2.Store((*[q16Panel]int32)(acc[(pn+2)*q16Panel:]))
+		s3.Store((*[q16Panel]int32)(acc[(pn+3)*q16Panel:]))
+	}
+	for ; pn < panels; pn++ {
+		w0 := w16[pn*stride : (pn+1)*stride]
+		var s0 archsimd.Int32x8
+		for i, v := range pv {
+			o := int(pi[i]) * row
+			s0 = s0.Add(archsimd.LoadInt16x16((*[row]int16)(w0[o:])).DotProductPairs(archsimd.BroadcastInt32x8(v).AsInt16x16()))
+		}
+		s0.Store((*[q16Panel]int32)(acc[pn*q16Panel:]))
+	}
+	archsimd.ClearAVXUpperBits()
 }
 
 // nBlock bounds the columns one pass over a k block covers, so that their
@@ -239,4 +276,63 @@ func gather1(c, vals []float32, idx []int32, panel []float32, al archsimd.Float3
 		c0 = archsimd.BroadcastFloat32x8(vals[t]).MulAdd(archsimd.LoadFloat32x8((*[panelW]float32)(panel[o:])), c0)
 	}
 	c0.Add(d0).MulAdd(al, archsimd.LoadFloat32x8SlicePart(c)).StoreSlicePart(c)
+}
+
+// qsums16x4AVX2 is qsums16x4 with VPMADDWD: per pair, two panels' weight
+// vectors (16 columns) meet the four rows' broadcast pairs, into eight
+// accumulators.
+func qsums16x4AVX2(acc []int32, ld int, pv []int32, w16 []int16, kp, panels int) {
+	const row = 2 * q16Panel
+	stride := kp * row
+	pn := 0
+	for ; pn+2 <= panels; pn += 2 {
+		w0, w1 := w16[pn*stride:(pn+1)*stride], w16[(pn+1)*stride:(pn+2)*stride]
+		var c00, c01, c10, c11, c20, c21, c30, c31 archsimd.Int32x8
+		x := pv[:4*kp]
+		for len(x) >= 4 && len(w0) >= row && len(w1) >= row {
+			b0 := archsimd.LoadInt16x16((*[row]int16)(w0))
+			b1 := archsimd.LoadInt16x16((*[row]int16)(w1))
+			v := archsimd.BroadcastInt32x8(x[0]).AsInt16x16()
+			c00 = c00.Add(b0.DotProductPairs(v))
+			c01 = c01.Add(b1.DotProductPairs(v))
+			v = archsimd.BroadcastInt32x8(x[1]).AsInt16x16()
+			c10 = c10.Add(b0.DotProductPairs(v))
+			c11 = c11.Add(b1.DotProductPairs(v))
+			v = archsimd.BroadcastInt32x8(x[2]).AsInt16x16()
+			c20 = c20.Add(b0.DotProductPairs(v))
+			c21 = c21.Add(b1.DotProductPairs(v))
+			v = archsimd.BroadcastInt32x8(x[3]).AsInt16x16()
+			c30 = c30.Add(b0.DotProductPairs(v))
+			c31 = c31.Add(b1.DotProductPairs(v))
+			x, w0, w1 = x[4:], w0[row:], w1[row:]
+		}
+		o := pn * q16Panel
+		c00.Store((*[q16Panel]int32)(acc[o:]))
+		c01.Store((*[q16Panel]int32)(acc[o+q16Panel:]))
+		c10.Store((*[q16Panel]int32)(acc[ld+o:]))
+		c11.Store((*[q16Panel]int32)(acc[ld+o+q16Panel:]))
+		c20.Store((*[q16Panel]int32)(acc[2*ld+o:]))
+		c21.Store((*[q16Panel]int32)(acc[2*ld+o+q16Panel:]))
+		c30.Store((*[q16Panel]int32)(acc[3*ld+o:]))
+		c31.Store((*[q16Panel]int32)(acc[3*ld+o+q16Panel:]))
+	}
+	if pn < panels {
+		w0 := w16[pn*stride : (pn+1)*stride]
+		var c0, c1, c2, c3 archsimd.Int32x8
+		x := pv[:4*kp]
+		for len(x) >= 4 && len(w0) >= row {
+			b0 := archsimd.LoadInt16x16((*[row]int16)(w0))
+			c0 = c0.Add(b0.DotProductPairs(archsimd.BroadcastInt32x8(x[0]).AsInt16x16()))
+			c1 = c1.Add(b0.DotProductPairs(archsimd.BroadcastInt32x8(x[1]).AsInt16x16()))
+			c2 = c2.Add(b0.DotProductPairs(archsimd.BroadcastInt32x8(x[2]).AsInt16x16()))
+			c3 = c3.Add(b0.DotProductPairs(archsimd.BroadcastInt32x8(x[3]).AsInt16x16()))
+			x, w0 = x[4:], w0[row:]
+		}
+		o := pn * q16Panel
+		c0.Store((*[q16Panel]int32)(acc[o:]))
+		c1.Store((*[q16Panel]int32)(acc[ld+o:]))
+		c2.Store((*[q16Panel]int32)(acc[2*ld+o:]))
+		c3.Store((*[q16Panel]int32)(acc[3*ld+o:]))
+	}
+	archsimd.ClearAVXUpperBits()
 }

@@ -5,14 +5,33 @@ import (
 	"testing"
 )
 
-// TestQgemmIsExact: the SWAR int8 kernel gives exactly the int32 sums of
+// kernelsOf returns q on the SWAR kernel and, where this build and CPU
+// have the vector one (GOEXPERIMENT=simd on AVX2, as make test runs this
+// package), a copy of q on it; w are q's weights, [out][in].
+func kernelsOf(t *testing.T, q *qgemm, w []int32) map[string]*qgemm {
+	t.Helper()
+	ks := map[string]*qgemm{"swar": q}
+	if qsums16 != nil {
+		v := *q
+		v.vectorize(w)
+		if v.w16 == nil {
+			t.Fatal("vectorize left the weights unpacked")
+		}
+		ks["avx2"] = &v
+	}
+	return ks
+}
+
+// TestQgemmIsExact: the int8 kernels (SWAR, and the vector one where the
+// build has it) give exactly the int32 sums of
 // the plain triple loop, scaled, for shapes that leave panels and the
 // k-unroll part full (odd k, columns not a multiple of 16), full-range
 // weights, activations at both ends of their range, and a k of many
-// blocks; dense rows and a row mostly at the zero point (the sparse path).
+// blocks; dense rows and a row mostly at the zero point (the sparse path);
+// row counts past four, for the vector kernel's four-row blocks.
 func TestQgemmIsExact(t *testing.T) {
 	rng := rand.New(rand.NewPCG(8, 8))
-	for _, c := range []struct{ rows, in, out int }{{1, 1, 1}, {3, 17, 5}, {2, 64, 16}, {4, 33, 47}, {2, 301, 50}} {
+	for _, c := range []struct{ rows, in, out int }{{1, 1, 1}, {3, 17, 5}, {2, 64, 16}, {4, 33, 47}, {2, 301, 50}, {6, 21, 20}, {9, 64, 8}} {
 		w := make([]int32, c.out*c.in)
 		for i := range w {
 			w[i] = int32(rng.IntN(255) - 127)
@@ -31,20 +50,21 @@ func TestQgemmIsExact(t *testing.T) {
 			}
 		}
 		x.data[0], x.data[len(x.data)-1] = 127, -128
-		n := &node{}
-		got, err := q.run(n, x, 2)
-		if err != nil {
-			t.Fatal(err)
-		}
-		for i := 0; i < c.rows; i++ {
-			for j := 0; j < c.out; j++ {
-				var sum int32
-				for p := 0; p < c.in; p++ {
-					sum += (int32(x.data[i*c.in+p]) + 3) * w[j*c.in+p]
-				}
-				want := float32(sum) * q.sx * 2 * q.sw[j]
-				if g := got.data[i*c.out+j]; g != want {
-					t.Fatalf("%+v: y[%d][%d] = %v, want %v", c, i, j, g, want)
+		for name, q := range kernelsOf(t, q, w) {
+			got, err := q.run(&node{}, x, 2)
+			if err != nil {
+				t.Fatal(err)
+			}
+			for i := 0; i < c.rows; i++ {
+				for j := 0; j < c.out; j++ {
+					var sum int32
+					for p := 0; p < c.in; p++ {
+						sum += (int32(x.data[i*c.in+p]) + 3) * w[j*c.in+p]
+					}
+					want := float32(sum) * q.sx * 2 * q.sw[j]
+					if g := got.data[i*c.out+j]; g != want {
+						t.Fatalf("%s %+v: y[%d][%d] = %v, want %v", name, c, i, j, g, want)
+					}
 				}
 			}
 		}
@@ -81,15 +101,17 @@ func TestQgemmAtTheLaneBound(t *testing.T) {
 			for i := range x.data {
 				x.data[i] = -128 // x − zx = −255
 			}
-			got, err := q.run(&node{}, x, 1)
-			if err != nil {
-				t.Fatal(err)
-			}
-			for i := 0; i < rows; i++ {
-				for j := 0; j < out; j++ {
-					want := float32(-255 * int(w[j*in]) * in)
-					if g := got.data[i*out+j]; g != want {
-						t.Fatalf("wmax %d alternate %v: y[%d][%d] = %v, want %v", wmax, alternate, i, j, g, want)
+			for name, q := range kernelsOf(t, q, w) {
+				got, err := q.run(&node{}, x, 1)
+				if err != nil {
+					t.Fatal(err)
+				}
+				for i := 0; i < rows; i++ {
+					for j := 0; j < out; j++ {
+						want := float32(-255 * int(w[j*in]) * in)
+						if g := got.data[i*out+j]; g != want {
+							t.Fatalf("%s wmax %d alternate %v: y[%d][%d] = %v, want %v", name, wmax, alternate, i, j, g, want)
+						}
 					}
 				}
 			}
@@ -134,14 +156,16 @@ func TestMatMulIntegerPackedIsExact(t *testing.T) {
 			}
 		}
 		a.data[0], a.data[len(a.data)-1] = float32(lo), float32(hi)
-		got := q.integer(&node{}, a, c.za)
 		want, err := (&node{op: "MatMulInteger"}).integerProduct(a, b, []float32{c.za}, nil)
 		if err != nil {
 			t.Fatal(err)
 		}
-		for i := range want.data {
-			if got.data[i] != want.data[i] {
-				t.Fatalf("%+v: sum %d = %v, want %v", c, i, got.data[i], want.data[i])
+		for name, q := range kernelsOf(t, q, w) {
+			got := q.integer(&node{}, a, c.za)
+			for i := range want.data {
+				if got.data[i] != want.data[i] {
+					t.Fatalf("%s %+v: sum %d = %v, want %v", name, c, i, got.data[i], want.data[i])
+				}
 			}
 		}
 	}
