@@ -4,6 +4,8 @@ import (
 	"fmt"
 	"math"
 	"slices"
+
+	"github.com/outpost-edge/outpost/models/onnx/onnxpb"
 )
 
 // gemm runs Gemm (alpha·A·B + beta·C, C broadcast) and MatMul (A may
@@ -140,6 +142,11 @@ type qgemm struct {
 	// non-zero activation pairs, what and where.
 	w16    []int16
 	pv, pi []int32
+	// scale and fbias are a MatMulInteger's rescaling folded in (see
+	// foldRescale): its int32 sums leave as float sums·scale + fbias,
+	// scale a value of the run (one, or one per column).
+	scale string
+	fbias []float32
 }
 
 // fuse marks the Gemm and MatMul nodes that can run as qgemm.
@@ -291,7 +298,133 @@ func (e *Engine) fuse(folded map[string]*node) {
 			}
 		}
 	}
+	e.foldRescale()
 	e.dropIntegerDequantize()
+	e.dropIdentities()
+}
+
+// dropIdentities removes the Identity nodes (the graph's, and the ops the
+// folds above turned into them) whose output is not served: their readers
+// read their input instead. A trace then lacks those names.
+func (e *Engine) dropIdentities() {
+	rename := map[string]string{}
+	kept := e.nodes[:0]
+	for _, n := range e.nodes {
+		for i, in := range n.in {
+			if to, ok := rename[in]; ok {
+				n.in[i] = to
+			}
+		}
+		for _, q := range []*qgemm{n.q, n.qi} { // the names the products read besides their inputs
+			if q == nil {
+				continue
+			}
+			if to, ok := rename[q.xq]; ok {
+				q.xq = to
+			}
+			if to, ok := rename[q.scale]; ok {
+				q.scale = to
+			}
+		}
+		if n.op == "Identity" && len(n.in) == 1 && len(n.out) == 1 && n.out[0] != e.output && n.out[0] != e.label {
+			rename[n.out[0]] = n.in[0]
+			continue
+		}
+		kept = append(kept, n)
+	}
+	e.nodes = kept
+}
+
+// foldRescale folds into each packed MatMulInteger the float ops dynamic
+// int8 writes after it (as ONNX Runtime's DynamicQuantizeMatMul does):
+// Cast to float, Mul by the activations' scale times the weights' (one or
+// one per column), and an Add of a constant bias, one per column. The
+// product then leaves float, and the three pass their input on: three
+// nodes and two passes over the output fewer a layer (a trace shows the
+// rescaled sums under all four names).
+func (e *Engine) foldRescale() {
+	readers, producer := map[string][]*node{}, map[string]*node{}
+	for _, n := range e.nodes {
+		for _, in := range n.in {
+			readers[in] = append(readers[in], n)
+		}
+		for _, out := range n.out {
+			producer[out] = n
+		}
+	}
+	only := func(t, op string) *node {
+		if r := readers[t]; len(r) == 1 && r[0].op == op && t != e.output && t != e.label {
+			return r[0]
+		}
+		return nil
+	}
+	before := map[*node]*node{} // a scale's Mul → the product it must precede
+	for _, n := range e.nodes {
+		q := n.qi
+		if q == nil {
+			continue
+		}
+		cast := only(n.out[0], "Cast")
+		if cast == nil || cast.to != onnxpb.TensorProto_FLOAT {
+			continue
+		}
+		mul := only(cast.out[0], "Mul")
+		if mul == nil || len(mul.in) != 2 {
+			continue
+		}
+		scale := mul.in[1]
+		if scale == cast.out[0] {
+			scale = mul.in[0]
+		}
+		// The scale: the activations' (a DynamicQuantizeLinear's scalar)
+		// times a constant of one value or one per column.
+		sm := producer[scale]
+		if sm == nil || sm.op != "Mul" || len(sm.in) != 2 {
+			continue
+		}
+		ok := false
+		for i, in := range sm.in {
+			c, isConst := e.consts[sm.in[1-i]]
+			if d := producer[in]; d != nil && d.op == "DynamicQuantizeLinear" && len(d.out) > 1 && d.out[1] == in &&
+				isConst && (len(c.data) == 1 || (len(c.data) == q.out && len(c.shape) > 0 && c.shape[len(c.shape)-1] == q.out)) {
+				ok = true
+			}
+		}
+		if !ok {
+			continue
+		}
+		q.scale = scale
+		if _, ok := before[sm]; !ok {
+			before[sm] = n // the scale is made after the product: run it first
+		}
+		cast.op, cast.in = "Identity", []string{n.out[0]}
+		mul.op, mul.in = "Identity", []string{cast.out[0]}
+		if add := only(mul.out[0], "Add"); add != nil && len(add.in) == 2 {
+			other := add.in[1]
+			if other == mul.out[0] {
+				other = add.in[0]
+			}
+			if c, ok := e.consts[other]; ok && c.kind == 0 && len(c.data) == q.out && len(c.shape) > 0 && size(c.shape) == c.shape[len(c.shape)-1] {
+				q.fbias = c.data
+				add.op, add.in = "Identity", []string{mul.out[0]}
+			}
+		}
+	}
+	if len(before) == 0 {
+		return
+	}
+	moved := map[*node][]*node{}
+	for sm, n := range before {
+		moved[n] = append(moved[n], sm)
+	}
+	var nodes []*node
+	for _, n := range e.nodes {
+		if _, ok := before[n]; ok {
+			continue
+		}
+		nodes = append(append(nodes, moved[n]...), n)
+	}
+	e.nodes = nodes
 }
 
 // dropIntegerDequantize removes each activation's DequantizeLinear that
@@ -879,13 +1012,49 @@ func (n *node) matMulInteger(a tensor, get func(string) (tensor, error)) (tensor
 	}
 	// The packed kernel's lanes are exact for |a − za| ≤ 255: 8-bit
 	// values and a zero point in their range.
+	var out tensor
 	if q := n.qi; q != nil && len(a.shape) == 2 && a.shape[1] == q.in && (a.kind == 'u' || a.kind == 'i') && len(za) <= 1 {
 		z := pick(za, 0, 0)
 		if (a.kind == 'u' && z >= 0 && z <= 255) || (a.kind == 'i' && z >= -128 && z <= 127) {
-			return q.integer(n, a, z), nil
+			out = q.integer(n, a, z)
 		}
 	}
-	return n.integerProduct(a, b, za, zb)
+	if out.data == nil {
+		if out, err = n.integerProduct(a, b, za, zb); err != nil {
+			return tensor{}, err
+		}
+	}
+	if n.qi == nil || n.qi.scale == "" {
+		return out, nil
+	}
+	// The folded Cast, Mul and Add, in their order.
+	s, err := get(n.qi.scale)
+	if err != nil {
+		return tensor{}, err
+	}
+	cols := n.qi.out
+	if (len(s.data) != 1 && len(s.data) != cols) || out.cols() != cols {
+		return tensor{}, fmt.Errorf("%w: MatMulInteger rescaled by %d values for %d columns", ErrInput, len(s.data), cols)
+	}
+	for r := 0; r < len(out.data); r += cols {
+		row := out.data[r : r+cols]
+		if len(s.data) == 1 {
+			for j := range row {
+				row[j] *= s.data[0]
+			}
+		} else {
+			for j, sc := range s.data[:len(row)] {
+				row[j] *= sc
+			}
+		}
+		if b := n.qi.fbias; b != nil {
+			for j, v := range b[:len(row)] {
+				row[j] += v
+			}
+		}
+	}
+	out.kind = 0
+	return out, nil
 }
 
 // qlinearMatMul is QLinearMatMul: the product requantized to y's scale
