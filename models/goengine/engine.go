@@ -34,6 +34,7 @@ type node struct {
 	keepdims       bool
 	to             onnxpb.TensorProto_DataType // Cast
 	q              *qgemm
+	folded         bool   // an op a fold turned into Identity, dropped at load
 	qi             *qgemm // MatMulInteger on constant int8 weights
 	ml             mlOp
 	// bufs are the node's output buffers, shapes their shapes and outs

@@ -3,7 +3,10 @@ package goengine
 import (
 	"testing"
 
+	"google.golang.org/protobuf/proto"
+
 	"github.com/outpost-edge/outpost/models/onnx"
+	"github.com/outpost-edge/outpost/models/onnx/onnxpb"
 	"github.com/outpost-edge/outpost/quant"
 )
 
@@ -75,5 +78,83 @@ func TestDynamicProductsRunFolded(t *testing.T) {
 	out, err := e.Run([]float32{1, -2, 3, 0.5, 0, -1}, 6)
 	if err != nil || len(out) != 4 {
 		t.Fatalf("run: %v, %v", out, err)
+	}
+}
+
+// TestFloatTracesKeepIdentities: a float model's trace, which static
+// calibration reads, still holds an Identity's output after load.
+func TestFloatTracesKeepIdentities(t *testing.T) {
+	model, err := onnx.NewGraph("t").Input("x", "N", 2).
+		Initializer("W", []float32{1, 2, 3, 4}, 2, 2).
+		Node("Identity", []string{"x"}, []string{"xi"}).
+		Node("MatMul", []string{"xi", "W"}, []string{"y"}).
+		Output("y", "N", 2).Model("test")
+	if err != nil {
+		t.Fatal(err)
+	}
+	e, err := Load(model)
+	if err != nil {
+		t.Fatal(err)
+	}
+	vals, err := e.Trace([]float32{1, 2}, 2)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := vals["xi"]; len(got) != 2 || got[0] != 1 || got[1] != 2 {
+		t.Fatalf("trace of xi: %v (of %d values)", got, len(vals))
+	}
+}
+
+// TestRescaleFoldKeepsOrder: a MatMulInteger rescaled by the scale of a
+// DynamicQuantizeLinear other than the one feeding it (made after it) is
+// not folded, and the graph runs in its order.
+func TestRescaleFoldKeepsOrder(t *testing.T) {
+	g := onnx.NewGraph("t").Input("x", "N", 2).
+		Initializer("W", []float32{1, -2, 3, 4}, 2, 2).
+		Initializer("ws", []float32{0.5, 0.25}, 2).
+		Node("DynamicQuantizeLinear", []string{"x"}, []string{"xq", "xs", "xz"}).
+		Node("MatMulInteger", []string{"xq", "W", "xz"}, []string{"m"}).
+		Node("Cast", []string{"m"}, []string{"c"}, onnx.Attr{Name: "to", Value: int64(onnxpb.TensorProto_FLOAT)}).
+		Node("DynamicQuantizeLinear", []string{"x"}, []string{"xq2", "xs2", "xz2"}).
+		Node("Mul", []string{"xs2", "ws"}, []string{"sm"}).
+		Node("Mul", []string{"c", "sm"}, []string{"y"}).
+		Output("y", "N", 2)
+	raw, err := g.Model("test")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var m onnxpb.ModelProto
+	if err := proto.Unmarshal(raw, &m); err != nil {
+		t.Fatal(err)
+	}
+	for _, init := range m.GetGraph().GetInitializer() {
+		if init.GetName() == "W" { // int8 weights
+			var b []byte
+			for _, v := range init.GetFloatData() {
+				b = append(b, byte(int8(v)))
+			}
+			init.DataType, init.FloatData, init.RawData = proto.Int32(int32(onnxpb.TensorProto_INT8)), nil, b
+		}
+	}
+	model, err := proto.Marshal(&m)
+	if err != nil {
+		t.Fatal(err)
+	}
+	e, err := Load(model)
+	if err != nil {
+		t.Fatal(err)
+	}
+	out, err := e.Run([]float32{1, -0.5}, 2)
+	if err != nil {
+		t.Fatalf("run: %v", err)
+	}
+	// x quantizes to [255, 0] with zero point 85 (scale 1.5/255): sums
+	// 170·1 − 85·3 and 170·(−2) − 85·4, rescaled by (1.5/255)·ws.
+	s := float32(1.5 / 255)
+	want := []float32{float32(170*1-85*3) * (s * 0.5), float32(170*-2-85*4) * (s * 0.25)}
+	for i := range want {
+		if d := out[i] - want[i]; d > 1e-5 || d < -1e-5 {
+			t.Fatalf("out %v, want %v", out, want)
+		}
 	}
 }

@@ -134,7 +134,7 @@ type qgemm struct {
 	in   int
 	out  int     // columns
 	xs   []int64 // scratch for the shifted activations
-	acc  []int32 // scratch: one row's sums
+	acc  []int32 // scratch: rows' sums, len(acc) apart (four for the vector kernel)
 	nz   []int32 // scratch: a row's non-zero activations, where and what
 	nzv  []int64
 	// w16 are the weights for qsums16 where the build has it (see
@@ -255,9 +255,9 @@ func (e *Engine) fuse(folded map[string]*node) {
 		if other == n.out[0] {
 			other = add.in[0]
 		}
-		if c, ok := e.consts[other]; ok {
+		if c, ok := e.consts[other]; ok && len(c.shape) <= 2 { // a bias of higher rank would raise the output's
 			if n.q.bias = intBias(c, n.q); n.q.bias != nil {
-				add.op, add.in = "Identity", []string{n.out[0]}
+				add.op, add.in, add.folded = "Identity", []string{n.out[0]}, true
 			}
 		}
 	}
@@ -303,9 +303,10 @@ func (e *Engine) fuse(folded map[string]*node) {
 	e.dropIdentities()
 }
 
-// dropIdentities removes the Identity nodes (the graph's, and the ops the
-// folds above turned into them) whose output is not served: their readers
-// read their input instead. A trace then lacks those names.
+// dropIdentities removes the ops the folds above turned into Identity
+// (the graph's own stay: a float model's trace, which calibration reads,
+// keeps every name), their readers reading their input instead. A trace
+// of a quantized model then lacks those names.
 func (e *Engine) dropIdentities() {
 	rename := map[string]string{}
 	kept := e.nodes[:0]
@@ -326,7 +327,7 @@ func (e *Engine) dropIdentities() {
 				q.scale = to
 			}
 		}
-		if n.op == "Identity" && len(n.in) == 1 && len(n.out) == 1 && n.out[0] != e.output && n.out[0] != e.label {
+		if n.folded && n.out[0] != e.output && n.out[0] != e.label {
 			rename[n.out[0]] = n.in[0]
 			continue
 		}
@@ -340,8 +341,8 @@ func (e *Engine) dropIdentities() {
 // Cast to float, Mul by the activations' scale times the weights' (one or
 // one per column), and an Add of a constant bias, one per column. The
 // product then leaves float, and the three pass their input on: three
-// nodes and two passes over the output fewer a layer (a trace shows the
-// rescaled sums under all four names).
+// nodes and two passes over the output fewer a layer (dropIdentities then
+// removes the three; a trace keeps the product's name only).
 func (e *Engine) foldRescale() {
 	readers, producer := map[string][]*node{}, map[string]*node{}
 	for _, n := range e.nodes {
@@ -385,8 +386,11 @@ func (e *Engine) foldRescale() {
 		ok := false
 		for i, in := range sm.in {
 			c, isConst := e.consts[sm.in[1-i]]
-			if d := producer[in]; d != nil && d.op == "DynamicQuantizeLinear" && len(d.out) > 1 && d.out[1] == in &&
-				isConst && (len(c.data) == 1 || (len(c.data) == q.out && len(c.shape) > 0 && c.shape[len(c.shape)-1] == q.out)) {
+			// The DynamicQuantizeLinear that feeds this product (so it runs
+			// before it); a constant of rank 2 at most, so that the Mul's
+			// output keeps the product's rank.
+			if d := producer[in]; d != nil && d.op == "DynamicQuantizeLinear" && len(d.out) > 1 && d.out[1] == in && d.out[0] == n.in[0] &&
+				isConst && len(c.shape) <= 2 && (len(c.data) == 1 || (len(c.data) == q.out && len(c.shape) > 0 && c.shape[len(c.shape)-1] == q.out)) {
 				ok = true
 			}
 		}
@@ -394,19 +398,19 @@ func (e *Engine) foldRescale() {
 			continue
 		}
 		q.scale = scale
-		if _, ok := before[sm]; !ok {
+		if _, ok := before[sm]; !ok && slices.Index(e.nodes, sm) > slices.Index(e.nodes, n) {
 			before[sm] = n // the scale is made after the product: run it first
 		}
-		cast.op, cast.in = "Identity", []string{n.out[0]}
-		mul.op, mul.in = "Identity", []string{cast.out[0]}
+		cast.op, cast.in, cast.folded = "Identity", []string{n.out[0]}, true
+		mul.op, mul.in, mul.folded = "Identity", []string{cast.out[0]}, true
 		if add := only(mul.out[0], "Add"); add != nil && len(add.in) == 2 {
 			other := add.in[1]
 			if other == mul.out[0] {
 				other = add.in[0]
 			}
-			if c, ok := e.consts[other]; ok && c.kind == 0 && len(c.data) == q.out && len(c.shape) > 0 && size(c.shape) == c.shape[len(c.shape)-1] {
+			if c, ok := e.consts[other]; ok && c.kind == 0 && len(c.data) == q.out && len(c.shape) > 0 && len(c.shape) <= 2 && size(c.shape) == c.shape[len(c.shape)-1] {
 				q.fbias = c.data
-				add.op, add.in = "Identity", []string{mul.out[0]}
+				add.op, add.in, add.folded = "Identity", []string{mul.out[0]}, true
 			}
 		}
 	}
@@ -543,8 +547,9 @@ const q16Panel = 8
 
 // vectorize lays w ([out][in] int8 values) out for qsums16 when there is
 // one: [panel][k/2][8 columns][2] int16, k and the columns zero padded.
-// The int32 sums stay exact: |x − zx| ≤ 383 and |w| ≤ 128 give under
-// 2^31 for k up to 2^14 (a longer k keeps the SWAR kernel).
+// The int32 sums stay exact: |x − zx| ≤ 255 (fuse admits 8-bit values
+// and zero points in their range) and |w| ≤ 128 give under 2^31 for k up
+// to 2^14, bias included (a longer k keeps the SWAR kernel).
 func (q *qgemm) vectorize(w []int32) {
 	if qsums16 == nil || q.in > 1<<14 {
 		return
