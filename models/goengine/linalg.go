@@ -542,6 +542,12 @@ var qsums16 func(acc []int32, pv, pi []int32, w16 []int16, kp, panels int)
 // 4×16 blocks do.
 var qsums16x4 func(acc []int32, ld int, pv []int32, w16 []int16, kp, panels int)
 
+// packPair puts two shifted activations into one int32 as VPMADDWD
+// reads a pair: lo in the low 16 bits, hi in the high.
+func packPair[T int32 | int64](lo, hi T) int32 {
+	return int32(uint32(uint16(int16(lo))) | uint32(uint16(int16(hi)))<<16)
+}
+
 // q16Panel is the columns of one int16 panel: one vector of 8 int32 sums.
 const q16Panel = 8
 
@@ -678,7 +684,7 @@ func (q *qgemm) block(xs []int64, i, rows int, acc []int32) int {
 			if 2*p+1 < k {
 				hi = xr[2*p+1]
 			}
-			pv[4*p+t] = int32(uint32(uint16(int16(lo))) | uint32(uint16(int16(hi)))<<16)
+			pv[4*p+t] = packPair(lo, hi)
 		}
 	}
 	qsums16x4(acc[:cap(acc)], len(acc), pv, q.w16, kp, (q.out+q16Panel-1)/q16Panel)
@@ -695,7 +701,7 @@ func (q *qgemm) blockFloat(x []float32, i, rows int, acc []int32) int {
 		if 2*p+1 < k {
 			hi = int32(xr[2*p+1]) - zx
 		}
-		return int32(uint32(uint16(int16(lo))) | uint32(uint16(int16(hi)))<<16)
+		return packPair(lo, hi)
 	}
 	panels := (q.out + q16Panel - 1) / q16Panel
 	if qsums16x4 == nil || i+4 > rows {
@@ -733,7 +739,7 @@ func (q *qgemm) sums(xr []int64, acc []int32) {
 				hi = xr[p+1]
 			}
 			if lo != 0 || hi != 0 {
-				q.pv[nz], q.pi[nz] = int32(uint32(uint16(int16(lo)))|uint32(uint16(int16(hi)))<<16), int32(p/2)
+				q.pv[nz], q.pi[nz] = packPair(lo, hi), int32(p/2)
 				nz++
 			}
 		}
