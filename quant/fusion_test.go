@@ -190,20 +190,25 @@ func TestSchemesFuseAndAgree(t *testing.T) {
 			if err := proto.Unmarshal(q, &m); err != nil {
 				t.Fatal(err)
 			}
-			centred := 0
+			inits := map[string]*onnxpb.TensorProto{}
 			for _, init := range m.GetGraph().GetInitializer() {
-				n := init.GetName()
-				switch {
-				case o.PerTensor && strings.HasSuffix(n, "_scale") && !strings.Contains(n, "_qdq") && len(init.GetDims()) != 0:
-					t.Errorf("%s %s: weight scale %s has dims %v, want a scalar", f.name, sc.name, n, init.GetDims())
-				case o.Symmetric && strings.HasSuffix(n, "_qdq_zp"):
+				inits[init.GetName()] = init
+			}
+			centred := 0
+			for _, n := range m.GetGraph().GetNode() {
+				switch op, in := n.GetOpType(), n.GetInput(); {
+				case op == "DequantizeLinear" && inits[in[0]] != nil: // a weight's
+					if s := inits[in[1]]; o.PerTensor && len(s.GetDims()) != 0 {
+						t.Errorf("%s %s: weight scale %s has dims %v, want a scalar", f.name, sc.name, in[1], s.GetDims())
+					}
+				case op == "QuantizeLinear" && o.Symmetric: // an activation's
 					// 0, or -128 for a tensor never negative (a Relu's)
-					switch zp := int8(init.GetRawData()[0]); zp {
+					switch zp := int8(inits[in[2]].GetRawData()[0]); zp {
 					case 0:
 						centred++
 					case -128:
 					default:
-						t.Errorf("%s %s: activation zero point %s is %d, want 0 (or -128 after a Relu)", f.name, sc.name, n, zp)
+						t.Errorf("%s %s: activation zero point %s is %d, want 0 (or -128 after a Relu)", f.name, sc.name, in[2], zp)
 					}
 				}
 			}

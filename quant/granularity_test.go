@@ -48,14 +48,15 @@ func weightScales(tb testing.TB, model []byte) map[string]int {
 				}
 			}
 		case "MatMulInteger":
-			for _, r := range m.GetGraph().GetNode() {
-				if r.GetOpType() == "Mul" && len(r.GetInput()) == 2 {
-					for _, in := range r.GetInput() {
-						if s, ok := count[in]; ok && strings.HasSuffix(in, "_wscale") {
-							got["MatMulInteger "+in] = s
-						}
-					}
+			// Its weights are BASE_w and their scales BASE_ws; a lowered
+			// Conv's base is c<n>.
+			base, ok := strings.CutSuffix(n.GetInput()[1], "_w")
+			if s, scaled := count[base+"_ws"]; ok && scaled {
+				op := "MatMulInteger " + base
+				if strings.HasPrefix(base, "c") {
+					op = "MatMulInteger (a lowered Conv) " + base
 				}
+				got[op] = s
 			}
 		}
 	}
@@ -90,7 +91,7 @@ func TestWeightGranularity(t *testing.T) {
 				t.Fatalf("%s %s: no quantized weight found", name, mode)
 			}
 			for op, scales := range got {
-				conv := strings.HasPrefix(op, "Conv") || strings.Contains(op, "_im2col") // lowered
+				conv := strings.HasPrefix(op, "Conv") || strings.Contains(op, "lowered Conv")
 				switch {
 				case conv && scales == 1:
 					t.Errorf("%s %s: %s has one weight scale, want one per channel", name, mode, op)

@@ -436,9 +436,13 @@ func TestPassThroughChainsKeepOneScale(t *testing.T) {
 		if err := proto.Unmarshal(q, &m); err != nil {
 			t.Fatal(err)
 		}
+		inits := map[string]*onnxpb.TensorProto{}
 		for _, init := range m.GetGraph().GetInitializer() {
-			if init.GetName() == tensor+"_qdq_scale" {
-				return init.GetFloatData()[0]
+			inits[init.GetName()] = init
+		}
+		for _, n := range m.GetGraph().GetNode() {
+			if n.GetOpType() == "QuantizeLinear" && n.GetInput()[0] == tensor {
+				return inits[n.GetInput()[1]].GetFloatData()[0]
 			}
 		}
 		t.Fatalf("no pair on %s", tensor)
