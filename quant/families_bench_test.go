@@ -23,7 +23,8 @@ import (
 // variants are the models BenchmarkFamilies runs side by side.
 var variants = []string{"float", "static", "dynamic", "ort-static", "ort-dynamic"}
 
-// BenchmarkFamilies: the issue's models (16-64-128-64-8 MLP in Gemm and
+// BenchmarkFamilies: the issue's models (scikit-learn's trained
+// 16-64-128-64-8 MLP as skl2onnx exports it, the same shape in Gemm and
 // MatMul+Add form, the 1-D and 2-D CNNs), float against our static and
 // dynamic int8 and against onnxruntime.quantization's (quantize_static
 // with a CalibrationDataReader over the same calibration rows, and
@@ -32,7 +33,8 @@ var variants = []string{"float", "static", "dynamic", "ort-static", "ort-dynamic
 // each iteration, so a noisy machine slows all alike. Metrics per variant: µs per batch,
 // speedup (float time / its time), size ratio to float, and agreement
 // with float's decisions on 512 held-out rows (the calibration rows are
-// 256 others); for ours, latency relative to the peer's same mode
+// 256 others), and for the trained MLP accuracy against the held-out
+// rows' labels (acc); for ours, latency relative to the peer's same mode
 // (vs-ort, below 1 is faster than theirs).
 //
 //	make bench   # or: go test -run '^$' -bench Families -benchtime 200x ./quant/
@@ -40,9 +42,15 @@ var variants = []string{"float", "static", "dynamic", "ort-static", "ort-dynamic
 // The peer runs from .cache/venv-bench (deploy/scripts/deps.sh pybench).
 func BenchmarkFamilies(b *testing.B) {
 	tr := trace(b)
-	for _, f := range families(b)[1:] { // the skl2onnx MLP is the fusion test's
+	// scikit-learn's trained MLP with its own rows and labels; the others
+	// have random weights, on random rows.
+	benched := []exported{sklearnMLP(b)}
+	for _, f := range families(b)[1:] { // the small skl2onnx MLP is the fusion test's
 		rng := rand.New(rand.NewPCG(4, 2))
-		calib, held := samples(rng, 256, f.features), samples(rng, 512, f.features)
+		benched = append(benched, exported{family: f, calib: samples(rng, 256, f.features), held: samples(rng, 512, f.features)})
+	}
+	for _, e := range benched {
+		f, calib, held := e.family, e.calib, e.held
 		models := [][]byte{f.model}
 		for _, mode := range []string{quant.Static, quant.Dynamic} {
 			q, err := quant.Quantize(f.model, quant.Options{Mode: mode, Samples: calib, Tracer: feedTracer(f)(tr)})
@@ -78,12 +86,16 @@ func BenchmarkFamilies(b *testing.B) {
 		}
 		outs := runAll(flat(held))
 		width := len(outs[0]) / len(held)
-		agree := make([]float64, len(models))
+		agree, correct := make([]float64, len(models)), make([]float64, len(models))
 		for i := range held {
 			want := quant.Decide(outs[0][i*width:(i+1)*width], 0.5)
 			for v := range models {
-				if quant.Decide(outs[v][i*width:(i+1)*width], 0.5) == want {
+				got := quant.Decide(outs[v][i*width:(i+1)*width], 0.5)
+				if got == want {
 					agree[v]++
+				}
+				if e.labels != nil && got == e.labels[i] {
+					correct[v]++
 				}
 			}
 		}
@@ -107,6 +119,9 @@ func BenchmarkFamilies(b *testing.B) {
 				}
 				for v, name := range variants {
 					b.ReportMetric(float64(total[v].Microseconds())/float64(b.N), name+"-µs")
+					if e.labels != nil {
+						b.ReportMetric(correct[v]/float64(len(held)), name+"-acc")
+					}
 					if v == 0 {
 						continue
 					}
